@@ -1,0 +1,289 @@
+"""Derive: compute a protocol's temporal abstractions for one patient, as of a reference date.
+
+This is step 1 of per-patient evaluation. It interprets intermediate-form nodes over the patient's
+facts and remembers which facts each value came from (the evidence behind every why-line).
+
+Semantics (each is a spec test in tests/spec):
+- As-of: only facts that started on or before the reference date exist. Facts with status
+  entered-in-error are never seen.
+- `within N months` looks back from the reference date: after (reference - N), up to and including
+  the reference date. An event exactly N months ago is outside (QOF "in the preceding 12 months").
+  Month arithmetic clamps to month end (2024-02-29 - 12 months = 2023-02-28).
+- `within N after X` is [X, X + N]; `within N before X` is [X - N, X]; `during period` means the
+  start date is in [period start, period end]; `overlaps period` means [start, end or open] meets it.
+- latest / earliest pick the most recent / first day; several events that day -> the lowest value
+  (the eCQM and QOF lowest-reading convention), then the latest time. min / max pick by value
+  (events without a value are ignored), ties -> the latest.
+- A value is converted into its value set's declared unit; a value that cannot be converted is
+  treated as missing (the event still happened) and reported as a data problem.
+- Missing data: an absent event has no value or date. Any comparison involving something missing
+  is false; `not` of it is true; `exists` and `is missing` test presence explicitly; count is 0.
+- Age is whole years at the reference date (or at the period start / end for age_at_period_*).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from dateutil.relativedelta import relativedelta
+
+from engine.protocols import ir
+from engine.protocols.model import Protocol
+from engine.protocols.units import UnitError, converter
+from engine.records.model import Fact, PatientRecord
+
+IGNORED_STATUSES = {"entered-in-error"}
+
+
+@dataclass(frozen=True)
+class Context:
+    reference_date: dt.date
+    period_start: dt.date
+    period_end: dt.date
+
+    @classmethod
+    def as_of(cls, reference_date: dt.date, period: ir.Duration, period_start: dt.date | None = None) -> "Context":
+        start = period_start or (reference_date - shift(period) + dt.timedelta(days=1))
+        return cls(reference_date, start, reference_date)
+
+
+def shift(d: ir.Duration) -> relativedelta:
+    return relativedelta(**{d.unit: d.amount})
+
+
+def age_on(birth: dt.date, on: dt.date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+@dataclass
+class Ev:
+    """An event as the deriver sees it: the fact plus its value in the value set's unit."""
+
+    fact: Fact
+    value: float | None
+
+    @property
+    def day(self) -> dt.date:
+        return self.fact.day
+
+
+@dataclass
+class Derived:
+    values: dict[ir.Node, Any] = field(default_factory=dict)
+    evidence: dict[ir.Node, list[Fact]] = field(default_factory=dict)
+    data_problems: list[str] = field(default_factory=list)
+
+
+class Deriver:
+    def __init__(self, protocol: Protocol, record: PatientRecord, ctx: Context):
+        self.protocol, self.record, self.ctx = protocol, record, ctx
+        self.out = Derived()
+        self._facts = [f for f in record.facts
+                       if f.day <= ctx.reference_date and (f.status or "").lower() not in IGNORED_STATUSES]
+
+    # ---- public ----
+    def eval(self, node: ir.Node) -> Any:
+        if node in self.out.values:
+            return self.out.values[node]
+        value = self._eval(node)
+        self.out.values[node] = value
+        return value
+
+    def evidence(self, node: ir.Node) -> list[Fact]:
+        """The facts a node's value rests on."""
+        self.eval(node)
+        found: dict[tuple, Fact] = {}
+        for n in ir.walk(node):
+            v = self.out.values.get(n)
+            if isinstance(ir.unwrap(n), ir.Pick) and isinstance(v, Ev):
+                found[(v.fact.source_system, v.fact.id)] = v.fact
+            elif isinstance(ir.unwrap(n), (ir.Count,)):
+                src = self.out.values.get(ir.unwrap(n).source)
+                for e in (src or [])[:5] if isinstance(src, list) else []:
+                    found[(e.fact.source_system, e.fact.id)] = e.fact
+            elif isinstance(ir.unwrap(n), ir.Exists):
+                src = self.out.values.get(ir.unwrap(n).source)
+                evs = src if isinstance(src, list) else [src] if isinstance(src, Ev) else []
+                for e in evs[-3:]:
+                    found[(e.fact.source_system, e.fact.id)] = e.fact
+        return sorted(found.values(), key=lambda f: f.start)
+
+    # ---- interpretation ----
+    def _eval(self, node: ir.Node) -> Any:
+        n = node
+        if isinstance(n, ir.Named):
+            return self.eval(n.node)
+        if isinstance(n, ir.ValueSetRef):
+            return self._valueset_events(n)
+        if isinstance(n, ir.Window):
+            return self._window(n)
+        if isinstance(n, ir.Where):
+            return self._where(n)
+        if isinstance(n, ir.Pick):
+            return self._pick(n)
+        if isinstance(n, ir.Count):
+            return len(self._as_list(self.eval(n.source)))
+        if isinstance(n, ir.Attr):
+            ev = self.eval(n.event)
+            if ev is None:
+                return None
+            if n.name == "value":
+                return ev.value
+            if n.name == "date":
+                return ev.day
+            return ev.fact.end_day
+        if isinstance(n, ir.Patient):
+            p = self.record.patient
+            if n.name == "age":
+                return age_on(p.birth_date, self.ctx.reference_date)
+            if n.name == "age_at_period_start":
+                return age_on(p.birth_date, self.ctx.period_start)
+            if n.name == "age_at_period_end":
+                return age_on(p.birth_date, self.ctx.period_end)
+            if n.name == "sex":
+                return p.sex.value
+        if isinstance(n, ir.ContextDate):
+            return getattr(self.ctx, n.name)
+        if isinstance(n, ir.Const):
+            return n.value
+        if isinstance(n, ir.Exists):
+            return bool(self._as_list(self.eval(n.source)))
+        if isinstance(n, ir.Compare):
+            return compare(n.op, self.eval(n.left), self.eval(n.right))
+        if isinstance(n, ir.And):
+            return all(self.eval(i) for i in n.items)
+        if isinstance(n, ir.Or):
+            return any(self.eval(i) for i in n.items)
+        if isinstance(n, ir.Not):
+            return not self.eval(n.item)
+        raise TypeError(f"cannot evaluate {n!r}")
+
+    @staticmethod
+    def _as_list(v) -> list[Ev]:
+        if v is None:
+            return []
+        return v if isinstance(v, list) else [v]
+
+    def _valueset_events(self, n: ir.ValueSetRef) -> list[Ev]:
+        vs = self.protocol.valuesets[n.name]
+        out = []
+        conv_cache: dict[str | None, Any] = {}
+        for f in self._facts:
+            if vs.matches(f.codes) is None:
+                continue
+            value = f.value
+            if value is not None and vs.unit is not None and f.unit is not None:
+                if f.unit not in conv_cache:
+                    try:
+                        conv_cache[f.unit] = converter(f.unit, vs.unit, vs.analyte)
+                    except UnitError as e:
+                        conv_cache[f.unit] = e
+                conv = conv_cache[f.unit]
+                if isinstance(conv, UnitError):
+                    self.out.data_problems.append(
+                        f"{n.name.replace('_', ' ')} on {f.day.isoformat()} ({f.source_system} {f.id}): {conv}; value ignored")
+                    value = None
+                else:
+                    value = conv(value)
+            out.append(Ev(f, value))
+        out.sort(key=lambda e: (e.fact.start, e.fact.id))
+        return out
+
+    def _window(self, n: ir.Window):
+        src = self.eval(n.source)
+        events = self._as_list(src)
+        if n.kind == "ago":
+            lo = self.ctx.reference_date - shift(n.duration)
+            keep = [e for e in events if lo < e.day <= self.ctx.reference_date]
+        elif n.kind in ("after", "before"):
+            anchor = self.eval(n.anchor)
+            if anchor is None:
+                keep = []
+            elif n.kind == "after":
+                hi = anchor + shift(n.duration)
+                keep = [e for e in events if anchor <= e.day <= hi]
+            else:
+                lo = anchor - shift(n.duration)
+                keep = [e for e in events if lo <= e.day <= anchor]
+        elif n.kind == "period":
+            keep = [e for e in events if self.ctx.period_start <= e.day <= self.ctx.period_end]
+        elif n.kind == "overlaps":
+            keep = [e for e in events if e.day <= self.ctx.period_end
+                    and (e.fact.end is None or e.fact.end_day >= self.ctx.period_start)]
+        else:
+            raise ValueError(n.kind)
+        if isinstance(src, list):
+            return keep
+        return keep[0] if keep else None
+
+    def _where(self, n: ir.Where):
+        src = self.eval(n.source)
+        keep = [e for e in self._as_list(src) if self._field_matches(e, n)]
+        if isinstance(src, list):
+            return keep
+        return keep[0] if keep else None
+
+    def _field_matches(self, e: Ev, n: ir.Where) -> bool:
+        f = e.fact
+        if n.field == "value":
+            return compare(n.op, e.value, n.value)
+        if n.field in ("value_code", "code"):
+            codings = f.value_codes if n.field == "value_code" else f.codes
+            if n.op == "in-valueset":
+                return self.protocol.valuesets[n.value].matches(codings) is not None
+            values = [c.code for c in codings]
+        else:
+            raw = {"status": f.status, "setting": f.care_setting.value, "kind": f.kind.value,
+                   "source": f.source_system}.get(n.field, f.attrs.get(n.field))
+            if n.op == "in-valueset":
+                from engine.records.model import Coding
+                items = raw if isinstance(raw, list) else [raw] if raw else []
+                codings = [Coding(**c) if isinstance(c, dict) else Coding(code=str(c)) for c in items]
+                return bool(codings) and self.protocol.valuesets[n.value].matches(codings) is not None
+            values = raw if isinstance(raw, list) else [raw]
+            values = [v.get("code") if isinstance(v, dict) else v for v in values]
+            values = [str(v).lower() if isinstance(v, bool) else v for v in values]
+        if n.op == "in":
+            return any(v in n.value for v in values)
+        return any(compare(n.op, v, n.value) for v in values)
+
+    def _pick(self, n: ir.Pick) -> Ev | None:
+        events = self._as_list(self.eval(n.source))
+        if not events:
+            return None
+        lowest_first = lambda e: math.inf if e.value is None else e.value  # noqa: E731
+        if n.how == "latest":
+            day = max(e.day for e in events)
+            same = [e for e in events if e.day == day]
+            return min(same, key=lambda e: (lowest_first(e), -e.fact.start.timestamp(), e.fact.id))
+        if n.how == "earliest":
+            day = min(e.day for e in events)
+            same = [e for e in events if e.day == day]
+            return min(same, key=lambda e: (lowest_first(e), e.fact.start, e.fact.id))
+        valued = [e for e in events if e.value is not None]
+        if not valued:
+            return None
+        if n.how == "min":
+            return min(valued, key=lambda e: (e.value, -e.fact.start.timestamp(), e.fact.id))
+        return max(valued, key=lambda e: (e.value, e.fact.start, e.fact.id))
+
+
+def compare(op: str, a, b) -> bool:
+    """Comparison with the missing-data rule: anything missing compares false."""
+    if a is None or b is None:
+        return False
+    if op == "==":
+        return a == b
+    if op == "!=":
+        return a != b
+    if op == ">":
+        return a > b
+    if op == ">=":
+        return a >= b
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    raise ValueError(op)

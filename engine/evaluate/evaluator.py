@@ -1,0 +1,247 @@
+"""Per-patient evaluation: derive -> durable-rules -> assign -> care plan, tasks, flags, measures.
+
+    record ──► Deriver (temporal abstractions, evidence) ──► one summary fact
+                                                          │
+    protocol ─► lowered conditions ─► durable-rules ruleset ◄┘  (fresh session, deleted after)
+                                                          │ keys of the conditions that held
+                                                          ▼
+    outputs: care-plan items (met/due/overdue/excepted), tasks (assigned by role agreement with
+    due times), flags, goals and measure results, each with protocol@version, source and why.
+
+`engine="python"` evaluates the same lowered conditions in plain Python instead of durable-rules:
+the reference the spec tests compare the rule engine against.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from engine.calendar import ResponseTime
+from engine.evaluate import rules as dr
+from engine.evaluate.derive import Context, Deriver, shift
+from engine.evaluate.explain import clauses, evidence_items, sentence
+from engine.evaluate.lowering import Lowered, eval_lowered, lower_all, summary_fact
+from engine.evaluate.outputs import (Assignment, CarePlanItem, Evaluation, Flag, GoalResult, MeasureResult,
+                                     ProtocolResult, Provenance, Task)
+from engine.protocols import ir
+from engine.protocols.agreements import Agreement, resolve
+from engine.protocols.model import Protocol
+from engine.records.model import PatientRecord
+
+RAISE_TIME = dt.time(9, 0)  # tasks raised by an "as of" evaluation start their clock at 09:00 that day
+DEFAULT_DEADLINE = ResponseTime(4, "weeks")
+_lowered_cache: dict[str, Lowered] = {}
+
+
+def lowered_for(protocol: Protocol) -> Lowered:
+    name = protocol.ruleset_name
+    if name not in _lowered_cache:
+        _lowered_cache[name] = lower_all(protocol.conditions)
+    return _lowered_cache[name]
+
+
+@dataclass
+class Options:
+    engine: str = "durable"  # durable | python
+    raised_at: dt.datetime | None = None  # when new tasks start their clock (default: reference date 09:00)
+
+
+def evaluate(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement] | None = None,
+             as_of: dt.date | None = None, period_start: dt.date | None = None,
+             options: Options | None = None) -> Evaluation:
+    as_of = as_of or dt.date.today()
+    options = options or Options()
+    agreements = agreements or []
+    p = record.patient
+    deceased = p.death_date is not None and p.death_date <= as_of
+    results, first_ctx = [], None
+    for proto in protocols:
+        ctx = Context.as_of(as_of, proto.period, period_start)
+        first_ctx = first_ctx or ctx
+        results.append(_evaluate_one(record, proto, agreements, ctx, options, deceased))
+    ctx = first_ctx or Context.as_of(as_of, ir.Duration(12, "months"), period_start)
+    return Evaluation(nhs_number=p.nhs_number, reference_date=as_of, period_start=ctx.period_start,
+                      period_end=ctx.period_end, deceased=deceased, protocols=results)
+
+
+def fired_conditions(record: PatientRecord, proto: Protocol, ctx: Context, engine: str = "durable") -> tuple[set[str], Deriver]:
+    lowered = lowered_for(proto)
+    d = Deriver(proto, record, ctx)
+    fact = summary_fact(lowered, d)
+    if engine == "durable":
+        dr.ensure_ruleset(proto.ruleset_name, lowered)
+        fired = dr.run(proto.ruleset_name, fact, record.patient.nhs_number)
+    elif engine == "python":
+        fired = {k for k, t in lowered.conditions.items() if eval_lowered(t, fact)}
+    else:
+        raise ValueError(f"unknown engine {engine!r}")
+    return fired, d
+
+
+def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agreement], ctx: Context,
+                  options: Options, deceased: bool) -> ProtocolResult:
+    res = ProtocolResult(protocol=proto.id, version=proto.version, title=proto.title, on_register=False, register_why="")
+    if deceased:
+        res.register_why = f"Not on {proto.title}: died on {record.patient.death_date.isoformat()}."
+        res.measures = [MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False,
+                                      exclusion=False, numerator=False,
+                                      provenance=_prov(proto, f"measure:{m.id}", "Patient had died before the reference date."))
+                        for m in proto.measures]
+        return res
+    fired, d = fired_conditions(record, proto, ctx, options.engine)
+    on = "population" in fired
+    res.on_register = on
+    pop = proto.conditions.get("population")
+    res.register_why = sentence(("On the register for " if on else "Not on the register for ") + proto.title,
+                                clauses(pop, d) if pop is not None else [])
+    raised = options.raised_at or dt.datetime.combine(ctx.reference_date, RAISE_TIME)
+    place = {"locality": record.patient.locality, "mdt": record.patient.mdt, "practice": record.patient.practice}
+    nhs = record.patient.nhs_number
+
+    def assignment(target: str, role: str, priority: str) -> tuple[Assignment, ResponseTime | None]:
+        r = resolve(agreements, proto.id, target, place)
+        if r is None:
+            return Assignment(role=role), None
+        rt = r.assign.response_for(priority)
+        return Assignment(provider=r.assign.provider, team=r.assign.team, role=r.assign.role,
+                          response=str(rt) if rt else None, agreement=r.agreement.key), rt
+
+    def due_time(rt: ResponseTime | None, clinical: ResponseTime | None, not_after: dt.datetime | None = None) -> dt.datetime:
+        options_ = [x.due_from(raised) for x in (rt, clinical) if x is not None]
+        if not_after is not None:
+            options_.append(not_after)
+        return min(options_) if options_ else DEFAULT_DEADLINE.due_from(raised)
+
+    if on:
+        for a in proto.activities:
+            key = f"activity:{a.id}"
+            last = d.eval(a.done_by)
+            last_day = last.day if last is not None else None
+            since = d.eval(proto.since) if proto.since is not None else None
+            if f"{key}:recent" in fired:
+                status = "met"
+            elif f"{key}:in_interval" in fired:
+                status = "due"
+            elif f"{key}:excepted" in fired:
+                status = "excepted"
+            else:
+                status = "overdue"
+            if last_day is not None:
+                next_due = last_day + shift(a.every)
+            elif since is not None:
+                next_due = since.day + shift(a.every)
+            else:
+                next_due = ctx.reference_date
+            if status == "overdue" and next_due > ctx.reference_date:
+                status = "due"  # never done, but joined the register less than one interval ago
+            why = _activity_why(a, status, last_day, next_due, d, proto)
+            facts = d.evidence(proto.conditions[f"{key}:in_interval"])
+            if status == "excepted":
+                facts += d.evidence(proto.conditions[f"{key}:excepted"])
+            prov = _prov(proto, key, why, evidence_items(facts, proto))
+            assigned, rt = assignment(a.id, a.role, a.priority)
+            res.care_plan.append(CarePlanItem(activity=a.id, title=a.title, status=status, last_done=last_day,
+                                              next_due=next_due, assigned=assigned, patient_text=a.patient_text,
+                                              provenance=prov))
+            res.flags.append(Flag(key=f"{nhs}|{proto.id}|{key}", kind="compliance", code=a.id, level=status,
+                                  text=f"{a.title}: {status}", provenance=prov))
+            if status in ("due", "overdue"):
+                clinical_due = dt.datetime.combine(next_due, dt.time(17, 0)) if next_due > ctx.reference_date else None
+                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="activity",
+                                      title=f"{a.title} {'overdue' if status == 'overdue' else 'due'}",
+                                      priority=a.priority, raised_at=raised, due=due_time(rt, None, clinical_due),
+                                      assigned=assigned, provenance=prov))
+        for g in proto.goals:
+            if f"goal:{g.id}:applies" not in fired:
+                continue
+            met = f"goal:{g.id}:met" in fired
+            cond = proto.conditions[f"goal:{g.id}:met"]
+            why = sentence(f"{g.title}: {'achieved' if met else 'not achieved'}", clauses(cond, d))
+            if g.because:
+                why = f"{why} {g.because}"
+            res.goals.append(GoalResult(goal=g.id, title=g.title, status="achieved" if met else "not-achieved",
+                                        patient_text=g.patient_text,
+                                        provenance=_prov(proto, f"goal:{g.id}", why, evidence_items(d.evidence(cond), proto))))
+        for r in proto.rules:
+            key = f"rule:{r.id}"
+            if key not in fired:
+                continue
+            cond = proto.conditions[key]
+            why = sentence(r.because or r.title, clauses(cond, d))
+            prov = _prov(proto, key, why, evidence_items(d.evidence(cond), proto))
+            if r.task:
+                assigned, rt = assignment(f"rule:{r.id}", r.task.role, r.task.priority)
+                clinical = _as_response(r.task.within)
+                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=r.task.title,
+                                      priority=r.task.priority, raised_at=raised, due=due_time(rt, clinical),
+                                      assigned=assigned, provenance=prov))
+            if r.escalation:
+                assigned, rt = assignment(f"rule:{r.id}", r.escalation.to, r.escalation.priority)
+                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}|escalation", kind="escalation",
+                                      title=r.escalation.title, priority=r.escalation.priority, raised_at=raised,
+                                      due=due_time(rt, None), assigned=assigned, provenance=prov))
+            if r.flag:
+                res.flags.append(Flag(key=f"{nhs}|{proto.id}|{key}", kind="clinical", code=r.flag.code,
+                                      level=r.flag.level, text=r.flag.text or r.title, provenance=prov))
+    for m in proto.measures:
+        res.measures.append(_measure(m, proto, fired, d))
+    res.data_problems = sorted(set(d.out.data_problems))
+    return res
+
+
+def _measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
+    key = f"measure:{m.id}"
+    ip = f"{key}:ip" in fired
+    den = ip and f"{key}:den" in fired
+    met = den and f"{key}:num" in fired
+    excl = den and f"{key}:excl" in fired
+    if m.achievers_kept:
+        excl = excl and not met  # QOF: achievers are selected before any exclusion rule
+    num = met and not excl
+    parts = []
+    if not ip:
+        parts = clauses(proto.conditions[f"{key}:ip"], d, False)
+        head = f"{m.title}: not in the initial population"
+    elif not den:
+        parts = clauses(proto.conditions[f"{key}:den"], d, False)
+        head = f"{m.title}: not in the denominator"
+    elif excl:
+        parts = clauses(proto.conditions[f"{key}:excl"], d, True)
+        head = f"{m.title}: excluded"
+    else:
+        parts = clauses(proto.conditions[f"{key}:num"], d, met)
+        head = f"{m.title}: {'numerator met' if num else 'numerator not met'}"
+    cond_keys = [k for k in (f"{key}:ip", f"{key}:num", f"{key}:excl") if k in proto.conditions]
+    facts = [f for k in cond_keys for f in d.evidence(proto.conditions[k])]
+    uniq = {(f.source_system, f.id): f for f in facts}
+    return MeasureResult(measure=m.id, title=m.title, initial_population=ip, denominator=den, exclusion=excl,
+                         numerator=num, provenance=_prov(proto, key, sentence(head, parts),
+                                                         evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
+
+
+def _activity_why(a, status: str, last_day, next_due, d: Deriver, proto: Protocol) -> str:
+    every = f"every {a.every}"
+    if status == "met":
+        text = f"{a.title} done on {last_day.isoformat()} ({every}); next due {next_due.isoformat()}."
+    elif status == "due":
+        text = (f"{a.title} due by {next_due.isoformat()}: last done {last_day.isoformat()} ({every})."
+                if last_day else f"{a.title} due by {next_due.isoformat()}: not yet done since joining the register ({every}).")
+    elif status == "excepted":
+        parts = clauses(proto.conditions[f"activity:{a.id}:excepted"], d, True)
+        text = sentence(f"{a.title} excepted", parts)
+    else:
+        text = (f"{a.title} overdue since {next_due.isoformat()}: last done {last_day.isoformat()} ({every})."
+                if last_day else f"{a.title} overdue: no record of it ({every}).")
+    if a.because and status != "met":
+        text += f" {a.because}"
+    return text
+
+
+def _prov(proto: Protocol, source: str, why: str, evidence=None) -> Provenance:
+    return Provenance(protocol=proto.id, version=proto.version, source=source, why=why, evidence=evidence or [])
+
+
+def _as_response(d: ir.Duration | None) -> ResponseTime | None:
+    if d is None:
+        return None
+    return ResponseTime(d.amount, d.unit)

@@ -1,0 +1,113 @@
+"""Why-lines: turn a condition and the patient's derived values into plain English.
+
+The rule engine says *whether* a condition held; this module says *because of what*: for a
+condition that held it names the parts that made it true, for one that failed the parts that
+failed, each with the patient's actual value and date.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from engine.protocols import ir
+from engine.evaluate.derive import Deriver, Ev
+from engine.evaluate.outputs import Evidence
+from engine.records.model import Fact
+
+MAX_CLAUSES = 4
+
+
+def fmt_value(v, unit: str | None = None) -> str:
+    if v is None:
+        return "missing"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        text = f"{round(v, 1):g}"
+    elif isinstance(v, dt.date):
+        text = v.isoformat()
+    else:
+        text = str(v)
+    return f"{text} {unit}" if unit and unit not in ("1", "a") else text
+
+
+def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
+    n = node
+    value = d.eval(n)
+    truth = bool(value) if truth is None else truth
+    if isinstance(n, ir.Named) and n.type == ir.BOOL:
+        inner = clauses(n.node, d, truth)
+        label = n.name.replace("_", " ")
+        if isinstance(ir.unwrap(n.node), (ir.And, ir.Or, ir.Not)):
+            return [f"{label}: {'yes' if truth else 'no'}"]
+        return inner or [f"{label}: {'yes' if truth else 'no'}"]
+    if isinstance(n, ir.Not):
+        return clauses(n.item, d, not truth)
+    if isinstance(n, (ir.And, ir.Or)):
+        want_all = isinstance(n, ir.And) == truth  # an And that held, or an Or that failed: every part counts
+        parts = [i for i in n.items if bool(d.eval(i)) == truth] if not want_all else list(n.items)
+        out: list[str] = []
+        for p in parts:
+            out.extend(clauses(p, d, truth if not want_all else bool(d.eval(p))))
+        return out[:MAX_CLAUSES]
+    if isinstance(n, ir.Const):
+        return []
+    if isinstance(n, ir.Exists):
+        src = d.eval(n.source)
+        events = src if isinstance(src, list) else [src] if src is not None else []
+        what = ir.describe(n.source)
+        if events:
+            last = events[-1]
+            return [f"{what}: {_event_text(last, n.source)}"]
+        return [f"no {what}"]
+    if isinstance(n, ir.Compare):
+        left, right = ir.unwrap(n.left), ir.unwrap(n.right)
+        lv, rv = d.eval(n.left), d.eval(n.right)
+        if isinstance(left, ir.Attr) and lv is None:
+            return [f"no {ir.describe(left.event)}" if d.eval(left.event) is None
+                    else f"{ir.describe(n.left)} not recorded"]
+        lu = getattr(n.left, "unit", None)
+        ru = getattr(n.right, "unit", None)
+        rtext = ir.format_const(right) if isinstance(right, ir.Const) else f"{ir.describe(n.right)} {fmt_value(rv, ru)}"
+        when = ""
+        if isinstance(left, ir.Attr) and left.name == "value":
+            ev = d.eval(left.event)
+            if isinstance(ev, Ev):
+                when = f" on {ev.day.isoformat()}"
+        return [f"{ir.describe(n.left)} {fmt_value(lv, lu)}{when} ({n.op} {rtext})"]
+    return [f"{ir.describe(n)}: {fmt_value(value)}"]
+
+
+def _event_text(ev: Ev, source: ir.Node) -> str:
+    unit = getattr(ir.unwrap(source), "unit", None)
+    if unit is None:
+        base = ir.unwrap(source)
+        while hasattr(base, "source"):
+            base = ir.unwrap(base.source)
+        unit = getattr(base, "unit", None)
+    text = ev.day.isoformat()
+    if ev.value is not None:
+        text = f"{fmt_value(ev.value, unit)} on {text}"
+    return text
+
+
+def sentence(head: str, parts: list[str]) -> str:
+    parts = [p for p in parts if p]
+    if not parts:
+        return head.rstrip(".") + "."
+    return f"{head.rstrip('.')}: {'; '.join(parts)}."
+
+
+def evidence_items(facts: list[Fact], protocol) -> list[Evidence]:
+    out = []
+    for f in facts:
+        coding = f.codes[0]
+        term = coding.display
+        for vs in protocol.valuesets.values():
+            c = vs.matches(f.codes)
+            if c is not None:
+                coding = c
+                term = vs.terms.get((c.system, c.code), c.display or term)
+                break
+        out.append(Evidence(fact_id=f.id, source_system=f.source_system, care_setting=f.care_setting.value,
+                            kind=f.kind.value, date=f.day, code=coding.code, term=term, value=f.value, unit=f.unit))
+    return out

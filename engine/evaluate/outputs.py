@@ -1,0 +1,124 @@
+"""What evaluation produces, with provenance on every item (schema `carepath.evaluation/v1`).
+
+Every item names the protocol id + version and the activity / rule / measure that produced it,
+the facts that triggered it, and one plain-English `why` a clinician can read.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA = "carepath.evaluation/v1"
+
+
+class Evidence(BaseModel):
+    fact_id: str
+    source_system: str
+    care_setting: str
+    kind: str
+    date: dt.date
+    code: str
+    term: str | None = None
+    value: float | None = None
+    unit: str | None = None
+
+
+class Provenance(BaseModel):
+    protocol: str
+    version: str
+    source: str = Field(description="activity:<id>, rule:<id>, goal:<id> or measure:<id>")
+    why: str
+    evidence: list[Evidence] = Field(default_factory=list)
+
+
+class Assignment(BaseModel):
+    provider: str | None = None
+    team: str | None = None
+    role: str
+    response: str | None = Field(default=None, description="Response time from the role agreement, e.g. '5 working days'")
+    agreement: str | None = Field(default=None, description="agreement id@version that assigned it")
+
+
+class CarePlanItem(BaseModel):
+    activity: str
+    title: str
+    status: Literal["met", "due", "overdue", "excepted"]
+    last_done: dt.date | None = None
+    next_due: dt.date | None = None
+    assigned: Assignment
+    patient_text: str | None = None
+    provenance: Provenance
+
+
+class GoalResult(BaseModel):
+    goal: str
+    title: str
+    status: Literal["achieved", "not-achieved"]
+    patient_text: str | None = None
+    provenance: Provenance
+
+
+class Task(BaseModel):
+    key: str = Field(description="Stable identity: patient|protocol|source; re-evaluation matches tasks on it")
+    kind: Literal["activity", "rule", "escalation"]
+    title: str
+    priority: Literal["urgent", "high", "routine", "low"]
+    raised_at: dt.datetime
+    due: dt.datetime
+    assigned: Assignment
+    provenance: Provenance
+
+
+class Flag(BaseModel):
+    key: str
+    kind: Literal["compliance", "clinical"]
+    code: str
+    level: str = Field(description="compliance: met/due/overdue/excepted; clinical: red/amber/green/info")
+    text: str
+    provenance: Provenance
+
+
+class MeasureResult(BaseModel):
+    measure: str
+    title: str
+    initial_population: bool
+    denominator: bool
+    exclusion: bool
+    numerator: bool
+    provenance: Provenance
+
+
+class ProtocolResult(BaseModel):
+    protocol: str
+    version: str
+    title: str
+    on_register: bool
+    register_why: str
+    care_plan: list[CarePlanItem] = Field(default_factory=list)
+    goals: list[GoalResult] = Field(default_factory=list)
+    tasks: list[Task] = Field(default_factory=list)
+    flags: list[Flag] = Field(default_factory=list)
+    measures: list[MeasureResult] = Field(default_factory=list)
+    data_problems: list[str] = Field(default_factory=list)
+
+
+class Evaluation(BaseModel):
+    schema_: str = Field(default=SCHEMA, alias="schema")
+    nhs_number: str
+    reference_date: dt.date
+    period_start: dt.date
+    period_end: dt.date
+    deceased: bool = False
+    protocols: list[ProtocolResult] = Field(default_factory=list)
+
+    model_config = {"populate_by_name": True}
+
+    @property
+    def tasks(self) -> list[Task]:
+        return [t for p in self.protocols for t in p.tasks]
+
+    @property
+    def flags(self) -> list[Flag]:
+        return [f for p in self.protocols for f in p.flags]

@@ -1,0 +1,88 @@
+"""durable-rules: one ruleset per protocol version, one fresh session per patient evaluation.
+
+Each condition of a protocol (see lowering.py) becomes one durable-rules rule whose action only
+records the condition's key. Per patient we assert one summary fact in a fresh session, read which
+keys fired, and delete the session state. Traps of durable-rules 2.0.28 this module stays clear of
+(each has a regression test in tests/unit/test_durable_traps.py):
+
+- cross-fact joins segfault -> only one fact per session, conditions compare it with constants;
+- `none()` and `post()` give wrong answers -> not used;
+- a fact no rule matches raises -> a catch-all rule on the `pid` field;
+- conditions that name `sid` / `id`, and `-m.field` inside `|`, hang -> never generated;
+- `|` fires once per alternative -> keys are collected into a set;
+- live session states cost ~1.1 MB and run out past ~1,024 -> delete_state after every patient;
+- ruleset names are process-global -> `protocol@version#contenthash`, registered once;
+- actions' exceptions are swallowed -> actions only append to a list;
+- it never releases the GIL -> parallel work uses processes (engine/evaluate/population.py).
+"""
+from __future__ import annotations
+
+import itertools
+import operator
+import threading
+from functools import reduce
+
+from durable.lang import assert_fact, delete_state, m, ruleset, when_all
+
+from engine.evaluate.lowering import All, AnyOf, Cmp, Lowered
+
+_OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_lock = threading.Lock()  # the durable-rules host is process-global and not thread-safe
+_registered: dict[str, list[str]] = {}
+_fired: list[str] = []
+_session = itertools.count()
+CATCH_ALL = "__matched__"
+
+
+class RuleEngineError(RuntimeError):
+    pass
+
+
+def _expr(t):
+    if isinstance(t, Cmp):
+        return _OPS[t.op](getattr(m, t.field), t.value)
+    if isinstance(t, All):
+        if not t.items:
+            return +m.pid
+        return reduce(operator.and_, (_expr(i) for i in t.items)) if len(t.items) > 1 else _expr(t.items[0])
+    if isinstance(t, AnyOf):
+        if not t.items:
+            return m.pid == "\x00never"
+        return reduce(operator.or_, (_expr(i) for i in t.items)) if len(t.items) > 1 else _expr(t.items[0])
+    raise TypeError(t)
+
+
+def _recorder(key: str):
+    def action(c):
+        _fired.append(key)
+    action.__name__ = "r_" + "".join(ch if ch.isalnum() else "_" for ch in key)
+    return action
+
+
+def ensure_ruleset(name: str, lowered: Lowered) -> None:
+    """Register the ruleset once per process (names cannot be unregistered)."""
+    with _lock:
+        if name in _registered:
+            return
+        with ruleset(name):
+            for key, tree in lowered.conditions.items():
+                when_all(_expr(tree))(_recorder(key))
+            when_all(+m.pid)(_recorder(CATCH_ALL))
+        _registered[name] = list(lowered.conditions)
+
+
+def run(name: str, fact: dict, pid: str) -> set[str]:
+    """Assert one summary fact in a fresh session; return the keys of the conditions that held."""
+    with _lock:
+        sid = f"s{next(_session)}"
+        _fired.clear()
+        try:
+            assert_fact(name, {**fact, "sid": sid, "id": "summary", "pid": pid})
+            fired = set(_fired)
+        finally:
+            delete_state(name, sid)
+            _fired.clear()
+    if CATCH_ALL not in fired:
+        raise RuleEngineError(f"rule engine did not process the summary fact for {pid} in {name}")
+    fired.discard(CATCH_ALL)
+    return fired

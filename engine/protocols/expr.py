@@ -1,0 +1,407 @@
+"""Parse and type-check protocol expressions into the intermediate form (engine/protocols/ir.py).
+
+A real LALR parser (lark) reads the text; a checker resolves names (value sets, definitions,
+patient attributes), checks types and units, and converts constants into the unit of the data
+they are compared with. Problems come back with the file position of the offending word.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from engine.protocols import ir
+from engine.protocols.errors import Location, suggest
+from engine.protocols.units import UnitError, converter, is_known_unit, known_units, normalise_unit
+
+_PARSER = Lark(
+    (Path(__file__).with_name("grammar.lark")).read_text(),
+    parser="lalr",
+    propagate_positions=True,
+    maybe_placeholders=False,
+)
+
+PATIENT_ATTRS = {"age", "sex"}
+CONTEXT_DATES = {"reference_date", "period_start", "period_end"}
+AGE_AT = {"age_at_period_start": "age_at_period_start", "age_at_period_end": "age_at_period_end"}
+# Fields an event can be filtered on: its own, plus the attributes importers keep (see records/).
+EVENT_FIELDS = {"value", "status", "setting", "kind", "source", "value_code", "code", "class", "intent",
+                "verification_status", "clinical_status", "category", "discharge_disposition", "do_not_perform"}
+COMP_NORMAL = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+TYPE_WORDS = {
+    ir.SET: "a list of events",
+    ir.EVENT: "an event",
+    ir.NUMBER: "a number",
+    ir.DATE: "a date",
+    ir.STRING: "text",
+    ir.BOOL: "a yes/no condition",
+}
+_TOKEN_WORDS = {
+    "NAME": "a name", "SIGNED_NUMBER": "a number", "COMP": "a comparison (< <= = != >= >)", "UNIT": "a unit",
+    "DUR_UNIT": "days / weeks / months / years", "FUNC": "latest / earliest / count / exists / min / max",
+    "LPAR": "'('", "RPAR": "')'", "AND": "'and'", "OR": "'or'", "DOT": "'.'", "STRING": "quoted text",
+}
+
+
+@dataclass
+class ValueSetDecl:
+    name: str
+    unit: str | None = None
+    analyte: str | None = None
+
+
+class ExprError(Exception):
+    def __init__(self, message: str, line: int = 1, column: int = 1, expected: str | None = None,
+                 suggestion: str | None = None):
+        super().__init__(message)
+        self.message, self.line, self.column = message, line, column
+        self.expected, self.suggestion = expected, suggestion
+
+    def located(self, base: Location, quoted: bool = False) -> tuple[Location, str, str | None, str | None]:
+        """Translate a position inside the expression into a position in the file."""
+        if self.line == 1:
+            loc = Location(base.file, base.line, base.column + self.column - 1 + (1 if quoted else 0))
+        else:
+            loc = Location(base.file, base.line + self.line - 1, self.column)
+        return loc, self.message, self.expected, self.suggestion
+
+
+class Scope:
+    """What names an expression may use, and their compiled meaning."""
+
+    def __init__(self, valuesets: dict[str, ValueSetDecl], definitions: dict[str, ir.Node] | None = None):
+        self.valuesets = valuesets
+        self.definitions = definitions or {}
+
+    def known_names(self) -> list[str]:
+        return sorted(set(self.valuesets) | set(self.definitions) | PATIENT_ATTRS | CONTEXT_DATES | set(AGE_AT))
+
+
+def parse(text: str) -> Tree:
+    try:
+        return _PARSER.parse(text)
+    except UnexpectedInput as e:
+        raise _syntax_error(text, e) from None
+
+
+def _syntax_error(text: str, e: UnexpectedInput) -> ExprError:
+    line, col = getattr(e, "line", 1) or 1, getattr(e, "column", 1) or 1
+    if isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END"):
+        expected = _expected_words(getattr(e, "expected", None) or getattr(e, "accepts", None) or set())
+        last = text.rstrip().split()[-1] if text.strip() else ""
+        return ExprError(f"the condition ends too early after {last!r}", 1, len(text.rstrip()) + 1, expected)
+    if isinstance(e, UnexpectedToken):
+        expected = _expected_words(e.accepts or e.expected)
+        return ExprError(f"unexpected {e.token.value!r}", line, col, expected)
+    if isinstance(e, UnexpectedCharacters):
+        return ExprError(f"unexpected character {text[e.pos_in_stream]!r}", line, col,
+                         _expected_words(e.allowed or set()))
+    return ExprError(str(e), line, col)
+
+
+def _expected_words(tokens) -> str | None:
+    words = sorted({_TOKEN_WORDS.get(t, t.lower().strip('"')) for t in tokens if not t.startswith("__")})
+    if not words:
+        return None
+    return ", ".join(words[:8]) + (" ..." if len(words) > 8 else "")
+
+
+def compile_expr(text: str, scope: Scope, want: str | None = None) -> ir.Node:
+    """Parse and check one expression. `want` = the type the caller needs (BOOL accepts events/sets)."""
+    tree = parse(str(text))
+    node = _Checker(scope).check(tree)
+    if want == ir.BOOL:
+        node = as_bool(node, tree)
+    elif want == ir.EVENT and node.type == ir.SET:
+        raise ExprError("this is a list of events; pick one with latest(...) or earliest(...)", 1, 1,
+                        expected="an event")
+    elif want and node.type != want:
+        raise ExprError(f"this is {TYPE_WORDS[node.type]}", 1, 1, expected=TYPE_WORDS[want])
+    return node
+
+
+def as_bool(node: ir.Node, tree=None) -> ir.Node:
+    """In a yes/no position an event or list of events means 'exists' (documented coercion)."""
+    if node.type == ir.BOOL:
+        return node
+    if node.type in (ir.SET, ir.EVENT):
+        return ir.Exists(node)
+    line, col = _pos(tree) if tree is not None else (1, 1)
+    raise ExprError(f"{TYPE_WORDS[node.type]} cannot be used as a condition", line, col,
+                    expected="a yes/no condition, e.g. 'x > 5' or 'latest(x) exists'")
+
+
+def _pos(t) -> tuple[int, int]:
+    if isinstance(t, Token):
+        return t.line or 1, t.column or 1
+    meta = getattr(t, "meta", None)
+    if meta is not None and not getattr(meta, "empty", True):
+        return meta.line, meta.column
+    for c in getattr(t, "children", []):
+        return _pos(c)
+    return 1, 1
+
+
+class _Checker:
+    def __init__(self, scope: Scope):
+        self.scope = scope
+
+    def err(self, t, message: str, expected: str | None = None, suggestion: str | None = None) -> ExprError:
+        line, col = _pos(t)
+        return ExprError(message, line, col, expected, suggestion)
+
+    def check(self, t) -> ir.Node:
+        if isinstance(t, Token):
+            raise self.err(t, f"unexpected {t.value!r}")
+        method = getattr(self, "_" + t.data.rstrip("_"), None)
+        if method is None:
+            raise self.err(t, f"unsupported construct {t.data}")
+        return method(t)
+
+    # --- boolean structure ---
+    def _or(self, t):
+        return ir.Or(tuple(self.boolean(c) for c in t.children))
+
+    def _and(self, t):
+        return ir.And(tuple(self.boolean(c) for c in t.children))
+
+    def _not(self, t):
+        return ir.Not(self.boolean(t.children[0]))
+
+    def boolean(self, t) -> ir.Node:
+        return as_bool(self.check(t), t)
+
+    def _true(self, t):
+        return ir.Const(True, ir.BOOL)
+
+    def _false(self, t):
+        return ir.Const(False, ir.BOOL)
+
+    def _exists(self, t):
+        node = self.check(t.children[0])
+        if node.type not in (ir.SET, ir.EVENT):
+            raise self.err(t, f"'exists' needs an event or a list of events, not {TYPE_WORDS[node.type]}")
+        return ir.Exists(node)
+
+    def _missing(self, t):
+        node = self.check(t.children[0])
+        if node.type in (ir.SET, ir.EVENT):
+            return ir.Not(ir.Exists(node))
+        if getattr(ir.unwrap(node), "nullable", False) and node.type in (ir.NUMBER, ir.DATE):
+            return ir.Not(ir.Exists(ir.unwrap(node).event))
+        raise self.err(t, f"'is missing' needs an event or an event's value, not {TYPE_WORDS[node.type]}")
+
+    def _before(self, t):
+        return self._order(t, "<")
+
+    def _after(self, t):
+        return self._order(t, ">")
+
+    def _order(self, t, op):
+        left, right = (self.as_date(c) for c in t.children)
+        return ir.Compare(op, left, right)
+
+    def as_date(self, t) -> ir.Node:
+        node = self.check(t)
+        if node.type == ir.EVENT:
+            return ir.Attr(node, "date")
+        if node.type == ir.SET:
+            raise self.err(t, "'before'/'after' compare single events", expected="latest(...) or earliest(...)")
+        if node.type != ir.DATE:
+            raise self.err(t, f"'before'/'after' compare dates, not {TYPE_WORDS[node.type]}", expected="an event or a date")
+        return node
+
+    def _compare(self, t):
+        lt, op_tok, rt = t.children
+        op = COMP_NORMAL[op_tok.value]
+        left, right = self.scalar(lt), self.scalar(rt)
+        if left.type != right.type:
+            raise self.err(op_tok, f"cannot compare {TYPE_WORDS[left.type]} with {TYPE_WORDS[right.type]}",
+                           expected=f"{TYPE_WORDS[left.type]} on both sides")
+        if left.type == ir.STRING and op not in ("==", "!="):
+            raise self.err(op_tok, "text can only be compared with = or !=")
+        if left.type == ir.BOOL:
+            raise self.err(op_tok, "compare yes/no conditions with 'and' / 'or' / 'not', not with =")
+        if left.type == ir.NUMBER:
+            left, right = self.align_units(left, right, op_tok)
+        return ir.Compare(op, left, right)
+
+    def scalar(self, t) -> ir.Node:
+        node = self.check(t)
+        if node.type == ir.EVENT:  # an event in a comparison means its value
+            base = ir.unwrap(node)
+            return ir.Attr(node, "value", *self.event_unit(base))
+        if node.type == ir.SET:
+            raise self.err(t, "a list of events cannot be compared", expected="latest(...), count(...), min(...) or max(...)")
+        return node
+
+    def event_unit(self, node) -> tuple[str | None, str | None]:
+        """The unit and analyte of the values of an event set (from its value set declaration)."""
+        n = ir.unwrap(node)
+        while not isinstance(n, ir.ValueSetRef):
+            n = ir.unwrap(n.source)
+        return n.unit, n.analyte
+
+    def align_units(self, left, right, tok):
+        lu, ru = getattr(left, "unit", None), getattr(right, "unit", None)
+        if isinstance(ir.unwrap(right), ir.Const) and not isinstance(ir.unwrap(left), ir.Const):
+            var, const, flip = left, ir.unwrap(right), False
+        elif isinstance(ir.unwrap(left), ir.Const) and not isinstance(ir.unwrap(right), ir.Const):
+            var, const, flip = right, ir.unwrap(left), True
+        else:
+            if normalise_unit(lu) != normalise_unit(ru) and lu and ru:
+                raise self.err(tok, f"cannot compare {lu} with {ru}", expected="values in the same unit")
+            return left, right
+        vu = getattr(var, "unit", None)
+        if const.unit is None:
+            if vu not in (None, "a", "1"):
+                raise self.err(tok, f"the number needs a unit: the value is in {vu}", expected=f"e.g. {const.value:g} {vu}")
+            return left, right
+        if vu is None:
+            raise self.err(tok, f"{ir.describe(var)} has no unit declared, so it cannot be compared with {const.unit}",
+                           expected="a plain number, or declare the value set's unit")
+        try:
+            conv = converter(const.unit, vu, getattr(var, "analyte", None))
+        except UnitError as e:
+            raise self.err(tok, str(e), expected=f"a value in {vu}") from None
+        converted = ir.Const(round(conv(float(const.value)), 6), ir.NUMBER, vu)
+        return (converted, var) if flip else (var, converted)
+
+    # --- atoms ---
+    def _quantity(self, t):
+        num = t.children[0]
+        value = float(num.value)
+        unit = None
+        if len(t.children) > 1:
+            raw = t.children[1].value
+            unit = normalise_unit(raw)
+            if not is_known_unit(unit):
+                raise self.err(t.children[1], f"unknown unit {raw!r}", expected="a UCUM unit",
+                               suggestion=suggest(raw, known_units()))
+        return ir.Const(value, ir.NUMBER, unit)
+
+    def _string(self, t):
+        return ir.Const(t.children[0].value[1:-1], ir.STRING)
+
+    def _date_lit(self, t):
+        tok = t.children[0]
+        try:
+            return ir.Const(dt.date.fromisoformat(tok.value), ir.DATE)
+        except ValueError:
+            raise self.err(tok, f"{tok.value!r} is not a real date", expected="YYYY-MM-DD") from None
+
+    def _name(self, t):
+        tok = t.children[0]
+        name = tok.value
+        if name in self.scope.definitions:
+            return ir.Named(name, self.scope.definitions[name])
+        if name in self.scope.valuesets:
+            d = self.scope.valuesets[name]
+            return ir.ValueSetRef(name, d.unit, d.analyte)
+        if name in PATIENT_ATTRS or name in AGE_AT:
+            return ir.Patient(name)
+        if name in CONTEXT_DATES:
+            return ir.ContextDate(name)
+        raise self.err(tok, f"unknown name {name!r}", expected="a value set, a definition or age / sex",
+                       suggestion=suggest(name, self.scope.known_names()))
+
+    def _call(self, t):
+        fn, arg = t.children
+        node = self.check(arg)
+        if node.type not in (ir.SET, ir.EVENT):
+            raise self.err(arg, f"{fn.value}(...) needs a value set or list of events, not {TYPE_WORDS[node.type]}")
+        f = fn.value
+        if f in ("latest", "earliest"):
+            return ir.Pick(node, f)
+        if f in ("min", "max"):
+            return ir.Pick(node, f)
+        if f == "count":
+            return ir.Count(node)
+        if f == "exists":
+            return ir.Exists(node)
+        raise self.err(fn, f"unknown function {f}")
+
+    def _attr(self, t):
+        base_t, name_tok = t.children
+        base = self.check(base_t)
+        name = name_tok.value
+        if base.type != ir.EVENT:
+            raise self.err(name_tok, f"'.{name}' needs a single event, not {TYPE_WORDS[base.type]}",
+                           expected="latest(...) / earliest(...) / min(...) / max(...)")
+        if name not in ("value", "date", "end"):
+            raise self.err(name_tok, f"events have no {name!r}", expected="value, date or end",
+                           suggestion=suggest(name, ["value", "date", "end"]))
+        if name == "value":
+            return ir.Attr(base, "value", *self.event_unit(base))
+        return ir.Attr(base, name)
+
+    def duration(self, t) -> ir.Duration:
+        num, unit = t.children
+        amount = float(num.value)
+        if amount != int(amount) or amount < 0:
+            raise self.err(num, "durations are whole, non-negative numbers")
+        u = unit.value if unit.value.endswith("s") else unit.value + "s"
+        return ir.Duration(int(amount), u)
+
+    def source(self, t):
+        node = self.check(t)
+        if node.type not in (ir.SET, ir.EVENT):
+            raise self.err(t, f"a time window applies to events, not {TYPE_WORDS[node.type]}")
+        return node
+
+    def _within_ago(self, t):
+        return ir.Window(self.source(t.children[0]), "ago", self.duration(t.children[1]))
+
+    def _within_after(self, t):
+        return ir.Window(self.source(t.children[0]), "after", self.duration(t.children[1]), self.as_date(t.children[2]))
+
+    def _within_before(self, t):
+        return ir.Window(self.source(t.children[0]), "before", self.duration(t.children[1]), self.as_date(t.children[2]))
+
+    def _during_period(self, t):
+        return ir.Window(self.source(t.children[0]), "period")
+
+    def _overlaps_period(self, t):
+        return ir.Window(self.source(t.children[0]), "overlaps")
+
+    def _field(self, t):
+        tok = t.children[0]
+        if tok.value not in EVENT_FIELDS:
+            raise self.err(tok, f"events have no field {tok.value!r}", expected=", ".join(sorted(EVENT_FIELDS)),
+                           suggestion=suggest(tok.value, EVENT_FIELDS))
+        return tok.value
+
+    def _where_compare(self, t):
+        src_t, field_t, op_tok, lit_t = t.children
+        src = self.source(src_t)
+        fld = self._field(field_t)
+        op = COMP_NORMAL[op_tok.value]
+        lit = self.check(lit_t)
+        if fld == "value":
+            if lit.type != ir.NUMBER:
+                raise self.err(lit_t, "an event's value is a number", expected="a number with its unit")
+            unit, analyte = self.event_unit(src)
+            var = ir.Attr(ir.Pick(src, "latest"), "value", unit, analyte)
+            _, lit = self.align_units(var, lit, op_tok)
+            return ir.Where(src, "value", op, lit.value)
+        if lit.type == ir.NUMBER:
+            raise self.err(lit_t, f"{fld} is text; put the value in quotes")
+        return ir.Where(src, fld, op, lit.value)
+
+    def _where_in_list(self, t):
+        src = self.source(t.children[0])
+        fld = self._field(t.children[1])
+        values = tuple(self.check(c).value for c in t.children[2:])
+        return ir.Where(src, fld, "in", values)
+
+    def _where_in_valueset(self, t):
+        src = self.source(t.children[0])
+        fld = self._field(t.children[1])
+        vs_tok = t.children[2]
+        if vs_tok.value not in self.scope.valuesets:
+            raise self.err(vs_tok, f"unknown value set {vs_tok.value!r}", expected="a value set declared under valuesets",
+                           suggestion=suggest(vs_tok.value, self.scope.valuesets))
+        return ir.Where(src, fld, "in-valueset", vs_tok.value)

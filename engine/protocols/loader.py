@@ -1,0 +1,445 @@
+"""Load a pathway protocol file: check it, compile every expression, or reject it whole.
+
+A file with any error raises ProtocolError listing every problem with file:line:column; nothing
+from it is registered, so an invalid file is never partly loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from engine.protocols import ir
+from engine.protocols.errors import Location, Problems, ProtocolError, suggest
+from engine.protocols.expr import ExprError, Scope, ValueSetDecl, compile_expr
+from engine.protocols.model import (FLAG_LEVELS, PRIORITIES, STATUSES, Activity, EscalationSpec, FlagSpec, Goal,
+                                    Measure, Protocol, Rule, TaskSpec)
+from engine.protocols.units import KNOWN_ANALYTES, is_known_unit, normalise_unit
+from engine.protocols.valuesets import ValueSet, ValueSetFileError, inline, load_csv, load_fhir_valueset
+from engine.protocols.yamlsrc import Node, Reader, read_yaml, subtract
+
+TOP = {"protocol": True, "version": True, "title": True, "status": True, "effective": True, "owner": True,
+       "evidence": True, "description": False, "period": False, "valuesets": True, "population": True,
+       "define": False, "activities": False, "goals": False, "rules": False, "measures": False}
+ACTIVITY = {"id": True, "title": True, "every": True, "done_by": True, "done_when": False, "excepted_when": False,
+            "due_soon": False, "role": True, "priority": False, "because": False, "evidence": False, "patient_text": False}
+RULE = {"id": True, "title": False, "when": True, "then": True, "because": True, "evidence": False}
+THEN = {"task": False, "flag": False, "escalation": False}
+TASK = {"title": True, "role": True, "priority": False, "within": False}
+FLAG = {"code": True, "level": True, "text": False}
+ESCALATION = {"to": True, "title": True, "priority": False}
+GOAL = {"id": True, "title": True, "when": False, "target": True, "because": False, "patient_text": False}
+MEASURE = {"id": True, "title": True, "initial_population": False, "denominator": False, "exclusions": False,
+           "numerator": True, "achievers_kept": False, "evidence": False}
+VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
+            "unit": False, "analyte": False}
+POPULATION = {"all": False, "any": False, "since": False}
+CONDITION_FORMS = ("all", "any", "not")
+
+
+def load_protocol(path: str | Path, valueset_dirs: list[Path] | None = None) -> Protocol:
+    path = Path(path)
+    problems = Problems()
+    data, raw = read_yaml(path)
+    r = Reader(path, problems)
+    top = r.mapping(data, Location(str(path), 1, 1), "the protocol", TOP)
+    if top is None:
+        problems.raise_if_errors()
+    return _Compiler(path, raw, top, r, problems, valueset_dirs or []).build()
+
+
+class _Compiler:
+    def __init__(self, path: Path, raw: bytes, top, reader: Reader, problems: Problems, vs_dirs: list[Path]):
+        self.path, self.raw, self.top, self.r, self.p = path, raw, top, reader, problems
+        self.vs_dirs = [path.parent, path.parent / "valuesets", *vs_dirs]
+        self.valuesets: dict[str, ValueSet] = {}
+        self.decls: dict[str, ValueSetDecl] = {}
+        self.definitions: dict[str, ir.Node] = {}
+        self.conditions: dict[str, ir.Node] = {}
+        self.cond_locs: dict[str, Location] = {}
+        self._raw_defs: dict[str, Node] = {}
+        self._compiling: list[str] = []
+
+    # ---- entry ---------------------------------------------------------------------------------
+    def build(self) -> Protocol:
+        r, top = self.r, self.top
+        pid = r.text(top, "protocol", "the protocol id")
+        version = r.version(top)
+        status = r.choice(top, "status", "status", STATUSES, "draft")
+        effective = r.date(top, "effective", "effective date")
+        period = r.duration(top, "period", "measurement period", ir.Duration(12, "months"))
+        evidence = r.text_list(top, "evidence", "evidence")
+        if "evidence" in top and not evidence:
+            self.p.error(r.loc_of(top, "evidence"), "a protocol needs at least one evidence reference")
+        self.load_valuesets()
+        self.load_definitions()
+        since = self.population()
+        activities = [a for a in (self.activity(item, loc) for item, loc in r.seq(top, "activities", "activities")) if a]
+        goals = [g for g in (self.goal(item, loc) for item, loc in r.seq(top, "goals", "goals")) if g]
+        rules = [x for x in (self.rule(item, loc) for item, loc in r.seq(top, "rules", "rules")) if x]
+        measures = [x for x in (self.measure(item, loc) for item, loc in r.seq(top, "measures", "measures")) if x]
+        for kind, items in (("activity", activities), ("goal", goals), ("rule", rules), ("measure", measures)):
+            seen: dict[str, Location] = {}
+            for it in items:
+                if it.id in seen:
+                    self.p.error(it.location, f"duplicate {kind} id {it.id!r} (first at line {seen[it.id].line})")
+                seen.setdefault(it.id, it.location)
+        self.p.raise_if_errors()
+        return Protocol(
+            id=pid, version=version, title=r.text(top, "title", "title"), status=status, effective=effective,
+            owner=r.text(top, "owner", "owner"), evidence=evidence, source=str(self.path),
+            content_hash=hashlib.sha256(self.raw).hexdigest(), period=period, valuesets=self.valuesets,
+            definitions=self.definitions, conditions=self.conditions, condition_locations=self.cond_locs,
+            since=since, activities=activities, goals=goals, rules=rules, measures=measures,
+            warnings=self.p.warnings, description=r.text(top, "description", "description"),
+        )
+
+    # ---- value sets ------------------------------------------------------------------------------
+    def load_valuesets(self) -> None:
+        node = self.r.get(self.top, "valuesets")
+        if node is None:
+            return
+        from ruamel.yaml.comments import CommentedMap
+        if not isinstance(node.value, CommentedMap):
+            self.p.error(node.loc, "valuesets should be a set of 'name: {codelist: file.csv}' lines")
+            return
+        m = node.value
+        for name in m:
+            loc = self.r.loc_of(m, name)
+            spec = m[name]
+            if isinstance(spec, str):  # shorthand: name: file.csv
+                vm = {"codelist": spec}
+            else:
+                vm = self.r.mapping(spec, loc, f"value set {name!r}", VALUESET)
+                if vm is None:
+                    continue
+            unit = vm.get("unit")
+            if unit is not None:
+                unit = normalise_unit(str(unit))
+                if not is_known_unit(unit):
+                    self.p.error(loc, f"value set {name!r} has an unknown unit {vm.get('unit')!r}", expected="a UCUM unit")
+            analyte = vm.get("analyte")
+            if analyte is not None and analyte not in KNOWN_ANALYTES:
+                self.p.error(loc, f"unknown analyte {analyte!r}", expected=", ".join(sorted(KNOWN_ANALYTES)),
+                             suggestion=suggest(str(analyte), KNOWN_ANALYTES))
+            vs = self._load_one(name, vm, loc)
+            if vs is None:
+                continue
+            vs = ValueSet(vs.name, vs.source, vs.codes, vs.terms, unit, analyte)
+            self.valuesets[name] = vs
+            self.decls[name] = ValueSetDecl(name, unit, analyte)
+
+    def _find(self, rel: str) -> Path | None:
+        for d in self.vs_dirs:
+            candidate = (d / rel)
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def _load_one(self, name: str, vm, loc: Location) -> ValueSet | None:
+        sources = [k for k in ("codelist", "fhir", "codes") if k in vm]
+        if len(sources) != 1:
+            self.p.error(loc, f"value set {name!r} needs exactly one of codelist / fhir / codes")
+            return None
+        try:
+            if "codes" in vm:
+                items = []
+                for c in vm["codes"]:
+                    if isinstance(c, str) and "|" in c:
+                        system, code = c.split("|", 1)
+                    else:
+                        system, code = str(vm.get("system", "snomed")), str(c)
+                    items.append((system, code))
+                return inline(name, items, f"{self.path}:{loc.line}")
+            rel = str(vm["codelist"] if "codelist" in vm else vm["fhir"])
+            found = self._find(rel)
+            if found is None:
+                self.p.error(loc, f"value set {name!r}: file {rel!r} not found",
+                             expected=f"a file under {', '.join(str(d) for d in self.vs_dirs[:2])}")
+                return None
+            if "fhir" in vm:
+                return load_fhir_valueset(found, name)
+            where = None
+            if "where" in vm:
+                where = {str(k): [s.strip() for s in (v if isinstance(v, list) else str(v).split(","))]
+                         for k, v in vm["where"].items()}
+            return load_csv(found, name, str(vm.get("system", "snomed")), str(vm.get("column", "code")), where)
+        except ValueSetFileError as e:
+            self.p.error(loc, f"value set {name!r}: {e}")
+            return None
+
+    # ---- expressions -----------------------------------------------------------------------------
+    def scope(self) -> Scope:
+        return _LazyScope(self)
+
+    def expr(self, node: Node, want: str | None, what: str) -> ir.Node | None:
+        if node is None:
+            return None
+        if not isinstance(node.value, (str, int, float, bool)):
+            self.p.error(node.loc, f"{what} should be an expression on one line")
+            return None
+        try:
+            return compile_expr(str(node.value).strip(), self.scope(), want)
+        except ExprError as e:
+            loc, msg, expected, suggestion = e.located(node.loc, node.quoted)
+            self.p.error(loc, f"in {what}: {msg}", expected, suggestion)
+            return None
+        except _CycleError as e:
+            self.p.error(node.loc, f"in {what}: definitions refer to each other in a loop ({' -> '.join(e.args[0])})")
+            return None
+
+    def condition(self, value, loc: Location, what: str) -> ir.Node | None:
+        """A yes/no condition: an expression, or {all: [...]}, {any: [...]}, {not: ...} nested."""
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+        if isinstance(value, CommentedMap):
+            if len(value) != 1 or next(iter(value)) not in CONDITION_FORMS:
+                self.p.error(loc, f"{what} should be an expression or one of all: / any: / not:",
+                             expected="all, any or not", suggestion=suggest(str(next(iter(value), "")), CONDITION_FORMS))
+                return None
+            form = next(iter(value))
+            return self._form(form, value[form], self.r.loc_of(value, form), what)
+        return self.expr(Node(value, loc), ir.BOOL, what)
+
+    def _form(self, form: str, inner, iloc: Location, what: str) -> ir.Node | None:
+        from ruamel.yaml.comments import CommentedSeq
+        if form == "not":
+            c = self.condition(inner, iloc, what)
+            return ir.Not(c) if c is not None else None
+        if not isinstance(inner, CommentedSeq) or not inner:
+            self.p.error(iloc, f"{form}: should be a non-empty list of conditions")
+            return None
+        parts = [self.condition(x, self.r.loc_of(inner, i), what) for i, x in enumerate(inner)]
+        if any(p is None for p in parts):
+            return None
+        return (ir.And if form == "all" else ir.Or)(tuple(parts))
+
+    def add_condition(self, key: str, node: ir.Node | None, loc: Location) -> None:
+        if node is not None:
+            self.conditions[key] = node
+            self.cond_locs[key] = loc
+
+    def load_definitions(self) -> None:
+        node = self.r.get(self.top, "define")
+        if node is None:
+            return
+        from ruamel.yaml.comments import CommentedMap
+        if not isinstance(node.value, CommentedMap):
+            self.p.error(node.loc, "define should be a set of 'name: expression' lines")
+            return
+        for name in node.value:
+            if not str(name).isidentifier() or str(name) != str(name).lower():
+                self.p.error(self.r.key_loc(node.value, name), f"definition name {name!r} should be lower_case_with_underscores")
+            if name in self.decls:
+                self.p.error(self.r.key_loc(node.value, name), f"definition {name!r} has the same name as a value set")
+            self._raw_defs[str(name)] = Node(node.value[name], self.r.loc_of(node.value, name))
+        for name in self._raw_defs:
+            self.definition(name)
+
+    def definition(self, name: str) -> ir.Node | None:
+        if name in self.definitions:
+            return self.definitions[name]
+        if name in self._compiling:
+            raise _CycleError(self._compiling[self._compiling.index(name):] + [name])
+        self._compiling.append(name)
+        try:
+            raw = self._raw_defs[name]
+            if hasattr(raw.value, "items") or isinstance(raw.value, list):
+                compiled = self.condition(raw.value, raw.loc, f"definition {name!r}")
+            else:
+                compiled = self.expr(raw, None, f"definition {name!r}")
+        finally:
+            self._compiling.pop()
+        if compiled is not None:
+            self.definitions[name] = compiled
+        return compiled
+
+    # ---- sections ---------------------------------------------------------------------------------
+    def population(self) -> ir.Node | None:
+        node = self.r.get(self.top, "population")
+        if node is None:
+            return None
+        from ruamel.yaml.comments import CommentedMap
+        value, since = node.value, None
+        if not isinstance(value, CommentedMap):
+            self.add_condition("population", self.condition(value, node.loc, "population"), node.loc)
+            return None
+        self.r.mapping(value, node.loc, "population", POPULATION)
+        if "since" in value:
+            since = self.expr(Node(value["since"], self.r.loc_of(value, "since")), ir.EVENT, "population 'since'")
+        parts = [self._form(f, value[f], self.r.loc_of(value, f), "population") for f in ("all", "any") if f in value]
+        if not parts:
+            self.p.error(node.loc, "population needs all: or any: (a list of conditions)")
+        elif all(p is not None for p in parts):
+            self.add_condition("population", parts[0] if len(parts) == 1 else ir.And(tuple(parts)), node.loc)
+        return since
+
+    def ids(self, m, loc, what) -> str | None:
+        ident = self.r.text(m, "id", f"{what} id")
+        if ident is not None and not all(ch.isalnum() or ch in "-_" for ch in ident):
+            self.p.error(self.r.loc_of(m, "id"), f"{what} id {ident!r} may only use letters, digits, '-' and '_'")
+        return ident
+
+    def activity(self, item, loc) -> Activity | None:
+        r = self.r
+        m = r.mapping(item, loc, "an activity", ACTIVITY)
+        if m is None:
+            return None
+        aid = self.ids(m, loc, "activity")
+        every = r.duration(m, "every", "interval")
+        due_soon = r.duration(m, "due_soon", "due-soon window", ir.Duration(1, "months"))
+        done_by = self.expr(r.get(m, "done_by"), ir.EVENT, f"activity {aid!r} done_by")
+        done_when = self.condition(m["done_when"], r.loc_of(m, "done_when"), f"activity {aid!r} done_when") if "done_when" in m else None
+        excepted = self.condition(m["excepted_when"], r.loc_of(m, "excepted_when"), f"activity {aid!r} excepted_when") if "excepted_when" in m else None
+        priority = r.choice(m, "priority", "priority", PRIORITIES, "routine")
+        if not (aid and every and done_by is not None):
+            return None
+        recent_window = subtract(every, due_soon) if due_soon else every
+        if recent_window is None:
+            self.p.error(r.loc_of(m, "due_soon"), f"due_soon {due_soon} cannot be taken from interval {every}",
+                         expected="both in months/years or both in days/weeks")
+            return None
+
+        def done_within(d: ir.Duration) -> ir.Node:
+            base = ir.Exists(ir.Window(done_by, "ago", d))
+            return ir.And((base, done_when)) if done_when is not None else base
+
+        key = f"activity:{aid}"
+        self.add_condition(f"{key}:recent", done_within(recent_window), loc)
+        self.add_condition(f"{key}:in_interval", done_within(every), loc)
+        if excepted is not None:
+            self.add_condition(f"{key}:excepted", excepted, r.loc_of(m, "excepted_when"))
+        return Activity(
+            id=aid, title=r.text(m, "title", "title"), every=every, done_by=done_by, role=r.text(m, "role", "role"),
+            location=loc, due_soon=due_soon, priority=priority, because=r.text(m, "because", "because"),
+            evidence=r.text_list(m, "evidence", "evidence"), patient_text=r.text(m, "patient_text", "patient text"),
+            has_done_when=done_when is not None, has_excepted_when=excepted is not None,
+        )
+
+    def goal(self, item, loc) -> Goal | None:
+        r = self.r
+        m = r.mapping(item, loc, "a goal", GOAL)
+        if m is None:
+            return None
+        gid = self.ids(m, loc, "goal")
+        target = self.condition(m["target"], r.loc_of(m, "target"), f"goal {gid!r} target") if "target" in m else None
+        when = self.condition(m["when"], r.loc_of(m, "when"), f"goal {gid!r} when") if "when" in m else ir.Const(True, ir.BOOL)
+        if not gid or target is None or when is None:
+            return None
+        self.add_condition(f"goal:{gid}:applies", when, loc)
+        self.add_condition(f"goal:{gid}:met", target, r.loc_of(m, "target"))
+        return Goal(gid, r.text(m, "title", "title"), loc, r.text(m, "because", "because"),
+                    r.text(m, "patient_text", "patient text"))
+
+    def rule(self, item, loc) -> Rule | None:
+        r = self.r
+        m = r.mapping(item, loc, "a rule", RULE)
+        if m is None:
+            return None
+        rid = self.ids(m, loc, "rule")
+        when = self.condition(m["when"], r.loc_of(m, "when"), f"rule {rid!r} when") if "when" in m else None
+        then_node = r.get(m, "then")
+        task = flag = esc = None
+        if then_node is not None:
+            t = r.mapping(then_node.value, then_node.loc, f"rule {rid!r} then", THEN)
+            if t is not None:
+                if not t:
+                    self.p.error(then_node.loc, f"rule {rid!r} does nothing", expected="task, flag or escalation")
+                if "task" in t:
+                    tm = r.mapping(t["task"], r.loc_of(t, "task"), "a task", TASK)
+                    if tm is not None:
+                        task = TaskSpec(r.text(tm, "title", "task title"), r.text(tm, "role", "task role"),
+                                        r.choice(tm, "priority", "priority", PRIORITIES, "routine"),
+                                        r.duration(tm, "within", "task deadline"))
+                if "flag" in t:
+                    fm = r.mapping(t["flag"], r.loc_of(t, "flag"), "a flag", FLAG)
+                    if fm is not None:
+                        flag = FlagSpec(r.text(fm, "code", "flag code"), r.choice(fm, "level", "flag level", FLAG_LEVELS, "amber"),
+                                        r.text(fm, "text", "flag text"))
+                if "escalation" in t:
+                    em = r.mapping(t["escalation"], r.loc_of(t, "escalation"), "an escalation", ESCALATION)
+                    if em is not None:
+                        esc = EscalationSpec(r.text(em, "to", "escalation target"), r.text(em, "title", "escalation title"),
+                                             r.choice(em, "priority", "priority", PRIORITIES, "urgent"))
+        if not rid or when is None:
+            return None
+        self.add_condition(f"rule:{rid}", when, r.loc_of(m, "when"))
+        return Rule(rid, r.text(m, "title", "title") or (task.title if task else rid), loc, task, flag, esc,
+                    r.text(m, "because", "because"), r.text_list(m, "evidence", "evidence"))
+
+    def measure(self, item, loc) -> Measure | None:
+        r = self.r
+        m = r.mapping(item, loc, "a measure", MEASURE)
+        if m is None:
+            return None
+        mid = self.ids(m, loc, "measure")
+        key = f"measure:{mid}"
+        ip = (self.condition(m["initial_population"], r.loc_of(m, "initial_population"), f"measure {mid!r} initial population")
+              if "initial_population" in m else self.conditions.get("population"))
+        den = (self.condition(m["denominator"], r.loc_of(m, "denominator"), f"measure {mid!r} denominator")
+               if "denominator" in m else ir.Const(True, ir.BOOL))
+        num = self.condition(m["numerator"], r.loc_of(m, "numerator"), f"measure {mid!r} numerator") if "numerator" in m else None
+        excl = None
+        if "exclusions" in m:
+            items = m["exclusions"]
+            if not isinstance(items, list) or not items:
+                self.p.error(r.loc_of(m, "exclusions"), "exclusions should be a non-empty list of conditions")
+            else:
+                parts = [self.condition(x, r.loc_of(items, i), f"measure {mid!r} exclusion") for i, x in enumerate(items)]
+                if all(p is not None for p in parts):
+                    excl = ir.Or(tuple(parts)) if len(parts) > 1 else parts[0]
+        achievers = m.get("achievers_kept", False)
+        if not isinstance(achievers, bool):
+            self.p.error(r.loc_of(m, "achievers_kept"), "achievers_kept should be true or false")
+        if not mid or ip is None or den is None or num is None:
+            return None
+        self.add_condition(f"{key}:ip", ip, loc)
+        self.add_condition(f"{key}:den", den, loc)
+        self.add_condition(f"{key}:num", num, r.loc_of(m, "numerator"))
+        if excl is not None:
+            self.add_condition(f"{key}:excl", excl, r.loc_of(m, "exclusions"))
+        return Measure(mid, r.text(m, "title", "title"), loc, bool(achievers), r.text_list(m, "evidence", "evidence"),
+                       excl is not None)
+
+
+class _CycleError(Exception):
+    pass
+
+
+class _LazyScope(Scope):
+    """Definitions may be used before the line that defines them; compile them on first use."""
+
+    def __init__(self, compiler: _Compiler):
+        super().__init__(compiler.decls, _LazyDefs(compiler))
+
+
+class _LazyDefs(dict):
+    def __init__(self, compiler: _Compiler):
+        super().__init__()
+        self.c = compiler
+
+    def __contains__(self, name) -> bool:
+        return name in self.c._raw_defs
+
+    def __getitem__(self, name):
+        node = self.c.definition(name)
+        if node is None:
+            raise ExprError(f"definition {name!r} has errors of its own (see above)")
+        return node
+
+    def __iter__(self):
+        return iter(self.c._raw_defs)
+
+    def keys(self):
+        return self.c._raw_defs.keys()
+
+
+def load_protocols(paths: list[Path], valueset_dirs: list[Path] | None = None) -> tuple[list[Protocol], list]:
+    """Load many files; returns (protocols, problems). Files with errors contribute problems only."""
+    protocols, problems = [], []
+    for p in paths:
+        try:
+            proto = load_protocol(p, valueset_dirs)
+            protocols.append(proto)
+            problems.extend(proto.warnings)
+        except ProtocolError as e:
+            problems.extend(e.problems)
+    return protocols, problems

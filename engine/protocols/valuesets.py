@@ -1,0 +1,94 @@
+"""Value sets: which codes mean a concept. Loaded from CSV codelists or FHIR ValueSet expansions.
+
+CSV codelists (OpenCodelists / NHS PCD style) have a header with a `code` column (and usually
+`term`); the code system is declared by the protocol (snomed by default). An optional filter picks
+rows by another column (e.g. `severity: moderate,severe` in frailty_cod.csv). FHIR ValueSet JSON
+files carry their systems in `expansion.contains`. QOF semantics: exact membership, no hierarchy.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.records.model import Coding, canonical_system
+
+
+@dataclass(frozen=True)
+class ValueSet:
+    name: str
+    source: str  # file it came from, for provenance
+    codes: frozenset[tuple[str, str]]  # (system, code)
+    terms: dict = field(default_factory=dict, compare=False, hash=False)
+    unit: str | None = None
+    analyte: str | None = None
+    any_system: bool = False  # match on code alone (for codelists whose system is unknown)
+
+    def matches(self, codings: list[Coding]) -> Coding | None:
+        for c in codings:
+            if (c.system, c.code) in self.codes or (self.any_system and ("", c.code) in self.codes):
+                return c
+        return None
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+class ValueSetFileError(ValueError):
+    pass
+
+
+def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code",
+             where: dict[str, list[str]] | None = None) -> ValueSet:
+    codes, terms = set(), {}
+    sysuri = canonical_system(system)
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise ValueSetFileError(f"{path}: no {column!r} column (columns: {', '.join(reader.fieldnames or [])})")
+        for k in (where or {}):
+            if k not in reader.fieldnames:
+                raise ValueSetFileError(f"{path}: no {k!r} column to filter on (columns: {', '.join(reader.fieldnames)})")
+        for i, row in enumerate(reader, start=2):
+            code = (row.get(column) or "").strip()
+            if not code:
+                raise ValueSetFileError(f"{path}:{i}: empty code")
+            if where and not all((row.get(k) or "").strip() in v for k, v in where.items()):
+                continue
+            codes.add((sysuri, code))
+            term = row.get("term") or row.get("description") or row.get("display")
+            if term:
+                terms[(sysuri, code)] = term
+    if not codes:
+        raise ValueSetFileError(f"{path}: no codes selected")
+    return ValueSet(name, str(path), frozenset(codes), terms)
+
+
+def load_fhir_valueset(path: Path, name: str) -> ValueSet:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueSetFileError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+    if data.get("resourceType") != "ValueSet":
+        raise ValueSetFileError(f"{path}: not a FHIR ValueSet (resourceType {data.get('resourceType')!r})")
+    contains = (data.get("expansion") or {}).get("contains")
+    if not contains:
+        raise ValueSetFileError(f"{path}: ValueSet has no expansion.contains (only expanded value sets are supported)")
+    codes, terms = set(), {}
+
+    def add(items):
+        for c in items:
+            if "code" in c:
+                key = (canonical_system(c.get("system")), c["code"])
+                codes.add(key)
+                if c.get("display"):
+                    terms[key] = c["display"]
+            add(c.get("contains", []))
+
+    add(contains)
+    return ValueSet(name, str(path), frozenset(codes), terms)
+
+
+def inline(name: str, codes: list[tuple[str, str]], source: str) -> ValueSet:
+    return ValueSet(name, source, frozenset((canonical_system(s), c) for s, c in codes))
