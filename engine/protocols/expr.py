@@ -74,7 +74,7 @@ class Scope:
 
     def __init__(self, valuesets: dict[str, ValueSetDecl], definitions: dict[str, ir.Node] | None = None):
         self.valuesets = valuesets
-        self.definitions = definitions or {}
+        self.definitions = definitions if definitions is not None else {}
 
     def known_names(self) -> list[str]:
         return sorted(set(self.valuesets) | set(self.definitions) | PATIENT_ATTRS | CONTEXT_DATES | set(AGE_AT))
