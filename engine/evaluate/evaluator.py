@@ -29,7 +29,9 @@ from engine.protocols.model import Protocol
 from engine.records.model import PatientRecord
 
 RAISE_TIME = dt.time(9, 0)  # tasks raised by an "as of" evaluation start their clock at 09:00 that day
-DEFAULT_DEADLINE = ResponseTime(4, "weeks")
+# Used only where neither a role agreement nor the rule sets a time (`carepath validate` warns).
+DEFAULT_RESPONSE = {"urgent": ResponseTime(1, "working days"), "high": ResponseTime(10, "working days"),
+                    "routine": ResponseTime(20, "working days"), "low": ResponseTime(40, "working days")}
 _lowered_cache: dict[str, Lowered] = {}
 
 
@@ -106,11 +108,13 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
         return Assignment(provider=r.assign.provider, team=r.assign.team, role=r.assign.role,
                           response=str(rt) if rt else None, agreement=r.agreement.key), rt
 
-    def due_time(rt: ResponseTime | None, clinical: ResponseTime | None, not_after: dt.datetime | None = None) -> dt.datetime:
+    def due_time(priority: str, rt: ResponseTime | None, clinical: ResponseTime | None,
+                 not_after: dt.datetime | None = None) -> dt.datetime:
+        """The earliest of the agreed response time, the clinical deadline and the activity's due date."""
         options_ = [x.due_from(raised) for x in (rt, clinical) if x is not None]
         if not_after is not None:
             options_.append(not_after)
-        return min(options_) if options_ else DEFAULT_DEADLINE.due_from(raised)
+        return min(options_) if options_ else DEFAULT_RESPONSE[priority].due_from(raised)
 
     if on:
         for a in proto.activities:
@@ -149,7 +153,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 clinical_due = dt.datetime.combine(next_due, dt.time(17, 0)) if next_due > ctx.reference_date else None
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="activity",
                                       title=f"{a.title} {'overdue' if status == 'overdue' else 'due'}",
-                                      priority=a.priority, raised_at=raised, due=due_time(rt, None, clinical_due),
+                                      priority=a.priority, raised_at=raised, due=due_time(a.priority, rt, None, clinical_due),
                                       assigned=assigned, provenance=prov))
         for g in proto.goals:
             if f"goal:{g.id}:applies" not in fired:
@@ -173,13 +177,16 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 assigned, rt = assignment(f"rule:{r.id}", r.task.role, r.task.priority)
                 clinical = _as_response(r.task.within)
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=r.task.title,
-                                      priority=r.task.priority, raised_at=raised, due=due_time(rt, clinical),
+                                      priority=r.task.priority, raised_at=raised, due=due_time(r.task.priority, rt, clinical),
                                       assigned=assigned, provenance=prov))
             if r.escalation:
-                assigned, rt = assignment(f"rule:{r.id}", r.escalation.to, r.escalation.priority)
+                if r.escalation.to == "mdt":  # escalations to the MDT go to the patient's own case conference
+                    assigned, rt = Assignment(provider=record.patient.mdt, team="MDT case conference", role="mdt"), None
+                else:
+                    assigned, rt = assignment(f"escalation:{r.id}", r.escalation.to, r.escalation.priority)
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}|escalation", kind="escalation",
                                       title=r.escalation.title, priority=r.escalation.priority, raised_at=raised,
-                                      due=due_time(rt, None), assigned=assigned, provenance=prov))
+                                      due=due_time(r.escalation.priority, rt, None), assigned=assigned, provenance=prov))
             if r.flag:
                 res.flags.append(Flag(key=f"{nhs}|{proto.id}|{key}", kind="clinical", code=r.flag.code,
                                       level=r.flag.level, text=r.flag.text or r.title, provenance=prov))

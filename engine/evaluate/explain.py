@@ -54,11 +54,12 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
     if isinstance(n, ir.Exists):
         src = d.eval(n.source)
         events = src if isinstance(src, list) else [src] if src is not None else []
-        what = ir.describe(n.source)
+        base = ir.unwrap(n.source)
+        what = ir.describe(base.source if isinstance(base, ir.Pick) and base.how in ("latest", "earliest") else n.source)
         if events:
             last = events[-1]
-            return [f"{what}: {_event_text(last, n.source)}"]
-        return [f"no {what}"]
+            return [f"{what} recorded {_event_text(last, n.source)}"]
+        return [f"no {what} recorded"]
     if isinstance(n, ir.Compare):
         left, right = ir.unwrap(n.left), ir.unwrap(n.right)
         lv, rv = d.eval(n.left), d.eval(n.right)
@@ -84,9 +85,9 @@ def _event_text(ev: Ev, source: ir.Node) -> str:
         while hasattr(base, "source"):
             base = ir.unwrap(base.source)
         unit = getattr(base, "unit", None)
-    text = ev.day.isoformat()
+    text = f"on {ev.day.isoformat()}"
     if ev.value is not None:
-        text = f"{fmt_value(ev.value, unit)} on {text}"
+        text = f"{fmt_value(ev.value, unit)} {text}"
     return text
 
 

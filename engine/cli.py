@@ -1,0 +1,225 @@
+"""carepath command line (Typer + Rich).
+
+    carepath validate PATH...                      check protocol and role-agreement files
+    carepath evaluate --bundle FILE [--as-of D]    care plan, tasks, flags, measures with why-lines
+    carepath ingest FILE...                        load FHIR bundles into the registry (idempotent)
+    carepath demo                                  seed the demo registry and show a care plan
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.protocols.library import Library, load_library
+
+app = typer.Typer(help="carepath: shared clinical pathways evaluated into care plans, worklists and audit.",
+                  no_args_is_help=True, add_completion=False)
+console = Console(soft_wrap=False, width=140)
+err = Console(stderr=True, width=140)
+
+DEFAULT_PROTOCOLS = Path("protocols")
+
+
+def _library(paths: list[Path]) -> Library:
+    lib = load_library(paths)
+    if lib.errors:
+        for p in lib.errors:
+            err.print(f"[red]{p}[/red]", markup=True, highlight=False)
+        raise typer.Exit(2)
+    return lib
+
+
+def _date(value: Optional[str], what: str) -> Optional[dt.date]:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        err.print(f"{what} {value!r} is not a date (expected YYYY-MM-DD)")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(paths: list[Path] = typer.Argument(None, help="Protocol files or folders (default: protocols/)"),
+             format: str = typer.Option("text", "--format", help="text or json")):
+    """Check protocol and role-agreement files: errors with file:line:column, warnings, a summary."""
+    paths = paths or [DEFAULT_PROTOCOLS]
+    lib = load_library(paths)
+    if format == "json":
+        print(json.dumps({"protocols": [p.key for p in lib.protocols], "agreements": [a.key for a in lib.agreements],
+                          "problems": [p.as_dict() for p in lib.problems]}, indent=2))
+    else:
+        for p in lib.problems:
+            colour = "red" if p.severity == "error" else "yellow"
+            console.print(f"[{colour}]{p}[/{colour}]", highlight=False)
+        console.print(f"{len(lib.protocols)} protocol(s), {len(lib.agreements)} role agreement(s): "
+                      f"{len(lib.errors)} error(s), {len(lib.problems) - len(lib.errors)} warning(s)", highlight=False)
+    raise typer.Exit(1 if lib.errors else 0)
+
+
+@app.command()
+def evaluate(bundle: Path = typer.Option(..., "--bundle", help="FHIR R4 Bundle (JSON) with the patient's records"),
+             protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols", help="Protocol folder(s) or files"),
+             as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference date YYYY-MM-DD (default today)"),
+             period_start: Optional[str] = typer.Option(None, "--period-start", help="Measurement period start"),
+             format: str = typer.Option("text", "--format", help="text or json (schema carepath.evaluation/v1)"),
+             engine: str = typer.Option("durable", "--engine", help="durable (rule engine) or python (reference)")):
+    """Evaluate the protocols in force against the records in a FHIR bundle."""
+    from engine.evaluate.evaluator import Options, evaluate as run
+    from engine.records.fhir_import import BundleError, import_bundle
+
+    ref = _date(as_of, "--as-of") or dt.date.today()
+    lib = _library(protocols)
+    try:
+        data = json.loads(bundle.read_text(encoding="utf-8"))
+        result = import_bundle(data, source_system=bundle.stem)
+    except json.JSONDecodeError as e:
+        err.print(f"{bundle}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})")
+        raise typer.Exit(2) from None
+    except BundleError as e:
+        err.print(f"{bundle}: {e}")
+        raise typer.Exit(2) from None
+    except OSError as e:
+        err.print(f"{bundle}: {e.strerror}")
+        raise typer.Exit(2) from None
+    in_force = lib.in_force(ref)
+    agreements = lib.agreements_in_force(ref)
+    evaluations = [run(rec, in_force, agreements, as_of=ref, period_start=_date(period_start, "--period-start"),
+                       options=Options(engine=engine)) for rec in result.records]
+    if format == "json":
+        out = [e.model_dump(mode="json", by_alias=True) for e in evaluations]
+        print(json.dumps(out[0] if len(out) == 1 else out, indent=2))
+        return
+    for u, n in sorted(result.unsupported.items()):
+        err.print(f"note: {n} {u} resource(s) in the bundle are not used by carepath")
+    for ev in evaluations:
+        render_evaluation(ev)
+
+
+def render_evaluation(ev) -> None:
+    from engine.evaluate.outputs import Evaluation
+    assert isinstance(ev, Evaluation)
+    console.rule(f"Patient {ev.nhs_number[:3]} {ev.nhs_number[3:6]} {ev.nhs_number[6:]} — as of {ev.reference_date}"
+                 + (" (deceased)" if ev.deceased else ""))
+    for pr in ev.protocols:
+        console.print(f"[bold]{pr.title}[/bold] ({pr.protocol}@{pr.version})", highlight=False)
+        console.print(f"  {pr.register_why}", highlight=False)
+        if pr.care_plan:
+            t = Table("Activity", "Status", "Last done", "Next due", "Who", "Why", show_lines=False, expand=True)
+            colours = {"met": "green", "due": "yellow", "overdue": "red", "excepted": "cyan"}
+            for i in pr.care_plan:
+                who = i.assigned.role + (f" ({i.assigned.provider})" if i.assigned.provider else "")
+                t.add_row(i.title, f"[{colours[i.status]}]{i.status}[/]", str(i.last_done or "—"), str(i.next_due or "—"),
+                          who, i.provenance.why)
+            console.print(t)
+        for g in pr.goals:
+            console.print(f"  Goal: {g.provenance.why}", highlight=False, markup=False)
+        if pr.tasks:
+            t = Table("Task", "Priority", "Due", "Provider / team / role", "Why", expand=True)
+            for task in sorted(pr.tasks, key=lambda x: (["urgent", "high", "routine", "low"].index(x.priority), x.due)):
+                a = task.assigned
+                t.add_row(task.title, task.priority, task.due.strftime("%Y-%m-%d %H:%M"),
+                          " / ".join(x for x in (a.provider, a.team, a.role) if x) + (f" [{a.response}]" if a.response else ""),
+                          task.provenance.why)
+            console.print(t)
+        for f in pr.flags:
+            if f.kind == "clinical":
+                console.print(f"  Flag ({f.level}) {f.text}: {f.provenance.why}", highlight=False, markup=False)
+        for m in pr.measures:
+            pops = "".join(x for x, on in (("IP ", m.initial_population), ("DEN ", m.denominator),
+                                            ("EXCL ", m.exclusion), ("NUM", m.numerator)) if on) or "—"
+            console.print(f"  Measure {m.measure}: {pops.strip()} — {m.provenance.why}", highlight=False, markup=False)
+        for d in pr.data_problems:
+            console.print(f"  [yellow]Data problem: {d}[/yellow]", highlight=False)
+
+
+@app.command()
+def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference date (default today)"),
+         out: Path = typer.Option(Path("var"), "--out", help="Where to write the demo bundles and registry"),
+         protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols")):
+    """Seed a demo registry (SQLite under var/) from demo patients and show their care plans and worklist."""
+    from engine.demo import demo_records
+    from engine.evaluate.evaluator import evaluate as run
+    from engine.records.fhir_import import export_patient_bundle
+
+    ref = _date(as_of, "--as-of") or dt.date.today()
+    lib = _library(protocols)
+    records = demo_records(ref)
+    out.mkdir(parents=True, exist_ok=True)
+    bundle_dir = out / "demo-bundles"
+    bundle_dir.mkdir(exist_ok=True)
+    for rec in records:
+        (bundle_dir / f"{rec.patient.nhs_number}.json").write_text(json.dumps(export_patient_bundle(rec), indent=1))
+    seeded = _seed_registry(records, out)
+    in_force, agreements = lib.in_force(ref), lib.agreements_in_force(ref)
+    evaluations = [run(r, in_force, agreements, as_of=ref) for r in records]
+    render_evaluation(evaluations[0])
+    t = Table("Patient", "Practice", "Task", "Priority", "Due", "Who", title=f"Worklist, MDT central-1/central-2, as of {ref}")
+    tasks = [(ev, task) for ev in evaluations for task in ev.tasks]
+    for ev, task in sorted(tasks, key=lambda x: (["urgent", "high", "routine", "low"].index(x[1].priority), x[1].due)):
+        rec = next(r for r in records if r.patient.nhs_number == ev.nhs_number)
+        t.add_row(f"{rec.patient.given_name} {rec.patient.family_name}", rec.patient.practice or "", task.title,
+                  task.priority, task.due.strftime("%Y-%m-%d %H:%M"), task.assigned.role)
+    console.print(t)
+    console.print(f"Demo bundles written to {bundle_dir}/ — try: carepath evaluate --bundle {bundle_dir}/{records[0].patient.nhs_number}.json"
+                  + (f"\nRegistry: {seeded}" if seeded else ""), highlight=False)
+
+
+def _seed_registry(records, out: Path) -> str | None:
+    """Ingest the demo records into the SQLite registry (idempotent: re-running adds nothing)."""
+    try:
+        from engine.registry.db import make_engine, upgrade
+        from engine.registry.ingest import ingest_records
+    except ImportError:
+        return None
+    import os
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{(out / 'carepath.db').resolve()}"
+    engine = make_engine(url)
+    upgrade(engine)
+    summary = ingest_records(engine, records, source="demo")
+    return f"{url} ({summary})"
+
+
+@app.command()
+def ingest(files: list[Path] = typer.Argument(..., help="FHIR R4 Bundle JSON files"),
+           database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL",
+                                                      help="Registry database (default sqlite:///var/carepath.db)")):
+    """Load FHIR bundles into the registry. Idempotent; a bundle with an error changes nothing."""
+    from engine.records.fhir_import import BundleError, import_bundle
+    from engine.registry.db import database_url as default_url, make_engine, upgrade
+    from engine.registry.ingest import ingest_records
+
+    engine = make_engine(database_url or default_url())
+    upgrade(engine)
+    failed = 0
+    for f in files:
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+            result = import_bundle(data, source_system=data.get("id") or f.stem)
+        except json.JSONDecodeError as e:
+            err.print(f"{f}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); nothing stored")
+            failed += 1
+            continue
+        except (BundleError, OSError) as e:
+            err.print(f"{f}: {e}; nothing stored")
+            failed += 1
+            continue
+        summary = ingest_records(engine, result.records, source=str(f))
+        unsupported = ", ".join(f"{n} {t}" for t, n in sorted(result.unsupported.items()))
+        console.print(f"{f}: {summary}" + (f"; not used: {unsupported}" if unsupported else ""), highlight=False)
+    raise typer.Exit(1 if failed else 0)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
