@@ -22,7 +22,7 @@ from engine.protocols.library import Library, load_library
 app = typer.Typer(help="carepath: shared clinical pathways evaluated into care plans, worklists and audit.",
                   no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=False, width=140)
-err = Console(stderr=True, width=140)
+err = Console(stderr=True, soft_wrap=True)
 
 DEFAULT_PROTOCOLS = Path("protocols")
 
@@ -58,7 +58,7 @@ def validate(paths: list[Path] = typer.Argument(None, help="Protocol files or fo
     else:
         for p in lib.problems:
             colour = "red" if p.severity == "error" else "yellow"
-            console.print(f"[{colour}]{p}[/{colour}]", highlight=False)
+            console.print(f"[{colour}]{p}[/{colour}]", highlight=False, soft_wrap=True)
         console.print(f"{len(lib.protocols)} protocol(s), {len(lib.agreements)} role agreement(s): "
                       f"{len(lib.errors)} error(s), {len(lib.problems) - len(lib.errors)} warning(s)", highlight=False)
     raise typer.Exit(1 if lib.errors else 0)
