@@ -1,0 +1,257 @@
+"""Write `PatientRecord`s into the registry and read them back.
+
+`ingest_records` is idempotent and atomic:
+- a fact is keyed by (patient, source system, source id): sending it again leaves it alone when
+  its content is the same (content hash) and updates it in place when it changed;
+- everything happens in one transaction; any error rolls all of it back, so a failed delivery
+  changes nothing and can simply be re-sent.
+
+One patient per NHS number: records for the same NHS number from different source systems meet in
+one patient row, and each fact keeps its own source system and care setting. Demographics are
+merged: a value a source sends replaces the stored one, a value it leaves empty erases nothing.
+Facts missing from a later delivery are kept: a bundle may be a partial extract, so absence is
+not deletion.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from typing import Iterable, Iterator
+
+from pydantic import BaseModel, Field, computed_field
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlmodel import Session, select
+
+from engine.records.fhir_import import ImportResult, import_bundle
+from engine.records.model import Fact, Patient, PatientRecord, Sex
+from engine.registry.tables import FactRow, IngestBatch, PatientRow, PatientSourceId, utcnow
+
+DEMOGRAPHICS = ("birth_date", "sex", "practice", "locality", "mdt", "death_date", "registered_on", "given_name", "family_name")
+
+
+class IngestError(ValueError):
+    """The delivery could not be stored; nothing of it was."""
+
+    def __init__(self, message: str, nhs_number: str | None = None):
+        self.nhs_number = nhs_number
+        super().__init__(message)
+
+
+class PatientChange(BaseModel):
+    nhs_number: str
+    created: bool = False
+    demographics_changed: bool = False
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    @computed_field
+    @property
+    def affected(self) -> bool:
+        return self.created or self.demographics_changed or bool(self.added or self.updated)
+
+
+class IngestSummary(BaseModel):
+    batch_id: int
+    source: str
+    patients: dict[str, PatientChange] = Field(default_factory=dict, description="NHS number -> what changed")
+    warnings: list[str] = Field(default_factory=list)
+
+    @computed_field
+    @property
+    def affected(self) -> set[str]:
+        """NHS numbers whose record changed: the only patients that need re-evaluating."""
+        return {n for n, c in self.patients.items() if c.affected}
+
+    @computed_field
+    @property
+    def added(self) -> int:
+        return sum(c.added for c in self.patients.values())
+
+    @computed_field
+    @property
+    def updated(self) -> int:
+        return sum(c.updated for c in self.patients.values())
+
+    @computed_field
+    @property
+    def unchanged(self) -> int:
+        return sum(c.unchanged for c in self.patients.values())
+
+
+def _content(f: Fact) -> dict:
+    return f.model_dump(mode="json", exclude={"id", "source_system"})
+
+
+def _hash(content: dict) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _demographics(p: Patient) -> dict:
+    return {k: (v.value if isinstance(v, Sex) else v) for k, v in ((k, getattr(p, k)) for k in DEMOGRAPHICS)}
+
+
+def _ingest(session: Session, records: Iterable[PatientRecord], source: str, content_hash: str | None,
+            unsupported: dict | None, skipped: list | None) -> IngestSummary:
+    batch = IngestBatch(source=source, content_hash=content_hash, unsupported=dict(unsupported or {}), skipped=list(skipped or []))
+    session.add(batch)
+    session.flush()
+    summary = IngestSummary(batch_id=batch.id, source=source)
+    now = utcnow()
+
+    for record in records:
+        p = record.patient
+        change = summary.patients.setdefault(p.nhs_number, PatientChange(nhs_number=p.nhs_number))
+        try:
+            row = session.exec(select(PatientRow).where(PatientRow.nhs_number == p.nhs_number)).first()
+            incoming = _demographics(p)
+            if row is None:
+                row = PatientRow(nhs_number=p.nhs_number, **incoming, created_at=now, updated_at=now)
+                session.add(row)
+                session.flush()
+                change.created = True
+            else:
+                for key, value in incoming.items():
+                    if value is None or (key == "sex" and value == Sex.unknown.value) or getattr(row, key) == value:
+                        continue
+                    if key == "birth_date":
+                        summary.warnings.append(f"{p.nhs_number}: birth date changed from {row.birth_date} to {value} by {source}")
+                    setattr(row, key, value)
+                    change.demographics_changed = True
+                if change.demographics_changed:
+                    row.updated_at = now
+
+            for system, sid in p.source_ids.items():
+                link = session.exec(select(PatientSourceId).where(PatientSourceId.source_system == system,
+                                                                   PatientSourceId.source_id == sid)).first()
+                if link is None:
+                    session.add(PatientSourceId(patient_id=row.id, source_system=system, source_id=sid))
+                elif link.patient_id != row.id:
+                    owner = session.get(PatientRow, link.patient_id)
+                    raise IngestError(f"{system} patient id {sid!r} already belongs to NHS number {owner.nhs_number}; "
+                                      f"refusing to attach it to {p.nhs_number} (resolve the identity first)", p.nhs_number)
+
+            existing = {(f.source_system, f.source_id): f for f in session.exec(select(FactRow).where(FactRow.patient_id == row.id))}
+            for fact in record.facts:
+                content = _content(fact)
+                digest = _hash(content)
+                stored = existing.get((fact.source_system, fact.id))
+                if stored is not None and stored.content_hash == digest:
+                    change.unchanged += 1
+                    continue
+                values = dict(
+                    kind=content["kind"], start=fact.start, end=fact.end, value=fact.value, unit=fact.unit, status=fact.status,
+                    care_setting=content["care_setting"], exception_type=content["exception_type"], codes=content["codes"],
+                    value_codes=content["value_codes"], attrs=content["attrs"], content_hash=digest, ingested_at=now, batch_id=batch.id,
+                )
+                if stored is None:
+                    stored = FactRow(patient_id=row.id, source_system=fact.source_system, source_id=fact.id, **values)
+                    session.add(stored)
+                    existing[(fact.source_system, fact.id)] = stored
+                    change.added += 1
+                else:
+                    for key, value in values.items():
+                        setattr(stored, key, value)
+                    change.updated += 1
+            session.flush()  # surface constraint violations here, naming the patient
+        except DBAPIError as exc:
+            raise IngestError(f"{p.nhs_number}: the database refused the record: {exc.orig}", p.nhs_number) from exc
+
+    batch.patients = len(summary.patients)
+    batch.facts_added, batch.facts_updated, batch.facts_unchanged = summary.added, summary.updated, summary.unchanged
+    session.add(batch)
+    session.flush()
+    return summary
+
+
+def ingest_records(session_or_engine: Session | Engine, records: Iterable[PatientRecord], *, source: str,
+                   content_hash: str | None = None, unsupported: dict[str, int] | None = None,
+                   skipped: list[str] | None = None) -> IngestSummary:
+    """Store records in one transaction; see the module docstring for the rules.
+
+    With an Engine a session is opened and closed here. With a Session, ingest owns its
+    transaction: it commits on success and rolls back on any error (re-raised), so do not hand
+    it a session holding other unfinished work.
+    """
+    if isinstance(session_or_engine, Engine):
+        with Session(session_or_engine) as session:
+            return ingest_records(session, records, source=source, content_hash=content_hash,
+                                  unsupported=unsupported, skipped=skipped)
+    session = session_or_engine
+    try:
+        summary = _ingest(session, records, source, content_hash, unsupported, skipped)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    return summary
+
+
+def content_hash_of(data: dict) -> str:
+    """sha256 of a JSON document in canonical form (key order and whitespace do not matter)."""
+    return _hash(data)
+
+
+def ingest_fhir_bundle(session_or_engine: Session | Engine, data: dict, *, source_system: str = "fhir",
+                       source: str | None = None) -> tuple[ImportResult, IngestSummary]:
+    """Import a FHIR Bundle and store it as one batch (BundleError before anything is written)."""
+    result = import_bundle(data, source_system=source_system)
+    summary = ingest_records(session_or_engine, result.records, source=source or source_system, content_hash=content_hash_of(data),
+                             unsupported=result.unsupported, skipped=result.skipped)
+    summary.warnings[:0] = result.warnings
+    return result, summary
+
+
+# --------------------------------------------------------------------------------------------
+# Reading back
+
+
+def _patient(row: PatientRow, links: list[PatientSourceId]) -> Patient:
+    source_ids: dict[str, str] = {}
+    for link in sorted(links, key=lambda x: x.id):
+        source_ids.setdefault(link.source_system, link.source_id)  # the first id a system gave wins
+    return Patient(nhs_number=row.nhs_number, birth_date=row.birth_date, sex=row.sex, practice=row.practice, locality=row.locality,
+                   mdt=row.mdt, death_date=row.death_date, registered_on=row.registered_on, given_name=row.given_name,
+                   family_name=row.family_name, source_ids=source_ids)
+
+
+def _fact(row: FactRow) -> Fact:
+    return Fact(id=row.source_id, kind=row.kind, codes=row.codes, start=row.start, end=row.end, value=row.value, unit=row.unit,
+                value_codes=row.value_codes, status=row.status, exception_type=row.exception_type, source_system=row.source_system,
+                care_setting=row.care_setting, attrs=row.attrs)
+
+
+def load_record(session: Session, nhs_number: str) -> PatientRecord | None:
+    row = session.exec(select(PatientRow).where(PatientRow.nhs_number == nhs_number)).first()
+    if row is None:
+        return None
+    links = list(session.exec(select(PatientSourceId).where(PatientSourceId.patient_id == row.id)))
+    facts = session.exec(select(FactRow).where(FactRow.patient_id == row.id).order_by(FactRow.id))
+    return PatientRecord(patient=_patient(row, links), facts=[_fact(f) for f in facts])
+
+
+def iter_records(session: Session, *, mdt: str | None = None, practice: str | None = None,
+                 chunk: int = 500) -> Iterator[PatientRecord]:
+    """Records in NHS-number order, optionally for one MDT and/or practice, `chunk` patients per query."""
+    query = select(PatientRow).order_by(PatientRow.nhs_number)
+    if mdt is not None:
+        query = query.where(PatientRow.mdt == mdt)
+    if practice is not None:
+        query = query.where(PatientRow.practice == practice.strip().upper())
+    last = ""
+    while True:
+        rows = list(session.exec(query.where(PatientRow.nhs_number > last).limit(chunk)))
+        if not rows:
+            return
+        ids = [r.id for r in rows]
+        facts: dict[int, list[Fact]] = {i: [] for i in ids}
+        for f in session.exec(select(FactRow).where(FactRow.patient_id.in_(ids)).order_by(FactRow.id)):
+            facts[f.patient_id].append(_fact(f))
+        links: dict[int, list[PatientSourceId]] = {i: [] for i in ids}
+        for link in session.exec(select(PatientSourceId).where(PatientSourceId.patient_id.in_(ids))):
+            links[link.patient_id].append(link)
+        for r in rows:
+            yield PatientRecord(patient=_patient(r, links[r.id]), facts=facts[r.id])
+        last = rows[-1].nhs_number
