@@ -44,6 +44,10 @@ carepath extensions and identifiers (all optional; ``https://carepath.example/fh
                                                                 our own data round-trips losslessly
 ``Id/fact-id``  identifier system, any             value        the fact id to use instead of Type/id
 ``Id/source/<system>``  identifier on Patient      value        Patient.source_ids[<system>]
+``source/<system>`` as ``meta.source``, any        (uri)        the fact's source system, overriding
+                                                                the `source_system` argument (export
+                                                                writes it: a registry export mixes
+                                                                sources, re-import must keep them)
 =================================================  ===========  ======================================
 
 Care setting: our extension wins; an Encounter's class maps IMP/ACUTE/NONAC/EMER/SS/OBSENC/PRENC
@@ -92,6 +96,7 @@ EXT_FACT_KIND = CAREPATH_SD + "fact-kind"
 EXT_FACT_EXTRA = CAREPATH_SD + "fact-extra"
 ID_FACT = "https://carepath.example/fhir/Id/fact-id"
 ID_SOURCE = "https://carepath.example/fhir/Id/source/"
+META_SOURCE = "https://carepath.example/fhir/source/"
 NHS_NUMBER_SYSTEM = "https://fhir.nhs.uk/Id/nhs-number"
 ODS_SYSTEM = "https://fhir.nhs.uk/Id/ods-organization-code"
 EXT_DNP_R5 = "http://hl7.org/fhir/5.0/StructureDefinition/extension-DeviceRequest.doNotPerform"
@@ -367,13 +372,13 @@ def _patient(e: _Entry, index: _Index, source_system: str, result: ImportResult,
         return _ext_str(found[0][1]) if found else None
 
     registered = None
-    for k, x in _ext(p, EXT_REGISTERED_ON):
+    for _, x in _ext(p, EXT_REGISTERED_ON):
         raw = x.valueDate or x.valueDateTime
         registered = _when(raw, result.warnings, where).date() if raw else None
 
     name = next((n for n in p.name or [] if n.use == "official"), None) or next(iter(p.name or []), None)
-    for k, _ in enumerate(p.modifierExtension or []):
-        result.warnings.append(f"{where}: modifierExtension {p.modifierExtension[k].url} not understood; patient imported as is")
+    for m in p.modifierExtension or []:
+        result.warnings.append(f"{where}: modifierExtension {m.url} not understood; patient imported as is")
 
     values = dict(
         nhs_number=nhs,
@@ -759,6 +764,9 @@ def _fact(d: _Draft, ctx: _Ctx, source_system: str) -> Fact:
         except ValueError as exc:
             raise BundleError(e.base + pointer("extension", k), f"{EXT_FACT_EXTRA}: {exc}") from None
         fields.update(extra)
+    meta_source = e.model.meta.source if e.model.meta is not None else None
+    if meta_source and meta_source.startswith(META_SOURCE) and len(meta_source) > len(META_SOURCE):
+        source_system = meta_source[len(META_SOURCE):]
     try:
         return Fact(
             id=e.fact_id + d.id_suffix,
@@ -944,7 +952,7 @@ def _status_cc(system: str, code: str | None) -> dict | None:
 
 
 def _export_fact(f: Fact, rtype: str, rid: str, patient_ref: dict, refs: dict[str, str]) -> dict:
-    res: dict[str, Any] = {"resourceType": rtype, "id": rid}
+    res: dict[str, Any] = {"resourceType": rtype, "id": rid, "meta": {"source": META_SOURCE + f.source_system}}
     ext = [{"url": EXT_CARE_SETTING, "valueCode": f.care_setting.value}]
     if f.exception_type is not None:
         ext.append({"url": EXT_EXCEPTION_TYPE, "valueCode": f.exception_type.value})
@@ -1028,9 +1036,9 @@ def export_patient_bundle(record: PatientRecord) -> dict:
 
     Facts become native resources by kind (medication -> MedicationStatement, referral ->
     ServiceRequest, device -> DeviceRequest, other/exception -> Observation); components are
-    written as Observations of their own. Our extensions carry what FHIR has no place for, so
-    ``import_bundle(export_patient_bundle(r), source_system=s)`` equals ``r`` for a record whose
-    facts all come from source system ``s``.
+    written as Observations of their own. Our extensions carry what FHIR has no place for, and
+    meta.source each fact's source system, so ``import_bundle(export_patient_bundle(r))`` equals
+    ``r`` (attrs must be JSON values; patient source ids travel as identifiers).
     """
     p = record.patient
     sid = p.source_ids.get("fhir")

@@ -14,7 +14,6 @@ not deletion.
 """
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 from typing import Iterable, Iterator
@@ -79,6 +78,11 @@ class IngestSummary(BaseModel):
     @property
     def unchanged(self) -> int:
         return sum(c.unchanged for c in self.patients.values())
+
+    def __str__(self) -> str:
+        new = sum(c.created for c in self.patients.values())
+        return (f"batch {self.batch_id} from {self.source}: {len(self.patients)} patient(s) ({new} new), facts "
+                f"{self.added} added / {self.updated} updated / {self.unchanged} unchanged; {len(self.affected)} to re-evaluate")
 
 
 def _content(f: Fact) -> dict:

@@ -16,7 +16,7 @@ from engine.records.fhir_import import (
 )
 from engine.records.model import CareSetting, Coding, ExceptionType, Fact, FactKind, Patient, PatientRecord, Sex
 from engine.records.nhs_number import check_digit, is_valid_nhs_number
-from fhirbuild import CAREPATH_SD, NHS, ODS, bundle, cc, ext, patient, qty, ref, resource
+from fhirbuild import ODS, bundle, cc, ext, patient, qty, ref, resource
 
 ECQM = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "ecqm"
 ECQM_BUNDLES = sorted(ECQM.glob("CMS122/cases/*/bundle.json")) + sorted(ECQM.glob("CMS165/cases/*/bundle.json"))
@@ -467,7 +467,13 @@ def demo_record() -> PatientRecord:
     patient_ = Patient(nhs_number=NHS_OK, birth_date=dt.date(1958, 7, 1), sex="female", practice="A81001", locality="Brent", mdt="MDT-1",
                        registered_on=dt.date(1990, 1, 1), death_date=dt.date(2025, 1, 1), given_name="Ann", family_name="Jones",
                        source_ids={"gp-system": "E123", "fhir": "abc"})
-    return PatientRecord(patient=patient_, facts=[f.model_copy(update={"source_system": s}) for f in facts])
+    # Mostly one source; two facts from another, one sharing a fact id with the first source.
+    facts = [f.model_copy(update={"source_system": s}) for f in facts]
+    facts += [Fact(id="dx-1", kind="condition", codes=[Coding(system="sct", code="73211009")], start=d(2016, 1, 1), source_system="acute-pas",
+                   care_setting="acute", attrs={"encounter": "adm-9"}),
+              Fact(id="adm-9", kind="encounter", codes=[Coding(system="sct", code="183452005")], start=d(2016, 1, 1), end=d(2016, 1, 3),
+                   source_system="acute-pas", care_setting="acute", status="finished", attrs={"class": "EMER"})]
+    return PatientRecord(patient=patient_, facts=facts)
 
 
 def test_export_is_valid_r4_and_round_trips_our_demo_data():
@@ -476,9 +482,25 @@ def test_export_is_valid_r4_and_round_trips_our_demo_data():
     assert out["type"] == "collection" and len(out["entry"]) == 1 + len(rec.facts)
     Bundle.model_validate(out)
     json.dumps(out)  # plain JSON, ready to send
-    back = import_bundle(out, source_system="gp-system")
+    back = import_bundle(out, source_system="ignored-for-our-own-exports")
     assert back.skipped == [] and back.unsupported == {}
-    assert back.records == [rec]
+    assert back.records == [rec]  # including each fact's source system (meta.source)
+
+
+def test_the_demo_patients_round_trip():
+    from engine.demo import demo_records
+
+    records = demo_records(dt.date(2026, 3, 1))
+    assert records and len({f.source_system for r in records for f in r.facts}) > 1
+    for rec in records:
+        assert import_bundle(export_patient_bundle(rec)).records == [rec], rec.patient.nhs_number
+
+
+def test_meta_source_is_only_honoured_in_carepath_form():
+    ours = resource("Condition", "c1", code="sct|1", onsetDateTime="2020-01-01", meta={"source": "https://carepath.example/fhir/source/desp"})
+    theirs = resource("Condition", "c2", code="sct|1", onsetDateTime="2020-01-01", meta={"source": "https://emis.example/#a1b2"})
+    f = facts_by_id(import_bundle(bundle(patient(), ours, theirs), source_system="feed"))
+    assert (f["Condition/c1"].source_system, f["Condition/c2"].source_system) == ("desp", "feed")
 
 
 def test_export_uses_native_fhir_elements():
@@ -496,7 +518,7 @@ def test_export_uses_native_fhir_elements():
     stripped = copy.deepcopy(out)
     for e in stripped["entry"]:
         e["resource"]["extension"] = [x for x in e["resource"].get("extension", []) if not x["url"].endswith("fact-extra")]
-    f = {x.id: x for x in import_bundle(stripped, source_system="gp-system").records[0].facts}
+    f = {x.id: x for x in import_bundle(stripped).records[0].facts if x.source_system == "gp-system"}
     assert (f["hba1c-2024"].value, f["hba1c-2024"].unit, f["hba1c-2024"].status) == (61.0, "mmol/mol", "final")
     assert f["adm 1"].attrs["diagnoses"] == ["dx-1"] and f["adm 1"].care_setting == CareSetting.acute
     assert f["ref-1"].attrs == {"intent": "order", "encounter": "adm 1"}

@@ -128,6 +128,7 @@ def test_round_trip_of_a_rich_record(engine):
     )
     summary = ingest_records(engine, [rec], source="test")
     assert summary.affected == {NHS_A} and summary.added == 4 and summary.patients[NHS_A].created
+    assert str(summary) == f"batch {summary.batch_id} from test: 1 patient(s) (1 new), facts 4 added / 0 updated / 0 unchanged; 1 to re-evaluate"
     assert load(engine, NHS_A) == rec
     assert load(engine, NHS_B) is None
 

@@ -36,12 +36,12 @@ def run_migrations_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = make_engine(config.get_main_option("sqlalchemy.url") or database_url())
+    connectable = make_engine(config.get_main_option("sqlalchemy.url") or database_url())
     try:
-        with engine.begin() as conn:
+        with connectable.begin() as conn:
             _run(conn)
     finally:
-        engine.dispose()
+        connectable.dispose()
 
 
 if context.is_offline_mode():
