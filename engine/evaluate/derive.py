@@ -186,7 +186,7 @@ class Deriver:
                         f"{n.name.replace('_', ' ')} on {f.day.isoformat()} ({f.source_system} {f.id}): {conv}; value ignored")
                     value = None
                 else:
-                    value = conv(value)
+                    value = round(conv(value), 6)  # constants are rounded the same way (expr.align_units)
             out.append(Ev(f, value))
         out.sort(key=lambda e: (e.fact.start, e.fact.id))
         return out
