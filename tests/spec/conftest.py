@@ -1,0 +1,29 @@
+"""Spec tests: the protocol language's semantics, written once and run against every engine.
+
+Every test that takes `engine_name` runs once per engine in ENGINES and must give the same answer
+on each. A new engine joins the suite by being added to ENGINES (and to
+engine.evaluate.evaluator.fired_conditions / Options.engine).
+"""
+from __future__ import annotations
+
+import pytest
+
+# The engines every spec test runs on. The batch (DuckDB/polars, population-at-once) engine will be
+# added here once it exists, e.g. ENGINES = ["durable", "python", "batch"].
+ENGINES = ["durable", "python"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def spec(tmp_path):
+    """Build a tiny protocol from parts (see spec_support.protocol_text) and load it."""
+    from spec_support import load_spec
+
+    def build(**parts):
+        return load_spec(tmp_path, **parts)
+
+    return build
