@@ -1,0 +1,562 @@
+"""Batch engine: a protocol's intermediate form compiled to one DuckDB query over a whole population.
+
+The per-patient engine derives one summary fact per patient (derive.py + lowering.summary_fact)
+and lets durable-rules compare its fields with constants. This engine computes the *same* summary
+fields for every patient at once, in SQL, from the columnar tables (engine/population/columnar.py),
+then evaluates the *same* lowered conditions as SQL boolean expressions. Outputs are identical by
+construction and by test (tests/spec/test_batch_equivalence.py).
+
+How IR nodes become SQL (semantics are derive.py's, point by point):
+
+- an event set or single event (ValueSetRef, Window, Where, Pick) is a CTE of event rows
+  `(pid, seq, day, ts, fid, value, end_day)`; a single event has at most one row per patient;
+- ValueSetRef: facts on or before the reference date, status not entered-in-error, with any
+  coding in the value set; `value` converted into the value set's unit (units.py mirrored:
+  same float operations; no conversion -> NULL, the event still counts);
+- Window: `ago` (ref - d, ref]; `after` [a, a + d]; `before` [a - d, a] with the anchor a per
+  patient (DuckDB's `date +/- INTERVAL n MONTH` clamps to month end like relativedelta; tested);
+  `period` [start, end]; `overlaps` start <= end-of-period and (no end or end >= period start);
+- Where: value / status / setting / kind / source / code / value_code / any attribute, with
+  comparison, `in (...)` or `in valueset` (any coding or any list item matching);
+- Pick: one row per patient by row_number() with derive.py's tie-breaks (latest: day desc, lowest
+  value (missing = +inf), latest time, lowest id, record order; earliest: day asc, lowest value,
+  earliest time, lowest id; min: value asc, latest time, lowest id; max: value desc, latest time,
+  highest id), min/max ignoring events without a value;
+- scalars and yes/no values are expressions per patient over LEFT JOINs of those CTEs;
+  a comparison involving a missing value is false (COALESCE(..., FALSE)); count of nothing is 0.
+
+Anything the compiler does not know raises NotImplementedError naming the node: never a silent
+difference from the per-patient engine.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.evaluate.derive import Context, shift
+from engine.evaluate.lowering import All, AnyOf, Cmp, Lowered, lower_all
+from engine.protocols import ir, units
+from engine.protocols.model import Protocol
+
+ROW_COLS = "pid, seq, day, ts, fid, value, end_day"
+_SQL_OPS = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+ORDINAL_EPOCH = "DATE '0001-01-01'"  # date.toordinal() == days since this + 1
+
+# units._CLINICAL mirrored as SQL (same float operations in the same order).
+_CLINICAL_SQL = {
+    ("hba1c", "%", "mmol/mol"): "(({v} - CAST(2.15 AS DOUBLE)) * CAST(10.929 AS DOUBLE))",
+    ("hba1c", "mmol/mol", "%"): "({v} / CAST(10.929 AS DOUBLE) + CAST(2.15 AS DOUBLE))",
+}
+
+
+def connect(database: str = ":memory:", threads: int | None = None, memory_limit: str | None = None):
+    import duckdb
+
+    con = duckdb.connect(database)
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    if memory_limit:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+    return con
+
+
+def lit(v: Any) -> str:
+    """A SQL literal for a Python constant."""
+    if isinstance(v, bool):
+        return "TRUE" if v else "FALSE"
+    if v is None:
+        return "NULL"
+    if isinstance(v, int):
+        return f"CAST({v} AS BIGINT)"
+    if isinstance(v, float):
+        if v != v:
+            raise ValueError("NaN never crosses into the engine")
+        if v in (float("inf"), float("-inf")):
+            return f"CAST('{'inf' if v > 0 else '-inf'}' AS DOUBLE)"
+        return f"CAST({v!r} AS DOUBLE)"
+    if isinstance(v, dt.datetime):
+        return f"TIMESTAMP '{v.isoformat(sep=' ')}'"
+    if isinstance(v, dt.date):
+        return f"DATE '{v.isoformat()}'"
+    if isinstance(v, str):
+        return "'" + v.replace("'", "''") + "'"
+    raise NotImplementedError(f"batch engine: no SQL literal for {type(v).__name__} {v!r}")
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _interval(d: ir.Duration) -> str:
+    if d.unit == "days":
+        return f"INTERVAL {int(d.amount)} DAY"
+    if d.unit == "weeks":
+        return f"INTERVAL {int(d.amount) * 7} DAY"
+    if d.unit == "months":
+        return f"INTERVAL {int(d.amount)} MONTH"
+    if d.unit == "years":
+        return f"INTERVAL {int(d.amount)} YEAR"
+    raise NotImplementedError(f"batch engine: duration unit {d.unit!r}")
+
+
+def conversion_sql(from_unit: str | None, vs_unit: str | None, analyte: str | None) -> str | None:
+    """SQL over `{v}` converting a value from a fact's unit into the value set's unit, as derive.py does
+    (units.converter mirrored); None where no conversion exists (derive treats the value as missing)."""
+    f, t = units.normalise_unit(from_unit), units.normalise_unit(vs_unit)
+    if f == t:
+        return "{v}"
+    if f is None or t is None:
+        return None
+    if analyte and (analyte, f, t) in units._CLINICAL:
+        try:
+            return _CLINICAL_SQL[(analyte, f, t)]
+        except KeyError:
+            raise NotImplementedError(f"batch engine: clinical unit conversion {analyte} {f} -> {t} has no SQL form") from None
+    fs, ts = units._SCALE.get(f), units._SCALE.get(t)
+    if fs and ts and fs[0] == ts[0]:
+        factor = fs[1] / ts[1]
+        return "({v} * " + lit(float(factor)) + ")"
+    return None
+
+
+def age_sql(birth: str, on: dt.date) -> str:
+    return (f"({on.year} - year({birth}) - CASE WHEN month({birth}) * 100 + day({birth}) > {on.month * 100 + on.day} "
+            f"THEN 1 ELSE 0 END)")
+
+
+@dataclass
+class Compiled:
+    sql: str
+    fields: dict[str, str]  # summary-fact column -> IR type
+    conditions: list[str]
+    vs_table: str
+    vs_rows: list[tuple]
+
+
+@dataclass
+class _Joins:
+    items: dict[str, str] = field(default_factory=dict)  # alias -> cte name
+
+    def add(self, cte: str) -> str:
+        alias = "j_" + cte
+        self.items[alias] = cte
+        return alias
+
+    def sql(self) -> str:
+        return "".join(f" LEFT JOIN {cte} {alias} ON {alias}.pid = p.pid" for alias, cte in self.items.items())
+
+
+class Compiler:
+    """Compile the nodes a protocol's lowered fields rest on into CTEs and per-patient expressions."""
+
+    def __init__(self, protocol: Protocol, ctx: Context, fact_units: list[str | None], tables: dict[str, str],
+                 vs_table: str):
+        self.p, self.ctx, self.units, self.t, self.vs_table = protocol, ctx, fact_units, tables, vs_table
+        self.ctes: list[tuple[str, str]] = []
+        self._rows: dict[ir.Node, str] = {}
+        self._aggs: dict[tuple, str] = {}
+        self._n = 0
+        self.valuesets_used: set[str] = set()
+
+    # ---- plumbing ----
+    def _cte(self, prefix: str, sql: str) -> str:
+        self._n += 1
+        name = f"{prefix}{self._n}"
+        self.ctes.append((name, sql))
+        return name
+
+    def _vs_match(self, vs: str, system: str, code: str) -> str:
+        self.valuesets_used.add(vs)
+        return (f"EXISTS (SELECT 1 FROM {self.vs_table} vsc WHERE vsc.vs = {lit(vs)} AND vsc.code = {code} "
+                f"AND (vsc.system = {system} OR (vsc.any_system AND vsc.system = '')))")
+
+    # ---- event rows ----
+    def rows(self, node: ir.Node) -> str:
+        n = ir.unwrap(node)
+        if n in self._rows:
+            return self._rows[n]
+        if isinstance(n, ir.ValueSetRef):
+            name = self._valueset(n)
+        elif isinstance(n, ir.Window):
+            name = self._window(n)
+        elif isinstance(n, ir.Where):
+            name = self._where(n)
+        elif isinstance(n, ir.Pick):
+            name = self._pick(n)
+        else:
+            raise NotImplementedError(f"batch engine: {type(n).__name__} is not a set of events ({n!r})")
+        self._rows[n] = name
+        return name
+
+    def _valueset(self, n: ir.ValueSetRef) -> str:
+        if n.name not in self.p.valuesets:
+            raise NotImplementedError(f"batch engine: value set {n.name!r} is not declared by {self.p.key}")
+        vs = self.p.valuesets[n.name]
+        self.valuesets_used.add(n.name)
+        if vs.unit is None:
+            value = "f.value"
+        else:
+            whens = []
+            for u in self.units:
+                if u is None:
+                    continue
+                conv = conversion_sql(u, vs.unit, vs.analyte)
+                whens.append(f"WHEN f.unit = {lit(u)} THEN {'NULL' if conv is None else conv.format(v='f.value')}")
+            value = f"CASE WHEN f.unit IS NULL THEN f.value {' '.join(whens)} ELSE NULL END" if whens else "f.value"
+        ref = self.ctx.reference_date
+        facts, codings = self.t["facts"], self.t["fact_codings"]
+        match = (f"SELECT pid, seq FROM {facts} f JOIN {self.vs_table} v ON v.vs = {lit(n.name)} AND f.code = v.code "
+                 f"AND (f.system = v.system OR (v.any_system AND v.system = '')) "
+                 f"UNION SELECT pid, seq FROM {codings} c JOIN {self.vs_table} v ON v.vs = {lit(n.name)} AND c.role = 'code' "
+                 f"AND c.code = v.code AND (c.system = v.system OR (v.any_system AND v.system = ''))")
+        return self._cte("vs", (
+            f"SELECT f.pid, f.seq, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, {value} AS value, "
+            f"CAST(f.\"end\" AS DATE) AS end_day FROM {facts} f SEMI JOIN ({match}) m ON m.pid = f.pid AND m.seq = f.seq "
+            f"WHERE CAST(f.start AS DATE) <= {lit(ref)} AND lower(coalesce(f.status, '')) <> 'entered-in-error'"))
+
+    def _window(self, n: ir.Window) -> str:
+        src = self.rows(n.source)
+        ctx = self.ctx
+        if n.kind == "ago":
+            lo = ctx.reference_date - shift(n.duration)
+            return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day > {lit(lo)} AND day <= {lit(ctx.reference_date)}")
+        if n.kind == "period":
+            return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day >= {lit(ctx.period_start)} AND day <= {lit(ctx.period_end)}")
+        if n.kind == "overlaps":
+            return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day <= {lit(ctx.period_end)} "
+                                    f"AND (end_day IS NULL OR end_day >= {lit(ctx.period_start)})")
+        if n.kind in ("after", "before"):
+            if n.anchor is None or n.duration is None:
+                raise NotImplementedError(f"batch engine: window {n.kind!r} without an anchor or duration ({n!r})")
+            anchor = ir.unwrap(n.anchor)
+            if anchor.type != ir.DATE:
+                raise NotImplementedError(f"batch engine: window anchor of type {anchor.type} ({anchor!r})")
+            if isinstance(anchor, (ir.ContextDate, ir.Const)):  # constant anchor: bounds computed in Python
+                a = getattr(ctx, anchor.name) if isinstance(anchor, ir.ContextDate) else anchor.value
+                lo, hi = (a, a + shift(n.duration)) if n.kind == "after" else (a - shift(n.duration), a)
+                return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day >= {lit(lo)} AND day <= {lit(hi)}")
+            joins = _Joins()
+            expr = self.expr(anchor, joins)
+            anc = self._cte("anc", f"SELECT p.pid, {expr} AS a FROM {self.t['patients']} p{joins.sql()}")
+            iv = _interval(n.duration)
+            bounds = (f"s.day >= x.a AND s.day <= CAST(x.a + {iv} AS DATE)" if n.kind == "after"
+                      else f"s.day >= CAST(x.a - {iv} AS DATE) AND s.day <= x.a")
+            cols = ", ".join("s." + c.strip() for c in ROW_COLS.split(","))
+            return self._cte("win", f"SELECT {cols} FROM {src} s JOIN {anc} x ON x.pid = s.pid WHERE {bounds}")
+        raise NotImplementedError(f"batch engine: window kind {n.kind!r} ({n!r})")
+
+    def _where(self, n: ir.Where) -> str:
+        src = self.rows(n.source)
+        cols = ", ".join("s." + c.strip() for c in ROW_COLS.split(","))
+        fld, op, value = n.field, n.op, n.value
+        if fld == "value":
+            if op not in _SQL_OPS or isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
+                raise NotImplementedError(f"batch engine: where value {op} {value!r} ({n!r})")
+            cond = f"s.value {_SQL_OPS[op]} {lit(float(value))}"
+            return self._cte("whr", f"SELECT {cols} FROM {src} s WHERE {cond}")
+        facts, codings, attrs = self.t["facts"], self.t["fact_codings"], self.t["fact_attrs"]
+        if fld in ("code", "value_code"):
+            role = "code" if fld == "code" else "value_code"
+            all_codes = (f"(SELECT pid, seq, system, code FROM {codings} WHERE role = '{role}'"
+                         + (f" UNION ALL SELECT pid, seq, system, code FROM {facts})" if fld == "code" else ")"))
+            if op == "in-valueset":
+                m = self._vs_match(value, "c.system", "c.code")
+            else:
+                m = _text_match("c.code", op, value, n)
+            cond = f"EXISTS (SELECT 1 FROM {all_codes} c WHERE c.pid = s.pid AND c.seq = s.seq AND {m})"
+            return self._cte("whr", f"SELECT {cols} FROM {src} s WHERE {cond}")
+        column = {"status": "status", "setting": "care_setting", "kind": "kind", "source": "source_system"}.get(fld)
+        if column is not None:
+            col = f"f.{column}"
+            if op == "in-valueset":
+                m = f"(trim({col}) <> '' AND {self._vs_match(value, chr(39) * 2, f'trim({col})')})"
+            else:
+                m = _text_match(col, op, value, n)
+            return self._cte("whr", f"SELECT {cols} FROM {src} s JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq WHERE {m}")
+        # any other field is a source attribute (fact.attrs)
+        if op == "in-valueset":
+            m = f"a.form = 'v' AND {self._vs_match(value, 'a.csys', 'a.ccode')}"
+        else:
+            m = f"a.form = 'c' AND {_attr_match(op, value, n)}"
+        cond = f"EXISTS (SELECT 1 FROM {attrs} a WHERE a.pid = s.pid AND a.seq = s.seq AND a.key = {lit(fld)} AND {m})"
+        return self._cte("whr", f"SELECT {cols} FROM {src} s WHERE {cond}")
+
+    def _pick(self, n: ir.Pick) -> str:
+        src = self.rows(n.source)
+        inf = "CAST('inf' AS DOUBLE)"
+        orders = {
+            "latest": f"day DESC, coalesce(value, {inf}) ASC, ts DESC, fid ASC, seq ASC",
+            "earliest": f"day ASC, coalesce(value, {inf}) ASC, ts ASC, fid ASC, seq ASC",
+            "min": "value ASC, ts DESC, fid ASC, seq ASC",
+            "max": "value DESC, ts DESC, fid DESC, seq ASC",
+        }
+        if n.how not in orders:
+            raise NotImplementedError(f"batch engine: pick {n.how!r} ({n!r})")
+        where = " WHERE value IS NOT NULL" if n.how in ("min", "max") else ""
+        return self._cte("pick", f"SELECT {ROW_COLS} FROM {src}{where} "
+                                 f"QUALIFY row_number() OVER (PARTITION BY pid ORDER BY {orders[n.how]}) = 1")
+
+    # ---- per-patient expressions ----
+    def _agg(self, kind: str, node: ir.Node) -> str:
+        src = self.rows(node)
+        key = (kind, src)
+        if key not in self._aggs:
+            sql = (f"SELECT pid, count(*) AS n FROM {src} GROUP BY pid" if kind == "count"
+                   else f"SELECT DISTINCT pid FROM {src}")
+            self._aggs[key] = self._cte(kind, sql)
+        return self._aggs[key]
+
+    def expr(self, node: ir.Node, joins: _Joins) -> str:
+        """A SQL expression for a scalar / yes-no node, per patient `p` (never NULL for yes/no)."""
+        n = ir.unwrap(node)
+        if isinstance(n, ir.Const):
+            if n.type == ir.NUMBER and not isinstance(n.value, bool):
+                return lit(float(n.value)) if isinstance(n.value, float) else lit(n.value)
+            return lit(n.value)
+        if isinstance(n, ir.ContextDate):
+            if n.name not in ("reference_date", "period_start", "period_end"):
+                raise NotImplementedError(f"batch engine: context date {n.name!r}")
+            return lit(getattr(self.ctx, n.name))
+        if isinstance(n, ir.Patient):
+            on = {"age": self.ctx.reference_date, "age_at_period_start": self.ctx.period_start,
+                  "age_at_period_end": self.ctx.period_end}.get(n.name)
+            if on is not None:
+                return age_sql("p.birth_date", on)
+            if n.name == "sex":
+                return "p.sex"
+            raise NotImplementedError(f"batch engine: patient attribute {n.name!r}")
+        if isinstance(n, ir.Attr):
+            ev = ir.unwrap(n.event)
+            if ev.type != ir.EVENT:
+                raise NotImplementedError(f"batch engine: attribute of a {ev.type} ({n!r})")
+            alias = joins.add(self.rows(ev))
+            col = {"value": "value", "date": "day", "end": "end_day"}.get(n.name)
+            if col is None:
+                raise NotImplementedError(f"batch engine: event attribute {n.name!r}")
+            return f"{alias}.{col}"
+        if isinstance(n, ir.Count):
+            alias = joins.add(self._agg("count", n.source))
+            return f"coalesce({alias}.n, 0)"
+        if isinstance(n, ir.Exists):
+            src = ir.unwrap(n.source)
+            if src.type == ir.EVENT:
+                alias = joins.add(self.rows(src))
+            elif src.type == ir.SET:
+                alias = joins.add(self._agg("any", src))
+            else:
+                raise NotImplementedError(f"batch engine: exists of a {src.type} ({n!r})")
+            return f"({alias}.pid IS NOT NULL)"
+        if isinstance(n, ir.Compare):
+            if n.op not in _SQL_OPS:
+                raise NotImplementedError(f"batch engine: comparison {n.op!r}")
+            left, right = self.expr(n.left, joins), self.expr(n.right, joins)
+            return f"coalesce(({left}) {_SQL_OPS[n.op]} ({right}), FALSE)"
+        if isinstance(n, ir.And):
+            return "(" + " AND ".join(self.expr(i, joins) for i in n.items) + ")" if n.items else "TRUE"
+        if isinstance(n, ir.Or):
+            return "(" + " OR ".join(self.expr(i, joins) for i in n.items) + ")" if n.items else "FALSE"
+        if isinstance(n, ir.Not):
+            return f"(NOT {self.expr(n.item, joins)})"
+        raise NotImplementedError(f"batch engine: cannot compute {type(n).__name__} per patient ({n!r})")
+
+
+def _text_match(col: str, op: str, value: Any, node) -> str:
+    """derive.compare / `in` on a text column (NULL = missing: never matches)."""
+    if op == "in":
+        strs = [v for v in value if isinstance(v, str)]
+        return f"coalesce({col} IN ({', '.join(lit(v) for v in strs)}), FALSE)" if strs else "FALSE"
+    if op not in _SQL_OPS:
+        raise NotImplementedError(f"batch engine: where operator {op!r} ({node!r})")
+    if isinstance(value, str):
+        return f"coalesce({col} {_SQL_OPS[op]} {lit(value)}, FALSE)"
+    if op == "==":
+        return "FALSE"
+    if op == "!=":
+        return f"({col} IS NOT NULL)"
+    raise NotImplementedError(f"batch engine: where {op} {value!r} on text ({node!r})")
+
+
+def _attr_match(op: str, value: Any, node) -> str:
+    """derive.compare / `in` on an attribute value (a.vtype: 's' text, 'n' number, 'o' other)."""
+    if op == "in":
+        strs = [v for v in value if isinstance(v, str)]
+        nums = [float(v) for v in value if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        parts = []
+        if strs:
+            parts.append(f"(a.vtype = 's' AND a.sval IN ({', '.join(lit(v) for v in strs)}))")
+        if nums:
+            parts.append(f"(a.vtype = 'n' AND a.nval IN ({', '.join(lit(v) for v in nums)}))")
+        return "(" + " OR ".join(parts) + ")" if parts else "FALSE"
+    if op not in _SQL_OPS:
+        raise NotImplementedError(f"batch engine: where operator {op!r} ({node!r})")
+    if isinstance(value, str):
+        same = f"(a.vtype = 's' AND a.sval = {lit(value)})"
+        if op == "==":
+            return same
+        if op == "!=":
+            return f"(NOT {same})"
+        return f"(a.vtype = 's' AND a.sval {_SQL_OPS[op]} {lit(value)})"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        same = f"(a.vtype = 'n' AND a.nval = {lit(float(value))})"
+        if op == "==":
+            return same
+        if op == "!=":
+            return f"(NOT {same})"
+        return f"(a.vtype = 'n' AND a.nval {_SQL_OPS[op]} {lit(float(value))})"
+    if op == "==":
+        return "FALSE"
+    if op == "!=":
+        return "TRUE"
+    raise NotImplementedError(f"batch engine: where {op} {value!r} on an attribute ({node!r})")
+
+
+def _cond_sql(t) -> str:
+    """A lowered condition (lowering.Cmp / All / AnyOf) over the summary-fact columns."""
+    if isinstance(t, Cmp):
+        op = _SQL_OPS.get(t.op)
+        if op is None:
+            raise NotImplementedError(f"batch engine: lowered operator {t.op!r}")
+        return f"coalesce({ident(t.field)} {op} {lit(t.value)}, FALSE)"
+    if isinstance(t, All):
+        return "(" + " AND ".join(_cond_sql(i) for i in t.items) + ")" if t.items else "TRUE"
+    if isinstance(t, AnyOf):
+        return "(" + " OR ".join(_cond_sql(i) for i in t.items) + ")" if t.items else "FALSE"
+    raise NotImplementedError(f"batch engine: lowered node {type(t).__name__}")
+
+
+_lowered: dict[str, Lowered] = {}
+
+
+def lowered_for(protocol: Protocol) -> Lowered:
+    try:
+        from engine.evaluate.evaluator import lowered_for as shared
+        return shared(protocol)
+    except ImportError:  # pragma: no cover
+        if protocol.ruleset_name not in _lowered:
+            _lowered[protocol.ruleset_name] = lower_all(protocol.conditions)
+        return _lowered[protocol.ruleset_name]
+
+
+def default_tables(prefix: str = "") -> dict[str, str]:
+    return {t: ident(prefix + t) for t in ("patients", "facts", "fact_codings", "fact_attrs")}
+
+
+def compile_protocol(protocol: Protocol, ctx: Context, fact_units: list[str | None],
+                     tables: dict[str, str] | None = None) -> Compiled:
+    """The SQL computing every patient's summary fact and fired conditions for one protocol."""
+    tables = tables or default_tables()
+    lowered = lowered_for(protocol)
+    vs_table = ident("vs_codes_" + hashlib.sha1(protocol.ruleset_name.encode()).hexdigest()[:12])
+    c = Compiler(protocol, ctx, sorted(set(fact_units), key=lambda u: (u is None, u or "")), tables, vs_table)
+    joins = _Joins()
+    raw: dict[str, str] = {}
+    types: dict[str, str] = {}
+    for name, spec in lowered.fields.items():
+        raw[name] = c.expr(spec.node, joins)
+        types[name] = spec.node.type
+    fields_sql = ", ".join([f"{e} AS {ident(k)}" for k, e in raw.items()])
+    c.ctes.append(("fields", f"SELECT p.pid, p.nhs_number{', ' if fields_sql else ''}{fields_sql} "
+                             f"FROM {tables['patients']} p{joins.sql()}"))
+    summary = []
+    out_fields: dict[str, str] = {}
+    for name, spec in lowered.fields.items():
+        col = ident(name)
+        if spec.kind == "bool":
+            summary.append(f"coalesce({col}, FALSE) AS {col}")
+            out_fields[name] = ir.BOOL
+            continue
+        value = f"(date_diff('day', {ORDINAL_EPOCH}, {col}) + 1)" if types[name] == ir.DATE else col
+        if spec.nullable:
+            placeholder = "''" if types[name] == ir.STRING else "0"
+            summary.append(f"({col} IS NOT NULL) AS {ident(name + '__p')}")
+            summary.append(f"coalesce({value}, {placeholder}) AS {col}")
+            out_fields[name + "__p"] = ir.BOOL
+        else:
+            summary.append(f"{value} AS {col}")
+        out_fields[name] = types[name]
+    c.ctes.append(("summary", f"SELECT pid, nhs_number{', ' if summary else ''}{', '.join(summary)} FROM fields"))
+    conds = [f"{_cond_sql(t)} AS {ident(k)}" for k, t in lowered.conditions.items()]
+    field_cols = ", ".join(ident(f) for f in out_fields)
+    select = ", ".join(["pid", "nhs_number"] + conds + ([field_cols] if field_cols else []))
+    with_sql = ",\n".join(f"{name} AS {'MATERIALIZED ' if name.startswith(('vs', 'pick')) else ''}({sql})"
+                          for name, sql in c.ctes)
+    sql = f"WITH {with_sql}\nSELECT {select} FROM summary"
+    vs_rows = []
+    for name in sorted(c.valuesets_used):
+        vs = protocol.valuesets[name]
+        for system, code in sorted(vs.codes):
+            vs_rows.append((name, system, code, bool(vs.any_system)))
+    return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows)
+
+
+def _fact_units(con, tables: dict[str, str]) -> list[str | None]:
+    return [r[0] for r in con.execute(f"SELECT DISTINCT unit FROM {tables['facts']}").fetchall()]
+
+
+def _ensure_vs_table(con, compiled: Compiled) -> None:
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vs_table} (vs VARCHAR, system VARCHAR, code VARCHAR, any_system BOOLEAN)")
+    if compiled.vs_rows:
+        # VALUES in chunks: no numpy / pandas needed
+        for i in range(0, len(compiled.vs_rows), 500):
+            chunk = compiled.vs_rows[i:i + 500]
+            values = ", ".join(f"({lit(a)}, {lit(b)}, {lit(c)}, {lit(d)})" for a, b, c, d in chunk)
+            con.execute(f"INSERT INTO {compiled.vs_table} VALUES {values}")
+
+
+def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
+            tables: dict[str, str] | None = None) -> Compiled:
+    """Compile a protocol for the data behind `con` and create its value-set table; returns the SQL."""
+    tables = tables or default_tables()
+    ctx = Context.as_of(as_of, protocol.period, period_start)
+    compiled = compile_protocol(protocol, ctx, _fact_units(con, tables), tables)
+    _ensure_vs_table(con, compiled)
+    return compiled
+
+
+def evaluate_population(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
+                        tables: dict[str, str] | None = None):
+    """A DuckDB relation: pid, nhs_number, one boolean column per condition key, then the summary fields
+    (named and valued exactly as lowering.summary_fact: dates as day numbers, `<f>__p` presence flags)."""
+    return con.sql(prepare(con, protocol, as_of, period_start, tables).sql)
+
+
+def fired_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
+                     tables: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """nhs_number -> keys of the conditions that held (as evaluator.fired_conditions returns them)."""
+    compiled = prepare(con, protocol, as_of, period_start, tables)
+    keys = compiled.conditions
+    cols = ", ".join(ident(k) for k in keys)
+    out: dict[str, set[str]] = {}
+    for row in con.execute(f"SELECT nhs_number{', ' if cols else ''}{cols} FROM ({compiled.sql})").fetchall():
+        out[row[0]] = {k for k, v in zip(keys, row[1:]) if v}
+    return out
+
+
+def summaries_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
+                         tables: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """nhs_number -> the summary fact (the dict lowering.summary_fact builds), for cross-engine checks."""
+    compiled = prepare(con, protocol, as_of, period_start, tables)
+    names = list(compiled.fields)
+    cols = ", ".join(ident(f) for f in names)
+    out = {}
+    for row in con.execute(f"SELECT nhs_number{', ' if cols else ''}{cols} FROM ({compiled.sql})").fetchall():
+        out[row[0]] = dict(zip(names, row[1:]))
+    return out
+
+
+def fired_for_record(record, protocol: Protocol, ctx: Context) -> set[str]:
+    """The batch engine run over one patient (the adapter the shared spec suite uses)."""
+    from engine.population.columnar import load_records
+
+    con = connect(threads=1)
+    try:
+        load_records(con, [record])
+        period_start = ctx.period_start
+        fired = fired_by_patient(con, protocol, ctx.reference_date, period_start)
+    finally:
+        con.close()
+    if ctx.period_end != ctx.reference_date:
+        raise NotImplementedError("batch engine: period end other than the reference date")
+    return fired.get(record.patient.nhs_number, set())
