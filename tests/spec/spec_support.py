@@ -6,8 +6,8 @@
     rec = record(fact("h", "2025-01-10", 61, "mmol/mol"))
     assert holds(proto, rec, "2025-06-15", engine_name) == {"high"}
 
-Rules are the simplest way to ask "did this condition hold?": each rule's `when` is one condition,
-and `holds` returns the ids of the rules whose condition held (the raw keys from the engine, not
+Rules are the simplest way to ask "did this condition hold?": each rule's `when` is one condition
+(its actions: a flag coded with the rule id and a routine task "Review <id>" for a gp), and `holds` returns the ids of the rules whose condition held (the raw keys from the engine, not
 filtered by the register, so a rule can be checked without a population).
 """
 from __future__ import annotations
@@ -70,7 +70,8 @@ def protocol_text(*, valuesets: dict, rules: dict | None = None, define: dict | 
         lines.append("rules:")
         for rid, when in rules.items():
             lines += [f"  - id: {rid}", f"    when: {_cond(when)}",
-                      f"    then: {{flag: {{code: {rid}, level: info}}}}", "    because: spec"]
+                      f"    then: {{flag: {{code: {rid}, level: info}}, task: {{title: Review {rid}, role: gp}}}}",
+                      "    because: spec"]
     if measures:
         lines.append("measures:")
         lines.append(measures.rstrip())
