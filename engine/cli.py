@@ -157,7 +157,7 @@ def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference da
     bundle_dir.mkdir(exist_ok=True)
     for rec in records:
         (bundle_dir / f"{rec.patient.nhs_number}.json").write_text(json.dumps(export_patient_bundle(rec), indent=1))
-    seeded = _seed_registry(records, out)
+    seeded = _seed_registry(records, out, ref)
     in_force, agreements = lib.in_force(ref), lib.agreements_in_force(ref)
     evaluations = [run(r, in_force, agreements, as_of=ref) for r in records]
     render_evaluation(evaluations[0])
@@ -172,7 +172,7 @@ def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference da
                   + (f"\nRegistry: {seeded}" if seeded else ""), highlight=False)
 
 
-def _seed_registry(records, out: Path) -> str | None:
+def _seed_registry(records, out: Path, records_as_of: dt.date) -> str | None:
     """Ingest the demo records into the SQLite registry (idempotent: re-running adds nothing)."""
     try:
         from engine.registry.db import make_engine, upgrade
@@ -184,36 +184,57 @@ def _seed_registry(records, out: Path) -> str | None:
     engine = make_engine(url)
     upgrade(engine)
     summary = ingest_records(engine, records, source="demo")
-    return f"{url} ({summary})"
+    from engine.evaluate.service import reevaluate_many
+    lib = load_library([DEFAULT_PROTOCOLS])
+    now = dt.datetime.combine(records_as_of, dt.time(9, 0))
+    diffs = reevaluate_many(engine, {r.patient.nhs_number for r in records}, lib, as_of=records_as_of, now=now)
+    opened = sum(len(d.tasks_opened) for d in diffs)
+    return f"{url} ({summary}; {opened} new task(s) on the worklists)"
 
 
 @app.command()
 def ingest(files: list[Path] = typer.Argument(..., help="FHIR R4 Bundle JSON files"),
+           source_system: str = typer.Option("fhir", "--source-system",
+                                             help="The feed the bundles come from (part of each fact's identity)"),
            database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL",
-                                                      help="Registry database (default sqlite:///var/carepath.db)")):
-    """Load FHIR bundles into the registry. Idempotent; a bundle with an error changes nothing."""
-    from engine.records.fhir_import import BundleError, import_bundle
-    from engine.registry.db import database_url as default_url, make_engine, upgrade
-    from engine.registry.ingest import ingest_records
+                                                      help="Registry database (default sqlite:///var/carepath.db)"),
+           protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols"),
+           as_of: Optional[str] = typer.Option(None, "--as-of", help="Re-evaluate as of this date (default today)")):
+    """Load FHIR bundles into the registry and re-evaluate the patients they touched.
 
+    Idempotent (the same bundle twice adds nothing); a bundle with an error changes nothing."""
+    from engine.evaluate.service import reevaluate_many
+    from engine.records.fhir_import import BundleError
+    from engine.registry.db import database_url as default_url, make_engine, upgrade
+    from engine.registry.ingest import IngestError, ingest_fhir_bundle
+
+    lib = _library(protocols)
     engine = make_engine(database_url or default_url())
     upgrade(engine)
+    ref = _date(as_of, "--as-of")
+    now = dt.datetime.combine(ref, dt.time(9, 0)) if ref else None
     failed = 0
     for f in files:
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
-            result = import_bundle(data, source_system=data.get("id") or f.stem)
+            result, summary = ingest_fhir_bundle(engine, data, source_system=source_system, source=str(f))
         except json.JSONDecodeError as e:
             err.print(f"{f}:{e.lineno}:{e.colno}: not valid JSON ({e.msg}); nothing stored")
             failed += 1
             continue
-        except (BundleError, OSError) as e:
+        except (BundleError, IngestError, OSError) as e:
             err.print(f"{f}: {e}; nothing stored")
             failed += 1
             continue
-        summary = ingest_records(engine, result.records, source=str(f))
         unsupported = ", ".join(f"{n} {t}" for t, n in sorted(result.unsupported.items()))
         console.print(f"{f}: {summary}" + (f"; not used: {unsupported}" if unsupported else ""), highlight=False)
+        for diff in reevaluate_many(engine, summary.affected, lib, as_of=ref, now=now):
+            for label, items in (("task opened", diff.tasks_opened), ("task closed", diff.tasks_closed),
+                                 ("flag raised", diff.flags_raised), ("flag cleared", diff.flags_cleared),
+                                 ("flag changed", diff.flags_changed)):
+                for c in items:
+                    console.print(f"  {diff.nhs_number} {label}: {c.title}" + (f" ({c.detail})" if label == "flag changed" else ""),
+                                  highlight=False, markup=False)
     raise typer.Exit(1 if failed else 0)
 
 

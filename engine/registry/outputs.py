@@ -1,0 +1,105 @@
+"""Stored outputs: worklist tasks with their lifecycle, flags, and each patient's latest evaluation.
+
+A task is identified by its `key` (patient | protocol | activity or rule). Several rows may share a
+key over time: when a task closes and later becomes due again (next year's HbA1c), a new row opens.
+`condition_active` remembers whether the evaluation still asks for the task, so a task a clinician
+closed (completed / declined) is never re-created while the same need persists.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from engine.registry.tables import _fk, _json, _when, utcnow
+
+OPEN_STATUSES = ("open", "accepted")
+CLOSED_STATUSES = ("completed", "declined", "resolved")
+
+
+class TaskRow(SQLModel, table=True):
+    __tablename__ = "task"
+    __table_args__ = (
+        sa.Index("ix_task_key", "key"),
+        sa.Index("ix_task_status_due", "status", "due"),
+        sa.Index("ix_task_patient", "patient_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    patient_id: int = _fk("patient.id", "fk_task_patient")
+    protocol: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    version: str = Field(sa_column=sa.Column(sa.String(40), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    title: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    priority: str = Field(sa_column=sa.Column(sa.String(10), nullable=False))
+    status: str = Field(sa_column=sa.Column(sa.String(12), nullable=False))
+    raised_at: dt.datetime = _when()
+    due: dt.datetime = _when()
+    provider: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    team: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    role: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    response: str | None = Field(default=None, sa_column=sa.Column(sa.String(40)))
+    agreement: str | None = Field(default=None, sa_column=sa.Column(sa.String(140)))
+    why: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    evidence: Any = _json(default_factory=list)
+    condition_active: bool = Field(default=True, sa_column=sa.Column(sa.Boolean, nullable=False))
+    closed_at: dt.datetime | None = _when(nullable=True, default=None)
+    closed_reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    updated_at: dt.datetime = _when(default_factory=utcnow)
+
+
+class TaskEventRow(SQLModel, table=True):
+    """The history of a task: every status change and reassignment, who did it and why."""
+
+    __tablename__ = "task_event"
+    __table_args__ = (sa.Index("ix_task_event_task", "task_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = _fk("task.id", "fk_task_event_task")
+    at: dt.datetime = _when(default_factory=utcnow)
+    action: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    actor: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    from_status: str | None = Field(default=None, sa_column=sa.Column(sa.String(12)))
+    to_status: str | None = Field(default=None, sa_column=sa.Column(sa.String(12)))
+    note: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+
+
+class FlagRow(SQLModel, table=True):
+    __tablename__ = "flag"
+    __table_args__ = (sa.UniqueConstraint("key", name="uq_flag_key"), sa.Index("ix_flag_patient", "patient_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    patient_id: int = _fk("patient.id", "fk_flag_patient")
+    protocol: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    version: str = Field(sa_column=sa.Column(sa.String(40), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
+    kind: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    code: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    level: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    text: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    why: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    evidence: Any = _json(default_factory=list)
+    active: bool = Field(default=True, sa_column=sa.Column(sa.Boolean, nullable=False))
+    raised_at: dt.datetime = _when()
+    cleared_at: dt.datetime | None = _when(nullable=True, default=None)
+
+
+class PatientEvaluationRow(SQLModel, table=True):
+    """The latest evaluation of one protocol for one patient (care plan, goals, measures, why)."""
+
+    __tablename__ = "patient_evaluation"
+    __table_args__ = (sa.UniqueConstraint("patient_id", "protocol", name="uq_patient_evaluation"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: int = _fk("patient.id", "fk_patient_evaluation_patient")
+    protocol: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    version: str = Field(sa_column=sa.Column(sa.String(40), nullable=False))
+    reference_date: dt.date
+    evaluated_at: dt.datetime = _when(default_factory=utcnow)
+    on_register: bool = Field(sa_column=sa.Column(sa.Boolean, nullable=False))
+    result: Any = _json(default_factory=dict)
