@@ -44,13 +44,6 @@ ROW_COLS = "pid, seq, day, ts, fid, value, end_day"
 _SQL_OPS = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 ORDINAL_EPOCH = "DATE '0001-01-01'"  # date.toordinal() == days since this + 1
 
-# units._CLINICAL mirrored as SQL (same float operations in the same order).
-_CLINICAL_SQL = {
-    ("hba1c", "%", "mmol/mol"): "(({v} - CAST(2.15 AS DOUBLE)) * CAST(10.929 AS DOUBLE))",
-    ("hba1c", "mmol/mol", "%"): "({v} / CAST(10.929 AS DOUBLE) + CAST(2.15 AS DOUBLE))",
-}
-
-
 def connect(database: str = ":memory:", threads: int | None = None, memory_limit: str | None = None):
     import duckdb
 
@@ -101,24 +94,14 @@ def _interval(d: ir.Duration) -> str:
     raise NotImplementedError(f"batch engine: duration unit {d.unit!r}")
 
 
-def conversion_sql(from_unit: str | None, vs_unit: str | None, analyte: str | None) -> str | None:
-    """SQL over `{v}` converting a value from a fact's unit into the value set's unit, as derive.py does
-    (units.converter mirrored); None where no conversion exists (derive treats the value as missing)."""
-    f, t = units.normalise_unit(from_unit), units.normalise_unit(vs_unit)
-    if f == t:
-        return "{v}"
-    if f is None or t is None:
+def converted_value(value: float, unit: str, vs) -> float | None:
+    """A fact's value in its value set's unit, exactly as derive.Deriver._valueset_events computes it
+    (None where no conversion is defined: the value is treated as missing)."""
+    try:
+        conv = units.converter(unit, vs.unit, vs.analyte)
+    except units.UnitError:
         return None
-    if analyte and (analyte, f, t) in units._CLINICAL:
-        try:
-            return _CLINICAL_SQL[(analyte, f, t)]
-        except KeyError:
-            raise NotImplementedError(f"batch engine: clinical unit conversion {analyte} {f} -> {t} has no SQL form") from None
-    fs, ts = units._SCALE.get(f), units._SCALE.get(t)
-    if fs and ts and fs[0] == ts[0]:
-        factor = fs[1] / ts[1]
-        return "({v} * " + lit(float(factor)) + ")"
-    return None
+    return round(conv(value), 6)
 
 
 def age_sql(birth: str, on: dt.date) -> str:
@@ -133,6 +116,8 @@ class Compiled:
     conditions: list[str]
     vs_table: str
     vs_rows: list[tuple]
+    conv_table: str = ""
+    converted: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -151,14 +136,15 @@ class _Joins:
 class Compiler:
     """Compile the nodes a protocol's lowered fields rest on into CTEs and per-patient expressions."""
 
-    def __init__(self, protocol: Protocol, ctx: Context, fact_units: list[str | None], tables: dict[str, str],
-                 vs_table: str):
-        self.p, self.ctx, self.units, self.t, self.vs_table = protocol, ctx, fact_units, tables, vs_table
+    def __init__(self, protocol: Protocol, ctx: Context, tables: dict[str, str], vs_table: str):
+        self.p, self.ctx, self.t, self.vs_table = protocol, ctx, tables, vs_table
         self.ctes: list[tuple[str, str]] = []
         self._rows: dict[ir.Node, str] = {}
         self._aggs: dict[tuple, str] = {}
         self._n = 0
         self.valuesets_used: set[str] = set()
+        self.converted: set[str] = set()  # value sets whose values are converted into their unit
+        self.conv_table = vs_table[:-1] + '_conv"'
 
     # ---- plumbing ----
     def _cte(self, prefix: str, sql: str) -> str:
@@ -195,26 +181,24 @@ class Compiler:
             raise NotImplementedError(f"batch engine: value set {n.name!r} is not declared by {self.p.key}")
         vs = self.p.valuesets[n.name]
         self.valuesets_used.add(n.name)
-        if vs.unit is None:
-            value = "f.value"
-        else:
-            whens = []
-            for u in self.units:
-                if u is None:
-                    continue
-                conv = conversion_sql(u, vs.unit, vs.analyte)
-                whens.append(f"WHEN f.unit = {lit(u)} THEN {'NULL' if conv is None else conv.format(v='f.value')}")
-            value = f"CASE WHEN f.unit IS NULL THEN f.value {' '.join(whens)} ELSE NULL END" if whens else "f.value"
         ref = self.ctx.reference_date
         facts, codings = self.t["facts"], self.t["fact_codings"]
         match = (f"SELECT pid, seq FROM {facts} f JOIN {self.vs_table} v ON v.vs = {lit(n.name)} AND f.code = v.code "
                  f"AND (f.system = v.system OR (v.any_system AND v.system = '')) "
                  f"UNION SELECT pid, seq FROM {codings} c JOIN {self.vs_table} v ON v.vs = {lit(n.name)} AND c.role = 'code' "
                  f"AND c.code = v.code AND (c.system = v.system OR (v.any_system AND v.system = ''))")
+        matched = (f"SELECT f.* FROM {facts} f SEMI JOIN ({match}) m ON m.pid = f.pid AND m.seq = f.seq "
+                   f"WHERE CAST(f.start AS DATE) <= {lit(ref)} AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
+        if vs.unit is None:  # derive converts only when both the value set and the fact declare a unit
+            value, conv_join = "f.value", ""
+        else:
+            self.converted.add(n.name)
+            value = "CASE WHEN f.unit IS NULL OR f.value IS NULL THEN f.value ELSE cm.cv END"
+            conv_join = (f" LEFT JOIN {self.conv_table} cm ON cm.vs = {lit(n.name)} AND cm.unit = f.unit "
+                         f"AND cm.value = f.value")
         return self._cte("vs", (
             f"SELECT f.pid, f.seq, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, {value} AS value, "
-            f"CAST(f.\"end\" AS DATE) AS end_day FROM {facts} f SEMI JOIN ({match}) m ON m.pid = f.pid AND m.seq = f.seq "
-            f"WHERE CAST(f.start AS DATE) <= {lit(ref)} AND lower(coalesce(f.status, '')) <> 'entered-in-error'"))
+            f"CAST(f.\"end\" AS DATE) AS end_day FROM ({matched}) f{conv_join}"))
 
     def _window(self, n: ir.Window) -> str:
         src = self.rows(n.source)
@@ -443,13 +427,12 @@ def default_tables(prefix: str = "") -> dict[str, str]:
     return {t: ident(prefix + t) for t in ("patients", "facts", "fact_codings", "fact_attrs")}
 
 
-def compile_protocol(protocol: Protocol, ctx: Context, fact_units: list[str | None],
-                     tables: dict[str, str] | None = None) -> Compiled:
+def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | None = None) -> Compiled:
     """The SQL computing every patient's summary fact and fired conditions for one protocol."""
     tables = tables or default_tables()
     lowered = lowered_for(protocol)
     vs_table = ident("vs_codes_" + hashlib.sha1(protocol.ruleset_name.encode()).hexdigest()[:12])
-    c = Compiler(protocol, ctx, sorted(set(fact_units), key=lambda u: (u is None, u or "")), tables, vs_table)
+    c = Compiler(protocol, ctx, tables, vs_table)
     joins = _Joins()
     raw: dict[str, str] = {}
     types: dict[str, str] = {}
@@ -488,21 +471,39 @@ def compile_protocol(protocol: Protocol, ctx: Context, fact_units: list[str | No
         vs = protocol.valuesets[name]
         for system, code in sorted(vs.codes):
             vs_rows.append((name, system, code, bool(vs.any_system)))
-    return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows)
+    return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted))
 
 
-def _fact_units(con, tables: dict[str, str]) -> list[str | None]:
-    return [r[0] for r in con.execute(f"SELECT DISTINCT unit FROM {tables['facts']}").fetchall()]
+def _insert(con, table: str, rows: list[tuple], chunk: int = 1000) -> None:
+    """INSERT rows as VALUES statements (no numpy / pandas needed)."""
+    for i in range(0, len(rows), chunk):
+        values = ", ".join("(" + ", ".join(lit(x) for x in r) + ")" for r in rows[i:i + chunk])
+        con.execute(f"INSERT INTO {table} VALUES {values}")
 
 
-def _ensure_vs_table(con, compiled: Compiled) -> None:
+def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str, str]) -> None:
+    """The value-set codes table, and the unit-conversion table: every distinct (unit, value) of the
+    facts in a value set that declares a unit, converted in Python by units.converter exactly as the
+    per-patient deriver does (so the two engines cannot differ by a float rounding)."""
     con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vs_table} (vs VARCHAR, system VARCHAR, code VARCHAR, any_system BOOLEAN)")
-    if compiled.vs_rows:
-        # VALUES in chunks: no numpy / pandas needed
-        for i in range(0, len(compiled.vs_rows), 500):
-            chunk = compiled.vs_rows[i:i + 500]
-            values = ", ".join(f"({lit(a)}, {lit(b)}, {lit(c)}, {lit(d)})" for a, b, c, d in chunk)
-            con.execute(f"INSERT INTO {compiled.vs_table} VALUES {values}")
+    _insert(con, compiled.vs_table, compiled.vs_rows)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.conv_table} (vs VARCHAR, unit VARCHAR, value DOUBLE, cv DOUBLE)")
+    if not compiled.converted:
+        return
+    names = ", ".join(lit(v) for v in compiled.converted)
+    facts, codings = tables["facts"], tables["fact_codings"]
+    on = "AND (x.system = v.system OR (v.any_system AND v.system = ''))"
+    rows = con.execute(
+        f"SELECT DISTINCT v.vs, f.unit, f.value FROM {facts} f JOIN {compiled.vs_table} v ON f.code = v.code "
+        f"AND (f.system = v.system OR (v.any_system AND v.system = '')) "
+        f"WHERE v.vs IN ({names}) AND f.unit IS NOT NULL AND f.value IS NOT NULL "
+        f"UNION SELECT DISTINCT v.vs, f.unit, f.value FROM {codings} x JOIN {compiled.vs_table} v ON x.role = 'code' "
+        f"AND x.code = v.code {on} JOIN {facts} f ON f.pid = x.pid AND f.seq = x.seq "
+        f"WHERE v.vs IN ({names}) AND f.unit IS NOT NULL AND f.value IS NOT NULL").fetchall()
+    out = []
+    for vs_name, unit, value in rows:
+        out.append((vs_name, unit, value, converted_value(value, unit, protocol.valuesets[vs_name])))
+    _insert(con, compiled.conv_table, out)
 
 
 def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
@@ -510,8 +511,8 @@ def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | Non
     """Compile a protocol for the data behind `con` and create its value-set table; returns the SQL."""
     tables = tables or default_tables()
     ctx = Context.as_of(as_of, protocol.period, period_start)
-    compiled = compile_protocol(protocol, ctx, _fact_units(con, tables), tables)
-    _ensure_vs_table(con, compiled)
+    compiled = compile_protocol(protocol, ctx, tables)
+    _ensure_tables(con, protocol, compiled, tables)
     return compiled
 
 

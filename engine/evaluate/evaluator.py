@@ -44,7 +44,7 @@ def lowered_for(protocol: Protocol) -> Lowered:
 
 @dataclass
 class Options:
-    engine: str = "durable"  # durable | python
+    engine: str = "durable"  # durable | python | batch
     raised_at: dt.datetime | None = None  # when new tasks start their clock (default: reference date 09:00)
 
 
@@ -75,6 +75,9 @@ def fired_conditions(record: PatientRecord, proto: Protocol, ctx: Context, engin
         fired = dr.run(proto.ruleset_name, fact, record.patient.nhs_number)
     elif engine == "python":
         fired = {k for k, t in lowered.conditions.items() if eval_lowered(t, fact)}
+    elif engine == "batch":  # the DuckDB population engine run over this one patient
+        from engine.evaluate.batch import fired_for_record
+        fired = fired_for_record(record, proto, ctx)
     else:
         raise ValueError(f"unknown engine {engine!r}")
     return fired, d

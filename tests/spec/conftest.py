@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-# The engines every spec test runs on. The batch (DuckDB/polars, population-at-once) engine will be
-# added here once it exists, e.g. ENGINES = ["durable", "python", "batch"].
-ENGINES = ["durable", "python"]
+# The engines every spec test runs on: durable-rules, the plain-Python reference over the same lowered
+# conditions, and the DuckDB batch engine (engine/evaluate/batch.py) run over one patient.
+ENGINES = ["durable", "python", "batch"]
 
 
 @pytest.fixture(params=ENGINES)
