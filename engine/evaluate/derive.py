@@ -19,6 +19,24 @@ Semantics (each is a spec test in tests/spec):
 - Missing data: an absent event has no value or date. Any comparison involving something missing
   is false; `not` of it is true; `exists` and `is missing` test presence explicitly; count is 0.
 - Age is whole years at the reference date (or at the period start / end for age_at_period_*).
+- Timing against an interval (`period`, a closed range of days `[a, b]`, or a list of events):
+  `X during I` keeps events that start in I; `X ends during I` those whose end (their start when
+  they have no end, the eCQM "latest" point) is in I; `X entirely during I` those that start and
+  end in I; `X overlaps I` those whose [start, end] meets I, an event without an end still going
+  on. `X not during I` (and `not ends during` ...) keeps exactly the other events. Against
+  `period` / `[a, b]` whole days count (a range with a missing end holds nothing); against a list
+  of events each event's own [start, end] counts, to the minute, an event without an end still
+  going on (e.g. readings taken during an inpatient stay).
+- Dates move by calendar durations: `period_start - 1 year`, `period_start + 6 months - 1 day`
+  (month arithmetic clamps to month end); a moved missing date is missing.
+- `A union B` is the events of both lists, each fact once, in date order.
+- `where F = v` / `where F in (...)` / `where F in valueset` keep events whose field matches (a
+  missing field never matches); `where not F = v` / `where F not in ...` keep exactly the others,
+  so events without the field stay (e.g. `where not do_not_perform = true`: an order that does
+  not say "do not perform" counts). Yes/no fields compare with `true` / `false`.
+- `E.result` is the event's recorded result of any kind (number, coded value, text); `E.result is
+  missing` holds when E is absent or recorded without any result. For any value that may be
+  missing, `is missing` means absent event or no such value on it.
 """
 from __future__ import annotations
 
@@ -121,6 +139,15 @@ class Deriver:
             return self._window(n)
         if isinstance(n, ir.Where):
             return self._where(n)
+        if isinstance(n, ir.Timing):
+            return self._timing(n)
+        if isinstance(n, ir.EventUnion):
+            return self._union(n)
+        if isinstance(n, ir.DateShift):
+            base = self.eval(n.date)
+            return None if base is None else base + n.sign * shift(n.duration)
+        if isinstance(n, ir.Present):
+            return self.eval(n.item) is not None
         if isinstance(n, ir.Pick):
             return self._pick(n)
         if isinstance(n, ir.Count):
@@ -133,6 +160,8 @@ class Deriver:
                 return ev.value
             if n.name == "date":
                 return ev.day
+            if n.name == "result":
+                return result_text(ev)
             return ev.fact.end_day
         if isinstance(n, ir.Patient):
             p = self.record.patient
@@ -220,10 +249,60 @@ class Deriver:
 
     def _where(self, n: ir.Where):
         src = self.eval(n.source)
-        keep = [e for e in self._as_list(src) if self._field_matches(e, n)]
+        keep = [e for e in self._as_list(src) if self._field_matches(e, n) != n.negate]
         if isinstance(src, list):
             return keep
         return keep[0] if keep else None
+
+    def _timing(self, n: ir.Timing):
+        src = self.eval(n.source)
+        test = self._span_test(n.relation, n.span)
+        keep = [e for e in self._as_list(src) if test(e) != n.negate]
+        if isinstance(src, list):
+            return keep
+        return keep[0] if keep else None
+
+    def _span_test(self, relation: str, span: ir.Span):
+        """A predicate on events: does the event stand in `relation` to the interval?"""
+        if span.kind == "events":
+            spans = [(c.fact.start, c.fact.end) for c in self._as_list(self.eval(span.events))]
+
+            def inside(t: dt.datetime) -> bool:
+                return any(s <= t and (e is None or t <= e) for s, e in spans)
+
+            if relation == "starts":
+                return lambda ev: inside(ev.fact.start)
+            if relation == "ends":
+                return lambda ev: inside(ev.fact.end or ev.fact.start)
+            if relation == "entirely":
+                return lambda ev: any(s <= ev.fact.start and (e is None or (ev.fact.end or ev.fact.start) <= e)
+                                      for s, e in spans)
+            return lambda ev: any((e is None or ev.fact.start <= e) and (ev.fact.end is None or s <= ev.fact.end)
+                                  for s, e in spans)
+        if span.kind == "period":
+            lo, hi = self.ctx.period_start, self.ctx.period_end
+        else:
+            lo, hi = self.eval(span.start), self.eval(span.end)
+            if lo is None or hi is None:
+                return lambda ev: False
+
+        def day_in(d: dt.date) -> bool:
+            return lo <= d <= hi
+
+        if relation == "starts":
+            return lambda ev: day_in(ev.day)
+        if relation == "ends":
+            return lambda ev: day_in(ev.fact.end_day or ev.day)
+        if relation == "entirely":
+            return lambda ev: day_in(ev.day) and day_in(ev.fact.end_day or ev.day)
+        return lambda ev: ev.day <= hi and (ev.fact.end is None or ev.fact.end_day >= lo)
+
+    def _union(self, n: ir.EventUnion) -> list[Ev]:
+        seen: dict[tuple[str, str], Ev] = {}
+        for item in n.items:
+            for e in self._as_list(self.eval(item)):
+                seen.setdefault((e.fact.source_system, e.fact.id), e)
+        return sorted(seen.values(), key=lambda e: (e.fact.start, e.fact.id))
 
     def _field_matches(self, e: Ev, n: ir.Where) -> bool:
         f = e.fact
@@ -268,6 +347,23 @@ class Deriver:
         if n.how == "min":
             return min(valued, key=lambda e: (e.value, -e.fact.start.timestamp(), e.fact.id))
         return max(valued, key=lambda e: (e.value, e.fact.start, e.fact.id))
+
+
+def result_text(ev: Ev) -> str | None:
+    """An event's recorded result of any kind as text; None when nothing was recorded."""
+    f = ev.fact
+    if ev.value is not None or f.value is not None:
+        v = ev.value if ev.value is not None else f.value
+        return f"{v:g}"
+    if f.value_codes:
+        c = f.value_codes[0]
+        return f"{c.system}|{c.code}" if c.system else c.code
+    for key in ("value_string", "value_text"):
+        if f.attrs.get(key):
+            return str(f.attrs[key])
+    if isinstance(f.attrs.get("value_boolean"), bool):
+        return "true" if f.attrs["value_boolean"] else "false"
+    return None
 
 
 def compare(op: str, a, b) -> bool:

@@ -12,6 +12,8 @@ This is how a protocol becomes a durable-rules ruleset (see engine/evaluate/rule
    2.0.28 hangs on `-m.field` (field absent) inside `|` and on conditions naming `sid`/`id`.
 4. A comparison between two changing values (one event after another) becomes a yes/no field
    computed by the deriver, compared with `true`.
+5. "Is this value recorded" (`x.value is missing`, `x.result is missing`) is the presence field
+   itself: `f__p == false`.
 
 The lowered form is also evaluated in plain Python (eval_lowered) as the reference the rule
 engine is checked against.
@@ -112,6 +114,11 @@ def _lower(node: ir.Node, neg: bool, out: Lowered):
         return _simplify(All(parts) if conj else AnyOf(parts))
     if isinstance(n, ir.Const) and n.type == ir.BOOL:
         return TRUE if bool(n.value) != neg else FALSE
+    if isinstance(n, ir.Present):
+        if not getattr(ir.unwrap(n.item), "nullable", False):
+            return TRUE if not neg else FALSE
+        f = _field(n.item, "scalar", out)
+        return Cmp(f.name + "__p", "==", not neg)
     if isinstance(n, ir.Compare):
         left, right, op = ir.unwrap(n.left), ir.unwrap(n.right), n.op
         if isinstance(left, ir.Const) and isinstance(right, ir.Const):

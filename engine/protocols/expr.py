@@ -190,8 +190,9 @@ class _Checker:
         node = self.check(t.children[0])
         if node.type in (ir.SET, ir.EVENT):
             return ir.Not(ir.Exists(node))
-        if getattr(ir.unwrap(node), "nullable", False) and node.type in (ir.NUMBER, ir.DATE):
-            return ir.Not(ir.Exists(ir.unwrap(node).event))
+        if getattr(ir.unwrap(node), "nullable", False) and node.type in (ir.NUMBER, ir.DATE, ir.STRING):
+            # missing when the event is absent, or present without this value (e.g. a test with no result)
+            return ir.Not(ir.Present(node))
         raise self.err(t, f"'is missing' needs an event or an event's value, not {TYPE_WORDS[node.type]}")
 
     def _before(self, t):
@@ -241,8 +242,12 @@ class _Checker:
     def event_unit(self, node) -> tuple[str | None, str | None]:
         """The unit and analyte of the values of an event set (from its value set declaration)."""
         n = ir.unwrap(node)
-        while not isinstance(n, ir.ValueSetRef):
+        while not isinstance(n, (ir.ValueSetRef, ir.EventUnion)):
             n = ir.unwrap(n.source)
+        if isinstance(n, ir.EventUnion):  # checked to share one unit when it was built
+            units = [self.event_unit(i) for i in n.items]
+            analytes = {a for _, a in units}
+            return units[0][0], (analytes.pop() if len(analytes) == 1 else None)
         return n.unit, n.analyte
 
     def align_units(self, left, right, tok):
@@ -331,9 +336,9 @@ class _Checker:
         if base.type != ir.EVENT:
             raise self.err(name_tok, f"'.{name}' needs a single event, not {TYPE_WORDS[base.type]}",
                            expected="latest(...) / earliest(...) / min(...) / max(...)")
-        if name not in ("value", "date", "end"):
-            raise self.err(name_tok, f"events have no {name!r}", expected="value, date or end",
-                           suggestion=suggest(name, ["value", "date", "end"]))
+        if name not in ("value", "date", "end", "result"):
+            raise self.err(name_tok, f"events have no {name!r}", expected="value, date, end or result",
+                           suggestion=suggest(name, ["value", "date", "end", "result"]))
         if name == "value":
             return ir.Attr(base, "value", *self.event_unit(base))
         return ir.Attr(base, name)
@@ -361,11 +366,72 @@ class _Checker:
     def _within_before(self, t):
         return ir.Window(self.source(t.children[0]), "before", self.duration(t.children[1]), self.as_date(t.children[2]))
 
-    def _during_period(self, t):
-        return ir.Window(self.source(t.children[0]), "period")
+    # --- timing relations, intervals, date arithmetic, union ---
+    TIMING = {"starts_during": "starts", "ends_during": "ends", "entirely_during": "entirely", "overlaps": "overlaps"}
 
-    def _overlaps_period(self, t):
-        return ir.Window(self.source(t.children[0]), "overlaps")
+    def _timing(self, t, negate: bool = False):
+        src_t, rel_t, iv_t = t.children
+        src = self.source(src_t)
+        relation = self.TIMING[rel_t.data]
+        span = self.span(iv_t)
+        if span.kind == "period" and not negate and relation in ("starts", "overlaps"):
+            # the original forms `during period` / `overlaps period` keep their original nodes
+            return ir.Window(src, "period" if relation == "starts" else "overlaps")
+        return ir.Timing(src, relation, span, negate)
+
+    def _timing_not(self, t):
+        return self._timing(t, negate=True)
+
+    def span(self, t) -> ir.Span:
+        if t.data == "iv_period":
+            return ir.Span("period")
+        if t.data == "iv_range":
+            start, end = (self.range_end(c) for c in t.children)
+            return ir.Span("range", start=start, end=end)
+        events = self.check(t.children[0])
+        if events.type not in (ir.SET, ir.EVENT):
+            raise self.err(t, f"an interval is 'period', [start, end] or a list of events, not {TYPE_WORDS[events.type]}",
+                           expected="period, [date, date] or a value set / definition of events")
+        return ir.Span("events", events=events)
+
+    def range_end(self, t) -> ir.Node:
+        node = self.check(t)
+        if node.type == ir.EVENT:
+            return ir.Attr(node, "date")
+        if node.type != ir.DATE:
+            raise self.err(t, f"the ends of a [start, end] range are dates, not {TYPE_WORDS[node.type]}",
+                           expected="a date, e.g. period_start - 1 year")
+        return node
+
+    def _date_add(self, t):
+        return self._shift(t, +1)
+
+    def _date_sub(self, t):
+        return self._shift(t, -1)
+
+    def _shift(self, t, sign: int):
+        base_t, dur_t = t.children
+        base = self.check(base_t)
+        if base.type == ir.EVENT:
+            base = ir.Attr(base, "date")
+        if base.type != ir.DATE:
+            raise self.err(base_t, f"only dates can be moved by a duration, not {TYPE_WORDS[base.type]}",
+                           expected="a date, e.g. period_start, latest(x).date")
+        return ir.DateShift(base, self.duration(dur_t), sign)
+
+    def _union(self, t):
+        items = []
+        for c in t.children:
+            node = self.check(c)
+            if node.type not in (ir.SET, ir.EVENT):
+                raise self.err(c, f"'union' joins lists of events, not {TYPE_WORDS[node.type]}")
+            inner = ir.unwrap(node)
+            items.extend(inner.items if isinstance(inner, ir.EventUnion) else [node])
+        units = {normalise_unit(self.event_unit(i)[0]) for i in items}
+        if len(units) > 1:
+            raise self.err(t, "'union' joins value sets whose values are in different units "
+                              f"({', '.join(sorted(str(u) for u in units))})", expected="value sets declared with one unit")
+        return ir.EventUnion(tuple(items))
 
     def _field(self, t):
         tok = t.children[0]
@@ -374,7 +440,7 @@ class _Checker:
                            suggestion=suggest(tok.value, EVENT_FIELDS))
         return tok.value
 
-    def _where_compare(self, t):
+    def _where_compare(self, t, negate: bool = False):
         src_t, field_t, op_tok, lit_t = t.children
         src = self.source(src_t)
         fld = self._field(field_t)
@@ -386,22 +452,39 @@ class _Checker:
             unit, analyte = self.event_unit(src)
             var = ir.Attr(ir.Pick(src, "latest"), "value", unit, analyte)
             _, lit = self.align_units(var, lit, op_tok)
-            return ir.Where(src, "value", op, lit.value)
+            return ir.Where(src, "value", op, lit.value, negate)
         if lit.type == ir.NUMBER:
             raise self.err(lit_t, f"{fld} is text; put the value in quotes")
-        return ir.Where(src, fld, op, lit.value)
+        return ir.Where(src, fld, op, self.field_literal(lit, lit_t, op), negate)
 
-    def _where_in_list(self, t):
+    def _where_not_compare(self, t):
+        return self._where_compare(t, negate=True)
+
+    def field_literal(self, lit: ir.Node, t, op: str = "=="):
+        """Field values are compared as text; yes/no flags (do_not_perform) as 'true' / 'false'."""
+        if lit.type == ir.BOOL:
+            if op not in ("==", "!="):
+                raise self.err(t, "true / false can only be compared with = or !=")
+            return "true" if lit.value else "false"
+        return lit.value
+
+    def _where_in_list(self, t, negate: bool = False):
         src = self.source(t.children[0])
         fld = self._field(t.children[1])
-        values = tuple(self.check(c).value for c in t.children[2:])
-        return ir.Where(src, fld, "in", values)
+        values = tuple(self.field_literal(self.check(c), c) for c in t.children[2:])
+        return ir.Where(src, fld, "in", values, negate)
 
-    def _where_in_valueset(self, t):
+    def _where_not_in_list(self, t):
+        return self._where_in_list(t, negate=True)
+
+    def _where_in_valueset(self, t, negate: bool = False):
         src = self.source(t.children[0])
         fld = self._field(t.children[1])
         vs_tok = t.children[2]
         if vs_tok.value not in self.scope.valuesets:
             raise self.err(vs_tok, f"unknown value set {vs_tok.value!r}", expected="a value set declared under valuesets",
                            suggestion=suggest(vs_tok.value, self.scope.valuesets))
-        return ir.Where(src, fld, "in-valueset", vs_tok.value)
+        return ir.Where(src, fld, "in-valueset", vs_tok.value, negate)
+
+    def _where_not_in_valueset(self, t):
+        return self._where_in_valueset(t, negate=True)

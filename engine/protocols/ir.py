@@ -66,10 +66,55 @@ class Where:
     field: str
     op: str  # comparison operator, or 'in' with a tuple of literals, or 'in-valueset'
     value: object
+    negate: bool = False  # keep the events for which the test does NOT hold (a missing field included)
 
     @property
     def type(self) -> str:
         return self.source.type
+
+
+@dataclass(frozen=True)
+class Span:
+    """The interval a timing relation refers to.
+
+    kind: 'period'  [period start, period end], whole days
+          'range'   [start, end], whole days, start / end are DATE nodes (e.g. period_start - 1 year)
+          'events'  the time span [start, end] of each event of a list (an event without an end is
+                    still going on); compared with the time of day
+    """
+
+    kind: str
+    start: "Node | None" = None
+    end: "Node | None" = None
+    events: "Node | None" = None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Keep events by how their time relates to an interval (negate: keep the others).
+
+    relation: 'starts'    the event starts in the interval                    (`during`)
+              'ends'      its end (its start when it has none) is in it       (`ends during`)
+              'entirely'  it starts and ends in it                            (`entirely during`)
+              'overlaps'  [start, end or still going] meets it                (`overlaps`)
+    """
+
+    source: "SetOrEvent"
+    relation: str
+    span: Span
+    negate: bool = False
+
+    @property
+    def type(self) -> str:
+        return self.source.type
+
+
+@dataclass(frozen=True)
+class EventUnion:
+    """The events of several lists together (an event in more than one counts once)."""
+
+    items: tuple
+    type = SET
 
 
 @dataclass(frozen=True)
@@ -93,7 +138,12 @@ class Count:
 
 @dataclass(frozen=True)
 class Attr:
-    """value / date / end of an event; missing when the event is."""
+    """value / date / end / result of an event; missing when the event is.
+
+    `result` is the event's recorded result of any kind as text (a number, a coded value as
+    system|code, free text, yes/no); it is missing when nothing was recorded, e.g. a lab test
+    with a data-absent reason.
+    """
 
     event: "Node"
     name: str
@@ -103,7 +153,22 @@ class Attr:
 
     @property
     def type(self) -> str:
-        return NUMBER if self.name == "value" else DATE
+        return NUMBER if self.name == "value" else STRING if self.name == "result" else DATE
+
+
+@dataclass(frozen=True)
+class DateShift:
+    """A date moved by a calendar duration (month arithmetic clamps to month end)."""
+
+    date: "Node"
+    duration: Duration
+    sign: int  # +1 or -1
+    type = DATE
+    unit = None
+
+    @property
+    def nullable(self) -> bool:
+        return bool(getattr(unwrap(self.date), "nullable", False))
 
 
 @dataclass(frozen=True)
@@ -144,6 +209,14 @@ class Const:
 @dataclass(frozen=True)
 class Exists:
     source: "Node"
+    type = BOOL
+
+
+@dataclass(frozen=True)
+class Present:
+    """A value that may be missing (an event's value, date, result ...) is recorded."""
+
+    item: "Node"
     type = BOOL
 
 
@@ -190,8 +263,9 @@ class Named:
         raise AttributeError(item)
 
 
-SetOrEvent = Union[ValueSetRef, Window, Where, Pick, Named]
-Node = Union[ValueSetRef, Window, Where, Pick, Count, Attr, Patient, ContextDate, Const, Exists, Compare, And, Or, Not, Named]
+SetOrEvent = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Named]
+Node = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Count, Attr, DateShift, Patient, ContextDate, Const,
+            Exists, Present, Compare, And, Or, Not, Named]
 
 
 def unwrap(node: Node) -> Node:
@@ -208,6 +282,15 @@ def children(node: Node) -> list[Node]:
         return [n.source] + ([n.anchor] if n.anchor is not None else [])
     if isinstance(n, (Where, Pick, Count)):
         return [n.source]
+    if isinstance(n, Timing):
+        sp = n.span
+        return [n.source] + [x for x in (sp.start, sp.end, sp.events) if x is not None]
+    if isinstance(n, EventUnion):
+        return list(n.items)
+    if isinstance(n, DateShift):
+        return [n.date]
+    if isinstance(n, Present):
+        return [n.item]
     if isinstance(n, Attr):
         return [n.event]
     if isinstance(n, Exists):
@@ -249,6 +332,18 @@ def describe(node: Node) -> str:
         if n.kind == "overlaps":
             return f"{src} overlapping the period"
         return f"{src} within {n.duration} {n.kind} {describe(n.anchor)}"
+    if isinstance(n, Timing):
+        words = {"starts": "during", "ends": "ending during", "entirely": "entirely during", "overlaps": "overlapping"}
+        return f"{describe(n.source)} {'not ' if n.negate else ''}{words[n.relation]} {describe_span(n.span)}"
+    if isinstance(n, EventUnion):
+        return " or ".join(describe(i) for i in n.items)
+    if isinstance(n, DateShift):
+        return f"{describe(n.date)} {'+' if n.sign > 0 else '-'} {n.duration}"
+    if isinstance(n, Present):
+        return f"{describe(n.item)} recorded"
+    if isinstance(n, Where) and n.negate:
+        inner = describe(Where(n.source, n.field, n.op, n.value)).replace(f"{describe(n.source)} with ", "", 1)
+        return f"{describe(n.source)} without {inner}"
     if isinstance(n, Where):
         if n.op == "in-valueset":
             return f"{describe(n.source)} with {n.field} in {n.value}"
@@ -260,7 +355,7 @@ def describe(node: Node) -> str:
     if isinstance(n, Count):
         return f"number of {describe(n.source)}"
     if isinstance(n, Attr):
-        return f"{describe(n.event)} {'value' if n.name == 'value' else 'date' if n.name == 'date' else 'end date'}"
+        return f"{describe(n.event)} {'end date' if n.name == 'end' else n.name}"
     if isinstance(n, Patient):
         return {"age": "age", "sex": "sex"}.get(n.name, n.name.replace("_", " "))
     if isinstance(n, ContextDate):
@@ -278,6 +373,14 @@ def describe(node: Node) -> str:
     if isinstance(n, Or):
         return " or ".join(describe(i) for i in n.items)
     return str(n)
+
+
+def describe_span(sp: Span) -> str:
+    if sp.kind == "period":
+        return "the period"
+    if sp.kind == "range":
+        return f"[{describe(sp.start)}, {describe(sp.end)}]"
+    return describe(sp.events)
 
 
 def format_const(c: Const) -> str:

@@ -6,13 +6,14 @@ from it is registered, so an invalid file is never partly loaded.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from engine.protocols import ir
 from engine.protocols.errors import Location, Problems, ProtocolError, suggest
 from engine.protocols.expr import ExprError, Scope, ValueSetDecl, compile_expr
-from engine.protocols.model import (FLAG_LEVELS, PRIORITIES, STATUSES, Activity, EscalationSpec, FlagSpec, Goal,
-                                    Measure, Protocol, Rule, TaskSpec)
+from engine.protocols.model import (FLAG_LEVELS, PRIORITIES, STATUSES, Activity, EcqmRef, EscalationSpec, FlagSpec,
+                                    Goal, Measure, Protocol, Rule, TaskSpec)
 from engine.protocols.units import KNOWN_ANALYTES, is_known_unit, normalise_unit
 from engine.protocols.valuesets import ValueSet, ValueSetFileError, inline, load_csv, load_fhir_valueset
 from engine.protocols.yamlsrc import Node, Reader, read_yaml, subtract
@@ -29,7 +30,8 @@ FLAG = {"code": True, "level": True, "text": False}
 ESCALATION = {"to": True, "title": True, "priority": False}
 GOAL = {"id": True, "title": True, "when": False, "target": True, "because": False, "patient_text": False}
 MEASURE = {"id": True, "title": True, "initial_population": False, "denominator": False, "exclusions": False,
-           "numerator": True, "achievers_kept": False, "evidence": False}
+           "numerator": True, "achievers_kept": False, "evidence": False, "ecqm": False}
+ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
             "unit": False, "analyte": False}
 POPULATION = {"all": False, "any": False, "since": False}
@@ -389,6 +391,7 @@ class _Compiler:
         achievers = m.get("achievers_kept", False)
         if not isinstance(achievers, bool):
             self.p.error(r.loc_of(m, "achievers_kept"), "achievers_kept should be true or false")
+        ecqm = self.ecqm(m, mid)
         if not mid or ip is None or den is None or num is None:
             return None
         self.add_condition(f"{key}:ip", ip, loc)
@@ -397,7 +400,34 @@ class _Compiler:
         if excl is not None:
             self.add_condition(f"{key}:excl", excl, r.loc_of(m, "exclusions"))
         return Measure(mid, r.text(m, "title", "title"), loc, bool(achievers), r.text_list(m, "evidence", "evidence"),
-                       excl is not None)
+                       excl is not None, ecqm)
+
+    def ecqm(self, m, mid) -> EcqmRef | None:
+        """`ecqm: {url: <canonical Measure url>, version: <measure version>}`: the published eCQM this
+        measure implements; conformance kits are matched to protocols by it."""
+        node = self.r.get(m, "ecqm")
+        if node is None:
+            return None
+        em = self.r.mapping(node.value, node.loc, f"measure {mid!r} ecqm", ECQM)
+        if em is None or "url" not in em:
+            return None
+        url = self.r.text(em, "url", "ecqm url")
+        version = self.r.text(em, "version", "ecqm version")
+        if url is None:
+            return None
+        if not re.fullmatch(r"https?://[^\s/]+/\S+", url):
+            self.p.error(self.r.loc_of(em, "url"), f"ecqm url {url!r} is not a canonical measure URL",
+                         expected="e.g. https://madie.cms.gov/Measure/CMS122FHIRDiabetesAssessGreaterThan9Percent")
+            return None
+        if "version" in em and not isinstance(em["version"], str):
+            self.p.error(self.r.loc_of(em, "version"), f"ecqm version {em['version']!r} was read as a number",
+                         expected="the version in quotes, e.g. '0.5.000'")
+            return None
+        if version is not None and not re.fullmatch(r"\d+(\.\d+)*", version):
+            self.p.error(self.r.loc_of(em, "version"), f"ecqm version {version!r} is not a measure version",
+                         expected="digits and dots, e.g. 0.5.000 (quote it in YAML)")
+            return None
+        return EcqmRef(url, version)
 
 
 class _CycleError(Exception):

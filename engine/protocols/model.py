@@ -78,6 +78,14 @@ class Rule:
     evidence: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class EcqmRef:
+    """The published eCQM a measure implements (canonical Measure url + version)."""
+
+    url: str
+    version: str | None = None
+
+
 @dataclass
 class Measure:
     id: str
@@ -86,6 +94,7 @@ class Measure:
     achievers_kept: bool = False  # QOF: a patient meeting the target is never excluded
     evidence: list[str] = field(default_factory=list)
     has_exclusions: bool = False
+    ecqm: EcqmRef | None = None  # set for eCQM measures: conformance kits are matched by its url
 
 
 @dataclass
