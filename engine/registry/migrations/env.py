@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import engine.registry.access  # noqa: F401  (users, access log, audit snapshots ...: migration 0003)
 import engine.registry.outputs  # noqa: F401  (registers the output tables)
 import engine.registry.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from engine.registry.db import database_url, make_engine
