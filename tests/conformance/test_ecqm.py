@@ -1,0 +1,76 @@
+"""eCQM conformance: every published test case of the CMS122 and CMS165 kits, on every engine.
+
+The kits live beside the repository (../shared/conformance/ecqm/<kit>, see design.md). They are
+external data nobody on this project wrote: a case that disagrees is a finding about carepath (or,
+with evidence, about the case), never something to adjust the expectations for. A missing kit
+folder is a failure, not a skip: this suite is part of the default test run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.conformance import POPULATIONS, case_dirs, find_protocol, kit_measure, run_case, run_kit, summary_line
+
+KITS_ROOT = (Path(__file__).parents[2] / ".." / "shared" / "conformance" / "ecqm").resolve()
+PROTOCOLS = (Path(__file__).parents[2] / "protocols").resolve()
+KITS = {"CMS122": 56, "CMS165": 68}  # published case counts (each kit's README)
+ENGINES = ["durable", "python"]
+
+
+def _params():
+    out = []
+    for kit in KITS:
+        cases = case_dirs(KITS_ROOT / kit)
+        if not cases:
+            out.append(pytest.param(kit, None, id=f"{kit}-kit-missing"))
+        out += [pytest.param(kit, c.name, id=f"{kit}-{c.name}") for c in cases]
+    return out
+
+
+_protocols: dict[str, tuple] = {}
+
+
+def _kit(kit: str):
+    kit_dir = KITS_ROOT / kit
+    if not (kit_dir / "cases").is_dir():
+        pytest.fail(f"eCQM conformance kit not found at {kit_dir} (expected the shared/ folder beside the "
+                    f"repository, with {kit}/cases/<case>/bundle.json + expected.json)", pytrace=False)
+    if kit not in _protocols:
+        km = kit_measure(kit_dir)
+        _protocols[kit] = (km, *find_protocol(km, PROTOCOLS))
+    return kit_dir, _protocols[kit]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("kit,case", _params())
+def test_case(kit, case, engine):
+    kit_dir, (km, proto, measure) = _kit(kit)
+    assert case is not None
+    res = run_case(kit, kit_dir / "cases" / case, proto, measure, km, engine)
+    assert res.error is None, f"{kit}/{case}: {res.error}"
+    if res.actual != res.expected:
+        lines = [f"{kit}/{case} ({res.description}) on {engine}:"]
+        lines += [f"  {d['population']}: expected {d['expected']}, got {d['actual']}" for d in res.differences]
+        lines.append(f"  why: {res.why}")
+        lines += [f"    {k} = {v}" for k, v in res.definitions.items()]
+        pytest.fail("\n".join(lines), pytrace=False)
+    assert set(res.actual) == set(POPULATIONS)
+
+
+@pytest.mark.parametrize("kit", list(KITS))
+def test_kit_is_complete_and_all_pass(kit):
+    """The whole kit through run_kit (the CLI's path): every published case present, none failing."""
+    kit_dir, _ = _kit(kit)
+    results = run_kit(kit_dir, PROTOCOLS)
+    assert len(results) == KITS[kit], f"{kit}: {len(results)} cases found, the kit publishes {KITS[kit]}"
+    assert summary_line(results) == f"{KITS[kit]} passed, 0 failed"
+
+
+def test_protocols_are_mapped_to_kits_by_their_ecqm_url():
+    for kit in KITS:
+        _, (km, proto, measure) = _kit(kit)
+        assert measure.id == kit
+        assert measure.ecqm.url == km.url and measure.ecqm.version == km.version
+        assert not measure.achievers_kept  # eCQM cascade: an excluded patient is never in the numerator
