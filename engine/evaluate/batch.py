@@ -40,7 +40,8 @@ from engine.evaluate.lowering import All, AnyOf, Cmp, Lowered, lower_all
 from engine.protocols import ir, units
 from engine.protocols.model import Protocol
 
-ROW_COLS = "pid, seq, day, ts, fid, value, end_day"
+ROW_COLS = "pid, seq, ord, day, ts, fid, value, end_day, end_ts"
+S_COLS = ", ".join("s." + c.strip() for c in ROW_COLS.split(","))
 _SQL_OPS = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 ORDINAL_EPOCH = "DATE '0001-01-01'"  # date.toordinal() == days since this + 1
 
@@ -171,6 +172,10 @@ class Compiler:
             name = self._where(n)
         elif isinstance(n, ir.Pick):
             name = self._pick(n)
+        elif type(n).__name__ == "Timing":
+            name = self._timing(n)
+        elif type(n).__name__ == "EventUnion":
+            name = self._union(n)
         else:
             raise NotImplementedError(f"batch engine: {type(n).__name__} is not a set of events ({n!r})")
         self._rows[n] = name
@@ -197,8 +202,8 @@ class Compiler:
             conv_join = (f" LEFT JOIN {self.conv_table} cm ON cm.vs = {lit(n.name)} AND cm.unit = f.unit "
                          f"AND cm.value = f.value")
         return self._cte("vs", (
-            f"SELECT f.pid, f.seq, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, {value} AS value, "
-            f"CAST(f.\"end\" AS DATE) AS end_day FROM ({matched}) f{conv_join}"))
+            f"SELECT f.pid, f.seq, f.seq AS ord, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, {value} AS value, "
+            f"CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts FROM ({matched}) f{conv_join}"))
 
     def _window(self, n: ir.Window) -> str:
         src = self.rows(n.source)
@@ -217,29 +222,30 @@ class Compiler:
             anchor = ir.unwrap(n.anchor)
             if anchor.type != ir.DATE:
                 raise NotImplementedError(f"batch engine: window anchor of type {anchor.type} ({anchor!r})")
-            if isinstance(anchor, (ir.ContextDate, ir.Const)):  # constant anchor: bounds computed in Python
-                a = getattr(ctx, anchor.name) if isinstance(anchor, ir.ContextDate) else anchor.value
+            a = self._const_date(anchor)
+            if a is not None:  # constant anchor: bounds computed in Python
                 lo, hi = (a, a + shift(n.duration)) if n.kind == "after" else (a - shift(n.duration), a)
                 return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day >= {lit(lo)} AND day <= {lit(hi)}")
-            joins = _Joins()
-            expr = self.expr(anchor, joins)
-            anc = self._cte("anc", f"SELECT p.pid, {expr} AS a FROM {self.t['patients']} p{joins.sql()}")
+            anc = self._per_patient(anchor)
             iv = _interval(n.duration)
             bounds = (f"s.day >= x.a AND s.day <= CAST(x.a + {iv} AS DATE)" if n.kind == "after"
                       else f"s.day >= CAST(x.a - {iv} AS DATE) AND s.day <= x.a")
-            cols = ", ".join("s." + c.strip() for c in ROW_COLS.split(","))
-            return self._cte("win", f"SELECT {cols} FROM {src} s JOIN {anc} x ON x.pid = s.pid WHERE {bounds}")
+            return self._cte("win", f"SELECT {S_COLS} FROM {src} s JOIN {anc} x ON x.pid = s.pid WHERE {bounds}")
         raise NotImplementedError(f"batch engine: window kind {n.kind!r} ({n!r})")
 
     def _where(self, n: ir.Where) -> str:
         src = self.rows(n.source)
-        cols = ", ".join("s." + c.strip() for c in ROW_COLS.split(","))
+        neg = bool(getattr(n, "negate", False))
+        m, join = self._field_test(n)
+        return self._cte("whr", f"SELECT {S_COLS} FROM {src} s{join} WHERE {'NOT ' if neg else ''}({m})")
+
+    def _field_test(self, n: ir.Where) -> tuple[str, str]:
+        """(condition never NULL, join) for derive.Deriver._field_matches on event rows `s`."""
         fld, op, value = n.field, n.op, n.value
         if fld == "value":
             if op not in _SQL_OPS or isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
                 raise NotImplementedError(f"batch engine: where value {op} {value!r} ({n!r})")
-            cond = f"s.value {_SQL_OPS[op]} {lit(float(value))}"
-            return self._cte("whr", f"SELECT {cols} FROM {src} s WHERE {cond}")
+            return f"coalesce(s.value {_SQL_OPS[op]} {lit(float(value))}, FALSE)", ""
         facts, codings, attrs = self.t["facts"], self.t["fact_codings"], self.t["fact_attrs"]
         if fld in ("code", "value_code"):
             role = "code" if fld == "code" else "value_code"
@@ -249,38 +255,124 @@ class Compiler:
                 m = self._vs_match(value, "c.system", "c.code")
             else:
                 m = _text_match("c.code", op, value, n)
-            cond = f"EXISTS (SELECT 1 FROM {all_codes} c WHERE c.pid = s.pid AND c.seq = s.seq AND {m})"
-            return self._cte("whr", f"SELECT {cols} FROM {src} s WHERE {cond}")
+            return f"EXISTS (SELECT 1 FROM {all_codes} c WHERE c.pid = s.pid AND c.seq = s.seq AND {m})", ""
         column = {"status": "status", "setting": "care_setting", "kind": "kind", "source": "source_system"}.get(fld)
         if column is not None:
             col = f"f.{column}"
             if op == "in-valueset":
-                m = f"(trim({col}) <> '' AND {self._vs_match(value, chr(39) * 2, f'trim({col})')})"
+                m = f"coalesce(trim({col}) <> '' AND {self._vs_match(value, chr(39) * 2, f'trim({col})')}, FALSE)"
             else:
                 m = _text_match(col, op, value, n)
-            return self._cte("whr", f"SELECT {cols} FROM {src} s JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq WHERE {m}")
+            return m, f" JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq"
         # any other field is a source attribute (fact.attrs)
         if op == "in-valueset":
             m = f"a.form = 'v' AND {self._vs_match(value, 'a.csys', 'a.ccode')}"
         else:
             m = f"a.form = 'c' AND {_attr_match(op, value, n)}"
-        cond = f"EXISTS (SELECT 1 FROM {attrs} a WHERE a.pid = s.pid AND a.seq = s.seq AND a.key = {lit(fld)} AND {m})"
-        return self._cte("whr", f"SELECT {cols} FROM {src} s WHERE {cond}")
+        return f"EXISTS (SELECT 1 FROM {attrs} a WHERE a.pid = s.pid AND a.seq = s.seq AND a.key = {lit(fld)} AND {m})", ""
+
+    def _timing(self, n) -> str:
+        """ir.Timing: keep events by how their time relates to an interval (derive.Deriver._span_test)."""
+        src = self.rows(n.source)
+        rel, sp = n.relation, n.span
+        if rel not in ("starts", "ends", "entirely", "overlaps"):
+            raise NotImplementedError(f"batch engine: timing relation {rel!r} ({n!r})")
+        neg = "NOT " if getattr(n, "negate", False) else ""
+        if sp.kind == "events":
+            spans = self.rows(sp.events)
+            t_end = "coalesce(s.end_ts, s.ts)"
+            inside = lambda t: f"x.ts <= {t} AND (x.end_ts IS NULL OR {t} <= x.end_ts)"  # noqa: E731
+            test = {"starts": inside("s.ts"), "ends": inside(t_end),
+                    "entirely": f"x.ts <= s.ts AND (x.end_ts IS NULL OR {t_end} <= x.end_ts)",
+                    "overlaps": "(x.end_ts IS NULL OR s.ts <= x.end_ts) AND (s.end_ts IS NULL OR x.ts <= s.end_ts)"}[rel]
+            cond = f"EXISTS (SELECT 1 FROM {spans} x WHERE x.pid = s.pid AND {test})"
+            return self._cte("tim", f"SELECT {S_COLS} FROM {src} s WHERE {neg}({cond})")
+        if sp.kind == "period":
+            lo_c, hi_c = self.ctx.period_start, self.ctx.period_end
+        elif sp.kind == "range":
+            lo_c, hi_c = self._const_date(sp.start), self._const_date(sp.end)
+        else:
+            raise NotImplementedError(f"batch engine: timing span kind {sp.kind!r} ({n!r})")
+        join = ""
+        if sp.kind == "range" and (lo_c is None or hi_c is None):  # bounds per patient
+            lo_cte, hi_cte = self._per_patient(sp.start), self._per_patient(sp.end)
+            join = (f" LEFT JOIN {lo_cte} xlo ON xlo.pid = s.pid LEFT JOIN {hi_cte} xhi ON xhi.pid = s.pid")
+            lo, hi = "xlo.a", "xhi.a"
+        else:
+            lo, hi = lit(lo_c), lit(hi_c)
+        end_day = "coalesce(s.end_day, s.day)"
+        test = {"starts": f"s.day >= {lo} AND s.day <= {hi}",
+                "ends": f"{end_day} >= {lo} AND {end_day} <= {hi}",
+                "entirely": f"s.day >= {lo} AND s.day <= {hi} AND {end_day} >= {lo} AND {end_day} <= {hi}",
+                "overlaps": f"s.day <= {hi} AND (s.end_ts IS NULL OR s.end_day >= {lo})"}[rel]
+        if join:  # a range with a missing end holds nothing
+            test = f"xlo.a IS NOT NULL AND xhi.a IS NOT NULL AND {test}"
+        return self._cte("tim", f"SELECT {S_COLS} FROM {src} s{join} WHERE {neg}coalesce({test}, FALSE)")
+
+    def _union(self, n) -> str:
+        """ir.EventUnion: each fact once (from the first list naming it), in (start, id) order."""
+        if not n.items:
+            raise NotImplementedError(f"batch engine: empty union ({n!r})")
+        parts = " UNION ALL ".join(f"SELECT {ROW_COLS}, {i} AS item FROM {self.rows(it)}" for i, it in enumerate(n.items))
+        first = f"SELECT * FROM ({parts}) QUALIFY row_number() OVER (PARTITION BY pid, seq ORDER BY item, ord) = 1"
+        cols = ROW_COLS.replace("ord,", "row_number() OVER (PARTITION BY pid ORDER BY ts, fid, item, ord) AS ord,")
+        return self._cte("uni", f"SELECT {cols} FROM ({first})")
+
+    def _const_date(self, node) -> dt.date | None:
+        """A date node's value when it is the same for every patient, else None."""
+        n = ir.unwrap(node)
+        if isinstance(n, ir.ContextDate) and n.name in ("reference_date", "period_start", "period_end"):
+            return getattr(self.ctx, n.name)
+        if isinstance(n, ir.Const) and isinstance(n.value, dt.date):
+            return n.value
+        if type(n).__name__ == "DateShift":
+            base = self._const_date(n.date)
+            return None if base is None else base + n.sign * shift(n.duration)
+        return None
+
+    def _per_patient(self, node) -> str:
+        """A CTE (pid, a) with a per-patient value of a scalar node."""
+        key = ("pp", ir.unwrap(node))
+        if key not in self._aggs:
+            joins = _Joins()
+            expr = self.expr(node, joins)
+            self._aggs[key] = self._cte("pp", f"SELECT p.pid, {expr} AS a FROM {self.t['patients']} p{joins.sql()}")
+        return self._aggs[key]
 
     def _pick(self, n: ir.Pick) -> str:
         src = self.rows(n.source)
         inf = "CAST('inf' AS DOUBLE)"
         orders = {
-            "latest": f"day DESC, coalesce(value, {inf}) ASC, ts DESC, fid ASC, seq ASC",
-            "earliest": f"day ASC, coalesce(value, {inf}) ASC, ts ASC, fid ASC, seq ASC",
-            "min": "value ASC, ts DESC, fid ASC, seq ASC",
-            "max": "value DESC, ts DESC, fid DESC, seq ASC",
+            "latest": f"day DESC, coalesce(value, {inf}) ASC, ts DESC, fid ASC, ord ASC",
+            "earliest": f"day ASC, coalesce(value, {inf}) ASC, ts ASC, fid ASC, ord ASC",
+            "min": "value ASC, ts DESC, fid ASC, ord ASC",
+            "max": "value DESC, ts DESC, fid DESC, ord ASC",
         }
         if n.how not in orders:
             raise NotImplementedError(f"batch engine: pick {n.how!r} ({n!r})")
         where = " WHERE value IS NOT NULL" if n.how in ("min", "max") else ""
         return self._cte("pick", f"SELECT {ROW_COLS} FROM {src}{where} "
                                  f"QUALIFY row_number() OVER (PARTITION BY pid ORDER BY {orders[n.how]}) = 1")
+
+    def _result(self, event) -> str:
+        """(pid, v): derive.result_text of a single event: its value ('%g'), else its first coded value
+        (system|code), else attrs value_string / value_text, else value_boolean; NULL when none."""
+        src = self.rows(event)
+        key = ("result", src)
+        if key not in self._aggs:
+            facts, codings, attrs = self.t["facts"], self.t["fact_codings"], self.t["fact_attrs"]
+            self._aggs[key] = self._cte("res", (
+                f"SELECT s.pid, CASE WHEN s.value IS NOT NULL THEN format('{{:g}}', s.value) "
+                f"WHEN f.value IS NOT NULL THEN format('{{:g}}', f.value) "
+                f"WHEN vc.code IS NOT NULL THEN CASE WHEN vc.system <> '' THEN vc.system || '|' || vc.code ELSE vc.code END "
+                f"WHEN r1.sval IS NOT NULL THEN r1.sval WHEN r2.sval IS NOT NULL THEN r2.sval "
+                f"WHEN r3.ccode IS NOT NULL THEN r3.ccode END AS v "
+                f"FROM {src} s JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq "
+                f"LEFT JOIN (SELECT * FROM {codings} WHERE role = 'value_code' QUALIFY row_number() OVER "
+                f"(PARTITION BY pid, seq ORDER BY pos) = 1) vc ON vc.pid = s.pid AND vc.seq = s.seq "
+                + "".join(f"LEFT JOIN {attrs} r{i} ON r{i}.pid = s.pid AND r{i}.seq = s.seq AND r{i}.form = 'r' "
+                          f"AND r{i}.key = '{k}' " for i, k in ((1, "value_string"), (2, "value_text"), (3, "value_boolean")))))
+        return self._aggs[key]
 
     # ---- per-patient expressions ----
     def _agg(self, kind: str, node: ir.Node) -> str:
@@ -315,11 +407,21 @@ class Compiler:
             ev = ir.unwrap(n.event)
             if ev.type != ir.EVENT:
                 raise NotImplementedError(f"batch engine: attribute of a {ev.type} ({n!r})")
+            if n.name == "result":
+                return f"{joins.add(self._result(ev))}.v"
             alias = joins.add(self.rows(ev))
             col = {"value": "value", "date": "day", "end": "end_day"}.get(n.name)
             if col is None:
                 raise NotImplementedError(f"batch engine: event attribute {n.name!r}")
             return f"{alias}.{col}"
+        if type(n).__name__ == "DateShift":
+            const = self._const_date(n)
+            if const is not None:
+                return lit(const)
+            base = self.expr(n.date, joins)
+            return f"CAST({base} {'+' if n.sign > 0 else '-'} {_interval(n.duration)} AS DATE)"
+        if type(n).__name__ == "Present":
+            return f"({self.expr(n.item, joins)} IS NOT NULL)"
         if isinstance(n, ir.Count):
             alias = joins.add(self._agg("count", n.source))
             return f"coalesce({alias}.n, 0)"
@@ -474,19 +576,42 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
     return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted))
 
 
-def _insert(con, table: str, rows: list[tuple], chunk: int = 1000) -> None:
-    """INSERT rows as VALUES statements (no numpy / pandas needed)."""
-    for i in range(0, len(rows), chunk):
-        values = ", ".join("(" + ", ".join(lit(x) for x in r) + ")" for r in rows[i:i + chunk])
+def _insert(con, table: str, rows: list[tuple], types: list[str]) -> None:
+    """Bulk-insert rows (no numpy / pandas needed): small lists as VALUES, large ones through a CSV file."""
+    if not rows:
+        return
+    if len(rows) <= 200:
+        values = ", ".join("(" + ", ".join(lit(x) for x in r) + ")" for r in rows)
         con.execute(f"INSERT INTO {table} VALUES {values}")
+        return
+    import csv
+    import os
+    import tempfile
+
+    fd, path = tempfile.mkstemp(suffix=".csv", prefix="carepath-batch-")
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerows([["\\N" if x is None else repr(x) if isinstance(x, float) else x for x in r] for r in rows])
+        cols = ", ".join(f"'c{i}': '{t}'" for i, t in enumerate(types))
+        con.execute(f"INSERT INTO {table} SELECT * FROM read_csv('{path}', header=false, columns={{{cols}}}, "
+                    f"nullstr='\\N', allow_quoted_nulls=false, quote='\"', escape='\"', delim=',', auto_detect=false)")
+    finally:
+        os.unlink(path)
+
+
+def _exists(con, table: str) -> bool:
+    name = table.strip('"')
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
 
 
 def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str, str]) -> None:
     """The value-set codes table, and the unit-conversion table: every distinct (unit, value) of the
     facts in a value set that declares a unit, converted in Python by units.converter exactly as the
     per-patient deriver does (so the two engines cannot differ by a float rounding)."""
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vs_table} (vs VARCHAR, system VARCHAR, code VARCHAR, any_system BOOLEAN)")
-    _insert(con, compiled.vs_table, compiled.vs_rows)
+    if not _exists(con, compiled.vs_table):  # a protocol's codes never change (its name carries its hash)
+        con.execute(f"CREATE TEMP TABLE {compiled.vs_table} (vs VARCHAR, system VARCHAR, code VARCHAR, any_system BOOLEAN)")
+        _insert(con, compiled.vs_table, compiled.vs_rows, ["VARCHAR", "VARCHAR", "VARCHAR", "BOOLEAN"])
     con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.conv_table} (vs VARCHAR, unit VARCHAR, value DOUBLE, cv DOUBLE)")
     if not compiled.converted:
         return
@@ -503,7 +628,7 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
     out = []
     for vs_name, unit, value in rows:
         out.append((vs_name, unit, value, converted_value(value, unit, protocol.valuesets[vs_name])))
-    _insert(con, compiled.conv_table, out)
+    _insert(con, compiled.conv_table, out, ["VARCHAR", "VARCHAR", "DOUBLE", "DOUBLE"])
 
 
 def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
@@ -547,17 +672,17 @@ def summaries_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: 
     return out
 
 
+_adapter: dict[str, Any] = {}
+
+
 def fired_for_record(record, protocol: Protocol, ctx: Context) -> set[str]:
     """The batch engine run over one patient (the adapter the shared spec suite uses)."""
     from engine.population.columnar import load_records
 
-    con = connect(threads=1)
-    try:
-        load_records(con, [record])
-        period_start = ctx.period_start
-        fired = fired_by_patient(con, protocol, ctx.reference_date, period_start)
-    finally:
-        con.close()
     if ctx.period_end != ctx.reference_date:
         raise NotImplementedError("batch engine: period end other than the reference date")
-    return fired.get(record.patient.nhs_number, set())
+    con = _adapter.get("con")
+    if con is None:
+        con = _adapter["con"] = connect(threads=1)
+    load_records(con, [record])
+    return fired_by_patient(con, protocol, ctx.reference_date, ctx.period_start).get(record.patient.nhs_number, set())

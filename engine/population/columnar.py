@@ -6,13 +6,15 @@ four flat tables (DuckDB tables, or Parquet / CSV files with these columns):
     patients      one row per patient               pid, nhs_number, birth_date, sex, practice, ...
     facts         one row per fact                  pid, seq, fid, kind, system, code, start, end,
                                                     value, unit, status, source_system, care_setting, ...
-    fact_codings  extra codings of a fact           pid, seq, role ('code' = codes[1:], 'value_code'), system, code
+    fact_codings  extra codings of a fact           pid, seq, role ('code' = codes[1:], 'value_code'), pos, system, code
     fact_attrs    a fact's setting-specific extras  pid, seq, key, form, sval, nval, vtype, csys, ccode
 
 `pid` is a dense integer per patient and `seq` the fact's position in `PatientRecord.facts`
 (the per-patient deriver breaks full ties by that order). `fact_attrs` holds each attribute in
-the two shapes derive.py reads it in: form 'c' (values compared with `where field = ...`: dicts
-give their `code`, booleans become 'true'/'false') and form 'v' (codings, for `in valueset`).
+the shapes derive.py reads it in: form 'c' (values compared with `where field = ...`: dicts
+give their `code`, booleans become 'true'/'false'), form 'v' (codings, for `in valueset`) and, for
+value_string / value_text / value_boolean, form 'r' (what `E.result` shows: sval = str(raw) when
+raw is truthy, ccode = 'true' / 'false' when raw is a boolean).
 
 Rows go through CSV (no numpy / pyarrow needed); DuckDB reads them in parallel and can write
 Parquet.
@@ -39,13 +41,15 @@ SCHEMA: dict[str, dict[str, str]] = {
         "start": "TIMESTAMP", "end": "TIMESTAMP", "value": "DOUBLE", "unit": "VARCHAR", "status": "VARCHAR",
         "source_system": "VARCHAR", "care_setting": "VARCHAR", "exception_type": "VARCHAR",
     },
-    "fact_codings": {"pid": "INTEGER", "seq": "INTEGER", "role": "VARCHAR", "system": "VARCHAR", "code": "VARCHAR"},
+    "fact_codings": {"pid": "INTEGER", "seq": "INTEGER", "role": "VARCHAR", "pos": "INTEGER", "system": "VARCHAR",
+                     "code": "VARCHAR"},
     "fact_attrs": {
         "pid": "INTEGER", "seq": "INTEGER", "key": "VARCHAR", "form": "VARCHAR", "sval": "VARCHAR", "nval": "DOUBLE",
         "vtype": "VARCHAR", "csys": "VARCHAR", "ccode": "VARCHAR",
     },
 }
 TABLES = tuple(SCHEMA)
+RESULT_KEYS = ("value_string", "value_text", "value_boolean")  # attrs derive.result_text reads
 
 
 def _cell(v):
@@ -91,6 +95,9 @@ def attr_rows(pid: int, seq: int, attrs: dict) -> list[tuple]:
                 code = str(c).strip()
                 if code:
                     out.append((pid, seq, key, "v", None, None, None, "", code))
+        if key in RESULT_KEYS:
+            out.append((pid, seq, key, "r", str(raw) if raw else None, None, None, None,
+                        ("true" if raw else "false") if isinstance(raw, bool) else None))
     return out
 
 
@@ -102,10 +109,10 @@ def record_rows(pid: int, rec: PatientRecord):
         facts.append((pid, seq, f.id, f.kind.value, first.system, first.code, f.start.isoformat(sep=" "),
                       f.end.isoformat(sep=" ") if f.end else None, f.value, f.unit, f.status, f.source_system,
                       f.care_setting.value, f.exception_type.value if f.exception_type else None))
-        for c in f.codes[1:]:
-            codings.append((pid, seq, "code", c.system, c.code))
-        for c in f.value_codes:
-            codings.append((pid, seq, "value_code", c.system, c.code))
+        for i, c in enumerate(f.codes[1:], start=1):
+            codings.append((pid, seq, "code", i, c.system, c.code))
+        for i, c in enumerate(f.value_codes):
+            codings.append((pid, seq, "value_code", i, c.system, c.code))
         if f.attrs:
             attrs.extend(attr_rows(pid, seq, f.attrs))
     return patient_row(pid, rec), facts, codings, attrs
