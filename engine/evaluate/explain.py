@@ -38,7 +38,8 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
         inner = clauses(n.node, d, truth)
         label = n.name.replace("_", " ")
         if isinstance(ir.unwrap(n.node), (ir.And, ir.Or, ir.Not)):
-            return [f"{label}: {'yes' if truth else 'no'}"]
+            head = f"{label}: {'yes' if truth else 'no'}"
+            return [f"{head} ({'; '.join(inner)})"] if inner else [head]
         return inner or [f"{label}: {'yes' if truth else 'no'}"]
     if isinstance(n, ir.Not):
         return clauses(n.item, d, not truth)
@@ -51,6 +52,17 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
         return out[:MAX_CLAUSES]
     if isinstance(n, ir.Const):
         return []
+    if isinstance(n, ir.Present):  # `x.value is missing`, `x.result is missing`
+        item = ir.unwrap(n.item)
+        v = d.eval(n.item)
+        if isinstance(item, ir.Attr):
+            ev = d.eval(item.event)
+            what = ir.describe(item.event)
+            if not isinstance(ev, Ev):
+                return [f"no {what}"]
+            name = "end date" if item.name == "end" else item.name
+            return [f"{what} on {ev.day.isoformat()}: {name} {fmt_value(v) if v is not None else 'not recorded'}"]
+        return [f"{ir.describe(n.item)} {'recorded' if v is not None else 'not recorded'}"]
     if isinstance(n, ir.Exists):
         src = d.eval(n.source)
         events = src if isinstance(src, list) else [src] if src is not None else []

@@ -547,6 +547,29 @@ def _medication_codes(e: _Entry, ctx: "_Ctx") -> list[Coding]:
     return _require_codes(_codes(target.code), "the referenced Medication's code")
 
 
+_SUPPLY_DAYS = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7}
+
+
+def _supply_end(r: Any, start: dt.datetime, warnings: list[str], base: str) -> tuple[dt.datetime | None, tuple | None]:
+    """A MedicationRequest with no end date lasts its days' supply: dispenseRequest.expectedSupplyDuration
+    x (1 + numberOfRepeatsAllowed), from the start day to the last day covered (eCQM
+    CumulativeMedicationDuration: Interval[start, start + total days - 1 day])."""
+    dr = r.dispenseRequest
+    q = dr.expectedSupplyDuration if dr is not None else None
+    if q is None or q.value is None:
+        return None, None
+    per_unit = _SUPPLY_DAYS.get((q.code or q.unit or "").strip().lower())
+    if per_unit is None:
+        warnings.append(f"{base}/dispenseRequest/expectedSupplyDuration: unit {q.code or q.unit!r} is not days or "
+                        f"weeks; no end date derived from the supply")
+        return None, None
+    total = float(q.value) * per_unit * (1 + (dr.numberOfRepeatsAllowed or 0))
+    if total < 1:
+        return None, None
+    last_day = start.date() + dt.timedelta(days=int(total) - 1)
+    return dt.datetime.combine(last_day, dt.time(23, 59, 59)), ("dispenseRequest", "expectedSupplyDuration")
+
+
 def _medication(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
     r, w = e.model, ctx.warnings
     codes = _medication_codes(e, ctx)
@@ -563,6 +586,8 @@ def _medication(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
                 start, paths = _when(per.start, w, e.base), {"start": (name,)}
             if end is None and per.end is not None:
                 end, end_path = _when(per.end, w, e.base), (name,)
+        if end is None and start is not None:  # supply-based end, as eCQM medicationRequestPeriod()
+            end, end_path = _supply_end(r, start, w, e.base)
         what = "authoredOn / dosage bounds / validityPeriod"
     elif e.rtype == "MedicationStatement":
         start, end, paths = _pick_time(r, ["effectiveDateTime", "effectivePeriod", "dateAsserted"], w, e.base)
