@@ -648,6 +648,19 @@ def evaluate_population(con, protocol: Protocol, as_of: dt.date, period_start: d
     return con.sql(prepare(con, protocol, as_of, period_start, tables).sql)
 
 
+def results_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
+                       tables: dict[str, str] | None = None) -> dict[str, tuple[set[str], dict[str, Any]]]:
+    """nhs_number -> (keys of the conditions that held, the summary fact), from one query."""
+    compiled = prepare(con, protocol, as_of, period_start, tables)
+    keys, names = compiled.conditions, list(compiled.fields)
+    cols = ", ".join(ident(k) for k in keys + names)
+    out = {}
+    for row in con.execute(f"SELECT nhs_number{', ' if cols else ''}{cols} FROM ({compiled.sql})").fetchall():
+        flags, values = row[1:1 + len(keys)], row[1 + len(keys):]
+        out[row[0]] = ({k for k, v in zip(keys, flags) if v}, dict(zip(names, values)))
+    return out
+
+
 def fired_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
                      tables: dict[str, str] | None = None) -> dict[str, set[str]]:
     """nhs_number -> keys of the conditions that held (as evaluator.fired_conditions returns them)."""
@@ -663,13 +676,7 @@ def fired_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.d
 def summaries_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
                          tables: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """nhs_number -> the summary fact (the dict lowering.summary_fact builds), for cross-engine checks."""
-    compiled = prepare(con, protocol, as_of, period_start, tables)
-    names = list(compiled.fields)
-    cols = ", ".join(ident(f) for f in names)
-    out = {}
-    for row in con.execute(f"SELECT nhs_number{', ' if cols else ''}{cols} FROM ({compiled.sql})").fetchall():
-        out[row[0]] = dict(zip(names, row[1:]))
-    return out
+    return {k: v[1] for k, v in results_by_patient(con, protocol, as_of, period_start, tables).items()}
 
 
 _adapter: dict[str, Any] = {}
