@@ -1,0 +1,166 @@
+"""The carepath HTTP service (FastAPI).
+
+    app = create_app(database_url=None, protocols_dir=Path("protocols"))
+
+Runs the registry migrations on start, loads the protocol library (reloaded when the files
+change, e.g. after a publish by another process) and serves the routers in `api/routers/`.
+OpenAPI at /openapi.json, interactive docs at /docs.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlmodel import Session, select
+
+from api.db import Engines, make_engines
+from api.security import Pseudonymiser, Tokens
+from engine.protocols.library import Library, load_library, protocol_files
+from engine.registry.access import ServiceKeyRow
+from engine.registry.db import database_url as default_database_url, upgrade
+from engine.registry.tables import utcnow
+
+DEFAULT_TOKEN_TTL = 8 * 3600
+COOKIE_NAME = "carepath_session"
+
+
+class LibraryHolder:
+    """The protocol library, reloaded when any protocol file under the folder changes."""
+
+    def __init__(self, root: Path, check_every: float = 1.0):
+        self.root = Path(root)
+        self.check_every = check_every
+        self._lock = threading.Lock()
+        self._fingerprint: tuple | None = None
+        self._checked = 0.0
+        self._library: Library | None = None
+
+    def _fp(self) -> tuple:
+        out = []
+        for f in protocol_files([self.root]):
+            try:
+                st = f.stat()
+            except OSError:
+                continue
+            out.append((str(f), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def get(self, force: bool = False) -> Library:
+        now = time.monotonic()
+        if not force and self._library is not None and now - self._checked < self.check_every:
+            return self._library
+        with self._lock:
+            fp = self._fp()
+            self._checked = time.monotonic()
+            if force or self._library is None or fp != self._fingerprint:
+                self._library = load_library([self.root])
+                self._fingerprint = fp
+            return self._library
+
+    def reload(self) -> Library:
+        return self.get(force=True)
+
+
+@dataclass
+class AppState:
+    engines: Engines
+    database_url: str
+    protocols: LibraryHolder
+    protocols_dir: Path
+    tokens: Tokens
+    pseudonymise: Pseudonymiser
+    clock: Callable[[], dt.datetime] = utcnow
+    cookie_secure: bool = False
+    publish_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def library(self) -> Library:
+        return self.protocols.get()
+
+    def now(self) -> dt.datetime:
+        return self.clock()
+
+
+def _service_key(engines: Engines, name: str) -> str:
+    """A random key kept in the database, made on first use (same for every worker process)."""
+    with Session(engines.write) as s:
+        row = s.get(ServiceKeyRow, name)
+        if row is None:
+            s.add(ServiceKeyRow(name=name, value=secrets.token_urlsafe(48)))
+            try:
+                s.commit()
+            except IntegrityError:  # another process made it first
+                s.rollback()
+        row = s.exec(select(ServiceKeyRow).where(ServiceKeyRow.name == name)).one()
+        return row.value
+
+
+def create_app(database_url: str | None = None, protocols_dir: Path = Path("protocols"), *,
+               secret_key: str | None = None, token_ttl: int | None = None,
+               clock: Callable[[], dt.datetime] | None = None, migrate: bool = True) -> FastAPI:
+    url = database_url or default_database_url()
+    if migrate:
+        upgrade(url)
+    engines = make_engines(url)
+    secret = secret_key or os.environ.get("CAREPATH_SECRET_KEY") or _service_key(engines, "token-signing")
+    pseudo_key = os.environ.get("CAREPATH_PSEUDONYM_KEY") or _service_key(engines, "pseudonym")
+    ttl = token_ttl or int(os.environ.get("CAREPATH_TOKEN_TTL", DEFAULT_TOKEN_TTL))
+    holder = LibraryHolder(Path(protocols_dir))
+    holder.get()
+    state = AppState(engines=engines, database_url=url, protocols=holder, protocols_dir=Path(protocols_dir),
+                     tokens=Tokens(secret, ttl), pseudonymise=Pseudonymiser(pseudo_key), clock=clock or utcnow,
+                     cookie_secure=os.environ.get("CAREPATH_COOKIE_SECURE", "") in ("1", "true", "yes"))
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        engines.dispose()
+
+    app = FastAPI(title="carepath", version="0.1.0", lifespan=lifespan,
+                  description="Clinical protocols evaluated into care plans, worklists, MDT lists and audit. "
+                              "Log in with POST /auth/token (OAuth2 password form) and send "
+                              "`Authorization: Bearer <token>`, or POST /auth/login for a session cookie.")
+    app.state.carepath = state
+
+    from api.routers import audit, auth, fhir, ingest, mdt, patients, protocols, users, worklists
+
+    for module in (auth, users, ingest, patients, worklists, mdt, audit, protocols, fhir):
+        app.include_router(module.router)
+
+    from api.schemas import HealthOut
+
+    @app.get("/health", response_model=HealthOut, tags=["service"])
+    def health():
+        """No login needed: is the service up, which database kind, which protocols are loaded."""
+        lib = state.library
+        return HealthOut(status="ok", database=engines.read.dialect.name, protocols=[p.key for p in lib.protocols],
+                         protocol_problems=len(lib.errors))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError):
+        errors = []
+        for e in exc.errors():
+            loc = list(e.get("loc", ()))
+            where = loc[0] if loc else "body"
+            parts = loc[1:] if where == "body" else loc
+            errors.append({"pointer": "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts),
+                           "message": f"{where}: {e.get('msg')}"})
+        return JSONResponse(status_code=422, content={"detail": "invalid request", "errors": errors})
+
+    @app.exception_handler(DataError)
+    async def _data_error(_request: Request, exc: DataError):
+        # A value the database cannot hold (e.g. out of range): the client's input, not our failure.
+        return JSONResponse(status_code=422, content={"detail": f"value not accepted by the database: {exc.orig}", "errors": []})
+
+    return app

@@ -1,0 +1,146 @@
+"""Audit figures: measure counts per practice / MDT / locality / area, rates with a Wilson 95%
+interval, and peer comparison against the area on funnel-plot limits (95% and 99.8%).
+
+Live figures come from the stored per-patient evaluations (`patient_evaluation.result`, one per
+patient per protocol, kept current by ingest and re-evaluation); snapshots for trends evaluate
+everyone as of a reporting date (`take_snapshot`) and store only the counts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+
+from sqlmodel import Session, select
+
+from engine.evaluate.evaluator import evaluate
+from engine.protocols.library import Library
+from engine.registry.access import AuditSnapshotRow
+from engine.registry.ingest import iter_records
+from engine.registry.outputs import PatientEvaluationRow
+from engine.registry.tables import PatientRow
+
+UNIT_KINDS = ("practice", "mdt", "locality", "area")
+AREA = "area"
+Z95, Z998 = 1.959964, 3.090232
+
+
+@dataclass
+class Counts:
+    protocol: str
+    version: str
+    measure: str
+    title: str
+    unit_kind: str
+    unit: str
+    initial_population: int = 0
+    denominator: int = 0
+    exclusions: int = 0
+    numerator: int = 0
+    versions: set = field(default_factory=set)
+
+    def add(self, m: dict) -> None:
+        self.initial_population += bool(m.get("initial_population"))
+        self.denominator += bool(m.get("denominator"))
+        self.exclusions += bool(m.get("exclusion"))
+        self.numerator += bool(m.get("numerator"))
+
+    @property
+    def eligible(self) -> int:
+        return self.denominator - self.exclusions
+
+    @property
+    def rate(self) -> float | None:
+        return self.numerator / self.eligible if self.eligible > 0 else None
+
+
+def unit_of(p: PatientRow, kind: str) -> str | None:
+    return AREA if kind == AREA else getattr(p, kind)
+
+
+def wilson(num: int, n: int, z: float = Z95) -> tuple[float, float] | None:
+    if n <= 0:
+        return None
+    p = num / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def funnel(p0: float | None, n: int, z: float) -> tuple[float, float] | None:
+    if p0 is None or n <= 0:
+        return None
+    half = z * math.sqrt(p0 * (1 - p0) / n)
+    return round(max(0.0, p0 - half), 4), round(min(1.0, p0 + half), 4)
+
+
+def aggregate(rows: list[tuple[PatientRow, PatientEvaluationRow]], unit_kind: str) -> tuple[dict, dict]:
+    """(per unit counts, area counts) keyed by (protocol, measure[, unit])."""
+    per_unit: dict[tuple, Counts] = {}
+    area: dict[tuple, Counts] = {}
+    for p, e in rows:
+        res = e.result or {}
+        unit = unit_of(p, unit_kind) or "(none)"
+        for m in res.get("measures", []):
+            k = (e.protocol, m["measure"])
+            for store, key, kind, u in ((per_unit, (*k, unit), unit_kind, unit), (area, k, AREA, AREA)):
+                c = store.get(key)
+                if c is None:
+                    c = store[key] = Counts(e.protocol, e.version, m["measure"], m.get("title", m["measure"]), kind, u)
+                c.versions.add(e.version)
+                c.add(m)
+    return per_unit, area
+
+
+def figures(c: Counts, area: Counts | None) -> dict:
+    p0 = area.rate if area else None
+    out = dict(protocol=c.protocol, version=", ".join(sorted(c.versions)) or c.version, measure=c.measure, title=c.title,
+               unit_kind=c.unit_kind, unit=c.unit, initial_population=c.initial_population, denominator=c.denominator,
+               exclusions=c.exclusions, numerator=c.numerator, rate=round(c.rate, 4) if c.rate is not None else None,
+               ci95=wilson(c.numerator, c.eligible), area_rate=round(p0, 4) if p0 is not None else None,
+               funnel95=funnel(p0, c.eligible, Z95), funnel998=funnel(p0, c.eligible, Z998), comparison="no-data")
+    if c.rate is not None and out["funnel95"]:
+        lo, hi = out["funnel95"]
+        out["comparison"] = "above" if c.rate > hi else "below" if c.rate < lo else "within"
+    return out
+
+
+def stored_rows(s: Session, protocol: str | None = None) -> list[tuple[PatientRow, PatientEvaluationRow]]:
+    q = select(PatientRow, PatientEvaluationRow).join(PatientEvaluationRow, PatientEvaluationRow.patient_id == PatientRow.id)
+    if protocol:
+        q = q.where(PatientEvaluationRow.protocol == protocol)
+    return list(s.exec(q.order_by(PatientRow.nhs_number)))
+
+
+def take_snapshot(s: Session, library: Library, as_of: dt.date, taken_by: str, now: dt.datetime) -> tuple[int, int]:
+    """Evaluate everyone as of `as_of` (nothing but counts is stored) and replace that date's snapshot."""
+    protocols = [p for p in library.in_force(as_of) if p.measures]
+    agreements = library.agreements_in_force(as_of)
+    counts: dict[tuple, AuditSnapshotRow] = {}
+    patients = 0
+    for rec in iter_records(s):
+        patients += 1
+        ev = evaluate(rec, protocols, agreements, as_of=as_of)
+        p = rec.patient
+        for pr in ev.protocols:
+            for m in pr.measures:
+                for kind in UNIT_KINDS:
+                    unit = AREA if kind == AREA else getattr(p, kind)
+                    if unit is None:
+                        continue
+                    key = (pr.protocol, m.measure, kind, unit)
+                    row = counts.get(key)
+                    if row is None:
+                        row = counts[key] = AuditSnapshotRow(as_of=as_of, taken_at=now, taken_by=taken_by, protocol=pr.protocol,
+                                                             version=pr.version, measure=m.measure, unit_kind=kind, unit=unit)
+                    row.initial_population += m.initial_population
+                    row.denominator += m.denominator
+                    row.exclusions += m.exclusion
+                    row.numerator += m.numerator
+    for old in s.exec(select(AuditSnapshotRow).where(AuditSnapshotRow.as_of == as_of)):
+        s.delete(old)
+    s.flush()
+    for row in counts.values():
+        s.add(row)
+    return patients, len(counts)

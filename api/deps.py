@@ -1,0 +1,110 @@
+"""FastAPI dependencies: state, sessions, the current user (bearer token or session cookie),
+permission checks, patient scoping and the access log."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import OAuth2PasswordBearer
+from sqlmodel import Session, select
+
+from api.app import COOKIE_NAME, AppState
+from api.security import AUDITOR, PERMISSIONS, Scope
+from engine.registry.access import AccessLogRow, UserRow
+from engine.registry.tables import PatientRow
+
+oauth2 = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.carepath
+
+
+def read_session(state: AppState = Depends(get_state)) -> Iterator[Session]:
+    with Session(state.engines.read) as s:
+        yield s
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: int
+    username: str
+    role: str
+    mdt: str | None
+    practice: str | None
+    locality: str | None
+    scope: Scope
+
+    @property
+    def pseudonymised(self) -> bool:
+        return self.role == AUDITOR
+
+
+def log_access(state: AppState, request: Request | None, who: Principal | None, action: str, resource: str, *,
+               patients: Iterable[str] = (), status: int = 200, detail: dict | None = None,
+               session: Session | None = None, username: str | None = None) -> None:
+    """Append to the access log. With `session`, the row joins that (write) transaction."""
+    row = AccessLogRow(user_id=who.id if who else None, username=who.username if who else username,
+                       role=who.role if who else None, action=action,
+                       method=request.method if request else "-", path=str(request.url.path)[:500] if request else "-",
+                       resource=resource, status=status, patients=sorted(set(patients)), detail=detail or {},
+                       at=state.now())
+    if session is not None:
+        session.add(row)
+        return
+    with Session(state.engines.write) as s:
+        s.add(row)
+        s.commit()
+
+
+def _unauthorised(message: str) -> HTTPException:
+    return HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_user(request: Request, state: AppState = Depends(get_state), bearer: str | None = Depends(oauth2)) -> Principal:
+    token = bearer or request.cookies.get(COOKIE_NAME)
+    if not token:
+        raise _unauthorised("not logged in: send Authorization: Bearer <token> or log in for a session cookie")
+    parsed = state.tokens.read(token)
+    if parsed is None:
+        raise _unauthorised("token invalid or expired: log in again")
+    uid, version = parsed
+    with Session(state.engines.read) as s:
+        user = s.get(UserRow, uid)
+        if user is None or not user.active or user.token_version != version:
+            raise _unauthorised("token revoked: log in again")
+        return Principal(id=user.id, username=user.username, role=user.role, mdt=user.mdt, practice=user.practice,
+                         locality=user.locality, scope=Scope.of(user))
+
+
+def require(permission: str):
+    roles = PERMISSIONS[permission]
+
+    def dependency(request: Request, who: Principal = Depends(current_user), state: AppState = Depends(get_state)) -> Principal:
+        if who.role not in roles:
+            log_access(state, request, who, "denied", permission, status=403, detail={"reason": f"role {who.role}"})
+            raise HTTPException(status_code=403, detail=f"a {who.role} may not do this ({permission}: {', '.join(sorted(roles))})")
+        return who
+
+    dependency.__name__ = f"require_{permission.replace(':', '_')}"
+    return dependency
+
+
+def patient_in_scope(session: Session, state: AppState, request: Request, who: Principal, nhs_number: str,
+                     resource: str) -> PatientRow:
+    """The patient, or 404 / 403 (the refusal is logged)."""
+    row = session.exec(select(PatientRow).where(PatientRow.nhs_number == nhs_number)).first()
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no patient with NHS number {nhs_number}")
+    if who.pseudonymised or not who.scope.allows(row):
+        log_access(state, request, who, "denied", resource, patients=[nhs_number], status=403,
+                   detail={"reason": "patient outside the user's scope"})
+        raise HTTPException(status_code=403, detail="this patient is outside your MDT / practice / locality")
+    return row
+
+
+def scoped(query, who: Principal):
+    """Restrict a query that joins PatientRow to the user's scope."""
+    clause = who.scope.clause()
+    return query if clause is None else query.where(clause)

@@ -1,0 +1,176 @@
+"""Validating, previewing and publishing protocol versions.
+
+Decision (documented in the README): protocol versions are **files**, the library the engine
+already loads. Publishing version V of protocol P writes `P@V.yaml` next to P's existing files
+(so its value sets resolve the same way), or in the protocols folder for a new protocol. Old
+versions stay as they are; `Library.in_force` picks the highest active version in effect on a
+date. A `protocol_publication` row records who published which version when.
+
+Never half-published: the text is written to a hidden `.pending-*.yml.part` file in the target
+folder (not picked up by the library), loaded and checked with the real loader there; only a
+version with no errors is hard-linked to its final name in one step (`os.link`, which fails if
+the name exists, so two publishers of one version cannot both win), and the pending file is
+removed whatever happens.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from api.schemas import ProblemOut
+from engine.evaluate.evaluator import Options, evaluate
+from engine.protocols.errors import Location, Problem, ProtocolError
+from engine.protocols.library import Library, version_key
+from engine.protocols.loader import load_protocol
+from engine.protocols.model import Protocol
+from engine.records.model import PatientRecord
+
+SUBMITTED = "<submitted>"
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+SAFE_VERSION = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
+
+
+def problem_out(p: Problem, pending: str | None = None) -> ProblemOut:
+    file = SUBMITTED if pending and p.location.file == pending else p.location.file
+    q = Problem(Location(file, p.location.line, p.location.column), p.message, p.expected, p.suggestion, p.severity)
+    return ProblemOut(file=file, line=q.location.line, column=q.location.column, severity=q.severity, message=q.message,
+                      expected=q.expected, suggestion=q.suggestion, text=str(q))
+
+
+def _peek_id(text: str) -> str | None:
+    for line in text.splitlines():
+        s = line.strip()
+        if not s or s.startswith("#") or s == "---":
+            continue
+        m = re.match(r"^protocol:\s*['\"]?([^'\"#\s]+)", s)
+        return m.group(1) if m and SAFE_ID.match(m.group(1)) else None
+    return None
+
+
+def target_dir(lib: Library, root: Path, protocol_id: str | None) -> Path:
+    if protocol_id:
+        versions = [p for p in lib.protocols if p.id == protocol_id]
+        if versions:
+            latest = max(versions, key=lambda p: version_key(p.version))
+            d = Path(latest.source).parent
+            if d.resolve().is_relative_to(root.resolve()):
+                return d
+    return root
+
+
+@contextmanager
+def pending_file(directory: Path, text: str) -> Iterator[Path]:
+    path = directory / f".pending-{uuid.uuid4().hex}.yml.part"
+    path.write_text(text, encoding="utf-8")
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def check(lib: Library, path: Path) -> tuple[Protocol | None, list[Problem]]:
+    """Load the pending file with the real loader plus the checks that need the library."""
+    loc = Location(str(path), 1, 1)
+    if _peek_id(path.read_text(encoding="utf-8")) is None:
+        first = next((ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
+                      if ln.strip() and not ln.strip().startswith("#") and ln.strip() != "---"), "")
+        if first.startswith("agreement:"):
+            return None, [Problem(loc, "this is a role agreement; only pathway protocols are published here")]
+        if first.startswith("protocol:"):
+            return None, [Problem(loc, "the protocol id may only use letters, digits, '.', '-' and '_'")]
+    try:
+        proto = load_protocol(path)
+    except ProtocolError as e:
+        return None, list(e.problems)
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:  # defensive: loader choked
+        return None, [Problem(loc, f"the file could not be read: {e}")]
+    problems = list(proto.warnings)
+    if not SAFE_ID.match(proto.id) or not SAFE_VERSION.match(proto.version):
+        problems.append(Problem(loc, f"protocol id {proto.id!r} / version {proto.version!r} cannot name a file"))
+        return None, problems
+    same = [p for p in lib.protocols if p.id == proto.id]
+    existing = next((p for p in same if p.version == proto.version), None)
+    if existing is not None:
+        problems.append(Problem(loc, f"{proto.id} version {proto.version} is already published ({existing.source})",
+                                expected="a new version number"))
+    elif same:
+        latest = max(same, key=lambda p: version_key(p.version))
+        if version_key(proto.version) <= version_key(latest.version):
+            problems.append(Problem(loc, f"version {proto.version} is not newer than the latest, {latest.version}",
+                                    expected=f"a version above {latest.version}"))
+    if lib.agreements:  # the library's own cross-file checks (unassigned activities ...), as warnings
+        from engine.protocols.library import _cross_checks
+        trial = Library(protocols=[proto], agreements=list(lib.agreements))
+        _cross_checks(trial)
+        problems.extend(p for p in trial.problems if p.severity == "warning" and p.location.file == str(path))
+    return proto, problems
+
+
+def publish_file(pending: Path, proto: Protocol) -> Path:
+    """Give the checked pending file its final name atomically; FileExistsError if taken."""
+    target = pending.parent / f"{proto.id}@{proto.version}.yaml"
+    os.link(pending, target)
+    return target
+
+
+# ---- impact preview ------------------------------------------------------------------------------
+def impact(lib: Library, candidate: Protocol, records: Iterable[PatientRecord], as_of: dt.date) -> dict:
+    """Old (in force on `as_of`) vs candidate over the given population. Uses the reference Python
+    engine (identical outputs, proven by the spec tests) so drafts register no durable-rules ruleset."""
+    old = next((p for p in lib.in_force(as_of) if p.id == candidate.id), None)
+    agreements = lib.agreements_in_force(as_of)
+    opts = Options(engine="python")
+    totals = dict(patients_evaluated=0, entering_register=0, leaving_register=0, tasks_added=0, tasks_removed=0,
+                  flags_added=0, flags_removed=0)
+    by_role: dict[str, list[int]] = {}
+    by_practice: dict[str, list[int]] = {}
+    flags_practice: dict[str, list[int]] = {}
+    examples = []
+    for rec in records:
+        totals["patients_evaluated"] += 1
+        new = evaluate(rec, [candidate], agreements, as_of=as_of, options=opts).protocols[0]
+        before = evaluate(rec, [old], agreements, as_of=as_of, options=opts).protocols[0] if old else None
+        practice = rec.patient.practice or "(none)"
+        old_tasks = {t.key: t for t in (before.tasks if before else [])}
+        new_tasks = {t.key: t for t in new.tasks}
+        old_flags = {(f.key, f.level): f for f in (before.flags if before else [])}
+        new_flags = {(f.key, f.level): f for f in new.flags}
+        t_add = [new_tasks[k] for k in new_tasks.keys() - old_tasks.keys()]
+        t_rem = [old_tasks[k] for k in old_tasks.keys() - new_tasks.keys()]
+        f_add = [new_flags[k] for k in new_flags.keys() - old_flags.keys()]
+        f_rem = [old_flags[k] for k in old_flags.keys() - new_flags.keys()]
+        was_on = bool(before and before.on_register)
+        entering, leaving = new.on_register and not was_on, was_on and not new.on_register
+        totals["entering_register"] += entering
+        totals["leaving_register"] += leaving
+        totals["tasks_added"] += len(t_add)
+        totals["tasks_removed"] += len(t_rem)
+        totals["flags_added"] += len(f_add)
+        totals["flags_removed"] += len(f_rem)
+        for t in t_add:
+            by_role.setdefault(t.assigned.role, [0, 0])[0] += 1
+            by_practice.setdefault(practice, [0, 0])[0] += 1
+        for t in t_rem:
+            by_role.setdefault(t.assigned.role, [0, 0])[1] += 1
+            by_practice.setdefault(practice, [0, 0])[1] += 1
+        for i, fl in ((0, f_add), (1, f_rem)):
+            if fl:
+                flags_practice.setdefault(practice, [0, 0])[i] += len(fl)
+        if (entering or leaving or t_add or t_rem or f_add or f_rem) and len(examples) < 10:
+            examples.append({"nhs_number": rec.patient.nhs_number, "practice": rec.patient.practice,
+                             "register": "entering" if entering else "leaving" if leaving else ("on" if new.on_register else "off"),
+                             "tasks_added": sorted(t.title for t in t_add), "tasks_removed": sorted(t.title for t in t_rem),
+                             "flags_added": sorted(f"{f.text} ({f.level})" for f in f_add),
+                             "flags_removed": sorted(f"{f.text} ({f.level})" for f in f_rem)})
+
+    def rows(d):
+        return [{"key": k, "added": v[0], "removed": v[1]} for k, v in sorted(d.items())]
+
+    return dict(protocol=candidate.id, from_version=old.version if old else None, to_version=candidate.version, as_of=as_of,
+                **totals, tasks_by_role=rows(by_role), tasks_by_practice=rows(by_practice),
+                flags_by_practice=rows(flags_practice), examples=examples)

@@ -1,0 +1,76 @@
+"""Log in: a bearer token (POST /auth/token, OAuth2 password form) or a session cookie (POST /auth/login)."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.security import OAuth2PasswordRequestForm
+from sqlmodel import Session, select
+
+from api.app import COOKIE_NAME, AppState
+from api.deps import Principal, current_user, get_state, log_access
+from api.schemas import TokenOut, UserOut
+from api.security import DUMMY_HASH, verify_password
+from engine.registry.access import UserRow
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+def user_out(u: UserRow) -> UserOut:
+    return UserOut(username=u.username, full_name=u.full_name, role=u.role, mdt=u.mdt, practice=u.practice,
+                   locality=u.locality, active=u.active, created_at=u.created_at, last_login_at=u.last_login_at)
+
+
+def _authenticate(state: AppState, request: Request, username: str, password: str) -> tuple[str, UserRow]:
+    with Session(state.engines.write) as s:
+        user = s.exec(select(UserRow).where(UserRow.username == username.strip().lower())).first()
+        ok, rehash = verify_password(user.password_hash if user else DUMMY_HASH, password)
+        if user is None or not ok or not user.active:
+            log_access(state, request, None, "login", "auth", status=401, detail={"result": "refused"},
+                       username=username[:100].replace("\x00", ""))
+            raise HTTPException(status_code=401, detail="wrong username or password", headers={"WWW-Authenticate": "Bearer"})
+        if rehash:
+            user.password_hash = rehash
+        user.last_login_at = state.now()
+        s.add(user)
+        log_access(state, request, None, "login", "auth", detail={"result": "ok"}, username=user.username, session=s)
+        s.commit()
+        s.refresh(user)
+        return state.tokens.issue(user), user
+
+
+@router.post("/token", response_model=TokenOut, responses={401: {"description": "Wrong username or password"}})
+def token(request: Request, form: OAuth2PasswordRequestForm = Depends(), state: AppState = Depends(get_state)):
+    """OAuth2 password flow: form fields `username` and `password` -> a bearer token."""
+    tok, user = _authenticate(state, request, form.username, form.password)
+    return TokenOut(access_token=tok, expires_in=state.tokens.ttl, user=user_out(user))
+
+
+@router.post("/login", response_model=TokenOut, responses={401: {"description": "Wrong username or password"}})
+def login(request: Request, response: Response, form: OAuth2PasswordRequestForm = Depends(),
+          state: AppState = Depends(get_state)):
+    """Like /auth/token, and also sets an HttpOnly, SameSite=Lax session cookie for the web pages."""
+    tok, user = _authenticate(state, request, form.username, form.password)
+    response.set_cookie(COOKIE_NAME, tok, max_age=state.tokens.ttl, httponly=True, samesite="lax",
+                        secure=state.cookie_secure, path="/")
+    return TokenOut(access_token=tok, expires_in=state.tokens.ttl, user=user_out(user))
+
+
+@router.post("/logout", status_code=204)
+def logout(request: Request, response: Response, everywhere: bool = False, who: Principal = Depends(current_user),
+           state: AppState = Depends(get_state)):
+    """Clear the session cookie; with `everywhere=true` also revoke every token issued to this user."""
+    if everywhere:
+        with Session(state.engines.write) as s:
+            user = s.get(UserRow, who.id)
+            user.token_version += 1
+            s.add(user)
+            log_access(state, request, who, "write", "auth", detail={"revoked": "all tokens"}, session=s)
+            s.commit()
+    response.delete_cookie(COOKIE_NAME, path="/")
+    response.status_code = 204
+    return response
+
+
+@router.get("/me", response_model=UserOut)
+def me(who: Principal = Depends(current_user), state: AppState = Depends(get_state)):
+    with Session(state.engines.read) as s:
+        return user_out(s.get(UserRow, who.id))

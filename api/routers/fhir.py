@@ -1,0 +1,126 @@
+"""FHIR R4 out: CarePlan, Task, Flag, MeasureReport (individual and summary), validated with
+fhir.resources.R4B. Searches return a `searchset` Bundle. Content type application/fhir+json."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from sqlmodel import Session, select
+
+from api import fhir_out
+from api.app import AppState
+from api.audit_calc import aggregate, figures, stored_rows
+from api.deps import Principal, get_state, log_access, patient_in_scope, require
+from api.schemas import NHS_PATTERN, ShortText
+from engine.evaluate.derive import Context
+from engine.evaluate.outputs import ProtocolResult
+from engine.protocols import ir
+from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow, TaskRow
+from engine.registry.tables import PatientRow
+
+router = APIRouter(prefix="/fhir", tags=["fhir"])
+FHIR_JSON = "application/fhir+json"
+PATIENT = Query(..., pattern=NHS_PATTERN, description="NHS number")
+RESP = {200: {"content": {FHIR_JSON: {}}}, 404: {"description": "No such patient"}, 403: {"description": "Outside your scope"}}
+
+
+def fhir(content: dict) -> JSONResponse:
+    return JSONResponse(content=content, media_type=FHIR_JSON)
+
+
+def _period(state: AppState, protocol: str, reference: dt.date) -> tuple[dt.date, dt.date]:
+    p = state.library.find(protocol)
+    ctx = Context.as_of(reference, p.period if p else ir.Duration(12, "months"), None)
+    return ctx.period_start, ctx.period_end
+
+
+@router.get("/CarePlan", response_class=JSONResponse, responses=RESP)
+def care_plans(request: Request, patient: str = PATIENT, who: Principal = Depends(require("patient:read")),
+               state: AppState = Depends(get_state)):
+    with Session(state.engines.read) as s:
+        p = patient_in_scope(s, state, request, who, patient, "fhir-careplan")
+        evals = s.exec(select(PatientEvaluationRow).where(PatientEvaluationRow.patient_id == p.id)
+                       .order_by(PatientEvaluationRow.protocol)).all()
+        out = fhir_out.bundle([fhir_out.care_plan(p, ProtocolResult(**e.result), e.reference_date, e.evaluated_at) for e in evals])
+    log_access(state, request, who, "read", "fhir-careplan", patients=[patient])
+    return fhir(out)
+
+
+@router.get("/Task", response_class=JSONResponse, responses=RESP)
+def tasks(request: Request, patient: str = PATIENT, include_closed: bool = False,
+          who: Principal = Depends(require("patient:read")), state: AppState = Depends(get_state)):
+    with Session(state.engines.read) as s:
+        p = patient_in_scope(s, state, request, who, patient, "fhir-task")
+        q = select(TaskRow).where(TaskRow.patient_id == p.id)
+        if not include_closed:
+            q = q.where(TaskRow.status.in_(OPEN_STATUSES))
+        rows = s.exec(q.order_by(TaskRow.id)).all()
+        out = fhir_out.bundle([fhir_out.task(t, p) for t in rows])
+    log_access(state, request, who, "read", "fhir-task", patients=[patient])
+    return fhir(out)
+
+
+@router.get("/Task/{task_id}", response_class=JSONResponse, responses=RESP)
+def task(request: Request, task_id: int = Path(..., ge=1, le=2**31 - 1), who: Principal = Depends(require("patient:read")),
+         state: AppState = Depends(get_state)):
+    with Session(state.engines.read) as s:
+        row = s.exec(select(TaskRow, PatientRow).join(PatientRow, PatientRow.id == TaskRow.patient_id)
+                     .where(TaskRow.id == task_id)).first()
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"no task {task_id}")
+        t, p = row
+        patient_in_scope(s, state, request, who, p.nhs_number, "fhir-task")
+        history = s.exec(select(TaskEventRow).where(TaskEventRow.task_id == t.id).order_by(TaskEventRow.id)).all()
+        out = fhir_out.task(t, p, list(history))
+    log_access(state, request, who, "read", "fhir-task", patients=[p.nhs_number])
+    return fhir(out)
+
+
+@router.get("/Flag", response_class=JSONResponse, responses=RESP)
+def flags(request: Request, patient: str = PATIENT, include_inactive: bool = False,
+          who: Principal = Depends(require("patient:read")), state: AppState = Depends(get_state)):
+    with Session(state.engines.read) as s:
+        p = patient_in_scope(s, state, request, who, patient, "fhir-flag")
+        q = select(FlagRow).where(FlagRow.patient_id == p.id)
+        if not include_inactive:
+            q = q.where(FlagRow.active)
+        out = fhir_out.bundle([fhir_out.flag(f, p) for f in s.exec(q.order_by(FlagRow.id))])
+    log_access(state, request, who, "read", "fhir-flag", patients=[patient])
+    return fhir(out)
+
+
+@router.get("/MeasureReport", response_class=JSONResponse, responses=RESP)
+def individual_reports(request: Request, patient: str = PATIENT, measure: ShortText | None = None,
+                       who: Principal = Depends(require("patient:read")), state: AppState = Depends(get_state)):
+    """Individual MeasureReports: one per measure of every protocol evaluated for the patient."""
+    with Session(state.engines.read) as s:
+        p = patient_in_scope(s, state, request, who, patient, "fhir-measurereport")
+        reports = []
+        for e in s.exec(select(PatientEvaluationRow).where(PatientEvaluationRow.patient_id == p.id)
+                        .order_by(PatientEvaluationRow.protocol)):
+            period = _period(state, e.protocol, e.reference_date)
+            for m in (e.result or {}).get("measures", []):
+                if measure and m["measure"] != measure:
+                    continue
+                reports.append(fhir_out.individual_report(p, e.protocol, e.version, m, period, e.evaluated_at))
+    log_access(state, request, who, "read", "fhir-measurereport", patients=[patient])
+    return fhir(fhir_out.bundle(reports))
+
+
+@router.get("/MeasureReport/summary", response_class=JSONResponse, responses={200: {"content": {FHIR_JSON: {}}}})
+def summary_reports(measure: ShortText | None = None, protocol: ShortText | None = None,
+                    unit_kind: Literal["practice", "mdt", "locality", "area"] = "area", unit: ShortText | None = None,
+                    who: Principal = Depends(require("audit:read")), state: AppState = Depends(get_state)):
+    """Summary MeasureReports (counts and rate) per unit, from the stored evaluations."""
+    with Session(state.engines.read) as s:
+        rows = stored_rows(s, protocol)
+    per_unit, area = aggregate(rows, unit_kind)
+    ref = max((e.reference_date for _, e in rows), default=state.now().date())
+    reports = []
+    for key, c in sorted(per_unit.items()):
+        if (measure and c.measure != measure) or (unit and c.unit != unit):
+            continue
+        reports.append(fhir_out.summary_report(figures(c, area.get(key[:2])), _period(state, c.protocol, ref), state.now()))
+    return fhir(fhir_out.bundle(reports))

@@ -1,0 +1,168 @@
+"""MDT case-conference lists and their outcomes.
+
+Who is on one MDT's list (patients whose MDT it is, or with tasks assigned to it):
+- open escalation tasks (new = raised since the patient's last recorded outcome at this MDT),
+- overdue urgent or high priority tasks,
+- active red flags,
+- the highest risk tier, once a risk-stratification protocol exists: `risk_tier()` is the hook.
+Ordered by risk tier, new escalations, overdue urgent tasks, then red flags.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from sqlalchemy import func, or_
+from sqlmodel import Session, select
+
+from api.app import AppState
+from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
+from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut
+from api.security import CLINICAL_LEAD
+from api.views import flag_out, name_of, task_out
+from engine.registry.access import MdtOutcomeRow
+from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow
+from engine.registry.tables import PatientRow
+
+router = APIRouter(prefix="/mdts", tags=["mdt"])
+MDT = Path(..., pattern=r"^[A-Za-z0-9._-]{1,100}$")
+
+RISK_PROTOCOL = "risk-stratification"  # the protocol the risk tier will come from (another issue)
+HIGHEST_TIER = 3  # Kaiser-style: 3 = highest risk
+
+
+def risk_tier(evaluations: dict[str, dict]) -> int | None:
+    """Hook for risk stratification. When a `risk-stratification` protocol is in force, its stored
+    result is read: the highest `risk-tier-<n>` flag code it raised is the patient's tier. Until then
+    every patient has no tier and the list is built from escalations, overdue urgent tasks and red flags."""
+    result = evaluations.get(RISK_PROTOCOL)
+    if not result:
+        return None
+    tiers = [int(f["code"].rsplit("-", 1)[1]) for f in result.get("flags", [])
+             if str(f.get("code", "")).startswith("risk-tier-") and f["code"].rsplit("-", 1)[1].isdigit()]
+    return max(tiers) if tiers else None
+
+
+def _check_mdt(request: Request, state: AppState, who: Principal, mdt: str) -> None:
+    if who.role == CLINICAL_LEAD and who.scope.everyone:
+        return
+    if who.mdt != mdt and not (who.role == CLINICAL_LEAD and (who.locality or who.practice)):
+        log_access(state, request, who, "denied", "mdt", status=403, detail={"reason": f"not a member of MDT {mdt}"})
+        raise HTTPException(status_code=403, detail=f"you are not a member of MDT {mdt}")
+
+
+def outcome_out(o: MdtOutcomeRow, nhs: str) -> OutcomeOut:
+    return OutcomeOut(id=o.id, mdt=o.mdt, nhs_number=nhs, meeting_date=o.meeting_date, outcome=o.outcome, actions=o.actions,
+                      recorded_by=o.recorded_by, recorded_at=o.recorded_at)
+
+
+@router.get("", response_model=list[MdtOut])
+def list_mdts(who: Principal = Depends(require("mdt:read")), state: AppState = Depends(get_state)):
+    """The MDTs you can see, with patient and open escalation counts."""
+    with Session(state.engines.read) as s:
+        counts = s.exec(scoped(select(PatientRow.mdt, func.count()).where(PatientRow.mdt.is_not(None)), who)
+                        .group_by(PatientRow.mdt)).all()
+        esc = dict(s.exec(scoped(select(PatientRow.mdt, func.count()).join(TaskRow, TaskRow.patient_id == PatientRow.id)
+                                 .where(TaskRow.kind == "escalation", TaskRow.status.in_(OPEN_STATUSES)), who)
+                          .group_by(PatientRow.mdt)).all())
+    return [MdtOut(mdt=m, patients=n, open_escalations=esc.get(m, 0)) for m, n in sorted(counts)
+            if who.role == CLINICAL_LEAD or m == who.mdt]
+
+
+@router.get("/{mdt}/case-conference", response_model=CaseConferenceOut, responses={403: {"description": "Not your MDT"}})
+def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None = Query(None, description="Default today"),
+                    who: Principal = Depends(require("mdt:read")), state: AppState = Depends(get_state)):
+    """The patients this MDT should discuss, why, and any outcome already recorded for the meeting."""
+    _check_mdt(request, state, who, mdt)
+    now = state.now()
+    meeting = meeting_date or now.date()
+    with Session(state.engines.read) as s:
+        member = or_(PatientRow.mdt == mdt, PatientRow.id.in_(select(TaskRow.patient_id).where(TaskRow.provider == mdt)))
+        patients = {p.id: p for p in s.exec(scoped(select(PatientRow).where(member), who))}
+        ids = list(patients)
+        tasks = s.exec(select(TaskRow).where(TaskRow.patient_id.in_(ids), TaskRow.status.in_(OPEN_STATUSES))).all() if ids else []
+        flags = s.exec(select(FlagRow).where(FlagRow.patient_id.in_(ids), FlagRow.active, FlagRow.level == "red")).all() if ids else []
+        evals: dict[int, dict[str, dict]] = {}
+        for e in (s.exec(select(PatientEvaluationRow).where(PatientEvaluationRow.patient_id.in_(ids),
+                                                            PatientEvaluationRow.protocol == RISK_PROTOCOL)) if ids else []):
+            evals.setdefault(e.patient_id, {})[e.protocol] = e.result
+        outcomes: dict[int, list[MdtOutcomeRow]] = {}
+        for o in (s.exec(select(MdtOutcomeRow).where(MdtOutcomeRow.mdt == mdt, MdtOutcomeRow.patient_id.in_(ids))
+                         .order_by(MdtOutcomeRow.recorded_at, MdtOutcomeRow.id)) if ids else []):
+            outcomes.setdefault(o.patient_id, []).append(o)
+    by_patient: dict[int, dict] = {i: {"esc": [], "late": [], "red": []} for i in ids}
+    for t in tasks:
+        if t.kind == "escalation":
+            by_patient[t.patient_id]["esc"].append(t)
+        elif t.priority in ("urgent", "high") and t.due < now:
+            by_patient[t.patient_id]["late"].append(t)
+    for f in flags:
+        by_patient[f.patient_id]["red"].append(f)
+    out = []
+    for pid, b in by_patient.items():
+        p = patients[pid]
+        tier = risk_tier(evals.get(pid, {}))
+        if not (b["esc"] or b["late"] or b["red"] or (tier is not None and tier >= HIGHEST_TIER)):
+            continue
+        history = outcomes.get(pid, [])
+        last = history[-1] if history else None
+        today = next((o for o in reversed(history) if o.meeting_date == meeting), None)
+        since = max((o.recorded_at for o in history if o.meeting_date < meeting), default=None)
+        new_esc = any(since is None or t.raised_at > since for t in b["esc"])
+        reasons = []
+        if tier is not None and tier >= HIGHEST_TIER:
+            reasons.append(f"highest risk tier ({tier})")
+        for t in b["esc"]:
+            reasons.append(f"{'new ' if since is None or t.raised_at > since else ''}escalation: {t.title}")
+        for t in b["late"]:
+            reasons.append(f"overdue {t.priority} task: {t.title} (due {t.due:%Y-%m-%d %H:%M})")
+        for f in b["red"]:
+            reasons.append(f"red flag: {f.text}")
+        out.append(CasePatientOut(nhs_number=p.nhs_number, name=name_of(p), practice=p.practice, risk_tier=tier, reasons=reasons,
+                                  new_escalation=new_esc, escalations=[task_out(t, p, now) for t in b["esc"]],
+                                  overdue_urgent=[task_out(t, p, now) for t in sorted(b["late"], key=lambda t: t.due)],
+                                  red_flags=[flag_out(f, p) for f in b["red"]],
+                                  outcome=outcome_out(today, p.nhs_number) if today else None,
+                                  last_outcome=outcome_out(last, p.nhs_number) if last else None))
+    out.sort(key=lambda c: (-(c.risk_tier or 0), not c.new_escalation, -len(c.escalations),
+                            -sum(t.priority == "urgent" for t in c.overdue_urgent), -len(c.overdue_urgent), -len(c.red_flags),
+                            c.nhs_number))
+    log_access(state, request, who, "read", "mdt-list", patients=[c.nhs_number for c in out], detail={"mdt": mdt})
+    return CaseConferenceOut(mdt=mdt, meeting_date=meeting, generated_at=now, patients=out)
+
+
+@router.post("/{mdt}/outcomes", response_model=OutcomeOut, status_code=201,
+             responses={403: {"description": "Not your MDT"}, 404: {"description": "No such patient"},
+                        422: {"description": "Patient not under this MDT"}})
+def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Principal = Depends(require("mdt:write")),
+                   state: AppState = Depends(get_state)):
+    """Record what the case conference decided for one patient."""
+    _check_mdt(request, state, who, mdt)
+    with Session(state.engines.write) as s:
+        p = patient_in_scope(s, state, request, who, body.nhs_number, "mdt-outcome")
+        assigned = s.exec(select(TaskRow.id).where(TaskRow.patient_id == p.id, TaskRow.provider == mdt)).first()
+        if p.mdt != mdt and assigned is None:
+            raise HTTPException(status_code=422, detail=f"patient {p.nhs_number} is not under MDT {mdt}")
+        row = MdtOutcomeRow(mdt=mdt, patient_id=p.id, meeting_date=body.meeting_date, outcome=body.outcome,
+                            actions=body.actions, recorded_by=who.username, recorded_at=state.now())
+        s.add(row)
+        log_access(state, request, who, "write", "mdt-outcome", patients=[p.nhs_number], session=s, detail={"mdt": mdt})
+        s.commit()
+        s.refresh(row)
+        return outcome_out(row, p.nhs_number)
+
+
+@router.get("/{mdt}/outcomes", response_model=list[OutcomeOut], responses={403: {"description": "Not your MDT"}})
+def list_outcomes(request: Request, mdt: str = MDT, nhs_number: str | None = Query(None, pattern=r"^[0-9]{10}$"),
+                  who: Principal = Depends(require("mdt:read")), state: AppState = Depends(get_state)):
+    """Recorded outcomes for this MDT (newest first), optionally for one patient."""
+    _check_mdt(request, state, who, mdt)
+    with Session(state.engines.read) as s:
+        q = scoped(select(MdtOutcomeRow, PatientRow).join(PatientRow, PatientRow.id == MdtOutcomeRow.patient_id)
+                   .where(MdtOutcomeRow.mdt == mdt), who)
+        if nhs_number:
+            q = q.where(PatientRow.nhs_number == nhs_number)
+        rows = s.exec(q.order_by(MdtOutcomeRow.meeting_date.desc(), MdtOutcomeRow.id.desc())).all()
+    out = [outcome_out(o, p.nhs_number) for o, p in rows]
+    log_access(state, request, who, "read", "mdt-outcome", patients=[o.nhs_number for o in out], detail={"mdt": mdt})
+    return out

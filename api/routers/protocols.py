@@ -1,0 +1,199 @@
+"""Protocols: list, view, source, version history, validate, impact preview, publish."""
+from __future__ import annotations
+
+from pathlib import Path as PPath
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, select
+
+from api.app import AppState
+from api.deps import Principal, get_state, log_access, require
+from api.protocol_store import check, impact, pending_file, problem_out, publish_file, target_dir, _peek_id
+from api.schemas import (ImpactIn, ImpactOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut, ValidationOut,
+                         VersionOut, YamlIn)
+from engine.protocols.library import version_key
+from engine.protocols.model import Protocol
+from engine.registry.access import ProtocolPublicationRow
+from engine.registry.ingest import iter_records
+
+router = APIRouter(prefix="/protocols", tags=["protocols"])
+PID = Path(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+VERSION = Query(None, pattern=r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
+NOT_FOUND = {404: {"description": "No such protocol or version"}}
+
+
+def _versions(state: AppState, pid: str) -> list[Protocol]:
+    found = sorted((p for p in state.library.protocols if p.id == pid), key=lambda p: version_key(p.version))
+    if not found:
+        raise HTTPException(status_code=404, detail=f"no protocol {pid!r}")
+    return found
+
+
+def _in_force_key(state: AppState, pid: str) -> str | None:
+    p = next((p for p in state.library.in_force(state.now().date()) if p.id == pid), None)
+    return p.key if p else None
+
+
+def _rel(state: AppState, path: str) -> str:
+    try:
+        return str(PPath(path).resolve().relative_to(state.protocols_dir.resolve()))
+    except ValueError:
+        return path
+
+
+@router.get("", response_model=list[ProtocolSummary])
+def list_protocols(who: Principal = Depends(require("protocol:read")), state: AppState = Depends(get_state)):
+    lib = state.library
+    today = state.now().date()
+    in_force = {p.id: p.version for p in lib.in_force(today)}
+    out = []
+    for pid in sorted({p.id for p in lib.protocols}):
+        vs = sorted((p for p in lib.protocols if p.id == pid), key=lambda p: version_key(p.version))
+        cur = next((p for p in vs if p.version == in_force.get(pid)), vs[-1])
+        out.append(ProtocolSummary(id=pid, title=cur.title, in_force_version=in_force.get(pid), latest_version=vs[-1].version,
+                                   versions=[p.version for p in vs], status=cur.status, owner=cur.owner))
+    return out
+
+
+def _detail(state: AppState, p: Protocol) -> ProtocolDetail:
+    def dur(d):
+        return str(d) if d is not None else None
+
+    rules = []
+    for r in p.rules:
+        rules.append({"id": r.id, "title": r.title, "because": r.because, "evidence": r.evidence,
+                      "task": {"title": r.task.title, "role": r.task.role, "priority": r.task.priority,
+                               "within": dur(r.task.within)} if r.task else None,
+                      "flag": {"code": r.flag.code, "level": r.flag.level, "text": r.flag.text} if r.flag else None,
+                      "escalation": {"to": r.escalation.to, "title": r.escalation.title,
+                                     "priority": r.escalation.priority} if r.escalation else None})
+    return ProtocolDetail(
+        id=p.id, version=p.version, title=p.title, status=p.status, effective=p.effective, owner=p.owner,
+        evidence=list(p.evidence), description=p.description, file=_rel(state, p.source), content_hash=p.content_hash,
+        in_force=_in_force_key(state, p.id) == p.key, valuesets=sorted(p.valuesets), definitions=sorted(p.definitions),
+        activities=[{"id": a.id, "title": a.title, "every": dur(a.every), "role": a.role, "priority": a.priority,
+                     "because": a.because, "patient_text": a.patient_text} for a in p.activities],
+        goals=[{"id": g.id, "title": g.title, "because": g.because, "patient_text": g.patient_text} for g in p.goals],
+        rules=rules, measures=[{"id": m.id, "title": m.title, "evidence": m.evidence} for m in p.measures])
+
+
+@router.get("/{protocol_id}", response_model=ProtocolDetail, responses=NOT_FOUND)
+def get_protocol(protocol_id: str = PID, version: str | None = VERSION, who: Principal = Depends(require("protocol:read")),
+                 state: AppState = Depends(get_state)):
+    """One version (default: the one in force today, else the latest)."""
+    vs = _versions(state, protocol_id)
+    if version:
+        p = next((p for p in vs if p.version == version), None)
+        if p is None:
+            raise HTTPException(status_code=404, detail=f"{protocol_id} has no version {version}")
+    else:
+        key = _in_force_key(state, protocol_id)
+        p = next((p for p in vs if p.key == key), vs[-1])
+    return _detail(state, p)
+
+
+@router.get("/{protocol_id}/source", response_model=SourceOut, responses=NOT_FOUND)
+def get_source(protocol_id: str = PID, version: str | None = VERSION, who: Principal = Depends(require("protocol:read")),
+               state: AppState = Depends(get_state)):
+    """The YAML a clinical lead wrote (default: latest version)."""
+    vs = _versions(state, protocol_id)
+    p = next((p for p in vs if p.version == version), None) if version else vs[-1]
+    if p is None:
+        raise HTTPException(status_code=404, detail=f"{protocol_id} has no version {version}")
+    return SourceOut(id=p.id, version=p.version, file=_rel(state, p.source), yaml=PPath(p.source).read_text(encoding="utf-8"))
+
+
+@router.get("/{protocol_id}/versions", response_model=list[VersionOut], responses=NOT_FOUND)
+def versions(protocol_id: str = PID, who: Principal = Depends(require("protocol:read")), state: AppState = Depends(get_state)):
+    """Version history: every version on file, which is in force, who published it and when."""
+    vs = _versions(state, protocol_id)
+    with Session(state.engines.read) as s:
+        pubs = {r.version: r for r in s.exec(select(ProtocolPublicationRow).where(ProtocolPublicationRow.protocol == protocol_id))}
+    key = _in_force_key(state, protocol_id)
+    return [VersionOut(version=p.version, status=p.status, effective=p.effective, file=_rel(state, p.source),
+                       content_hash=p.content_hash, in_force=p.key == key,
+                       published_by=pubs[p.version].published_by if p.version in pubs else None,
+                       published_at=pubs[p.version].published_at if p.version in pubs else None,
+                       note=pubs[p.version].note if p.version in pubs else None) for p in reversed(vs)]
+
+
+def _validation(proto, problems, pending) -> ValidationOut:
+    errors = [p for p in problems if p.severity == "error"]
+    return ValidationOut(valid=proto is not None and not errors, protocol=proto.id if proto else None,
+                         version=proto.version if proto else None, title=proto.title if proto else None,
+                         status=proto.status if proto else None,
+                         problems=[problem_out(p, str(pending)) for p in problems])
+
+
+@router.post("/validate", response_model=ValidationOut)
+def validate(body: YamlIn, who: Principal = Depends(require("protocol:validate")), state: AppState = Depends(get_state)):
+    """Check a protocol text as publishing would, without publishing: problems with line:column."""
+    lib = state.library
+    with pending_file(target_dir(lib, state.protocols_dir, _peek_id(body.yaml)), body.yaml) as pending:
+        proto, problems = check(lib, pending)
+        return _validation(proto, problems, pending)
+
+
+@router.post("/impact", response_model=ImpactOut, responses={422: {"model": ValidationOut, "description": "Invalid protocol"}})
+def impact_preview(body: ImpactIn, request: Request, who: Principal = Depends(require("protocol:impact")),
+                   state: AppState = Depends(get_state)):
+    """What publishing this text would change, evaluated over the registry population as of a date:
+    patients entering / leaving the register, tasks and flags added / removed by role and practice,
+    example patients. Nothing is stored."""
+    lib = state.library
+    as_of = body.as_of or state.now().date()
+    with pending_file(target_dir(lib, state.protocols_dir, _peek_id(body.yaml)), body.yaml) as pending:
+        proto, problems = check(lib, pending)
+        v = _validation(proto, problems, pending)
+    if not v.valid:
+        return JSONResponse(status_code=422, content=v.model_dump(mode="json"))
+    with Session(state.engines.read) as s:
+        result = impact(lib, proto, iter_records(s), as_of)
+    log_access(state, request, who, "read", "protocol-impact", patients=[e["nhs_number"] for e in result["examples"]],
+               detail={"protocol": proto.key, "patients": result["patients_evaluated"]})
+    return ImpactOut(**result)
+
+
+@router.post("/publish", response_model=PublishOut, status_code=201,
+             responses={422: {"model": ValidationOut, "description": "Invalid: the validator's problems; nothing published"},
+                        409: {"description": "That version was published meanwhile"}})
+def publish(body: YamlIn, request: Request, who: Principal = Depends(require("protocol:publish")),
+            state: AppState = Depends(get_state)):
+    """Publish a new protocol version: checked whole, then made visible in one step, or refused whole."""
+    with state.publish_lock:
+        lib = state.protocols.reload()
+        with pending_file(target_dir(lib, state.protocols_dir, _peek_id(body.yaml)), body.yaml) as pending:
+            proto, problems = check(lib, pending)
+            v = _validation(proto, problems, pending)
+            if not v.valid:
+                log_access(state, request, who, "write", "protocol", status=422,
+                           detail={"refused": v.protocol, "version": v.version,
+                                   "errors": sum(p.severity == "error" for p in v.problems)})
+                return JSONResponse(status_code=422, content=v.model_dump(mode="json"))
+            now = state.now()
+            with Session(state.engines.write) as s:
+                row = ProtocolPublicationRow(protocol=proto.id, version=proto.version, path="", content_hash=proto.content_hash,
+                                             published_by=who.username, published_at=now, note=body.note)
+                s.add(row)
+                try:
+                    s.flush()
+                    target = publish_file(pending, proto)
+                except (IntegrityError, FileExistsError):
+                    s.rollback()
+                    raise HTTPException(status_code=409, detail=f"{proto.id} {proto.version} was published meanwhile") from None
+                try:
+                    row.path = _rel(state, str(target))
+                    s.add(row)
+                    log_access(state, request, who, "write", "protocol", session=s,
+                               detail={"published": proto.key, "file": row.path})
+                    s.commit()
+                except Exception:
+                    target.unlink(missing_ok=True)
+                    raise
+        state.protocols.reload()
+    key = _in_force_key(state, proto.id)
+    return PublishOut(protocol=proto.id, version=proto.version, file=row.path, status=proto.status,
+                      in_force=key == proto.key, published_by=who.username, published_at=now,
+                      warnings=[p for p in v.problems if p.severity == "warning"])

@@ -1,0 +1,525 @@
+"""Request and response bodies of the HTTP API (pydantic), kept apart from the SQLModel tables."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+
+from engine.evaluate.outputs import ProtocolResult
+from engine.records.model import PatientRecord
+
+Role = Literal["clinical-lead", "mdt-member", "practice-staff", "auditor", "admin"]
+NHS_PATTERN = r"^[0-9]{10}$"
+# Printable text only: no control characters (PostgreSQL refuses NUL; nobody means them).
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")]
+ShortText = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$", max_length=100)]
+
+
+def _reasonable_date(d: dt.date) -> dt.date:
+    if not dt.date(1900, 1, 1) <= d <= dt.date(2200, 12, 31):
+        raise ValueError("date must be between 1900-01-01 and 2200-12-31")
+    return d
+
+
+Day = Annotated[dt.date, AfterValidator(_reasonable_date)]
+
+
+class ErrorItem(BaseModel):
+    pointer: str = Field(description="JSON pointer into the request body")
+    message: str
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    errors: list[ErrorItem] = Field(default_factory=list)
+
+
+# ---- auth / users --------------------------------------------------------------------------------
+class UserOut(BaseModel):
+    username: str
+    full_name: str | None = None
+    role: Role
+    mdt: str | None = None
+    practice: str | None = None
+    locality: str | None = None
+    active: bool = True
+    created_at: dt.datetime | None = None
+    last_login_at: dt.datetime | None = None
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="seconds")
+    user: UserOut
+
+
+class UserCreate(BaseModel):
+    username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{1,99}$")]
+    password: Annotated[str, StringConstraints(min_length=8, max_length=200)]
+    role: Role
+    full_name: ShortText | None = None
+    mdt: ShortText | None = None
+    practice: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][0-9]{5}$")] | None = None
+    locality: ShortText | None = None
+
+
+class UserUpdate(BaseModel):
+    password: Annotated[str, StringConstraints(min_length=8, max_length=200)] | None = None
+    role: Role | None = None
+    full_name: ShortText | None = None
+    mdt: ShortText | None = None
+    practice: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][0-9]{5}$")] | None = None
+    locality: ShortText | None = None
+    active: bool | None = None
+
+
+class AccessLogOut(BaseModel):
+    id: int
+    at: dt.datetime
+    username: str | None
+    role: str | None
+    action: str
+    method: str
+    path: str
+    resource: str
+    status: int
+    patients: list[str]
+    detail: dict[str, Any]
+
+
+class AccessLogPage(BaseModel):
+    total: int
+    items: list[AccessLogOut]
+
+
+# ---- ingest ---------------------------------------------------------------------------------------
+class RecordsIn(BaseModel):
+    source: ShortText = Field(description="Name of the delivery / feed, e.g. 'community-ehr nightly'")
+    records: list[PatientRecord] = Field(min_length=1, max_length=1000)
+
+
+class ChangeOut(BaseModel):
+    key: str
+    title: str
+    detail: str = ""
+    id: int | None = None
+
+
+class DiffOut(BaseModel):
+    nhs_number: str
+    tasks_opened: list[ChangeOut] = Field(default_factory=list)
+    tasks_closed: list[ChangeOut] = Field(default_factory=list)
+    tasks_updated: list[ChangeOut] = Field(default_factory=list)
+    flags_raised: list[ChangeOut] = Field(default_factory=list)
+    flags_cleared: list[ChangeOut] = Field(default_factory=list)
+    flags_changed: list[ChangeOut] = Field(default_factory=list)
+
+
+class PatientChangeOut(BaseModel):
+    nhs_number: str
+    created: bool
+    demographics_changed: bool
+    added: int
+    updated: int
+    unchanged: int
+    reevaluated: bool
+
+
+class IngestOut(BaseModel):
+    batch_id: int
+    source: str
+    duplicate_of_batch: int | None = Field(default=None, description="An earlier batch with identical content, if any")
+    patients: list[PatientChangeOut]
+    facts_added: int
+    facts_updated: int
+    facts_unchanged: int
+    unsupported: dict[str, int] = Field(default_factory=dict)
+    skipped: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    changes: list[DiffOut] = Field(description="What re-evaluating the affected patients changed")
+
+
+# ---- patients and care plans ----------------------------------------------------------------------
+class PatientOut(BaseModel):
+    nhs_number: str
+    given_name: str | None = None
+    family_name: str | None = None
+    birth_date: dt.date
+    sex: str
+    practice: str | None = None
+    locality: str | None = None
+    mdt: str | None = None
+    death_date: dt.date | None = None
+
+
+class PatientListItem(PatientOut):
+    open_tasks: int = 0
+    red_flags: int = 0
+
+
+class PatientPage(BaseModel):
+    total: int
+    page: int
+    page_size: int
+    items: list[PatientListItem]
+
+
+class SlaOut(BaseModel):
+    response: str | None = Field(description="Agreed response time from the role agreement")
+    agreement: str | None = None
+    due: dt.datetime
+    overdue: bool
+    hours_left: float = Field(description="Negative when overdue")
+
+
+class TaskOut(BaseModel):
+    id: int
+    key: str
+    nhs_number: str
+    patient_name: str | None = None
+    practice: str | None = None
+    mdt: str | None = None
+    protocol: str
+    version: str
+    source: str
+    kind: str
+    title: str
+    priority: str
+    status: str
+    raised_at: dt.datetime
+    due: dt.datetime
+    overdue: bool
+    sla: SlaOut
+    provider: str | None = None
+    team: str | None = None
+    role: str
+    why: str
+    closed_at: dt.datetime | None = None
+    closed_reason: str | None = None
+    updated_at: dt.datetime
+
+
+class TaskEventOut(BaseModel):
+    at: dt.datetime
+    action: str
+    actor: str
+    from_status: str | None = None
+    to_status: str | None = None
+    note: str | None = None
+
+
+class TaskDetailOut(TaskOut):
+    evidence: list[dict[str, Any]] = Field(default_factory=list)
+    history: list[TaskEventOut] = Field(default_factory=list)
+
+
+class WorklistOut(BaseModel):
+    total: int
+    page: int
+    page_size: int
+    items: list[TaskOut]
+
+
+class DeclineIn(BaseModel):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S[^\x00]*$")]
+
+
+class NoteIn(BaseModel):
+    note: Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")] | None = None
+
+
+class ReassignIn(BaseModel):
+    provider: ShortText | None = None
+    team: ShortText | None = None
+    role: ShortText | None = None
+    reason: Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")] | None = None
+
+
+class FlagOut(BaseModel):
+    id: int
+    key: str
+    nhs_number: str
+    protocol: str
+    version: str
+    source: str
+    kind: str
+    code: str
+    level: str
+    text: str
+    why: str
+    active: bool
+    raised_at: dt.datetime
+    cleared_at: dt.datetime | None = None
+
+
+class ProtocolPlanOut(ProtocolResult):
+    reference_date: dt.date
+    evaluated_at: dt.datetime
+
+
+class CarePlanOut(BaseModel):
+    patient: PatientOut
+    protocols: list[ProtocolPlanOut] = Field(description="Latest stored evaluation of every protocol in force")
+    open_tasks: list[TaskOut]
+    active_flags: list[FlagOut]
+
+
+class PlainItem(BaseModel):
+    what: str
+    status: Literal["done", "due", "overdue", "not-needed"]
+    text: str
+
+
+class PlainSection(BaseModel):
+    title: str
+    items: list[PlainItem]
+    goals: list[str]
+
+
+class PlainCarePlanOut(BaseModel):
+    nhs_number: str
+    name: str | None
+    sections: list[PlainSection]
+    text: str = Field(description="The whole plan as plain text, for a letter or the NHS App")
+
+
+# ---- MDT ------------------------------------------------------------------------------------------
+class OutcomeIn(BaseModel):
+    nhs_number: Annotated[str, StringConstraints(pattern=NHS_PATTERN)]
+    meeting_date: Day
+    outcome: Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[^\x00]*\S[^\x00]*$")]
+    actions: Annotated[str, StringConstraints(max_length=4000, pattern=r"^[^\x00]*$")] | None = None
+
+
+class OutcomeOut(BaseModel):
+    id: int
+    mdt: str
+    nhs_number: str
+    meeting_date: dt.date
+    outcome: str
+    actions: str | None
+    recorded_by: str
+    recorded_at: dt.datetime
+
+
+class CasePatientOut(BaseModel):
+    nhs_number: str
+    name: str | None
+    practice: str | None
+    risk_tier: int | None = Field(description="From the risk-stratification protocol when one is in force (hook)")
+    reasons: list[str]
+    new_escalation: bool
+    escalations: list[TaskOut]
+    overdue_urgent: list[TaskOut]
+    red_flags: list[FlagOut]
+    outcome: OutcomeOut | None = Field(description="Outcome recorded for this meeting date, if any")
+    last_outcome: OutcomeOut | None = None
+
+
+class CaseConferenceOut(BaseModel):
+    mdt: str
+    meeting_date: dt.date
+    generated_at: dt.datetime
+    patients: list[CasePatientOut]
+
+
+class MdtOut(BaseModel):
+    mdt: str
+    patients: int
+    open_escalations: int
+
+
+# ---- audit ----------------------------------------------------------------------------------------
+class MeasureFigures(BaseModel):
+    protocol: str
+    version: str
+    measure: str
+    title: str
+    unit_kind: Literal["practice", "mdt", "locality", "area"]
+    unit: str
+    initial_population: int
+    denominator: int
+    exclusions: int
+    numerator: int
+    rate: float | None = Field(description="numerator / (denominator - exclusions)")
+    ci95: tuple[float, float] | None = Field(default=None, description="Wilson 95% interval of the rate")
+    area_rate: float | None = None
+    funnel95: tuple[float, float] | None = Field(default=None, description="Area rate +/- 1.96 SE at this unit's size")
+    funnel998: tuple[float, float] | None = Field(default=None, description="Area rate +/- 3.09 SE at this unit's size")
+    comparison: Literal["above", "below", "within", "no-data"] = "no-data"
+
+
+class AuditOut(BaseModel):
+    unit_kind: str
+    patients: int
+    evaluated_from: dt.date | None
+    evaluated_to: dt.date | None
+    rows: list[MeasureFigures]
+
+
+class DrillPatient(BaseModel):
+    patient: str = Field(description="NHS number, or a pseudonym for auditors")
+    name: str | None = None
+    practice: str | None
+    mdt: str | None
+    group: Literal["numerator", "not-met", "excluded", "not-in-denominator"]
+    why: str
+
+
+class DrillOut(BaseModel):
+    protocol: str
+    measure: str
+    unit_kind: str
+    unit: str | None
+    pseudonymised: bool
+    patients: list[DrillPatient]
+
+
+class SnapshotIn(BaseModel):
+    as_of: Day
+
+
+class SnapshotOut(BaseModel):
+    as_of: dt.date
+    patients: int
+    rows: int
+    taken_by: str
+
+
+class TrendPoint(BaseModel):
+    as_of: dt.date
+    denominator: int
+    exclusions: int
+    numerator: int
+    rate: float | None
+
+
+class TrendOut(BaseModel):
+    protocol: str | None
+    measure: str
+    unit_kind: str
+    unit: str
+    points: list[TrendPoint]
+
+
+# ---- protocols ------------------------------------------------------------------------------------
+class ProtocolSummary(BaseModel):
+    id: str
+    title: str
+    in_force_version: str | None
+    latest_version: str
+    versions: list[str]
+    status: str
+    owner: str
+
+
+class ProtocolDetail(BaseModel):
+    id: str
+    version: str
+    title: str
+    status: str
+    effective: dt.date
+    owner: str
+    evidence: list[str]
+    description: str | None
+    file: str
+    content_hash: str
+    in_force: bool
+    valuesets: list[str]
+    definitions: list[str]
+    activities: list[dict[str, Any]]
+    goals: list[dict[str, Any]]
+    rules: list[dict[str, Any]]
+    measures: list[dict[str, Any]]
+
+
+class VersionOut(BaseModel):
+    version: str
+    status: str
+    effective: dt.date
+    file: str
+    content_hash: str
+    in_force: bool
+    published_by: str | None = None
+    published_at: dt.datetime | None = None
+    note: str | None = None
+
+
+class SourceOut(BaseModel):
+    id: str
+    version: str
+    file: str
+    yaml: str
+
+
+class YamlIn(BaseModel):
+    yaml: Annotated[str, StringConstraints(min_length=1, max_length=500_000)]
+    note: ShortText | None = None
+
+
+class ProblemOut(BaseModel):
+    file: str
+    line: int
+    column: int
+    severity: str
+    message: str
+    expected: str | None = None
+    suggestion: str | None = None
+    text: str = Field(description="file:line:column: severity: message, as the CLI prints it")
+
+
+class ValidationOut(BaseModel):
+    valid: bool
+    protocol: str | None = None
+    version: str | None = None
+    title: str | None = None
+    status: str | None = None
+    problems: list[ProblemOut]
+
+
+class ImpactIn(YamlIn):
+    as_of: Day | None = None
+
+
+class CountBy(BaseModel):
+    key: str
+    added: int
+    removed: int
+
+
+class ImpactOut(BaseModel):
+    protocol: str
+    from_version: str | None
+    to_version: str
+    as_of: dt.date
+    patients_evaluated: int
+    entering_register: int
+    leaving_register: int
+    tasks_added: int
+    tasks_removed: int
+    flags_added: int
+    flags_removed: int
+    tasks_by_role: list[CountBy]
+    tasks_by_practice: list[CountBy]
+    flags_by_practice: list[CountBy]
+    examples: list[dict[str, Any]] = Field(description="Up to 10 patients whose outputs change, with what changes")
+
+
+class PublishOut(BaseModel):
+    protocol: str
+    version: str
+    file: str
+    status: str
+    in_force: bool
+    published_by: str
+    published_at: dt.datetime
+    warnings: list[ProblemOut]
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+    protocols: list[str]
+    protocol_problems: int

@@ -1,0 +1,45 @@
+"""Rows -> response bodies, shared by the routers."""
+from __future__ import annotations
+
+import datetime as dt
+
+from api.schemas import FlagOut, PatientOut, SlaOut, TaskEventOut, TaskOut
+from engine.registry.outputs import OPEN_STATUSES, FlagRow, TaskEventRow, TaskRow
+from engine.registry.tables import PatientRow
+
+PRIORITY_ORDER = ("urgent", "high", "routine", "low")
+
+
+def name_of(p: PatientRow) -> str | None:
+    name = " ".join(x for x in (p.given_name, p.family_name) if x)
+    return name or None
+
+
+def patient_out(p: PatientRow) -> PatientOut:
+    return PatientOut(nhs_number=p.nhs_number, given_name=p.given_name, family_name=p.family_name, birth_date=p.birth_date,
+                      sex=p.sex, practice=p.practice, locality=p.locality, mdt=p.mdt, death_date=p.death_date)
+
+
+def is_overdue(t: TaskRow, now: dt.datetime) -> bool:
+    return t.status in OPEN_STATUSES and t.due < now
+
+
+def task_out(t: TaskRow, p: PatientRow, now: dt.datetime, cls=TaskOut, **extra) -> TaskOut:
+    overdue = is_overdue(t, now)
+    hours_left = round((t.due - now).total_seconds() / 3600, 1)
+    return cls(id=t.id, key=t.key, nhs_number=p.nhs_number, patient_name=name_of(p), practice=p.practice, mdt=p.mdt,
+               protocol=t.protocol, version=t.version, source=t.source, kind=t.kind, title=t.title, priority=t.priority,
+               status=t.status, raised_at=t.raised_at, due=t.due, overdue=overdue,
+               sla=SlaOut(response=t.response, agreement=t.agreement, due=t.due, overdue=overdue, hours_left=hours_left),
+               provider=t.provider, team=t.team, role=t.role, why=t.why, closed_at=t.closed_at,
+               closed_reason=t.closed_reason, updated_at=t.updated_at, **extra)
+
+
+def event_out(e: TaskEventRow) -> TaskEventOut:
+    return TaskEventOut(at=e.at, action=e.action, actor=e.actor, from_status=e.from_status, to_status=e.to_status, note=e.note)
+
+
+def flag_out(f: FlagRow, p: PatientRow) -> FlagOut:
+    return FlagOut(id=f.id, key=f.key, nhs_number=p.nhs_number, protocol=f.protocol, version=f.version, source=f.source,
+                   kind=f.kind, code=f.code, level=f.level, text=f.text, why=f.why, active=f.active, raised_at=f.raised_at,
+                   cleared_at=f.cleared_at)
