@@ -1,5 +1,8 @@
 """eCQM conformance: every published test case of the CMS122 and CMS165 kits, on every engine.
 
+Per case on durable-rules and the plain-Python reference; the batch (DuckDB) engine over each whole
+kit at once, key for key against the per-patient engine.
+
 The kits live beside the repository (../shared/conformance/ecqm/<kit>, see design.md). They are
 external data nobody on this project wrote: a case that disagrees is a finding about carepath (or,
 with evidence, about the case), never something to adjust the expectations for. A missing kit
@@ -66,6 +69,40 @@ def test_kit_is_complete_and_all_pass(kit):
     results = run_kit(kit_dir, PROTOCOLS)
     assert len(results) == KITS[kit], f"{kit}: {len(results)} cases found, the kit publishes {KITS[kit]}"
     assert summary_line(results) == f"{KITS[kit]} passed, 0 failed"
+
+
+@pytest.mark.parametrize("kit", list(KITS))
+def test_batch_engine_over_the_whole_kit_fires_what_the_per_patient_engine_fires(kit):
+    """The population engine (one DuckDB query for all of a kit's patients at once) agrees, key for
+    key, with durable-rules per patient; with the per-case tests above this makes it conform too."""
+    import datetime as dt
+    import json
+
+    from engine.evaluate.batch import connect, fired_by_patient
+    from engine.evaluate.derive import Context
+    from engine.evaluate.evaluator import fired_conditions
+    from engine.population.columnar import load_records
+    from engine.records.fhir_import import import_bundle
+
+    kit_dir, (km, proto, measure) = _kit(kit)
+    records, periods = [], set()
+    for c in case_dirs(kit_dir):
+        exp = json.loads((c / "expected.json").read_text(encoding="utf-8"))
+        periods.add((exp["measurement_period"]["start"], exp["measurement_period"]["end"]))
+        records += import_bundle(json.loads((c / "bundle.json").read_text(encoding="utf-8")), source_system=c.name).records
+    assert len(periods) == 1, f"{kit}: cases with different measurement periods {periods}"
+    start, end = (dt.date.fromisoformat(x) for x in periods.pop())
+    assert len({r.patient.nhs_number for r in records}) == len(records) == KITS[kit]
+    con = connect(threads=2)
+    try:
+        load_records(con, records)
+        batch = fired_by_patient(con, proto, end, start)
+    finally:
+        con.close()
+    ctx = Context.as_of(end, proto.period, start)
+    for rec in records:
+        per_patient, _ = fired_conditions(rec, proto, ctx, "durable")
+        assert batch[rec.patient.nhs_number] == per_patient, rec.patient.source_ids
 
 
 def test_protocols_are_mapped_to_kits_by_their_ecqm_url():
