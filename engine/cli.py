@@ -4,6 +4,7 @@
     carepath evaluate --bundle FILE [--as-of D]    care plan, tasks, flags, measures with why-lines
     carepath ingest FILE...                        load FHIR bundles into the registry (idempotent)
     carepath demo                                  seed the demo registry and show a care plan
+    carepath conformance KIT_DIR [--format json]   run an eCQM test kit (N passed, M failed)
 """
 from __future__ import annotations
 
@@ -189,7 +190,13 @@ def _seed_registry(records, out: Path, records_as_of: dt.date) -> str | None:
     now = dt.datetime.combine(records_as_of, dt.time(9, 0))
     diffs = reevaluate_many(engine, {r.patient.nhs_number for r in records}, lib, as_of=records_as_of, now=now)
     opened = sum(len(d.tasks_opened) for d in diffs)
-    return f"{url} ({summary}; {opened} new task(s) on the worklists)"
+    from sqlmodel import Session
+
+    from api.users import DEMO_PASSWORD_SUFFIX, ensure_demo_users
+    with Session(engine) as s:
+        made = ensure_demo_users(s)
+    users = (f"; demo users {', '.join(made)} (password: <username>{DEMO_PASSWORD_SUFFIX})" if made else "")
+    return f"{url} ({summary}; {opened} new task(s) on the worklists{users})"
 
 
 @app.command()
@@ -236,6 +243,135 @@ def ingest(files: list[Path] = typer.Argument(..., help="FHIR R4 Bundle JSON fil
                     console.print(f"  {diff.nhs_number} {label}: {c.title}" + (f" ({c.detail})" if label == "flag changed" else ""),
                                   highlight=False, markup=False)
     raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
+def conformance(kit_dir: Path = typer.Argument(..., help="eCQM test kit folder (terminology.json + cases/)"),
+                format: str = typer.Option("text", "--format", help="text or json")):
+    """Run an eCQM conformance kit against the protocol whose measure declares the kit's ecqm url."""
+    from engine.conformance import KitError, render_json, render_text, run_kit
+
+    try:
+        results = run_kit(kit_dir)
+    except KitError as e:
+        err.print(str(e))
+        raise typer.Exit(2) from None
+    if format == "json":
+        print(render_json(results))
+    else:
+        render_text(results, console)
+    raise typer.Exit(0 if all(r.passed for r in results) else 1)
+
+
+# ---- the HTTP service and its users ------------------------------------------------------------------
+@app.command()
+def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Option(8000, "--port"),
+          database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL",
+                                                     help="Registry database (default sqlite:///var/carepath.db)"),
+          protocols: Path = typer.Option(DEFAULT_PROTOCOLS, "--protocols", help="Protocol folder (publishing writes here)"),
+          workers: int = typer.Option(1, "--workers", help="uvicorn worker processes")):
+    """Run the HTTP API (uvicorn). OpenAPI at /openapi.json, docs at /docs."""
+    import os
+
+    import uvicorn
+
+    from engine.registry.db import database_url as default_url
+    url = database_url or default_url()
+    os.environ["DATABASE_URL"] = url
+    os.environ["CAREPATH_PROTOCOLS"] = str(protocols)
+    console.print(f"carepath API on http://{host}:{port}/ (database {make_url_safe(url)}, protocols {protocols}/); "
+                  f"OpenAPI at /openapi.json", highlight=False)
+    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info")
+
+
+def make_url_safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    return make_url(url).render_as_string(hide_password=True)
+
+
+users_app = typer.Typer(help="Manage the API's users (roles: clinical-lead, mdt-member, practice-staff, auditor, admin).",
+                        no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+def _users_session(database_url: Optional[str]):
+    from sqlmodel import Session
+
+    from engine.registry.db import database_url as default_url, make_engine, upgrade
+    engine = make_engine(database_url or default_url())
+    upgrade(engine)
+    return Session(engine)
+
+
+def _password(password: Optional[str]) -> str:
+    if password:
+        return password
+    return typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users_app.command("add")
+def users_add(username: str = typer.Argument(...),
+              role: str = typer.Option(..., "--role", help="clinical-lead | mdt-member | practice-staff | auditor | admin"),
+              password: Optional[str] = typer.Option(None, "--password", envvar="CAREPATH_NEW_PASSWORD",
+                                                     help="Prompted for when not given"),
+              full_name: Optional[str] = typer.Option(None, "--name"),
+              mdt: Optional[str] = typer.Option(None, "--mdt", help="Scope: the user's MDT"),
+              practice: Optional[str] = typer.Option(None, "--practice", help="Scope: the user's practice (ODS code)"),
+              locality: Optional[str] = typer.Option(None, "--locality", help="Scope: the user's locality"),
+              database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL")):
+    """Add a user (the password is stored as an argon2 hash)."""
+    from api.users import UserError, add_user
+    with _users_session(database_url) as s:
+        try:
+            row = add_user(s, username, _password(password), role, full_name=full_name, mdt=mdt, practice=practice,
+                           locality=locality)
+        except UserError as e:
+            err.print(str(e))
+            raise typer.Exit(2) from None
+        s.commit()
+        console.print(f"added {row.username} ({row.role})", highlight=False)
+
+
+@users_app.command("list")
+def users_list(database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL")):
+    """List users, their roles and scopes."""
+    from sqlmodel import select
+
+    from engine.registry.access import UserRow
+    with _users_session(database_url) as s:
+        t = Table("Username", "Name", "Role", "MDT", "Practice", "Locality", "Active", "Last login")
+        for u in s.exec(select(UserRow).order_by(UserRow.username)):
+            t.add_row(u.username, u.full_name or "", u.role, u.mdt or "", u.practice or "", u.locality or "",
+                      "yes" if u.active else "no", str(u.last_login_at or ""))
+        console.print(t)
+
+
+@users_app.command("set")
+def users_set(username: str = typer.Argument(...),
+              role: Optional[str] = typer.Option(None, "--role"),
+              new_password: bool = typer.Option(False, "--password", help="Prompt for a new password"),
+              active: Optional[bool] = typer.Option(None, "--active/--disabled"),
+              mdt: Optional[str] = typer.Option(None, "--mdt"), practice: Optional[str] = typer.Option(None, "--practice"),
+              locality: Optional[str] = typer.Option(None, "--locality"),
+              database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL")):
+    """Change a user's role, scope, password or status (revokes their tokens and sessions)."""
+    from sqlmodel import select
+
+    from api.users import UserError, update_user
+    from engine.registry.access import UserRow
+    with _users_session(database_url) as s:
+        row = s.exec(select(UserRow).where(UserRow.username == username.strip().lower())).first()
+        if row is None:
+            err.print(f"no user {username!r}")
+            raise typer.Exit(2)
+        try:
+            update_user(s, row, password=_password(None) if new_password else None, role=role, active=active, mdt=mdt,
+                        practice=practice, locality=locality)
+        except UserError as e:
+            err.print(str(e))
+            raise typer.Exit(2) from None
+        s.commit()
+        console.print(f"updated {row.username}", highlight=False)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -106,3 +106,18 @@ def test_ecqm_metadata_is_validated(tmp_path, ecqm, message):
     with pytest.raises(ProtocolError) as e:
         load_protocol(_measure_protocol(tmp_path, ecqm))
     assert message in str(e.value) and "m.yaml:" in str(e.value)
+
+
+def test_cli_conformance_exit_code_and_last_line(small_kit):
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    result = CliRunner().invoke(app, ["conformance", str(small_kit)])
+    assert result.exit_code == 1
+    assert result.output.rstrip().splitlines()[-1] == "1 passed, 1 failed"
+    assert "numerator: expected 1, got 0" in result.output
+    ok = CliRunner().invoke(app, ["conformance", str(KIT), "--format", "json"])
+    assert ok.exit_code == 0 and json.loads(ok.output)["failed"] == 0
+    missing = CliRunner().invoke(app, ["conformance", str(small_kit.parent / "nope")])
+    assert missing.exit_code == 2
