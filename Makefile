@@ -13,9 +13,13 @@ $(BIN)/carepath: pyproject.toml
 
 install: $(BIN)/carepath
 
-# Evaluate the demo diabetic patient against the shipped protocols (SQLite registry under var/).
+# Seed the demo registry (patients + demo users, SQLite under var/), show it, then serve the API
+# on http://127.0.0.1:8000 (HOST / PORT to change; Ctrl-C to stop).
+HOST ?= 127.0.0.1
+PORT ?= 8000
 run: install
 	$(BIN)/carepath demo
+	$(BIN)/carepath serve --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest -q
