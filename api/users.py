@@ -54,10 +54,11 @@ def update_user(session: Session, row: UserRow, *, password: str | None = None, 
     if active is not None:
         revoke = revoke or (row.active and not active)
         row.active = active
-    for key, value in scope.items():
+    for key, value in scope.items():  # full_name, and the scope: mdt / practice / locality ("" clears)
         if value is not None:
-            setattr(row, key, (value.upper() if key == "practice" else value) or None)
-            revoke = True
+            value = (value.upper() if key == "practice" else value) or None
+            revoke = revoke or (key != "full_name" and getattr(row, key) != value)
+            setattr(row, key, value)
     if revoke:
         row.token_version += 1  # tokens issued before the change stop working
     row.updated_at = utcnow()
