@@ -11,8 +11,14 @@ from __future__ import annotations
 import os
 
 import pytest
+from argon2 import PasswordHasher
 
+import api.security
 from tests.api.support import POSTGRES_ENV, _pg_schema, close_api, copy_protocols, make_api
+
+# Production hashes are argon2id with argon2-cffi's defaults (~0.25 s each here, by design);
+# the tests make dozens of users and logins, so they hash with the cheapest parameters.
+api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
