@@ -20,14 +20,17 @@ def user_out(u: UserRow) -> UserOut:
 
 
 def _authenticate(state: AppState, request: Request, username: str, password: str) -> tuple[str, UserRow]:
+    name = username.strip().lower()
+    with Session(state.engines.read) as s:
+        user = s.exec(select(UserRow).where(UserRow.username == name)).first()
+    ok, rehash = verify_password(user.password_hash if user else DUMMY_HASH, password)
+    if user is None or not ok or not user.active:
+        log_access(state, request, None, "login", "auth", status=401, detail={"result": "refused"},
+                   username=name[:100].replace("\x00", ""))
+        raise HTTPException(status_code=401, detail="wrong username or password", headers={"WWW-Authenticate": "Bearer"})
     with Session(state.engines.write) as s:
-        user = s.exec(select(UserRow).where(UserRow.username == username.strip().lower())).first()
-        ok, rehash = verify_password(user.password_hash if user else DUMMY_HASH, password)
-        if user is None or not ok or not user.active:
-            log_access(state, request, None, "login", "auth", status=401, detail={"result": "refused"},
-                       username=username[:100].replace("\x00", ""))
-            raise HTTPException(status_code=401, detail="wrong username or password", headers={"WWW-Authenticate": "Bearer"})
-        if rehash:
+        user = s.get(UserRow, user.id)
+        if rehash:  # hashed with older argon2 parameters: upgrade it now that we know the password
             user.password_hash = rehash
         user.last_login_at = state.now()
         s.add(user)

@@ -138,8 +138,10 @@ def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Princ
                    state: AppState = Depends(get_state)):
     """Record what the case conference decided for one patient."""
     _check_mdt(request, state, who, mdt)
+    with Session(state.engines.read) as s:  # refusals are logged outside the write transaction below
+        patient_in_scope(s, state, request, who, body.nhs_number, "mdt-outcome")
     with Session(state.engines.write) as s:
-        p = patient_in_scope(s, state, request, who, body.nhs_number, "mdt-outcome")
+        p = s.exec(select(PatientRow).where(PatientRow.nhs_number == body.nhs_number)).one()
         assigned = s.exec(select(TaskRow.id).where(TaskRow.patient_id == p.id, TaskRow.provider == mdt)).first()
         if p.mdt != mdt and assigned is None:
             raise HTTPException(status_code=422, detail=f"patient {p.nhs_number} is not under MDT {mdt}")

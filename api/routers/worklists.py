@@ -136,6 +136,8 @@ def get_task(request: Request, task_id: int = TASK_ID, who: Principal = Depends(
 
 
 def _act(request: Request, state: AppState, who: Principal, task_id: int, action: str, **kw) -> TaskDetailOut:
+    with Session(state.engines.read) as s:  # refusals are logged outside the write transaction below
+        _task_in_scope(s, state, request, who, task_id)
     with Session(state.engines.write) as s:
         t, p = _task_in_scope(s, state, request, who, task_id, lock=True)
         try:
