@@ -49,6 +49,7 @@ def connect(database: str = ":memory:", threads: int | None = None, memory_limit
     import duckdb
 
     con = duckdb.connect(database)
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     if memory_limit:
@@ -145,6 +146,7 @@ class Compiler:
         self._n = 0
         self.valuesets_used: set[str] = set()
         self.converted: set[str] = set()  # value sets whose values are converted into their unit
+        self.event_valuesets: set[str] = set()  # value sets read as events (not only `where ... in valueset`)
         self.conv_table = vs_table[:-1] + '_conv"'
 
     # ---- plumbing ----
@@ -186,24 +188,33 @@ class Compiler:
             raise NotImplementedError(f"batch engine: value set {n.name!r} is not declared by {self.p.key}")
         vs = self.p.valuesets[n.name]
         self.valuesets_used.add(n.name)
-        ref = self.ctx.reference_date
-        facts, codings = self.t["facts"], self.t["fact_codings"]
-        match = (f"SELECT pid, seq FROM {facts} f JOIN {self.vs_table} v ON v.vs = {lit(n.name)} AND f.code = v.code "
-                 f"AND (f.system = v.system OR (v.any_system AND v.system = '')) "
-                 f"UNION SELECT pid, seq FROM {codings} c JOIN {self.vs_table} v ON v.vs = {lit(n.name)} AND c.role = 'code' "
-                 f"AND c.code = v.code AND (c.system = v.system OR (v.any_system AND v.system = ''))")
-        matched = (f"SELECT f.* FROM {facts} f SEMI JOIN ({match}) m ON m.pid = f.pid AND m.seq = f.seq "
-                   f"WHERE CAST(f.start AS DATE) <= {lit(ref)} AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
+        self.event_valuesets.add(n.name)
         if vs.unit is None:  # derive converts only when both the value set and the fact declare a unit
-            value, conv_join = "f.value", ""
+            value, conv_join = "m.raw", ""
         else:
             self.converted.add(n.name)
-            value = "CASE WHEN f.unit IS NULL OR f.value IS NULL THEN f.value ELSE cm.cv END"
-            conv_join = (f" LEFT JOIN {self.conv_table} cm ON cm.vs = {lit(n.name)} AND cm.unit = f.unit "
-                         f"AND cm.value = f.value")
-        return self._cte("vs", (
-            f"SELECT f.pid, f.seq, f.seq AS ord, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, {value} AS value, "
-            f"CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts FROM ({matched}) f{conv_join}"))
+            value = "CASE WHEN m.unit IS NULL OR m.raw IS NULL THEN m.raw ELSE cm.cv END"
+            conv_join = (f" LEFT JOIN {self.conv_table} cm ON cm.vs = m.vs AND cm.unit = m.unit AND cm.value = m.raw")
+        return self._cte("vs", f"SELECT m.pid, m.seq, m.ord, m.day, m.ts, m.fid, {value} AS value, m.end_day, m.end_ts "
+                               f"FROM vsm m{conv_join} WHERE m.vs = {lit(n.name)}")
+
+    def matches_cte(self, extra_codes: bool) -> str:
+        """The one pass over the facts: every fact (as of the reference date, not entered in error) with
+        each value set it belongs to (by any of its codings)."""
+        facts, codings = self.t["facts"], self.t["fact_codings"]
+        names = ", ".join(lit(v) for v in sorted(self.event_valuesets)) or "NULL"
+        cols = (f"v.vs, f.pid, f.seq, f.seq AS ord, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, f.value AS raw, "
+                f"f.unit, CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts")
+        live = (f"CAST(f.start AS DATE) <= {lit(self.ctx.reference_date)} "
+                f"AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
+        on = "AND (x.system = v.system OR (v.any_system AND v.system = ''))"
+        sql = (f"SELECT {cols} FROM {facts} f JOIN {self.vs_table} v ON f.code = v.code {on.replace('x.', 'f.')} "
+               f"WHERE v.vs IN ({names}) AND {live}")
+        if extra_codes:
+            sql = (f"SELECT DISTINCT ON (vs, pid, seq) * FROM ({sql} UNION ALL SELECT {cols} FROM {codings} x "
+                   f"JOIN {self.vs_table} v ON x.role = 'code' AND x.code = v.code {on} "
+                   f"JOIN {facts} f ON f.pid = x.pid AND f.seq = x.seq WHERE v.vs IN ({names}) AND {live})")
+        return sql
 
     def _window(self, n: ir.Window) -> str:
         src = self.rows(n.source)
@@ -529,7 +540,8 @@ def default_tables(prefix: str = "") -> dict[str, str]:
     return {t: ident(prefix + t) for t in ("patients", "facts", "fact_codings", "fact_attrs")}
 
 
-def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | None = None) -> Compiled:
+def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | None = None,
+                     extra_codes: bool = True) -> Compiled:
     """The SQL computing every patient's summary fact and fired conditions for one protocol."""
     tables = tables or default_tables()
     lowered = lowered_for(protocol)
@@ -565,13 +577,16 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
     conds = [f"{_cond_sql(t)} AS {ident(k)}" for k, t in lowered.conditions.items()]
     field_cols = ", ".join(ident(f) for f in out_fields)
     select = ", ".join(["pid", "nhs_number"] + conds + ([field_cols] if field_cols else []))
-    with_sql = ",\n".join(f"{name} AS {'MATERIALIZED ' if name.startswith(('vs', 'pick')) else ''}({sql})"
+    c.ctes.insert(0, ("vsm", c.matches_cte(extra_codes)))
+    with_sql = ",\n".join(f"{name} AS {'MATERIALIZED ' if name.startswith(('vsm', 'pick')) else ''}({sql})"
                           for name, sql in c.ctes)
     sql = f"WITH {with_sql}\nSELECT {select} FROM summary"
     vs_rows = []
     for name in sorted(c.valuesets_used):
         vs = protocol.valuesets[name]
         for system, code in sorted(vs.codes):
+            if vs.any_system and system != "" and ("", code) in vs.codes:
+                continue  # ('', code) already matches every system: one row per fact and value set
             vs_rows.append((name, system, code, bool(vs.any_system)))
     return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted))
 
@@ -636,7 +651,8 @@ def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | Non
     """Compile a protocol for the data behind `con` and create its value-set table; returns the SQL."""
     tables = tables or default_tables()
     ctx = Context.as_of(as_of, protocol.period, period_start)
-    compiled = compile_protocol(protocol, ctx, tables)
+    extra = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1)").fetchone()[0]
+    compiled = compile_protocol(protocol, ctx, tables, extra_codes=bool(extra))
     _ensure_tables(con, protocol, compiled, tables)
     return compiled
 

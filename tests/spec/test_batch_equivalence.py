@@ -19,7 +19,7 @@ from dateutil.relativedelta import relativedelta
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from engine.evaluate import batch
-from engine.evaluate.derive import Context, Deriver
+from engine.evaluate.derive import Context
 from engine.evaluate.evaluator import fired_conditions, lowered_for
 from engine.evaluate.lowering import summary_fact
 from engine.population.columnar import load_records
@@ -122,11 +122,11 @@ def compare_engines(con, proto, records, ref, period_start=None) -> list[str]:
     problems = []
     for rec in records:
         nhs = rec.patient.nhs_number
-        fired_d, _ = fired_conditions(rec, proto, ctx, engine="durable")
+        fired_d, deriver = fired_conditions(rec, proto, ctx, engine="durable")
         if fired_d != fired_b.get(nhs):
             problems.append(f"{nhs}: durable-only {sorted(fired_d - fired_b.get(nhs, set()))}, "
                             f"batch-only {sorted(fired_b.get(nhs, set()) - fired_d)}")
-        fact = summary_fact(lowered, Deriver(proto, rec, ctx))
+        fact = summary_fact(lowered, deriver)  # the fact durable-rules was given
         if fact != summ_b.get(nhs):
             diff = {k: (v, summ_b.get(nhs, {}).get(k)) for k, v in fact.items() if summ_b.get(nhs, {}).get(k) != v}
             problems.append(f"{nhs}: summary fields differ (per patient, batch): {diff}")
