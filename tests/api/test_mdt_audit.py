@@ -1,0 +1,137 @@
+"""MDT case-conference lists with outcomes; audit figures, peer comparison, drill-down, trends."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from api.audit_calc import funnel, wilson
+from tests.api.support import AMINA, FRANK, GEORGE
+
+
+def test_case_conference_list(seeded_api):
+    api = seeded_api
+    conf = api.get("/mdts/central-2/case-conference", user="mdt.other").json()
+    [frank] = [p for p in conf["patients"] if p["nhs_number"] == FRANK]
+    assert conf["patients"][0]["nhs_number"] == FRANK  # new escalation first
+    assert frank["new_escalation"] and frank["escalations"][0]["title"] == "Active foot problem - discuss at MDT"
+    assert any(r.startswith("new escalation") for r in frank["reasons"]) and frank["red_flags"]
+    assert frank["risk_tier"] is None and frank["outcome"] is None
+    assert "9990000018" not in {p["nhs_number"] for p in conf["patients"]}  # declined care, nothing to discuss
+    c1 = {p["nhs_number"] for p in api.get("/mdts/central-1/case-conference", user="mdt.member").json()["patients"]}
+    assert c1 == {AMINA, GEORGE}  # red flags (HbA1c > 75, eGFR < 30)
+
+
+def test_overdue_urgent_tasks_bring_patients_to_the_mdt(seeded_api):
+    seeded_api.clock.offset = dt.timedelta(days=30)
+    try:
+        conf = seeded_api.get("/mdts/central-1/case-conference", user="mdt.member").json()
+        amina = next(p for p in conf["patients"] if p["nhs_number"] == AMINA)
+        assert {t["priority"] for t in amina["overdue_urgent"]} == {"high"}
+        assert any(r.startswith("overdue high task") for r in amina["reasons"])
+    finally:
+        seeded_api.clock.offset = dt.timedelta()
+
+
+def test_outcomes(seeded_api):
+    api = seeded_api
+    today = api.clock().date()
+    r = api.post("/mdts/central-2/outcomes", user="mdt.other",
+                 json={"nhs_number": FRANK, "meeting_date": today.isoformat(), "outcome": "Urgent podiatry seen; offload boot",
+                       "actions": "Review in 2 weeks"})
+    assert r.status_code == 201 and r.json()["recorded_by"] == "mdt.other"
+    conf = api.get("/mdts/central-2/case-conference", user="mdt.other").json()
+    frank = next(p for p in conf["patients"] if p["nhs_number"] == FRANK)
+    assert frank["outcome"]["outcome"].startswith("Urgent podiatry")
+    # at the next meeting the escalation is still open but no longer new
+    nxt = api.get("/mdts/central-2/case-conference", user="mdt.other",
+                  params={"meeting_date": (today + dt.timedelta(days=14)).isoformat()}).json()
+    frank = next(p for p in nxt["patients"] if p["nhs_number"] == FRANK)
+    assert not frank["new_escalation"] and frank["outcome"] is None and frank["last_outcome"]["actions"] == "Review in 2 weeks"
+    hist = api.get("/mdts/central-2/outcomes", user="mdt.other", params={"nhs_number": FRANK}).json()
+    assert len(hist) == 1
+    # a patient of another MDT, or a member of another MDT
+    assert api.post("/mdts/central-2/outcomes", user="mdt.other",
+                    json={"nhs_number": AMINA, "meeting_date": today.isoformat(), "outcome": "x"}).status_code == 403
+    assert api.post("/mdts/central-2/outcomes", json={"nhs_number": AMINA, "meeting_date": today.isoformat(),
+                                                      "outcome": "x"}).status_code == 422
+    assert api.post("/mdts/central-2/outcomes", user="mdt.member",
+                    json={"nhs_number": FRANK, "meeting_date": today.isoformat(), "outcome": "x"}).status_code == 403
+    mdts = {m["mdt"]: m for m in api.get("/mdts").json()}
+    assert mdts["central-2"]["open_escalations"] == 1 and mdts["central-1"]["patients"] == 4
+
+
+def _measures_from_care_plans(api, measure):
+    out = {}
+    for p in api.get("/patients", params={"page_size": 500}).json()["items"]:
+        plan = api.get(f"/patients/{p['nhs_number']}/care-plan").json()
+        m = next(x for x in plan["protocols"][0]["measures"] if x["measure"] == measure)
+        c = out.setdefault(p["practice"], [0, 0, 0])
+        c[0] += m["denominator"]
+        c[1] += m["exclusion"]
+        c[2] += m["numerator"]
+    return out
+
+
+def test_audit_figures_and_peer_comparison(api):
+    body = api.get("/audit/measures", user="auditor", params={"unit_kind": "practice", "measure": "DM020"}).json()
+    rows = {r["unit"]: r for r in body["rows"]}
+    assert body["patients"] == 6
+    expected = _measures_from_care_plans(api, "DM020")
+    assert {u: [r["denominator"], r["exclusions"], r["numerator"]] for u, r in rows.items()} == expected
+    area = api.get("/audit/measures", user="auditor", params={"unit_kind": "area", "measure": "DM020"}).json()["rows"][0]
+    assert area["denominator"] == sum(r["denominator"] for r in rows.values())
+    for r in rows.values():
+        eligible = r["denominator"] - r["exclusions"]
+        assert r["rate"] == (round(r["numerator"] / eligible, 4) if eligible else None)
+        assert r["area_rate"] == area["rate"]
+        if eligible:
+            assert tuple(r["ci95"]) == wilson(r["numerator"], eligible)
+            assert r["funnel95"] == pytest.approx(funnel(area["rate"], eligible, 1.959964), abs=1e-3)
+            assert r["comparison"] in ("above", "below", "within")
+    mdt = api.get("/audit/measures", user="practice.staff", params={"unit_kind": "mdt"}).json()["rows"]
+    assert {r["unit"] for r in mdt} == {"central-1", "central-2"} and {r["measure"] for r in mdt} == {"DM020", "DM021", "DM036"}
+    loc = api.get("/audit/measures", params={"unit_kind": "locality"}).json()["rows"]
+    assert {r["unit"] for r in loc} == {"central"}
+
+
+def test_wilson_and_funnel():
+    assert wilson(0, 0) is None and wilson(5, 10) == (0.2366, 0.7634)
+    assert funnel(0.5, 100, 1.959964) == (0.402, 0.598) and funnel(None, 10, 1.96) is None
+
+
+def test_drill_down_by_role(api):
+    lead = api.get("/audit/measures/DM020/patients", params={"unit_kind": "area"}).json()
+    assert not lead["pseudonymised"] and {p["patient"] for p in lead["patients"]} >= {AMINA}
+    assert all(p["why"] for p in lead["patients"])
+    aud = api.get("/audit/measures/DM020/patients", user="auditor", params={"unit_kind": "area"}).json()
+    assert aud["pseudonymised"] and all(p["patient"].startswith("P-") and p["name"] is None for p in aud["patients"])
+    assert len(aud["patients"]) == len(lead["patients"])
+    staff = api.get("/audit/measures/DM020/patients", user="practice.staff", params={"unit_kind": "area"}).json()
+    assert staff["patients"] and {p["practice"] for p in staff["patients"]} == {"A81001"}
+    notmet = api.get("/audit/measures/DM020/patients", params={"group": ["not-met"], "unit_kind": "practice",
+                                                               "unit": "A81001"}).json()
+    assert [p["patient"] for p in notmet["patients"]] == [AMINA]
+    assert api.get("/audit/measures/NOPE/patients").status_code == 404
+
+
+def test_snapshots_and_trend(seeded_api):
+    api = seeded_api
+    today = api.clock().date()
+    dates = [today - dt.timedelta(days=120), today - dt.timedelta(days=60), today]
+    for d in dates:
+        r = api.post("/audit/snapshots", user="auditor", json={"as_of": d.isoformat()})
+        assert r.status_code == 201 and r.json()["patients"] == 6 and r.json()["rows"] > 0
+    # before the protocol's effective date (2026-04-01) nothing was in force: no figures
+    assert api.post("/audit/snapshots", json={"as_of": "2026-01-31"}).json()["rows"] == 0
+    again = api.post("/audit/snapshots", json={"as_of": today.isoformat()}).json()  # replaces, not duplicates
+    assert [s["as_of"] for s in api.get("/audit/snapshots", user="auditor").json()] == [d.isoformat() for d in dates]
+    trend = api.get("/audit/trend", user="auditor", params={"measure": "DM020"}).json()
+    assert [p["as_of"] for p in trend["points"]] == [d.isoformat() for d in dates]
+    live = api.get("/audit/measures", params={"unit_kind": "area", "measure": "DM020"}).json()["rows"][0]
+    last = trend["points"][-1]
+    assert (last["denominator"], last["exclusions"], last["numerator"]) == (live["denominator"], live["exclusions"], live["numerator"])
+    assert again["rows"] > 0
+    practice = api.get("/audit/trend", params={"measure": "DM020", "unit_kind": "practice", "unit": "A81001"}).json()
+    assert len(practice["points"]) == 3
+    assert api.get("/audit/trend", params={"measure": "DM020", "unit_kind": "practice"}).status_code == 422
