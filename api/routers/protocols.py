@@ -192,8 +192,9 @@ def publish(body: YamlIn, request: Request, who: Principal = Depends(require("pr
                 except Exception:
                     target.unlink(missing_ok=True)
                     raise
+                published_file = row.path
         state.protocols.reload()
     key = _in_force_key(state, proto.id)
-    return PublishOut(protocol=proto.id, version=proto.version, file=row.path, status=proto.status,
+    return PublishOut(protocol=proto.id, version=proto.version, file=published_file, status=proto.status,
                       in_force=key == proto.key, published_by=who.username, published_at=now,
                       warnings=[p for p in v.problems if p.severity == "warning"])
