@@ -351,19 +351,27 @@ class Compiler:
         return self._aggs[key]
 
     def _pick(self, n: ir.Pick) -> str:
+        """One row per patient by derive's order, as a hash aggregate: arg_min over a sort key struct
+        (descending parts negated; `ord` makes every key unique, so ties cannot fall either way)."""
         src = self.rows(n.source)
-        inf = "CAST('inf' AS DOUBLE)"
-        orders = {
-            "latest": f"day DESC, coalesce(value, {inf}) ASC, ts DESC, fid ASC, ord ASC",
-            "earliest": f"day ASC, coalesce(value, {inf}) ASC, ts ASC, fid ASC, ord ASC",
-            "min": "value ASC, ts DESC, fid ASC, ord ASC",
-            "max": "value DESC, ts DESC, fid DESC, ord ASC",
+        day = "(-date_diff('day', DATE '1970-01-01', day))"
+        ts = "(-epoch_us(ts))"
+        cv = "coalesce(value, CAST('inf' AS DOUBLE))"
+        keys = {
+            "latest": ("arg_min", [day, cv, ts, "fid", "ord"]),
+            "earliest": ("arg_min", ["day", cv, "ts", "fid", "ord"]),
+            "min": ("arg_min", ["value", ts, "fid", "ord"]),
+            "max": ("arg_max", ["value", "ts", "fid", "(-ord)"]),
         }
-        if n.how not in orders:
+        if n.how not in keys:
             raise NotImplementedError(f"batch engine: pick {n.how!r} ({n!r})")
+        fn, parts = keys[n.how]
+        key = "{" + ", ".join(f"'k{i}': {p}" for i, p in enumerate(parts)) + "}"
+        cols = [c.strip() for c in ROW_COLS.split(",") if c.strip() != "pid"]
+        row = "{" + ", ".join(f"'{c}': {c}" for c in cols) + "}"
         where = " WHERE value IS NOT NULL" if n.how in ("min", "max") else ""
-        return self._cte("pick", f"SELECT {ROW_COLS} FROM {src}{where} "
-                                 f"QUALIFY row_number() OVER (PARTITION BY pid ORDER BY {orders[n.how]}) = 1")
+        return self._cte("pick", f"SELECT pid, {', '.join(f'r.{c} AS {c}' for c in cols)} FROM "
+                                 f"(SELECT pid, {fn}({row}, {key}) AS r FROM {src}{where} GROUP BY pid)")
 
     def _result(self, event) -> str:
         """(pid, v): derive.result_text of a single event: its value ('%g'), else its first coded value
