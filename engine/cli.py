@@ -374,6 +374,81 @@ def users_set(username: str = typer.Argument(...),
         console.print(f"updated {row.username}", highlight=False)
 
 
+# ---- population scale: synthetic population, batch evaluation, benchmark -------------------------------
+@app.command()
+def generate(patients: int = typer.Option(10000, "--patients", help="How many people"),
+             seed: int = typer.Option(1, "--seed", help="Same seed, same population"),
+             out: Path = typer.Option(Path("var/population"), "--out", help="Folder for the Parquet tables"),
+             as_of: Optional[str] = typer.Option(None, "--as-of", help="Records end on this date (default today)"),
+             workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: CPUs)"),
+             format: str = typer.Option("parquet", "--format", help="parquet or duckdb")):
+    """Write a synthetic population (patients, facts, codings, attributes) for `evaluate-population`."""
+    from engine.population.generate import write_population
+
+    ref = _date(as_of, "--as-of") or dt.date.today()
+    info = write_population(out, patients, seed=seed, as_of=ref, workers=workers, fmt=format)
+    console.print(f"{info['patients']} patients, {info['facts']} facts in {info['total_seconds']} s -> {out}/",
+                  highlight=False)
+
+
+@app.command("evaluate-population")
+def evaluate_population(data: Path = typer.Option(Path("var/population"), "--data", help="Folder from `carepath generate`"),
+                        as_of: str = typer.Option(..., "--as-of", help="Reference date YYYY-MM-DD"),
+                        period_start: Optional[str] = typer.Option(None, "--period-start", help="Measurement period start"),
+                        workers: Optional[int] = typer.Option(None, "--workers", help="DuckDB threads (default: CPUs)"),
+                        protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols"),
+                        results: Optional[Path] = typer.Option(None, "--results", help="DuckDB results file (default <data>/results.duckdb)"),
+                        run: Optional[str] = typer.Option(None, "--run", help="Run id (same id resumes that run)"),
+                        format: str = typer.Option("text", "--format", help="text or json")):
+    """Evaluate every protocol in force over a whole population with the batch engine (DuckDB)."""
+    from engine.population.run import evaluate_population_run
+
+    ref = _date(as_of, "--as-of")
+    lib = _library(protocols)
+    try:
+        summary = evaluate_population_run(data, lib.in_force(ref), ref, _date(period_start, "--period-start"),
+                                          workers=workers, results=results, run=run,
+                                          log=(lambda m: err.print(m, highlight=False)) if format == "json" else
+                                          (lambda m: console.print(m, highlight=False)))
+    except FileNotFoundError as e:
+        err.print(str(e))
+        raise typer.Exit(2) from None
+    if format == "json":
+        print(json.dumps(summary, indent=2))
+        return
+    for p in summary["protocols"]:
+        for m, v in (p.get("measures") or {}).items():
+            rate = f"{100 * v['numerator'] / v['denominator']:.1f} %" if v["denominator"] else "—"
+            console.print(f"  {p['protocol']} {m}: {v['numerator']} / {v['denominator']} ({rate}), "
+                          f"{v['exclusions']} excluded", highlight=False)
+    console.print(f"Results: {summary['results']} (run {summary['run']})", highlight=False)
+
+
+bench_app = typer.Typer(help="Benchmarks (not part of the test run); results go to benchmarks/results/.",
+                        no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("batch")
+def bench_batch(patients: int = typer.Option(10000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                as_of: str = typer.Option("2026-04-30", "--as-of"),
+                workers: Optional[int] = typer.Option(None, "--workers"),
+                protocol: str = typer.Option("t2dm-annual-care", "--protocol"),
+                durable_sample: int = typer.Option(2000, "--durable-sample", help="Patients run through durable-rules too"),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """The batch engine over a synthetic population, with the plain-Python reference and a durable-rules sample."""
+    from engine.population.bench import run as run_bench
+
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), workers, protocol, durable_sample,
+                    log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        print(json.dumps(out))
+        return
+    console.print(f"{out['patients']} patients: batch {out['seconds']} s ({out['patients_per_second']}/s), "
+                  f"plain Python {out.get('reference_seconds')} s, peak RSS {out['peak_rss_mib']} MiB; "
+                  f"written to {out.get('written')}", highlight=False)
+
+
 def main() -> None:  # pragma: no cover - console script entry
     app()
 

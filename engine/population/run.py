@@ -80,6 +80,13 @@ def _measure_sql(proto: Protocol) -> list[tuple[str, str, str, str, str]]:
     return out
 
 
+def _stored_measures(con, run: str, proto: Protocol) -> dict:
+    rows = con.execute("SELECT measure, sum(denominator), sum(exclusions), sum(numerator) FROM res.measures "
+                       "WHERE run = ? AND protocol = ? AND version = ? GROUP BY measure ORDER BY measure",
+                       [run, proto.id, proto.version]).fetchall()
+    return {m: {"denominator": int(d), "exclusions": int(e), "numerator": int(n)} for m, d, e, n in rows}
+
+
 def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
                             workers: int | None = None, results: Path | None = None, run: str | None = None,
                             log=print) -> dict:
@@ -100,7 +107,8 @@ def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.dat
     for proto in protocols:
         if proto.key in done:
             log(f"{proto.key}: already done in run {run}, skipped")
-            summary["protocols"].append({"protocol": proto.key, "skipped": True})
+            summary["protocols"].append({"protocol": proto.key, "skipped": True,
+                                         "measures": _stored_measures(con, run, proto)})
             continue
         for t in ("fired", "measures", "registers"):  # a partial earlier attempt
             con.execute(f"DELETE FROM res.{t} WHERE run = ? AND protocol = ? AND version = ?", [run, proto.id, proto.version])
@@ -131,11 +139,8 @@ def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.dat
         con.execute("INSERT INTO res.run_protocols VALUES (?, ?, ?, ?, ?, now())",
                     [run, proto.id, proto.version, n_patients, seconds])
         on_register = con.execute(f"SELECT count(*) FILTER (WHERE {reg}) FROM cur").fetchone()[0]
-        measures = con.execute("SELECT measure, sum(denominator), sum(exclusions), sum(numerator) FROM res.measures "
-                               "WHERE run = ? AND protocol = ? AND version = ? GROUP BY measure ORDER BY measure",
-                               [run, proto.id, proto.version]).fetchall()
         entry = {"protocol": proto.key, "patients": n_patients, "on_register": on_register, "seconds": round(seconds, 2),
-                 "measures": {m: {"denominator": d, "exclusions": e, "numerator": n} for m, d, e, n in measures}}
+                 "measures": _stored_measures(con, run, proto)}
         summary["protocols"].append(entry)
         log(f"{proto.key}: {n_patients} patients, {on_register} on the register, {seconds:.1f} s")
         con.execute("DROP TABLE cur")
