@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ruamel.yaml.error import YAMLError
+
 from api.schemas import ProblemOut
 from engine.evaluate.evaluator import Options, evaluate
 from engine.protocols.errors import Location, Problem, ProtocolError
@@ -87,7 +89,8 @@ def check(lib: Library, path: Path) -> tuple[Protocol | None, list[Problem]]:
         proto = load_protocol(path)
     except ProtocolError as e:
         return None, list(e.problems)
-    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:  # defensive: loader choked
+    except (YAMLError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+        # e.g. ruamel's ReaderError for control characters, which read_yaml does not turn into a Problem
         return None, [Problem(loc, f"the file could not be read: {e}")]
     problems = list(proto.warnings)
     if not SAFE_ID.match(proto.id) or not SAFE_VERSION.match(proto.version):
