@@ -84,7 +84,11 @@ def run(patients: int, seed: int = 1, as_of: dt.date = dt.date(2026, 4, 30), wor
     out: dict = {"benchmark": "batch", "protocol": proto.key, "patients": patients, "seed": seed,
                  "as_of": as_of.isoformat(), "workers": workers}
 
-    data = Path(data_dir) if data_dir else DATA / f"pop-{patients}-s{seed}-{as_of.isoformat()}"
+    import hashlib
+
+    import engine.population.generate as gen_module
+    version = hashlib.sha1(Path(gen_module.__file__).read_bytes()).hexdigest()[:8]  # data follows the generator code
+    data = Path(data_dir) if data_dir else DATA / f"pop-{patients}-s{seed}-{as_of.isoformat()}-g{version}"
     if (data / "facts.parquet").exists():
         out["generate_seconds"] = None
         log(f"reusing {data}")

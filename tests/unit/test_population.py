@@ -1,0 +1,120 @@
+"""The synthetic population generator, its columnar output, and population runs."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from engine.population.columnar import record_rows
+from engine.population.generate import (LOCALITIES, codelist, generate, nhs_number_for, person, person_rows,
+                                        practices, write_population)
+from engine.records.nhs_number import is_valid_nhs_number
+
+AS_OF = dt.date(2026, 4, 30)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_reproducible_and_seeded():
+    a = [r.model_dump() for r in generate(30, seed=5, as_of=AS_OF)]
+    b = [r.model_dump() for r in generate(30, seed=5, as_of=AS_OF)]
+    c = [r.model_dump() for r in generate(30, seed=6, as_of=AS_OF)]
+    assert a == b
+    assert a != c
+    # a person does not depend on where the stream starts (shards give the same people)
+    assert [r.model_dump() for r in generate(5, seed=5, as_of=AS_OF, start=25)] == a[25:]
+
+
+def test_structure_localities_mdts_practices_and_identifiers():
+    ps = practices()
+    assert len({p.locality for p in ps}) == 5 and len({p.mdt for p in ps}) == 9 and len(ps) >= 100
+    assert all(re.fullmatch(r"[A-Z]\d{5}", p.ods) for p in ps) and len({p.ods for p in ps}) == len(ps)
+    assert all(p.mdt in LOCALITIES[p.locality] for p in ps)
+    numbers = [nhs_number_for(i) for i in range(3000)]
+    assert len(set(numbers)) == 3000 and all(is_valid_nhs_number(n) for n in numbers)
+    assert all(n.startswith("999") for n in numbers)  # the range reserved for testing
+
+
+def test_population_shape_and_prevalence():
+    people = [person(i, 11, AS_OF) for i in range(4000)]
+    adults = [p for p in people if p.age >= 17]
+    share = lambda xs, f: sum(1 for x in xs if f(x)) / len(xs)  # noqa: E731
+    assert 0.05 <= share(people, lambda p: p.age >= 75) <= 0.095
+    assert 0.05 <= share(adults, lambda p: p.dm) <= 0.085
+    assert 0.10 <= share(people, lambda p: p.hyp) <= 0.19
+    assert 0.04 <= share(people, lambda p: p.asthma) <= 0.09
+    assert 0.10 <= share(adults, lambda p: p.depression) <= 0.19
+    assert 0.003 <= share(people, lambda p: p.hf) <= 0.02
+    assert 0.005 <= share(people, lambda p: p.copd) <= 0.03
+    mean_facts = sum(len(p.facts) for p in people) / len(people)
+    assert 40 <= mean_facts <= 60
+    sources = Counter(f[9] for p in people for f in p.facts)
+    assert {"gp-system", "pathology-lims", "acute-pas", "community-ehr", "mental-health", "social-care"} <= set(sources)
+    kinds = Counter(f[1] for p in people for f in p.facts)
+    assert kinds["exception"] > 0 and kinds["medication"] > 0 and kinds["observation"] > 0
+    statuses = Counter(f[8] for p in people for f in p.facts)
+    assert statuses["entered-in-error"] > 0
+    hba1c = set(codelist("ifcchbam_cod.csv"))
+    units = Counter(f[7] for p in people for f in p.facts if f[3] in hba1c)
+    assert units["mmol/mol"] > units["%"] > 0  # mostly IFCC, some DCCT % to convert
+
+
+def test_frailty_categories_for_older_people():
+    people = [person(i, 12, AS_OF) for i in range(4000)]
+    frail = set(codelist("frailty_cod.csv", "severity", ("moderate", "severe")))
+    old = [p for p in people if p.age >= 65]
+    coded = [p for p in old if any(f[3] in frail for f in p.facts)]
+    assert 0.05 <= len(coded) / len(old) <= 0.2  # ~15 % moderate or severe, most of them coded
+    assert all(p.age >= 65 for p in people if any(f[3] in frail for f in p.facts))
+
+
+def test_columnar_rows_match_the_records():
+    records = list(generate(150, seed=9, as_of=AS_OF))
+    for i, rec in enumerate(records):
+        assert person_rows(i, person(i, 9, AS_OF)) == record_rows(i, rec)
+
+
+def test_write_population_parquet_round_trip(tmp_path):
+    import duckdb
+
+    info = write_population(tmp_path / "pop", 120, seed=4, as_of=AS_OF, workers=1, shard_size=50)
+    con = duckdb.connect()
+    n_pat, n_facts = con.execute(f"SELECT (SELECT count(*) FROM '{tmp_path}/pop/patients.parquet'), "
+                                 f"(SELECT count(*) FROM '{tmp_path}/pop/facts.parquet')").fetchone()
+    records = list(generate(120, seed=4, as_of=AS_OF))
+    assert n_pat == 120 and n_facts == info["facts"] == sum(len(r.facts) for r in records)
+
+
+def test_population_run_matches_per_patient_measures(tmp_path):
+    """evaluate-population's measure counts equal the per-patient evaluator's, patient by patient summed."""
+    from engine.evaluate.evaluator import Options, evaluate
+    from engine.population.run import evaluate_population_run
+    from engine.protocols.library import load_library
+
+    write_population(tmp_path / "pop", 400, seed=8, as_of=AS_OF, workers=1)
+    lib = load_library([ROOT / "protocols"])
+    protos = [p for p in lib.protocols if p.id == "t2dm-annual-care"]
+    summary = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, log=lambda m: None)
+    got = summary["protocols"][0]["measures"]
+    want: dict = {}
+    on_register = 0
+    for rec in generate(400, seed=8, as_of=AS_OF):
+        res = evaluate(rec, protos, as_of=AS_OF, options=Options(engine="python")).protocols[0]
+        on_register += res.on_register
+        for m in res.measures:
+            w = want.setdefault(m.measure, {"denominator": 0, "exclusions": 0, "numerator": 0})
+            w["denominator"] += m.denominator
+            w["exclusions"] += m.exclusion
+            w["numerator"] += m.numerator
+    assert got == want
+    assert summary["protocols"][0]["on_register"] == on_register > 0
+    again = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, log=lambda m: None)
+    assert again["protocols"][0]["skipped"] and again["protocols"][0]["measures"] == want
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_tiny_populations(tmp_path, n):
+    info = write_population(tmp_path / f"p{n}", n, seed=1, as_of=AS_OF, workers=1)
+    assert info["patients"] == n
