@@ -13,7 +13,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.api.test_roles import MATRIX, PUBLIC, _openapi_form
+from tests.api.test_api_roles import MATRIX, PUBLIC, _openapi_form
 
 OPERATIONS = sorted({(m, _openapi_form(p)) for m, p, _, _ in MATRIX} | PUBLIC)
 ADMIN_PATHS = ("/users", "/ingest", "/access-log")
