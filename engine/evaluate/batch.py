@@ -120,6 +120,8 @@ class Compiled:
     vs_rows: list[tuple]
     conv_table: str = ""
     converted: list[str] = field(default_factory=list)
+    props_table: str = ""
+    props_rows: list[tuple] = field(default_factory=list)  # (vs, system, code, column, value) for count(distinct <column> ...)
 
 
 @dataclass
@@ -148,6 +150,9 @@ class Compiler:
         self.converted: set[str] = set()  # value sets whose values are converted into their unit
         self.event_valuesets: set[str] = set()  # value sets read as events (not only `where ... in valueset`)
         self.conv_table = vs_table[:-1] + '_conv"'
+        self.props_table = vs_table[:-1] + '_props"'
+        self.props_used: set[tuple[str, str]] = set()  # (value set, column) read by count(distinct <column> ...)
+        self.extra_codes = True  # facts may have codings beyond their first (fact_codings rows)
 
     # ---- plumbing ----
     def _cte(self, prefix: str, sql: str) -> str:
@@ -208,13 +213,66 @@ class Compiler:
         live = (f"CAST(f.start AS DATE) <= {lit(self.ctx.reference_date)} "
                 f"AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
         on = "AND (x.system = v.system OR (v.any_system AND v.system = ''))"
+        kinds = self._kind_test("v.vs", "f.kind")
         sql = (f"SELECT {cols} FROM {facts} f JOIN {self.vs_table} v ON f.code = v.code {on.replace('x.', 'f.')} "
-               f"WHERE v.vs IN ({names}) AND {live}")
+               f"WHERE v.vs IN ({names}) AND {live}{kinds}")
         if extra_codes:
             sql = (f"SELECT DISTINCT ON (vs, pid, seq) * FROM ({sql} UNION ALL SELECT {cols} FROM {codings} x "
                    f"JOIN {self.vs_table} v ON x.role = 'code' AND x.code = v.code {on} "
-                   f"JOIN {facts} f ON f.pid = x.pid AND f.seq = x.seq WHERE v.vs IN ({names}) AND {live})")
+                   f"JOIN {facts} f ON f.pid = x.pid AND f.seq = x.seq WHERE v.vs IN ({names}) AND {live}{kinds})")
+        for name in sorted(self.event_valuesets):  # `kind:` alone: every fact of the kinds, whatever its code
+            vs = self.p.valuesets[name]
+            if vs.any_code:
+                sql += (f" UNION ALL SELECT {cols.replace('v.vs', lit(name) + ' AS vs', 1)} FROM {facts} f "
+                        f"WHERE f.kind IN ({', '.join(lit(k) for k in sorted(vs.kinds))}) AND {live}")
         return sql
+
+    def _kind_test(self, vs_col: str, kind_col: str) -> str:
+        """` AND ...` keeping only facts of the kinds a value set declares (`kind:`), or ''."""
+        limited = [(v, self.p.valuesets[v].kinds) for v in sorted(self.p.valuesets)
+                   if self.p.valuesets[v].kinds and not self.p.valuesets[v].any_code]
+        if not limited:
+            return ""
+        whens = " ".join(f"WHEN {lit(v)} THEN {kind_col} IN ({', '.join(lit(k) for k in sorted(ks))})" for v, ks in limited)
+        return f" AND CASE {vs_col} {whens} ELSE TRUE END"
+
+    def _distinct(self, n: ir.CountDistinct) -> str:
+        """(pid, n): derive.Deriver._distinct_keys counted: each event's key values from the first of its base
+        value sets (as written) it is in, by its first coding (lowest position) in that value set."""
+        src = self.rows(n.source)
+        bases = ir.base_valuesets(n.source)
+        key = ("distinct", n.key, src, tuple(bases))
+        if key in self._aggs:
+            return self._aggs[key]
+        facts, codings = self.t["facts"], self.t["fact_codings"]
+        all_codes = (f"(SELECT pid, seq, 0 AS pos, system, code FROM {facts}"
+                     + (f" UNION ALL SELECT pid, seq, pos, system, code FROM {codings} WHERE role = 'code')"
+                        if self.extra_codes else ")"))
+        parts = []
+        for i, name in enumerate(bases):
+            vs = self.p.valuesets[name]
+            kinds = f" AND f.kind IN ({', '.join(lit(k) for k in sorted(vs.kinds))})" if vs.kinds else ""
+            join_f = f"JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq"
+            if vs.any_code:
+                parts.append(f"SELECT s.pid, s.seq, {i} AS idx, 0 AS pos, {lit(name)} AS vsn, f.system, f.code "
+                             f"FROM {src} s {join_f} WHERE TRUE{kinds}")
+                continue
+            self.valuesets_used.add(name)
+            parts.append(f"SELECT s.pid, s.seq, {i} AS idx, c.pos, {lit(name)} AS vsn, c.system, c.code FROM {src} s "
+                         f"{join_f} JOIN {all_codes} c ON c.pid = s.pid AND c.seq = s.seq "
+                         f"JOIN {self.vs_table} v ON v.vs = {lit(name)} AND v.code = c.code "
+                         f"AND (v.system = c.system OR (v.any_system AND v.system = '')) WHERE TRUE{kinds}")
+        first = (f"SELECT pid, seq, arg_min({{'vsn': vsn, 's': system, 'c': code}}, {{'a': idx, 'b': pos}}) AS m "
+                 f"FROM ({' UNION ALL '.join(parts)}) GROUP BY pid, seq")
+        if n.key == "code":
+            vals = f"SELECT pid, m.s || '|' || m.c AS val FROM ({first})"
+        else:
+            for name in bases:
+                self.props_used.add((name, n.key))
+            vals = (f"SELECT x.pid, pr.value AS val FROM ({first}) x JOIN {self.props_table} pr ON pr.vs = x.m.vsn "
+                    f"AND pr.system = x.m.s AND pr.code = x.m.c AND pr.col = {lit(n.key)}")
+        self._aggs[key] = self._cte("dst", f"SELECT pid, count(DISTINCT val) AS n FROM ({vals}) GROUP BY pid")
+        return self._aggs[key]
 
     def _window(self, n: ir.Window) -> str:
         src = self.rows(n.source)
@@ -444,6 +502,20 @@ class Compiler:
         if isinstance(n, ir.Count):
             alias = joins.add(self._agg("count", n.source))
             return f"coalesce({alias}.n, 0)"
+        if isinstance(n, ir.CountDistinct):
+            alias = joins.add(self._distinct(n))
+            return f"coalesce({alias}.n, 0)"
+        if isinstance(n, ir.Arith):  # derive.arith: floats, missing in -> missing out, x / 0 missing
+            left, right = (f"CAST(({self.expr(x, joins)}) AS DOUBLE)" for x in (n.left, n.right))
+            if n.op == "/":
+                return f"(CASE WHEN {right} = 0 THEN NULL ELSE {left} / {right} END)"
+            if n.op not in ("+", "-", "*"):
+                raise NotImplementedError(f"batch engine: arithmetic {n.op!r}")
+            return f"({left} {n.op} {right})"
+        if isinstance(n, ir.Points):
+            return f"(CASE WHEN {self.expr(n.when, joins)} THEN {lit(float(n.points))} ELSE CAST(0.0 AS DOUBLE) END)"
+        if isinstance(n, ir.Sum):  # added left to right from 0.0, as derive does
+            return "(" + " + ".join(["CAST(0.0 AS DOUBLE)"] + [f"CAST(({self.expr(i, joins)}) AS DOUBLE)" for i in n.items]) + ")"
         if isinstance(n, ir.Exists):
             src = ir.unwrap(n.source)
             if src.type == ir.EVENT:
@@ -555,6 +627,7 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
     lowered = lowered_for(protocol)
     vs_table = ident("vs_codes_" + hashlib.sha1(protocol.ruleset_name.encode()).hexdigest()[:12])
     c = Compiler(protocol, ctx, tables, vs_table)
+    c.extra_codes = extra_codes
     joins = _Joins()
     raw: dict[str, str] = {}
     types: dict[str, str] = {}
@@ -596,7 +669,12 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
             if vs.any_system and system != "" and ("", code) in vs.codes:
                 continue  # ('', code) already matches every system: one row per fact and value set
             vs_rows.append((name, system, code, bool(vs.any_system)))
-    return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted))
+    props_rows = sorted((vs_name, system, code, col, value)
+                        for vs_name, col in c.props_used
+                        for (system, code), props in protocol.valuesets[vs_name].properties.items()
+                        for value in props.get(col, ()))
+    return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted),
+                    c.props_table, props_rows)
 
 
 def _insert(con, table: str, rows: list[tuple], types: list[str]) -> None:
@@ -635,6 +713,10 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
     if not _exists(con, compiled.vs_table):  # a protocol's codes never change (its name carries its hash)
         con.execute(f"CREATE TEMP TABLE {compiled.vs_table} (vs VARCHAR, system VARCHAR, code VARCHAR, any_system BOOLEAN)")
         _insert(con, compiled.vs_table, compiled.vs_rows, ["VARCHAR", "VARCHAR", "VARCHAR", "BOOLEAN"])
+    if compiled.props_table and not _exists(con, compiled.props_table):
+        con.execute(f"CREATE TEMP TABLE {compiled.props_table} (vs VARCHAR, system VARCHAR, code VARCHAR, col VARCHAR, "
+                    f"value VARCHAR)")
+        _insert(con, compiled.props_table, compiled.props_rows, ["VARCHAR"] * 5)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.conv_table} (vs VARCHAR, unit VARCHAR, value DOUBLE, cv DOUBLE)")
     if not compiled.converted:
         return

@@ -117,7 +117,7 @@ class Deriver:
             v = self.out.values.get(n)
             if isinstance(ir.unwrap(n), ir.Pick) and isinstance(v, Ev):
                 found[(v.fact.source_system, v.fact.id)] = v.fact
-            elif isinstance(ir.unwrap(n), (ir.Count,)):
+            elif isinstance(ir.unwrap(n), (ir.Count, ir.CountDistinct)):
                 src = self.out.values.get(ir.unwrap(n).source)
                 for e in (src or [])[:5] if isinstance(src, list) else []:
                     found[(e.fact.source_system, e.fact.id)] = e.fact
@@ -152,6 +152,20 @@ class Deriver:
             return self._pick(n)
         if isinstance(n, ir.Count):
             return len(self._as_list(self.eval(n.source)))
+        if isinstance(n, ir.CountDistinct):
+            return len(self._distinct_keys(n))
+        if isinstance(n, ir.Arith):
+            return arith(n.op, self.eval(n.left), self.eval(n.right))
+        if isinstance(n, ir.Points):
+            return n.points if self.eval(n.when) else 0.0
+        if isinstance(n, ir.Sum):
+            values = [self.eval(i) for i in n.items]
+            if any(v is None for v in values):
+                return None
+            total = 0.0
+            for v in values:
+                total += float(v)
+            return total
         if isinstance(n, ir.Attr):
             ev = self.eval(n.event)
             if ev is None:
@@ -195,12 +209,25 @@ class Deriver:
             return []
         return v if isinstance(v, list) else [v]
 
+    def _distinct_keys(self, n: ir.CountDistinct) -> set[str]:
+        """The key values of the events: each event's from the first of its base value sets (in the order
+        written) it is in, by the first of its codings in that value set."""
+        bases = [self.protocol.valuesets[v] for v in ir.base_valuesets(n.source)]
+        keys: set[str] = set()
+        for e in self._as_list(self.eval(n.source)):
+            for vs in bases:
+                c = vs.matches_fact(e.fact)
+                if c is not None:
+                    keys.update(vs.key_values(c, n.key))
+                    break
+        return keys
+
     def _valueset_events(self, n: ir.ValueSetRef) -> list[Ev]:
         vs = self.protocol.valuesets[n.name]
         out = []
         conv_cache: dict[str | None, Any] = {}
         for f in self._facts:
-            if vs.matches(f.codes) is None:
+            if vs.matches_fact(f) is None:
                 continue
             value = f.value
             if value is not None and vs.unit is not None and f.unit is not None:
@@ -364,6 +391,22 @@ def result_text(ev: Ev) -> str | None:
     if isinstance(f.attrs.get("value_boolean"), bool):
         return "true" if f.attrs["value_boolean"] else "false"
     return None
+
+
+def arith(op: str, a, b) -> float | None:
+    """Arithmetic with the missing-data rule: anything missing gives missing; x / 0 is missing."""
+    if a is None or b is None:
+        return None
+    a, b = float(a), float(b)
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return None if b == 0 else a / b
+    raise ValueError(op)
 
 
 def compare(op: str, a, b) -> bool:

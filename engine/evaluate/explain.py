@@ -86,8 +86,33 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
             ev = d.eval(left.event)
             if isinstance(ev, Ev):
                 when = f" on {ev.day.isoformat()}"
-        return [f"{ir.describe(n.left)} {fmt_value(lv, lu)}{when} ({n.op} {rtext})"]
+        text = f"{ir.describe(n.left)} {fmt_value(lv, lu)}{when} ({n.op} {rtext})"
+        if isinstance(left, ir.Sum):
+            lines = score_lines(left, d)
+            if lines:
+                text += " = " + " ".join(lines)
+        return [text]
     return [f"{ir.describe(n)}: {fmt_value(value)}"]
+
+
+def score_lines(s: ir.Sum, d: Deriver) -> list[str]:
+    """The lines of a score that gave points: '+3 (care home resident)', '+2 (admissions 2)'."""
+    out = []
+    for item in s.items:
+        v = d.eval(item)
+        base = ir.unwrap(item)
+        if v is None:
+            out.append(f"(missing: {ir.describe(item)})")
+            continue
+        if not v:
+            continue
+        sign = "+" if v > 0 else "-"
+        if isinstance(base, ir.Points):
+            why = "; ".join(clauses(base.when, d, True)[:2]) or ir.describe(base.when)
+            out.append(f"{sign}{abs(v):g} ({why})")
+        else:
+            out.append(f"{sign}{abs(float(v)):g} ({ir.describe(item)})")
+    return out
 
 
 def _event_text(ev: Ev, source: ir.Node) -> str:

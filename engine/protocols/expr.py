@@ -15,7 +15,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from engine.protocols import ir
 from engine.protocols.errors import Location, suggest
-from engine.protocols.units import UnitError, converter, is_known_unit, known_units, normalise_unit
+from engine.protocols.units import (UnitError, converter, is_clinical_conversion, is_known_unit, known_units,
+                                   normalise_unit)
 
 _PARSER = Lark(
     (Path(__file__).with_name("grammar.lark")).read_text(),
@@ -40,7 +41,7 @@ TYPE_WORDS = {
     ir.BOOL: "a yes/no condition",
 }
 _TOKEN_WORDS = {
-    "NAME": "a name", "SIGNED_NUMBER": "a number", "COMP": "a comparison (< <= = != >= >)", "UNIT": "a unit",
+    "NAME": "a name", "SIGNED_NUMBER": "a number", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "COMP": "a comparison (< <= = != >= >)", "UNIT": "a unit",
     "DUR_UNIT": "days / weeks / months / years", "FUNC": "latest / earliest / count / exists / min / max",
     "LPAR": "'('", "RPAR": "')'", "AND": "'and'", "OR": "'or'", "DOT": "'.'", "STRING": "quoted text",
 }
@@ -51,6 +52,8 @@ class ValueSetDecl:
     name: str
     unit: str | None = None
     analyte: str | None = None
+    columns: tuple[str, ...] = ()  # property columns of its codelist (for `count(distinct <column> of ...)`)
+    any_code: bool = False  # `kind:` alone: every fact of a kind, not a list of codes
 
 
 class ExprError(Exception):
@@ -329,6 +332,67 @@ class _Checker:
             return ir.Exists(node)
         raise self.err(fn, f"unknown function {f}")
 
+    def _call_distinct(self, t):
+        fn, key_tok, arg = t.children
+        if fn.value != "count":
+            raise self.err(fn, f"'distinct' goes with count(...), not {fn.value}(...)",
+                           expected="count(distinct code of ...) or count(distinct <column> of ...)")
+        node = self.check(arg)
+        if node.type not in (ir.SET, ir.EVENT):
+            raise self.err(arg, f"count(distinct ...) needs a value set or list of events, not {TYPE_WORDS[node.type]}")
+        names = ir.base_valuesets(node)
+        columns = set.intersection(*(set(self.scope.valuesets[v].columns) for v in names)) if names else set()
+        allowed = {"code"} | columns
+        key = key_tok.value
+        if key not in allowed:
+            where = ", ".join(sorted(allowed))
+            raise self.err(key_tok, f"{', '.join(names)} has no column {key!r} to count distinct values of",
+                           expected=where, suggestion=suggest(key, allowed))
+        return ir.CountDistinct(node, key)
+
+    # --- arithmetic on numbers ---
+    def _add(self, t):
+        return self._arith(t, "+")
+
+    def _sub(self, t):
+        return self._arith(t, "-")
+
+    def _mul(self, t):
+        return self._arith(t, "*")
+
+    def _div(self, t):
+        return self._arith(t, "/")
+
+    def _arith(self, t, op: str):
+        lt, rt = t.children
+        left, right = self.scalar(lt), self.scalar(rt)
+        for side, st in ((left, lt), (right, rt)):
+            if side.type != ir.NUMBER:
+                hint = " (to move a date, add or subtract a duration such as 3 months)" if side.type == ir.DATE else ""
+                raise self.err(st, f"'{op}' works on numbers, not {TYPE_WORDS[side.type]}{hint}",
+                               expected="a number, e.g. count(...), latest(x).value, age")
+        if op in "+-":
+            const = next((ir.unwrap(x) for x in (left, right) if isinstance(ir.unwrap(x), ir.Const)), None)
+            var = next((x for x in (left, right) if not isinstance(ir.unwrap(x), ir.Const)), None)
+            if const is not None and var is not None and is_clinical_conversion(
+                    const.unit, getattr(var, "unit", None), getattr(var, "analyte", None)):
+                raise self.err(t, f"a difference in {const.unit} cannot be converted into {getattr(var, 'unit', None)} "
+                                  f"(the conversion is an equation, not a scale)",
+                               expected=f"the number in {getattr(var, 'unit', None)}")
+            left, right = self.align_units(left, right, t)
+            units = {normalise_unit(getattr(x, "unit", None)) for x in (left, right)} - {None, "1"}
+            return ir.Arith(op, left, right, units.pop() if len(units) == 1 else None)
+        lu, ru = (normalise_unit(getattr(x, "unit", None)) for x in (left, right))
+        real = lambda u: u not in (None, "1")  # noqa: E731
+        if real(lu) and real(ru):
+            if op == "/" and lu == ru:
+                return ir.Arith(op, left, right, None)
+            raise self.err(t, f"cannot {'multiply' if op == '*' else 'divide'} a value in {lu} by one in {ru}",
+                           expected="one side a plain number")
+        if op == "/" and real(ru):
+            raise self.err(rt, f"cannot divide by a value in {ru}", expected="a plain number to divide by")
+        return ir.Arith(op, left, right, lu if real(lu) else ru if real(ru) else None)
+
     def _attr(self, t):
         base_t, name_tok = t.children
         base = self.check(base_t)
@@ -484,6 +548,9 @@ class _Checker:
         if vs_tok.value not in self.scope.valuesets:
             raise self.err(vs_tok, f"unknown value set {vs_tok.value!r}", expected="a value set declared under valuesets",
                            suggestion=suggest(vs_tok.value, self.scope.valuesets))
+        if self.scope.valuesets[vs_tok.value].any_code:
+            raise self.err(vs_tok, f"{vs_tok.value!r} is every fact of a kind, not a list of codes to match a field with",
+                           expected="a value set with a codelist, fhir or codes")
         return ir.Where(src, fld, "in-valueset", vs_tok.value, negate)
 
     def _where_not_in_valueset(self, t):

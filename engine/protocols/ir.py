@@ -137,6 +137,58 @@ class Count:
 
 
 @dataclass(frozen=True)
+class CountDistinct:
+    """How many different `key` values the events carry: key 'code' (the coding by which each event is in
+    its value set) or a property column of the value set's codelist (e.g. an eFI deficit). Events whose
+    code has no value for the column add nothing."""
+
+    source: "SetOrEvent"
+    key: str
+    type = NUMBER
+    unit = None
+    nullable = False
+
+
+@dataclass(frozen=True)
+class Arith:
+    """left op right on numbers (op: + - * /); missing if either side is, and x / 0 is missing."""
+
+    op: str
+    left: "Node"
+    right: "Node"
+    unit: str | None = None
+    type = NUMBER
+
+    @property
+    def nullable(self) -> bool:
+        return self.op == "/" or any(getattr(unwrap(x), "nullable", False) for x in (self.left, self.right))
+
+
+@dataclass(frozen=True)
+class Points:
+    """`points` when the condition holds, else 0 (an item of a sum: score lines)."""
+
+    points: float
+    when: "Node"
+    type = NUMBER
+    unit = None
+    nullable = False
+
+
+@dataclass(frozen=True)
+class Sum:
+    """The total of number items (a score); missing if any item is."""
+
+    items: tuple
+    unit: str | None = None
+    type = NUMBER
+
+    @property
+    def nullable(self) -> bool:
+        return any(getattr(unwrap(x), "nullable", False) for x in self.items)
+
+
+@dataclass(frozen=True)
 class Attr:
     """value / date / end / result of an event; missing when the event is.
 
@@ -264,8 +316,8 @@ class Named:
 
 
 SetOrEvent = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Named]
-Node = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Count, Attr, DateShift, Patient, ContextDate, Const,
-            Exists, Present, Compare, And, Or, Not, Named]
+Node = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Count, CountDistinct, Arith, Points, Sum, Attr,
+             DateShift, Patient, ContextDate, Const, Exists, Present, Compare, And, Or, Not, Named]
 
 
 def unwrap(node: Node) -> Node:
@@ -280,8 +332,14 @@ def children(node: Node) -> list[Node]:
         return [n.node]
     if isinstance(n, (Window,)):
         return [n.source] + ([n.anchor] if n.anchor is not None else [])
-    if isinstance(n, (Where, Pick, Count)):
+    if isinstance(n, (Where, Pick, Count, CountDistinct)):
         return [n.source]
+    if isinstance(n, Arith):
+        return [n.left, n.right]
+    if isinstance(n, Points):
+        return [n.when]
+    if isinstance(n, Sum):
+        return list(n.items)
     if isinstance(n, Timing):
         sp = n.span
         return [n.source] + [x for x in (sp.start, sp.end, sp.events) if x is not None]
@@ -308,6 +366,20 @@ def walk(node: Node):
     yield node
     for c in children(node):
         yield from walk(c)
+
+
+def base_valuesets(node: Node) -> list[str]:
+    """The value sets a list of events is drawn from, in the order written (through windows, filters,
+    timing, picks and unions)."""
+    n = unwrap(node)
+    if isinstance(n, ValueSetRef):
+        return [n.name]
+    if isinstance(n, EventUnion):
+        out: list[str] = []
+        for i in n.items:
+            out += [v for v in base_valuesets(i) if v not in out]
+        return out
+    return base_valuesets(n.source)
 
 
 def valuesets_used(node: Node) -> set[str]:
@@ -354,6 +426,15 @@ def describe(node: Node) -> str:
         return f"{'lowest' if n.how == 'min' else 'highest' if n.how == 'max' else n.how} {describe(n.source)}"
     if isinstance(n, Count):
         return f"number of {describe(n.source)}"
+    if isinstance(n, CountDistinct):
+        what = "codes" if n.key == "code" else f"{n.key.replace('_', ' ')}s"
+        return f"number of different {what} of {describe(n.source)}"
+    if isinstance(n, Arith):
+        return f"({describe(n.left)} {n.op} {describe(n.right)})"
+    if isinstance(n, Points):
+        return f"{format_const(Const(n.points, NUMBER))} if {describe(n.when)}"
+    if isinstance(n, Sum):
+        return "sum of (" + "; ".join(describe(i) for i in n.items) + ")"
     if isinstance(n, Attr):
         return f"{describe(n.event)} {'end date' if n.name == 'end' else n.name}"
     if isinstance(n, Patient):

@@ -15,7 +15,8 @@ from engine.protocols.expr import ExprError, Scope, ValueSetDecl, compile_expr
 from engine.protocols.model import (FLAG_LEVELS, PRIORITIES, STATUSES, Activity, EcqmRef, EscalationSpec, FlagSpec,
                                     Goal, Measure, Protocol, Rule, TaskSpec)
 from engine.protocols.units import KNOWN_ANALYTES, is_known_unit, normalise_unit
-from engine.protocols.valuesets import ValueSet, ValueSetFileError, inline, load_csv, load_fhir_valueset
+from engine.protocols.valuesets import (ValueSet, ValueSetFileError, any_code_of_kind, inline, load_csv,
+                                       load_fhir_valueset)
 from engine.protocols.yamlsrc import Node, Reader, read_yaml, subtract
 
 TOP = {"protocol": True, "version": True, "title": True, "status": True, "effective": True, "owner": True,
@@ -33,7 +34,7 @@ MEASURE = {"id": True, "title": True, "initial_population": False, "denominator"
            "numerator": True, "achievers_kept": False, "evidence": False, "ecqm": False}
 ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
-            "unit": False, "analyte": False}
+            "unit": False, "analyte": False, "kind": False}
 POPULATION = {"all": False, "any": False, "since": False}
 CONDITION_FORMS = ("all", "any", "not")
 
@@ -123,12 +124,30 @@ class _Compiler:
             if analyte is not None and analyte not in KNOWN_ANALYTES:
                 self.p.error(loc, f"unknown analyte {analyte!r}", expected=", ".join(sorted(KNOWN_ANALYTES)),
                              suggestion=suggest(str(analyte), KNOWN_ANALYTES))
-            vs = self._load_one(name, vm, loc)
+            kinds = self._kinds(name, vm, loc)
+            if kinds is None:
+                continue
+            vs = self._load_one(name, vm, loc, kinds)
             if vs is None:
                 continue
-            vs = ValueSet(vs.name, vs.source, vs.codes, vs.terms, unit, analyte)
+            vs = vs.with_options(unit, analyte, kinds)
             self.valuesets[name] = vs
-            self.decls[name] = ValueSetDecl(name, unit, analyte)
+            self.decls[name] = ValueSetDecl(name, unit, analyte, vs.columns, vs.any_code)
+
+    def _kinds(self, name: str, vm, loc: Location) -> frozenset[str] | None:
+        """`kind: medication` or `kind: [condition, observation]`: only facts of these kinds."""
+        from engine.records.model import FactKind
+        if "kind" not in vm:
+            return frozenset()
+        raw = vm["kind"]
+        items = [str(x) for x in (raw if isinstance(raw, list) else [raw])]
+        allowed = [k.value for k in FactKind]
+        bad = [k for k in items if k not in allowed]
+        if bad or not items:
+            self.p.error(self.r.loc_of(vm, "kind"), f"value set {name!r}: unknown fact kind {bad[0] if bad else ''!r}",
+                         expected=" / ".join(allowed), suggestion=suggest(bad[0], allowed) if bad else None)
+            return None
+        return frozenset(items)
 
     def _find(self, rel: str) -> Path | None:
         for d in self.vs_dirs:
@@ -137,10 +156,12 @@ class _Compiler:
                 return candidate
         return None
 
-    def _load_one(self, name: str, vm, loc: Location) -> ValueSet | None:
+    def _load_one(self, name: str, vm, loc: Location, kinds: frozenset[str] = frozenset()) -> ValueSet | None:
         sources = [k for k in ("codelist", "fhir", "codes") if k in vm]
+        if not sources and kinds:  # every fact of these kinds, whatever its code
+            return any_code_of_kind(name, kinds, f"{self.path}:{loc.line}")
         if len(sources) != 1:
-            self.p.error(loc, f"value set {name!r} needs exactly one of codelist / fhir / codes")
+            self.p.error(loc, f"value set {name!r} needs exactly one of codelist / fhir / codes (or only kind:)")
             return None
         try:
             if "codes" in vm:
@@ -218,6 +239,12 @@ class _Compiler:
         if node is not None:
             self.conditions[key] = node
             self.cond_locs[key] = loc
+            # the rule engine's limit on `or` alternatives: report it here, with the line, not at evaluation
+            from engine.evaluate.lowering import ConditionTooComplex, lower_all
+            try:
+                lower_all({key: node})
+            except ConditionTooComplex as e:
+                self.p.error(loc, str(e), expected="fewer 'or' alternatives (each 'not (value compared)' counts two)")
 
     def load_definitions(self) -> None:
         node = self.r.get(self.top, "define")
@@ -244,7 +271,9 @@ class _Compiler:
         self._compiling.append(name)
         try:
             raw = self._raw_defs[name]
-            if hasattr(raw.value, "items") or isinstance(raw.value, list):
+            if hasattr(raw.value, "items") and len(raw.value) == 1 and "sum" in raw.value:
+                compiled = self.sum_form(raw.value["sum"], self.r.loc_of(raw.value, "sum"), f"definition {name!r}")
+            elif hasattr(raw.value, "items") or isinstance(raw.value, list):
                 compiled = self.condition(raw.value, raw.loc, f"definition {name!r}")
             else:
                 compiled = self.expr(raw, None, f"definition {name!r}")
@@ -253,6 +282,53 @@ class _Compiler:
         if compiled is not None:
             self.definitions[name] = compiled
         return compiled
+
+    def sum_form(self, items, loc: Location, what: str) -> ir.Node | None:
+        """`sum:` a list of score lines: `{points: 2, when: <condition>}`, a condition (1 point when it
+        holds) or a number (count(...), another score ...). The total is a number definition."""
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+        if not isinstance(items, CommentedSeq) or not items:
+            self.p.error(loc, f"{what}: sum: should be a non-empty list of score lines",
+                         expected="'- {points: 2, when: <condition>}', '- <condition>' or '- <number>'")
+            return None
+        parts, ok = [], True
+        for i, item in enumerate(items):
+            iloc = self.r.loc_of(items, i)
+            if isinstance(item, CommentedMap):
+                m = self.r.mapping(item, iloc, f"a score line of {what}", {"points": True, "when": True, "because": False})
+                if m is None or "points" not in m or "when" not in m:
+                    ok = False
+                    continue
+                pts = m["points"]
+                if isinstance(pts, bool) or not isinstance(pts, (int, float)):
+                    self.p.error(self.r.loc_of(m, "points"), f"{what}: points should be a number, not {pts!r}")
+                    ok = False
+                    continue
+                cond = self.condition(m["when"], self.r.loc_of(m, "when"), what)
+                if cond is None:
+                    ok = False
+                    continue
+                parts.append(ir.Points(float(pts), cond))
+                continue
+            node = self.expr(Node(item, iloc), None, what)
+            if node is None:
+                ok = False
+            elif node.type == ir.BOOL:
+                parts.append(ir.Points(1.0, node))
+            elif node.type == ir.NUMBER:
+                parts.append(node)
+            else:
+                self.p.error(iloc, f"{what}: a score line is a number or a condition, not "
+                                   f"{'an event' if node.type in (ir.SET, ir.EVENT) else node.type}",
+                             expected="'{points: 2, when: <condition>}', a condition, or a number such as count(...)")
+                ok = False
+        if not ok:
+            return None
+        units = {normalise_unit(getattr(p, "unit", None)) for p in parts} - {None, "1"}
+        if len(units) > 1:
+            self.p.error(loc, f"{what}: the score lines are in different units ({', '.join(sorted(units))})")
+            return None
+        return ir.Sum(tuple(parts), units.pop() if units else None)
 
     # ---- sections ---------------------------------------------------------------------------------
     def population(self) -> ir.Node | None:

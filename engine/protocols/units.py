@@ -128,5 +128,12 @@ def converter(from_unit: str | None, to_unit: str | None, analyte: str | None = 
     raise UnitError(f"no clinically defined conversion from {f} to {t}{what}")
 
 
+def is_clinical_conversion(from_unit: str | None, to_unit: str | None, analyte: str | None = None) -> bool:
+    """True when converting needs an analyte's equation (not a change of scale): such a conversion is
+    wrong for a difference of two values (e.g. HbA1c 1 % apart is not 1 % converted to mmol/mol)."""
+    f, t = normalise_unit(from_unit), normalise_unit(to_unit)
+    return f != t and (analyte, f, t) in _CLINICAL
+
+
 def convert(value: float, from_unit: str | None, to_unit: str | None, analyte: str | None = None) -> float:
     return converter(from_unit, to_unit, analyte)(value)

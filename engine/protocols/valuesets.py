@@ -4,6 +4,13 @@ CSV codelists (OpenCodelists / NHS PCD style) have a header with a `code` column
 `term`); the code system is declared by the protocol (snomed by default). An optional filter picks
 rows by another column (e.g. `severity: moderate,severe` in frailty_cod.csv). FHIR ValueSet JSON
 files carry their systems in `expansion.contains`. QOF semantics: exact membership, no hierarchy.
+
+Two further forms:
+- `kind: medication` (alone) is every fact of that kind, whatever its code (e.g. all prescriptions, to
+  count distinct medicines); with a codelist it narrows the codelist to facts of that kind.
+- Extra CSV columns (besides code / term / source) are the codes' *properties*, e.g. the `deficit`
+  column of efi_deficits_snomed.csv: `count(distinct deficit of efi_deficit)` counts the different
+  deficits. A code listed on several rows has every value given on them.
 """
 from __future__ import annotations
 
@@ -24,12 +31,35 @@ class ValueSet:
     unit: str | None = None
     analyte: str | None = None
     any_system: bool = False  # match on code alone (for codelists whose system is unknown)
+    kinds: frozenset[str] = frozenset()  # only facts of these kinds (empty: any kind)
+    any_code: bool = False  # every fact (of `kinds`) matches, whatever its code
+    properties: dict = field(default_factory=dict, compare=False, hash=False)  # (system, code) -> {column: (values)}
+    columns: tuple[str, ...] = ()  # the property columns the codelist has
 
     def matches(self, codings: list[Coding]) -> Coding | None:
+        if self.any_code:
+            return codings[0] if codings else None
         for c in codings:
             if (c.system, c.code) in self.codes or (self.any_system and ("", c.code) in self.codes):
                 return c
         return None
+
+    def matches_fact(self, fact) -> Coding | None:
+        """The coding by which a fact is in this value set (its first matching coding), or None."""
+        if self.kinds and fact.kind.value not in self.kinds:
+            return None
+        return self.matches(fact.codes)
+
+    def key_values(self, coding: Coding, key: str) -> tuple[str, ...]:
+        """The values of `key` for a matching coding: 'code' -> system|code; a property column -> its values."""
+        if key == "code":
+            return (f"{coding.system}|{coding.code}",)
+        return tuple(self.properties.get((coding.system, coding.code), {}).get(key, ()))
+
+    def with_options(self, unit: str | None = None, analyte: str | None = None,
+                     kinds: frozenset[str] = frozenset()) -> "ValueSet":
+        from dataclasses import replace
+        return replace(self, unit=unit, analyte=analyte, kinds=kinds or self.kinds)
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -41,7 +71,7 @@ class ValueSetFileError(ValueError):
 
 def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code",
              where: dict[str, list[str]] | None = None) -> ValueSet:
-    codes, terms = set(), {}
+    codes, terms, props = set(), {}, {}
     sysuri = canonical_system(system)
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -50,6 +80,7 @@ def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code"
         for k in (where or {}):
             if k not in reader.fieldnames:
                 raise ValueSetFileError(f"{path}: no {k!r} column to filter on (columns: {', '.join(reader.fieldnames)})")
+        extra = [c for c in reader.fieldnames if c not in (column, "term", "description", "display", "source")]
         for i, row in enumerate(reader, start=2):
             code = (row.get(column) or "").strip()
             if not code:
@@ -60,9 +91,14 @@ def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code"
             term = row.get("term") or row.get("description") or row.get("display")
             if term:
                 terms[(sysuri, code)] = term
+            mine = props.setdefault((sysuri, code), {})
+            for col in extra:
+                v = (row.get(col) or "").strip()
+                if v and v not in mine.get(col, ()):
+                    mine[col] = mine.get(col, ()) + (v,)
     if not codes:
         raise ValueSetFileError(f"{path}: no codes selected")
-    return ValueSet(name, str(path), frozenset(codes), terms)
+    return ValueSet(name, str(path), frozenset(codes), terms, properties=props, columns=tuple(extra))
 
 
 def load_fhir_valueset(path: Path, name: str) -> ValueSet:
@@ -92,3 +128,8 @@ def load_fhir_valueset(path: Path, name: str) -> ValueSet:
 
 def inline(name: str, codes: list[tuple[str, str]], source: str) -> ValueSet:
     return ValueSet(name, source, frozenset((canonical_system(s), c) for s, c in codes))
+
+
+def any_code_of_kind(name: str, kinds: frozenset[str], source: str) -> ValueSet:
+    """Every fact of the given kinds, whatever its code (`kind: medication` with no codelist)."""
+    return ValueSet(name, source, frozenset(), kinds=kinds, any_code=True)
