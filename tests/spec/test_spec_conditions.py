@@ -123,3 +123,27 @@ def test_bad_form_key(tmp_path):
 def test_definitions_in_a_loop(tmp_path):
     err = _err(tmp_path, valuesets=VS, define={"x": "y and a", "y": "x"}, rules={"r": "x"})
     assert any("loop" in p.message for p in err.problems)
+
+
+# ---- the rule engine's limit on alternatives ---------------------------------------------------------------------------
+MANY = {f"x{i}": {"codes": [f"c{i}"], "unit": "mmol/L"} for i in range(10)}
+
+
+def none_abnormal(n: int) -> str:
+    # each `not (value > 5)` is "missing or <= 5": two alternatives, so n of them make 2**n
+    return " and ".join(f"not (latest(x{i}).value > 5 mmol/L)" for i in range(n))
+
+
+def test_a_condition_at_the_limit_runs_on_every_engine(spec, engine_name):
+    p = spec(valuesets=MANY, rules={"ok": none_abnormal(9)})  # 512 alternatives
+    assert holds(p, record(fact("c3", "2025-01-01", 5, "mmol/L")), engine=engine_name) == {"ok"}
+    assert holds(p, record(fact("c3", "2025-01-01", 6, "mmol/L")), engine=engine_name) == set()
+
+
+def test_a_condition_over_the_limit_is_a_load_error_with_its_line(tmp_path):
+    path = write_protocol(tmp_path, protocol_text(valuesets=MANY, rules={"too_many": none_abnormal(10)}))
+    with pytest.raises(ProtocolError) as e:
+        load_protocol(path)
+    (problem,) = e.value.problems
+    assert "1024 alternatives" in problem.message
+    assert path.read_text().splitlines()[problem.location.line - 1].lstrip().startswith("when:")
