@@ -44,6 +44,13 @@ def test_mixed_units_in_one_record_compare_after_conversion(spec, engine_name):
     assert holds(p, rec, engine=engine_name) == {"max_jan", "latest_50"}
 
 
+def test_lowest_of_the_day_is_chosen_after_conversion(spec, engine_name):
+    # same day: 5.0 % (= 31.1 mmol/mol) and 19 mmol/mol; raw numbers would pick 5.0, converted values pick 19
+    p = spec(valuesets=MMOL, rules={"picked_19": "latest(hba1c).value = 19 mmol/mol"})
+    rec = record(fact("h", "2025-03-01T08:00", 5.0, "%"), fact("h", "2025-03-01T09:00", 19, "mmol/mol"))
+    assert holds(p, rec, engine=engine_name) == {"picked_19"}
+
+
 @pytest.mark.parametrize("vs,value,unit,cond", [
     (MMOL, 7.0, "%", "latest(hba1c).value >= 7 %"),           # % data, % threshold, set in mmol/mol
     (MMOL, 6.5, "%", "latest(hba1c).value <= 6.5 %"),
