@@ -138,6 +138,10 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
     for module in (auth, users, ingest, patients, worklists, mdt, audit, protocols, fhir):
         app.include_router(module.router)
 
+    from api.web import mount as mount_pages  # the Jinja2 web pages (/app, templates/): not part of the API schema
+
+    mount_pages(app)
+
     from api.schemas import HealthOut
 
     @app.get("/health", response_model=HealthOut, tags=["service"])

@@ -1,0 +1,105 @@
+"""Mounting the pages on the app, login / logout and the home page for each role."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from api.app import COOKIE_NAME
+from api.deps import Principal
+from api.routers.auth import _authenticate
+from api.security import ADMIN, AUDITOR, CLINICAL, CLINICAL_LEAD, MDT_MEMBER, PERMISSIONS
+from api.web.common import (PREFIX, TEMPLATES_DIR, PageRoute, check_csrf, csrf_token, page_user, redirect, render,
+                            safe_next, state_of)
+from engine.registry.access import UserRow
+
+router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
+
+ROLE_HOME = {
+    "clinical-lead": "Clinical lead",
+    "mdt-member": "MDT member",
+    "practice-staff": "Practice team",
+    "auditor": "Audit",
+    "admin": "Service administration",
+}
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the pages under /app, their stylesheet under /static, and send / to the home page."""
+    from api.web import audit, care, mdt, protocols, worklist
+
+    app.include_router(router)
+    for module in (worklist, mdt, care, audit, protocols):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=TEMPLATES_DIR / "static"), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def root():
+        return RedirectResponse(PREFIX + "/", status_code=307)
+
+
+@router.get("/login")
+def login_page(request: Request, next: str | None = None):
+    return render(request, "login.html", None, page_title="Log in", next=safe_next(next), error=None, username="")
+
+
+@router.post("/login")
+def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form(""),
+          csrf_token_: str = Form("", alias="csrf_token")):
+    check_csrf(request, csrf_token_)
+    state = state_of(request)
+    try:
+        token, user = _authenticate(state, request, username[:200], password[:500])
+    except HTTPException:
+        return render(request, "login.html", None, status_code=401, page_title="Log in", next=safe_next(next),
+                      error="Wrong username or password.", username=username[:200])
+    response = redirect(request, safe_next(next))
+    response.set_cookie(COOKIE_NAME, token, max_age=state.tokens.ttl, httponly=True, samesite="lax",
+                        secure=state.cookie_secure, path="/")
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request, csrf_token_: str = Form("", alias="csrf_token")):
+    check_csrf(request, csrf_token_)
+    response = redirect(request, PREFIX + "/login", flash="You are logged out.")
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+@router.get("/")
+def home(request: Request, who: Principal = Depends(page_user)):
+    from api.routers.audit import measures as audit_measures
+    from api.routers.mdt import list_mdts
+    from api.routers.protocols import list_protocols
+    from api.web.worklist import headline_counts
+
+    state = state_of(request)
+    ctx: dict = {"role_title": ROLE_HOME.get(who.role, who.role)}
+    if who.role in CLINICAL:
+        ctx["counts"] = headline_counts(state, who)
+    if who.role in PERMISSIONS["mdt:read"]:
+        ctx["mdts"] = list_mdts(who, state)
+    if who.role in PERMISSIONS["audit:read"]:
+        out = audit_measures("area", None, None, None, who, state)
+        ctx["area_rows"] = [r for r in out.rows]
+        ctx["audit_patients"] = out.patients
+    protos = list_protocols(who, state)
+    ctx["protocols"] = protos
+    ctx["drafts"] = [(p, v) for p in protos for v in p.versions
+                     if v != p.in_force_version and _status(state, p.id, v) == "draft"]
+    if who.role == ADMIN:
+        with Session(state.engines.read) as s:
+            ctx["users"] = s.exec(select(func.count()).select_from(UserRow)).one()
+    return render(request, "home.html", who, page_title=ctx["role_title"] + " home", **ctx,
+                  is_lead=who.role == CLINICAL_LEAD, is_mdt=who.role == MDT_MEMBER, is_auditor=who.role == AUDITOR)
+
+
+def _status(state, pid: str, version: str) -> str | None:
+    p = state.library.find(pid, version)
+    return p.status if p else None
+
+
+__all__ = ["mount", "router", "csrf_token"]

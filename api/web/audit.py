@@ -1,0 +1,102 @@
+"""The audit dashboard: per measure, practices / MDTs / localities compared with the area rate
+(ranked bar chart with confidence intervals and funnel limits, funnel plot, table), trend over
+reporting dates, reporting snapshots, and drill-down to patients where the role allows
+(auditors see pseudonyms only). Figures come from the API's `api.routers.audit` functions."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
+from pydantic import ValidationError
+
+from api.deps import Principal
+from api.routers import audit as aapi
+from api.schemas import SnapshotIn
+from api.web.charts import Unit, funnel_plot, ranked_bars, trend_chart
+from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
+
+router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
+UnitKind = Literal["practice", "mdt", "locality"]
+Short = Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9._-]*$")]
+Measure = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+UNIT_NAMES = {"practice": "Practice", "mdt": "MDT", "locality": "Locality", "area": "Area"}
+GROUP_NAMES = {"numerator": "Met", "not-met": "Not met", "excluded": "Excluded", "not-in-denominator": "Not in denominator"}
+MAX_TREND_UNITS = 6
+
+
+def drill_url(measure: str, protocol: str, unit_kind: str, unit: str | None = None, group: str | None = None) -> str:
+    q = {"protocol": protocol, "unit_kind": unit_kind}
+    if unit:
+        q["unit"] = unit
+    if group:
+        q["group"] = group
+    return f"{PREFIX}/audit/{measure}/patients?{urlencode(q)}"
+
+
+@router.get("/audit")
+def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Short = None,
+               measure: Short = None, who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "audit:read")
+    area = aapi.measures("area", protocol or None, None, None, who, state)
+    by_unit = aapi.measures(unit_kind, protocol or None, None, None, who, state)
+    measures = sorted(area.rows, key=lambda r: (r.protocol, r.measure))
+    chosen = next((r for r in measures if r.measure == measure and (not protocol or r.protocol == protocol)), None)
+    if chosen is None:
+        chosen = next((r for r in measures if (r.denominator - r.exclusions) > 0), measures[0] if measures else None)
+    ctx: dict = {}
+    if chosen is not None:
+        rows = [r for r in by_unit.rows if r.measure == chosen.measure and r.protocol == chosen.protocol]
+        units = [Unit(label=r.unit, rate=r.rate, n=r.denominator - r.exclusions, numerator=r.numerator, ci=r.ci95,
+                      limits95=r.funnel95, comparison=r.comparison,
+                      href=drill_url(chosen.measure, chosen.protocol, unit_kind, r.unit)) for r in rows]
+        uid = f"{chosen.measure}-{unit_kind}".replace(".", "-")
+        ctx["bars"] = ranked_bars(units, chosen.rate, f"bars-{uid}",
+                                  f"{chosen.measure} by {UNIT_NAMES[unit_kind].lower()}, ranked, against the area rate")
+        ctx["funnel"] = funnel_plot(units, chosen.rate, f"funnel-{uid}",
+                                    f"{chosen.measure}: funnel plot of {UNIT_NAMES[unit_kind].lower()}s against the area rate")
+        series = [("Area", [(p.as_of, p.rate) for p in aapi.trend(chosen.measure, chosen.protocol, "area", None, who, state).points])]
+        for r in sorted(rows, key=lambda r: -(r.denominator - r.exclusions))[:MAX_TREND_UNITS]:
+            pts = aapi.trend(chosen.measure, chosen.protocol, unit_kind, r.unit, who, state).points
+            if pts:
+                series.append((r.unit, [(p.as_of, p.rate) for p in pts]))
+        ctx["trend"] = trend_chart(series, f"trend-{uid}", f"{chosen.measure}: rate over reporting dates")
+        ctx["trend_rows"] = series
+        ctx["rows"] = sorted(rows, key=lambda r: (r.rate is None, -(r.rate or 0), r.unit))
+    return render(request, "audit.html", who, page_title="Audit dashboard", measures=measures, chosen=chosen,
+                  unit_kind=unit_kind, unit_names=UNIT_NAMES, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
+                  drill_url=drill_url, patients=area.patients, evaluated_from=area.evaluated_from,
+                  evaluated_to=area.evaluated_to, today=state.now().date(), **ctx)
+
+
+@router.post("/audit/snapshots")
+def snapshot_form(request: Request, as_of: str = Form(""), csrf_token_: str = Form("", alias="csrf_token"),
+                  who: Principal = Depends(page_user)):
+    check_csrf(request, csrf_token_)
+    need(request, who, "audit:snapshot")
+    state = state_of(request)
+    try:
+        body = SnapshotIn(as_of=as_of)
+    except ValidationError:
+        return redirect(request, f"{PREFIX}/audit", flash="Give the reporting date as a date (YYYY-MM-DD).")
+    out = aapi.snapshot(body, request, who, state)
+    return redirect(request, f"{PREFIX}/audit",
+                    flash=f"Snapshot taken as of {out.as_of.isoformat()}: {out.patients} patients, {out.rows} figures.")
+
+
+@router.get("/audit/{measure}/patients")
+def drill_page(request: Request, measure: Measure, protocol: Short = None,
+               unit_kind: Literal["practice", "mdt", "locality", "area"] = "practice", unit: Short = None,
+               group: list[Literal["numerator", "not-met", "excluded", "not-in-denominator"]] | None = Query(None),
+               who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "audit:drilldown")
+    out = aapi.drill_down(request, measure, protocol or None, unit_kind, unit or None, group, who, state)  # scope + log
+    counts: dict[str, int] = {}
+    for p in out.patients:
+        counts[p.group] = counts.get(p.group, 0) + 1
+    return render(request, "audit_drill.html", who, page_title=f"{measure}: patients", out=out, counts=counts,
+                  group_names=GROUP_NAMES, unit_names=UNIT_NAMES, groups=group or [],
+                  link_patients=not out.pseudonymised and who.role in ("clinical-lead", "practice-staff", "mdt-member"))
+

@@ -1,0 +1,194 @@
+"""Server-rendered SVG charts for the audit dashboard (no JavaScript):
+
+- `ranked_bars`: units ranked by rate, each bar with its 95% confidence interval, the band the
+  area rate's 95% funnel limits allow at that unit's size, and the area rate as a line;
+- `funnel_plot`: rate against the number of eligible patients, with 95% and 99.8% control limits
+  around the area rate;
+- `trend_chart`: rates over reporting dates (one line per series).
+
+Every chart is an <svg role="img"> with a <title> and <desc>, each mark has its own <title>
+(hover text), comparisons are written out as well as coloured, and the page shows the same figures
+in a table.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+from markupsafe import Markup, escape
+
+from api.audit_calc import Z95, Z998, funnel
+
+FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
+COLOURS = {"above": "#007f3b", "within": "#005eb8", "below": "#d5281b", "no-data": "#768692"}
+MARKS = {"above": "▲", "below": "▼", "within": "", "no-data": ""}
+
+
+@dataclass
+class Unit:
+    label: str
+    rate: float | None
+    n: int  # eligible: denominator - exclusions
+    numerator: int
+    ci: tuple[float, float] | None
+    limits95: tuple[float, float] | None
+    comparison: str
+    href: str | None = None
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}%"
+
+
+def _svg(width: int, height: int, uid: str, title: str, desc: str, body: list[str]) -> Markup:
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+            f'role="img" aria-labelledby="{uid}-t {uid}-d" class="chart" {FONT} font-size="13">'
+            f'<title id="{uid}-t">{escape(title)}</title><desc id="{uid}-d">{escape(desc)}</desc>')
+    return Markup(head + "".join(body) + "</svg>")
+
+
+def _link(href: str | None, inner: str, label: str) -> str:
+    if not href:
+        return inner
+    return f'<a href="{escape(href)}" aria-label="{escape(label)}">{inner}</a>'
+
+
+def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str) -> Markup:
+    units = sorted(units, key=lambda u: (u.rate is None, -(u.rate or 0), u.label))
+    left, right, top, row = 150, 150, 34, 30
+    plot = 420
+    width = left + plot + right
+    height = top + row * max(1, len(units)) + 36
+    x = lambda r: left + plot * r  # noqa: E731
+    body = []
+    # grid and axis
+    for i in range(0, 11, 2):
+        gx = x(i / 10)
+        body.append(f'<line x1="{gx:.1f}" y1="{top - 6}" x2="{gx:.1f}" y2="{height - 30}" stroke="#d8dde0" stroke-width="1"/>')
+        body.append(f'<text x="{gx:.1f}" y="{height - 12}" text-anchor="middle" fill="#425563">{i * 10}%</text>')
+    for i, u in enumerate(units):
+        y = top + i * row
+        cy = y + row / 2
+        label = f"{u.label}: {_pct(u.rate) if u.rate is not None else 'no eligible patients'}"
+        detail = (f"{label} ({u.numerator} of {u.n}); 95% CI {_pct(u.ci[0])}–{_pct(u.ci[1])}; "
+                  f"{u.comparison} the area's 95% limits" if u.ci else label)
+        body.append(f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" fill="#212b32">{escape(u.label)}</text>')
+        parts = [f"<title>{escape(detail)}</title>"]
+        if u.limits95:
+            lo, hi = u.limits95
+            parts.append(f'<rect x="{x(lo):.1f}" y="{y + 3}" width="{max(1.0, x(hi) - x(lo)):.1f}" height="{row - 6}" '
+                         f'fill="#e8edee" stroke="#aeb7bd" stroke-dasharray="3 2"/>')
+        if u.rate is not None:
+            colour = COLOURS.get(u.comparison, COLOURS["no-data"])
+            parts.append(f'<rect x="{left}" y="{y + 8}" width="{max(1.0, plot * u.rate):.1f}" height="{row - 16}" fill="{colour}"/>')
+            if u.ci:
+                parts.append(f'<line x1="{x(u.ci[0]):.1f}" y1="{cy:.1f}" x2="{x(u.ci[1]):.1f}" y2="{cy:.1f}" stroke="#212b32" stroke-width="1.5"/>'
+                             f'<line x1="{x(u.ci[0]):.1f}" y1="{cy - 5:.1f}" x2="{x(u.ci[0]):.1f}" y2="{cy + 5:.1f}" stroke="#212b32"/>'
+                             f'<line x1="{x(u.ci[1]):.1f}" y1="{cy - 5:.1f}" x2="{x(u.ci[1]):.1f}" y2="{cy + 5:.1f}" stroke="#212b32"/>')
+            mark = MARKS.get(u.comparison, "")
+            parts.append(f'<text x="{left + plot + 8}" y="{cy + 4:.1f}" fill="#212b32">{_pct(u.rate)} '
+                         f'({u.numerator}/{u.n}) {escape(mark + " " + u.comparison if mark else "")}</text>')
+        else:
+            parts.append(f'<text x="{left + 4}" y="{cy + 4:.1f}" fill="#425563">no eligible patients</text>')
+        body.append('<g class="bar">' + _link(u.href, "".join(parts), f"Patients behind {u.label}") + "</g>")
+    if area_rate is not None:
+        ax = x(area_rate)
+        body.append(f'<line x1="{ax:.1f}" y1="{top - 10}" x2="{ax:.1f}" y2="{height - 30}" stroke="#212b32" '
+                    f'stroke-width="2" stroke-dasharray="6 3" class="area-rate"><title>Area rate {_pct(area_rate)}</title></line>')
+        body.append(f'<text x="{ax:.1f}" y="{top - 14}" text-anchor="middle" fill="#212b32" font-weight="bold">'
+                    f'area {_pct(area_rate)}</text>')
+    desc = ("Horizontal bars, one per unit, ranked by rate; whiskers are 95% confidence intervals, the shaded band "
+            "is the range expected from the area rate at that unit's size (95% funnel limits), and the dashed line "
+            "is the area rate. The table below has the same figures.")
+    return _svg(width, height, uid, title, desc, body)
+
+
+def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str) -> Markup:
+    left, right, top, bottom = 56, 150, 20, 48
+    pw, ph = 460, 280
+    width, height = left + pw + right, top + ph + bottom
+    max_n = max([u.n for u in units if u.n] + [10])
+    max_n = int(math.ceil(max_n * 1.15 / 5.0) * 5)
+    x = lambda n: left + pw * n / max_n  # noqa: E731
+    y = lambda r: top + ph * (1 - r)  # noqa: E731
+    body = []
+    for i in range(0, 11, 2):
+        gy = y(i / 10)
+        body.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" stroke="#d8dde0"/>')
+        body.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" fill="#425563">{i * 10}%</text>')
+    for i in range(0, 6):
+        n = max_n * i / 5
+        body.append(f'<text x="{x(n):.1f}" y="{top + ph + 18}" text-anchor="middle" fill="#425563">{n:.0f}</text>')
+    body.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#212b32">'
+                f'Eligible patients (denominator minus exclusions)</text>')
+    body.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#425563"/>')
+    body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#425563"/>')
+    if area_rate is not None:
+        for z, dash, name in ((Z95, "6 3", "95%"), (Z998, "2 3", "99.8%")):
+            upper, lower = [], []
+            steps = 80
+            for k in range(1, steps + 1):
+                n = max(1.0, max_n * k / steps)
+                lim = funnel(area_rate, int(round(n)) or 1, z)
+                if lim:
+                    upper.append(f"{x(n):.1f},{y(lim[1]):.1f}")
+                    lower.append(f"{x(n):.1f},{y(lim[0]):.1f}")
+            for pts, side in ((upper, "upper"), (lower, "lower")):
+                body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#768692" stroke-width="1.5" '
+                            f'stroke-dasharray="{dash}" class="funnel-{name}"><title>{name} {side} control limit</title></polyline>')
+            body.append(f'<text x="{left + pw + 6}" y="{y(funnel(area_rate, max_n, z)[1]) + 4:.1f}" fill="#425563">{name}</text>')
+        body.append(f'<line x1="{left}" y1="{y(area_rate):.1f}" x2="{left + pw}" y2="{y(area_rate):.1f}" stroke="#212b32" '
+                    f'stroke-width="2" class="area-rate"><title>Area rate {_pct(area_rate)}</title></line>')
+        body.append(f'<text x="{left + pw + 6}" y="{y(area_rate) + 4:.1f}" fill="#212b32" font-weight="bold">area {_pct(area_rate)}</text>')
+    for u in units:
+        if u.rate is None or not u.n:
+            continue
+        colour = COLOURS.get(u.comparison, COLOURS["no-data"])
+        px, py = x(u.n), y(u.rate)
+        tip = f"{u.label}: {_pct(u.rate)} ({u.numerator} of {u.n}), {u.comparison} the area's 95% limits"
+        inner = (f"<title>{escape(tip)}</title><circle cx=\"{px:.1f}\" cy=\"{py:.1f}\" r=\"6\" fill=\"{colour}\" "
+                 f"stroke=\"#fff\" stroke-width=\"1.5\"/><text x=\"{px + 9:.1f}\" y=\"{py - 7:.1f}\" fill=\"#212b32\">"
+                 f"{escape(u.label)}</text>")
+        body.append('<g class="point">' + _link(u.href, inner, f"Patients behind {u.label}") + "</g>")
+    desc = ("Funnel plot: each unit is a point at its number of eligible patients and its rate; the solid line is "
+            "the area rate, dashed lines the 95% and dotted lines the 99.8% control limits. Points outside the "
+            "lines differ from the area by more than chance would explain.")
+    return _svg(width, height, uid, title, desc, body)
+
+
+def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], uid: str, title: str) -> Markup:
+    left, right, top, bottom = 56, 150, 20, 40
+    pw, ph = 460, 220
+    width, height = left + pw + right, top + ph + bottom
+    dates = sorted({d for _, pts in series for d, _ in pts})
+    body = []
+    y = lambda r: top + ph * (1 - r)  # noqa: E731
+    for i in range(0, 11, 2):
+        gy = y(i / 10)
+        body.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" stroke="#d8dde0"/>')
+        body.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" fill="#425563">{i * 10}%</text>')
+    if not dates:
+        body.append(f'<text x="{left + 10}" y="{top + ph / 2}" fill="#425563">No reporting snapshots yet</text>')
+        return _svg(width, height, uid, title, "No data.", body)
+    span = max(1, (dates[-1] - dates[0]).days)
+    x = (lambda d: left + pw * (d - dates[0]).days / span) if len(dates) > 1 else (lambda d: left + pw / 2)
+    for d in dates:
+        body.append(f'<text x="{x(d):.1f}" y="{top + ph + 18}" text-anchor="middle" fill="#425563">{d.day} {d:%b %Y}</text>')
+    palette = ["#212b32", "#005eb8", "#ae2573", "#007f3b"]
+    for k, (name, pts) in enumerate(series):
+        colour = palette[k % len(palette)]
+        known = [(d, r) for d, r in pts if r is not None]
+        if len(known) > 1:
+            line = " ".join(f"{x(d):.1f},{y(r):.1f}" for d, r in known)
+            dash = ' stroke-dasharray="6 3"' if k else ""
+            body.append(f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2.5"{dash}/>')
+        for d, r in known:
+            body.append(f'<circle cx="{x(d):.1f}" cy="{y(r):.1f}" r="4.5" fill="{colour}" class="trend-point">'
+                        f'<title>{escape(name)} on {d.isoformat()}: {_pct(r)}</title></circle>')
+        if known:
+            d, r = known[-1]
+            body.append(f'<text x="{left + pw + 8}" y="{y(r) + 4 + 14 * k:.1f}" fill="{colour}">{escape(name)} {_pct(r)}</text>')
+    desc = "Line chart of the rate at each reporting date: " + "; ".join(
+        f"{name}: " + ", ".join(f"{d.isoformat()} {_pct(r)}" for d, r in pts if r is not None) for name, pts in series)
+    return _svg(width, height, uid, title, desc, body)

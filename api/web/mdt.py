@@ -1,0 +1,102 @@
+"""MDT pages: the MDTs a user can see, and one MDT's case conference: who to discuss and why, each
+patient's summary across care settings and current care plan, and recording the outcome.
+
+The list and the outcome go through the API's `api.routers.mdt` functions (membership check,
+patient scope, access log); the summaries are logged as a read of those patients.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
+from pydantic import ValidationError
+from sqlmodel import Session, select
+
+from api.deps import Principal, log_access
+from api.routers import mdt as mapi
+from api.schemas import OutcomeIn
+from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
+from api.web.summary import SETTING_NAMES, summarise
+from engine.registry.ingest import load_record
+from engine.registry.outputs import PatientEvaluationRow
+from engine.registry.tables import PatientRow
+
+router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
+Mdt = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
+
+
+@router.get("/mdt")
+def mdt_list(request: Request, who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "mdt:read")
+    mdts = mapi.list_mdts(who, state)
+    if len(mdts) == 1 and who.mdt:
+        return redirect(request, f"{PREFIX}/mdt/{mdts[0].mdt}")
+    return render(request, "mdt_list.html", who, page_title="MDT case conferences", mdts=mdts)
+
+
+def _plan_at_a_glance(rows: list[PatientEvaluationRow]) -> list[dict]:
+    out = []
+    for e in rows:
+        r = e.result or {}
+        if not r.get("on_register"):
+            continue
+        items = r.get("care_plan", [])
+        out.append({"title": r.get("title") or e.protocol, "version": e.version, "reference_date": e.reference_date,
+                    "overdue": [i["title"] for i in items if i["status"] == "overdue"],
+                    "due": [i["title"] for i in items if i["status"] == "due"],
+                    "met": sum(i["status"] == "met" for i in items),
+                    "excepted": sum(i["status"] == "excepted" for i in items),
+                    "goals": [(g["title"], g["status"]) for g in r.get("goals", [])]})
+    return out
+
+
+@router.get("/mdt/{mdt}")
+def case_conference_page(request: Request, mdt: Mdt, meeting_date: dt.date | None = Query(None),
+                         who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "mdt:read")
+    if meeting_date is not None and not dt.date(1900, 1, 1) <= meeting_date <= dt.date(2200, 12, 31):
+        raise HTTPException(status_code=422, detail="meeting date out of range")
+    conf = mapi.case_conference(request, mdt, meeting_date, who, state)  # membership + scope + access log
+    summaries, plans = {}, {}
+    with Session(state.engines.read) as s:
+        for c in conf.patients:
+            rec = load_record(s, c.nhs_number)
+            if rec is not None:
+                summaries[c.nhs_number] = summarise(rec, state.library, conf.meeting_date)
+            pid = s.exec(select(PatientRow.id).where(PatientRow.nhs_number == c.nhs_number)).one()
+            plans[c.nhs_number] = _plan_at_a_glance(list(s.exec(select(PatientEvaluationRow).where(
+                PatientEvaluationRow.patient_id == pid).order_by(PatientEvaluationRow.protocol))))
+    if conf.patients:
+        log_access(state, request, who, "read", "patient-summary", patients=[c.nhs_number for c in conf.patients],
+                   detail={"mdt": mdt, "via": "web case conference"})
+    return render(request, "case_conference.html", who, page_title=f"Case conference: {mdt}", conf=conf,
+                  summaries=summaries, plans=plans, settings=SETTING_NAMES)
+
+
+@router.post("/mdt/{mdt}/outcomes")
+def record_outcome_form(request: Request, mdt: Mdt, nhs_number: str = Form(...), meeting_date: str = Form(...),
+                        outcome: str = Form("", max_length=4000), actions: str = Form("", max_length=4000),
+                        csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
+    check_csrf(request, csrf_token_)
+    need(request, who, "mdt:write")
+    state = state_of(request)
+    back = f"{PREFIX}/mdt/{mdt}?meeting_date={meeting_date}" if _is_day(meeting_date) else f"{PREFIX}/mdt/{mdt}"
+    try:
+        body = OutcomeIn(nhs_number=nhs_number, meeting_date=meeting_date, outcome=outcome.strip(),
+                         actions=actions.strip() or None)
+    except ValidationError:
+        return redirect(request, f"{back}#p-{nhs_number}" if nhs_number.isdigit() else back,
+                        flash="The outcome was not recorded: write what the MDT decided.")
+    out = mapi.record_outcome(body, request, mdt, who, state)  # membership + scope + access log
+    return redirect(request, f"{back}#p-{out.nhs_number}", flash=f"Outcome recorded for {out.nhs_number}.")
+
+
+def _is_day(s: str) -> bool:
+    try:
+        dt.date.fromisoformat(s)
+        return True
+    except ValueError:
+        return False

@@ -1,0 +1,217 @@
+"""The protocol browser: every protocol rendered for clinicians (register, definitions, activities
+with intervals and responsible roles from the role agreements, rules with escalations, goals,
+measures, evidence), the version history with the differences between versions, and the impact
+preview of a draft (a draft version on file, or pasted text) over the registry population.
+
+Reads reuse `api.routers.protocols`; the impact preview of pasted text is the API's own
+`impact_preview` (validation, evaluation, access log); a draft already on file is previewed with
+the same `api.protocol_store.impact`, logged the same way.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from sqlmodel import Session
+
+from api.deps import Principal, log_access
+from api.protocol_store import impact
+from api.routers import protocols as papi
+from api.schemas import ImpactIn, ImpactOut, ValidationOut
+from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, render, state_of
+from engine.protocols.library import version_key
+from engine.registry.ingest import iter_records
+
+router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
+Pid = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+VERSION_RE = r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$"
+Version = Annotated[str | None, Query(pattern=VERSION_RE)]
+SECTIONS = (("activities", "Activities"), ("rules", "Rules"), ("goals", "Goals"), ("measures", "Measures"))
+META = ("title", "status", "effective", "owner", "description", "evidence", "period")
+
+
+def _raw(path: str) -> dict:
+    try:
+        data = YAML(typ="safe").load(FsPath(path).read_text(encoding="utf-8"))
+    except Exception:  # the loader accepted it; this is only for display
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _text(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, default=str, ensure_ascii=False)
+    return str(v)
+
+
+def _flatten(v: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(v, dict):
+        out: dict[str, str] = {}
+        for k, x in v.items():
+            out.update(_flatten(x, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix or "value": _text(v)}
+
+
+def _assignments(state, pid: str, target: str) -> list[dict]:
+    """Every role-agreement line (in force today) that assigns this activity / rule, most specific first."""
+    out = []
+    for ag in state.library.agreements_in_force(state.now().date()):
+        for a in ag.assigns:
+            if a.protocol == pid and a.target in (target, "*"):
+                out.append({"agreement": ag.key, "provider": a.provider, "provider_name": ag.parties.get(a.provider),
+                            "team": a.team, "role": a.role,
+                            "respond": {k: str(v) for k, v in a.respond.items()},
+                            "where": {k: sorted(v) for k, v in a.where.items()}, "exact": a.target == target,
+                            "specificity": a.specificity(target)})
+    out.sort(key=lambda a: -a["specificity"])
+    return out
+
+
+@router.get("/protocols")
+def protocols_page(request: Request, who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "protocol:read")
+    protos = papi.list_protocols(who, state)
+    statuses = {(p.id, v): (state.library.find(p.id, v).status if state.library.find(p.id, v) else "")
+                for p in protos for v in p.versions}
+    return render(request, "protocols.html", who, page_title="Protocols", protos=protos, statuses=statuses)
+
+
+@router.get("/protocols/{protocol_id}")
+def protocol_page(request: Request, protocol_id: Pid, version: Version = None,
+                  who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "protocol:read")
+    d = papi.get_protocol(protocol_id, version, who, state)
+    proto = state.library.find(protocol_id, d.version)
+    raw = _raw(proto.source)
+    raw_by_id = {sec: {str(x.get("id")): x for x in (raw.get(sec) or []) if isinstance(x, dict)} for sec, _ in SECTIONS}
+    history = papi.versions(protocol_id, who, state)
+    assigns = {a["id"]: _assignments(state, protocol_id, a["id"]) for a in d.activities}
+    assigns.update({"rule:" + r["id"]: _assignments(state, protocol_id, "rule:" + r["id"]) for r in d.rules})
+    valuesets = {name: {"file": vs.source.rsplit("/", 1)[-1], "codes": len(vs.codes), "unit": vs.unit}
+                 for name, vs in sorted(proto.valuesets.items())}
+    return render(request, "protocol.html", who, page_title=f"{d.title} {d.version}", d=d, raw=raw, raw_by_id=raw_by_id,
+                  history=history, assigns=assigns, valuesets=valuesets, period=str(proto.period))
+
+
+def _section_diff(old: list, new: list) -> dict:
+    o = {str(x.get("id")): x for x in (old or []) if isinstance(x, dict)}
+    n = {str(x.get("id")): x for x in (new or []) if isinstance(x, dict)}
+    changed = []
+    for k in [k for k in n if k in o]:
+        fo, fn = _flatten(o[k]), _flatten(n[k])
+        fields = [(f, fo.get(f, ""), fn.get(f, "")) for f in sorted(set(fo) | set(fn)) if fo.get(f) != fn.get(f)]
+        if fields:
+            changed.append((k, n[k].get("title") or k, fields))
+    return {"added": [(k, n[k].get("title") or k) for k in n if k not in o],
+            "removed": [(k, o[k].get("title") or k) for k in o if k not in n], "changed": changed}
+
+
+def _mapping_diff(old: dict, new: dict) -> list[tuple[str, str, str]]:
+    old, new = old or {}, new or {}
+    return [(k, _text(old.get(k)), _text(new.get(k))) for k in sorted(set(old) | set(new), key=str) if old.get(k) != new.get(k)]
+
+
+@router.get("/protocols/{protocol_id}/diff")
+def diff_page(request: Request, protocol_id: Pid, from_: Annotated[str | None, Query(alias="from", pattern=VERSION_RE)] = None,
+              to: Version = None, who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "protocol:read")
+    vs = papi._versions(state, protocol_id)  # 404 when unknown
+    keys = [p.version for p in vs]
+    if len(vs) < 2 and not (from_ and to):
+        raise HTTPException(status_code=404, detail=f"{protocol_id} has only one version: nothing to compare")
+    to = to or keys[-1]
+    if from_ is None:
+        earlier = [k for k in keys if version_key(k) < version_key(to)]
+        from_ = earlier[-1] if earlier else keys[0]
+    a, b = state.library.find(protocol_id, from_), state.library.find(protocol_id, to)
+    if a is None or b is None or a.version != from_ or b.version != to:
+        raise HTTPException(status_code=404, detail=f"{protocol_id} has no version {from_ if a is None else to}")
+    ra, rb = _raw(a.source), _raw(b.source)
+    text_a = FsPath(a.source).read_text(encoding="utf-8").splitlines()
+    text_b = FsPath(b.source).read_text(encoding="utf-8").splitlines()
+    lines = list(difflib.unified_diff(text_a, text_b, fromfile=f"{protocol_id} {from_}", tofile=f"{protocol_id} {to}",
+                                      lineterm="", n=2))
+    meta = [(k, _text(ra.get(k)), _text(rb.get(k))) for k in META if ra.get(k) != rb.get(k)]
+    return render(request, "protocol_diff.html", who, page_title=f"{protocol_id}: {from_} → {to}", pid=protocol_id,
+                  a=a, b=b, versions=keys, meta=meta, population=_mapping_diff(_flatten(ra.get("population")),
+                                                                              _flatten(rb.get("population"))),
+                  define=_mapping_diff(ra.get("define"), rb.get("define")),
+                  valuesets=_mapping_diff(ra.get("valuesets"), rb.get("valuesets")),
+                  sections=[(name, title, _section_diff(ra.get(name), rb.get(name))) for name, title in SECTIONS],
+                  lines=lines)
+
+
+def _drafts(state, pid: str):
+    in_force = {p.id: p.version for p in state.library.in_force(state.now().date())}
+    cur = in_force.get(pid)
+    return [p for p in sorted((p for p in state.library.protocols if p.id == pid), key=lambda p: version_key(p.version))
+            if p.status == "draft" and (cur is None or version_key(p.version) > version_key(cur))]
+
+
+def _impact_form(request, who, state, pid: str, **ctx):
+    drafts = _drafts(state, pid)
+    latest = papi._versions(state, pid)[-1]
+    ctx.setdefault("yaml", FsPath(latest.source).read_text(encoding="utf-8"))
+    ctx.setdefault("source", f"file:{drafts[-1].version}" if drafts else "text")
+    ctx.setdefault("as_of", state.now().date().isoformat())
+    ctx.setdefault("result", None)
+    ctx.setdefault("problems", None)
+    return render(request, "protocol_impact.html", who, page_title=f"Impact preview: {pid}", pid=pid, drafts=drafts,
+                  in_force=next((p for p in state.library.in_force(state.now().date()) if p.id == pid), None), **ctx)
+
+
+@router.get("/protocols/{protocol_id}/impact")
+def impact_page(request: Request, protocol_id: Pid, who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "protocol:impact")
+    papi._versions(state, protocol_id)  # 404 when unknown
+    return _impact_form(request, who, state, protocol_id)
+
+
+@router.post("/protocols/{protocol_id}/impact")
+def impact_run(request: Request, protocol_id: Pid, source: str = Form("text", max_length=200),
+               yaml: str = Form("", max_length=500_000), as_of: str = Form(""),
+               csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
+    check_csrf(request, csrf_token_)
+    need(request, who, "protocol:impact")
+    state = state_of(request)
+    papi._versions(state, protocol_id)
+    try:
+        day = dt.date.fromisoformat(as_of) if as_of else state.now().date()
+    except ValueError:
+        return _impact_form(request, who, state, protocol_id, yaml=yaml, source=source, as_of=as_of,
+                            problems=["The reference date must be a date (YYYY-MM-DD)."])
+    if source.startswith("file:"):
+        draft = next((p for p in _drafts(state, protocol_id) if p.version == source[5:]), None)
+        if draft is None:
+            raise HTTPException(status_code=404, detail=f"{protocol_id} has no draft version {source[5:]}")
+        with Session(state.engines.read) as s:
+            result = ImpactOut(**impact(state.library, draft, iter_records(s), day))
+        log_access(state, request, who, "read", "protocol-impact", patients=[e["nhs_number"] for e in result.examples],
+                   detail={"protocol": draft.key, "patients": result.patients_evaluated, "via": "web"})
+        return _impact_form(request, who, state, protocol_id, source=source, as_of=day.isoformat(), result=result,
+                            yaml=FsPath(draft.source).read_text(encoding="utf-8"))
+    try:
+        body = ImpactIn(yaml=yaml, as_of=day)
+    except ValidationError as e:
+        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", as_of=as_of,
+                            problems=[err["msg"] for err in e.errors()])
+    out = papi.impact_preview(body, request, who, state)
+    if isinstance(out, JSONResponse):
+        v = ValidationOut.model_validate_json(out.body)
+        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", as_of=day.isoformat(),
+                            problems=[p.text for p in v.problems] or ["The protocol is not valid."])
+    return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", as_of=day.isoformat(), result=out)

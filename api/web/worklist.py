@@ -1,0 +1,236 @@
+"""The worklist page: filters with counts, sort, pagination, one-click accept / complete /
+decline-with-reason, CSV export; SLA clocks on every task.
+
+Queries are the API's (`api.routers.worklists.Filters`, scoped to the user); task actions go
+through the API's `_act` (scope check, the task lifecycle service, the access log).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Annotated, Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, Response
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from api.app import AppState
+from api.deps import Principal, log_access, scoped
+from api.routers.mdt import HIGHEST_TIER, RISK_PROTOCOL, risk_tier
+from api.routers.worklists import CSV_COLUMNS, CSV_LIMIT, Filters, _act, _ordered
+from api.views import task_out
+from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, safe_next, state_of
+from engine.registry.outputs import OPEN_STATUSES, PatientEvaluationRow, TaskRow
+from engine.registry.tables import PatientRow
+
+router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
+
+STATUSES = ("open", "accepted", "completed", "declined", "resolved")
+PRIORITIES = ("urgent", "high", "routine", "low")
+RISKS = ("3", "2", "1", "none")
+SORTS = {
+    "priority": "Priority, then due",
+    "due": "Due (soonest first)",
+    "-due": "Due (latest first)",
+    "raised": "Raised (oldest first)",
+    "-raised": "Raised (newest first)",
+    "patient": "Patient",
+    "practice": "Practice",
+    "status": "Status",
+}
+PAGE_SIZES = (10, 25, 50, 100)
+Status = Literal["open", "accepted", "completed", "declined", "resolved"]
+Priority = Literal["urgent", "high", "routine", "low"]
+Short = Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class View:
+    """The worklist's filters as the page's query string."""
+
+    def __init__(self, status: list[Status] | None = Query(None), priority: list[Priority] | None = Query(None),
+                 role: Short = None, practice: Short = None, protocol: Short = None,
+                 mdt: Short = None, overdue: Literal["", "yes", "no"] = "",
+                 risk: Literal["", "3", "2", "1", "none"] = "",
+                 sort: Literal["priority", "due", "-due", "raised", "-raised", "patient", "practice", "status"] = "priority",
+                 page: int = Query(1, ge=1, le=100000), size: int = Query(25, ge=1, le=200)):
+        self.status, self.priority = list(status or []), list(priority or [])
+        self.role, self.practice, self.protocol, self.mdt = role or None, practice or None, protocol or None, mdt or None
+        self.overdue, self.risk, self.sort, self.page, self.size = overdue, risk, sort, page, size
+
+    def params(self, **change) -> dict:
+        p = dict(status=self.status, priority=self.priority, role=self.role, practice=self.practice,
+                 protocol=self.protocol, mdt=self.mdt, overdue=self.overdue, risk=self.risk, sort=self.sort,
+                 page=self.page, size=self.size)
+        p.update(change)
+        if "page" not in change:
+            p["page"] = 1 if change else self.page
+        defaults = dict(sort="priority", page=1, size=25)
+        return {k: v for k, v in p.items() if v not in (None, "", []) and defaults.get(k) != v}
+
+    def url(self, path: str = "/worklist", **change) -> str:
+        return PREFIX + path + ("?" + urlencode(self.params(**change), doseq=True) if self.params(**change) else "")
+
+    def filters(self, **change) -> Filters:
+        v = dict(role=self.role, practice=self.practice, protocol=self.protocol, mdt=self.mdt,
+                 status=self.status or None, priority=self.priority or None,
+                 overdue={"yes": True, "no": False}.get(self.overdue))
+        v.update(change)
+        return Filters(provider=None, team=None, nhs_number=None, **v)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.status or self.priority or self.role or self.practice or self.protocol or self.mdt
+                    or self.overdue or self.risk)
+
+
+def _tiers(s: Session, who: Principal) -> dict[int, int | None]:
+    """patient id -> risk tier, from a risk-stratification protocol's stored results (none yet: empty)."""
+    q = scoped(select(PatientEvaluationRow).join(PatientRow, PatientRow.id == PatientEvaluationRow.patient_id)
+               .where(PatientEvaluationRow.protocol == RISK_PROTOCOL), who)
+    return {e.patient_id: risk_tier({RISK_PROTOCOL: e.result}) for e in s.exec(q)}
+
+
+def _with_risk(q, risk: str, tiers: dict[int, int | None]):
+    if not risk:
+        return q
+    if risk == "none":
+        stratified = [pid for pid, t in tiers.items() if t is not None]
+        return q.where(TaskRow.patient_id.not_in(stratified)) if stratified else q
+    ids = [pid for pid, t in tiers.items() if t == int(risk)]
+    return q.where(TaskRow.patient_id.in_(ids))
+
+
+def _joined(*columns):
+    return select(*columns).select_from(TaskRow).join(PatientRow, PatientRow.id == TaskRow.patient_id)
+
+
+def _count(s: Session, q) -> int:
+    return s.exec(_joined(func.count()).where(q.whereclause)).one()
+
+
+def _facet(s: Session, q, column) -> dict:
+    """Counts by one column, under the query's filters."""
+    return {k: n for k, n in s.exec(_joined(column, func.count()).where(q.whereclause).group_by(column)).all()}
+
+
+def _ordered_by(q, sort: str):
+    if sort == "priority":
+        return _ordered(q)
+    col = {"due": TaskRow.due, "raised": TaskRow.raised_at, "patient": PatientRow.family_name,
+           "practice": PatientRow.practice, "status": TaskRow.status}[sort.lstrip("-")]
+    return q.order_by(col.desc() if sort.startswith("-") else col, TaskRow.due, TaskRow.id)
+
+
+def headline_counts(state: AppState, who: Principal) -> dict:
+    """Counts for the home page (no patient is identified)."""
+    now = state.now()
+    q = Filters(None, None, None, None, None, None, None, None, None, None).query(who, now)
+    with Session(state.engines.read) as s:
+        total = _count(s, q)
+        late = _count(s, q.where(TaskRow.due < now))
+        urgent = _count(s, q.where(TaskRow.priority.in_(("urgent", "high"))))
+        esc = _count(s, q.where(TaskRow.kind == "escalation"))
+    return {"open": total, "overdue": late, "urgent_high": urgent, "escalations": esc}
+
+
+@router.get("/worklist")
+def worklist_page(request: Request, v: View = Depends(), who: Principal = Depends(page_user)):
+    state = state_of(request)
+    need(request, who, "worklist:read")
+    now = state.now()
+    with Session(state.engines.read) as s:
+        tiers = _tiers(s, who)
+        base = _with_risk(v.filters().query(who, now), v.risk, tiers)
+        total = _count(s, base)
+        pages = max(1, -(-total // v.size))
+        page = min(v.page, pages)
+        rows = s.exec(_ordered_by(base, v.sort).offset((page - 1) * v.size).limit(v.size)).all()
+        items = [task_out(t, p, now) for t, p in rows]
+        # counts per filter: each facet counted with every other filter applied
+        facets = {
+            "status": _facet(s, _with_risk(v.filters(status=list(STATUSES)).query(who, now), v.risk, tiers), TaskRow.status),
+            "priority": _facet(s, _with_risk(v.filters(priority=None).query(who, now), v.risk, tiers), TaskRow.priority),
+            "role": _facet(s, _with_risk(v.filters(role=None).query(who, now), v.risk, tiers), TaskRow.role),
+            "practice": _facet(s, _with_risk(v.filters(practice=None).query(who, now), v.risk, tiers), PatientRow.practice),
+            "protocol": _facet(s, _with_risk(v.filters(protocol=None).query(who, now), v.risk, tiers), TaskRow.protocol),
+            "mdt": _facet(s, _with_risk(v.filters(mdt=None).query(who, now), v.risk, tiers), PatientRow.mdt),
+        }
+        no_late = _with_risk(v.filters(overdue=None).query(who, now), v.risk, tiers)
+        late = (TaskRow.due < now) & TaskRow.status.in_(OPEN_STATUSES)
+        n_late = _count(s, no_late.where(late))
+        n_all = _count(s, no_late)
+        facets["overdue"] = {"yes": n_late, "no": n_all - n_late}
+        per_patient = _facet(s, v.filters().query(who, now), TaskRow.patient_id)
+        risk_counts: dict[str, int] = {}
+        for pid, n in per_patient.items():
+            t = tiers.get(pid)
+            key = "none" if t is None else str(t)
+            risk_counts[key] = risk_counts.get(key, 0) + n
+        facets["risk"] = risk_counts
+    # the risk tier of each listed patient, for the table
+    row_tiers = {t.id: tiers.get(t.patient_id) for t, _ in rows}
+    log_access(state, request, who, "read", "worklist", patients=[i.nhs_number for i in items],
+               detail={"total": total, "page": page, "via": "web"})
+    sla = {i.id: _sla_fraction(i) for i in items}
+    return render(request, "worklist.html", who, page_title="Worklist", v=v, items=items, total=total, page=page,
+                  pages=pages, facets=facets, statuses=STATUSES, priorities=PRIORITIES, risks=RISKS, sorts=SORTS,
+                  page_sizes=PAGE_SIZES, row_tiers=row_tiers, sla=sla, highest_tier=HIGHEST_TIER,
+                  here=v.url(page=page) if page > 1 else v.url())
+
+
+def _sla_fraction(t) -> float:
+    """How much of the response time has gone (0..1, capped) for the SLA meter."""
+    total = (t.due - t.raised_at).total_seconds()
+    if total <= 0:
+        return 1.0
+    gone = total - t.sla.hours_left * 3600
+    return max(0.0, min(1.0, gone / total))
+
+
+@router.get("/worklist.csv")
+def worklist_csv(request: Request, v: View = Depends(), who: Principal = Depends(page_user)):
+    """The filtered worklist (every page) as CSV; same columns as the API's /worklist.csv."""
+    state = state_of(request)
+    need(request, who, "worklist:read")
+    now = state.now()
+    with Session(state.engines.read) as s:
+        tiers = _tiers(s, who)
+        q = _with_risk(v.filters().query(who, now), v.risk, tiers)
+        items = [task_out(t, p, now) for t, p in s.exec(_ordered_by(q, v.sort).limit(CSV_LIMIT)).all()]
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for i in items:
+        w.writerow([i.id, i.priority, i.due.isoformat(sep=" ", timespec="minutes"), "yes" if i.overdue else "no", i.status,
+                    i.title, i.nhs_number, i.patient_name or "", i.practice or "", i.mdt or "", i.provider or "", i.team or "",
+                    i.role, i.sla.response or "", i.protocol, i.version, i.why])
+    log_access(state, request, who, "read", "worklist-csv", patients=[i.nhs_number for i in items],
+               detail={"rows": len(items), "via": "web"})
+    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="worklist.csv"', "Cache-Control": "no-store"})
+
+
+ACTION_DONE = {"accept": "accepted", "complete": "completed", "decline": "declined", "reopen": "reopened"}
+
+
+@router.post("/tasks/{task_id}/{action}")
+def task_action_form(request: Request, task_id: int = Path(..., ge=1, le=2**31 - 1),
+                     action: Literal["accept", "complete", "decline", "reopen"] = Path(...),
+                     reason: str = Form("", max_length=2000), next: str = Form(""),
+                     csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
+    """One click: accept, complete, decline (a reason is required) or reopen a task; back to the list."""
+    check_csrf(request, csrf_token_)
+    need(request, who, "task:act")
+    state = state_of(request)
+    back = safe_next(next, PREFIX + "/worklist")
+    reason = reason.replace("\x00", "").strip()
+    if action == "decline" and not reason:
+        return redirect(request, back, flash=f"Task {task_id} was not declined: please give a reason.")
+    try:
+        out = _act(request, state, who, task_id, action, reason=reason or None)
+    except HTTPException as e:
+        if e.status_code in (409, 422):
+            return redirect(request, back, flash=f"Task {task_id}: {e.detail}.")
+        raise
+    return redirect(request, back, flash=f"{out.title} ({out.patient_name or out.nhs_number}): {ACTION_DONE[action]}.")
