@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from engine.calendar import ResponseTime
 from engine.evaluate import rules as dr
 from engine.evaluate.derive import Context, Deriver, shift
-from engine.evaluate.explain import clauses, evidence_items, sentence
+from engine.evaluate.explain import clauses, evidence_items, fmt_value, score_lines, sentence
 from engine.evaluate.lowering import Lowered, eval_lowered, lower_all, summary_fact
 from engine.evaluate.outputs import (Assignment, CarePlanItem, Evaluation, Flag, GoalResult, MeasureResult,
-                                     ProtocolResult, Provenance, Task)
+                                     ProtocolResult, Provenance, ScoreResult, SegmentResult, Task, TierResult)
 from engine.protocols import ir
 from engine.protocols.agreements import Agreement, resolve
 from engine.protocols.model import Protocol
@@ -169,15 +169,30 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             res.goals.append(GoalResult(goal=g.id, title=g.title, status="achieved" if met else "not-achieved",
                                         patient_text=g.patient_text,
                                         provenance=_prov(proto, f"goal:{g.id}", why, evidence_items(d.evidence(cond), proto))))
-        for r in proto.rules:
-            key = f"rule:{r.id}"
-            if key not in fired:
-                continue
+        for seg in proto.segments:
+            key = f"segment:{seg.id}"
+            if key in fired:
+                cond = proto.conditions[key]
+                why = sentence(seg.title, clauses(cond, d))
+                res.segments.append(SegmentResult(segment=seg.id, title=seg.title,
+                                                  provenance=_prov(proto, key, why, evidence_items(d.evidence(cond), proto))))
+        tier = next((t for t in proto.tiers if f"tier:{t.id}" in fired), None)
+        actors = [(f"rule:{r.id}", r, r.because or r.title) for r in proto.rules if f"rule:{r.id}" in fired]
+        if tier is not None:
+            key = f"tier:{tier.id}"
             cond = proto.conditions[key]
-            why = sentence(r.because or r.title, clauses(cond, d))
+            why = sentence(f"{tier.title} (tier {tier.level})", clauses(cond, d))
+            if tier.because:
+                why = f"{why} {tier.because}"
+            res.tier = TierResult(tier=tier.id, level=tier.level, title=tier.title, protocol=proto.id, version=proto.version,
+                                  provenance=_prov(proto, key, why, evidence_items(d.evidence(cond), proto)))
+            actors.append((key, tier, why))
+        for key, r, because in actors:
+            cond = proto.conditions[key]
+            why = because if key.startswith("tier:") else sentence(because, clauses(cond, d))
             prov = _prov(proto, key, why, evidence_items(d.evidence(cond), proto))
             if r.task:
-                assigned, rt = assignment(f"rule:{r.id}", r.task.role, r.task.priority)
+                assigned, rt = assignment(key, r.task.role, r.task.priority)
                 clinical = _as_response(r.task.within)
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=r.task.title,
                                       priority=r.task.priority, raised_at=raised, due=due_time(r.task.priority, rt, clinical),
@@ -186,13 +201,23 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 if r.escalation.to == "mdt":  # escalations to the MDT go to the patient's own case conference
                     assigned, rt = Assignment(provider=record.patient.mdt, team="MDT case conference", role="mdt"), None
                 else:
-                    assigned, rt = assignment(f"escalation:{r.id}", r.escalation.to, r.escalation.priority)
+                    assigned, rt = assignment(f"escalation:{key.split(':', 1)[1]}" if key.startswith("rule:")
+                                              else f"escalation:{key}", r.escalation.to, r.escalation.priority)
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}|escalation", kind="escalation",
                                       title=r.escalation.title, priority=r.escalation.priority, raised_at=raised,
                                       due=due_time(r.escalation.priority, rt, None), assigned=assigned, provenance=prov))
             if r.flag:
                 res.flags.append(Flag(key=f"{nhs}|{proto.id}|{key}", kind="clinical", code=r.flag.code,
                                       level=r.flag.level, text=r.flag.text or r.title, provenance=prov))
+        if proto.score is not None:
+            node = proto.definitions[proto.score]
+            value = d.eval(node)
+            label = proto.score.replace("_", " ")
+            lines = score_lines(ir.unwrap(node), d) if isinstance(ir.unwrap(node), ir.Sum) else []
+            why = (f"{label} {fmt_value(value)}" + (" = " + " ".join(lines) if lines else "") + "."
+                   if value is not None else f"{label} missing: {'; '.join(lines) or 'a number it needs is not recorded'}.")
+            res.score = ScoreResult(name=proto.score, value=None if value is None else float(value),
+                                    provenance=_prov(proto, "score", why, evidence_items(d.evidence(node), proto)))
     for m in proto.measures:
         res.measures.append(_measure(m, proto, fired, d))
     res.data_problems = sorted(set(d.out.data_problems))

@@ -28,7 +28,7 @@ class Evidence(BaseModel):
 class Provenance(BaseModel):
     protocol: str
     version: str
-    source: str = Field(description="activity:<id>, rule:<id>, goal:<id> or measure:<id>")
+    source: str = Field(description="activity:<id>, rule:<id>, goal:<id>, measure:<id>, segment:<id>, tier:<id> or score")
     why: str
     evidence: list[Evidence] = Field(default_factory=list)
 
@@ -90,6 +90,29 @@ class MeasureResult(BaseModel):
     provenance: Provenance
 
 
+class SegmentResult(BaseModel):
+    segment: str
+    title: str
+    provenance: Provenance
+
+
+class TierResult(BaseModel):
+    """The patient's tier in a stratification protocol (the first tier, in the order written, that held)."""
+
+    tier: str
+    level: int = Field(description="Higher = more need (Kaiser: 3 case management, 2 disease management, 1 self-care)")
+    title: str
+    protocol: str
+    version: str
+    provenance: Provenance
+
+
+class ScoreResult(BaseModel):
+    name: str
+    value: float | None = Field(description="None when a number the score needs is missing")
+    provenance: Provenance
+
+
 class ProtocolResult(BaseModel):
     protocol: str
     version: str
@@ -101,6 +124,9 @@ class ProtocolResult(BaseModel):
     tasks: list[Task] = Field(default_factory=list)
     flags: list[Flag] = Field(default_factory=list)
     measures: list[MeasureResult] = Field(default_factory=list)
+    segments: list[SegmentResult] = Field(default_factory=list)
+    tier: TierResult | None = None
+    score: ScoreResult | None = None
     data_problems: list[str] = Field(default_factory=list)
 
 
@@ -122,3 +148,9 @@ class Evaluation(BaseModel):
     @property
     def flags(self) -> list[Flag]:
         return [f for p in self.protocols for f in p.flags]
+
+    @property
+    def tier(self) -> TierResult | None:
+        """The highest tier any stratification protocol gave the patient."""
+        tiers = [p.tier for p in self.protocols if p.tier is not None]
+        return max(tiers, key=lambda t: t.level) if tiers else None

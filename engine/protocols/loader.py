@@ -13,7 +13,7 @@ from engine.protocols import ir
 from engine.protocols.errors import Location, Problems, ProtocolError, suggest
 from engine.protocols.expr import ExprError, Scope, ValueSetDecl, compile_expr
 from engine.protocols.model import (FLAG_LEVELS, PRIORITIES, STATUSES, Activity, EcqmRef, EscalationSpec, FlagSpec,
-                                    Goal, Measure, Protocol, Rule, TaskSpec)
+                                    Goal, Measure, Protocol, Rule, Segment, TaskSpec, Tier)
 from engine.protocols.units import KNOWN_ANALYTES, is_known_unit, normalise_unit
 from engine.protocols.valuesets import (ValueSet, ValueSetFileError, any_code_of_kind, inline, load_csv,
                                        load_fhir_valueset)
@@ -21,10 +21,13 @@ from engine.protocols.yamlsrc import Node, Reader, read_yaml, subtract
 
 TOP = {"protocol": True, "version": True, "title": True, "status": True, "effective": True, "owner": True,
        "evidence": True, "description": False, "period": False, "valuesets": True, "population": True,
-       "define": False, "activities": False, "goals": False, "rules": False, "measures": False}
+       "define": False, "activities": False, "goals": False, "rules": False, "measures": False,
+       "score": False, "segments": False, "tiers": False}
 ACTIVITY = {"id": True, "title": True, "every": True, "done_by": True, "done_when": False, "excepted_when": False,
             "due_soon": False, "role": True, "priority": False, "because": False, "evidence": False, "patient_text": False}
 RULE = {"id": True, "title": False, "when": True, "then": True, "because": True, "evidence": False}
+SEGMENT = {"id": True, "title": True, "when": True, "because": False}
+TIER = {"id": True, "level": True, "title": True, "when": True, "then": False, "because": True, "evidence": False}
 THEN = {"task": False, "flag": False, "escalation": False}
 TASK = {"title": True, "role": True, "priority": False, "within": False}
 FLAG = {"code": True, "level": True, "text": False}
@@ -80,7 +83,17 @@ class _Compiler:
         goals = [g for g in (self.goal(item, loc) for item, loc in r.seq(top, "goals", "goals")) if g]
         rules = [x for x in (self.rule(item, loc) for item, loc in r.seq(top, "rules", "rules")) if x]
         measures = [x for x in (self.measure(item, loc) for item, loc in r.seq(top, "measures", "measures")) if x]
-        for kind, items in (("activity", activities), ("goal", goals), ("rule", rules), ("measure", measures)):
+        segments = [x for x in (self.segment(item, loc) for item, loc in r.seq(top, "segments", "segments")) if x]
+        tiers = [x for x in (self.tier(item, loc) for item, loc in r.seq(top, "tiers", "tiers")) if x]
+        score = self.score_name()
+        levels: dict[int, Tier] = {}
+        for t in tiers:
+            if t.level in levels:
+                self.p.error(t.location, f"tier {t.id!r} has the same level ({t.level}) as tier {levels[t.level].id!r}",
+                             expected="a different level for each tier")
+            levels.setdefault(t.level, t)
+        for kind, items in (("activity", activities), ("goal", goals), ("rule", rules), ("measure", measures),
+                            ("segment", segments), ("tier", tiers)):
             seen: dict[str, Location] = {}
             for it in items:
                 if it.id in seen:
@@ -94,6 +107,7 @@ class _Compiler:
             definitions=self.definitions, conditions=self.conditions, condition_locations=self.cond_locs,
             since=since, activities=activities, goals=goals, rules=rules, measures=measures,
             warnings=self.p.warnings, description=r.text(top, "description", "description"),
+            score=score, segments=segments, tiers=tiers,
         )
 
     # ---- value sets ------------------------------------------------------------------------------
@@ -414,13 +428,70 @@ class _Compiler:
             return None
         rid = self.ids(m, loc, "rule")
         when = self.condition(m["when"], r.loc_of(m, "when"), f"rule {rid!r} when") if "when" in m else None
-        then_node = r.get(m, "then")
+        task, flag, esc = self.actions(r.get(m, "then"), f"rule {rid!r}")
+        if not rid or when is None:
+            return None
+        self.add_condition(f"rule:{rid}", when, r.loc_of(m, "when"))
+        return Rule(rid, r.text(m, "title", "title") or (task.title if task else rid), loc, task, flag, esc,
+                    r.text(m, "because", "because"), r.text_list(m, "evidence", "evidence"))
+
+    def score_name(self) -> str | None:
+        """`score: <definition>`: a number definition reported with every evaluation (e.g. a risk score)."""
+        node = self.r.get(self.top, "score")
+        if node is None:
+            return None
+        name = str(node.value)
+        if name not in self._raw_defs:
+            self.p.error(node.loc, f"score {name!r} is not a definition", expected="the name of a number under define",
+                         suggestion=suggest(name, self._raw_defs))
+            return None
+        d = self.definitions.get(name)
+        if d is not None and d.type != ir.NUMBER:
+            self.p.error(node.loc, f"score {name!r} is {'a condition' if d.type == ir.BOOL else d.type}, not a number",
+                         expected="a number definition, e.g. one with sum:")
+            return None
+        return name
+
+    def segment(self, item, loc) -> Segment | None:
+        r = self.r
+        m = r.mapping(item, loc, "a segment", SEGMENT)
+        if m is None:
+            return None
+        sid = self.ids(m, loc, "segment")
+        when = self.condition(m["when"], r.loc_of(m, "when"), f"segment {sid!r} when") if "when" in m else None
+        if not sid or when is None:
+            return None
+        self.add_condition(f"segment:{sid}", when, r.loc_of(m, "when"))
+        return Segment(sid, r.text(m, "title", "title") or sid, loc, r.text(m, "because", "because"))
+
+    def tier(self, item, loc) -> Tier | None:
+        r = self.r
+        m = r.mapping(item, loc, "a tier", TIER)
+        if m is None:
+            return None
+        tid = self.ids(m, loc, "tier")
+        level = m.get("level")
+        if "level" in m and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
+            self.p.error(r.loc_of(m, "level"), f"tier level {level!r} should be a whole number (higher = more need)",
+                         expected="e.g. 3 for case management, 1 for supported self-care")
+            level = None
+        when = self.condition(m["when"], r.loc_of(m, "when"), f"tier {tid!r} when") if "when" in m else None
+        task, flag, esc = self.actions(r.get(m, "then"), f"tier {tid!r}")
+        if not tid or when is None or level is None:
+            return None
+        self.add_condition(f"tier:{tid}", when, r.loc_of(m, "when"))
+        return Tier(tid, level, r.text(m, "title", "title") or tid, loc, task, flag, esc, r.text(m, "because", "because"),
+                    r.text_list(m, "evidence", "evidence"))
+
+    def actions(self, then_node, what: str) -> tuple[TaskSpec | None, FlagSpec | None, EscalationSpec | None]:
+        """`then: {task: ..., flag: ..., escalation: ...}` of a rule or a tier."""
+        r = self.r
         task = flag = esc = None
         if then_node is not None:
-            t = r.mapping(then_node.value, then_node.loc, f"rule {rid!r} then", THEN)
+            t = r.mapping(then_node.value, then_node.loc, f"{what} then", THEN)
             if t is not None:
                 if not t:
-                    self.p.error(then_node.loc, f"rule {rid!r} does nothing", expected="task, flag or escalation")
+                    self.p.error(then_node.loc, f"{what} does nothing", expected="task, flag or escalation")
                 if "task" in t:
                     tm = r.mapping(t["task"], r.loc_of(t, "task"), "a task", TASK)
                     if tm is not None:
@@ -437,11 +508,7 @@ class _Compiler:
                     if em is not None:
                         esc = EscalationSpec(r.text(em, "to", "escalation target"), r.text(em, "title", "escalation title"),
                                              r.choice(em, "priority", "priority", PRIORITIES, "urgent"))
-        if not rid or when is None:
-            return None
-        self.add_condition(f"rule:{rid}", when, r.loc_of(m, "when"))
-        return Rule(rid, r.text(m, "title", "title") or (task.title if task else rid), loc, task, flag, esc,
-                    r.text(m, "because", "because"), r.text_list(m, "evidence", "evidence"))
+        return task, flag, esc
 
     def measure(self, item, loc) -> Measure | None:
         r = self.r

@@ -1,7 +1,7 @@
 """A compiled protocol: metadata, value sets, and every condition as intermediate-form nodes.
 
 `conditions` maps a condition key (population, activity:<id>:<part>, rule:<id>, goal:<id>:<part>,
-measure:<id>:<part>) to a boolean node. The durable-rules ruleset holds exactly these conditions;
+measure:<id>:<part>, segment:<id>, tier:<id>) to a boolean node. The durable-rules ruleset holds exactly these conditions;
 the evaluator turns the set of keys that fired into care-plan items, tasks, flags and measures.
 """
 from __future__ import annotations
@@ -78,6 +78,32 @@ class Rule:
     evidence: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Segment:
+    """A named group of the register a patient belongs to (risk stratification: 'over 75', 'care home')."""
+
+    id: str
+    title: str
+    location: Location
+    because: str | None = None
+
+
+@dataclass
+class Tier:
+    """One level of a stratification: the first tier (in the order written) whose condition holds is the
+    patient's tier; it may raise a task, flag or escalation like a rule."""
+
+    id: str
+    level: int
+    title: str
+    location: Location
+    task: TaskSpec | None = None
+    flag: FlagSpec | None = None
+    escalation: EscalationSpec | None = None
+    because: str | None = None
+    evidence: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class EcqmRef:
     """The published eCQM a measure implements (canonical Measure url + version)."""
@@ -120,6 +146,9 @@ class Protocol:
     measures: list[Measure]
     warnings: list[Problem] = field(default_factory=list)
     description: str | None = None
+    score: str | None = None  # the number definition reported as the patient's score (`score:`)
+    segments: list[Segment] = field(default_factory=list)
+    tiers: list[Tier] = field(default_factory=list)
 
     @property
     def key(self) -> str:

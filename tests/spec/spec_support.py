@@ -42,8 +42,9 @@ def _cond(value) -> str:
 
 def protocol_text(*, valuesets: dict, rules: dict | None = None, define: dict | None = None,
                   population="age >= 0", activities: str = "", measures: str = "", goals: str = "",
-                  period: str | None = None, pid: str = "spec", version: str = "1.0.0") -> str:
-    """YAML text of a protocol. valuesets: name -> list of codes, or a dict of VALUESET keys."""
+                  period: str | None = None, pid: str = "spec", version: str = "1.0.0", extra: str = "") -> str:
+    """YAML text of a protocol. valuesets: name -> list of codes, or a dict of VALUESET keys; `extra` is
+    appended as it is (other top-level sections: score, segments, tiers)."""
     lines = [f"protocol: {pid}", f"version: {version}", "title: Spec protocol", "status: draft",
              "effective: 2020-01-01", "owner: spec tests", "evidence: [spec]"]
     if period:
@@ -75,6 +76,8 @@ def protocol_text(*, valuesets: dict, rules: dict | None = None, define: dict | 
     if measures:
         lines.append("measures:")
         lines.append(measures.rstrip())
+    if extra:
+        lines.append(extra.rstrip())
     return "\n".join(lines) + "\n"
 
 
