@@ -5,6 +5,7 @@
     carepath ingest FILE...                        load FHIR bundles into the registry (idempotent)
     carepath demo                                  seed the demo registry and show a care plan
     carepath conformance KIT_DIR [--format json]   run an eCQM test kit (N passed, M failed)
+    carepath test | impact | docs | draft | publish  authoring (engine/cli_authoring.py)
 """
 from __future__ import annotations
 
@@ -447,6 +448,12 @@ def bench_batch(patients: int = typer.Option(10000, "--patients"), seed: int = t
     console.print(f"{out['patients']} patients: batch {out['seconds']} s ({out['patients_per_second']}/s), "
                   f"plain Python {out.get('reference_seconds')} s, peak RSS {out['peak_rss_mib']} MiB; "
                   f"written to {out.get('written')}", highlight=False)
+
+
+# ---- authoring: test, impact, docs, draft, publish (engine/cli_authoring.py) ------------------------------------
+from engine.cli_authoring import register as _register_authoring  # noqa: E402
+
+_register_authoring(app)
 
 
 def main() -> None:  # pragma: no cover - console script entry

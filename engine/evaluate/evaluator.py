@@ -122,6 +122,8 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
     if on:
         for a in proto.activities:
             key = f"activity:{a.id}"
+            if a.has_when and f"{key}:applies" not in fired:
+                continue  # not for this patient (e.g. a frailty review when not moderately or severely frail)
             last = d.eval(a.done_by)
             last_day = last.day if last is not None else None
             since = d.eval(proto.since) if proto.since is not None else None

@@ -23,7 +23,7 @@ TOP = {"protocol": True, "version": True, "title": True, "status": True, "effect
        "evidence": True, "description": False, "period": False, "valuesets": True, "population": True,
        "define": False, "activities": False, "goals": False, "rules": False, "measures": False,
        "score": False, "segments": False, "tiers": False}
-ACTIVITY = {"id": True, "title": True, "every": True, "done_by": True, "done_when": False, "excepted_when": False,
+ACTIVITY = {"id": True, "title": True, "when": False, "every": True, "done_by": True, "done_when": False, "excepted_when": False,
             "due_soon": False, "role": True, "priority": False, "because": False, "evidence": False, "patient_text": False}
 RULE = {"id": True, "title": False, "when": True, "then": True, "because": True, "evidence": False}
 SEGMENT = {"id": True, "title": True, "when": True, "because": False}
@@ -381,6 +381,7 @@ class _Compiler:
         done_by = self.expr(r.get(m, "done_by"), ir.EVENT, f"activity {aid!r} done_by")
         done_when = self.condition(m["done_when"], r.loc_of(m, "done_when"), f"activity {aid!r} done_when") if "done_when" in m else None
         excepted = self.condition(m["excepted_when"], r.loc_of(m, "excepted_when"), f"activity {aid!r} excepted_when") if "excepted_when" in m else None
+        applies = self.condition(m["when"], r.loc_of(m, "when"), f"activity {aid!r} when") if "when" in m else None
         priority = r.choice(m, "priority", "priority", PRIORITIES, "routine")
         if not (aid and every and done_by is not None):
             return None
@@ -399,11 +400,13 @@ class _Compiler:
         self.add_condition(f"{key}:in_interval", done_within(every), loc)
         if excepted is not None:
             self.add_condition(f"{key}:excepted", excepted, r.loc_of(m, "excepted_when"))
+        if applies is not None:  # only for part of the register (e.g. moderate or severe frailty)
+            self.add_condition(f"{key}:applies", applies, r.loc_of(m, "when"))
         return Activity(
             id=aid, title=r.text(m, "title", "title"), every=every, done_by=done_by, role=r.text(m, "role", "role"),
             location=loc, due_soon=due_soon, priority=priority, because=r.text(m, "because", "because"),
             evidence=r.text_list(m, "evidence", "evidence"), patient_text=r.text(m, "patient_text", "patient text"),
-            has_done_when=done_when is not None, has_excepted_when=excepted is not None,
+            has_done_when=done_when is not None, has_excepted_when=excepted is not None, has_when=applies is not None,
         )
 
     def goal(self, item, loc) -> Goal | None:

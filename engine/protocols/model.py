@@ -33,6 +33,7 @@ class Activity:
     patient_text: str | None = None  # plain-language line for the patient's own plan
     has_done_when: bool = False
     has_excepted_when: bool = False
+    has_when: bool = False  # `when:` the activity is only for the part of the register where this holds
 
 
 @dataclass

@@ -114,3 +114,21 @@ def test_load_errors(spec, extra, message):
     with pytest.raises(ProtocolError) as e:
         spec(valuesets={"a": ["a1"]}, define={"risk": "count(a)", "is_old": "age > 80"}, extra=extra)
     assert message in str(e.value)
+
+
+def test_an_activity_with_when_is_only_for_part_of_the_register(spec, engine_name):
+    acts = """\
+  - id: review
+    title: Frailty review
+    when: latest(frail) exists
+    every: 12 months
+    done_by: latest(review)
+    role: gp
+"""
+    p = spec(valuesets={"frail": ["f1"], "review": ["v1"]}, activities=acts)
+    _, res = run(p, record(), engine=engine_name)
+    assert res.on_register and res.care_plan == [] and res.tasks == []
+    _, res = run(p, record(fact("f1", "2025-01-01")), engine=engine_name)
+    assert [(i.activity, i.status) for i in res.care_plan] == [("review", "overdue")]
+    _, res = run(p, record(fact("f1", "2025-01-01"), fact("v1", "2025-03-01")), engine=engine_name)
+    assert [(i.activity, i.status) for i in res.care_plan] == [("review", "met")]
