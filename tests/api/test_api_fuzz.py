@@ -8,24 +8,46 @@ operations are enumerated here: the role matrix's list, which its coverage test 
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
+from tests.api.support import POSTGRES_ENV, _pg_schema, close_api, copy_protocols, make_api
 from tests.api.test_api_roles import MATRIX, PUBLIC, _openapi_form
 
 OPERATIONS = sorted({(m, _openapi_form(p)) for m, p, _, _ in MATRIX} | PUBLIC)
 ADMIN_PATHS = ("/users", "/ingest", "/access-log")
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def fuzz_api(request, tmp_path_factory):
+    """A seeded service of its own: fuzzed writes (task actions, outcomes, users ...) must not
+    change what the other tests see."""
+    if request.param == "sqlite":
+        urls = iter([f"sqlite:///{tmp_path_factory.mktemp('fuzz-db') / 'carepath.db'}"])
+    else:
+        base = os.environ.get(POSTGRES_ENV)
+        if not base:
+            pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV}")
+        urls = _pg_schema(base)
+    url = next(urls)
+    a = make_api(url, copy_protocols(tmp_path_factory.mktemp("fuzz-protocols")))
+    yield a
+    close_api(a)
+    next(urls, None)  # drops the PostgreSQL schema
+
+
 @pytest.fixture(scope="module")
-def schema(api):
-    return schemathesis.openapi.from_asgi("/openapi.json", api.client.app)
+def schema(fuzz_api):
+    return schemathesis.openapi.from_asgi("/openapi.json", fuzz_api.client.app)
 
 
 @pytest.mark.parametrize("method,path", OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_no_server_errors(api, schema, method, path):
+def test_no_server_errors(fuzz_api, schema, method, path):
+    api = fuzz_api
     operation = schema[path][method]
     headers = api.h("admin" if path.startswith(ADMIN_PATHS) else "clinical.lead")
 
