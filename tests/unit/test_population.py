@@ -93,14 +93,14 @@ def test_population_run_matches_per_patient_measures(tmp_path):
     from engine.population.run import evaluate_population_run
     from engine.protocols.library import load_library
 
-    write_population(tmp_path / "pop", 400, seed=8, as_of=AS_OF, workers=1)
+    write_population(tmp_path / "pop", 250, seed=8, as_of=AS_OF, workers=1)
     lib = load_library([ROOT / "protocols"])
     protos = [p for p in lib.protocols if p.id == "t2dm-annual-care"]
     summary = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, log=lambda m: None)
     got = summary["protocols"][0]["measures"]
     want: dict = {}
     on_register = 0
-    for rec in generate(400, seed=8, as_of=AS_OF):
+    for rec in generate(250, seed=8, as_of=AS_OF):
         res = evaluate(rec, protos, as_of=AS_OF, options=Options(engine="python")).protocols[0]
         on_register += res.on_register
         for m in res.measures:
