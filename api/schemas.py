@@ -308,7 +308,7 @@ class CasePatientOut(BaseModel):
     nhs_number: str
     name: str | None
     practice: str | None
-    risk_tier: int | None = Field(description="From the risk-stratification protocol when one is in force (hook)")
+    risk_tier: int | None = Field(description="Highest tier level from any stratification protocol in force (3 = highest)")
     reasons: list[str]
     new_escalation: bool
     escalations: list[TaskOut]

@@ -4,7 +4,7 @@ Who is on one MDT's list (patients whose MDT it is, or with tasks assigned to it
 - open escalation tasks (new = raised since the patient's last recorded outcome at this MDT),
 - overdue urgent or high priority tasks,
 - active red flags,
-- the highest risk tier, once a risk-stratification protocol exists: `risk_tier()` is the hook.
+- the highest risk tier (level 3) from any stratification protocol in force (`risk_tier()`).
 Ordered by risk tier, new escalations, overdue urgent tasks, then red flags.
 """
 from __future__ import annotations
@@ -27,20 +27,17 @@ from engine.registry.tables import PatientRow
 router = APIRouter(prefix="/mdts", tags=["mdt"])
 MDT = Path(..., pattern=r"^[A-Za-z0-9._-]{1,100}$")
 
-RISK_PROTOCOL = "risk-stratification"  # the protocol the risk tier will come from (another issue)
-HIGHEST_TIER = 3  # Kaiser-style: 3 = highest risk
+HIGHEST_TIER = 3  # Kaiser-style levels: 3 = case management (highest need)
+RISK_PROTOCOL = "risk-stratification"  # kept for callers that read one protocol; risk_tier() reads any
 
 
 def risk_tier(evaluations: dict[str, dict]) -> int | None:
-    """Hook for risk stratification. When a `risk-stratification` protocol is in force, its stored
-    result is read: the highest `risk-tier-<n>` flag code it raised is the patient's tier. Until then
-    every patient has no tier and the list is built from escalations, overdue urgent tasks and red flags."""
-    result = evaluations.get(RISK_PROTOCOL)
-    if not result:
-        return None
-    tiers = [int(f["code"].rsplit("-", 1)[1]) for f in result.get("flags", [])
-             if str(f.get("code", "")).startswith("risk-tier-") and f["code"].rsplit("-", 1)[1].isdigit()]
-    return max(tiers) if tiers else None
+    """The patient's risk tier: the highest `tier.level` any stratification protocol in force gave
+    them (stored with each protocol's evaluation). None while no stratification protocol applies;
+    the list is then built from escalations, overdue urgent tasks and red flags alone."""
+    levels = [r["tier"]["level"] for r in evaluations.values()
+              if isinstance((r or {}).get("tier"), dict) and isinstance(r["tier"].get("level"), int)]
+    return max(levels) if levels else None
 
 
 def _check_mdt(request: Request, state: AppState, who: Principal, mdt: str) -> None:
@@ -83,8 +80,7 @@ def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None =
         tasks = s.exec(select(TaskRow).where(TaskRow.patient_id.in_(ids), TaskRow.status.in_(OPEN_STATUSES))).all() if ids else []
         flags = s.exec(select(FlagRow).where(FlagRow.patient_id.in_(ids), FlagRow.active, FlagRow.level == "red")).all() if ids else []
         evals: dict[int, dict[str, dict]] = {}
-        for e in (s.exec(select(PatientEvaluationRow).where(PatientEvaluationRow.patient_id.in_(ids),
-                                                            PatientEvaluationRow.protocol == RISK_PROTOCOL)) if ids else []):
+        for e in (s.exec(select(PatientEvaluationRow).where(PatientEvaluationRow.patient_id.in_(ids))) if ids else []):
             evals.setdefault(e.patient_id, {})[e.protocol] = e.result
         outcomes: dict[int, list[MdtOutcomeRow]] = {}
         for o in (s.exec(select(MdtOutcomeRow).where(MdtOutcomeRow.mdt == mdt, MdtOutcomeRow.patient_id.in_(ids))

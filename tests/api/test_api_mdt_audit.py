@@ -135,3 +135,9 @@ def test_snapshots_and_trend(seeded_api):
     practice = api.get("/audit/trend", params={"measure": "DM020", "unit_kind": "practice", "unit": "A81001"}).json()
     assert len(practice["points"]) == 3
     assert api.get("/audit/trend", params={"measure": "DM020", "unit_kind": "practice"}).status_code == 422
+
+
+def test_risk_tier_is_the_highest_stratification_level():
+    from api.routers.mdt import risk_tier
+    assert risk_tier({"t2dm-annual-care": {"tier": None}}) is None
+    assert risk_tier({"risk-stratification": {"tier": {"level": 2}}, "frailty": {"tier": {"level": 3}}, "x": {}}) == 3
