@@ -38,7 +38,8 @@ FRANK = "9990000034"   # A81003, central-2: active foot ulcer, MDT escalation
 def copy_protocols(dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "protocols" / "t2dm-annual-care.yaml", dst / "t2dm-annual-care.yaml")
-    shutil.copytree(ROOT / "protocols" / "agreements", dst / "agreements")
+    (dst / "agreements").mkdir()
+    shutil.copy(ROOT / "protocols" / "agreements" / "central-locality-roles.yaml", dst / "agreements")
     shutil.copytree(ROOT / "protocols" / "valuesets", dst / "valuesets")
     return dst
 
