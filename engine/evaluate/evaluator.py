@@ -108,7 +108,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
         if r is None:
             return Assignment(role=role), None
         rt = r.assign.response_for(priority)
-        return Assignment(provider=r.assign.provider, team=r.assign.team, role=r.assign.role,
+        return Assignment(provider=r.assign.provider, team=r.assign.team, role=r.assign.role_for(role),
                           response=str(rt) if rt else None, agreement=r.agreement.key), rt
 
     def due_time(priority: str, rt: ResponseTime | None, clinical: ResponseTime | None,

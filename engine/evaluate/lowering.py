@@ -14,6 +14,10 @@ This is how a protocol becomes a durable-rules ruleset (see engine/evaluate/rule
    computed by the deriver, compared with `true`.
 5. "Is this value recorded" (`x.value is missing`, `x.result is missing`) is the presence field
    itself: `f__p == false`.
+6. durable-rules 2.0.28 cannot create a rule whose condition has more than 15 `and` / `or` nodes
+   ("Could not create ruleset, error code: 113", ERR_EXPRESSION_LIMIT_EXCEEDED, raised only when the
+   first fact arrives). A part of a condition that would go over that becomes one yes/no field the
+   deriver computes (like rule 4), so the rule stays within the limit and means the same.
 
 The lowered form is also evaluated in plain Python (eval_lowered) as the reference the rule
 engine is checked against.
@@ -28,6 +32,7 @@ from engine.protocols import ir
 from engine.evaluate.derive import compare
 
 MAX_BRANCHES = 512  # durable-rules expands `|` into one rule per branch
+MAX_LOGICAL = 15  # durable-rules: at most this many and / or nodes in one rule's condition (error 113 beyond)
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,11 @@ def _lower(node: ir.Node, neg: bool, out: Lowered):
     if isinstance(n, (ir.And, ir.Or)):
         parts = tuple(_lower(i, neg, out) for i in n.items)
         conj = isinstance(n, ir.And) != neg
-        return _simplify(All(parts) if conj else AnyOf(parts))
+        tree = _simplify(All(parts) if conj else AnyOf(parts))
+        if logical_nodes(tree) > MAX_LOGICAL:  # over durable-rules' limit: one yes/no field for this part
+            f = _field(n, "bool", out)
+            return Cmp(f.name, "==", not neg)
+        return tree
     if isinstance(n, ir.Const) and n.type == ir.BOOL:
         return TRUE if bool(n.value) != neg else FALSE
     if isinstance(n, ir.Present):
@@ -156,6 +165,13 @@ def _simplify(t):
             continue
         items.extend(i.items if isinstance(i, AnyOf) and i.items else [i])
     return items[0] if len(items) == 1 else AnyOf(tuple(items))
+
+
+def logical_nodes(t) -> int:
+    """The and / or nodes of a lowered condition as durable-rules sees them (nested ones flatten)."""
+    if isinstance(t, Cmp):
+        return 0
+    return (1 if len(t.items) > 1 else 0) + sum(logical_nodes(i) for i in t.items)
 
 
 def branches(t) -> int:

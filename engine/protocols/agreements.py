@@ -1,13 +1,20 @@
 """Role agreements: which provider, team and role does each activity, where, and how fast.
 
-An `assign` entry targets `protocol/activity`, `protocol/rule:<id>` or `protocol/*`, optionally
-limited `where` to localities / MDTs / practices. For a task the most specific entry wins: an
-exact target beats a wildcard; a practice beats an MDT beats a locality beats "anywhere"; ties go
-to the entry written first. Its `respond` times (urgent / routine) set the task's due time.
+An `assign` entry targets `protocol/activity`, `protocol/rule:<id>`, `protocol/tier:<id>`,
+`protocol/escalation:<rule id>` or `protocol/*`, optionally limited `where` to localities / MDTs /
+practices. For a task the most specific entry wins: an exact target beats a wildcard; a practice
+beats an MDT beats a locality beats "anywhere"; ties go to the entry written first. Its `respond`
+times (urgent / routine) set the task's due time. An entry without `role` keeps the role the
+protocol names (e.g. a wildcard that only says which provider and how fast).
+
+An agreement may also describe the area (`localities:`): each locality's MDTs and each MDT's GP
+practices (ODS codes). `carepath validate` then checks every `where` against it and that every
+activity and task is assigned in every locality.
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +24,12 @@ from engine.protocols.model import STATUSES
 from engine.protocols.yamlsrc import Reader, read_yaml
 
 TOP = {"agreement": True, "version": True, "title": True, "owner": True, "status": False, "effective": False,
-       "description": False, "parties": True, "assign": True}
+       "description": False, "localities": False, "parties": True, "assign": True}
 PARTY = {"id": True, "kind": True, "name": False}
-ASSIGN = {"activity": True, "where": False, "provider": True, "team": False, "role": True, "respond": True}
+ASSIGN = {"activity": True, "where": False, "provider": True, "team": False, "role": False, "respond": True}
+LOCALITY = {"id": True, "name": False, "mdts": True}
+MDT = {"id": True, "name": False, "practices": True}
+ODS_PRACTICE = re.compile(r"^[A-Z][0-9]{5}$")
 WHERE = {"locality": False, "mdt": False, "practice": False}
 RESPOND = {"urgent": False, "routine": False}
 PARTY_KINDS = ("gp", "acute", "community", "mental-health", "social-care", "screening", "other")
@@ -45,6 +55,9 @@ class Assign:
     def specificity(self, target: str) -> int:
         return (10 if self.target == target else 0) + sum(WHERE_WEIGHT[k] for k in self.where)
 
+    def role_for(self, protocol_role: str) -> str:
+        return self.role or protocol_role
+
     def response_for(self, priority: str) -> ResponseTime | None:
         want = "urgent" if priority == "urgent" else "routine"
         return self.respond.get(want) or next(iter(self.respond.values()), None)
@@ -61,6 +74,18 @@ class Agreement:
     assigns: list[Assign]
     source: str
     warnings: list = field(default_factory=list)
+    localities: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # locality -> MDT -> practices
+    content_hash: str = ""
+
+    @property
+    def mdts(self) -> dict[str, str]:
+        """MDT -> its locality."""
+        return {m: loc for loc, mdts in self.localities.items() for m in mdts}
+
+    @property
+    def practices(self) -> dict[str, str]:
+        """Practice ODS code -> its MDT."""
+        return {p: m for mdts in self.localities.values() for m, ps in mdts.items() for p in ps}
 
     @property
     def key(self) -> str:
@@ -68,9 +93,10 @@ class Agreement:
 
 
 def load_agreement(path: str | Path) -> Agreement:
+    import hashlib
     path = Path(path)
     problems = Problems()
-    data, _ = read_yaml(path)
+    data, raw = read_yaml(path)
     r = Reader(path, problems)
     top = r.mapping(data, Location(str(path), 1, 1), "the role agreement", TOP)
     problems.raise_if_errors()
@@ -123,9 +149,55 @@ def load_agreement(path: str | Path) -> Agreement:
     version = r.version(top)
     status = r.choice(top, "status", "status", STATUSES, "active")
     effective = r.date(top, "effective", "effective date")
+    localities = _localities(r, top, problems)
     problems.raise_if_errors()
     return Agreement(r.text(top, "agreement", "agreement id"), version, r.text(top, "title", "title"), status,
-                     effective, parties, assigns, str(path), problems.warnings)
+                     effective, parties, assigns, str(path), problems.warnings, localities,
+                     hashlib.sha256(raw).hexdigest())
+
+
+def _localities(r: Reader, top, problems: Problems) -> dict[str, dict[str, list[str]]]:
+    """`localities: [{id, mdts: [{id, practices: [ODS codes]}]}]`: the area's structure, checked."""
+    out: dict[str, dict[str, list[str]]] = {}
+    seen_mdt: dict[str, str] = {}
+    seen_practice: dict[str, str] = {}
+    for item, loc in r.seq(top, "localities", "localities"):
+        lm = r.mapping(item, loc, "a locality", LOCALITY)
+        if lm is None:
+            continue
+        lid = r.text(lm, "id", "locality id")
+        if lid in out:
+            problems.error(loc, f"duplicate locality {lid!r}")
+            continue
+        mdts: dict[str, list[str]] = {}
+        for mitem, mloc in r.seq(lm, "mdts", f"the MDTs of {lid}"):
+            mm = r.mapping(mitem, mloc, "an MDT", MDT)
+            if mm is None:
+                continue
+            mid = r.text(mm, "id", "MDT id")
+            if mid in seen_mdt:
+                problems.error(mloc, f"MDT {mid!r} is already in locality {seen_mdt[mid]!r}")
+                continue
+            seen_mdt[mid] = lid
+            practices = []
+            node = r.get(mm, "practices")
+            for i, code in enumerate(node.value if node is not None and isinstance(node.value, list) else []):
+                ploc = r.loc_of(node.value, i)
+                code = str(code).strip().upper()
+                if not ODS_PRACTICE.match(code):
+                    problems.error(ploc, f"practice {code!r} is not a GP practice ODS code",
+                                   expected="one letter and five digits, e.g. A81001")
+                    continue
+                if code in seen_practice:
+                    problems.error(ploc, f"practice {code} is already in MDT {seen_practice[code]!r}")
+                    continue
+                seen_practice[code] = mid
+                practices.append(code)
+            if node is not None and not isinstance(node.value, list):
+                problems.error(node.loc, f"the practices of MDT {mid!r} should be a list of ODS codes")
+            mdts[mid] = practices
+        out[lid] = mdts
+    return out
 
 
 @dataclass
