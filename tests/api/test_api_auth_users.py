@@ -1,6 +1,8 @@
 """Log in (bearer token or session cookie), revocation, users, the access log."""
 from __future__ import annotations
 
+import datetime as dt
+
 from api.security import Tokens, hash_password, verify_password
 from tests.api.support import AMINA
 
@@ -84,3 +86,13 @@ def test_every_patient_read_is_logged_and_auditors_see_pseudonyms(seeded_api):
     audited = seeded_api.get("/access-log", user="auditor", params={"username": "practice.staff", "action": "read"}).json()["items"]
     assert audited[1]["patients"][0].startswith("P-") and AMINA not in audited[1]["path"]
     assert audited[1]["patients"][0] == seeded_api.state.pseudonymise(AMINA)
+
+
+def test_password_guessing_is_throttled(fresh_api):
+    c = fresh_api.client
+    for _ in range(10):
+        assert c.post("/auth/token", data={"username": "auditor", "password": "guess"}).status_code == 401
+    assert c.post("/auth/token", data={"username": "auditor", "password": "auditor-demo-pw"}).status_code == 429
+    assert c.post("/auth/token", data={"username": "admin", "password": "admin-demo-pw"}).status_code == 200  # per user
+    fresh_api.clock.offset = dt.timedelta(minutes=16)
+    assert c.post("/auth/token", data={"username": "auditor", "password": "auditor-demo-pw"}).status_code == 200
