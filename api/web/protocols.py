@@ -66,9 +66,11 @@ def _assignments(state, pid: str, target: str) -> list[dict]:
     """Every role-agreement line (in force today) that assigns this activity / rule, most specific first."""
     out = []
     for ag in state.library.agreements_in_force(state.now().date()):
+        names = {str(x.get("id")): x.get("name") for x in (_raw(ag.source).get("parties") or []) if isinstance(x, dict)}
         for a in ag.assigns:
             if a.protocol == pid and a.target in (target, "*"):
-                out.append({"agreement": ag.key, "provider": a.provider, "provider_name": ag.parties.get(a.provider),
+                out.append({"agreement": ag.key, "provider": a.provider, "provider_name": names.get(a.provider),
+                            "provider_kind": ag.parties.get(a.provider),
                             "team": a.team, "role": a.role,
                             "respond": {k: str(v) for k, v in a.respond.items()},
                             "where": {k: sorted(v) for k, v in a.where.items()}, "exact": a.target == target,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from api.app import create_app
 from api.audit_calc import take_snapshot
@@ -38,15 +38,18 @@ EXTRA_USERS = {
 AMINA = "9434765919"   # A81001, central-1: high HbA1c, overdue checks, red flag
 GEORGE = "4010232137"  # A81002, central-1: frail, eGFR 27, admission
 FRANK = "9990000034"   # A81003, central-2: active foot ulcer, MDT escalation
-CLOCK_AHEAD = dt.timedelta(days=2)  # the service runs two days after the demo was loaded: urgent tasks are overdue
+CLOCK_AHEAD = dt.timedelta(days=10)  # the service runs 10 days after the demo was loaded: 5-working-day tasks are overdue
 
-# A draft next version of the diabetes pathway (tighter HbA1c review threshold, a new activity), to
-# browse version history and differences, and to preview its impact.
+# A draft next version of the diabetes pathway (review at a lower HbA1c, a tighter blood pressure target
+# under 80), to browse version history and differences, and to preview its impact: Frank (138/82) gains
+# a blood pressure review.
 DRAFT_EDITS = [
     ("version: 1.0.0", "version: 1.1.0"),
     ("status: active", "status: draft"),
     ("    when: last_hba1c.value >= 58 mmol/mol and not frail", "    when: last_hba1c.value >= 53 mmol/mol and not frail"),
     ("    title: HbA1c 58 mmol/mol or more\n", "    title: HbA1c 53 mmol/mol or more\n"),
+    ("    when: age < 80 and (last_systolic.value >= 140 mmHg or last_diastolic.value >= 90 mmHg)",
+     "    when: age < 80 and (last_systolic.value >= 130 mmHg or last_diastolic.value >= 80 mmHg)"),
 ]
 
 
@@ -135,8 +138,15 @@ class Server:
         self._thread.join(timeout=10)
 
 
-def start_server(db_url: str, protocols_dir: Path, clock: Clock) -> Server:
-    app = create_app(db_url, protocols_dir, secret_key="browser-test-" + uuid.uuid4().hex, clock=clock)
+def copy_database(template: Path, dst: Path) -> str:
+    """A copy of a seeded SQLite registry (with its WAL files, if any), as a database URL."""
+    for f in template.parent.glob(template.name + "*"):
+        shutil.copy(f, dst.parent / (dst.name + f.name[len(template.name):]))
+    return f"sqlite:///{dst}"
+
+
+def start_server(db_url: str, protocols_dir: Path, clock: Clock, migrate: bool = True) -> Server:
+    app = create_app(db_url, protocols_dir, secret_key="browser-test-" + uuid.uuid4().hex, clock=clock, migrate=migrate)
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False)
     server = uvicorn.Server(config)
@@ -148,3 +158,21 @@ def start_server(db_url: str, protocols_dir: Path, clock: Clock) -> Server:
             raise RuntimeError("the carepath server did not start")
         time.sleep(0.05)
     return Server(f"http://127.0.0.1:{port}", app, clock, protocols_dir, server, thread)
+
+
+def shot(page, name: str) -> Path:
+    """Full-page screenshot under test-output/browser/."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def access_log(server: Server, **where) -> list:
+    """Rows of the service's access log (e.g. resource="care-plan")."""
+    from engine.registry.access import AccessLogRow
+    with Session(server.state.engines.read) as s:
+        q = select(AccessLogRow)
+        for k, v in where.items():
+            q = q.where(getattr(AccessLogRow, k) == v)
+        return list(s.exec(q.order_by(AccessLogRow.id)))

@@ -1,0 +1,74 @@
+"""The patient's care plan for clinicians (activities, status, due dates, who is responsible,
+why-lines with the evidence facts) and the plain-language, print-friendly version for the patient."""
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.support import AMINA, SHOTS, access_log, shot
+
+
+def test_care_plan_for_a_clinician_in_scope(pages, server):
+    page = pages.login("practice.staff")  # A81001, Amina's practice
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Patients").click()
+    expect(page.get_by_role("table")).to_contain_text("Amina Begum")
+    expect(page.get_by_role("table")).not_to_contain_text("George Hill")  # another practice
+    page.get_by_label("NHS number").fill("943 476 5919")
+    page.get_by_role("button", name="Open care plan").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Care plan: Amina Begum")
+    expect(page.locator(".patient-banner")).to_contain_text("NHS number 9434765919")
+    plan = page.get_by_role("table", name="Care processes")
+    expect(plan.locator("tbody tr")).to_have_count(9)
+    hba1c = plan.locator("tr[data-activity=hba1c]")
+    expect(hba1c.locator("td").nth(0)).to_have_text("Done")
+    bp = plan.locator("tr[data-activity=blood-pressure]")
+    expect(bp.locator("td").nth(0)).to_have_text("Overdue")
+    expect(bp).to_contain_text("practice nurse")  # responsible role from the role agreement
+    expect(bp).to_contain_text("respond in 10 working days")
+    # why, with the evidence fact it rests on
+    bp.get_by_text("Why").click()
+    expect(bp.locator("details.why")).to_contain_text("Blood pressure check overdue since")
+    expect(bp.locator(".evidence")).to_contain_text("142 mm[Hg]")
+    hba1c.get_by_text("Why").click()
+    expect(hba1c.locator(".evidence")).to_contain_text("78 mmol/mol")
+    expect(page.locator(".flags")).to_contain_text("HbA1c above 75 mmol/mol")
+    expect(page.get_by_role("heading", name=re.compile(r"^Open tasks \(\d+\)"))).to_be_visible()
+    expect(page.get_by_role("heading", name="Summary across care settings")).to_be_visible()
+    shot(page, "care-plan-clinician")
+    assert access_log(server, resource="care-plan", username="practice.staff")[-1].patients == [AMINA]
+
+
+def test_care_plan_refused_outside_scope_or_role(pages, server):
+    page = pages.login("practice.other")  # A81003
+    assert page.goto(f"/app/patients/{AMINA}").status == 403
+    expect(page.get_by_role("alert")).to_contain_text("outside your MDT / practice / locality")
+    assert access_log(server, resource="care-plan", username="practice.other", action="denied")
+    assert page.goto(f"/app/patients/{AMINA}/plan").status == 403
+    auditor = pages.login("auditor")
+    assert auditor.goto(f"/app/patients/{AMINA}").status == 403
+    assert auditor.goto("/app/patients").status == 403
+    assert page.goto("/app/patients/0000000000").status == 404
+
+
+def test_plain_language_plan_prints_cleanly(pages):
+    page = pages.login("mdt.member")
+    page.goto(f"/app/patients/{AMINA}")
+    page.get_by_role("link", name="Patient version (plain language, printable)").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your care plan")
+    article = page.locator("article.plain-plan")
+    expect(article).to_contain_text("For Amina Begum")
+    expect(article).to_contain_text("A blood pressure check.")
+    expect(article).to_contain_text("Please contact your GP practice to book it.")
+    expect(article).to_contain_text("Your goals")
+    text = article.inner_text()
+    assert not re.search(r"\b\d{6,}\b", text.replace(AMINA, "")), "no codes on the patient's plan"
+    for jargon in ("protocol", "eGFR", "ACR", "rule:", "activity:", "SNOMED", "practice-nurse"):
+        assert jargon not in text
+    shot(page, "patient-plan-screen")
+    page.emulate_media(media="print")
+    expect(page.locator("header.site-header")).to_be_hidden()
+    expect(page.locator(".back-link")).to_be_hidden()
+    expect(article).to_be_visible()
+    shot(page, "patient-plan-print")
+    page.pdf(path=str(SHOTS / "patient-plan.pdf"), format="A4")

@@ -1,0 +1,87 @@
+"""The MDT case-conference page: the list to discuss and why, each patient's summary across care
+settings and current care plan, recording the outcome; only for the MDT's members (and leads)."""
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.support import AMINA, FRANK, GEORGE, access_log, shot
+
+
+def test_case_conference_for_its_mdt(pages, server):
+    page = pages.login("mdt.other")  # central-2
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Case conference").click()
+    expect(page).to_have_url(re.compile(r"/app/mdt/central-2$"))  # one MDT: straight to its list
+    expect(page.get_by_role("heading", level=1)).to_have_text("Case conference: MDT central-2")
+    cases = page.locator("article.case")
+    expect(cases).to_have_count(1)
+    frank = page.locator(f"#p-{FRANK}")
+    expect(frank.get_by_role("heading", level=2)).to_contain_text("Frank Osei")
+    expect(frank.locator(".tag-new").first).to_have_text("new escalation")
+    expect(frank.locator(".reasons")).to_contain_text("new escalation: Active foot problem - discuss at MDT")
+    expect(frank.locator(".reasons")).to_contain_text("red flag")
+    # summary across settings: conditions from the GP and community records, latest results, the care plan
+    expect(frank.get_by_role("heading", name="Conditions")).to_be_visible()
+    expect(frank.locator("section", has=page.get_by_role("heading", name="Conditions"))).to_contain_text("Community")
+    results = frank.locator("section", has=page.get_by_role("heading", name="Latest key results"))
+    expect(results.get_by_role("row", name=re.compile("^HbA1c"))).to_contain_text("66 mmol/mol")
+    expect(frank.locator("section", has=page.get_by_role("heading", name="Current care plan"))).to_contain_text(
+        "Type 2 diabetes annual care")
+    expect(frank.get_by_role("table", name="Escalations and overdue urgent tasks")).to_contain_text("Refer to multidisciplinary foot care service")
+    assert access_log(server, resource="patient-summary", username="mdt.other")[-1].patients == [FRANK]
+    shot(page, "case-conference-central-2")
+
+    # record the outcome
+    frank.get_by_label("What the MDT decided").fill("Seen by podiatry today; offloading boot fitted")
+    frank.get_by_label("Actions (who does what by when)").fill("Podiatry review in 2 weeks; GP to check HbA1c")
+    frank.get_by_role("button", name=re.compile("^Record outcome")).click()
+    expect(page.get_by_role("status")).to_have_text(f"Outcome recorded for {FRANK}.")
+    frank = page.locator(f"#p-{FRANK}")
+    expect(frank.locator(".recorded")).to_contain_text("Seen by podiatry today; offloading boot fitted")
+    expect(frank.locator(".recorded")).to_contain_text("Recorded for this meeting by mdt.other")
+    expect(page.locator("nav.toc .tag-done")).to_have_text("outcome recorded")
+    shot(page, "case-conference-outcome")
+    # an empty outcome is not recorded
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    r = page.request.post("/app/mdt/central-2/outcomes", form={"csrf_token": token, "nhs_number": FRANK,
+                                                               "meeting_date": "2026-01-05", "outcome": "   "})
+    assert "was not recorded" in r.text()
+
+
+def test_admissions_from_hospital_records(pages):
+    page = pages.login("mdt.member")  # central-1
+    page.goto("/app/mdt/central-1")
+    expect(page.locator("article.case")).to_have_count(2)
+    george = page.locator(f"#p-{GEORGE}")
+    admissions = george.locator("section", has=page.get_by_role("heading", name="Admissions"))
+    expect(admissions).to_contain_text("Hospital (acute)")
+    expect(admissions).to_contain_text("acute-pas")
+    expect(george.locator("section", has=page.get_by_role("heading", name="Latest key results"))).to_contain_text("eGFR")
+    amina = page.locator(f"#p-{AMINA}")
+    expect(amina.locator("section", has=page.get_by_role("heading", name="Admissions"))).to_contain_text("No hospital admissions")
+    shot(page, "case-conference-central-1")
+
+
+def test_other_mdts_and_other_roles_are_refused(pages, server):
+    page = pages.login("mdt.member")
+    response = page.goto("/app/mdt/central-2")
+    assert response.status == 403
+    expect(page.get_by_role("alert")).to_contain_text("not a member of MDT central-2")
+    assert access_log(server, resource="mdt", username="mdt.member", action="denied")
+    # not even by posting an outcome directly
+    page.goto("/app/mdt/central-1")
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    r = page.request.post("/app/mdt/central-2/outcomes", form={"csrf_token": token, "nhs_number": FRANK,
+                                                               "meeting_date": "2026-01-05", "outcome": "x"})
+    assert r.status == 403
+    for username in ("practice.staff", "auditor"):
+        other = pages.login(username)
+        assert other.goto("/app/mdt/central-1").status == 403
+        expect(other.get_by_role("heading", level=1)).to_have_text("Not allowed")
+    # a clinical lead sees every MDT
+    lead = pages.login("clinical.lead")
+    lead.goto("/app/mdt")
+    expect(lead.get_by_role("link", name="MDT central-1")).to_be_visible()
+    lead.get_by_role("link", name="MDT central-2").click()
+    expect(lead.get_by_role("heading", level=1)).to_have_text("Case conference: MDT central-2")

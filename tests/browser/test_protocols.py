@@ -1,0 +1,89 @@
+"""The protocol browser: a protocol rendered for clinicians, its version history and the
+differences between versions, and the impact preview of a draft (clinical leads only)."""
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.support import FRANK, access_log, shot
+
+
+def test_protocol_rendered_for_clinicians(pages):
+    page = pages.login("auditor")  # every role may read protocols
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Protocols").click()
+    page.get_by_role("link", name="Type 2 diabetes annual care").click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Type 2 diabetes annual care 1.0.0")
+    expect(page.locator(".tag-done").first).to_have_text("in force")
+    # the register, activities with intervals and roles from the role agreement, rules with escalations, evidence
+    expect(page.locator("#register")).to_contain_text("latest(diabetes) exists")
+    foot = page.locator("#activity-foot-check")
+    expect(foot).to_contain_text("12 months")
+    expect(foot).to_contain_text("respond within 15 working days")
+    expect(page.locator("#activity-retinal-screening")).to_contain_text("NHS Diabetic Eye Screening Programme")
+    rule = page.locator("#rule-active-foot-problem")
+    expect(rule).to_contain_text("to the MDT case conference")
+    expect(rule).to_contain_text("latest(foot_active_problem) within 4 weeks")
+    expect(rule).to_contain_text("Community podiatry")
+    expect(page.locator("#measures")).to_contain_text("DM020")
+    expect(page.locator("#evidence")).to_contain_text("NICE NG28")
+    expect(page.get_by_role("link", name="Impact preview of a draft")).to_have_count(0)  # not for auditors
+    # version history: the draft and the version in force
+    versions = page.locator("#version-table tbody tr")
+    expect(versions).to_have_count(2)
+    expect(versions.nth(0)).to_contain_text("1.1.0")
+    expect(versions.nth(0)).to_contain_text("draft")
+    expect(versions.nth(1)).to_contain_text("in force")
+    shot(page, "protocol-t2dm")
+
+
+def test_differences_between_versions(pages):
+    page = pages.login("practice.staff")
+    page.goto("/app/protocols/t2dm-annual-care")
+    page.get_by_role("link", name="Compare with 1.0.0").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Type 2 diabetes annual care: changes from 1.0.0 to 1.1.0")
+    structured = page.locator("#structured-diff")
+    expect(structured.get_by_role("table", name="About the protocol")).to_contain_text("draft")
+    changed = structured.locator("li.changed", has_text="HbA1c 53 mmol/mol or more")
+    expect(changed.locator("del")).to_contain_text(["58 mmol/mol"])
+    expect(changed.locator("ins")).to_contain_text(["53 mmol/mol"])
+    expect(page.locator("tr.diff-add").filter(has_text="last_hba1c.value >= 53")).to_have_count(1)
+    expect(page.locator("tr.diff-del").filter(has_text="last_hba1c.value >= 58")).to_have_count(1)
+    shot(page, "protocol-diff")
+    assert page.goto("/app/protocols/t2dm-annual-care/diff?from=1.0.0&to=9.9.9").status == 404
+
+
+def test_impact_preview_of_a_draft(pages, server):
+    page = pages.login("clinical.lead")
+    page.goto("/app/protocols/t2dm-annual-care")
+    page.get_by_role("link", name="Impact preview of a draft").click()
+    expect(page.get_by_label("Draft 1.1.0 on file (effective 1 Apr 2026)")).to_be_checked()
+    page.get_by_role("button", name="Preview impact").click()
+    result = page.locator("#impact-result")
+    expect(result.get_by_role("heading", level=2)).to_contain_text("t2dm-annual-care 1.0.0 → 1.1.0")
+    # the tighter blood pressure target under 80: Frank (138/82) gains a GP review and an amber flag
+    cards = result.locator(".card")
+    expect(cards.nth(0)).to_have_text(re.compile(r"^\s*6\s+patients evaluated"))
+    expect(cards.nth(2)).to_have_text(re.compile(r"^\s*\+1 / −0\s+tasks added / removed"))
+    expect(result.get_by_role("table", name="Tasks by role").get_by_role("row", name=re.compile("^gp"))).to_contain_text("1")
+    example = result.get_by_role("row", name=re.compile(FRANK))
+    expect(example).to_contain_text("+ Review blood pressure treatment")
+    shot(page, "protocol-impact")
+    assert access_log(server, resource="protocol-impact", username="clinical.lead")
+    # pasted text with a mistake: the problems with line and column, nothing evaluated
+    page.get_by_label("The text below (paste or edit a draft; give it a new version number)").check()
+    page.get_by_label("Protocol text (YAML)").fill(
+        page.get_by_label("Protocol text (YAML)").input_value().replace("version: 1.1.0", "version: 1.2.0")
+        .replace("last_hba1c.value >= 53", "last_hbac1.value >= 53"))
+    page.get_by_role("button", name="Preview impact").click()
+    problems = page.locator("#impact-problems")
+    expect(problems).to_contain_text(re.compile(r"<submitted>:\d+:\d+: error: .*last_hbac1"))
+    expect(problems).to_contain_text("did you mean 'last_hba1c'")
+    shot(page, "protocol-impact-problems")
+
+
+def test_impact_preview_is_for_clinical_leads(pages):
+    for username in ("auditor", "mdt.member"):
+        page = pages.login(username)
+        assert page.goto("/app/protocols/t2dm-annual-care/impact").status == 403
+        expect(page.get_by_role("alert")).to_contain_text("protocol:impact")

@@ -1,0 +1,199 @@
+"""The MDT worklist in a browser: who may open it, filters and their counts, sort, pagination,
+one-click accept / complete / decline-with-reason (the list and the care plan change), CSV export,
+SLA clocks."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.support import AMINA, access_log, shot
+
+
+def _total(page) -> int:
+    return int(page.locator("#task-total").inner_text())
+
+
+def _rows(page):
+    return page.locator("table.worklist tbody tr")
+
+
+def _option_count(page, select: str, value: str) -> int:
+    text = page.locator(f"{select} option[value='{value}']").inner_text()
+    return int(re.search(r"\((\d+)\)\s*$", text).group(1))
+
+
+def test_worklist_for_clinical_roles_only(pages, server):
+    page = pages.login("mdt.member")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Worklist").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Worklist")
+    assert _total(page) > 0
+    # an MDT member sees only their MDT's patients
+    mdts = set(page.locator("table.worklist tbody tr td:nth-child(3) .muted").all_inner_texts())
+    assert mdts and all("central-1" in m for m in mdts)
+    # overdue tasks show their SLA clock
+    expect(page.locator("tr.row-late .clock").first).to_contain_text("Overdue by")
+    expect(page.locator("meter").first).to_be_visible()
+    shot(page, "worklist-mdt-member")
+    assert access_log(server, resource="worklist", username="mdt.member")
+    for username in ("auditor", "admin"):
+        other = pages.login(username)
+        response = other.goto("/app/worklist")
+        assert response.status == 403
+        expect(other.get_by_role("heading", level=1)).to_have_text("Not allowed")
+        expect(other.get_by_role("alert")).to_contain_text("cannot use this page")
+    shot(other, "worklist-refused-admin")
+    assert access_log(server, resource="worklist:read", username="auditor", action="denied")
+
+
+def test_filters_counts_sort_and_pages(pages):
+    page = pages.login("clinical.lead")
+    page.goto("/app/worklist")
+    everything = _total(page)
+    # the count beside each role is what choosing it gives
+    gp = _option_count(page, "#f-role", "gp")
+    assert 0 < gp < everything
+    page.get_by_label("Role").select_option("gp")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page).to_have_url(re.compile(r"role=gp"))
+    assert _total(page) == gp == _rows(page).count()
+    assert all(t.split("\n")[0] == "gp" for t in page.locator("table.worklist tbody tr td:nth-child(4)").all_inner_texts())
+    # combine with a practice; the practice counts already respect the role filter
+    a81001 = _option_count(page, "#f-practice", "A81001")
+    page.get_by_label("Practice").select_option("A81001")
+    page.get_by_role("button", name="Apply filters").click()
+    assert _total(page) == a81001 and all("A81001" in t for t in
+                                          page.locator("table.worklist tbody td:nth-child(3) .muted").all_inner_texts())
+    shot(page, "worklist-filtered")
+    page.get_by_role("link", name="Clear").click()
+    assert _total(page) == everything
+
+    # overdue: the two counts add up, and the overdue list has only late tasks
+    overdue_n = int(re.search(r"\((\d+)\)", page.locator("label[for=overdue-yes]").inner_text()).group(1))
+    not_overdue_n = int(re.search(r"\((\d+)\)", page.locator("label[for=overdue-no]").inner_text()).group(1))
+    assert overdue_n > 0 and overdue_n + not_overdue_n == everything
+    page.locator("#overdue-yes").check()
+    page.get_by_role("button", name="Apply filters").click()
+    assert _total(page) == overdue_n
+    assert page.locator(".clock").all_inner_texts() and all(t.startswith("Overdue by") for t in page.locator(".clock").all_inner_texts())
+
+    # protocol, status and risk tier (no risk-stratification protocol yet: everyone is "not stratified")
+    page.goto("/app/worklist")
+    assert _option_count(page, "#f-protocol", "t2dm-annual-care") == everything
+    assert _option_count(page, "#f-risk", "none") == everything
+    page.get_by_label("Risk tier").select_option("3")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.locator(".empty")).to_have_text("No tasks match these filters.")
+    page.goto("/app/worklist?status=completed")
+    assert _total(page) == int(re.search(r"\((\d+)\)", page.locator("label[for=status-completed]").inner_text()).group(1))
+
+    # sort by due date, soonest first
+    page.goto("/app/worklist")
+    page.get_by_label("Sort by").select_option("due")
+    page.get_by_role("button", name="Apply filters").click()
+    dues = [dt.datetime.fromisoformat(x.rstrip("Z")) for x in page.locator("td .sla time").evaluate_all("els => els.map(e => e.getAttribute('datetime'))")]
+    assert dues == sorted(dues) and len(dues) == min(everything, 25)
+    # priority order (the default): urgent before high before routine
+    page.goto("/app/worklist")
+    order = {"urgent": 0, "high": 1, "routine": 2, "low": 3}
+    prios = [order[p.strip().lower()] for p in page.locator("table.worklist tbody td:nth-child(1) .priority").all_inner_texts()]
+    assert prios == sorted(prios)
+
+    # pages of 5
+    page.get_by_label("Tasks per page").select_option("10")
+    page.get_by_role("button", name="Apply filters").click()
+    assert _rows(page).count() == 10
+    first_page = page.locator("table.worklist tbody tr").evaluate_all("rs => rs.map(r => r.id)")
+    page.get_by_role("navigation", name="Pagination").get_by_role("link", name="Next").click()
+    expect(page).to_have_url(re.compile(r"page=2"))
+    second_page = page.locator("table.worklist tbody tr").evaluate_all("rs => rs.map(r => r.id)")
+    assert second_page and not set(first_page) & set(second_page)
+    expect(page.locator(".pagination [aria-current=page]")).to_have_text("Page 2")
+
+
+def test_complete_a_task_and_see_the_care_plan_change(pages):
+    """The README's walk-through: an MDT member completes a task; the worklist and care plan show it."""
+    page = pages.login("mdt.member")
+    page.goto(f"/app/worklist?sort=due")
+    before = _total(page)
+    row = page.locator("table.worklist tbody tr", has=page.get_by_role("link", name="Amina Begum")).filter(
+        has_text="Smoking status recorded")
+    expect(row).to_have_count(1)
+    task_id = row.get_attribute("data-task")
+    shot(page, "walkthrough-1-worklist")
+    row.get_by_role("button", name=re.compile("^Complete")).click()
+    expect(page.get_by_role("status")).to_have_text(re.compile(r"^Smoking status recorded.* \(Amina Begum\): completed\.$"))
+    expect(page).to_have_url(re.compile(r"/app/worklist\?sort=due$"))  # back to the same view
+    assert _total(page) == before - 1
+    expect(page.locator(f"#task-{task_id}")).to_have_count(0)
+    shot(page, "walkthrough-2-completed")
+    # the care plan: the activity's task shows completed, with who and when, and it is in the history
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Patients").click()
+    page.get_by_role("link", name="Amina Begum").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Care plan: Amina Begum")
+    item = page.locator("tr[data-activity=smoking]")
+    expect(item.locator(".task-cell .status")).to_have_text("completed")
+    expect(item.locator(".task-cell")).to_contain_text("completed by mdt.member")
+    expect(page.locator(f"#closed-{task_id}")).to_contain_text("Smoking status recorded")
+    expect(page.locator(f"#task-{task_id}")).to_have_count(0)  # no longer among the open tasks
+    shot(page, "walkthrough-3-care-plan")
+    # the completed task is listed under status "completed" and can be reopened
+    page.goto("/app/worklist?status=completed")
+    expect(page.locator(f"#task-{task_id}")).to_be_visible()
+    page.locator(f"#task-{task_id}").get_by_role("button", name=re.compile("^Reopen")).click()
+    expect(page.get_by_role("status")).to_contain_text("reopened")
+
+
+def test_accept_then_decline_with_a_reason(pages):
+    page = pages.login("mdt.member")
+    page.goto("/app/worklist?status=open")
+    row = page.locator("table.worklist tbody tr").filter(has_text="BMI recorded").first
+    task_id = row.get_attribute("data-task")
+    patient = row.locator("td:nth-child(3) a").inner_text()
+    row.get_by_role("button", name=re.compile("^Accept")).click()
+    expect(page.get_by_role("status")).to_contain_text("accepted")
+    expect(page.locator(f"#task-{task_id}")).to_have_count(0)  # the view shows open tasks only
+    page.goto("/app/worklist?status=accepted")
+    row = page.locator(f"#task-{task_id}")
+    expect(row.locator(".status")).to_have_text("accepted")
+    # decline: the reason is required (the browser will not send the form without one)
+    row.locator("summary", has_text="Decline").click()
+    reason = row.get_by_label("Reason for declining (required)")
+    expect(reason).to_have_attribute("required", "")
+    row.get_by_role("button", name="Decline task").click()
+    expect(page.locator(f"#task-{task_id}")).to_be_visible()  # nothing sent
+    reason.fill("Weight recorded at the hospital clinic last week")
+    shot(page, "worklist-decline")
+    row.get_by_role("button", name="Decline task").click()
+    expect(page.get_by_role("status")).to_contain_text("declined")
+    expect(page.locator(f"#task-{task_id}")).to_have_count(0)
+    # the reason is on the patient's care plan
+    page.goto("/app/worklist?status=declined")
+    page.locator(f"#task-{task_id}").get_by_role("link", name=patient).click()
+    expect(page.locator(f"#closed-{task_id}")).to_contain_text("Weight recorded at the hospital clinic last week")
+    # a decline with an empty reason sent anyway is refused by the server
+    page.goto("/app/worklist?status=open")
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    other = page.locator("table.worklist tbody tr").first.get_attribute("data-task")
+    r = page.request.post(f"/app/tasks/{other}/decline", form={"csrf_token": token, "reason": "  ", "next": "/app/worklist"})
+    assert r.ok and "please give a reason" in r.text()
+    page.goto("/app/worklist?status=open")
+    expect(page.locator(f"#task-{other}")).to_be_visible()
+
+
+def test_csv_export_has_the_filtered_list(pages):
+    page = pages.login("clinical.lead")
+    page.goto("/app/worklist?role=practice-nurse&sort=due")
+    total = _total(page)
+    with page.expect_download() as info:
+        page.get_by_role("link", name="Export CSV").click()
+    download = info.value
+    assert download.suggested_filename == "worklist.csv"
+    rows = list(csv.DictReader(io.StringIO(open(download.path(), encoding="utf-8").read())))
+    assert len(rows) == total > 10  # every page, not just the first
+    assert {r["role"] for r in rows} == {"practice-nurse"}
+    assert [r["due"] for r in rows] == sorted(r["due"] for r in rows)
+    assert AMINA in {r["nhs_number"] for r in rows}
