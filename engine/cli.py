@@ -197,6 +197,13 @@ def _seed_registry(records, out: Path, records_as_of: dt.date) -> str | None:
     with Session(engine) as s:
         made = ensure_demo_users(s)
     users = (f"; demo users {', '.join(made)} (password: <username>{DEMO_PASSWORD_SUFFIX})" if made else "")
+    # audit snapshots at a few reporting dates, so the web audit dashboard has a trend to show
+    from api.audit_calc import take_snapshot
+    from engine.demo import reporting_dates
+    with Session(engine) as s:
+        for day in reporting_dates(records_as_of):
+            take_snapshot(s, lib, day, "carepath demo", now)
+        s.commit()
     return f"{url} ({summary}; {opened} new task(s) on the worklists{users})"
 
 

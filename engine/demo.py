@@ -92,3 +92,13 @@ def demo_records(as_of: dt.date) -> list[PatientRecord]:
           _fact("p6-ulcer", "condition", FOOT_ACTIVE, ago(days=6), setting="community", source="community-ehr")]),
     ]
     return [PatientRecord(patient=p, facts=f) for p, f in people]
+
+
+def reporting_dates(as_of: dt.date) -> list[dt.date]:
+    """Reporting dates for the demo's audit trend: the last three quarter ends and the day itself."""
+    def quarter_end_before(d: dt.date) -> dt.date:
+        return dt.date(d.year, 3 * ((d.month - 1) // 3) + 1, 1) - dt.timedelta(days=1)
+
+    q0 = quarter_end_before(as_of)
+    q1 = quarter_end_before(q0)
+    return [quarter_end_before(q1), q1, q0, as_of]

@@ -52,9 +52,11 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
     state = state_of(request)
     try:
         token, user = _authenticate(state, request, username[:200], password[:500])
-    except HTTPException:
-        return render(request, "login.html", None, status_code=401, page_title="Log in", next=safe_next(next),
-                      error="Wrong username or password.", username=username[:200])
+    except HTTPException as e:
+        throttled = e.status_code == 429
+        return render(request, "login.html", None, status_code=e.status_code, page_title="Log in", next=safe_next(next),
+                      error="Too many failed logins for this username: try again in 15 minutes." if throttled
+                      else "Wrong username or password.", username=username[:200])
     response = redirect(request, safe_next(next))
     response.set_cookie(COOKIE_NAME, token, max_age=state.tokens.ttl, httponly=True, samesite="lax",
                         secure=state.cookie_secure, path="/")

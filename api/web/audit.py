@@ -43,8 +43,13 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
     by_unit = aapi.measures(unit_kind, protocol or None, None, None, who, state)
     measures = sorted(area.rows, key=lambda r: (r.protocol, r.measure))
     chosen = next((r for r in measures if r.measure == measure and (not protocol or r.protocol == protocol)), None)
-    if chosen is None:
-        chosen = next((r for r in measures if (r.denominator - r.exclusions) > 0), measures[0] if measures else None)
+    if chosen is None and measures:  # the measure with the most to compare: most units with data, then most patients
+        units_with_data: dict[tuple, int] = {}
+        for r in by_unit.rows:
+            if r.denominator - r.exclusions > 0:
+                units_with_data[(r.protocol, r.measure)] = units_with_data.get((r.protocol, r.measure), 0) + 1
+        chosen = min(measures, key=lambda r: (-units_with_data.get((r.protocol, r.measure), 0),
+                                              -(r.denominator - r.exclusions), r.protocol, r.measure))
     ctx: dict = {}
     if chosen is not None:
         rows = [r for r in by_unit.rows if r.measure == chosen.measure and r.protocol == chosen.protocol]

@@ -125,15 +125,14 @@ def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str
     body.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#425563"/>')
     body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#425563"/>')
     if area_rate is not None:
-        for z, dash, name in ((Z95, "6 3", "95%"), (Z998, "2 3", "99.8%")):
+        for z, dash, name in (((Z95, "6 3", "95%"), (Z998, "2 3", "99.8%")) if 0 < area_rate < 1 else ()):
             upper, lower = [], []
             steps = 80
-            for k in range(1, steps + 1):
-                n = max(1.0, max_n * k / steps)
-                lim = funnel(area_rate, int(round(n)) or 1, z)
-                if lim:
-                    upper.append(f"{x(n):.1f},{y(lim[1]):.1f}")
-                    lower.append(f"{x(n):.1f},{y(lim[0]):.1f}")
+            for k in range(0, steps + 1):
+                n = max(0.5, max_n * k / steps)  # continuous in n, so the limits are smooth curves
+                half = z * math.sqrt(area_rate * (1 - area_rate) / n)
+                upper.append(f"{x(n):.1f},{y(min(1.0, area_rate + half)):.1f}")
+                lower.append(f"{x(n):.1f},{y(max(0.0, area_rate - half)):.1f}")
             for pts, side in ((upper, "upper"), (lower, "lower")):
                 body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#768692" stroke-width="1.5" '
                             f'stroke-dasharray="{dash}" class="funnel-{name}"><title>{name} {side} control limit</title></polyline>')

@@ -75,7 +75,7 @@ def _assignments(state, pid: str, target: str) -> list[dict]:
                             "respond": {k: str(v) for k, v in a.respond.items()},
                             "where": {k: sorted(v) for k, v in a.where.items()}, "exact": a.target == target,
                             "specificity": a.specificity(target)})
-    out.sort(key=lambda a: -a["specificity"])
+    out.sort(key=lambda a: (bool(a["where"]), -a["specificity"]))  # what applies anywhere first
     return out
 
 

@@ -16,8 +16,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from api.app import AppState
-from api.deps import Principal, log_access, scoped
-from api.routers.mdt import HIGHEST_TIER, RISK_PROTOCOL, risk_tier
+from api.deps import Principal, log_access
+from api.routers.mdt import HIGHEST_TIER, risk_tier
 from api.routers.worklists import CSV_COLUMNS, CSV_LIMIT, Filters, _act, _ordered
 from api.views import task_out
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, safe_next, state_of
@@ -84,11 +84,15 @@ class View:
                     or self.overdue or self.risk)
 
 
-def _tiers(s: Session, who: Principal) -> dict[int, int | None]:
-    """patient id -> risk tier, from a risk-stratification protocol's stored results (none yet: empty)."""
-    q = scoped(select(PatientEvaluationRow).join(PatientRow, PatientRow.id == PatientEvaluationRow.patient_id)
-               .where(PatientEvaluationRow.protocol == RISK_PROTOCOL), who)
-    return {e.patient_id: risk_tier({RISK_PROTOCOL: e.result}) for e in s.exec(q)}
+def _tiers(s: Session, q) -> dict[int, int | None]:
+    """patient id -> risk tier (the API's `risk_tier`: the highest tier any stratification protocol
+    stored for the patient), for the patients with tasks under the query's filters."""
+    pids = _joined(TaskRow.patient_id).where(q.whereclause)
+    results: dict[int, dict[str, dict]] = {}
+    for pid, protocol, result in s.exec(select(PatientEvaluationRow.patient_id, PatientEvaluationRow.protocol,
+                                               PatientEvaluationRow.result).where(PatientEvaluationRow.patient_id.in_(pids))):
+        results.setdefault(pid, {})[protocol] = result
+    return {pid: risk_tier(r) for pid, r in results.items()}
 
 
 def _with_risk(q, risk: str, tiers: dict[int, int | None]):
@@ -140,7 +144,7 @@ def worklist_page(request: Request, v: View = Depends(), who: Principal = Depend
     need(request, who, "worklist:read")
     now = state.now()
     with Session(state.engines.read) as s:
-        tiers = _tiers(s, who)
+        tiers = _tiers(s, v.filters(status=list(STATUSES)).query(who, now))
         base = _with_risk(v.filters().query(who, now), v.risk, tiers)
         total = _count(s, base)
         pages = max(1, -(-total // v.size))
@@ -195,8 +199,9 @@ def worklist_csv(request: Request, v: View = Depends(), who: Principal = Depends
     need(request, who, "worklist:read")
     now = state.now()
     with Session(state.engines.read) as s:
-        tiers = _tiers(s, who)
-        q = _with_risk(v.filters().query(who, now), v.risk, tiers)
+        q = v.filters().query(who, now)
+        tiers = _tiers(s, q) if v.risk else {}
+        q = _with_risk(q, v.risk, tiers)
         items = [task_out(t, p, now) for t, p in s.exec(_ordered_by(q, v.sort).limit(CSV_LIMIT)).all()]
     buf = io.StringIO()
     w = csv.writer(buf)

@@ -3,6 +3,7 @@ thread), headless Chromium from the OS (never a downloaded browser), screenshots
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import socket
 import threading
@@ -17,7 +18,7 @@ from sqlmodel import Session, select
 from api.app import create_app
 from api.audit_calc import take_snapshot
 from api.users import DEMO_PASSWORD_SUFFIX, add_user, ensure_demo_users
-from engine.demo import demo_records
+from engine.demo import demo_records, reporting_dates
 from engine.evaluate.service import reevaluate_many
 from engine.protocols.library import load_library
 from engine.registry.db import make_engine, upgrade
@@ -64,7 +65,8 @@ def copy_protocols(dst: Path, with_draft: bool = True) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     src = (ROOT / "protocols" / "t2dm-annual-care.yaml").read_text(encoding="utf-8")
     (dst / "t2dm-annual-care.yaml").write_text(src, encoding="utf-8")
-    shutil.copytree(ROOT / "protocols" / "agreements", dst / "agreements")
+    (dst / "agreements").mkdir()
+    shutil.copy(ROOT / "protocols" / "agreements" / "central-locality-roles.yaml", dst / "agreements")
     shutil.copytree(ROOT / "protocols" / "valuesets", dst / "valuesets")
     if with_draft:
         draft = src
@@ -101,17 +103,6 @@ def seed(url: str, protocols_dir: Path, as_of: dt.date, now: dt.datetime) -> Non
             take_snapshot(s, lib, d, "seed", now)
         s.commit()
     engine.dispose()
-
-
-def _quarter_end_before(d: dt.date) -> dt.date:
-    return dt.date(d.year, 3 * ((d.month - 1) // 3) + 1, 1) - dt.timedelta(days=1)
-
-
-def reporting_dates(as_of: dt.date) -> list[dt.date]:
-    """The last three quarter ends and the day itself."""
-    q0 = _quarter_end_before(as_of)
-    q1 = _quarter_end_before(q0)
-    return [_quarter_end_before(q1), q1, q0, as_of]
 
 
 def free_port() -> int:
@@ -164,7 +155,8 @@ def shot(page, name: str) -> Path:
     """Full-page screenshot under test-output/browser/."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if os.environ.get("CAREPATH_NO_SCREENSHOTS") != "1":
+        page.screenshot(path=str(path), full_page=True)
     return path
 
 

@@ -10,7 +10,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.support import AMINA, access_log, shot
+from tests.browser.support import AMINA, FRANK, access_log, shot
 
 
 def _total(page) -> int:
@@ -197,3 +197,33 @@ def test_csv_export_has_the_filtered_list(pages):
     assert {r["role"] for r in rows} == {"practice-nurse"}
     assert [r["due"] for r in rows] == sorted(r["due"] for r in rows)
     assert AMINA in {r["nhs_number"] for r in rows}
+
+
+def test_risk_tier_filter(pages, server):
+    """Tiers come from any stratification protocol's stored result (`tier.level`): give Frank tier 3."""
+    from sqlmodel import Session, select
+
+    from engine.registry.outputs import PatientEvaluationRow
+    from engine.registry.tables import PatientRow
+    with Session(server.state.engines.write) as s:
+        frank = s.exec(select(PatientRow).where(PatientRow.nhs_number == FRANK)).one()
+        s.add(PatientEvaluationRow(patient_id=frank.id, protocol="risk-test", version="1.0.0",
+                                   reference_date=server.state.now().date(), on_register=True,
+                                   result={"protocol": "risk-test", "version": "1.0.0", "title": "Risk (test)",
+                                           "on_register": True, "register_why": "test",
+                                           "tier": {"level": 3, "name": "case management"}}))
+        s.commit()
+    page = pages.login("clinical.lead")
+    page.goto("/app/worklist")
+    everything = _total(page)
+    tier3 = _option_count(page, "#f-risk", "3")
+    assert tier3 >= 2 and _option_count(page, "#f-risk", "none") == everything - tier3
+    page.get_by_label("Risk tier").select_option("3")
+    page.get_by_role("button", name="Apply filters").click()
+    assert _total(page) == tier3
+    assert {t for t in page.locator("table.worklist tbody td:nth-child(3) a").all_inner_texts()} == {"Frank Osei"}
+    expect(page.locator("table.worklist .tag", has_text="risk tier 3").first).to_be_visible()
+    page.get_by_label("Risk tier").select_option("none")
+    page.get_by_role("button", name="Apply filters").click()
+    assert _total(page) == everything - tier3
+    assert "Frank Osei" not in page.locator("table.worklist tbody").inner_text()
