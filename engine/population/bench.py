@@ -151,11 +151,19 @@ def run(patients: int, seed: int = 1, as_of: dt.date = dt.date(2026, 4, 30), wor
         rows = con.execute("SELECT nhs_number, " + ", ".join(batch.ident(c) for c in keys)
                            + f" FROM bench_out WHERE pid < {k}").fetchall()
         got = {r[0]: {c for c, v in zip(keys, r[1:]) if v} for r in rows}
+        from engine.evaluate.rules import RuleEngineError
+
         t0 = time.perf_counter()
-        durable = {rec.patient.nhs_number: fired_conditions(rec, proto, ctx, engine="durable")[0] for rec in records}
+        durable, errors = {}, []
+        for rec in records:
+            try:
+                durable[rec.patient.nhs_number] = fired_conditions(rec, proto, ctx, engine="durable")[0]
+            except RuleEngineError as e:  # seen once in a long run; reported, not hidden
+                errors.append(str(e))
         ds = time.perf_counter() - t0
         out["durable_sample"] = {"patients": k, "seconds": round(ds, 3), "patients_per_second": round(k / ds) if ds else None,
-                                 "mismatches": sum(1 for nhs, f in durable.items() if got.get(nhs) != f)}
+                                 "mismatches": sum(1 for nhs, f in durable.items() if got.get(nhs) != f),
+                                 "rule_engine_errors": errors}
         log(f"durable-rules on {k} patients: {ds:.2f} s, {out['durable_sample']['mismatches']} mismatches")
     con.close()
     out["peak_rss_mib"] = peak_rss_mib()
