@@ -1,6 +1,8 @@
 """Mounting the pages on the app, login / logout and the home page for each role."""
 from __future__ import annotations
 
+import warnings
+
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -30,6 +32,9 @@ def mount(app: FastAPI) -> None:
     """Serve the pages under /app, their stylesheet under /static, and send / to the home page."""
     from api.web import audit, care, mdt, protocols, worklist
 
+    if not (TEMPLATES_DIR / "base.html").is_file():  # e.g. installed without the repository's templates/
+        warnings.warn(f"carepath web pages not served: no templates in {TEMPLATES_DIR} (set CAREPATH_TEMPLATES)")
+        return
     app.include_router(router)
     for module in (worklist, mdt, care, audit, protocols):
         app.include_router(module.router)
