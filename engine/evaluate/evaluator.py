@@ -126,6 +126,9 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 continue  # not for this patient (e.g. a frailty review when not moderately or severely frail)
             last = d.eval(a.done_by)
             last_day = last.day if last is not None else None
+            not_counted = None  # done, but `done_when` says it does not count (e.g. a review without its MRC grade)
+            if a.has_done_when and last_day is not None and f"{key}:in_interval" not in fired:
+                not_counted, last_day = last_day, None
             since = d.eval(proto.since) if proto.since is not None else None
             if f"{key}:recent" in fired:
                 status = "met"
@@ -144,6 +147,9 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             if status == "overdue" and next_due > ctx.reference_date:
                 status = "due"  # never done, but joined the register less than one interval ago
             why = _activity_why(a, status, last_day, next_due, d, proto)
+            if not_counted is not None and status != "excepted":
+                missing = "; ".join(clauses(proto.conditions[f"{key}:in_interval"], d, False))
+                why += f" The one on {not_counted.isoformat()} does not count: {missing}."
             facts = d.evidence(proto.conditions[f"{key}:in_interval"])
             if status == "excepted":
                 facts += d.evidence(proto.conditions[f"{key}:excepted"])
@@ -195,7 +201,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             prov = _prov(proto, key, why, evidence_items(d.evidence(cond), proto))
             if r.task:
                 assigned, rt = assignment(key, r.task.role, r.task.priority)
-                clinical = _as_response(r.task.within)
+                clinical = r.task.within
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=r.task.title,
                                       priority=r.task.priority, raised_at=raised, due=due_time(r.task.priority, rt, clinical),
                                       assigned=assigned, provenance=prov))
@@ -277,8 +283,3 @@ def _activity_why(a, status: str, last_day, next_due, d: Deriver, proto: Protoco
 def _prov(proto: Protocol, source: str, why: str, evidence=None) -> Provenance:
     return Provenance(protocol=proto.id, version=proto.version, source=source, why=why, evidence=evidence or [])
 
-
-def _as_response(d: ir.Duration | None) -> ResponseTime | None:
-    if d is None:
-        return None
-    return ResponseTime(d.amount, d.unit)

@@ -1,0 +1,78 @@
+"""Every shipped protocol's own cases (protocols/*.tests.yaml), in the default test run.
+
+`carepath test protocols/` runs the same files. A case file names its protocol version; the 1.0.0 diabetes
+cases (t2dm-annual-care.tests.yaml) run in test_t2dm.py on two engines and are not repeated here.
+Coverage rules for the library: every pathway (latest version of each id, eCQMs aside) has a case file with
+at least 10 cases, and every one of its rules and tiers is shown firing in at least one case.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from protocol_cases import case_files, load_cases, run_case
+
+from engine.protocols.library import load_library, version_key
+
+ROOT = Path(__file__).resolve().parents[2]
+PROTOCOLS = ROOT / "protocols"
+COVERED_ELSEWHERE = {"t2dm-annual-care.tests.yaml"}  # tests/protocols/test_t2dm.py
+FILES = {f.name: load_cases(f) for f in case_files([PROTOCOLS])}
+CASES = [(name, c) for name, cf in sorted(FILES.items()) if name not in COVERED_ELSEWHERE for c in cf.cases]
+
+
+@pytest.mark.parametrize("file_name, case", CASES, ids=[f"{n}::{c.name}" for n, c in CASES])
+def test_case(file_name, case):
+    outcome = run_case(FILES[file_name], case, "durable")
+    assert outcome.passed, (f"{file_name}:{case.line}: {case.name}\n  " + "\n  ".join(outcome.problems)
+                            + "\n  why:\n    " + "\n    ".join(outcome.why))
+
+
+def _latest_pathways():
+    lib = load_library([PROTOCOLS])
+    latest = {}
+    for p in lib.protocols:
+        if "ecqm" in Path(p.source).parts or p.status == "retired":
+            continue
+        if p.id not in latest or version_key(p.version) > version_key(latest[p.id].version):
+            latest[p.id] = p
+    return latest
+
+
+LATEST = _latest_pathways()
+
+
+@pytest.mark.parametrize("key", sorted(p.key for p in LATEST.values()))
+def test_every_pathway_version_has_at_least_ten_cases(key):
+    files = [cf for cf in FILES.values() if cf.protocol.key == key]
+    assert files, f"{key}: no case file names this version (add <protocol>.tests.yaml beside it)"
+    assert sum(len(cf.cases) for cf in files) >= 10
+
+
+@pytest.mark.parametrize("key", sorted(p.key for p in LATEST.values()))
+def test_every_rule_and_tier_is_shown_firing(key):
+    proto = next(p for p in LATEST.values() if p.key == key)
+    files = [cf for cf in FILES.values() if cf.protocol.key == key]
+    shown = set()
+    for cf in files:
+        for c in cf.cases:
+            shown |= set(c.expect.get("rules_fired") or [])
+            if c.expect.get("tier") not in (None, "none"):
+                shown.add(f"tier:{c.expect['tier']}")
+            shown |= {f"title:{t['title'] if isinstance(t, dict) else t}" for t in c.expect.get("tasks") or []}
+    missing = [r.id for r in proto.rules if r.id not in shown and not (r.task and f"title:{r.task.title}" in shown)]
+    missing += [f"tier:{t.id}" for t in proto.tiers if f"tier:{t.id}" not in shown]
+    assert not missing, f"{key}: no case shows these firing: {missing}"
+
+
+def test_a_wrong_expectation_is_reported_with_expected_actual_and_why():
+    import copy
+    cf = FILES["hypertension.tests.yaml"]
+    case = copy.deepcopy(next(c for c in cf.cases if c.name.startswith("Severe hypertension")))
+    case.expect["tasks"][0]["due"] = "2026-11-20T17:00"
+    case.expect["flags"]["severe-hypertension"] = "amber"
+    out = run_case(cf, case, "python")
+    assert not out.passed and len(out.problems) == 2
+    assert "expected due 2026-11-20 17:00:00, got 2026-11-20 13:00:00" in out.problems[0]
+    assert "flag severe-hypertension: expected amber, got red" in out.problems[1]
+    assert any(w.startswith("task 'Same-day assessment for target-organ damage': NG136") for w in out.why)
