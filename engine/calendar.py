@@ -36,7 +36,7 @@ def add_working_days(start: dt.datetime, n: int) -> dt.datetime:
 @dataclass(frozen=True)
 class ResponseTime:
     amount: float
-    unit: str  # hours | working days | days | weeks
+    unit: str  # hours | working days | days | weeks | months | years
 
     def due_from(self, start: dt.datetime) -> dt.datetime:
         if self.unit == "hours":
@@ -60,7 +60,7 @@ class ResponseTime:
 
 def parse_response(text: str) -> ResponseTime:
     import re
-    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(hours?|working days?|days?|weeks?|months?)\s*$", str(text))
+    m = re.match(r"^\s*(\d+(?:\.\d+)?)\s*(hours?|working days?|days?|weeks?|months?|years?)\s*$", str(text))
     if not m:
         raise ValueError(f"{text!r} is not a response time (e.g. '4 hours', '5 working days')")
     unit = m.group(2)

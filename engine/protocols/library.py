@@ -137,16 +137,29 @@ def _cross_checks(lib: Library) -> None:
                                             expected="an assign entry for " + f"{p.id}/{a.id}", severity="warning"))
     for ag in lib.agreements:
         for x in ag.assigns:
-            proto = next((p for p in lib.protocols if p.id == x.protocol), None)
-            if proto is None:
+            versions = sorted((p for p in lib.protocols if p.id == x.protocol), key=lambda p: version_key(p.version))
+            if not versions:
                 lib.problems.append(Problem(x.location, f"agreement names unknown protocol {x.protocol!r}", severity="warning"))
-            elif x.target != "*" and not x.target.startswith("rule:") and proto.activity(x.target) is None:
-                from engine.protocols.errors import suggest
-                lib.problems.append(Problem(x.location, f"{x.protocol} has no activity {x.target!r}",
-                                            suggestion=suggest(x.target, [a.id for a in proto.activities]),
-                                            severity="warning"))
-            elif x.target.startswith("rule:") and not any(r.id == x.target[5:] for r in proto.rules):
-                from engine.protocols.errors import suggest
-                lib.problems.append(Problem(x.location, f"{x.protocol} has no rule {x.target[5:]!r}",
-                                            suggestion=suggest(x.target[5:], [r.id for r in proto.rules]),
-                                            severity="warning"))
+                continue
+            problems = [_unknown_target(p, x.target) for p in versions]
+            if all(problems):  # a target any kept version has is fine (agreements outlive versions)
+                lib.problems.append(Problem(x.location, problems[-1][0], suggestion=problems[-1][1], severity="warning"))
+
+
+def _unknown_target(proto: Protocol, target: str) -> tuple[str, str | None] | None:
+    """(message, suggestion) when an agreement names an activity, rule or tier the protocol lacks."""
+    from engine.protocols.errors import suggest
+    if target == "*":
+        return None
+    kind, _, ident = target.partition(":") if ":" in target else ("activity", "", target)
+    known = {
+        "activity": [a.id for a in proto.activities],
+        "rule": [r.id for r in proto.rules],
+        "escalation": [r.id for r in proto.rules if r.escalation],
+        "tier": [t.id for t in getattr(proto, "tiers", [])],
+    }
+    if kind not in known:
+        return f"{proto.id}: unknown target kind {kind!r}", suggest(kind, known)
+    if ident not in known[kind]:
+        return f"{proto.id} has no {kind} {ident!r}", suggest(ident, known[kind])
+    return None

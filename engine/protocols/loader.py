@@ -9,9 +9,12 @@ import hashlib
 import re
 from pathlib import Path
 
+from engine.calendar import parse_response
 from engine.protocols import ir
 from engine.protocols.errors import Location, Problems, ProtocolError, suggest
-from engine.protocols.expr import ExprError, Scope, ValueSetDecl, compile_expr
+from engine.protocols.expr import AGE_AT, CONTEXT_DATES, PATIENT_ATTRS, ExprError, Scope, ValueSetDecl, compile_expr
+
+BUILTIN_NAMES = PATIENT_ATTRS | CONTEXT_DATES | set(AGE_AT)
 from engine.protocols.model import (FLAG_LEVELS, PRIORITIES, STATUSES, Activity, EcqmRef, EscalationSpec, FlagSpec,
                                     Goal, Measure, Protocol, Rule, Segment, TaskSpec, Tier)
 from engine.protocols.units import KNOWN_ANALYTES, is_known_unit, normalise_unit
@@ -123,6 +126,8 @@ class _Compiler:
         for name in m:
             loc = self.r.loc_of(m, name)
             spec = m[name]
+            if name in BUILTIN_NAMES:
+                self.p.error(self.r.key_loc(m, name), f"value set name {name!r} is a built-in name; choose another")
             if isinstance(spec, str):  # shorthand: name: file.csv
                 vm = {"codelist": spec}
             else:
@@ -273,6 +278,8 @@ class _Compiler:
                 self.p.error(self.r.key_loc(node.value, name), f"definition name {name!r} should be lower_case_with_underscores")
             if name in self.decls:
                 self.p.error(self.r.key_loc(node.value, name), f"definition {name!r} has the same name as a value set")
+            if name in BUILTIN_NAMES:
+                self.p.error(self.r.key_loc(node.value, name), f"definition name {name!r} is a built-in name; choose another")
             self._raw_defs[str(name)] = Node(node.value[name], self.r.loc_of(node.value, name))
         for name in self._raw_defs:
             self.definition(name)
@@ -500,7 +507,7 @@ class _Compiler:
                     if tm is not None:
                         task = TaskSpec(r.text(tm, "title", "task title"), r.text(tm, "role", "task role"),
                                         r.choice(tm, "priority", "priority", PRIORITIES, "routine"),
-                                        r.duration(tm, "within", "task deadline"))
+                                        self.deadline(tm))
                 if "flag" in t:
                     fm = r.mapping(t["flag"], r.loc_of(t, "flag"), "a flag", FLAG)
                     if fm is not None:
@@ -512,6 +519,18 @@ class _Compiler:
                         esc = EscalationSpec(r.text(em, "to", "escalation target"), r.text(em, "title", "escalation title"),
                                              r.choice(em, "priority", "priority", PRIORITIES, "urgent"))
         return task, flag, esc
+
+    def deadline(self, tm):
+        """A task's clinical deadline: hours, working days (England), days, weeks or months."""
+        n = self.r.get(tm, "within")
+        if n is None:
+            return None
+        try:
+            return parse_response(str(n.value))
+        except ValueError:
+            self.p.error(n.loc, f"task deadline {n.value!r} is not a time",
+                         expected="e.g. '4 hours', '1 working day', '2 weeks', '3 months'")
+            return None
 
     def measure(self, item, loc) -> Measure | None:
         r = self.r

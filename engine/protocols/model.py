@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from engine.calendar import ResponseTime
 from engine.protocols import ir
 from engine.protocols.errors import Location, Problem
 from engine.protocols.valuesets import ValueSet
@@ -50,7 +51,7 @@ class TaskSpec:
     title: str
     role: str
     priority: str = "routine"
-    within: ir.Duration | None = None
+    within: "ResponseTime | None" = None  # clinical deadline (may be working days)
 
 
 @dataclass

@@ -59,7 +59,6 @@ _ALIASES = {
     "ml/min/1.73m2": "mL/min/{1.73_m2}",
     "ml/min/{1.73_m2}": "mL/min/{1.73_m2}",
     "ml/min/1.73 m2": "mL/min/{1.73_m2}",
-    "ml/min": "mL/min/{1.73_m2}",
     "mg/mmol": "mg/mmol",
     "mmol/mol": "mmol/mol",
     "percent": "%",

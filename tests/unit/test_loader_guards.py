@@ -1,0 +1,72 @@
+"""Loader guards added after review: built-in names cannot be shadowed; deadlines may be working days."""
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+
+import pytest
+
+from engine.calendar import ResponseTime
+from engine.protocols.errors import ProtocolError
+from engine.protocols.loader import load_protocol
+
+HEAD = """\
+protocol: guards
+version: 1.0.0
+title: Guards
+status: active
+effective: 2026-01-01
+owner: test
+evidence: [test]
+valuesets:
+  dm: {codes: ["44054006"]}
+"""
+
+
+def write(tmp_path, body: str):
+    p = tmp_path / "p.yaml"
+    p.write_text(HEAD + textwrap.dedent(body))
+    return p
+
+
+def test_a_definition_cannot_hide_a_built_in_name(tmp_path):
+    p = write(tmp_path, """\
+        population: {all: [latest(dm) exists]}
+        define:
+          age: count(dm)
+        """)
+    with pytest.raises(ProtocolError) as e:
+        load_protocol(p)
+    (problem,) = e.value.problems
+    assert (problem.location.line, "built-in name") == (12, "built-in name") and "'age'" in problem.message
+
+
+def test_rule_deadline_in_working_days(tmp_path):
+    p = write(tmp_path, """\
+        population: {all: [latest(dm) exists]}
+        rules:
+          - id: r
+            when: latest(dm) exists
+            then: {task: {title: Refer, role: podiatrist, within: 1 working day, priority: urgent}}
+            because: test
+        """)
+    proto = load_protocol(p)
+    within = proto.rules[0].task.within
+    assert within == ResponseTime(1, "working days")
+    # Christmas Eve 2026 is a Thursday: one working day later skips Christmas and Boxing Day (Mon 28th is the substitute)
+    assert within.due_from(dt.datetime(2026, 12, 24, 9)) == dt.datetime(2026, 12, 29, 9)
+
+
+def test_rule_deadline_typo_is_located(tmp_path):
+    p = write(tmp_path, """\
+        population: {all: [latest(dm) exists]}
+        rules:
+          - id: r
+            when: latest(dm) exists
+            then: {task: {title: Refer, role: podiatrist, within: 1 workday}}
+            because: test
+        """)
+    with pytest.raises(ProtocolError) as e:
+        load_protocol(p)
+    (problem,) = e.value.problems
+    assert problem.location.line == 14 and "task deadline '1 workday'" in problem.message
