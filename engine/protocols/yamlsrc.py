@@ -9,6 +9,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
 
 from engine.protocols import ir
@@ -30,6 +31,11 @@ def read_yaml(path: Path) -> tuple[Any, bytes]:
         loc = Location(str(path), (mark.line + 1) if mark else 1, (mark.column + 1) if mark else 1)
         raise ProtocolError([Problem(loc, f"this is not valid YAML: {e.problem or e.context}",
                                      expected="indented 'key: value' lines")]) from None
+    except ReaderError as e:  # control characters and the like, found before any parsing
+        text = raw.decode("utf-8", errors="replace")[: e.position]
+        loc = Location(str(path), text.count("\n") + 1, len(text) - (text.rfind("\n") + 1) + 1)
+        raise ProtocolError([Problem(loc, f"this file contains a character YAML does not allow ({e.reason})",
+                                     expected="plain text")]) from None
     except UnicodeDecodeError:
         raise ProtocolError([Problem(Location(str(path), 1, 1), "the file is not UTF-8 text")]) from None
     return data, raw

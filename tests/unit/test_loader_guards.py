@@ -70,3 +70,13 @@ def test_rule_deadline_typo_is_located(tmp_path):
         load_protocol(p)
     (problem,) = e.value.problems
     assert problem.location.line == 14 and "task deadline '1 workday'" in problem.message
+
+
+def test_control_character_is_a_located_problem_not_a_crash(tmp_path):
+    p = tmp_path / "p.yaml"
+    p.write_bytes(b'protocol: x\nversion: 1.0.0\ntitle: "a\x01b"\n')
+    with pytest.raises(ProtocolError) as e:
+        load_protocol(p)
+    (problem,) = e.value.problems
+    assert (problem.location.line, problem.location.column) == (3, 10)
+    assert "character YAML does not allow" in problem.message
