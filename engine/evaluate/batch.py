@@ -122,6 +122,8 @@ class Compiled:
     converted: list[str] = field(default_factory=list)
     props_table: str = ""
     props_rows: list[tuple] = field(default_factory=list)  # (vs, system, code, column, value) for count(distinct <column> ...)
+    vsm_table: str = ""  # the facts matched to value sets, made by prepare() before the query runs
+    vsm_sql: str = ""
 
 
 @dataclass
@@ -150,6 +152,7 @@ class Compiler:
         self.converted: set[str] = set()  # value sets whose values are converted into their unit
         self.event_valuesets: set[str] = set()  # value sets read as events (not only `where ... in valueset`)
         self.conv_table = vs_table[:-1] + '_conv"'
+        self.vsm_table = vs_table[:-1] + '_vsm"'
         self.props_table = vs_table[:-1] + '_props"'
         self.props_used: set[tuple[str, str]] = set()  # (value set, column) read by count(distinct <column> ...)
         self.extra_codes = True  # facts may have codings beyond their first (fact_codings rows)
@@ -201,7 +204,7 @@ class Compiler:
             value = "CASE WHEN m.unit IS NULL OR m.raw IS NULL THEN m.raw ELSE cm.cv END"
             conv_join = (f" LEFT JOIN {self.conv_table} cm ON cm.vs = m.vs AND cm.unit = m.unit AND cm.value = m.raw")
         return self._cte("vs", f"SELECT m.pid, m.seq, m.ord, m.day, m.ts, m.fid, {value} AS value, m.end_day, m.end_ts "
-                               f"FROM vsm m{conv_join} WHERE m.vs = {lit(n.name)}")
+                               f"FROM {self.vsm_table} m{conv_join} WHERE m.vs = {lit(n.name)}")
 
     def matches_cte(self, extra_codes: bool) -> str:
         """The one pass over the facts: every fact (as of the reference date, not entered in error) with
@@ -658,8 +661,10 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
     conds = [f"{_cond_sql(t)} AS {ident(k)}" for k, t in lowered.conditions.items()]
     field_cols = ", ".join(ident(f) for f in out_fields)
     select = ", ".join(["pid", "nhs_number"] + conds + ([field_cols] if field_cols else []))
-    c.ctes.insert(0, ("vsm", c.matches_cte(extra_codes)))
-    with_sql = ",\n".join(f"{name} AS {'MATERIALIZED ' if name.startswith(('vsm', 'pick')) else ''}({sql})"
+    # The one pass over the facts is a temporary table of its own (prepare() makes it): measured ~1.5x
+    # faster than a materialised CTE feeding every value set's rows.
+    vsm_sql = c.matches_cte(extra_codes)
+    with_sql = ",\n".join(f"{name} AS {'MATERIALIZED ' if name.startswith('pick') else ''}({sql})"
                           for name, sql in c.ctes)
     sql = f"WITH {with_sql}\nSELECT {select} FROM summary"
     vs_rows = []
@@ -674,7 +679,7 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
                         for (system, code), props in protocol.valuesets[vs_name].properties.items()
                         for value in props.get(col, ()))
     return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted),
-                    c.props_table, props_rows)
+                    c.props_table, props_rows, c.vsm_table, vsm_sql)
 
 
 def _insert(con, table: str, rows: list[tuple], types: list[str]) -> None:
@@ -707,9 +712,10 @@ def _exists(con, table: str) -> bool:
 
 
 def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str, str]) -> None:
-    """The value-set codes table, and the unit-conversion table: every distinct (unit, value) of the
-    facts in a value set that declares a unit, converted in Python by units.converter exactly as the
-    per-patient deriver does (so the two engines cannot differ by a float rounding)."""
+    """The value-set codes table; the facts matched to value sets (one pass over the facts); and the
+    unit-conversion table: every distinct (unit, value) of the facts in a value set that declares a unit,
+    converted in Python by units.converter exactly as the per-patient deriver does (so the two engines
+    cannot differ by a float rounding)."""
     if not _exists(con, compiled.vs_table):  # a protocol's codes never change (its name carries its hash)
         con.execute(f"CREATE TEMP TABLE {compiled.vs_table} (vs VARCHAR, system VARCHAR, code VARCHAR, any_system BOOLEAN)")
         _insert(con, compiled.vs_table, compiled.vs_rows, ["VARCHAR", "VARCHAR", "VARCHAR", "BOOLEAN"])
@@ -717,19 +723,13 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
         con.execute(f"CREATE TEMP TABLE {compiled.props_table} (vs VARCHAR, system VARCHAR, code VARCHAR, col VARCHAR, "
                     f"value VARCHAR)")
         _insert(con, compiled.props_table, compiled.props_rows, ["VARCHAR"] * 5)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vsm_table} AS {compiled.vsm_sql}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.conv_table} (vs VARCHAR, unit VARCHAR, value DOUBLE, cv DOUBLE)")
     if not compiled.converted:
         return
     names = ", ".join(lit(v) for v in compiled.converted)
-    facts, codings = tables["facts"], tables["fact_codings"]
-    on = "AND (x.system = v.system OR (v.any_system AND v.system = ''))"
-    rows = con.execute(
-        f"SELECT DISTINCT v.vs, f.unit, f.value FROM {facts} f JOIN {compiled.vs_table} v ON f.code = v.code "
-        f"AND (f.system = v.system OR (v.any_system AND v.system = '')) "
-        f"WHERE v.vs IN ({names}) AND f.unit IS NOT NULL AND f.value IS NOT NULL "
-        f"UNION SELECT DISTINCT v.vs, f.unit, f.value FROM {codings} x JOIN {compiled.vs_table} v ON x.role = 'code' "
-        f"AND x.code = v.code {on} JOIN {facts} f ON f.pid = x.pid AND f.seq = x.seq "
-        f"WHERE v.vs IN ({names}) AND f.unit IS NOT NULL AND f.value IS NOT NULL").fetchall()
+    rows = con.execute(f"SELECT DISTINCT vs, unit, raw FROM {compiled.vsm_table} WHERE vs IN ({names}) "
+                       f"AND unit IS NOT NULL AND raw IS NOT NULL").fetchall()
     out = []
     for vs_name, unit, value in rows:
         out.append((vs_name, unit, value, converted_value(value, unit, protocol.valuesets[vs_name])))
@@ -738,7 +738,8 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
 
 def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
             tables: dict[str, str] | None = None) -> Compiled:
-    """Compile a protocol for the data behind `con` and create its value-set table; returns the SQL."""
+    """Compile a protocol for the data behind `con` and create the temporary tables its SQL reads
+    (value-set codes, matched facts, unit conversions); returns the compiled SQL."""
     tables = tables or default_tables()
     ctx = Context.as_of(as_of, protocol.period, period_start)
     extra = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1)").fetchone()[0]

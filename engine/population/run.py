@@ -144,6 +144,7 @@ def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.dat
         summary["protocols"].append(entry)
         log(f"{proto.key}: {n_patients} patients, {on_register} on the register, {seconds:.1f} s")
         con.execute("DROP TABLE cur")
+        con.execute(f"DROP TABLE IF EXISTS {compiled.vsm_table}")
     con.execute("UPDATE res.runs SET finished = now() WHERE run = ?", [run])
     con.close()
     return summary
