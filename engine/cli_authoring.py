@@ -100,5 +100,210 @@ def test(paths: list[Path] = typer.Argument(None, help="Case files, protocol fil
     raise typer.Exit(2 if broken else 1 if failed else 0)
 
 
+
+
+# ---- carepath draft / publish -------------------------------------------------------------------------------------
+def _bump(version: str, part: str) -> str:
+    major, minor, patch = (int(x) for x in version.split("-")[0].split("."))
+    if part == "major":
+        return f"{major + 1}.0.0"
+    if part == "minor":
+        return f"{major}.{minor + 1}.0"
+    if part == "patch":
+        return f"{major}.{minor}.{patch + 1}"
+    raise typer.BadParameter(f"--bump {part!r}: expected major, minor or patch")
+
+
+def _set_line(text: str, key: str, value: str) -> str:
+    """Replace the top-level `key:` line of a YAML file, keeping comments and everything else."""
+    import re
+    pattern = re.compile(rf"^{re.escape(key)}:[ \t]*[^\n#]*?(?P<comment>[ \t]+#[^\n]*)?$", re.M)
+    if pattern.search(text):
+        return pattern.sub(lambda m: f"{key}: {value}" + (m.group("comment") or ""), text, count=1)
+    return text
+
+
+def draft(protocol: Path = typer.Argument(..., help="The protocol file to start the next version from"),
+          bump: str = typer.Option("minor", "--bump", help="major | minor | patch (semantic versioning)"),
+          version: Optional[str] = typer.Option(None, "--version", help="The new version, instead of --bump")):
+    """Start a new version of a protocol: a draft copy `<id>@<version>.yaml` beside it (status: draft, so it
+    is never in force until published), and a copy of its test cases pinned to the new version.
+
+    Then edit the draft, run `carepath test`, `carepath impact OLD NEW --population ...`, and `carepath publish`."""
+    from engine.protocols.cases import case_files
+    from engine.protocols.errors import ProtocolError
+    from engine.protocols.library import load_library, version_key
+    from engine.protocols.loader import load_protocol
+    from engine.protocols.yamlsrc import SEMVER
+
+    try:
+        proto = load_protocol(protocol)
+    except ProtocolError as e:
+        for p in e.problems:
+            err.print(str(p))
+        raise typer.Exit(2) from None
+    new = version or _bump(proto.version, bump)
+    if not SEMVER.match(new):
+        err.print(f"--version {new!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+        raise typer.Exit(2)
+    others = [p for p in load_library([protocol.parent]).protocols if p.id == proto.id]
+    latest = max(others, key=lambda p: version_key(p.version))
+    if version_key(new) <= version_key(latest.version):
+        err.print(f"{proto.id} {new} is not newer than the latest version on file, {latest.version} ({latest.source})")
+        raise typer.Exit(2)
+    target = protocol.parent / f"{proto.id}@{new}.yaml"
+    if target.exists():
+        err.print(f"{target} already exists")
+        raise typer.Exit(2)
+    text = protocol.read_text(encoding="utf-8")
+    text = _set_line(_set_line(text, "version", new), "status", "draft")
+    target.write_text(text, encoding="utf-8")
+    console.print(f"wrote {target} ({proto.id} {new}, status: draft, copied from {proto.version})")
+    for tf in case_files([protocol]):
+        out = protocol.parent / f"{proto.id}@{new}.tests.yaml"
+        if out.exists():
+            continue
+        t = _set_line(tf.read_text(encoding="utf-8"), "protocol", f"{proto.id}@{new}")
+        out.write_text(t, encoding="utf-8")
+        console.print(f"wrote {out} (the cases of {tf.name}, now run on {new})")
+        break
+    console.print("next: edit the draft; carepath test " + str(protocol.parent) + "; carepath impact "
+                  f"{protocol} {target} --population var/demo-bundles; carepath publish {target}")
+
+
+def publish(file: Path = typer.Argument(..., help="The protocol (or role agreement) version to publish"),
+            effective: Optional[str] = typer.Option(None, "--effective", help="Date it takes effect (YYYY-MM-DD); "
+                                                    "default: the file's effective date"),
+            today: Optional[str] = typer.Option(None, "--today", help="Publication date (default: today)")):
+    """Publish a version: it must validate with the library beside it, be newer than every version on file
+    and pass its test cases. Its status becomes active (and its effective date --effective), and its
+    content is recorded in published.lock: from then on `carepath validate` refuses any change to it.
+    Older versions stay: evaluating as of an earlier date uses the version then in force."""
+    from engine.protocols import checks
+    from engine.protocols.cases import case_files, load_cases, run_case
+    from engine.protocols.library import _kind, load_library, version_key
+
+    when = _date(today, "--today") or dt.date.today()
+    eff = _date(effective, "--effective")
+    kind = _kind(file)
+    if kind not in ("protocol", "agreement"):
+        err.print(f"{file}: not a protocol or role agreement")
+        raise typer.Exit(2)
+    manifest = checks.find_manifest(file)
+    root = manifest.parent if manifest else file.parent
+    text = file.read_text(encoding="utf-8")
+    new_text = _set_line(text, "status", "active")
+    if eff is not None:
+        new_text = _set_line(new_text, "effective", eff.isoformat())
+    original = text
+    file.write_text(new_text, encoding="utf-8")
+    ok = False
+    try:
+        lib = load_library([root])
+        mine = [p for p in lib.problems if Path(p.location.file).resolve() == file.resolve()]
+        errors = [p for p in lib.problems if p.severity == "error"]
+        for p in mine:
+            (err if p.severity == "error" else console).print(str(p))
+        if errors:
+            for p in errors:
+                if p not in mine:
+                    err.print(str(p))
+            err.print(f"not published: {len(errors)} error(s) in the library (carepath validate {root})")
+            raise typer.Exit(1)
+        items = lib.protocols if kind == "protocol" else lib.agreements
+        item = next(x for x in items if Path(x.source).resolve() == file.resolve())
+        entries = checks.read_manifest(manifest) if manifest else {}
+        if item.key in entries:
+            err.print(f"not published: {item.key} is already published ({entries[item.key].get('published')})")
+            raise typer.Exit(1)
+        newer = [x for x in items if x.id == item.id and version_key(x.version) >= version_key(item.version) and x is not item]
+        if newer:
+            err.print(f"not published: {item.id} already has version {max(x.version for x in newer)} on file")
+            raise typer.Exit(1)
+        if kind == "protocol":
+            files = case_files([file])
+            if not files:
+                err.print(f"not published: no test cases name {item.key} (carepath draft copies them; see README)")
+                raise typer.Exit(1)
+            failed = []
+            for f in files:
+                cf = load_cases(f)
+                failed += [(f, o) for o in (run_case(cf, c) for c in cf.cases) if not o.passed]
+            if failed:
+                for f, o in failed:
+                    err.print(f"{f.name}:{o.case.line}: {o.case.name}: " + "; ".join(o.problems))
+                err.print(f"not published: {len(failed)} failing case(s) (carepath test {file.parent})")
+                raise typer.Exit(1)
+        checks.record_publication(root, item.key, file, when.isoformat())
+        ok = True
+    finally:
+        if not ok:
+            file.write_text(original, encoding="utf-8")
+    previous = [x for x in items if x.id == item.id and x is not item and x.status == "active"]
+    console.print(f"published {item.key} (effective {item.effective}); recorded in {root / checks.MANIFEST}")
+    if previous:
+        last = max(previous, key=lambda x: version_key(x.version))
+        console.print(f"{last.key} stays on file: dates before {item.effective} are evaluated with it")
+
+
+# ---- carepath impact -------------------------------------------------------------------------------------------------
+def impact(old: str = typer.Argument(..., help="The published version: a protocol file, id@version, or 'none' for a new pathway"),
+           new: str = typer.Argument(..., help="The changed version: a protocol file (a draft) or id@version"),
+           population: str = typer.Option(..., "--population", help="A folder of FHIR bundles (var/demo-bundles), a bundle, "
+                                          "a registry database (var/carepath.db or a DATABASE_URL), or demo[:N]"),
+           as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference date (default today)"),
+           protocols: Path = typer.Option(Path("protocols"), "--protocols", help="The library: role agreements, id@version"),
+           format: str = typer.Option("text", "--format", help="text or json"),
+           examples: int = typer.Option(3, "--examples", help="Example patients per kind of change")):
+    """Before publishing: how a change shifts outputs over a population. Patients entering and leaving
+    the register, tasks and flags added or removed (per role, provider and practice), care-plan statuses,
+    tiers and measures, with example patients and the why-lines of what changed for them."""
+    from engine.impact import PopulationError, impact as run, load_population, render_text
+    from engine.protocols.errors import ProtocolError
+    from engine.protocols.library import load_library
+    from engine.protocols.loader import load_protocol
+
+    ref = _date(as_of, "--as-of") or dt.date.today()
+    lib = load_library([protocols]) if protocols.exists() else None
+
+    def resolve(ref_: str):
+        if ref_ == "none":
+            return None
+        if Path(ref_).suffix in (".yaml", ".yml"):
+            try:
+                return load_protocol(Path(ref_))
+            except ProtocolError as e:
+                for p in e.problems:
+                    err.print(str(p))
+                raise typer.Exit(2) from None
+        pid, _, version = ref_.partition("@")
+        found = lib.find(pid, version or None) if lib else None
+        if found is None:
+            err.print(f"{ref_}: not a protocol file and not a protocol in {protocols}/")
+            raise typer.Exit(2)
+        return found
+
+    before, after = resolve(old), resolve(new)
+    if after is None:
+        err.print("NEW cannot be 'none'")
+        raise typer.Exit(2)
+    if before is not None and before.id != after.id:
+        err.print(f"OLD is {before.id} and NEW is {after.id}: compare two versions of one protocol")
+        raise typer.Exit(2)
+    agreements = lib.agreements_in_force(ref) if lib else []
+    try:
+        rep = run(before, after, load_population(population, ref), agreements, ref, examples_per_change=examples)
+    except PopulationError as e:
+        err.print(str(e))
+        raise typer.Exit(2) from None
+    if format == "json":
+        print(json.dumps(rep.as_dict(), indent=2, default=str))
+    else:
+        render_text(rep, console)
+
+
 def register(app: typer.Typer) -> None:
     app.command("test")(test)
+    app.command("draft")(draft)
+    app.command("publish")(publish)
+    app.command("impact")(impact)

@@ -113,6 +113,8 @@ def load_library(paths: list[Path] | list[str]) -> Library:
         except ProtocolError as e:
             lib.problems.extend(e.problems)
     _cross_checks(lib)
+    from engine.protocols.checks import run_all  # logic, role coverage, versions, publications
+    lib.problems.extend(run_all(lib, [Path(p) for p in paths]))
     return lib
 
 
