@@ -287,8 +287,8 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
     url = database_url or default_url()
     os.environ["DATABASE_URL"] = url
     os.environ["CAREPATH_PROTOCOLS"] = str(protocols)
-    console.print(f"carepath API on http://{host}:{port}/ (database {make_url_safe(url)}, protocols {protocols}/); "
-                  f"OpenAPI at /openapi.json", highlight=False)
+    console.print(f"carepath on http://{host}:{port}/ (web pages: log in there; database {make_url_safe(url)}, "
+                  f"protocols {protocols}/); API docs at /docs, OpenAPI at /openapi.json", highlight=False)
     uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info")
 
 
