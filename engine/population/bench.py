@@ -72,7 +72,7 @@ def run(patients: int, seed: int = 1, as_of: dt.date = dt.date(2026, 4, 30), wor
     from engine.evaluate.derive import Context
     from engine.evaluate.evaluator import fired_conditions, lowered_for
     from engine.evaluate.lowering import eval_lowered
-    from engine.population.columnar import load_parquet
+    from engine.population.columnar import has_population, load_parquet
     from engine.population.generate import generate, write_population
     from engine.protocols.library import load_library
 
@@ -89,7 +89,7 @@ def run(patients: int, seed: int = 1, as_of: dt.date = dt.date(2026, 4, 30), wor
     import engine.population.generate as gen_module
     version = hashlib.sha1(Path(gen_module.__file__).read_bytes()).hexdigest()[:8]  # data follows the generator code
     data = Path(data_dir) if data_dir else DATA / f"pop-{patients}-s{seed}-{as_of.isoformat()}-g{version}"
-    if (data / "facts.parquet").exists():
+    if has_population(data):
         out["generate_seconds"] = None
         log(f"reusing {data}")
     else:

@@ -130,6 +130,10 @@ class CsvTables:
     def write(self, table: str, rows: Iterable[tuple]) -> None:
         self._w[table].writerows([[_cell(v) for v in r] for r in rows])
 
+    def write_encoded(self, table: str, rows: Iterable[tuple]) -> None:
+        """Rows whose missing values are already NULL (floats are written as repr, as `write` does)."""
+        self._w[table].writerows(rows)
+
     def add_record(self, pid: int, rec: PatientRecord) -> None:
         prow, facts, codings, attrs = record_rows(pid, rec)
         self.write("patients", [prow])
@@ -177,6 +181,12 @@ def load_records(con, records: Iterable[PatientRecord], prefix: str = "", first_
         out.close()
         load_csv_shards(con, {t: [p] for t, p in out.paths.items()}, prefix)
     return n
+
+
+def has_population(folder: Path) -> bool:
+    """Does `folder` hold Parquet tables (`facts.parquet` or `facts/*.parquet`)?"""
+    folder = Path(folder)
+    return (folder / "facts.parquet").exists() or any((folder / "facts").glob("*.parquet"))
 
 
 def load_parquet(con, folder: Path, prefix: str = "", views: bool = True) -> None:

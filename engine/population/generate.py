@@ -564,23 +564,26 @@ def generate(n: int, seed: int = 1, as_of: dt.date | None = None, start: int = 0
 
 
 @lru_cache(maxsize=None)
-def _attr_templates() -> dict[int, list[tuple]]:
+def _attr_templates(null=None) -> dict[int, list[tuple]]:
     """attr rows (less pid, seq) of the constant attrs dicts most facts share."""
     from engine.population.columnar import attr_rows
 
-    return {id(a): [r[2:] for r in attr_rows(0, 0, a)] for a in (ORDER, AMB, EMER, IMP, CONFIRMED)}
+    return {id(a): [tuple(null if v is None else v for v in r[2:]) for r in attr_rows(0, 0, a)]
+            for a in (ORDER, AMB, EMER, IMP, CONFIRMED)}
 
 
-def person_rows(pid: int, p: _Person):
+def person_rows(pid: int, p: _Person, null=None):
     """(patient row, fact rows, coding rows, attr rows) exactly as columnar.record_rows gives for the
-    same person's PatientRecord (tests/unit/test_population.py checks it)."""
+    same person's PatientRecord (tests/unit/test_population.py checks it); `null` stands for a missing
+    value (columnar.NULL when the rows go straight to CSV)."""
     from engine.population.columnar import attr_rows
 
     facts, codings, attrs = [], [], []
-    cache = _attr_templates()
+    cache = _attr_templates(null)
     for seq, (fid, kind, system, code, st, end, value, unit, status, source, setting, exc, vcodes, fattrs) in enumerate(p.facts):
-        facts.append((pid, seq, fid, kind, system, code, _ts(st), _ts(end) if end else None, value, unit, status,
-                      source, setting, exc))
+        facts.append((pid, seq, fid, kind, system, code, _ts(st), null if end is None else _ts(end),
+                      null if value is None else value, null if unit is None else unit,
+                      null if status is None else status, source, setting, null if exc is None else exc))
         if vcodes:
             for i, c in enumerate(vcodes):
                 codings.append((pid, seq, "value_code", i, c["system"], c["code"]))
@@ -589,49 +592,75 @@ def person_rows(pid: int, p: _Person):
             if tmpl is not None:
                 attrs.extend((pid, seq) + t for t in tmpl)
             else:
-                attrs.extend(attr_rows(pid, seq, fattrs))
-    return p.patient_row(pid), facts, codings, attrs
+                attrs.extend(tuple(null if v is None else v for v in r) for r in attr_rows(pid, seq, fattrs))
+    prow = p.patient_row(pid)
+    return (tuple(null if v is None else v for v in prow) if null is not None else prow), facts, codings, attrs
 
 
 def _write_shard(args) -> dict:
-    folder, shard, lo, hi, seed, as_of = args
-    from engine.population.columnar import CsvTables
+    """Write people lo..hi-1 as CSV shard files; with a Parquet folder, turn them into
+    `<table>/part-<shard>.parquet` right away (in this worker, so conversion runs in parallel too)."""
+    folder, shard, lo, hi, seed, as_of = args[:6]
+    parquet = args[6] if len(args) > 6 else None
+    from engine.population.columnar import NULL, TABLES, CsvTables, read_csv_sql
 
     out = CsvTables(Path(folder), suffix=f"-{shard:04d}")
     n_facts = 0
     for i in range(lo, hi):
-        prow, facts, codings, attrs = person_rows(i, person(i, seed, as_of))
-        out.write("patients", [prow])
-        out.write("facts", facts)
+        prow, facts, codings, attrs = person_rows(i, person(i, seed, as_of), null=NULL)
+        out.write_encoded("patients", [prow])
+        out.write_encoded("facts", facts)
         if codings:
-            out.write("fact_codings", codings)
+            out.write_encoded("fact_codings", codings)
         if attrs:
-            out.write("fact_attrs", attrs)
+            out.write_encoded("fact_attrs", attrs)
         n_facts += len(facts)
     out.close()
-    return {"shard": shard, "patients": hi - lo, "facts": n_facts, "paths": {t: str(p) for t, p in out.paths.items()}}
+    paths = {t: str(p) for t, p in out.paths.items()}
+    if parquet:
+        import duckdb
+
+        con = duckdb.connect()
+        con.execute("SET threads = 1")
+        con.execute("SET enable_progress_bar = false")
+        for t in TABLES:
+            target = Path(parquet) / t / f"part-{shard:04d}.parquet"
+            con.execute(f"COPY (SELECT * FROM {read_csv_sql(t, [paths[t]])}) TO '{target}' "
+                        f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 250000)")
+            os.unlink(paths[t])
+            paths[t] = str(target)
+        con.close()
+    return {"shard": shard, "patients": hi - lo, "facts": n_facts, "paths": paths}
 
 
 def write_population(out: Path | str, n: int, seed: int = 1, as_of: dt.date | None = None, workers: int | None = None,
                      fmt: str = "parquet", shard_size: int = 25000, log=None) -> dict:
-    """Write the population's four tables under `out` (`<table>.parquet`, or a DuckDB file with fmt='duckdb').
+    """Write the population's four tables under `out`: `<table>/part-<shard>.parquet` (zstd), or a
+    `population.duckdb` file with fmt='duckdb'.
 
-    Worker processes write CSV shards straight from rows; DuckDB turns them into Parquet (zstd).
+    Worker processes write CSV shards straight from rows and turn each into Parquet themselves.
     Memory stays flat: one person at a time per worker."""
     from multiprocessing import get_context
 
     import duckdb
 
-    from engine.population.columnar import TABLES, load_csv_shards, read_csv_sql
+    from engine.population.columnar import TABLES, load_csv_shards
 
     as_of = as_of or dt.date.today()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "_csv"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for old in [tmp] + [out / t for t in TABLES]:
+        shutil.rmtree(old, ignore_errors=True)
+    for t in TABLES:
+        (out / f"{t}.parquet").unlink(missing_ok=True)
+        if fmt != "duckdb":
+            (out / t).mkdir()
     tmp.mkdir()
     workers = workers or os.cpu_count() or 1
-    jobs = [(str(tmp), k, lo, min(n, lo + shard_size), seed, as_of) for k, lo in enumerate(range(0, n, shard_size))]
+    parquet = str(out) if fmt != "duckdb" else None
+    jobs = [(str(tmp), k, lo, min(n, lo + shard_size), seed, as_of, parquet)
+            for k, lo in enumerate(range(0, max(n, 1), shard_size))]
     t0 = time.perf_counter()
     if workers > 1 and len(jobs) > 1:
         with get_context("fork").Pool(workers) as pool:
@@ -643,25 +672,13 @@ def write_population(out: Path | str, n: int, seed: int = 1, as_of: dt.date | No
     else:
         done = [_write_shard(j) for j in jobs]
     t_gen = time.perf_counter() - t0
-    shards = {t: [Path(r["paths"][t]) for r in sorted(done, key=lambda r: r["shard"])] for t in TABLES}
-    con = duckdb.connect(str(out / "population.duckdb") if fmt == "duckdb" else ":memory:")
-    con.execute("SET enable_progress_bar = false")
-    con.execute(f"SET threads = {max(1, workers)}")
     if fmt == "duckdb":
+        shards = {t: [Path(r["paths"][t]) for r in sorted(done, key=lambda r: r["shard"])] for t in TABLES}
+        con = duckdb.connect(str(out / "population.duckdb"))
+        con.execute("SET enable_progress_bar = false")
+        con.execute(f"SET threads = {max(1, workers)}")
         load_csv_shards(con, shards)
-    else:
-        for t in TABLES:
-            files = [p for p in shards[t] if p.stat().st_size > 0]
-            target = out / f"{t}.parquet"
-            if files:
-                order = ""  # shards are in pid order already
-                con.execute(f"COPY (SELECT * FROM {read_csv_sql(t, files)}{order}) TO '{target}' "
-                            f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 1000000)")
-            else:
-                from engine.population.columnar import SCHEMA
-                body = ", ".join(f"CAST(NULL AS {ty}) AS \"{c}\"" for c, ty in SCHEMA[t].items())
-                con.execute(f"COPY (SELECT {body} LIMIT 0) TO '{target}' (FORMAT parquet)")
-    con.close()
+        con.close()
     shutil.rmtree(tmp, ignore_errors=True)
     return {"patients": n, "facts": sum(r["facts"] for r in done), "seed": seed, "as_of": as_of.isoformat(),
             "generate_seconds": round(t_gen, 2), "total_seconds": round(time.perf_counter() - t0, 2),

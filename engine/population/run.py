@@ -3,8 +3,8 @@
     carepath generate --patients 750000 --seed 1 --out var/population
     carepath evaluate-population --data var/population --as-of 2026-03-31 [--workers 2]
 
-Input: a population folder (`<table>.parquet` files as written by engine/population/generate.py,
-or a `population.duckdb`). Output: a DuckDB results file (default `<data>/results.duckdb`):
+Input: a population folder (`<table>/*.parquet` as written by engine/population/generate.py, or
+`<table>.parquet`, or a `population.duckdb`). Output: a DuckDB results file (default `<data>/results.duckdb`):
 
     runs            run, as_of, period_start, started, finished
     run_protocols   run, protocol, version, patients, seconds, finished    <- one row per protocol done
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from engine.evaluate import batch
 from engine.evaluate.derive import Context
-from engine.population.columnar import load_parquet
+from engine.population.columnar import has_population, load_parquet
 from engine.protocols.model import Protocol
 
 
@@ -36,7 +36,7 @@ def open_population(data: Path, threads: int | None = None, memory_limit: str | 
         path = data if data.suffix == ".duckdb" else data / "population.duckdb"
         con = batch.connect(str(path), threads=threads, memory_limit=memory_limit)
         return con
-    if not data.is_dir() or not (data / "facts.parquet").exists():
+    if not data.is_dir() or not has_population(data):
         raise FileNotFoundError(f"{data}: no population here (expected facts.parquet etc. from `carepath generate`)")
     con = batch.connect(threads=threads, memory_limit=memory_limit)
     load_parquet(con, data)

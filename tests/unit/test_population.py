@@ -77,14 +77,21 @@ def test_columnar_rows_match_the_records():
 
 
 def test_write_population_parquet_round_trip(tmp_path):
-    import duckdb
+    """The worker path (rows -> CSV -> Parquet) holds exactly what load_records makes of the same records."""
+    from engine.evaluate import batch
+    from engine.population.columnar import TABLES, load_parquet, load_records
 
-    info = write_population(tmp_path / "pop", 120, seed=4, as_of=AS_OF, workers=1, shard_size=50)
-    con = duckdb.connect()
-    n_pat, n_facts = con.execute(f"SELECT (SELECT count(*) FROM '{tmp_path}/pop/patients.parquet'), "
-                                 f"(SELECT count(*) FROM '{tmp_path}/pop/facts.parquet')").fetchone()
+    info = write_population(tmp_path / "pop", 120, seed=4, as_of=AS_OF, workers=2, shard_size=50)
     records = list(generate(120, seed=4, as_of=AS_OF))
-    assert n_pat == 120 and n_facts == info["facts"] == sum(len(r.facts) for r in records)
+    con = batch.connect()
+    load_parquet(con, tmp_path / "pop", prefix="w_")
+    load_records(con, records, prefix="r_")
+    for t in TABLES:
+        a, b = (con.execute(f"SELECT count(*) FROM {p}{t}").fetchone()[0] for p in ("w_", "r_"))
+        diff = con.execute(f"SELECT count(*) FROM ((SELECT * FROM w_{t} EXCEPT ALL SELECT * FROM r_{t}) "
+                           f"UNION ALL (SELECT * FROM r_{t} EXCEPT ALL SELECT * FROM w_{t}))").fetchone()[0]
+        assert a == b and diff == 0, t
+    assert info["facts"] == sum(len(r.facts) for r in records)
 
 
 def test_population_run_matches_per_patient_measures(tmp_path):
