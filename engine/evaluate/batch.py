@@ -1,29 +1,37 @@
-"""Batch engine: a protocol's intermediate form compiled to one DuckDB query over a whole population.
+"""Batch engine: a protocol's intermediate form compiled to DuckDB SQL over a whole population.
 
 The per-patient engine derives one summary fact per patient (derive.py + lowering.summary_fact)
 and lets durable-rules compare its fields with constants. This engine computes the *same* summary
 fields for every patient at once, in SQL, from the columnar tables (engine/population/columnar.py),
 then evaluates the *same* lowered conditions as SQL boolean expressions. Outputs are identical by
-construction and by test (tests/spec/test_batch_equivalence.py).
+construction and by test (tests/spec/test_batch_equivalence.py and the shared spec suite).
 
-How IR nodes become SQL (semantics are derive.py's, point by point):
+Per protocol: `prepare()` makes three temporary tables (the value sets' codes; the facts matched to
+value sets in one pass over the facts; unit conversions computed by units.converter) and the
+compiled query (CTEs) reads them. How IR nodes become SQL (derive.py's semantics, point by point):
 
-- an event set or single event (ValueSetRef, Window, Where, Pick) is a CTE of event rows
-  `(pid, seq, day, ts, fid, value, end_day)`; a single event has at most one row per patient;
+- an event set or single event (ValueSetRef, Window, Where, Timing, EventUnion, Pick) is a CTE of
+  event rows `(pid, seq, ord, day, ts, fid, value, end_day, end_ts)`; a single event has at most
+  one row per patient; `ord` is the deriver's list order (record order; for a union, (start, id)
+  then first list), the last tie-break;
 - ValueSetRef: facts on or before the reference date, status not entered-in-error, with any
-  coding in the value set; `value` converted into the value set's unit (units.py mirrored:
-  same float operations; no conversion -> NULL, the event still counts);
+  coding in the value set (or of its `kind:`); `value` converted into the value set's unit the way
+  derive does it (units.converter, rounded to 6 places; no conversion -> NULL, the event counts);
 - Window: `ago` (ref - d, ref]; `after` [a, a + d]; `before` [a - d, a] with the anchor a per
   patient (DuckDB's `date +/- INTERVAL n MONTH` clamps to month end like relativedelta; tested);
   `period` [start, end]; `overlaps` start <= end-of-period and (no end or end >= period start);
+- Timing: starts / ends / entirely / overlaps against the period, a [start, end] range (constant
+  or per patient) or other events' time spans, optionally negated;
 - Where: value / status / setting / kind / source / code / value_code / any attribute, with
-  comparison, `in (...)` or `in valueset` (any coding or any list item matching);
-- Pick: one row per patient by row_number() with derive.py's tie-breaks (latest: day desc, lowest
-  value (missing = +inf), latest time, lowest id, record order; earliest: day asc, lowest value,
-  earliest time, lowest id; min: value asc, latest time, lowest id; max: value desc, latest time,
-  highest id), min/max ignoring events without a value;
-- scalars and yes/no values are expressions per patient over LEFT JOINs of those CTEs;
-  a comparison involving a missing value is false (COALESCE(..., FALSE)); count of nothing is 0.
+  comparison, `in (...)` or `in valueset` (any coding or any list item matching), optionally negated;
+- Pick: one row per patient by arg_min / arg_max over a unique key with derive.py's tie-breaks
+  (latest: day desc, lowest value (missing = +inf), latest time, lowest id, list order; earliest:
+  day asc, lowest value, earliest time, lowest id; min: value asc, latest time, lowest id; max:
+  value desc, latest time, highest id), min/max ignoring events without a value;
+- scalars and yes/no values (Count, CountDistinct, Attr incl. `result`, DateShift, Arith, Points,
+  Sum, Patient, ContextDate, Const, Exists, Present, Compare, And, Or, Not) are expressions per
+  patient over LEFT JOINs of those CTEs; a comparison involving a missing value is false
+  (COALESCE(..., FALSE)); count of nothing is 0.
 
 Anything the compiler does not know raises NotImplementedError naming the node: never a silent
 difference from the per-patient engine.
