@@ -116,7 +116,11 @@ class Report:
                      or self.flags_added or self.flags_removed or self.care_plan_changes or self.tiers)
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in ("protocol", "old", "new", "as_of", "patients", "register_old", "register_new",
+                                           "entering", "leaving")}
+        for k in ("tasks_added", "tasks_removed", "tasks_changed", "flags_added", "flags_removed", "care_plan_changes", "tiers"):
+            d[k] = dict(sorted(getattr(self, k).items()))
+        d["examples"] = [asdict(e) for e in self.examples]
         d["by_role"] = {k: {"added": v[0], "removed": v[1]} for k, v in sorted(self.by_role.items())}
         d["by_provider"] = {k: {"added": v[0], "removed": v[1]} for k, v in sorted(self.by_provider.items())}
         d["by_practice"] = {k: dict(zip(("entering", "leaving", "tasks_added", "tasks_removed", "flags_added",

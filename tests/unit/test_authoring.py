@@ -1,0 +1,296 @@
+"""The author's tools, through the CLI: validate's checks, draft -> test -> impact -> publish, versions
+"as of" a date, and docs. Each test works on a copy of part of the shipped library in tmp_path."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def cli(*args: str, cwd: Path | None = None):
+    import os
+    old = os.getcwd()
+    if cwd:
+        os.chdir(cwd)
+    try:
+        return runner.invoke(app, [str(a) for a in args])
+    finally:
+        os.chdir(old)
+
+
+def flat(text: str) -> str:
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.fixture
+def lib(tmp_path) -> Path:
+    """protocols/ with hypertension 1.0.0 (+ cases), the area agreement, value sets and the publication record."""
+    root = tmp_path / "protocols"
+    root.mkdir()
+    shutil.copytree(ROOT / "protocols" / "valuesets", root / "valuesets")
+    (root / "agreements").mkdir()
+    shutil.copy(ROOT / "protocols" / "agreements" / "pilot-area-roles.yaml", root / "agreements")
+    for f in ("hypertension.yaml", "hypertension.tests.yaml"):
+        shutil.copy(ROOT / "protocols" / f, root / f)
+    from engine.protocols.checks import record_publication
+    record_publication(root, "hypertension@1.0.0", root / "hypertension.yaml", "2026-10-26")
+    record_publication(root, "pilot-area-roles@1.0.0", root / "agreements" / "pilot-area-roles.yaml", "2026-10-26")
+    return root
+
+
+def write(root: Path, name: str, text: str) -> Path:
+    p = root / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+MINI = """\
+protocol: mini
+version: 1.0.0
+title: Mini
+status: active
+effective: 2026-01-01
+owner: tests
+evidence: [test]
+valuesets:
+  dx: {codes: [d1]}
+  hba1c: {codes: [h1], unit: mmol/mol}
+population:
+  all:
+    - latest(dx) exists
+    - age >= 17
+define:
+  last_hba1c: latest(hba1c) within 12 months
+activities:
+  - {id: check, title: Check, every: 12 months, done_by: latest(hba1c), role: practice-nurse}
+rules:
+{rules}
+"""
+
+
+def mini(root: Path, rules: str, name: str = "mini.yaml") -> Path:
+    return write(root, name, MINI.replace("{rules}", rules))
+
+
+# ---- validate ---------------------------------------------------------------------------------------------------
+def test_shipped_library_validates_clean():
+    r = cli("validate", ROOT / "protocols")
+    assert r.exit_code == 0, r.output
+    assert "0 error(s), 0 warning(s)" in r.output
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("when: last_hbac1.value > 58 mmol/mol", "unknown name 'last_hbac1' (expected a value set, a definition or age / sex); did you mean 'last_hba1c'?"),
+    ("when: latest(hbaic) exists", "did you mean 'hba1c'?"),
+    ("when: last_hba1c.date > 58", "cannot compare a date with a number"),
+    ("when: last_hba1c.value > 7.5 %", "no clinically defined conversion from % to mmol/mol"),
+    ("when: age < 16", "rule 'r' can never hold for anyone on the register: age >= 17 and age < 16 cannot all hold"),
+    ("when: last_hba1c.value > 75 mmol/mol and last_hba1c.value <= 70 mmol/mol", "rule 'r' can never hold:"),
+])
+def test_validate_errors(lib, rule, message):
+    mini(lib, f"  - id: r\n    {rule}\n    then: {{flag: {{code: x, level: red}}}}\n    because: t\n")
+    r = cli("validate", lib)
+    assert r.exit_code == 1
+    assert message in flat(r.output), r.output
+
+
+def test_validate_warns_about_conflicting_flags_always_firing_rules_and_shadowed_tiers(lib):
+    rules = ("  - {id: a, when: last_hba1c.value >= 58 mmol/mol, then: {flag: {code: hba1c, level: amber}}, because: t}\n"
+             "  - {id: b, when: last_hba1c.value > 75 mmol/mol, then: {flag: {code: hba1c, level: red}}, because: t}\n"
+             "  - {id: c, when: age >= 10, then: {flag: {code: c, level: info}}, because: t}\n"
+             "tiers:\n"
+             "  - {id: any, level: 2, title: Any, when: age >= 17, because: t}\n"
+             "  - {id: old, level: 1, title: Old, when: age >= 80, because: t}\n")
+    mini(lib, rules)
+    out = flat(cli("validate", lib).output)
+    assert "rule a and rule b can fire for the same patient and set flag 'hba1c' to amber and to red" in out
+    assert "rule 'c' fires for everyone on the register" in out
+    assert "tier 'old' is never chosen: every patient it takes is taken by an earlier tier (any)" in out
+
+
+def test_validate_finds_work_no_agreement_assigns_and_wildcard_roles(lib):
+    mini(lib, "  - {id: r, when: last_hba1c.value > 75 mmol/mol, then: {task: {title: Specialist review, role: diabetes-specialist-nurse}}, because: t}\n")
+    ag = lib / "agreements" / "pilot-area-roles.yaml"
+    out = flat(cli("validate", lib).output)
+    assert "activity 'check' of mini is not assigned by any role agreement" in out
+    assert "the task of rule 'r' (Specialist review) of mini is not assigned by any role agreement" in out
+    # a wildcard that names another role, and a locality left out
+    extra = ("  - {activity: mini/*, where: {locality: [central, north, south, east]}, provider: gp-practices, "
+             "role: practice-nurse, respond: {routine: 10 working days}}\n")
+    shutil.copy(ag, lib.parent / "ag.bak")
+    text = ag.read_text(encoding="utf-8") + extra
+    write(lib / "agreements", "pilot-area-roles.yaml", text)
+    out = flat(cli("validate", lib).output)
+    assert "activity 'check' of mini is not assigned in MDT(s) west-1" in out
+    assert ("the task of rule 'r' (Specialist review) of mini asks for a diabetes-specialist-nurse, but only the "
+            "wildcard mini/* of pilot-area-roles@1.0.0 assigns it, to a practice-nurse") in out
+    assert "pilot-area-roles@1.0.0 was published on 2026-10-26 and its content has changed since" in out
+
+
+def test_validate_checks_where_against_the_area_and_duplicate_entries(lib):
+    ag = lib / "agreements" / "pilot-area-roles.yaml"
+    entry = ("  - {activity: hypertension/bp-check, where: {mdt: [nroth-1]}, provider: gp-practices, "
+             "respond: {routine: 5 working days}}\n")
+    write(lib / "agreements", "pilot-area-roles.yaml", ag.read_text(encoding="utf-8").replace("version: 1.0.0", "version: 1.1.0")
+          + entry + entry)
+    out = flat(cli("validate", lib).output)
+    assert "where mdt 'nroth-1' is not a mdt of the area (expected an MDT listed under localities:); did you mean 'north-1'?" in out
+    assert "this assign entry for hypertension/bp-check never applies" in out
+    assert "published version pilot-area-roles@1.0.0 is missing" in out
+
+
+def test_validate_duplicate_ids_and_versions(lib):
+    mini(lib, "  - {id: r, when: age > 90, then: {flag: {code: x, level: red}}, because: t}\n"
+              "  - {id: r, when: age > 95, then: {flag: {code: y, level: red}}, because: t}\n")
+    out = flat(cli("validate", lib).output)
+    assert "duplicate rule id 'r'" in out
+    mini(lib, "  - {id: r, when: age > 90, then: {flag: {code: x, level: red}}, because: t}\n")
+    mini(lib, "  - {id: r, when: age > 91, then: {flag: {code: x, level: red}}, because: t}\n", name="mini-copy.yaml")
+    out = flat(cli("validate", lib).output)
+    assert "mini version 1.0.0 also in" in out and "with different content" in out
+
+
+def test_validate_content_changed_without_a_version_bump(lib):
+    p = lib / "hypertension.yaml"
+    assert cli("validate", lib).exit_code == 0
+    p.write_text(p.read_text(encoding="utf-8").replace(">= 140 mmHg", ">= 135 mmHg", 1), encoding="utf-8")
+    r = cli("validate", lib)
+    assert r.exit_code == 1
+    assert ("hypertension@1.0.0 was published on 2026-10-26 and its content has changed since (expected the published "
+            "text back, and the change as a new version (carepath draft") in flat(r.output)
+
+
+# ---- draft -> test -> impact -> publish ------------------------------------------------------------------------------
+def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
+    r = cli("draft", lib / "hypertension.yaml")
+    assert r.exit_code == 0, r.output
+    new = lib / "hypertension@1.1.0.yaml"
+    cases = lib / "hypertension@1.1.0.tests.yaml"
+    assert new.exists() and cases.exists()
+    text = new.read_text(encoding="utf-8")
+    assert "version: 1.1.0" in text and "status: draft" in text
+    assert "protocol: hypertension@1.1.0" in cases.read_text(encoding="utf-8")
+    # a draft is never in force
+    from engine.protocols.library import load_library
+    assert [p.key for p in load_library([lib]).in_force(dt.date(2027, 6, 1))] == ["hypertension@1.0.0"]
+    # change one threshold: the cases at the edge fail on the new version only
+    new.write_text(text.replace("(last_clinic_sbp.value >= 140 mmHg", "(last_clinic_sbp.value >= 135 mmHg", 1), encoding="utf-8")
+    r = cli("test", lib)
+    assert r.exit_code == 1
+    out = flat(r.output)
+    assert "hypertension.tests.yaml (hypertension@1.0.0): 18 passed, 0 failed" in out
+    assert "hypertension@1.1.0.tests.yaml (hypertension@1.1.0): 17 passed, 1 failed" in out
+    assert "FAIL Under 80, clinic 139/89 on treatment" in out and "expected not to fire, fired" in out and "why:" in out
+    # publishing refuses while a case fails, and leaves the draft as it was
+    r = cli("publish", new, "--effective", "2027-01-01")
+    assert r.exit_code == 1 and "not published: 1 failing case(s)" in flat(r.output)
+    assert "status: draft" in new.read_text(encoding="utf-8")
+    # the impact on a small population (the demo bundles)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    _demo_bundles(bundles)
+    r = cli("impact", lib / "hypertension.yaml", new, "--population", bundles, "--as-of", "2026-11-20",
+            "--protocols", lib, "--format", "json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert (rep["old"], rep["new"], rep["patients"]) == ("1.0.0", "1.1.0", 3)
+    assert rep["tasks_added"] == {"Review blood pressure treatment (step up)": 1}
+    assert rep["by_role"] == {"gp": {"added": 1, "removed": 0}}
+    assert rep["by_practice"]["E10387"]["tasks_added"] == 1
+    assert rep["examples"][0]["nhs_number"] == "9434765919" and "(>= 135 mm[Hg])" in rep["examples"][0]["why"]
+    # update the case to the new threshold, then publish: active, effective date set, recorded
+    c = cases.read_text(encoding="utf-8")
+    cases.write_text(c.replace("rules_not_fired: [above-target, above-target-untreated]\n      no_tasks: [Review blood pressure treatment (step up)]",
+                               "rules_fired: [above-target]", 1), encoding="utf-8")
+    r = cli("publish", new, "--effective", "2027-01-01", "--today", "2026-12-01")
+    assert r.exit_code == 0, r.output
+    assert "published hypertension@1.1.0 (effective 2027-01-01)" in flat(r.output)
+    assert "hypertension@1.0.0 stays on file: dates before 2027-01-01 are evaluated with it" in flat(r.output)
+    text = new.read_text(encoding="utf-8")
+    assert "status: active" in text and "effective: 2027-01-01" in text
+    assert "hypertension@1.1.0: {file: hypertension@1.1.0.yaml" in (lib / "published.lock").read_text(encoding="utf-8")
+    lib_ = load_library([lib])
+    assert [p.key for p in lib_.in_force(dt.date(2026, 12, 31))] == ["hypertension@1.0.0"]
+    assert [p.key for p in lib_.in_force(dt.date(2027, 1, 1))] == ["hypertension@1.1.0"]
+    assert cli("publish", new).exit_code == 1  # already published
+    # and from now on the published text cannot change
+    new.write_text(text + "# a comment\n", encoding="utf-8")
+    assert "hypertension@1.1.0 was published on 2026-12-01" in flat(cli("validate", lib).output)
+
+
+def _demo_bundles(folder: Path) -> None:
+    """Three hypertension patients as FHIR bundles: 139/85 (moves with a 135 threshold), 150/95, 128/76."""
+    from engine.records.fhir_import import export_patient_bundle
+    from engine.records.model import Fact, Patient, PatientRecord
+
+    def person(nhs, sbp, dbp):
+        f = [Fact(id=f"{nhs}-dx", kind="condition", codes=[{"system": "snomed", "code": "38341003"}], start="2015-01-01"),
+             Fact(id=f"{nhs}-rx", kind="medication", codes=[{"system": "https://carepath.example/CodeSystem/synthetic",
+                                                             "code": "ramipril"}], start="2026-10-01"),
+             Fact(id=f"{nhs}-s", kind="observation", codes=[{"system": "snomed", "code": "72313002"}], start="2026-10-01",
+                  value=sbp, unit="mm[Hg]"),
+             Fact(id=f"{nhs}-d", kind="observation", codes=[{"system": "snomed", "code": "1091811000000102"}],
+                  start="2026-10-01", value=dbp, unit="mm[Hg]")]
+        return PatientRecord(patient=Patient(nhs_number=nhs, birth_date="1960-01-01", practice="E10387", locality="north",
+                                             mdt="north-1"), facts=f)
+    for rec in (person("9434765919", 139, 85), person("4010232137", 150, 95), person("9876543210", 128, 76)):
+        (folder / f"{rec.patient.nhs_number}.json").write_text(json.dumps(export_patient_bundle(rec)), encoding="utf-8")
+
+
+def test_impact_from_a_registry_and_for_a_new_pathway(tmp_path, lib):
+    from engine.demo import demo_records
+    from engine.registry.db import make_engine, upgrade
+    from engine.registry.ingest import ingest_records
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    ingest_records(engine, demo_records(dt.date(2026, 11, 20)), source="demo")
+    r = cli("impact", "none", ROOT / "protocols" / "t2dm-annual-care@1.1.0.yaml", "--population", tmp_path / "reg.db",
+            "--as-of", "2026-11-20", "--protocols", ROOT / "protocols", "--format", "json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.output)
+    assert rep["old"] is None and rep["patients"] == 6 and rep["entering"] == 6
+    r = cli("impact", "t2dm-annual-care@1.0.0", "t2dm-annual-care@1.1.0", "--population", url, "--as-of", "2026-11-20",
+            "--protocols", ROOT / "protocols")
+    out = flat(r.output)
+    assert r.exit_code == 0, r.output
+    assert "Impact of t2dm-annual-care@1.1.0 against t2dm-annual-care@1.0.0, as of 2026-11-20: 6 patient(s)" in out
+    assert "Cardiovascular risk assessment (QRISK3) overdue" in out and "Refer to diabetes structured education" in out
+    assert "Examples (patient, practice: what changed - why)" in out
+    bad = cli("impact", "none", ROOT / "protocols" / "hypertension.yaml", "--population", tmp_path / "nowhere")
+    assert bad.exit_code == 2 and "no such file or folder" in bad.output
+
+
+# ---- versions "as of" a date ------------------------------------------------------------------------------------------
+def test_as_of_a_past_date_uses_the_version_then_in_force_and_outputs_name_it():
+    from engine.demo import demo_records
+    from engine.evaluate.evaluator import evaluate
+    from engine.protocols.library import load_library
+    lib = load_library([ROOT / "protocols"])
+    rec = next(r for r in demo_records(dt.date(2026, 11, 20)) if r.patient.nhs_number == "9990000026")
+    before, after = dt.date(2026, 10, 31), dt.date(2026, 11, 20)
+    old = evaluate(rec, lib.in_force(before), lib.agreements_in_force(before), as_of=before)
+    new = evaluate(rec, lib.in_force(after), lib.agreements_in_force(after), as_of=after)
+    t_old = next(p for p in old.protocols if p.protocol == "t2dm-annual-care")
+    t_new = next(p for p in new.protocols if p.protocol == "t2dm-annual-care")
+    assert (t_old.version, t_new.version) == ("1.0.0", "1.1.0")
+    assert {p.protocol for p in old.protocols} == {"t2dm-annual-care", "ecqm-cms122-glycemic-status-poor-control",
+                                                    "ecqm-cms165-controlling-high-blood-pressure"}
+    assert "Refer to diabetes structured education" not in {t.title for t in t_old.tasks}
+    assert "Refer to diabetes structured education" in {t.title for t in t_new.tasks}
+    for p in new.protocols:
+        for item in [*p.tasks, *p.flags, *p.care_plan, *p.measures]:
+            assert (item.provenance.protocol, item.provenance.version) == (p.protocol, p.version)
+    # the past result is reproduced exactly by evaluating again as of the past date
+    again = evaluate(rec, lib.in_force(before), lib.agreements_in_force(before), as_of=before)
+    assert again.model_dump() == old.model_dump()
