@@ -302,8 +302,50 @@ def impact(old: str = typer.Argument(..., help="The published version: a protoco
         render_text(rep, console)
 
 
+# ---- carepath docs ---------------------------------------------------------------------------------------------------
+def docs(paths: list[Path] = typer.Argument(None, help="Protocol files or folders (default: protocols/)"),
+         out: Optional[Path] = typer.Option(None, "--out", help="Write <id>@<version>.md files and index.md here "
+                                            "(default: print to the terminal)"),
+         all_versions: bool = typer.Option(False, "--all-versions", help="Every version, not only the latest of each"),
+         as_of: Optional[str] = typer.Option(None, "--as-of", help="Date for 'in force' and role agreements (default today)")):
+    """A protocol as a readable summary for clinicians: who is on it, what is due when, who does it (by
+    locality, from the role agreements), what triggers escalation, how it is audited, with evidence."""
+    from engine.docs import render, render_index
+    from engine.protocols.library import load_library, version_key
+
+    ref = _date(as_of, "--as-of") or dt.date.today()
+    lib = load_library(paths or [Path("protocols")])
+    for p in lib.errors:
+        err.print(str(p))
+    agreements = lib.agreements_in_force(ref) or lib.agreements
+    in_force = {p.key for p in lib.in_force(ref)}
+    chosen = lib.protocols
+    if not all_versions:
+        latest: dict = {}
+        for p in lib.protocols:
+            if p.id not in latest or version_key(p.version) > version_key(latest[p.id].version):
+                latest[p.id] = p
+        chosen = list(latest.values())
+    chosen = sorted(chosen, key=lambda p: (p.id, version_key(p.version)))
+    if not chosen:
+        err.print("no protocols found")
+        raise typer.Exit(2)
+    if out is None:
+        for p in chosen:
+            print(render(p, agreements, p.key in in_force))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for p in chosen:
+        (out / f"{p.key}.md").write_text(render(p, agreements, p.key in in_force), encoding="utf-8")
+        entries.append((p.title, p.key, p.status + (", in force" if p.key in in_force else "")))
+    (out / "index.md").write_text(render_index(entries, ref), encoding="utf-8")
+    console.print(f"wrote {len(chosen)} protocol summaries and index.md to {out}/")
+
+
 def register(app: typer.Typer) -> None:
     app.command("test")(test)
     app.command("draft")(draft)
     app.command("publish")(publish)
     app.command("impact")(impact)
+    app.command("docs")(docs)

@@ -294,3 +294,24 @@ def test_as_of_a_past_date_uses_the_version_then_in_force_and_outputs_name_it():
     # the past result is reproduced exactly by evaluating again as of the past date
     again = evaluate(rec, lib.in_force(before), lib.agreements_in_force(before), as_of=before)
     assert again.model_dump() == old.model_dump()
+
+
+# ---- docs ------------------------------------------------------------------------------------------------------------
+def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path):
+    r = cli("docs", ROOT / "protocols", "--out", tmp_path / "docs", "--as-of", "2026-11-20")
+    assert r.exit_code == 0, r.output
+    index = (tmp_path / "docs" / "index.md").read_text(encoding="utf-8")
+    assert "| Type 2 diabetes annual care | 1.1.0 | active, in force |" in index
+    t2dm = (tmp_path / "docs" / "t2dm-annual-care@1.1.0.md").read_text(encoding="utf-8")
+    for text in ("## Who is on it", "## What is due when, and who does it", "## What triggers action or escalation",
+                 "## How it is audited", "**Evidence:** NICE NG28",
+                 "### Diabetic eye screening (2-yearly, lowest risk) - only when retinal low risk",
+                 "community-podiatry-north-east (routine 20 working days, urgent 2 working days) [pilot-area-roles@1.0.0]: "
+                 "east-1, east-2, north-1, north-2",
+                 "- escalation: **Active foot problem - discuss at MDT** to the patient's MDT case conference (urgent)"):
+        assert text in t2dm, text
+    risk = (tmp_path / "docs" / "risk-stratification@1.0.0.md").read_text(encoding="utf-8")
+    assert "- score: **risk score** = the sum of: + ltc count; +2 if admissions 12m ≥ 1; +2 if admissions 12m ≥ 2" in risk
+    assert "- tier 3 **Case management (Kaiser level 3)** (the first tier that holds, in this order)" in risk
+    one = cli("docs", ROOT / "protocols" / "frailty.yaml")
+    assert one.exit_code == 0 and one.output.startswith("# Frailty (aged 75 or over)")
