@@ -400,7 +400,8 @@ def run_case(cf: CaseFile, case: Case, engine: str = "durable") -> Outcome:
             need(rid in known, f"rule {rid!r} is not in the protocol")
             need(rid not in rules, f"rule {rid!r}: expected not to fire, fired")
         for t in res.tasks:
-            why.append(f"task {t.title!r}: {t.provenance.why}")
+            if t.kind != "activity":
+                why.append(f"task {t.title!r}: {t.provenance.why}")
     return Outcome(case, problems, list(dict.fromkeys(why)), proto.key)
 
 
