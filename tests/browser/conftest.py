@@ -7,6 +7,7 @@ tests FAIL and say how to install it (CI's .ci/run installs it from the OS packa
 """
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -26,7 +27,8 @@ PASSWORD_SUFFIX = "-demo-pw"
 def chromium_executable() -> str:
     path = chromium_path()
     if path is None:
-        pytest.fail("Chromium is not installed (looked for /usr/bin/chromium). The browser tests drive the OS's "
+        where = os.environ.get("CAREPATH_CHROMIUM") or "/usr/bin/chromium"
+        pytest.fail(f"Chromium is not installed (looked for {where}). The browser tests drive the OS's "
                     "headless Chromium and never download one: install it with "
                     "`sudo apt-get install -y chromium chromium-driver` (.ci/run does this on CI).", pytrace=False)
     return path
@@ -75,7 +77,7 @@ class Pages:
 
     def anonymous(self):
         ctx = self.browser.new_context(base_url=self.server.url, viewport={"width": 1440, "height": 1000},
-                                       accept_downloads=True)
+                                       accept_downloads=True, locale="en-GB", timezone_id="Europe/London")
         ctx.set_default_timeout(15_000)
         self.contexts.append(ctx)
         return ctx.new_page()
