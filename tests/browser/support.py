@@ -55,6 +55,10 @@ DRAFT_EDITS = [
 
 
 def chromium_path() -> str | None:
+    """The OS's Chromium (CAREPATH_CHROMIUM to use another binary), or None."""
+    override = os.environ.get("CAREPATH_CHROMIUM")
+    if override:
+        return override if Path(override).exists() else None
     for p in CHROMIUM_CANDIDATES:
         if Path(p).exists():
             return p
