@@ -22,7 +22,7 @@ run: install
 	$(BIN)/carepath serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2  # two workers: the suite waits on browsers and databases as much as on CPU
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
