@@ -439,8 +439,10 @@ class Compiler:
         cols = [c.strip() for c in ROW_COLS.split(",") if c.strip() != "pid"]
         row = "{" + ", ".join(f"'{c}': {c}" for c in cols) + "}"
         where = " WHERE value IS NOT NULL" if n.how in ("min", "max") else ""
-        return self._cte("pick", f"SELECT pid, {', '.join(f'r.{c} AS {c}' for c in cols)} FROM "
-                                 f"(SELECT pid, {fn}({row}, {key}) AS r FROM {src}{where} GROUP BY pid)")
+        # only the winner's `ord` comes out of the aggregate (cheap to carry); its row is joined back
+        return self._cte("pick", f"SELECT {S_COLS} FROM {src} s SEMI JOIN "
+                                 f"(SELECT pid, {fn}(ord, {key}) AS o FROM {src}{where} GROUP BY pid) w "
+                                 f"ON w.pid = s.pid AND w.o = s.ord")
 
     def _result(self, event) -> str:
         """(pid, v): derive.result_text of a single event: its value ('%g'), else its first coded value
