@@ -310,7 +310,7 @@ def docs(paths: list[Path] = typer.Argument(None, help="Protocol files or folder
          as_of: Optional[str] = typer.Option(None, "--as-of", help="Date for 'in force' and role agreements (default today)")):
     """A protocol as a readable summary for clinicians: who is on it, what is due when, who does it (by
     locality, from the role agreements), what triggers escalation, how it is audited, with evidence."""
-    from engine.docs import render, render_index
+    from engine.docs import render, render_agreement, render_index
     from engine.protocols.library import load_library, version_key
 
     ref = _date(as_of, "--as-of") or dt.date.today()
@@ -339,8 +339,11 @@ def docs(paths: list[Path] = typer.Argument(None, help="Protocol files or folder
     for p in chosen:
         (out / f"{p.key}.md").write_text(render(p, agreements, p.key in in_force), encoding="utf-8")
         entries.append((p.title, p.key, p.status + (", in force" if p.key in in_force else "")))
+    for ag in lib.agreements:
+        (out / f"agreement-{ag.key}.md").write_text(render_agreement(ag), encoding="utf-8")
+        entries.append((ag.title, f"agreement-{ag.key}", f"role agreement, {ag.status}"))
     (out / "index.md").write_text(render_index(entries, ref), encoding="utf-8")
-    console.print(f"wrote {len(chosen)} protocol summaries and index.md to {out}/")
+    console.print(f"wrote {len(chosen)} protocol and {len(lib.agreements)} role agreement summaries, and index.md, to {out}/")
 
 
 def register(app: typer.Typer) -> None:

@@ -226,6 +226,26 @@ def render_index(entries: list[tuple[str, str, str]], today: dt.date) -> str:
     lines = [f"# Protocol library (generated {today.isoformat()} by `carepath docs`)", "",
              "| Protocol | Version | Status | File |", "|---|---|---|---|"]
     for title, key, status, *rest in entries:
-        pid, _, version = key.partition("@")
+        version = key.rpartition("@")[2]
         lines.append(f"| {title} | {version} | {status} | [{key}.md]({key}.md) |")
     return "\n".join(lines) + "\n"
+
+
+def render_agreement(ag) -> str:
+    """A role agreement for the people it binds: the area, the parties, and who does what how fast."""
+    out = [f"# {ag.title}", "", f"`{ag.id}` version **{ag.version}** ({ag.status}), effective {ag.effective}.", ""]
+    if ag.localities:
+        out += ["## The area", "", "| Locality | MDT | Practices |", "|---|---|---|"]
+        for loc, mdts in ag.localities.items():
+            for mdt, practices in mdts.items():
+                out.append(f"| {loc} | {mdt} | {len(practices)}: {', '.join(practices)} |")
+        out.append("")
+    out += ["## Parties", "", "| Party | Kind |", "|---|---|"]
+    out += [f"| {pid} | {kind} |" for pid, kind in ag.parties.items()]
+    out += ["", "## Who does what", "", "| Work | Where | Provider / team / role | Response |", "|---|---|---|---|"]
+    for a in ag.assigns:
+        where = "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in a.where.items()) or "everywhere"
+        who = " / ".join(x for x in (a.provider, a.team, a.role or "(the protocol's role)") if x)
+        resp = ", ".join(f"{k} {v}" for k, v in a.respond.items())
+        out.append(f"| {a.protocol}/{a.target} | {where} | {who} | {resp} |")
+    return "\n".join(out) + "\n"

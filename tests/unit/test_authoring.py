@@ -206,7 +206,7 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     assert (rep["old"], rep["new"], rep["patients"]) == ("1.0.0", "1.1.0", 3)
     assert rep["tasks_added"] == {"Review blood pressure treatment (step up)": 1}
     assert rep["by_role"] == {"gp": {"added": 1, "removed": 0}}
-    assert rep["by_practice"]["E10387"]["tasks_added"] == 1
+    assert rep["by_practice"]["E96609"]["tasks_added"] == 1
     assert rep["examples"][0]["nhs_number"] == "9434765919" and "(>= 135 mm[Hg])" in rep["examples"][0]["why"]
     # update the case to the new threshold, then publish: active, effective date set, recorded
     c = cases.read_text(encoding="utf-8")
@@ -241,7 +241,7 @@ def _demo_bundles(folder: Path) -> None:
                   value=sbp, unit="mm[Hg]"),
              Fact(id=f"{nhs}-d", kind="observation", codes=[{"system": "snomed", "code": "1091811000000102"}],
                   start="2026-10-01", value=dbp, unit="mm[Hg]")]
-        return PatientRecord(patient=Patient(nhs_number=nhs, birth_date="1960-01-01", practice="E10387", locality="north",
+        return PatientRecord(patient=Patient(nhs_number=nhs, birth_date="1960-01-01", practice="E96609", locality="north",
                                              mdt="north-1"), facts=f)
     for rec in (person("9434765919", 139, 85), person("4010232137", 150, 95), person("9876543210", 128, 76)):
         (folder / f"{rec.patient.nhs_number}.json").write_text(json.dumps(export_patient_bundle(rec)), encoding="utf-8")
@@ -313,5 +313,6 @@ def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path
     risk = (tmp_path / "docs" / "risk-stratification@1.0.0.md").read_text(encoding="utf-8")
     assert "- score: **risk score** = the sum of: + ltc count; +2 if admissions 12m ≥ 1; +2 if admissions 12m ≥ 2" in risk
     assert "- tier 3 **Case management (Kaiser level 3)** (the first tier that holds, in this order)" in risk
+    assert "| north | north-1 | 12: E96609" in (tmp_path / "docs" / "agreement-pilot-area-roles@1.0.0.md").read_text(encoding="utf-8")
     one = cli("docs", ROOT / "protocols" / "frailty.yaml")
     assert one.exit_code == 0 and one.output.startswith("# Frailty (aged 75 or over)")
