@@ -14,7 +14,7 @@ REF = dt.date(2026, 11, 20)
 
 
 def _patient(*facts):
-    return PatientRecord(patient=Patient(nhs_number="9434765919", birth_date="1950-01-01", practice="E10387",
+    return PatientRecord(patient=Patient(nhs_number="9434765919", birth_date="1950-01-01", practice="E96609",
                                          locality="north", mdt="north-1"), facts=list(facts))
 
 
