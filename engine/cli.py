@@ -113,6 +113,12 @@ def render_evaluation(ev) -> None:
     for pr in ev.protocols:
         console.print(f"[bold]{pr.title}[/bold] ({pr.protocol}@{pr.version})", highlight=False)
         console.print(f"  {pr.register_why}", highlight=False)
+        if pr.segments:
+            console.print("  Segments: " + "; ".join(x.title for x in pr.segments), highlight=False, markup=False)
+        if pr.score is not None:
+            console.print(f"  Score: {pr.score.provenance.why}", highlight=False, markup=False)
+        if pr.tier is not None:
+            console.print(f"  Tier {pr.tier.level}: {pr.tier.provenance.why}", highlight=False, markup=False)
         if pr.care_plan:
             t = Table("Activity", "Status", "Last done", "Next due", "Who", "Why", show_lines=False, expand=True)
             colours = {"met": "green", "due": "yellow", "overdue": "red", "excepted": "cyan"}

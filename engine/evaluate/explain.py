@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 
 from engine.protocols import ir
-from engine.evaluate.derive import Deriver, Ev
+from engine.evaluate.derive import Deriver, Ev, compare
 from engine.evaluate.outputs import Evidence
 from engine.records.model import Fact
 
@@ -86,7 +86,9 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
             ev = d.eval(left.event)
             if isinstance(ev, Ev):
                 when = f" on {ev.day.isoformat()}"
-        text = f"{ir.describe(n.left)} {fmt_value(lv, lu)}{when} ({n.op} {rtext})"
+        # the relation as it stands: `(>= 58)` when it holds, `(< 58)` when it does not
+        op = n.op if compare(n.op, lv, rv) or rv is None else ir.NEGATE[n.op]
+        text = f"{ir.describe(n.left)} {fmt_value(lv, lu)}{when} ({op} {rtext})"
         if isinstance(left, ir.Sum):
             lines = score_lines(left, d)
             if lines:
