@@ -13,7 +13,9 @@ keys fired, and delete the session state. Traps of durable-rules 2.0.28 this mod
 - live session states cost ~1.1 MB and run out past ~1,024 -> delete_state after every patient;
 - ruleset names are process-global -> `protocol@version#contenthash`, registered once;
 - actions' exceptions are swallowed -> actions only append to a list;
-- it never releases the GIL -> parallel work uses processes (engine/evaluate/population.py).
+- it never releases the GIL -> parallel work uses processes (engine/evaluate/population.py);
+- the host's timer thread may start a session's pending action itself, between the C-level assert
+  and `do_actions` -> our rulesets' background dispatch is switched off (actions run in assert_fact).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import operator
 import threading
 from functools import reduce
 
-from durable.lang import assert_fact, delete_state, m, ruleset, when_all
+from durable.lang import assert_fact, delete_state, get_host, m, ruleset, when_all
 
 from engine.evaluate.lowering import All, AnyOf, Cmp, Lowered
 
@@ -68,7 +70,22 @@ def ensure_ruleset(name: str, lowered: Lowered) -> None:
             for key, tree in lowered.conditions.items():
                 when_all(_expr(tree))(_recorder(key))
             when_all(+m.pid)(_recorder(CATCH_ALL))
+        _quiet_background_dispatch(name)
         _registered[name] = list(lowered.conditions)
+
+
+def _quiet_background_dispatch(name: str) -> None:
+    """Stop the host's timer thread from running this ruleset's actions.
+
+    durable-rules' host polls every ruleset on a daemon thread (`dispatch()` every ~0.2 s). If it
+    polls between the C-level assert and `do_actions` in `assert_fact`, it starts the pending
+    action itself, on its own thread: the key is recorded after (or without) our read. Our rules
+    have no timers and nothing queued across calls, so all their actions belong inside
+    `assert_fact`, on the calling thread, under our lock.
+    """
+    rs = get_host().get_ruleset(name)
+    rs.dispatch = lambda: None
+    rs.dispatch_timers = lambda: None
 
 
 def run(name: str, fact: dict, pid: str) -> set[str]:
