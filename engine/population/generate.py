@@ -407,9 +407,11 @@ class _Person:
             self.add("condition", self.pick("dm_res"), res, status="active")
             if self.chance(0.3):
                 self.add("condition", self.pick("dm_t2"), self.when(res[0] + 1, self.last_day), status="active")
+        # engagement: ~4/5 have their checks reliably, ~1/8 patchily, ~1/14 hardly at all; HbA1c around
+        # 53 mmol/mol (type 2) so that roughly 60 % meet QOF DM020 (58 or less), as in England
         engagement = rng.random() * self.practice.engagement
-        p_done = 0.92 if engagement > 0.35 else 0.65 if engagement > 0.12 else 0.2
-        hba1c_base = min(130.0, max(36.0, rng.gauss(62 if type1 else 57, 13)))
+        p_done = 0.95 if engagement > 0.2 else 0.75 if engagement > 0.07 else 0.3
+        hba1c_base = min(130.0, max(36.0, rng.gauss(62 if type1 else 53, 11)))
         sbp_high = rng.gauss(6, 8)
         egfr_base = min(120.0, max(8.0, rng.gauss(78 - 0.3 * max(self.age - 50, 0), 20)))
         acr_base = rng.lognormvariate(math.log(1.6), 1.1)
@@ -425,7 +427,7 @@ class _Person:
             lo = max(hi - 364, onset[0])
             if lo > hi:
                 break
-            if engagement < 0.12 and self.chance(0.6):  # invited, no answer
+            if engagement < 0.07 and self.chance(0.6):  # invited, no answer
                 first = self.when(lo, hi - 60)
                 self.add("exception", self.pick("dm_invite"), first, exc="invited-no-response")
                 self.add("exception", self.pick("dm_invite"), self.when(first[0] + 14, first[0] + 60),
@@ -473,7 +475,7 @@ class _Person:
                 self.add("procedure", self.pick(foot_risk), self.when(r_ord, r_ord + 60) if where else review,
                          source="community-ehr" if where else "gp-system", setting="community" if where else "gp",
                          status="completed")
-            if self.chance(0.82 if engagement > 0.12 else 0.4):
+            if self.chance(0.82 if engagement > 0.07 else 0.4):
                 self.add("procedure", self.pick("retinal"), self.when(lo, hi), source="desp", setting="community",
                          status="completed")
         if self.chance(0.004):
