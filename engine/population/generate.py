@@ -685,3 +685,9 @@ def write_population(out: Path | str, n: int, seed: int = 1, as_of: dt.date | No
     return {"patients": n, "facts": sum(r["facts"] for r in done), "seed": seed, "as_of": as_of.isoformat(),
             "generate_seconds": round(t_gen, 2), "total_seconds": round(time.perf_counter() - t0, 2),
             "out": str(out), "format": fmt}
+
+
+def write_parquet(out: Path | str, n: int, seed: int = 1, as_of: dt.date | None = None,
+                  workers: int | None = None) -> dict:
+    """The population as Parquet tables under `out` (write_population with fmt='parquet')."""
+    return write_population(out, n, seed=seed, as_of=as_of, workers=workers, fmt="parquet")
