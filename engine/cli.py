@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from engine.cli_authoring import _date  # one date-option parser for every command
 from engine.protocols.library import Library, load_library
 
 app = typer.Typer(help="carepath: shared clinical pathways evaluated into care plans, worklists and audit.",
@@ -38,14 +39,6 @@ def _library(paths: list[Path]) -> Library:
     return lib
 
 
-def _date(value: Optional[str], what: str) -> Optional[dt.date]:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        err.print(f"{what} {value!r} is not a date (expected YYYY-MM-DD)")
-        raise typer.Exit(2) from None
 
 
 @app.command()
