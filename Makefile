@@ -22,7 +22,7 @@ run: install
 	$(BIN)/carepath serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest -q -n 2  # two workers: the suite waits on browsers and databases as much as on CPU
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers (a module stays on one, in file order: browser tests build on each other)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
