@@ -13,7 +13,7 @@ keys fired, and delete the session state. Traps of durable-rules 2.0.28 this mod
 - live session states cost ~1.1 MB and run out past ~1,024 -> delete_state after every patient;
 - ruleset names are process-global -> `protocol@version#contenthash`, registered once;
 - actions' exceptions are swallowed -> actions only append to a list;
-- it never releases the GIL -> parallel work uses processes (engine/evaluate/population.py);
+- it never releases the GIL -> parallel work uses processes (engine/population/durable_run.py);
 - the host's timer thread may start a session's pending action itself, between the C-level assert
   and `do_actions` -> our rulesets' background dispatch is switched off (actions run in assert_fact).
 """
@@ -96,8 +96,15 @@ def run(name: str, fact: dict, pid: str) -> set[str]:
         try:
             assert_fact(name, {**fact, "sid": sid, "id": "summary", "pid": pid})
             fired = set(_fired)
-        finally:
+        except BaseException:
+            try:  # a fact it could not take (e.g. not JSON-serialisable) leaves no state: deleting raises 309
+                delete_state(name, sid)
+            except Exception:
+                pass
+            raise  # the cause, not the failed clean-up
+        else:
             delete_state(name, sid)
+        finally:
             _fired.clear()
     if CATCH_ALL not in fired:
         raise RuleEngineError(f"rule engine did not process the summary fact for {pid} in {name}")
