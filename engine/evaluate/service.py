@@ -7,18 +7,39 @@ Task lifecycle (people's decisions survive re-evaluation):
 - A task someone completed or declined is not raised again while the same need continues; once an
   evaluation finds the need gone, a later recurrence (next year's check) raises a new task.
 - Due times are set when a task is first raised and never move on re-evaluation (the SLA clock).
+
+Selective re-evaluation: a protocol reads a patient's facts only through its value sets (derive.py's
+`ValueSetRef` events, matched with `ValueSet.matches_fact`; every other IR node works on those
+events, the demographics or the reference date). So each stored evaluation keeps a digest of what
+its result rests on (`result["_inputs"]`, see `evaluation_inputs`): the protocol (id, version,
+content hash, its value sets' codes), the reference date, the demographics, the role agreements in
+force and every fact that matches any of the protocol's value sets (source system, id, content).
+A re-evaluation that finds the same digest (and version, reference date) rebuilds that protocol's
+result from the stored row instead of deriving it again; any new, changed or removed fact the
+protocol could see changes the digest. A result is reused only when each of its tasks still has its
+current row (open, or closed while the need continues), so reconciling it raises no new task.
+Stored tasks, flags and evaluations are then those a full re-evaluation leaves
+(tests/unit/test_selective_reevaluation.py), except that a reused result keeps the `raised_at` /
+`due` its tasks had when it was computed (the task rows never move their due times either way).
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, func
 from sqlmodel import Session, select
 
+from engine.evaluate.derive import Context
 from engine.evaluate.evaluator import Options, evaluate
-from engine.evaluate.outputs import Evaluation, Flag, Task
+from engine.evaluate.outputs import Evaluation, Flag, ProtocolResult, Task
+from engine.protocols import ir
+from engine.protocols.agreements import Agreement
 from engine.protocols.library import Library
+from engine.protocols.model import Protocol
+from engine.records.model import PatientRecord
 from engine.registry.ingest import load_record
 from engine.registry.outputs import (CLOSED_STATUSES, OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow,
                                      TaskRow)
@@ -65,22 +86,108 @@ def _patient_row(session: Session, nhs_number: str, lock: bool) -> PatientRow | 
     return session.exec(stmt).first()
 
 
+INPUTS_KEY = "_inputs"  # in PatientEvaluationRow.result: the digest of what the result rests on
+_protocol_digests: dict[int, tuple[Protocol, str]] = {}
+
+
+def _protocol_digest(proto: Protocol) -> str:
+    """The protocol's content and its value sets' codes (a codelist file can change under one YAML)."""
+    got = _protocol_digests.get(id(proto))
+    if got is not None and got[0] is proto:
+        return got[1]
+    h = hashlib.sha256(f"{proto.id}@{proto.version}#{proto.content_hash}".encode())
+    for name in sorted(proto.valuesets):
+        vs = proto.valuesets[name]
+        h.update(repr((name, sorted(vs.codes), sorted(vs.kinds), vs.any_code, vs.any_system, vs.unit, vs.analyte,
+                       sorted((k, sorted(v.items())) for k, v in vs.properties.items()))).encode())
+    digest = h.hexdigest()
+    _protocol_digests[id(proto)] = (proto, digest)
+    return digest
+
+
+def evaluation_inputs(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement],
+                      as_of: dt.date) -> dict[str, str]:
+    """Per protocol id: a digest of everything its result for this patient can depend on (module doc)."""
+    common = json.dumps([as_of.isoformat(), record.patient.model_dump(mode="json"),
+                         [(a.id, a.version, a.content_hash) for a in agreements]], sort_keys=True)
+    contents: list[str | None] = [None] * len(record.facts)
+    out = {}
+    for proto in protocols:
+        h = hashlib.sha256(common.encode())
+        h.update(_protocol_digest(proto).encode())
+        sets = list(proto.valuesets.values())
+        for i, f in enumerate(record.facts):
+            if any(vs.matches_fact(f) is not None for vs in sets):
+                if contents[i] is None:
+                    contents[i] = f.model_dump_json()
+                h.update(contents[i].encode())
+                h.update(b"\x00")
+        out[proto.id] = h.hexdigest()
+    return out
+
+
+def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date, digest: str,
+              current: dict[str, TaskRow]) -> ProtocolResult | None:
+    """The stored result of `proto` when nothing it reads changed and reconciling it raises no new task."""
+    if row is None or row.version != proto.version or row.reference_date != as_of or not isinstance(row.result, dict):
+        return None
+    if row.result.get(INPUTS_KEY) != digest:
+        return None
+    result = ProtocolResult.model_validate({k: v for k, v in row.result.items() if k != INPUTS_KEY})
+    if result.protocol != proto.id or result.version != proto.version:
+        return None
+    for t in result.tasks:
+        task_row = current.get(t.key)
+        if task_row is None or (task_row.status in CLOSED_STATUSES and not task_row.condition_active):
+            return None  # it would be raised anew, with this evaluation's time: evaluate it
+    return result
+
+
 def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt.date | None = None,
-               now: dt.datetime | None = None) -> tuple[Diff, Evaluation]:
-    """Re-evaluate one patient and reconcile stored outputs. The caller commits."""
+               now: dt.datetime | None = None, selective: bool = True) -> tuple[Diff, Evaluation]:
+    """Re-evaluate one patient and reconcile stored outputs. The caller commits.
+
+    With `selective`, a protocol whose inputs did not change keeps its stored result (module doc)."""
     now = now or utcnow()
     as_of = as_of or now.date()
     prow = _patient_row(session, nhs_number, lock=True)
     record = load_record(session, nhs_number)
     if prow is None or record is None:
         raise KeyError(f"no patient with NHS number {nhs_number}")
-    evaluation = evaluate(record, library.in_force(as_of), library.agreements_in_force(as_of), as_of=as_of,
-                          options=Options(raised_at=now))
-    diff = Diff(nhs_number)
-    _reconcile_tasks(session, prow.id, evaluation.tasks, diff, now)
-    _reconcile_flags(session, prow.id, evaluation.flags, diff, now)
-    _store_evaluation(session, prow.id, evaluation, now)
+    protocols, agreements = library.in_force(as_of), library.agreements_in_force(as_of)
+    inputs = evaluation_inputs(record, protocols, agreements, as_of)
+    stored = _stored_evaluations(session, prow.id)
+    current = _current_tasks(session, prow.id)
+    reused: dict[str, ProtocolResult] = {}
+    if selective:
+        for proto in protocols:
+            got = _reusable(stored.get(proto.id), proto, as_of, inputs[proto.id], current)
+            if got is not None:
+                reused[proto.id] = got
+    fresh = evaluate(record, [p for p in protocols if p.id not in reused], agreements, as_of=as_of,
+                     options=Options(raised_at=now))
+    by_id = {pr.protocol: pr for pr in fresh.protocols}
+    ctx = Context.as_of(as_of, protocols[0].period if protocols else ir.Duration(12, "months"))
+    evaluation = Evaluation(nhs_number=record.patient.nhs_number, reference_date=as_of, period_start=ctx.period_start,
+                            period_end=ctx.period_end, deceased=fresh.deceased,
+                            protocols=[reused.get(p.id) or by_id[p.id] for p in protocols])
+    diff = store_evaluation(session, prow.id, nhs_number, evaluation, now, inputs=inputs, current=current, stored=stored)
     return diff, evaluation
+
+
+def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluation: Evaluation, now: dt.datetime, *,
+                     inputs: dict[str, str] | None = None, current: dict[str, TaskRow] | None = None,
+                     stored: dict[str, PatientEvaluationRow] | None = None) -> Diff:
+    """Reconcile a patient's stored tasks and flags with an evaluation and keep it as the latest; the
+    caller commits. `reevaluate` evaluates and calls this; the benchmark registry builder
+    (engine/population/registry_load.py) calls it with evaluations made in worker processes.
+    `inputs` (from `evaluation_inputs`) are kept with the results so a later re-evaluation can
+    reuse a result whose inputs did not change; `current` / `stored` are rows already read."""
+    diff = Diff(nhs_number)
+    _reconcile_tasks(session, patient_id, evaluation.tasks, diff, now, current)
+    _reconcile_flags(session, patient_id, evaluation.flags, diff, now)
+    _store_evaluation(session, patient_id, evaluation, now, stored, inputs)
+    return diff
 
 
 def reevaluate_many(engine: Engine, nhs_numbers, library: Library, *, as_of: dt.date | None = None,
@@ -108,8 +215,9 @@ def _event(session: Session, task: TaskRow, action: str, actor: str, before: str
                              note=note, at=at or utcnow()))
 
 
-def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff: Diff, now: dt.datetime) -> None:
-    current = _current_tasks(session, patient_id)
+def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff: Diff, now: dt.datetime,
+                     current: dict[str, TaskRow] | None = None) -> None:
+    current = _current_tasks(session, patient_id) if current is None else current
     wanted = {t.key: t for t in tasks}
     for key, t in wanted.items():
         row = current.get(key)
@@ -177,11 +285,18 @@ def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff:
             diff.flags_cleared.append(Change(key, row.text, row.level, row.id))
 
 
-def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation, now: dt.datetime) -> None:
-    rows = {r.protocol: r for r in session.exec(select(PatientEvaluationRow)
+def _stored_evaluations(session: Session, patient_id: int) -> dict[str, PatientEvaluationRow]:
+    return {r.protocol: r for r in session.exec(select(PatientEvaluationRow)
                                                 .where(PatientEvaluationRow.patient_id == patient_id)).all()}
+
+
+def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation, now: dt.datetime,
+                      rows: dict[str, PatientEvaluationRow] | None = None, inputs: dict[str, str] | None = None) -> None:
+    rows = _stored_evaluations(session, patient_id) if rows is None else rows
     for pr in evaluation.protocols:
         data = pr.model_dump(mode="json")
+        if inputs and pr.protocol in inputs:
+            data[INPUTS_KEY] = inputs[pr.protocol]
         row = rows.get(pr.protocol) or PatientEvaluationRow(patient_id=patient_id, protocol=pr.protocol, version=pr.version,
                                                              reference_date=evaluation.reference_date, on_register=pr.on_register)
         row.version, row.reference_date, row.on_register, row.result, row.evaluated_at = (

@@ -93,6 +93,15 @@ def _hash(content: dict) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def fact_values(fact: Fact) -> dict:
+    """The columns of a fact's row that follow from its content, with its `content_hash`: what
+    `ingest_records` and the bulk loader (engine/population/registry_load.py) both store."""
+    content = _content(fact)
+    return dict(kind=content["kind"], start=fact.start, end=fact.end, value=fact.value, unit=fact.unit, status=fact.status,
+                care_setting=content["care_setting"], exception_type=content["exception_type"], codes=content["codes"],
+                value_codes=content["value_codes"], attrs=content["attrs"], content_hash=_hash(content))
+
+
 def _demographics(p: Patient) -> dict:
     return {k: (v.value if isinstance(v, Sex) else v) for k, v in ((k, getattr(p, k)) for k in DEMOGRAPHICS)}
 
@@ -139,17 +148,12 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
 
             existing = {(f.source_system, f.source_id): f for f in session.exec(select(FactRow).where(FactRow.patient_id == row.id))}
             for fact in record.facts:
-                content = _content(fact)
-                digest = _hash(content)
+                values = fact_values(fact)
                 stored = existing.get((fact.source_system, fact.id))
-                if stored is not None and stored.content_hash == digest:
+                if stored is not None and stored.content_hash == values["content_hash"]:
                     change.unchanged += 1
                     continue
-                values = dict(
-                    kind=content["kind"], start=fact.start, end=fact.end, value=fact.value, unit=fact.unit, status=fact.status,
-                    care_setting=content["care_setting"], exception_type=content["exception_type"], codes=content["codes"],
-                    value_codes=content["value_codes"], attrs=content["attrs"], content_hash=digest, ingested_at=now, batch_id=batch.id,
-                )
+                values.update(ingested_at=now, batch_id=batch.id)
                 if stored is None:
                     stored = FactRow(patient_id=row.id, source_system=fact.source_system, source_id=fact.id, **values)
                     session.add(stored)
