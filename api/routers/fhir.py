@@ -17,7 +17,7 @@ from api.schemas import NHS_PATTERN, ShortText
 from engine.evaluate.derive import Context
 from engine.evaluate.outputs import ProtocolResult
 from engine.protocols import ir
-from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow, TaskRow
+from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskEventRow, TaskRow, patient_tasks_query
 from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
@@ -53,10 +53,7 @@ def tasks(request: Request, patient: str = PATIENT, include_closed: bool = False
           who: Principal = Depends(require("patient:read")), state: AppState = Depends(get_state)):
     with Session(state.engines.read) as s:
         p = patient_in_scope(s, state, request, who, patient, "fhir-task")
-        q = select(TaskRow).where(TaskRow.patient_id == p.id)
-        if not include_closed:
-            q = q.where(TaskRow.status.in_(OPEN_STATUSES))
-        rows = s.exec(q.order_by(TaskRow.id)).all()
+        rows = s.exec(patient_tasks_query(p.id, include_closed).order_by(TaskRow.id)).all()
         out = fhir_out.bundle([fhir_out.task(t, p) for t in rows])
     log_access(state, request, who, "read", "fhir-task", patients=[patient])
     return fhir(out)

@@ -14,7 +14,7 @@ from api.schemas import (NHS_PATTERN, CarePlanOut, DiffOut, FlagOut, PatientList
                          PlainCarePlanOut, PlainItem, PlainSection, ProtocolPlanOut, ShortText, TaskOut)
 from api.views import flag_out, name_of, patient_out, task_out
 from engine.evaluate.service import reevaluate
-from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow
+from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow, patient_tasks_query
 from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix="/patients", tags=["patients"])
@@ -62,8 +62,7 @@ def get_patient(request: Request, nhs_number: str = NHS, who: Principal = Depend
 def _care_plan(s: Session, p: PatientRow, now: dt.datetime) -> CarePlanOut:
     evals = s.exec(select(PatientEvaluationRow).where(PatientEvaluationRow.patient_id == p.id)
                    .order_by(PatientEvaluationRow.protocol)).all()
-    tasks = s.exec(select(TaskRow).where(TaskRow.patient_id == p.id, TaskRow.status.in_(OPEN_STATUSES))
-                   .order_by(TaskRow.due)).all()
+    tasks = s.exec(patient_tasks_query(p.id).order_by(TaskRow.due)).all()
     flags = s.exec(select(FlagRow).where(FlagRow.patient_id == p.id, FlagRow.active).order_by(FlagRow.id)).all()
     return CarePlanOut(patient=patient_out(p),
                        protocols=[ProtocolPlanOut(**e.result, reference_date=e.reference_date, evaluated_at=e.evaluated_at)
@@ -155,10 +154,7 @@ def patient_tasks(request: Request, nhs_number: str = NHS, include_closed: bool 
                   who: Principal = Depends(require("patient:read")), state: AppState = Depends(get_state)):
     with Session(state.engines.read) as s:
         p = patient_in_scope(s, state, request, who, nhs_number, "task")
-        q = select(TaskRow).where(TaskRow.patient_id == p.id)
-        if not include_closed:
-            q = q.where(TaskRow.status.in_(OPEN_STATUSES))
-        out = [task_out(t, p, state.now()) for t in s.exec(q.order_by(TaskRow.due))]
+        out = [task_out(t, p, state.now()) for t in s.exec(patient_tasks_query(p.id, include_closed).order_by(TaskRow.due))]
     log_access(state, request, who, "read", "task", patients=[nhs_number])
     return out
 

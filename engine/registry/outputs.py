@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, select
 
 from engine.registry.tables import _fk, _json, _when, utcnow
 
@@ -50,6 +50,13 @@ class TaskRow(SQLModel, table=True):
     closed_at: dt.datetime | None = _when(nullable=True, default=None)
     closed_reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     updated_at: dt.datetime = _when(default_factory=utcnow)
+
+
+def patient_tasks_query(patient_id: int, include_closed: bool = False):
+    """The select for one patient's tasks: the open ones (open / accepted), or every task with
+    `include_closed`. Unordered: add the order_by you need."""
+    q = select(TaskRow).where(TaskRow.patient_id == patient_id)
+    return q if include_closed else q.where(TaskRow.status.in_(OPEN_STATUSES))
 
 
 class TaskEventRow(SQLModel, table=True):

@@ -49,6 +49,21 @@ def test_patient_tasks_and_flags(api):
     assert any(f["code"] == "active-foot-problem" and f["level"] == "red" for f in flags)
 
 
+def test_closed_tasks_only_with_include_closed(seeded_api):
+    """A patient's tasks, in the API and as FHIR Tasks: the open ones, and the closed too on request."""
+    api = seeded_api  # a registry of its own: this test completes a task
+    open_ids = [t["id"] for t in api.get(f"/patients/{FRANK}/tasks").json()]
+    done = open_ids[0]
+    assert api.post(f"/tasks/{done}/complete").status_code == 200
+    still_open = [t["id"] for t in api.get(f"/patients/{FRANK}/tasks").json()]
+    assert sorted(still_open) == sorted(set(open_ids) - {done})
+    every = {t["id"]: t["status"] for t in api.get(f"/patients/{FRANK}/tasks", params={"include_closed": True}).json()}
+    assert every[done] == "completed" and set(still_open) < set(every)
+    assert {int(t.id) for t in _bundle(api, "/fhir/Task", patient=FRANK)} == set(still_open)
+    closed = {int(t.id): t.status for t in _bundle(api, "/fhir/Task", patient=FRANK, include_closed=True)}
+    assert closed.keys() == every.keys() and closed[done] == "completed"
+
+
 def test_reevaluate_with_nothing_new_changes_nothing(api):
     r = api.post(f"/patients/{GEORGE}/reevaluate")
     assert r.status_code == 200 and r.json()["tasks_opened"] == [] and r.json()["tasks_closed"] == []
