@@ -10,7 +10,8 @@ Never half-published: the text is written to a hidden `.pending-*.yml.part` file
 folder (not picked up by the library), loaded and checked with the real loader there; only a
 version with no errors is hard-linked to its final name in one step (`os.link`, which fails if
 the name exists, so two publishers of one version cannot both win), and the pending file is
-removed whatever happens.
+removed whatever happens. Like `carepath publish`, a publication is recorded in `published.lock`
+(file and content hash), which freezes the published file.
 """
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from ruamel.yaml.error import YAMLError
 
 from api.schemas import ProblemOut
 from engine.evaluate.evaluator import Options, evaluate
+from engine.protocols import checks
 from engine.protocols.errors import Location, Problem, ProtocolError
 from engine.protocols.library import Library, version_key
 from engine.protocols.loader import load_protocol
@@ -119,6 +121,23 @@ def publish_file(pending: Path, proto: Protocol) -> Path:
     target = pending.parent / f"{proto.id}@{proto.version}.yaml"
     os.link(pending, target)
     return target
+
+
+def record_publication(target: Path, proto: Protocol, published: dt.date) -> Callable[[], None]:
+    """Record the published file in `published.lock` as `carepath publish` does (the lock in its folder
+    or up to two above, else a new one beside it), so `carepath validate` refuses any later change to
+    it. Returns the undo, for a publication that fails after this."""
+    manifest = checks.find_manifest(target)
+    before = manifest.read_text(encoding="utf-8") if manifest else None
+    written = checks.record_publication(manifest.parent if manifest else target.parent, proto.key, target,
+                                        published.isoformat())
+
+    def undo() -> None:
+        if before is None:
+            written.unlink(missing_ok=True)
+        else:
+            written.write_text(before, encoding="utf-8")
+    return undo
 
 
 # ---- impact preview ------------------------------------------------------------------------------

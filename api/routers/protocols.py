@@ -10,7 +10,8 @@ from sqlmodel import Session, select
 
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, require
-from api.protocol_store import check, impact, pending_file, problem_out, publish_file, target_dir, _peek_id
+from api.protocol_store import (check, impact, pending_file, problem_out, publish_file, record_publication, target_dir,
+                                _peek_id)
 from api.schemas import (ImpactIn, ImpactOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut, ValidationOut,
                          VersionOut, YamlIn)
 from engine.protocols.library import version_key
@@ -183,13 +184,17 @@ def publish(body: YamlIn, request: Request, who: Principal = Depends(require("pr
                 except (IntegrityError, FileExistsError):
                     s.rollback()
                     raise HTTPException(status_code=409, detail=f"{proto.id} {proto.version} was published meanwhile") from None
+                undo_record = None
                 try:
                     row.path = _rel(state, str(target))
                     s.add(row)
                     log_access(state, request, who, "write", "protocol", session=s,
                                detail={"published": proto.key, "file": row.path})
+                    undo_record = record_publication(target, proto, now.date())
                     s.commit()
                 except Exception:
+                    if undo_record is not None:
+                        undo_record()
                     target.unlink(missing_ok=True)
                     raise
                 published_file = row.path

@@ -90,7 +90,7 @@ def test_publish(seeded_api):
     pub = r.json()
     assert (pub["version"], pub["file"], pub["in_force"], pub["published_by"]) == (
         "1.1.0", "t2dm-annual-care@1.1.0.yaml", True, "clinical.lead")
-    assert files(api.protocols_dir) == before | {"t2dm-annual-care@1.1.0.yaml"}
+    assert files(api.protocols_dir) == before | {"t2dm-annual-care@1.1.0.yaml", "published.lock"}
     assert (api.protocols_dir / "t2dm-annual-care.yaml").read_text(encoding="utf-8") == ORIGINAL  # old version kept
     hist = api.get("/protocols/t2dm-annual-care/versions").json()
     assert [(v["version"], v["in_force"], v["published_by"], v["note"]) for v in hist] == [
@@ -105,6 +105,28 @@ def test_publish(seeded_api):
     assert task["version"] == "1.1.0"
     log = api.get("/access-log", user="admin", params={"username": "clinical.lead", "action": "write"}).json()["items"]
     assert any(x["resource"] == "protocol" and x["detail"].get("published") == "t2dm-annual-care@1.1.0" for x in log)
+
+
+def test_published_versions_are_frozen_like_the_cli_ones(fresh_api):
+    """Publishing over HTTP records the version in published.lock as `carepath publish` does, so
+    `carepath validate` (load_library) refuses any later change to the published file."""
+    from engine.protocols.checks import file_hash, read_manifest
+    from engine.protocols.library import load_library
+    api, folder = fresh_api, fresh_api.protocols_dir
+    r = api.post("/protocols/publish", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0"))})
+    assert r.status_code == 201, r.text
+    published = folder / "t2dm-annual-care@1.1.0.yaml"
+    assert read_manifest(folder / "published.lock") == {"t2dm-annual-care@1.1.0": {
+        "file": "t2dm-annual-care@1.1.0.yaml", "sha256": file_hash(published), "published": api.clock().date()}}
+    assert not [p for p in load_library([folder]).problems if p.severity == "error"]
+    # a second publication adds to the same lock
+    assert api.post("/protocols/publish", json={"yaml": lower_threshold(version(ORIGINAL, "1.2.0"))}).status_code == 201
+    assert set(read_manifest(folder / "published.lock")) == {"t2dm-annual-care@1.1.0", "t2dm-annual-care@1.2.0"}
+    # editing a published version afterwards is an error
+    published.write_text(published.read_text(encoding="utf-8").replace(">= 45 mmol/mol", ">= 50 mmol/mol"), encoding="utf-8")
+    changed = [p for p in load_library([folder]).problems if p.severity == "error"]
+    assert [p.message for p in changed] == [
+        f"t2dm-annual-care@1.1.0 was published on {api.clock().date()} and its content has changed since"]
 
 
 def test_a_second_service_sees_the_published_version(seeded_api):
