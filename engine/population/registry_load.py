@@ -228,6 +228,9 @@ def populate_outputs(engine: Engine, mdt: str, *, library=None, as_of: dt.date =
                 log(f"outputs for {mdt}: {n}/{len(todo)} patients, {time.perf_counter() - t0:.0f} s")
         session.commit()
         session.close()
+        if n:
+            with engine.begin() as c:  # planner statistics for the new tasks, flags and evaluations
+                c.exec_driver_sql("ANALYZE")
     finally:
         if pool:
             pool.close()
