@@ -22,7 +22,7 @@ run: install
 	$(BIN)/carepath serve --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers (a module stays on one, in file order: browser tests build on each other)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, a module on one (the browser tests no longer need it: each has its own service and registry; the other modules are not yet checked split)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

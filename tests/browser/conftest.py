@@ -58,12 +58,14 @@ def seeded(tmp_path_factory):
     return db, protocols
 
 
-@pytest.fixture(scope="module")
-def server(seeded, tmp_path_factory):
-    """A service of its own for each test module (modules change tasks, outcomes and snapshots),
-    on a copy of the seeded registry, on a free port."""
+@pytest.fixture
+def server(seeded, tmp_path):
+    """A service of its own for each test, on a fresh copy of the seeded registry, on a free port.
+    Tests complete and decline tasks, record outcomes, take snapshots and read the access log: with a
+    registry each, no test sees another's changes, whatever the order or the xdist worker. (Copying
+    the small SQLite file and starting the app takes well under a second.)"""
     db, protocols = seeded
-    url = copy_database(db, tmp_path_factory.mktemp("browser") / "carepath.db")
+    url = copy_database(db, tmp_path / "carepath.db")
     srv = start_server(url, protocols, Clock(CLOCK_AHEAD), migrate=False)
     yield srv
     srv.stop()
