@@ -87,22 +87,56 @@ def _patient_row(session: Session, nhs_number: str, lock: bool) -> PatientRow | 
 
 
 INPUTS_KEY = "_inputs"  # in PatientEvaluationRow.result: the digest of what the result rests on
-_protocol_digests: dict[int, tuple[Protocol, str]] = {}
+_protocol_digests: dict[int, tuple[Protocol, str, "_Reads"]] = {}
+ANY_KIND = None
 
 
-def _protocol_digest(proto: Protocol) -> str:
+class _Reads:
+    """Which facts a protocol can see: the union of its value sets, as one index. `sees(fact)` is
+    exactly `any(vs.matches_fact(fact) for vs in protocol.valuesets.values())`."""
+
+    def __init__(self, proto: Protocol):
+        self.codes: dict[tuple[str, str], set | None] = {}  # (system, code) -> kinds allowed (None: any)
+        self.bare: dict[str, set | None] = {}  # code alone (value sets with any_system) -> kinds
+        self.any_code: set | None | bool = False  # kinds for which every fact is seen (None: every kind)
+        for vs in proto.valuesets.values():
+            kinds = set(vs.kinds) if vs.kinds else ANY_KIND
+            if vs.any_code:
+                self.any_code = self._merge(self.any_code if self.any_code is not False else set(), kinds)
+                continue
+            for key in vs.codes:
+                self.codes[key] = self._merge(self.codes.get(key, set()), kinds)
+                if vs.any_system and key[0] == "":
+                    self.bare[key[1]] = self._merge(self.bare.get(key[1], set()), kinds)
+
+    @staticmethod
+    def _merge(have: set | None, kinds: set | None) -> set | None:
+        return None if have is None or kinds is None else have | kinds
+
+    def sees(self, fact) -> bool:
+        kind = fact.kind.value
+        if self.any_code is not False and fact.codes and (self.any_code is None or kind in self.any_code):
+            return True
+        for c in fact.codes:
+            for kinds in (self.codes.get((c.system, c.code), False), self.bare.get(c.code, False)):
+                if kinds is not False and (kinds is None or kind in kinds):
+                    return True
+        return False
+
+
+def _protocol_digest(proto: Protocol) -> tuple[str, _Reads]:
     """The protocol's content and its value sets' codes (a codelist file can change under one YAML)."""
     got = _protocol_digests.get(id(proto))
     if got is not None and got[0] is proto:
-        return got[1]
+        return got[1], got[2]
     h = hashlib.sha256(f"{proto.id}@{proto.version}#{proto.content_hash}".encode())
     for name in sorted(proto.valuesets):
         vs = proto.valuesets[name]
         h.update(repr((name, sorted(vs.codes), sorted(vs.kinds), vs.any_code, vs.any_system, vs.unit, vs.analyte,
                        sorted((k, sorted(v.items())) for k, v in vs.properties.items()))).encode())
-    digest = h.hexdigest()
-    _protocol_digests[id(proto)] = (proto, digest)
-    return digest
+    digest, reads = h.hexdigest(), _Reads(proto)
+    _protocol_digests[id(proto)] = (proto, digest, reads)
+    return digest, reads
 
 
 def evaluation_inputs(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement],
@@ -113,11 +147,11 @@ def evaluation_inputs(record: PatientRecord, protocols: list[Protocol], agreemen
     contents: list[str | None] = [None] * len(record.facts)
     out = {}
     for proto in protocols:
+        digest, reads = _protocol_digest(proto)
         h = hashlib.sha256(common.encode())
-        h.update(_protocol_digest(proto).encode())
-        sets = list(proto.valuesets.values())
+        h.update(digest.encode())
         for i, f in enumerate(record.facts):
-            if any(vs.matches_fact(f) is not None for vs in sets):
+            if reads.sees(f):
                 if contents[i] is None:
                     contents[i] = f.model_dump_json()
                 h.update(contents[i].encode())

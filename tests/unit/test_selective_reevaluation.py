@@ -96,7 +96,8 @@ def new_fact(draw, codes, n: int):
     return Fact(id=f"new-{n}", kind=kind, codes=[{"system": system, "code": code}], start=start, end=end, value=value,
                 unit=draw(st.sampled_from(UNITS)), status=draw(st.sampled_from(STATUSES)),
                 source_system=draw(st.sampled_from(["gp-system", "pathology-lims", "acute-pas"])),
-                care_setting=draw(st.sampled_from([c.value for c in CareSetting])), attrs=attrs)
+                care_setting=draw(st.sampled_from([c.value for c in CareSetting])), attrs=attrs,
+                exception_type=draw(st.sampled_from(["declined", "unsuitable", "invited-no-response"])) if kind == "exception" else None)
 
 
 def steps(codes):
@@ -261,3 +262,19 @@ def test_one_new_hba1c_reuses_protocols_that_cannot_see_it(template, library, pe
         e.dispose()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_reads_index_is_matches_fact(library, people, codes):
+    """service._Reads.sees (one index per protocol) says exactly what its value sets' matches_fact say."""
+    facts = [f for r in people for f in r.facts]
+    for system, code, kind in codes:  # every code of every value set, with every kind, and without its system
+        for k in FactKind:
+            facts.append(Fact(id="x", kind=k, codes=[{"system": system, "code": code}], start=dt.datetime(2026, 1, 1),
+                              exception_type="declined" if k == FactKind.exception else None))
+        facts.append(Fact(id="y", kind=kind or "other", codes=[{"system": "", "code": code}], start=dt.datetime(2026, 1, 1),
+                          exception_type="declined" if kind == "exception" else None))
+    for proto in library.protocols:
+        reads = service._Reads(proto)
+        sets = list(proto.valuesets.values())
+        for f in facts:
+            assert reads.sees(f) == any(vs.matches_fact(f) is not None for vs in sets), (proto.key, f)
