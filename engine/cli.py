@@ -406,17 +406,26 @@ def evaluate_population(data: Path = typer.Option(Path("var/population"), "--dat
                         protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols"),
                         results: Optional[Path] = typer.Option(None, "--results", help="DuckDB results file (default <data>/results.duckdb)"),
                         run: Optional[str] = typer.Option(None, "--run", help="Run id (same id resumes that run)"),
+                        chunk: int = typer.Option(50000, "--chunk", min=1, help="Patients evaluated together (memory follows this)"),
+                        memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="DuckDB memory limit, e.g. 3GB"),
                         format: str = typer.Option("text", "--format", help="text or json")):
     """Evaluate every protocol in force over a whole population with the batch engine (DuckDB)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from engine.population.run import evaluate_population_run
 
     ref = _date(as_of, "--as-of")
     lib = _library(protocols)
+    bar = Progress(TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TextColumn("protocol x chunk steps"),
+                   TimeElapsedColumn(), console=err, transient=format == "json")
     try:
-        summary = evaluate_population_run(data, lib.in_force(ref), ref, _date(period_start, "--period-start"),
-                                          workers=workers, results=results, run=run,
-                                          log=(lambda m: err.print(m, highlight=False)) if format == "json" else
-                                          (lambda m: console.print(m, highlight=False)))
+        with bar:
+            task = bar.add_task("run", total=None)
+            summary = evaluate_population_run(data, lib.in_force(ref), ref, _date(period_start, "--period-start"),
+                                              workers=workers, results=results, run=run, chunk_size=chunk,
+                                              memory_limit=memory_limit, log=lambda m: bar.console.log(m, highlight=False)
+                                              if format != "json" else None,
+                                              progress=lambda done, total: bar.update(task, completed=done, total=total))
     except FileNotFoundError as e:
         err.print(str(e))
         raise typer.Exit(2) from None
@@ -424,11 +433,14 @@ def evaluate_population(data: Path = typer.Option(Path("var/population"), "--dat
         print(json.dumps(summary, indent=2))
         return
     for p in summary["protocols"]:
+        if p.get("error"):
+            console.print(f"  {p['protocol']}: not evaluated: {p['error']}", highlight=False)
         for m, v in (p.get("measures") or {}).items():
             rate = f"{100 * v['numerator'] / v['denominator']:.1f} %" if v["denominator"] else "—"
             console.print(f"  {p['protocol']} {m}: {v['numerator']} / {v['denominator']} ({rate}), "
                           f"{v['exclusions']} excluded", highlight=False)
-    console.print(f"Results: {summary['results']} (run {summary['run']})", highlight=False)
+    console.print(f"{summary['patients']} patients in {summary['chunks']} chunks, {summary['seconds']} s. "
+                  f"Results: {summary['results']} (run {summary['run']})", highlight=False)
 
 
 bench_app = typer.Typer(help="Benchmarks (not part of the test run); results go to benchmarks/results/.",

@@ -1,20 +1,26 @@
 """Population evaluation: every protocol in force, over a whole population, with the batch engine.
 
     carepath generate --patients 750000 --seed 1 --out var/population
-    carepath evaluate-population --data var/population --as-of 2026-03-31 [--workers 2]
+    carepath evaluate-population --data var/population --as-of 2026-11-20 [--workers 2] [--chunk 50000]
 
 Input: a population folder (`<table>/*.parquet` as written by engine/population/generate.py, or
 `<table>.parquet`, or a `population.duckdb`). Output: a DuckDB results file (default `<data>/results.duckdb`):
 
-    runs            run, as_of, period_start, started, finished
-    run_protocols   run, protocol, version, patients, seconds, finished    <- one row per protocol done
-    fired           run, protocol, version, nhs_number, practice, fired     (condition keys that held)
-    measures        run, protocol, version, measure, practice, mdt, locality,
+    runs            run, as_of, period_start, chunk_size, started, finished
+    run_chunks      run, protocol, version, chunk, patients, seconds, finished  <- one row per (protocol, chunk) done
+    run_protocols   run, protocol, version, patients, seconds, finished          <- one row per protocol done
+    fired           run, protocol, version, chunk, nhs_number, practice, fired   (condition keys that held)
+    measures        run, protocol, version, chunk, measure, practice, mdt, locality,
                     initial_population, denominator, exclusions, numerator   (evaluator._measure's logic)
-    registers       run, protocol, version, practice, patients
+    registers       run, protocol, version, chunk, practice, patients
 
-Resumable: a run id names a run; evaluating again with the same id skips the protocols that
-finished and redoes any that did not (their partial rows are deleted first).
+Memory: the population is evaluated in chunks of patients (`pid` ranges, default 50,000): a chunk's
+rows are copied into memory once (DuckDB skips the other Parquet files by their pid statistics) and
+every protocol runs over it. Peak memory follows the chunk size, not the population size.
+
+Resumable: a run id names a run. Each (protocol, chunk) is written in one transaction together with
+its run_chunks row, so a run killed at any point (kill -9 included) leaves whole chunks or nothing;
+running again with the same id skips what is done.
 """
 from __future__ import annotations
 
@@ -25,8 +31,11 @@ from pathlib import Path
 
 from engine.evaluate import batch
 from engine.evaluate.derive import Context
-from engine.population.columnar import has_population, load_parquet
+from engine.population.columnar import TABLES, has_population, load_parquet
 from engine.protocols.model import Protocol
+
+DEFAULT_CHUNK = 50_000
+CHUNK_PREFIX = "chunk_"  # the in-memory copy of one chunk's four tables
 
 
 def open_population(data: Path, threads: int | None = None, memory_limit: str | None = None):
@@ -34,8 +43,7 @@ def open_population(data: Path, threads: int | None = None, memory_limit: str | 
     data = Path(data)
     if data.suffix == ".duckdb" or (data / "population.duckdb").exists():
         path = data if data.suffix == ".duckdb" else data / "population.duckdb"
-        con = batch.connect(str(path), threads=threads, memory_limit=memory_limit)
-        return con
+        return batch.connect(str(path), threads=threads, memory_limit=memory_limit)
     if not data.is_dir() or not has_population(data):
         raise FileNotFoundError(f"{data}: no population here (expected facts.parquet etc. from `carepath generate`)")
     con = batch.connect(threads=threads, memory_limit=memory_limit)
@@ -49,15 +57,19 @@ def run_id_for(as_of: dt.date, period_start: dt.date | None, protocols: list[Pro
 
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS res.runs (run VARCHAR PRIMARY KEY, as_of DATE, period_start DATE, started TIMESTAMP, finished TIMESTAMP);
+CREATE TABLE IF NOT EXISTS res.runs (run VARCHAR PRIMARY KEY, as_of DATE, period_start DATE, chunk_size BIGINT,
+    started TIMESTAMP, finished TIMESTAMP);
+CREATE TABLE IF NOT EXISTS res.run_chunks (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
+    patients BIGINT, seconds DOUBLE, finished TIMESTAMP);
 CREATE TABLE IF NOT EXISTS res.run_protocols (run VARCHAR, protocol VARCHAR, version VARCHAR, patients BIGINT,
     seconds DOUBLE, finished TIMESTAMP);
-CREATE TABLE IF NOT EXISTS res.fired (run VARCHAR, protocol VARCHAR, version VARCHAR, nhs_number VARCHAR,
-    practice VARCHAR, fired VARCHAR[]);
-CREATE TABLE IF NOT EXISTS res.measures (run VARCHAR, protocol VARCHAR, version VARCHAR, measure VARCHAR,
+CREATE TABLE IF NOT EXISTS res.fired (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
+    nhs_number VARCHAR, practice VARCHAR, fired VARCHAR[]);
+CREATE TABLE IF NOT EXISTS res.measures (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER, measure VARCHAR,
     practice VARCHAR, mdt VARCHAR, locality VARCHAR, initial_population BIGINT, denominator BIGINT, exclusions BIGINT,
     numerator BIGINT);
-CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version VARCHAR, practice VARCHAR, patients BIGINT);
+CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
+    practice VARCHAR, patients BIGINT);
 """
 
 
@@ -87,64 +99,139 @@ def _stored_measures(con, run: str, proto: Protocol) -> dict:
     return {m: {"denominator": int(d), "exclusions": int(e), "numerator": int(n)} for m, d, e, n in rows}
 
 
-def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
-                            workers: int | None = None, results: Path | None = None, run: str | None = None,
-                            log=print) -> dict:
-    """Evaluate each protocol over the population at `data`; store results; return a summary."""
-    data = Path(data)
-    results = Path(results) if results else (data if data.is_dir() else data.parent) / "results.duckdb"
-    con = open_population(data, threads=workers)
+def _open_results(con, results: Path) -> None:
     con.execute(f"ATTACH '{results}' AS res")
     for stmt in SCHEMA.strip().split(";"):
         if stmt.strip():
             con.execute(stmt)
+    cols = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = 'res' "
+                                      "AND table_name = 'fired'").fetchall()}
+    if "chunk" not in cols:
+        raise FileNotFoundError(f"{results} was written by an older carepath (results without chunks); "
+                                f"use a new --results file")
+
+
+def _load_chunk(con, lo: int, hi: int) -> int:
+    """Copy patients lo <= pid < hi of the four tables into memory; returns the number of patients."""
+    for t in TABLES:
+        con.execute(f'CREATE OR REPLACE TEMP TABLE "{CHUNK_PREFIX}{t}" AS SELECT * FROM "{t}" '
+                    f"WHERE pid >= {int(lo)} AND pid < {int(hi)}")
+    return con.execute(f'SELECT count(*) FROM "{CHUNK_PREFIX}patients"').fetchone()[0]
+
+
+def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, period_start: dt.date | None) -> int:
+    """One protocol over the loaded chunk, written in one transaction with its run_chunks row. Returns
+    the patients on the register."""
+    tables = batch.default_tables(CHUNK_PREFIX)
+    compiled = batch.prepare(con, proto, as_of, period_start, tables)
+    ctx = Context.as_of(as_of, proto.period, period_start)
+    keys = compiled.conditions
+    fired_list = ("flatten([" + ", ".join(f"CASE WHEN {batch.ident(k)} THEN [{batch.lit(k)}] ELSE []::VARCHAR[] END"
+                                          for k in keys) + "])") if keys else "[]::VARCHAR[]"
+    t0 = time.perf_counter()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE cur AS SELECT o.*, p.practice, p.mdt, p.locality, "
+                f"coalesce(p.death_date <= {batch.lit(ctx.reference_date)}, FALSE) AS deceased "
+                f"FROM ({compiled.sql}) o JOIN {tables['patients']} p USING (pid)")
+    meta = ", ".join([batch.lit(run), batch.lit(proto.id), batch.lit(proto.version), str(int(chunk))])
+    reg = "(NOT deceased AND \"population\")" if "population" in keys else "FALSE"
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for t in ("fired", "measures", "registers", "run_chunks"):  # defensive: a chunk is written whole or not at all
+            con.execute(f"DELETE FROM res.{t} WHERE run = ? AND protocol = ? AND version = ? AND chunk = ?",
+                        [run, proto.id, proto.version, chunk])
+        con.execute(f"INSERT INTO res.fired SELECT {meta}, nhs_number, practice, {fired_list} FROM cur")
+        con.execute(f"INSERT INTO res.registers SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) "
+                    f"FROM cur GROUP BY practice")
+        for mid, ip, den, excl, num in _measure_sql(proto):
+            con.execute(f"INSERT INTO res.measures SELECT {meta}, {batch.lit(mid)}, practice, mdt, locality, "
+                        f"count(*) FILTER (WHERE {ip}), count(*) FILTER (WHERE {den}), count(*) FILTER (WHERE {excl}), "
+                        f"count(*) FILTER (WHERE {num}) FROM cur GROUP BY practice, mdt, locality")
+        n, on_register = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {reg}) FROM cur").fetchone()
+        con.execute("INSERT INTO res.run_chunks VALUES (?, ?, ?, ?, ?, ?, now())",
+                    [run, proto.id, proto.version, chunk, n, time.perf_counter() - t0])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("DROP TABLE cur")
+    con.execute(f"DROP TABLE IF EXISTS {compiled.vsm_table}")
+    return on_register
+
+
+def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
+                            workers: int | None = None, results: Path | None = None, run: str | None = None,
+                            chunk_size: int = DEFAULT_CHUNK, memory_limit: str | None = None,
+                            log=print, progress=None) -> dict:
+    """Evaluate each protocol over the population at `data` chunk by chunk; store results; return a summary.
+    `progress(done, total)` is called after each (protocol, chunk) step."""
+    data = Path(data)
+    results = Path(results) if results else (data if data.is_dir() else data.parent) / "results.duckdb"
+    con = open_population(data, threads=workers, memory_limit=memory_limit)
+    _open_results(con, results)
     run = run or run_id_for(as_of, period_start, protocols)
-    if not con.execute("SELECT 1 FROM res.runs WHERE run = ?", [run]).fetchone():
-        con.execute("INSERT INTO res.runs VALUES (?, ?, ?, now(), NULL)", [run, as_of, period_start])
-    done = {r[0] for r in con.execute("SELECT protocol || '@' || version FROM res.run_protocols WHERE run = ?", [run]).fetchall()}
-    summary = {"run": run, "as_of": as_of.isoformat(), "results": str(results), "protocols": []}
-    n_patients = con.execute("SELECT count(*) FROM patients").fetchone()[0]
+    row = con.execute("SELECT chunk_size FROM res.runs WHERE run = ?", [run]).fetchone()
+    if row is None:
+        con.execute("INSERT INTO res.runs VALUES (?, ?, ?, ?, now(), NULL)", [run, as_of, period_start, chunk_size])
+    else:
+        chunk_size = int(row[0])  # a resumed run keeps its chunks, whatever was asked this time
+    lo_pid, hi_pid, n_patients = con.execute("SELECT coalesce(min(pid), 0), coalesce(max(pid), -1), count(*) "
+                                             "FROM patients").fetchone()
+    chunks = [(k, lo, lo + chunk_size) for k, lo in enumerate(range(lo_pid, hi_pid + 1, chunk_size))]
+    done = {(p, c) for p, c in con.execute("SELECT protocol || '@' || version, chunk FROM res.run_chunks WHERE run = ?",
+                                           [run]).fetchall()}
+    finished = {r[0] for r in con.execute("SELECT protocol || '@' || version FROM res.run_protocols WHERE run = ?",
+                                          [run]).fetchall()}
+    todo = [p for p in protocols if p.key not in finished]
+    for p in protocols:
+        if p.key in finished:
+            log(f"{p.key}: already done in run {run}, skipped")
+    total, step = len(todo) * len(chunks), 0
+    per_protocol = {p.key: {"seconds": 0.0, "on_register": 0, "error": None} for p in todo}
+    t_run = time.perf_counter()
+    for k, lo, hi in chunks:
+        pending = [p for p in todo if (p.key, k) not in done and per_protocol[p.key]["error"] is None]
+        step += len(todo) - len(pending)
+        if not pending:
+            continue
+        t0 = time.perf_counter()
+        n = _load_chunk(con, lo, hi)
+        load_s = time.perf_counter() - t0
+        for proto in pending:
+            t0 = time.perf_counter()
+            try:
+                per_protocol[proto.key]["on_register"] += _evaluate_chunk(con, run, proto, k, as_of, period_start)
+            except NotImplementedError as e:
+                per_protocol[proto.key]["error"] = str(e)
+                log(f"{proto.key}: not evaluated: {e}")
+            per_protocol[proto.key]["seconds"] += time.perf_counter() - t0 + load_s / len(pending)
+            step += 1
+            if progress:
+                progress(step, total)
+        log(f"chunk {k + 1}/{len(chunks)}: {n} patients, {len(pending)} protocols, "
+            f"{time.perf_counter() - t0 + load_s:.1f} s")
+    for t in TABLES:
+        con.execute(f'DROP TABLE IF EXISTS "{CHUNK_PREFIX}{t}"')
+    summary = {"run": run, "as_of": as_of.isoformat(), "results": str(results), "patients": n_patients,
+               "chunks": len(chunks), "chunk_size": chunk_size, "seconds": round(time.perf_counter() - t_run, 2),
+               "protocols": []}
     for proto in protocols:
-        if proto.key in done:
-            log(f"{proto.key}: already done in run {run}, skipped")
+        if proto.key in finished:
             summary["protocols"].append({"protocol": proto.key, "skipped": True,
                                          "measures": _stored_measures(con, run, proto)})
             continue
-        for t in ("fired", "measures", "registers"):  # a partial earlier attempt
-            con.execute(f"DELETE FROM res.{t} WHERE run = ? AND protocol = ? AND version = ?", [run, proto.id, proto.version])
-        t0 = time.perf_counter()
-        try:
-            compiled = batch.prepare(con, proto, as_of, period_start)
-        except NotImplementedError as e:
-            log(f"{proto.key}: not evaluated: {e}")
-            summary["protocols"].append({"protocol": proto.key, "error": str(e)})
+        info = per_protocol[proto.key]
+        if info["error"]:
+            summary["protocols"].append({"protocol": proto.key, "error": info["error"]})
             continue
-        ctx = Context.as_of(as_of, proto.period, period_start)
-        keys = compiled.conditions
-        fired_list = ("flatten([" + ", ".join(f"CASE WHEN {batch.ident(k)} THEN [{batch.lit(k)}] ELSE []::VARCHAR[] END"
-                                              for k in keys) + "])") if keys else "[]::VARCHAR[]"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE cur AS SELECT o.*, p.practice, p.mdt, p.locality, "
-                    f"coalesce(p.death_date <= {batch.lit(ctx.reference_date)}, FALSE) AS deceased "
-                    f"FROM ({compiled.sql}) o JOIN patients p USING (pid)")
-        meta = [batch.lit(run), batch.lit(proto.id), batch.lit(proto.version)]
-        con.execute(f"INSERT INTO res.fired SELECT {', '.join(meta)}, nhs_number, practice, {fired_list} FROM cur")
-        reg = "(NOT deceased AND \"population\")" if "population" in keys else "FALSE"
-        con.execute(f"INSERT INTO res.registers SELECT {', '.join(meta)}, practice, count(*) FILTER (WHERE {reg}) "
-                    f"FROM cur GROUP BY practice")
-        for mid, ip, den, excl, num in _measure_sql(proto):
-            con.execute(f"INSERT INTO res.measures SELECT {', '.join(meta)}, {batch.lit(mid)}, practice, mdt, locality, "
-                        f"count(*) FILTER (WHERE {ip}), count(*) FILTER (WHERE {den}), count(*) FILTER (WHERE {excl}), "
-                        f"count(*) FILTER (WHERE {num}) FROM cur GROUP BY practice, mdt, locality")
-        seconds = time.perf_counter() - t0
+        seconds = con.execute("SELECT sum(seconds) FROM res.run_chunks WHERE run = ? AND protocol = ? AND version = ?",
+                              [run, proto.id, proto.version]).fetchone()[0] or 0.0
+        on_register = con.execute("SELECT coalesce(sum(patients), 0) FROM res.registers WHERE run = ? AND protocol = ? "
+                                  "AND version = ?", [run, proto.id, proto.version]).fetchone()[0]
         con.execute("INSERT INTO res.run_protocols VALUES (?, ?, ?, ?, ?, now())",
                     [run, proto.id, proto.version, n_patients, seconds])
-        on_register = con.execute(f"SELECT count(*) FILTER (WHERE {reg}) FROM cur").fetchone()[0]
-        entry = {"protocol": proto.key, "patients": n_patients, "on_register": on_register, "seconds": round(seconds, 2),
-                 "measures": _stored_measures(con, run, proto)}
-        summary["protocols"].append(entry)
-        log(f"{proto.key}: {n_patients} patients, {on_register} on the register, {seconds:.1f} s")
-        con.execute("DROP TABLE cur")
-        con.execute(f"DROP TABLE IF EXISTS {compiled.vsm_table}")
+        summary["protocols"].append({"protocol": proto.key, "patients": n_patients, "on_register": int(on_register),
+                                     "seconds": round(info["seconds"], 2), "measures": _stored_measures(con, run, proto)})
+        log(f"{proto.key}: {n_patients} patients, {on_register} on the register")
     con.execute("UPDATE res.runs SET finished = now() WHERE run = ?", [run])
     con.close()
     return summary

@@ -125,3 +125,63 @@ def test_population_run_matches_per_patient_measures(tmp_path):
 def test_tiny_populations(tmp_path, n):
     info = write_population(tmp_path / f"p{n}", n, seed=1, as_of=AS_OF, workers=1)
     assert info["patients"] == n
+
+
+def test_population_run_survives_kill_9_and_resumes(tmp_path):
+    """A run killed with SIGKILL between chunks resumes under the same run id: the results equal an
+    uninterrupted run's, with no duplicated rows."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import duckdb
+
+    write_population(tmp_path / "pop", 120, seed=3, as_of=AS_OF, workers=1)
+    script = f"""
+import datetime as dt, os, signal
+from pathlib import Path
+from engine.protocols.library import load_library
+from engine.population.run import evaluate_population_run
+lib = load_library([Path({str(ROOT / 'protocols')!r})])
+protos = [p for p in lib.in_force(dt.date.fromisoformat({AS_OF.isoformat()!r}))]
+steps = []
+def progress(done, total):
+    steps.append(done)
+    if len(steps) == 3:  # mid-run, after three (protocol, chunk) steps were committed
+        os.kill(os.getpid(), signal.SIGKILL)
+evaluate_population_run(Path({str(tmp_path / 'pop')!r}), protos, dt.date.fromisoformat({AS_OF.isoformat()!r}),
+                        workers=1, results=Path({str(tmp_path / 'killed.duckdb')!r}), run="r1", chunk_size=60,
+                        log=lambda m: None, progress=progress)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+    from engine.population.run import evaluate_population_run
+    from engine.protocols.library import load_library
+
+    lib = load_library([ROOT / "protocols"])
+    protos = lib.in_force(AS_OF)
+    con = duckdb.connect(str(tmp_path / "killed.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM run_chunks").fetchone()[0] == 3  # whole chunks were kept
+    assert con.execute("SELECT count(*) FROM run_protocols").fetchone()[0] == 0
+    con.close()
+    resumed = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, results=tmp_path / "killed.duckdb",
+                                      run="r1", chunk_size=999, log=lambda m: None)
+    whole = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, results=tmp_path / "whole.duckdb",
+                                    run="r1", chunk_size=60, log=lambda m: None)
+    assert resumed["chunk_size"] == 60 and resumed["chunks"] == 2
+    assert [p["measures"] for p in resumed["protocols"]] == [p["measures"] for p in whole["protocols"]]
+
+    def table(path, t):
+        c = duckdb.connect(str(path), read_only=True)
+        rows = sorted(c.execute(f"SELECT * EXCLUDE (seconds, finished) FROM {t}").fetchall() if t == "run_chunks"
+                      else c.execute(f"SELECT * FROM {t}").fetchall(), key=repr)
+        c.close()
+        return rows
+
+    for t in ("fired", "measures", "registers"):
+        assert table(tmp_path / "killed.duckdb", t) == table(tmp_path / "whole.duckdb", t)
+    assert len(table(tmp_path / "killed.duckdb", "fired")) == 120 * len(protos)
+    assert [r[:4] for r in table(tmp_path / "killed.duckdb", "run_chunks")] == \
+        [r[:4] for r in table(tmp_path / "whole.duckdb", "run_chunks")]
