@@ -18,6 +18,9 @@ Memory: the population is evaluated in chunks of patients (`pid` ranges, default
 rows are copied into memory once (DuckDB skips the other Parquet files by their pid statistics) and
 every protocol runs over it. Peak memory follows the chunk size, not the population size.
 
+Chunks run in worker processes (one DuckDB thread each); a worker writes a chunk's rows to Parquet
+and the parent, which alone holds the results file, takes them in.
+
 Resumable: a run id names a run. Each (protocol, chunk) is written in one transaction together with
 its run_chunks row, so a run killed at any point (kill -9 included) leaves whole chunks or nothing;
 running again with the same id skips what is done.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -119,54 +123,105 @@ def _load_chunk(con, lo: int, hi: int) -> int:
     return con.execute(f'SELECT count(*) FROM "{CHUNK_PREFIX}patients"').fetchone()[0]
 
 
-def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, period_start: dt.date | None) -> int:
-    """One protocol over the loaded chunk, written in one transaction with its run_chunks row. Returns
-    the patients on the register."""
+def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, period_start: dt.date | None,
+                    out: Path) -> dict:
+    """One protocol over the loaded chunk; its fired / registers / measures rows go to Parquet files in
+    `out` (the process holding the results file takes them in, see _commit_chunk)."""
     tables = batch.default_tables(CHUNK_PREFIX)
+    t0 = time.perf_counter()
     compiled = batch.prepare(con, proto, as_of, period_start, tables)
     ctx = Context.as_of(as_of, proto.period, period_start)
     keys = compiled.conditions
     fired_list = ("flatten([" + ", ".join(f"CASE WHEN {batch.ident(k)} THEN [{batch.lit(k)}] ELSE []::VARCHAR[] END"
                                           for k in keys) + "])") if keys else "[]::VARCHAR[]"
-    t0 = time.perf_counter()
     con.execute(f"CREATE OR REPLACE TEMP TABLE cur AS SELECT o.*, p.practice, p.mdt, p.locality, "
                 f"coalesce(p.death_date <= {batch.lit(ctx.reference_date)}, FALSE) AS deceased "
                 f"FROM ({compiled.sql}) o JOIN {tables['patients']} p USING (pid)")
     meta = ", ".join([batch.lit(run), batch.lit(proto.id), batch.lit(proto.version), str(int(chunk))])
     reg = "(NOT deceased AND \"population\")" if "population" in keys else "FALSE"
+    measures = [f"SELECT {meta}, {batch.lit(mid)}, practice, mdt, locality, count(*) FILTER (WHERE {ip}), "
+                f"count(*) FILTER (WHERE {den}), count(*) FILTER (WHERE {excl}), count(*) FILTER (WHERE {num}) "
+                f"FROM cur GROUP BY practice, mdt, locality" for mid, ip, den, excl, num in _measure_sql(proto)]
+    out.mkdir(parents=True, exist_ok=True)
+    parts = {"fired": f"SELECT {meta}, nhs_number, practice, {fired_list} FROM cur",
+             "registers": f"SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) FROM cur GROUP BY practice",
+             "measures": " UNION ALL ".join(measures)}
+    files = {}
+    for table, sql in parts.items():
+        if sql:
+            files[table] = str(out / f"{table}.parquet")
+            con.execute(f"COPY ({sql}) TO '{files[table]}' (FORMAT parquet)")
+    n, on_register = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {reg}) FROM cur").fetchone()
+    con.execute("DROP TABLE cur")
+    con.execute(f"DROP TABLE IF EXISTS {compiled.vsm_table}")
+    return {"protocol": proto.key, "id": proto.id, "version": proto.version, "chunk": chunk, "patients": n,
+            "on_register": on_register, "files": files, "seconds": time.perf_counter() - t0}
+
+
+def _commit_chunk(con, run: str, part: dict) -> None:
+    """Take one (protocol, chunk)'s rows in, with its run_chunks row, in one transaction."""
+    key = [run, part["id"], part["version"], part["chunk"]]
     con.execute("BEGIN TRANSACTION")
     try:
         for t in ("fired", "measures", "registers", "run_chunks"):  # defensive: a chunk is written whole or not at all
-            con.execute(f"DELETE FROM res.{t} WHERE run = ? AND protocol = ? AND version = ? AND chunk = ?",
-                        [run, proto.id, proto.version, chunk])
-        con.execute(f"INSERT INTO res.fired SELECT {meta}, nhs_number, practice, {fired_list} FROM cur")
-        con.execute(f"INSERT INTO res.registers SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) "
-                    f"FROM cur GROUP BY practice")
-        for mid, ip, den, excl, num in _measure_sql(proto):
-            con.execute(f"INSERT INTO res.measures SELECT {meta}, {batch.lit(mid)}, practice, mdt, locality, "
-                        f"count(*) FILTER (WHERE {ip}), count(*) FILTER (WHERE {den}), count(*) FILTER (WHERE {excl}), "
-                        f"count(*) FILTER (WHERE {num}) FROM cur GROUP BY practice, mdt, locality")
-        n, on_register = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {reg}) FROM cur").fetchone()
-        con.execute("INSERT INTO res.run_chunks VALUES (?, ?, ?, ?, ?, ?, now())",
-                    [run, proto.id, proto.version, chunk, n, time.perf_counter() - t0])
+            con.execute(f"DELETE FROM res.{t} WHERE run = ? AND protocol = ? AND version = ? AND chunk = ?", key)
+        for table, path in part["files"].items():
+            con.execute(f"INSERT INTO res.{table} SELECT * FROM read_parquet('{path}')")
+        con.execute("INSERT INTO res.run_chunks VALUES (?, ?, ?, ?, ?, ?, now())", key + [part["patients"], part["seconds"]])
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    con.execute("DROP TABLE cur")
-    con.execute(f"DROP TABLE IF EXISTS {compiled.vsm_table}")
-    return on_register
+    for path in part["files"].values():
+        Path(path).unlink(missing_ok=True)
+
+
+# What forked workers inherit (set before the pool starts; protocols do not need pickling).
+_JOB: dict = {}
+
+
+def _chunk_job(task: tuple) -> list[dict]:
+    """In a worker: load one chunk and run every pending protocol over it."""
+    k, lo, hi, keys = task
+    job = _JOB
+    con = job.get("con")
+    if con is None:
+        con = job["con"] = open_population(job["data"], threads=job["threads"], memory_limit=job["memory_limit"])
+    t0 = time.perf_counter()
+    _load_chunk(con, lo, hi)
+    load_s = time.perf_counter() - t0
+    out = []
+    for key in keys:
+        proto = job["protocols"][key]
+        try:
+            part = _evaluate_chunk(con, job["run"], proto, k, job["as_of"], job["period_start"],
+                                   job["parts"] / f"chunk-{k}" / key.replace("@", "_"))
+            part["seconds"] += load_s / len(keys)
+        except NotImplementedError as e:
+            part = {"protocol": key, "chunk": k, "error": str(e)}
+        out.append(part)
+    return out
 
 
 def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
                             workers: int | None = None, results: Path | None = None, run: str | None = None,
                             chunk_size: int = DEFAULT_CHUNK, memory_limit: str | None = None,
                             log=print, progress=None) -> dict:
-    """Evaluate each protocol over the population at `data` chunk by chunk; store results; return a summary.
-    `progress(done, total)` is called after each (protocol, chunk) step."""
+    """Evaluate each protocol over the population at `data` chunk by chunk in `workers` processes (one
+    DuckDB thread each: chunks are independent, so processes scale better than threads over one query);
+    store results; return a summary. `progress(done, total)` is called after each (protocol, chunk)."""
+    import shutil
+    import uuid
+    from multiprocessing import get_context
+
     data = Path(data)
     results = Path(results) if results else (data if data.is_dir() else data.parent) / "results.duckdb"
-    con = open_population(data, threads=workers, memory_limit=memory_limit)
+    workers = max(1, workers or os.cpu_count() or 1)
+    pop = open_population(data, threads=1)
+    lo_pid, hi_pid, n_patients = pop.execute("SELECT coalesce(min(pid), 0), coalesce(max(pid), -1), count(*) "
+                                             "FROM patients").fetchone()
+    pop.close()
+    con = batch.connect(threads=1)
     _open_results(con, results)
     run = run or run_id_for(as_of, period_start, protocols)
     row = con.execute("SELECT chunk_size FROM res.runs WHERE run = ?", [run]).fetchone()
@@ -174,63 +229,69 @@ def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.dat
         con.execute("INSERT INTO res.runs VALUES (?, ?, ?, ?, now(), NULL)", [run, as_of, period_start, chunk_size])
     else:
         chunk_size = int(row[0])  # a resumed run keeps its chunks, whatever was asked this time
-    lo_pid, hi_pid, n_patients = con.execute("SELECT coalesce(min(pid), 0), coalesce(max(pid), -1), count(*) "
-                                             "FROM patients").fetchone()
     chunks = [(k, lo, lo + chunk_size) for k, lo in enumerate(range(lo_pid, hi_pid + 1, chunk_size))]
     done = {(p, c) for p, c in con.execute("SELECT protocol || '@' || version, chunk FROM res.run_chunks WHERE run = ?",
                                            [run]).fetchall()}
     finished = {r[0] for r in con.execute("SELECT protocol || '@' || version FROM res.run_protocols WHERE run = ?",
                                           [run]).fetchall()}
+    con.close()  # no DuckDB instance open while worker processes fork
     todo = [p for p in protocols if p.key not in finished]
     for p in protocols:
         if p.key in finished:
             log(f"{p.key}: already done in run {run}, skipped")
-    total, step = len(todo) * len(chunks), 0
-    per_protocol = {p.key: {"seconds": 0.0, "on_register": 0, "error": None} for p in todo}
+    tasks = [(k, lo, hi, [p.key for p in todo if (p.key, k) not in done]) for k, lo, hi in chunks]
+    total = len(todo) * len(chunks)
+    step = total - sum(len(t[3]) for t in tasks)
+    tasks = [t for t in tasks if t[3]]
+    parts_root = results.parent / f".{results.name}.parts"
+    shutil.rmtree(parts_root, ignore_errors=True)  # rows of an interrupted attempt (never committed)
+    _JOB.clear()
+    _JOB.update(data=data, threads=1, memory_limit=memory_limit, protocols={p.key: p for p in todo}, run=run,
+                as_of=as_of, period_start=period_start, parts=parts_root / uuid.uuid4().hex)
+    pool = get_context("fork").Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
+    errors: dict[str, str] = {}
     t_run = time.perf_counter()
-    for k, lo, hi in chunks:
-        pending = [p for p in todo if (p.key, k) not in done and per_protocol[p.key]["error"] is None]
-        step += len(todo) - len(pending)
-        if not pending:
-            continue
-        t0 = time.perf_counter()
-        n = _load_chunk(con, lo, hi)
-        load_s = time.perf_counter() - t0
-        for proto in pending:
-            t0 = time.perf_counter()
-            try:
-                per_protocol[proto.key]["on_register"] += _evaluate_chunk(con, run, proto, k, as_of, period_start)
-            except NotImplementedError as e:
-                per_protocol[proto.key]["error"] = str(e)
-                log(f"{proto.key}: not evaluated: {e}")
-            per_protocol[proto.key]["seconds"] += time.perf_counter() - t0 + load_s / len(pending)
-            step += 1
-            if progress:
-                progress(step, total)
-        log(f"chunk {k + 1}/{len(chunks)}: {n} patients, {len(pending)} protocols, "
-            f"{time.perf_counter() - t0 + load_s:.1f} s")
-    for t in TABLES:
-        con.execute(f'DROP TABLE IF EXISTS "{CHUNK_PREFIX}{t}"')
+    con = batch.connect(threads=1)
+    try:
+        _open_results(con, results)
+        for parts in (pool.imap_unordered(_chunk_job, tasks) if pool else map(_chunk_job, tasks)):
+            for part in parts:
+                if "error" in part:
+                    if part["protocol"] not in errors:
+                        log(f"{part['protocol']}: not evaluated: {part['error']}")
+                    errors[part["protocol"]] = part["error"]
+                else:
+                    _commit_chunk(con, run, part)
+                step += 1
+                if progress:
+                    progress(step, total)
+            log(f"chunk {parts[0]['chunk'] + 1}/{len(chunks)} done ({len(parts)} protocols)")
+    finally:
+        if pool:
+            pool.terminate()
+            pool.join()
+        _JOB.clear()
+        shutil.rmtree(parts_root, ignore_errors=True)
     summary = {"run": run, "as_of": as_of.isoformat(), "results": str(results), "patients": n_patients,
-               "chunks": len(chunks), "chunk_size": chunk_size, "seconds": round(time.perf_counter() - t_run, 2),
-               "protocols": []}
+               "chunks": len(chunks), "chunk_size": chunk_size, "workers": workers,
+               "seconds": round(time.perf_counter() - t_run, 2), "protocols": []}
     for proto in protocols:
         if proto.key in finished:
             summary["protocols"].append({"protocol": proto.key, "skipped": True,
                                          "measures": _stored_measures(con, run, proto)})
             continue
-        info = per_protocol[proto.key]
-        if info["error"]:
-            summary["protocols"].append({"protocol": proto.key, "error": info["error"]})
+        if proto.key in errors:
+            summary["protocols"].append({"protocol": proto.key, "error": errors[proto.key]})
             continue
-        seconds = con.execute("SELECT sum(seconds) FROM res.run_chunks WHERE run = ? AND protocol = ? AND version = ?",
-                              [run, proto.id, proto.version]).fetchone()[0] or 0.0
+        key = [run, proto.id, proto.version]
+        seconds, chunks_done = con.execute("SELECT coalesce(sum(seconds), 0), count(*) FROM res.run_chunks "
+                                           "WHERE run = ? AND protocol = ? AND version = ?", key).fetchone()
         on_register = con.execute("SELECT coalesce(sum(patients), 0) FROM res.registers WHERE run = ? AND protocol = ? "
-                                  "AND version = ?", [run, proto.id, proto.version]).fetchone()[0]
-        con.execute("INSERT INTO res.run_protocols VALUES (?, ?, ?, ?, ?, now())",
-                    [run, proto.id, proto.version, n_patients, seconds])
+                                  "AND version = ?", key).fetchone()[0]
+        if chunks_done == len(chunks):
+            con.execute("INSERT INTO res.run_protocols VALUES (?, ?, ?, ?, ?, now())", key + [n_patients, seconds])
         summary["protocols"].append({"protocol": proto.key, "patients": n_patients, "on_register": int(on_register),
-                                     "seconds": round(info["seconds"], 2), "measures": _stored_measures(con, run, proto)})
+                                     "worker_seconds": round(seconds, 2), "measures": _stored_measures(con, run, proto)})
         log(f"{proto.key}: {n_patients} patients, {on_register} on the register")
     con.execute("UPDATE res.runs SET finished = now() WHERE run = ?", [run])
     con.close()

@@ -129,7 +129,7 @@ def test_tiny_populations(tmp_path, n):
 
 def test_population_run_survives_kill_9_and_resumes(tmp_path):
     """A run killed with SIGKILL between chunks resumes under the same run id: the results equal an
-    uninterrupted run's, with no duplicated rows."""
+    uninterrupted run's (made by two worker processes), with no duplicated rows."""
     import os
     import signal
     import subprocess
@@ -168,7 +168,7 @@ evaluate_population_run(Path({str(tmp_path / 'pop')!r}), protos, dt.date.fromiso
     con.close()
     resumed = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, results=tmp_path / "killed.duckdb",
                                       run="r1", chunk_size=999, log=lambda m: None)
-    whole = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, results=tmp_path / "whole.duckdb",
+    whole = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=2, results=tmp_path / "whole.duckdb",
                                     run="r1", chunk_size=60, log=lambda m: None)
     assert resumed["chunk_size"] == 60 and resumed["chunks"] == 2
     assert [p["measures"] for p in resumed["protocols"]] == [p["measures"] for p in whole["protocols"]]
