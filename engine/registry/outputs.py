@@ -25,6 +25,8 @@ class TaskRow(SQLModel, table=True):
         sa.Index("ix_task_key", "key"),
         sa.Index("ix_task_status_due", "status", "due"),
         sa.Index("ix_task_patient", "patient_id"),
+        # Worklists filter by role (and status): without it a role's worklist reads every open task (migration 0004).
+        sa.Index("ix_task_role_status", "role", "status"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
