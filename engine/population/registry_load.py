@@ -49,8 +49,11 @@ def generator_version() -> str:
     return hashlib.sha1(Path(gen_module.__file__).read_bytes()).hexdigest()[:8]  # data follows the generator code
 
 
+FORMAT = 2  # what a built registry holds; 2: stored evaluations keep their inputs digests (selective re-evaluation)
+
+
 def registry_key(patients: int, seed: int, as_of: dt.date) -> str:
-    return f"registry-{patients}-s{seed}-{as_of.isoformat()}-g{generator_version()}"
+    return f"registry-{patients}-s{seed}-{as_of.isoformat()}-g{generator_version()}-r{FORMAT}"
 
 
 # ---- 1. bulk load --------------------------------------------------------------------------------------
@@ -176,6 +179,7 @@ def largest_mdt(engine: Engine) -> str:
 
 def _evaluate_chunk(nhs_numbers: list[str]) -> list:
     from engine.evaluate.evaluator import Options, evaluate
+    from engine.evaluate.service import evaluation_inputs
 
     j = _JOB
     if "engine" not in j:
@@ -185,7 +189,8 @@ def _evaluate_chunk(nhs_numbers: list[str]) -> list:
         for nhs in nhs_numbers:
             record = load_record(s, nhs)
             out.append((nhs, evaluate(record, j["protocols"], j["agreements"], as_of=j["as_of"],
-                                      options=Options(raised_at=j["now"]))))
+                                      options=Options(raised_at=j["now"])),
+                        evaluation_inputs(record, j["protocols"], j["agreements"], j["as_of"])))
     return out
 
 
@@ -218,8 +223,8 @@ def populate_outputs(engine: Engine, mdt: str, *, library=None, as_of: dt.date =
     try:
         session = Session(engine)
         for k, chunk in enumerate(results, start=1):
-            for nhs, evaluation in chunk:
-                diff = store_evaluation(session, ids[nhs], nhs, evaluation, now)
+            for nhs, evaluation, inputs in chunk:
+                diff = store_evaluation(session, ids[nhs], nhs, evaluation, now, inputs=inputs)
                 tasks += len(diff.tasks_opened)
                 flags += len(diff.flags_raised)
             n += len(chunk)

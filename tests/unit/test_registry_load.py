@@ -75,3 +75,43 @@ def test_bulk_load_stores_what_ingest_records_stores(db_url, monkeypatch):
         assert again.affected == set()
     finally:
         engine.dispose()
+
+
+def test_populate_outputs_stores_what_reevaluate_stores(tmp_path):
+    from engine.evaluate.service import reevaluate_many
+    from engine.population.bench import ROOT
+    from engine.protocols.library import load_library
+
+    library = load_library([ROOT / "protocols"])
+    records = list(generate(60, seed=SEED, as_of=AS_OF))
+    mdt = max({r.patient.mdt for r in records}, key=lambda m: sum(r.patient.mdt == m for r in records))
+    members = sorted(r.patient.nhs_number for r in records if r.patient.mdt == mdt)
+    rows = ("SELECT p.nhs_number, t.key, t.protocol, t.version, t.kind, t.title, t.priority, t.status, t.raised_at, t.due, "
+            "t.provider, t.team, t.role, t.response, t.agreement, t.why, t.evidence, t.condition_active FROM task t "
+            "JOIN patient p ON p.id = t.patient_id ORDER BY p.nhs_number, t.key",
+            "SELECT p.nhs_number, f.key, f.code, f.level, f.text, f.why, f.evidence, f.active, f.raised_at FROM flag f "
+            "JOIN patient p ON p.id = f.patient_id ORDER BY p.nhs_number, f.key",
+            "SELECT p.nhs_number, e.protocol, e.version, e.reference_date, e.on_register, e.result, e.evaluated_at "
+            "FROM patient_evaluation e JOIN patient p ON p.id = e.patient_id ORDER BY p.nhs_number, e.protocol",
+            "SELECT e.action, e.actor, e.to_status, e.note, e.at FROM task_event e JOIN task t ON t.id = e.task_id "
+            "JOIN patient p ON p.id = t.patient_id ORDER BY p.nhs_number, t.key")
+
+    def stored(engine):
+        with engine.connect() as c:
+            return [c.execute(text(q)).all() for q in rows]
+
+    fast, slow = (db.make_engine(f"sqlite:///{tmp_path / name}.db") for name in ("fast", "slow"))
+    try:
+        for e in (fast, slow):
+            db.upgrade(e)
+        registry_load.bulk_load(fast, 60, seed=SEED, as_of=AS_OF, workers=1, now=NOW)
+        result = registry_load.populate_outputs(fast, mdt, library=library, as_of=AS_OF, now=NOW, workers=2)
+        assert result["patients_evaluated"] == len(members) and result["tasks_opened"] > 0
+        assert registry_load.populate_outputs(fast, mdt, library=library, as_of=AS_OF, now=NOW)["patients_evaluated"] == 0
+
+        ingest_records(slow, records, source="reference")
+        reevaluate_many(slow, members, library, as_of=AS_OF, now=NOW)
+        assert stored(fast) == stored(slow)
+    finally:
+        fast.dispose()
+        slow.dispose()
