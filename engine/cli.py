@@ -468,6 +468,31 @@ def bench_batch(patients: int = typer.Option(10000, "--patients"), seed: int = t
                   f"written to {out.get('written')}", highlight=False)
 
 
+def _bench_out(out: dict, as_json: bool, line: str) -> None:
+    if as_json:
+        print(json.dumps(out))
+    else:
+        console.print(f"{line}; written to {out.get('written')}", highlight=False)
+
+
+@bench_app.command("population")
+def bench_population(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                     as_of: str = typer.Option("2026-11-20", "--as-of"),
+                     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: CPUs)"),
+                     chunk: int = typer.Option(50000, "--chunk"),
+                     scaling: str = typer.Option("10000,100000", "--scaling", help="Smaller runs for the growth figures"),
+                     reference_sample: int = typer.Option(1000, "--reference-sample"),
+                     as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """P1 (every protocol over the population, persisted), scaling, and P4 (one measure by practice)."""
+    from engine.population.bench_population import run as run_bench
+
+    sizes = tuple(int(x) for x in scaling.split(",") if x.strip())
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), workers, chunk, sizes, reference_sample,
+                    log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"P1 {out['p1']['patients']} patients x {out['p1']['protocols']} protocols: "
+               f"{out['p1']['seconds']} s, peak RSS {out['p1']['peak_rss_mib']} MiB; P4 {out['p4']['seconds_best']} s")
+
+
 # ---- authoring: test, impact, docs, draft, publish (engine/cli_authoring.py) ------------------------------------
 from engine.cli_authoring import register as _register_authoring  # noqa: E402
 

@@ -9,7 +9,7 @@ Input: a population folder (`<table>/*.parquet` as written by engine/population/
     runs            run, as_of, period_start, chunk_size, started, finished
     run_chunks      run, protocol, version, chunk, patients, seconds, finished  <- one row per (protocol, chunk) done
     run_protocols   run, protocol, version, patients, seconds, finished          <- one row per protocol done
-    fired           run, protocol, version, chunk, nhs_number, practice, fired   (condition keys that held)
+    fired           run, protocol, version, chunk, nhs_number, practice, deceased, fired  (condition keys that held)
     measures        run, protocol, version, chunk, measure, practice, mdt, locality,
                     initial_population, denominator, exclusions, numerator   (evaluator._measure's logic)
     registers       run, protocol, version, chunk, practice, patients
@@ -42,16 +42,24 @@ DEFAULT_CHUNK = 50_000
 CHUNK_PREFIX = "chunk_"  # the in-memory copy of one chunk's four tables
 
 
-def open_population(data: Path, threads: int | None = None, memory_limit: str | None = None):
-    """A DuckDB connection with the population's four tables (views over Parquet, or a DuckDB file)."""
+def open_population(data: Path, threads: int | None = None, memory_limit: str | None = None,
+                    first: int | None = None):
+    """A DuckDB connection with the population's four tables (views over Parquet, or a DuckDB file).
+    `first`: only patients with pid < first (each generated person has their own random stream, so the
+    first N of a big population are the population of N)."""
     data = Path(data)
     if data.suffix == ".duckdb" or (data / "population.duckdb").exists():
         path = data if data.suffix == ".duckdb" else data / "population.duckdb"
+        if first is not None:
+            raise ValueError("first= needs a Parquet population")
         return batch.connect(str(path), threads=threads, memory_limit=memory_limit)
     if not data.is_dir() or not has_population(data):
         raise FileNotFoundError(f"{data}: no population here (expected facts.parquet etc. from `carepath generate`)")
     con = batch.connect(threads=threads, memory_limit=memory_limit)
-    load_parquet(con, data)
+    load_parquet(con, data, prefix="all_" if first is not None else "")
+    if first is not None:
+        for t in TABLES:
+            con.execute(f'CREATE VIEW "{t}" AS SELECT * FROM "all_{t}" WHERE pid < {int(first)}')
     return con
 
 
@@ -68,7 +76,7 @@ CREATE TABLE IF NOT EXISTS res.run_chunks (run VARCHAR, protocol VARCHAR, versio
 CREATE TABLE IF NOT EXISTS res.run_protocols (run VARCHAR, protocol VARCHAR, version VARCHAR, patients BIGINT,
     seconds DOUBLE, finished TIMESTAMP);
 CREATE TABLE IF NOT EXISTS res.fired (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
-    nhs_number VARCHAR, practice VARCHAR, fired VARCHAR[]);
+    nhs_number VARCHAR, practice VARCHAR, deceased BOOLEAN, fired VARCHAR[]);
 CREATE TABLE IF NOT EXISTS res.measures (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER, measure VARCHAR,
     practice VARCHAR, mdt VARCHAR, locality VARCHAR, initial_population BIGINT, denominator BIGINT, exclusions BIGINT,
     numerator BIGINT);
@@ -77,14 +85,16 @@ CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version
 """
 
 
-def _measure_sql(proto: Protocol) -> list[tuple[str, str, str, str, str]]:
-    """(measure, ip, den, excl, num) SQL per measure over the fired columns, as evaluator._measure decides
-    (deceased patients count nowhere)."""
+def _measure_sql(proto: Protocol, part_sql=None) -> list[tuple[str, str, str, str, str]]:
+    """(measure, ip, den, excl, num) SQL per measure, as evaluator._measure decides (deceased patients count
+    nowhere). `part_sql(key)` is the SQL for "condition `key` held": by default its boolean column in the
+    compiled query; engine/population/audit.py passes a test on the stored fired lists."""
     conds = set(batch.lowered_for(proto).conditions)
+    part_sql = part_sql or batch.ident
     out = []
     for m in proto.measures:
         key = f"measure:{m.id}"
-        col = lambda part: batch.ident(f"{key}:{part}") if f"{key}:{part}" in conds else "FALSE"  # noqa: E731
+        col = lambda part: part_sql(f"{key}:{part}") if f"{key}:{part}" in conds else "FALSE"  # noqa: E731
         ip = f"(NOT deceased AND {col('ip')})"
         den = f"({ip} AND {col('den')})"
         met = f"({den} AND {col('num')})"
@@ -110,7 +120,7 @@ def _open_results(con, results: Path) -> None:
             con.execute(stmt)
     cols = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = 'res' "
                                       "AND table_name = 'fired'").fetchall()}
-    if "chunk" not in cols:
+    if not {"chunk", "deceased"} <= cols:
         raise FileNotFoundError(f"{results} was written by an older carepath (results without chunks); "
                                 f"use a new --results file")
 
@@ -143,7 +153,7 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
                 f"count(*) FILTER (WHERE {den}), count(*) FILTER (WHERE {excl}), count(*) FILTER (WHERE {num}) "
                 f"FROM cur GROUP BY practice, mdt, locality" for mid, ip, den, excl, num in _measure_sql(proto)]
     out.mkdir(parents=True, exist_ok=True)
-    parts = {"fired": f"SELECT {meta}, nhs_number, practice, {fired_list} FROM cur",
+    parts = {"fired": f"SELECT {meta}, nhs_number, practice, deceased, {fired_list} FROM cur",
              "registers": f"SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) FROM cur GROUP BY practice",
              "measures": " UNION ALL ".join(measures)}
     files = {}
@@ -186,7 +196,8 @@ def _chunk_job(task: tuple) -> list[dict]:
     job = _JOB
     con = job.get("con")
     if con is None:
-        con = job["con"] = open_population(job["data"], threads=job["threads"], memory_limit=job["memory_limit"])
+        con = job["con"] = open_population(job["data"], threads=job["threads"], memory_limit=job["memory_limit"],
+                                           first=job["first"])
     t0 = time.perf_counter()
     _load_chunk(con, lo, hi)
     load_s = time.perf_counter() - t0
@@ -206,7 +217,7 @@ def _chunk_job(task: tuple) -> list[dict]:
 def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
                             workers: int | None = None, results: Path | None = None, run: str | None = None,
                             chunk_size: int = DEFAULT_CHUNK, memory_limit: str | None = None,
-                            log=print, progress=None) -> dict:
+                            log=print, progress=None, first: int | None = None) -> dict:
     """Evaluate each protocol over the population at `data` chunk by chunk in `workers` processes (one
     DuckDB thread each: chunks are independent, so processes scale better than threads over one query);
     store results; return a summary. `progress(done, total)` is called after each (protocol, chunk)."""
@@ -217,7 +228,7 @@ def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.dat
     data = Path(data)
     results = Path(results) if results else (data if data.is_dir() else data.parent) / "results.duckdb"
     workers = max(1, workers or os.cpu_count() or 1)
-    pop = open_population(data, threads=1)
+    pop = open_population(data, threads=1, first=first)
     lo_pid, hi_pid, n_patients = pop.execute("SELECT coalesce(min(pid), 0), coalesce(max(pid), -1), count(*) "
                                              "FROM patients").fetchone()
     pop.close()
@@ -246,7 +257,7 @@ def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.dat
     parts_root = results.parent / f".{results.name}.parts"
     shutil.rmtree(parts_root, ignore_errors=True)  # rows of an interrupted attempt (never committed)
     _JOB.clear()
-    _JOB.update(data=data, threads=1, memory_limit=memory_limit, protocols={p.key: p for p in todo}, run=run,
+    _JOB.update(data=data, first=first, threads=1, memory_limit=memory_limit, protocols={p.key: p for p in todo}, run=run,
                 as_of=as_of, period_start=period_start, parts=parts_root / uuid.uuid4().hex)
     pool = get_context("fork").Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
     errors: dict[str, str] = {}

@@ -120,6 +120,22 @@ def test_population_run_matches_per_patient_measures(tmp_path):
     again = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, log=lambda m: None)
     assert again["protocols"][0]["skipped"] and again["protocols"][0]["measures"] == want
 
+    # the audit over the stored per-patient rows counts the same, practice by practice
+    import duckdb
+
+    from engine.population.audit import measure_by_practice
+
+    con = duckdb.connect(summary["results"], read_only=True)
+    for mid, w in want.items():
+        rows = measure_by_practice(con, summary["run"], protos[0], mid)
+        assert {k: sum(r[k] for r in rows) for k in w} == w
+        stored = con.execute("SELECT practice, sum(numerator) FROM measures WHERE measure = ? AND version = ? "
+                             "GROUP BY practice", [mid, protos[0].version]).fetchall()
+        assert {p: int(n) for p, n in stored} == {r["practice"]: r["numerator"] for r in rows}
+    with pytest.raises(KeyError, match="no measure"):
+        measure_by_practice(con, summary["run"], protos[0], "DM999")
+    con.close()
+
 
 @pytest.mark.parametrize("n", [0, 1])
 def test_tiny_populations(tmp_path, n):
