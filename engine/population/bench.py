@@ -65,6 +65,21 @@ def peak_rss_mib() -> float:
     return round(max(own, children) / 1024, 1)
 
 
+def finish(out: dict, name: str, write: bool = True) -> dict:
+    """Add peak RSS, machine information and the finishing time to a benchmark's result; with
+    `write`, save it as benchmarks/results/<name>-<timestamp>.json (its path in out["written"])."""
+    out["peak_rss_mib"] = peak_rss_mib()
+    out["machine"] = machine()
+    now = dt.datetime.now(dt.timezone.utc)
+    out["finished"] = now.isoformat(timespec="seconds")
+    if write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{name}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        out["written"] = str(path.relative_to(ROOT))
+    return out
+
+
 def run(patients: int, seed: int = 1, as_of: dt.date = dt.date(2026, 4, 30), workers: int | None = None,
         protocol_id: str = "t2dm-annual-care", durable_sample: int = 2000, reference: bool = True,
         data_dir: Path | None = None, write: bool = True, log=lambda m: None) -> dict:
@@ -166,12 +181,4 @@ def run(patients: int, seed: int = 1, as_of: dt.date = dt.date(2026, 4, 30), wor
                                  "rule_engine_errors": errors}
         log(f"durable-rules on {k} patients: {ds:.2f} s, {out['durable_sample']['mismatches']} mismatches")
     con.close()
-    out["peak_rss_mib"] = peak_rss_mib()
-    out["machine"] = machine()
-    out["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    if write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"batch-{patients}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        out["written"] = str(path.relative_to(ROOT))
-    return out
+    return finish(out, f"batch-{patients}", write)

@@ -21,7 +21,6 @@ Results go to benchmarks/results/worklist-<patients>-<timestamp>.json with machi
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import secrets
 import socket
@@ -32,7 +31,7 @@ import time
 
 from sqlalchemy import text
 
-from engine.population.bench import RESULTS, ROOT, machine, peak_rss_mib
+from engine.population.bench import ROOT, finish
 from engine.population.registry_load import AS_OF, build_registry, registry_counts
 
 TARGET_P95_MS = 100.0
@@ -234,12 +233,4 @@ def run(patients: int = 50000, seed: int = 1, as_of: dt.date = AS_OF, mdt: str |
         f"p50 {out['worklist']['p50_ms']} ms, p95 {out['worklist']['p95_ms']} ms (target {TARGET_P95_MS:.0f}); "
         f"in-process query p95 {out['reference_in_process_query']['p95_ms']} ms, /health p95 {out['reference_health']['p95_ms']} ms")
     out["load_average_1min"] = round(os.getloadavg()[0], 2)
-    out["peak_rss_mib"] = peak_rss_mib()
-    out["machine"] = machine()
-    out["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    if write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"worklist-{patients}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        out["written"] = str(path.relative_to(ROOT))
-    return out
+    return finish(out, f"worklist-{patients}", write)
