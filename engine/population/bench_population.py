@@ -20,7 +20,6 @@ the run stored; reference: the same counts in plain Python over the same rows fe
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import resource
 import tempfile
@@ -28,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from engine.population.bench import DATA, RESULTS, ROOT, machine
+from engine.population.bench import DATA, ROOT, finish
 
 AS_OF = dt.date(2026, 11, 20)  # every protocol in protocols/ is in force
 
@@ -236,12 +235,5 @@ def run(patients: int = 750_000, seed: int = 1, as_of: dt.date = AS_OF, workers:
     for s in out["scaling"]:  # growth against the smallest run: linear means ratio ~ patients ratio
         s["time_ratio_to_smallest"] = round(s["seconds"] / base["seconds"], 2)
         s["patients_ratio_to_smallest"] = round(s["patients"] / base["patients"], 2)
-    out["machine"] = machine()
     out["load_average_1min"] = round(os.getloadavg()[0], 2)
-    out["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    if write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"population-{patients}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        out["written"] = str(path.relative_to(ROOT))
-    return out
+    return finish(out, f"population-{patients}", write)
