@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test clean
+.PHONY: install run test bench clean
 
 $(BIN)/carepath: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -23,6 +23,12 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, a module on one (the browser tests no longer need it: each has its own service and registry; the other modules are not yet checked split)
+
+# Every benchmark of issue 8 (not part of the test run; ~1 h at 750,000 patients on 2 cores; results in
+# benchmarks/results/). PATIENTS=100000 for a quicker look.
+PATIENTS ?= 750000
+bench: install
+	$(BIN)/carepath bench all --patients $(PATIENTS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -493,6 +493,73 @@ def bench_population(patients: int = typer.Option(750000, "--patients"), seed: i
                f"{out['p1']['seconds']} s, peak RSS {out['p1']['peak_rss_mib']} MiB; P4 {out['p4']['seconds_best']} s")
 
 
+@bench_app.command("worklist")
+def bench_worklist(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                   as_of: str = typer.Option("2026-11-20", "--as-of"), mdt: Optional[str] = typer.Option(None, "--mdt"),
+                   requests: int = typer.Option(300, "--requests"),
+                   database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default: a cached SQLite file)"),
+                   as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """P3: first page of an MDT's worklist by role through real HTTP, on a bulk-loaded registry."""
+    from engine.population.bench_worklist import run as run_bench
+
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), mdt, requests, database_url,
+                    log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"P3 MDT {out['mdt']} ({out['mdt_patients']} patients): p95 {out['worklist']['p95_ms']} ms")
+
+
+@bench_app.command("incremental")
+def bench_incremental(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                      as_of: str = typer.Option("2026-11-20", "--as-of"), rate: float = typer.Option(100.0, "--rate"),
+                      seconds: float = typer.Option(30, "--seconds"),
+                      database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default: a cached SQLite file)"),
+                      as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """P2: one new record through the API at a fixed rate (open loop), latency percentiles."""
+    from engine.population.bench_incremental import run as run_bench
+
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), rate, seconds, database_url,
+                    log=lambda m: err.print(m, highlight=False))
+    ol = out.get("open_loop") or {}
+    _bench_out(out, as_json, f"P2 at {rate}/s: p50 {ol.get('p50_ms')} p95 {ol.get('p95_ms')} p99 {ol.get('p99_ms')} ms")
+
+
+@bench_app.command("durable")
+def bench_durable(evaluations: int = typer.Option(1000000, "--evaluations"),
+                  patients: int = typer.Option(750000, "--patients", help="Population whose summary facts are used"),
+                  seed: int = typer.Option(1, "--seed"), as_of: str = typer.Option("2026-11-20", "--as-of"),
+                  workers: int = typer.Option(2, "--workers"),
+                  as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """durable-rules in worker processes over many evaluations: memory per worker sampled, results checked."""
+    from engine.population.bench_durable import run as run_bench
+
+    out = run_bench(evaluations, patients, seed, _date(as_of, "--as-of"), workers,
+                    log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"{out['evaluations_done']} evaluations, {out['evaluations_per_second']}/s, "
+               f"memory {out['verdict']}")
+
+
+@bench_app.command("all")
+def bench_all(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
+              as_of: str = typer.Option("2026-11-20", "--as-of"),
+              workers: Optional[int] = typer.Option(None, "--workers"),
+              evaluations: int = typer.Option(1000000, "--evaluations", help="durable-rules evaluations (memory)"),
+              incremental_seconds: float = typer.Option(30, "--incremental-seconds"),
+              skip: list[str] = typer.Option([], "--skip", help="population, worklist, incremental, durable, batch"),
+              as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """Every benchmark of issue 8 one after the other; one summary file with targets and measured figures."""
+    from engine.population.bench_all import run as run_all
+
+    out = run_all(patients, seed, _date(as_of, "--as-of"), workers, evaluations, incremental_seconds,
+                  skip=tuple(skip), log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        print(json.dumps(out))
+        return
+    for row in out["summary"]:
+        mark = {True: "met", False: "MISSED", None: "not measured"}[row["met"]]
+        console.print(f"  {row['figure']}: {row['measured']} (target {row['target']}) {mark}"
+                      + (f" — {row['note']}" if row.get("note") else ""), highlight=False)
+    console.print(f"written to {out.get('written')}", highlight=False)
+
+
 # ---- authoring: test, impact, docs, draft, publish (engine/cli_authoring.py) ------------------------------------
 from engine.cli_authoring import register as _register_authoring  # noqa: E402
 
