@@ -201,3 +201,40 @@ evaluate_population_run(Path({str(tmp_path / 'pop')!r}), protos, dt.date.fromiso
     assert len(table(tmp_path / "killed.duckdb", "fired")) == 120 * len(protos)
     assert [r[:4] for r in table(tmp_path / "killed.duckdb", "run_chunks")] == \
         [r[:4] for r in table(tmp_path / "whole.duckdb", "run_chunks")]
+
+
+def test_evaluate_population_command(tmp_path):
+    """The CLI runs a population in chunks and prints the run's summary as JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    write_population(tmp_path / "pop", 60, seed=5, as_of=AS_OF, workers=1)
+    res = CliRunner().invoke(app, ["evaluate-population", "--data", str(tmp_path / "pop"), "--as-of", AS_OF.isoformat(),
+                                   "--chunk", "25", "--workers", "2", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout[res.stdout.index("{"):])
+    assert out["patients"] == 60 and out["chunks"] == 3
+    assert {p["protocol"] for p in out["protocols"]} >= {"t2dm-annual-care@1.0.0"}
+    assert all("error" not in p for p in out["protocols"])
+    missing = CliRunner().invoke(app, ["evaluate-population", "--data", str(tmp_path / "none"), "--as-of", "2026-04-30"])
+    assert missing.exit_code == 2 and "no population here" in missing.output
+
+
+def test_bench_summary_marks_targets():
+    from engine.population.bench_all import summary
+
+    rows = {r["figure"]: r for r in summary({
+        "population": {"p1": {"seconds": 200.0, "peak_rss_mib": 3000.0, "patients": 750000, "protocols": 10},
+                       "p4": {"seconds_worst": 0.4}},
+        "worklist": {"worklist": {"p95_ms": 30.0}, "mdt": "east-1", "mdt_patients": 50000},
+        "incremental": {"open_loop": {"p99_ms": 900.0}, "target": {"met_here": False}},
+    })}
+    assert rows["P1 all protocols, seconds"]["met"] is False
+    assert rows["P1 peak RSS of the process tree, MiB"]["met"] is True
+    assert rows["P2 incremental p99 ms at the target rate"]["met"] is False
+    assert rows["P3 worklist first page p95 ms"]["met"] is True
+    assert rows["P4 one measure by practice, seconds"]["met"] is True
+    assert rows["durable-rules memory over evaluations"]["met"] is None  # not measured is not "met"
