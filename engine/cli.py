@@ -560,6 +560,19 @@ def bench_all(patients: int = typer.Option(750000, "--patients"), seed: int = ty
     console.print(f"written to {out.get('written')}", highlight=False)
 
 
+@bench_app.command("summary")
+def bench_summary(files: list[Path] = typer.Argument(..., help="Result files of the separate benchmarks")):
+    """The targets-vs-measured summary file from benchmark results written earlier."""
+    from engine.population.bench_all import combine
+
+    out = combine(files)
+    for row in out["summary"]:
+        mark = {True: "met", False: "MISSED", None: "not measured"}[row["met"]]
+        console.print(f"  {row['figure']}: {row['measured']} (target {row['target']}) {mark}"
+                      + (f" — {row['note']}" if row.get("note") else ""), highlight=False)
+    console.print(f"written to {out.get('written')}", highlight=False)
+
+
 # ---- authoring: test, impact, docs, draft, publish (engine/cli_authoring.py) ------------------------------------
 from engine.cli_authoring import register as _register_authoring  # noqa: E402
 

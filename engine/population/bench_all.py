@@ -58,6 +58,23 @@ def summary(res: dict) -> list[dict]:
     return rows
 
 
+def combine(files: list, write: bool = True) -> dict:
+    """The summary file from benchmark result files written earlier (each benchmark's own JSON), for
+    when they were run one by one."""
+    import json
+    from pathlib import Path
+
+    results, sources = {}, {}
+    for f in files:
+        data = json.loads(Path(f).read_text())
+        name = data.get("benchmark")
+        if name in ("population", "worklist", "incremental", "durable", "batch"):
+            results[name], sources[name] = data, str(f)
+    out = {"benchmark": "all", "patients": (results.get("population") or {}).get("patients"), "combined_from": sources,
+           "summary": summary(results), "results": results}
+    return finish(out, f"all-{out['patients']}", write)
+
+
 def run(patients: int = 750_000, seed: int = 1, as_of: dt.date = AS_OF, workers: int | None = None,
         evaluations: int = 1_000_000, incremental_seconds: float = 30, worklist_patients: int | None = None,
         skip: tuple[str, ...] = (), write: bool = True, log=lambda m: None) -> dict:
