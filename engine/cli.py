@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -144,8 +145,11 @@ def render_evaluation(ev) -> None:
 @app.command()
 def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference date (default today)"),
          out: Path = typer.Option(Path("var"), "--out", help="Where to write the demo bundles and registry"),
-         protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols")):
-    """Seed a demo registry (SQLite under var/) from demo patients and show their care plans and worklist."""
+         protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols"),
+         population: int = typer.Option(500, "--population", min=0,
+                                        help="Generated people added to the registry beside the demo patients (0: none)")):
+    """Seed a demo registry (SQLite under var/) from demo patients and a generated population, and show the
+    demo patients' care plans and worklist."""
     from engine.demo import demo_records
     from engine.evaluate.evaluator import evaluate as run
     from engine.records.fhir_import import export_patient_bundle
@@ -158,7 +162,7 @@ def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference da
     bundle_dir.mkdir(exist_ok=True)
     for rec in records:
         (bundle_dir / f"{rec.patient.nhs_number}.json").write_text(json.dumps(export_patient_bundle(rec), indent=1))
-    seeded = _seed_registry(records, out, ref)
+    seeded = _seed_registry(records, out, ref, population, lib)
     in_force, agreements = lib.in_force(ref), lib.agreements_in_force(ref)
     evaluations = [run(r, in_force, agreements, as_of=ref) for r in records]
     render_evaluation(evaluations[0])
@@ -173,8 +177,9 @@ def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference da
                   + (f"\nRegistry: {seeded}" if seeded else ""), highlight=False)
 
 
-def _seed_registry(records, out: Path, records_as_of: dt.date) -> str | None:
-    """Ingest the demo records into the SQLite registry (idempotent: re-running adds nothing)."""
+def _seed_registry(records, out: Path, records_as_of: dt.date, population: int = 0, library=None) -> str | None:
+    """Ingest the demo records (and `population` generated people, evaluated) into the SQLite registry
+    (idempotent: re-running adds nothing)."""
     try:
         from engine.registry.db import make_engine, upgrade
         from engine.registry.ingest import ingest_records
@@ -190,6 +195,7 @@ def _seed_registry(records, out: Path, records_as_of: dt.date) -> str | None:
     now = dt.datetime.combine(records_as_of, dt.time(9, 0))
     diffs = reevaluate_many(engine, {r.patient.nhs_number for r in records}, lib, as_of=records_as_of, now=now)
     opened = sum(len(d.tasks_opened) for d in diffs)
+    generated = _seed_population(engine, population, records_as_of, library or lib) if population else ""
     from sqlmodel import Session
 
     from api.users import DEMO_PASSWORD_SUFFIX, ensure_demo_users
@@ -203,7 +209,35 @@ def _seed_registry(records, out: Path, records_as_of: dt.date) -> str | None:
         for day in reporting_dates(records_as_of):
             take_snapshot(s, lib, day, "carepath demo", now)
         s.commit()
-    return f"{url} ({summary}; {opened} new task(s) on the worklists{users})"
+    return f"{url} ({summary}; {opened} new task(s) on the worklists{generated}{users})"
+
+
+def _seed_population(engine, n: int, as_of: dt.date, library) -> str:
+    """Add n generated people (engine/population/generate.py, seed 1, from person 100 on: the first
+    generated NHS numbers are the demo patients') to the registry and store every MDT's outputs, so
+    worklists, case conferences and audits show a population; skipped if loaded."""
+    from sqlmodel import Session, select
+
+    from engine.population.registry_load import bulk_load, populate_outputs
+    from engine.registry.tables import IngestBatch, PatientRow
+
+    key = f"demo-population-{n}-s1-{as_of.isoformat()}"
+    with Session(engine) as s:
+        done = s.exec(select(IngestBatch).where(IngestBatch.content_hash == key)).first()
+    if done is not None and done.patients == n:
+        return f"; generated population of {n} already loaded"
+    if done is not None:
+        raise typer.BadParameter(f"an earlier generated population load into {engine.url} did not finish: "
+                                 "remove the demo registry (var/carepath.db) and run carepath demo again",
+                                 param_hint="--population")
+    with console.status(f"Generating {n} people and evaluating them with every protocol in force ..."):
+        bulk_load(engine, n, seed=1, as_of=as_of, start=100, workers=os.cpu_count() or 1, content_hash=key,
+                  source=f"synthetic population ({key})")
+        with Session(engine) as s:
+            mdts = sorted(m for m in s.exec(select(PatientRow.mdt).distinct()) if m)
+        tasks = sum(populate_outputs(engine, m, library=library, as_of=as_of, workers=os.cpu_count() or 1)["tasks_opened"]
+                    for m in mdts)
+    return f"; generated population of {n} people in {len(mdts)} MDTs with {tasks} task(s)"
 
 
 @app.command()
