@@ -238,3 +238,29 @@ def test_bench_summary_marks_targets():
     assert rows["P3 worklist first page p95 ms"]["met"] is True
     assert rows["P4 one measure by practice, seconds"]["met"] is True
     assert rows["durable-rules memory over evaluations"]["met"] is None  # not measured is not "met"
+
+
+def test_demo_seeds_a_generated_population(tmp_path, monkeypatch):
+    """`carepath demo --population N` adds N generated people, evaluated, once."""
+    from sqlalchemy import text
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from engine.registry.db import make_engine
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    args = ["demo", "--out", str(tmp_path), "--population", "25", "--as-of", "2026-11-20"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    engine = make_engine(f"sqlite:///{tmp_path / 'carepath.db'}")
+    with engine.connect() as c:
+        patients = c.execute(text("SELECT count(*) FROM patient")).scalar_one()
+        evaluated = c.execute(text("SELECT count(DISTINCT patient_id) FROM patient_evaluation")).scalar_one()
+        generated_tasks = c.execute(text("SELECT count(*) FROM task JOIN patient p ON p.id = task.patient_id "
+                                         "WHERE p.practice NOT LIKE 'A8100%'")).scalar_one()
+    assert patients == 6 + 25 and evaluated == 31 and generated_tasks > 0
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "already loaded" in again.output
+    with engine.connect() as c:
+        assert c.execute(text("SELECT count(*) FROM patient")).scalar_one() == 31
+    engine.dispose()
