@@ -24,12 +24,11 @@ Results go to benchmarks/results/durable-<evaluations>-<timestamp>.json with mac
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
 from pathlib import Path
 
-from engine.population.bench import DATA, RESULTS, ROOT, machine, peak_rss_mib
+from engine.population.bench import DATA, ROOT, finish, peak_rss_mib
 
 FLAT_MIB = 20.0
 
@@ -172,14 +171,7 @@ def run(evaluations: int = 1_000_000, patients: int = 750_000, seed: int = 1, as
     out["max_growth_mib"] = worst
     out["verdict"] = "flat" if worst is not None and worst < FLAT_MIB else "growing"
     out["parent_peak_rss_mib"] = peak_rss_mib()
-    out["machine"] = machine()
-    out["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     log(f"{res.evaluations} evaluations in {seconds:.1f} s ({out['evaluations_per_second']}/s); memory {out['verdict']} "
         f"(max growth {worst} MiB); mismatches {res.reference_mismatches} / {res.expected_mismatches}; "
         f"failures {len(res.failures)}")
-    if write:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"durable-{evaluations}-{dt.datetime.now(dt.timezone.utc).strftime('%Y%m%dT%H%M%SZ')}.json"
-        path.write_text(json.dumps(out, indent=2) + "\n")
-        out["written"] = str(path.relative_to(ROOT))
-    return out
+    return finish(out, f"durable-{evaluations}", write)
