@@ -145,6 +145,10 @@ def bulk_load(engine: Engine, patients: int, *, seed: int = 1, as_of: dt.date = 
                 if k % COMMIT_EVERY == 0 or k == len(blocks):
                     raw.commit()
                     log(f"registry: {done}/{patients} patients, {n_facts} facts, {time.perf_counter() - t0:.0f} s")
+        except BaseException:
+            if pool:  # close() + join() would first let the workers generate every remaining block
+                pool.terminate()
+            raise
         finally:
             if pool:
                 pool.close()
