@@ -440,7 +440,7 @@ def evaluate_population(data: Path = typer.Option(Path("var/population"), "--dat
                         protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols"),
                         results: Optional[Path] = typer.Option(None, "--results", help="DuckDB results file (default <data>/results.duckdb)"),
                         run: Optional[str] = typer.Option(None, "--run", help="Run id (same id resumes that run)"),
-                        chunk: int = typer.Option(50000, "--chunk", min=1, help="Patients evaluated together (memory follows this)"),
+                        chunk: int = typer.Option(62500, "--chunk", min=1, help="Patients evaluated together per worker (memory follows this)"),
                         memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="DuckDB memory limit, e.g. 3GB"),
                         format: str = typer.Option("text", "--format", help="text or json")):
     """Evaluate every protocol in force over a whole population with the batch engine (DuckDB)."""
@@ -513,7 +513,7 @@ def _bench_out(out: dict, as_json: bool, line: str) -> None:
 def bench_population(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
                      as_of: str = typer.Option("2026-11-20", "--as-of"),
                      workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: CPUs)"),
-                     chunk: int = typer.Option(50000, "--chunk"),
+                     chunk: int = typer.Option(62500, "--chunk"),
                      scaling: str = typer.Option("10000,100000", "--scaling", help="Smaller runs for the growth figures"),
                      reference_sample: int = typer.Option(1000, "--reference-sample"),
                      as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):

@@ -50,7 +50,8 @@ def summary(res: dict) -> list[dict]:
         f"{_get(inc, 'patients')} patients; sustained max {_get(inc, 'max_sustained_per_second')}/s")
     p95 = _get(wl, "worklist", "p95_ms")
     add("P3 worklist first page p95 ms", 100, p95, p95 is not None and p95 <= 100,
-        f"MDT {_get(wl, 'mdt')}: {_get(wl, 'mdt_patients_evaluated')} of its {_get(wl, 'mdt_patients')} patients evaluated")
+        f"registry {_get(wl, 'patients')} patients; MDT {_get(wl, 'mdt')} with {_get(wl, 'mdt_patients')} patients"
+        + (f", {_get(wl, 'mdt_patients_evaluated')} evaluated" if _get(wl, "mdt_patients_evaluated") is not None else ""))
     p4 = _get(pop, "p4", "seconds_worst")
     add("P4 one measure by practice, seconds", 2.0, p4, p4 is not None and p4 <= 2.0)
     v = _get(dur, "verdict")

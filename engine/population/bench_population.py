@@ -197,7 +197,7 @@ def p4(results: str, run: str, proto, measure: str, log) -> dict:
 
 
 def run(patients: int = 750_000, seed: int = 1, as_of: dt.date = AS_OF, workers: int | None = None,
-        chunk: int = 50_000, scaling: tuple[int, ...] = (10_000, 100_000), reference_sample: int = 1000,
+        chunk: int = 62_500, scaling: tuple[int, ...] = (10_000, 100_000), reference_sample: int = 1000,
         measure: tuple[str, str] = ("t2dm-annual-care", "DM020"), write: bool = True, log=lambda m: None) -> dict:
     import shutil
 

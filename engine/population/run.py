@@ -38,7 +38,7 @@ from engine.evaluate.derive import Context
 from engine.population.columnar import TABLES, has_population, load_parquet
 from engine.protocols.model import Protocol
 
-DEFAULT_CHUNK = 50_000
+DEFAULT_CHUNK = 62_500  # 750,000 people = 12 chunks = 6 per worker on 2 cores; ~1.7 GiB per worker (docs/population.md)
 CHUNK_PREFIX = "chunk_"  # the in-memory copy of one chunk's four tables
 
 
