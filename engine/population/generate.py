@@ -279,7 +279,8 @@ class _Person:
         self.deceased = None
         p_death = 0.0005 if age < 50 else 0.004 if age < 70 else 0.02 if age < 80 else 0.06 if age < 90 else 0.15
         if self.chance(p_death * (1 + 0.3 * len(conditions))):
-            self.deceased = dt.date.fromordinal(rng.randint(self.as_of.toordinal() - 700, self.as_of.toordinal()))
+            earliest = max(self.as_of.toordinal() - 700, self.birth.toordinal())  # a baby dies after its birth
+            self.deceased = dt.date.fromordinal(rng.randint(earliest, self.as_of.toordinal()))
         self.last_day = self.deceased.toordinal() if self.deceased else self.as_of.toordinal()
 
         # everyone: consultations, BP / BMI / smoking at some of them

@@ -264,3 +264,13 @@ def test_demo_seeds_a_generated_population(tmp_path, monkeypatch):
     with engine.connect() as c:
         assert c.execute(text("SELECT count(*) FROM patient")).scalar_one() == 31
     engine.dispose()
+
+
+def test_nobody_dies_before_birth():
+    """Person 264,429 of seed 1 (born 2026-08-09) was once given a death date before their birth, which
+    the Parquet path wrote and the record model refused (found by the 450,000-person registry load)."""
+    rec = next(generate(1, seed=1, as_of=dt.date(2026, 11, 20), start=264429))
+    assert rec.patient.birth_date == dt.date(2026, 8, 9)
+    assert rec.patient.death_date is None or rec.patient.death_date >= rec.patient.birth_date
+    for rec in generate(3000, seed=2, as_of=dt.date(2026, 11, 20)):
+        assert rec.patient.death_date is None or rec.patient.death_date >= rec.patient.birth_date
