@@ -160,21 +160,16 @@ def impact(old, new, records: Iterable[PatientRecord], agreements: list, as_of: 
             example(rec, "leaves the register", a.register_why)
         old_tasks = {t.key: t for t in (b.tasks if b else [])}
         new_tasks = {t.key: t for t in a.tasks}
-        for k in new_tasks.keys() - old_tasks.keys():
-            t = new_tasks[k]
-            rep.tasks_added[t.title] += 1
-            rep.by_role[t.assigned.role][0] += 1
-            rep.by_provider[t.assigned.provider or "(protocol role only)"][0] += 1
-            rep.by_practice[practice][2] += 1
-            example(rec, f"task added: {t.title}", t.provenance.why)
-        for k in old_tasks.keys() - new_tasks.keys():
-            t = old_tasks[k]
-            rep.tasks_removed[t.title] += 1
-            rep.by_role[t.assigned.role][1] += 1
-            rep.by_provider[t.assigned.provider or "(protocol role only)"][1] += 1
-            rep.by_practice[practice][3] += 1
-            why = _why_gone(a, k) or t.provenance.why
-            example(rec, f"task removed: {t.title}", why)
+        for side, (tasks, other, counter, label) in enumerate(((new_tasks, old_tasks, rep.tasks_added, "added"),
+                                                               (old_tasks, new_tasks, rep.tasks_removed, "removed"))):
+            for k in tasks.keys() - other.keys():  # side 0: added, 1: removed (the per-role/provider/practice columns)
+                t = tasks[k]
+                counter[t.title] += 1
+                rep.by_role[t.assigned.role][side] += 1
+                rep.by_provider[t.assigned.provider or "(protocol role only)"][side] += 1
+                rep.by_practice[practice][2 + side] += 1
+                why = (_why_gone(a, k) if side else None) or t.provenance.why
+                example(rec, f"task {label}: {t.title}", why)
         for k in new_tasks.keys() & old_tasks.keys():
             t0, t1 = old_tasks[k], new_tasks[k]
             diff = [f"{f} {getattr(t0, f)} -> {getattr(t1, f)}" for f in ("title", "priority") if getattr(t0, f) != getattr(t1, f)]
