@@ -177,6 +177,9 @@ class _Entry:
     model: Any
     key: str | None = None  # "Type/id"
     fact_id: str | None = None
+    id_suffix: str = ""  # "~2", "~3" ... for a second, different resource under one fullUrl / Type/id
+    notes: list[str] = field(default_factory=list)  # data-quality notes kept on the entry's facts
+    raw: dict = field(default_factory=dict, repr=False)  # the entry as sent (to tell identical repeats)
 
 
 def _ref_key(ref: str) -> str | None:
@@ -190,18 +193,17 @@ def _ref_key(ref: str) -> str | None:
 
 
 class _Index:
+    """fullUrl and Type/id -> entry. Repeats were settled by `_settle_repeats` first: the first entry
+    under a fullUrl or Type/id is the one references resolve to."""
+
     def __init__(self, entries: list[_Entry]):
         self.by_url: dict[str, _Entry] = {}
         self.by_key: dict[str, _Entry] = {}
         for e in entries:
             if e.full_url:
-                if e.full_url in self.by_url:
-                    raise BundleError(pointer("entry", e.index, "fullUrl"), f"duplicate fullUrl {e.full_url!r} (also /entry/{self.by_url[e.full_url].index})")
-                self.by_url[e.full_url] = e
+                self.by_url.setdefault(e.full_url, e)
             if e.key:
-                if e.key in self.by_key:
-                    raise BundleError(pointer("entry", e.index, "resource", "id"), f"duplicate resource {e.key} (also /entry/{self.by_key[e.key].index})")
-                self.by_key[e.key] = e
+                self.by_key.setdefault(e.key, e)
 
     def resolve(self, ref: Any) -> _Entry | None:
         r = getattr(ref, "reference", None) if ref is not None else None
@@ -550,6 +552,10 @@ def _medication_codes(e: _Entry, ctx: "_Ctx") -> list[Coding]:
 _SUPPLY_DAYS = {"d": 1, "day": 1, "days": 1, "wk": 7, "week": 7, "weeks": 7}
 
 
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.timezone.utc).replace(tzinfo=None) if t.tzinfo else t
+
+
 def _supply_end(r: Any, start: dt.datetime, warnings: list[str], base: str) -> tuple[dt.datetime | None, tuple | None]:
     """A MedicationRequest with no end date lasts its days' supply: dispenseRequest.expectedSupplyDuration
     x (1 + numberOfRepeatsAllowed), from the start day to the last day covered (eCQM
@@ -586,6 +592,14 @@ def _medication(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
                 start, paths = _when(per.start, w, e.base), {"start": (name,)}
             if end is None and per.end is not None:
                 end, end_path = _when(per.end, w, e.base), (name,)
+                if paths["start"] != (name,) and start is not None and end is not None and _utc(end) < _utc(start):
+                    # authoredOn and the dosing / validity period are separate elements: an order
+                    # recorded after the period it covers. Keep the order (its date is certain) and
+                    # say why its end is not used, rather than refuse the patient's whole bundle.
+                    e.notes.append(f"{name} period ends {end.isoformat()} before the order's start "
+                                   f"{start.isoformat()}; that end is not used")
+                    w.append(f"{e.base}/{name}: {e.notes[-1]}")
+                    end, end_path = None, None
         if end is None and start is not None:  # supply-based end, as eCQM medicationRequestPeriod()
             end, end_path = _supply_end(r, start, w, e.base)
         what = "authoredOn / dosage bounds / validityPeriod"
@@ -776,6 +790,8 @@ def _fact(d: _Draft, ctx: _Ctx, source_system: str) -> Fact:
     if exception_type is not None:
         kind = FactKind.exception
     attrs = dict(d.attrs)
+    if e.notes:
+        attrs["data_quality"] = list(e.notes)
     enc_ref = getattr(e.model, ENCOUNTER_REF.get(e.rtype, "encounter"), None)
     if enc_ref is not None and ctx.ref_fact_id(enc_ref):
         attrs["encounter"] = ctx.ref_fact_id(enc_ref)
@@ -856,19 +872,55 @@ def _parse(data: Any) -> list[_Entry]:
         except ValidationError as exc:
             raise _validation_error(base, exc, f"{rtype} is not valid FHIR R4") from None
         rid = res.get("id")
-        parsed.append(_Entry(i, base, rtype, rid, entry.get("fullUrl"), model, key=f"{rtype}/{rid}" if rid else None))
+        parsed.append(_Entry(i, base, rtype, rid, entry.get("fullUrl"), model, key=f"{rtype}/{rid}" if rid else None, raw=entry))
     return parsed
+
+
+def _settle_repeats(entries: list[_Entry], warnings: list[str]) -> list[_Entry]:
+    """One resource sent twice under one fullUrl (or one Type/id) is a data-quality problem of the
+    sender, not a reason to refuse the patient's whole record (test-deck generators and some feeds do
+    it). An identical repeat is merged into the first; a different one is kept as its own fact, its id
+    suffixed ~2, ~3 ..., with a note on both saying which entries collided. References to the fullUrl
+    resolve to the first entry. Notes travel with the facts (attrs.data_quality) and the warnings."""
+    kept: list[_Entry] = []
+    first: dict[str, _Entry] = {}
+    repeats: dict[str, int] = {}
+    for e in entries:
+        names = [n for n in (e.full_url and f"fullUrl {e.full_url}", e.key and f"resource {e.key}") if n]
+        earlier = next((first[n] for n in names if n in first), None)
+        if earlier is None:
+            for n in names:
+                first[n] = e
+            kept.append(e)
+            continue
+        what = next(n for n in names if first.get(n) is earlier)
+        if e.raw == earlier.raw:
+            note = f"{what} sent twice, identical (/entry/{earlier.index} and /entry/{e.index}): merged into one"
+            earlier.notes.append(note)
+            warnings.append(f"{e.base}: {note}")
+            continue
+        repeats[what] = repeats.get(what, 1) + 1
+        e.id_suffix = f"~{repeats[what]}"
+        note = (f"{what} sent twice with different content (/entry/{earlier.index} and /entry/{e.index}): "
+                f"both kept, the second as fact id suffix {e.id_suffix}; references resolve to /entry/{earlier.index}")
+        earlier.notes.append(note)
+        e.notes.append(note)
+        warnings.append(f"{e.base}: {note}")
+        kept.append(e)
+    return kept
 
 
 def import_bundle(data: dict, *, source_system: str = "fhir") -> ImportResult:
     """Turn a FHIR R4 transaction/collection Bundle into one PatientRecord per Patient."""
-    entries = _parse(data)
-    index = _Index(entries)
     result = ImportResult()
+    entries = _settle_repeats(_parse(data), result.warnings)
+    index = _Index(entries)
     used: set[int] = set()  # entries of supporting resources actually referenced
     ctx = _Ctx(index, result.warnings, used)
     for e in entries:
         e.fact_id = _fact_id(e)
+        if e.fact_id and e.id_suffix:
+            e.fact_id += e.id_suffix
 
     # Patients first: every fact needs one.
     records: dict[int, PatientRecord] = {}

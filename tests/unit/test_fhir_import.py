@@ -413,14 +413,60 @@ def test_good_bundle_is_good():
     (lambda b: b["entry"][0]["resource"].__setitem__("deceasedDateTime", "1900-01-01") or b, "/entry/0/resource/deceasedDateTime", "before"),
     (lambda b: b["entry"][1]["resource"].__setitem__("extension", [ext("exception-type", "refused")]) or b, "/entry/1/resource/extension/0", "refused"),
     (lambda b: b["entry"][2]["resource"].__setitem__("extension", [ext("care-setting", "hospital")]) or b, "/entry/2/resource/extension/0", "hospital"),
-    (lambda b: b["entry"][1]["resource"].__setitem__("id", "o1") or b["entry"][1]["resource"].__setitem__("resourceType", "Observation")
-     or b["entry"][1]["resource"].update(status="final", effectiveDateTime="2020-01-01") or b["entry"][1]["resource"].pop("onsetDateTime") and b,
-     "/entry/3/resource/id", "duplicate resource Observation/o1"),
 ])
 def test_malformed_input_points_at_the_problem(mutate, pointer, words):
     err = _error(mutate(copy.deepcopy(_good())))
     assert err.pointer == pointer, str(err)
     assert words in err.message
+
+
+def test_identical_repeat_of_a_resource_is_merged_with_a_note():
+    b = _good()
+    b["entry"].append(copy.deepcopy(b["entry"][3]))  # the same Observation, same fullUrl, same content
+    result = import_bundle(b)
+    (rec,) = result.records
+    assert [f.id for f in rec.facts].count("Observation/o1") == 1 and result.fact_count == 3
+    (note,) = facts_by_id(result)["Observation/o1"].attrs["data_quality"]
+    assert "identical" in note and "/entry/3" in note and "/entry/4" in note
+    assert any(w.startswith("/entry/4/resource: ") and "merged" in w for w in result.warnings)
+
+
+def test_different_resources_under_one_full_url_are_both_kept_with_a_note():
+    """CMS22's decks send two ServiceRequests with one fullUrl and id but different codes: refusing the
+    bundle lost the patient's whole record; keeping one would drop a declined referral."""
+    b = _good()
+    second = copy.deepcopy(b["entry"][3])
+    second["resource"]["code"] = cc("loinc|2")
+    b["entry"].append(second)
+    result = import_bundle(b)
+    f = facts_by_id(result)
+    assert f["Observation/o1"].codes[0].code == "1" and f["Observation/o1~2"].codes[0].code == "2"
+    assert f["Observation/o1"].attrs["data_quality"] == f["Observation/o1~2"].attrs["data_quality"]
+    assert "different content" in f["Observation/o1~2"].attrs["data_quality"][0]
+    assert import_bundle(b) == result  # the same bundle again gives the same fact ids (idempotent ingest)
+    # The same Type/id under another fullUrl is the same resource sent twice as well.
+    b2 = _good()
+    b2["entry"][1]["resource"].update(resourceType="Observation", id="o1", status="final", effectiveDateTime="2020-01-01")
+    b2["entry"][1]["resource"].pop("onsetDateTime")
+    f2 = facts_by_id(import_bundle(b2))
+    assert {"Observation/o1", "Observation/o1~2"} <= set(f2) and "resource Observation/o1" in f2["Observation/o1"].attrs["data_quality"][0]
+
+
+def test_order_authored_after_its_dosing_period_is_kept_without_that_end():
+    """CMS144: a MedicationRequest authored 2026-07-03 whose dosage boundsPeriod ends 2026-05-19. The
+    order and its date are certain; the contradicting end is not used, and the record says so."""
+    rx = resource("MedicationRequest", "rx1", status="active", intent="order", medicationCodeableConcept="rxnorm|854916",
+                  authoredOn="2026-07-03T11:50:00Z",
+                  dosageInstruction=[{"timing": {"repeat": {"boundsPeriod": {"end": "2026-05-19T14:40:00Z"}}}}])
+    result = import_bundle(bundle(patient(), rx))
+    f = facts_by_id(result)["MedicationRequest/rx1"]
+    assert (f.start, f.end) == (dt.datetime(2026, 7, 3, 11, 50), None)
+    assert "dosageInstruction period ends 2026-05-19T14:40" in f.attrs["data_quality"][0] and "start 2026-07-03T11:50" in f.attrs["data_quality"][0]
+    assert any("/entry/1/resource/dosageInstruction" in w for w in result.warnings)
+    # A period that contradicts itself (one element, start after end) is still refused with a pointer.
+    rx["dosageInstruction"][0]["timing"]["repeat"]["boundsPeriod"]["start"] = "2026-06-01"
+    rx.pop("authoredOn")
+    assert _error(bundle(patient(), rx)).pointer == "/entry/1/resource/dosageInstruction"
 
 
 def test_two_patients_with_one_nhs_number_is_an_error():
