@@ -308,6 +308,10 @@ class CasePatientOut(BaseModel):
     nhs_number: str
     name: str | None
     practice: str | None
+    birth_date: dt.date | None = None
+    age: int | None = Field(None, description="Age in years on the meeting date")
+    sex: str | None = None
+    priority: str = Field("routine", description="The most urgent item bringing the patient to the list: urgent / high / routine (red flags count as high)")
     risk_tier: int | None = Field(description="Highest tier level from any stratification protocol in force (3 = highest)")
     reasons: list[str]
     new_escalation: bool

@@ -10,6 +10,12 @@ from engine.registry.tables import PatientRow
 PRIORITY_ORDER = ("urgent", "high", "routine", "low")
 
 
+def age_on(birth: dt.date | None, day: dt.date) -> int | None:
+    if birth is None:
+        return None
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
 def name_of(p: PatientRow) -> str | None:
     name = " ".join(x for x in (p.given_name, p.family_name) if x)
     return name or None

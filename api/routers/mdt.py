@@ -5,7 +5,10 @@ Who is on one MDT's list (patients whose MDT it is, or with tasks assigned to it
 - overdue urgent or high priority tasks,
 - active red flags,
 - the highest risk tier (level 3) from any stratification protocol in force (`risk_tier()`).
-Ordered by risk tier, new escalations, overdue urgent tasks, then red flags.
+Ordered by urgency (`case_order`): the most urgent open item first (urgent, then high priority
+tasks and red flags, then routine escalations, then highest-risk-tier alone), then the earliest due
+time, then new escalations and risk tier — an urgent foot problem due tomorrow is never listed behind
+routine "new to case management" patients.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from api.app import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
 from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut
 from api.security import CLINICAL_LEAD
-from api.views import flag_out, name_of, task_out
+from api.views import age_on, flag_out, name_of, task_out
 from engine.registry.access import MdtOutcomeRow
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow
 from engine.registry.tables import PatientRow
@@ -38,6 +41,24 @@ def risk_tier(evaluations: dict[str, dict]) -> int | None:
     levels = [r["tier"]["level"] for r in evaluations.values()
               if isinstance((r or {}).get("tier"), dict) and isinstance(r["tier"].get("level"), int)]
     return max(levels) if levels else None
+
+
+PRIORITY_RANK = {"urgent": 0, "high": 1, "routine": 2}
+NOTHING_DUE = dt.datetime.max
+
+
+def case_priority(c: CasePatientOut) -> str:
+    """The most urgent item that brings the patient to the list: a task's priority; a red flag counts
+    as high; a patient listed for their risk tier alone is 'routine'."""
+    prios = [t.priority for t in c.escalations + c.overdue_urgent] + ["high"] * bool(c.red_flags)
+    return min(prios, key=lambda x: PRIORITY_RANK.get(x, 3), default="routine")
+
+
+def case_order(c: CasePatientOut) -> tuple:
+    tasks = c.escalations + c.overdue_urgent
+    only_tier = not tasks and not c.red_flags
+    return (PRIORITY_RANK.get(c.priority, 3), only_tier, min((t.due for t in tasks), default=NOTHING_DUE),
+            not c.new_escalation, -(c.risk_tier or 0), -len(tasks), -len(c.red_flags), c.nhs_number)
 
 
 def _check_mdt(request: Request, state: AppState, who: Principal, mdt: str) -> None:
@@ -114,15 +135,16 @@ def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None =
             reasons.append(f"overdue {t.priority} task: {t.title} (due {t.due:%Y-%m-%d %H:%M})")
         for f in b["red"]:
             reasons.append(f"red flag: {f.text}")
-        out.append(CasePatientOut(nhs_number=p.nhs_number, name=name_of(p), practice=p.practice, risk_tier=tier, reasons=reasons,
+        out.append(CasePatientOut(nhs_number=p.nhs_number, name=name_of(p), practice=p.practice, birth_date=p.birth_date,
+                                  age=age_on(p.birth_date, meeting), sex=p.sex, risk_tier=tier, reasons=reasons,
                                   new_escalation=new_esc, escalations=[task_out(t, p, now) for t in b["esc"]],
                                   overdue_urgent=[task_out(t, p, now) for t in sorted(b["late"], key=lambda t: t.due)],
                                   red_flags=[flag_out(f, p) for f in b["red"]],
                                   outcome=outcome_out(today, p.nhs_number) if today else None,
                                   last_outcome=outcome_out(last, p.nhs_number) if last else None))
-    out.sort(key=lambda c: (-(c.risk_tier or 0), not c.new_escalation, -len(c.escalations),
-                            -sum(t.priority == "urgent" for t in c.overdue_urgent), -len(c.overdue_urgent), -len(c.red_flags),
-                            c.nhs_number))
+    for c in out:
+        c.priority = case_priority(c)
+    out.sort(key=case_order)
     log_access(state, request, who, "read", "mdt-list", patients=[c.nhs_number for c in out], detail={"mdt": mdt})
     return CaseConferenceOut(mdt=mdt, meeting_date=meeting, generated_at=now, patients=out)
 

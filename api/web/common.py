@@ -97,6 +97,12 @@ def fmt_pct(x: float | None, digits: int = 1) -> str:
     return "–" if x is None else f"{x * 100:.{digits}f}%"
 
 
+def fmt_nhs(n: str | None) -> str:
+    """NHS numbers are read and spoken 3-3-4 ('943 476 5919'), as on every NHS letter and banner."""
+    n = (n or "").replace(" ", "")
+    return f"{n[:3]} {n[3:6]} {n[6:]}" if len(n) == 10 and n.isdigit() else n
+
+
 def humanise(s: str | None) -> str:
     return (s or "").replace("-", " ").replace("_", " ")
 
@@ -105,7 +111,7 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters.update(day=fmt_day, long_day=fmt_long_day, when=fmt_when, span=fmt_span, pct=fmt_pct,
-                       humanise=humanise, local=local)
+                       humanise=humanise, local=local, nhs=fmt_nhs)
     env.globals.update(PREFIX=PREFIX, CSRF_FIELD=CSRF_FIELD, urlencode=urlencode, PERMISSIONS=PERMISSIONS)
     return env
 

@@ -17,7 +17,7 @@ def test_care_plan_for_a_clinician_in_scope(pages, server):
     page.get_by_label("NHS number").fill("943 476 5919")
     page.get_by_role("button", name="Open care plan").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Care plan: Amina Begum")
-    expect(page.locator(".patient-banner")).to_contain_text("NHS number 9434765919")
+    expect(page.locator(".patient-banner")).to_contain_text("NHS number 943 476 5919")  # read 3-3-4, as on NHS letters
     plan = page.get_by_role("table", name="Care processes")
     expect(plan.locator("tbody tr")).to_have_count(9)
     hba1c = plan.locator("tr[data-activity=hba1c]")

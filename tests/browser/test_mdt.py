@@ -18,6 +18,11 @@ def test_case_conference_for_its_mdt(pages, server):
     expect(cases).to_have_count(1)
     frank = page.locator(f"#p-{FRANK}")
     expect(frank.get_by_role("heading", level=2)).to_contain_text("Frank Osei")
+    # recognisable at a glance: age, sex, NHS number 3-3-4; the contents say how urgent and why
+    expect(frank.get_by_role("heading", level=2)).to_contain_text(re.compile(r"\d+ y · male · born .* · NHS \d{3} \d{3} \d{4}"))
+    toc = page.get_by_role("navigation", name="Patients to discuss")
+    expect(toc.locator("li").first).to_contain_text("urgent")
+    expect(toc.locator("li").first).to_contain_text("new escalation: Active foot problem")
     expect(frank.locator(".tag-new").first).to_have_text("new escalation")
     expect(frank.locator(".reasons")).to_contain_text("new escalation: Active foot problem - discuss at MDT")
     expect(frank.locator(".reasons")).to_contain_text("red flag")
