@@ -90,7 +90,24 @@ def _day(d: dt.date | None) -> str:
 PLAIN_STATUS = {"met": "done", "due": "due", "overdue": "overdue", "excepted": "not-needed"}
 
 
-def plain_plan(p: PatientRow, plan: CarePlanOut) -> PlainCarePlanOut:
+GP_PROVIDERS = {None, "", "gp-practice", "gp-practices"}
+LONG_OVERDUE = dt.timedelta(days=365)
+
+
+def _who_invites(item) -> str:
+    """Who books it: the GP practice, or the named service (eye screening books its own appointments)."""
+    a = item.assigned
+    if a.provider in GP_PROVIDERS:
+        return "your GP practice"
+    return f"the {(a.team or a.provider).replace('-', ' ')} service"
+
+
+def _sentence(text: str) -> str:
+    return text.strip().rstrip(".:;")
+
+
+def plain_plan(p: PatientRow, plan: CarePlanOut, today: dt.date | None = None) -> PlainCarePlanOut:
+    today = today or dt.date.today()
     sections = []
     for pr in plan.protocols:
         if not pr.on_register:
@@ -98,19 +115,28 @@ def plain_plan(p: PatientRow, plan: CarePlanOut) -> PlainCarePlanOut:
         items = []
         for item in pr.care_plan:
             what = item.patient_text or item.title
+            who = _who_invites(item)
             if item.status == "met":
                 text = f"Done on {_day(item.last_done)}. Next one due by {_day(item.next_due)}."
             elif item.status == "due":
-                text = f"Due by {_day(item.next_due)}. Your GP practice or the service named will invite you."
+                text = f"Due by {_day(item.next_due)}. {who[0].upper() + who[1:]} will invite you."
             elif item.status == "overdue":
-                text = "Overdue" + (f" since {_day(item.next_due)}" if item.next_due else "") + \
-                       ". Please contact your GP practice to book it."
+                if item.last_done is None:
+                    text = "Not done yet."  # never recorded: a date from years ago would only confuse
+                elif item.next_due and today - item.next_due > LONG_OVERDUE:
+                    text = f"Overdue: last done on {_day(item.last_done)}."
+                else:
+                    text = "Overdue" + (f" since {_day(item.next_due)}" if item.next_due else "") + "."
+                text += f" Please contact {who} to arrange it." if who == "your GP practice" else \
+                    f" {who[0].upper() + who[1:]} will invite you; if you have not heard from them, please tell your GP practice."
             else:
                 text = "Not needed at the moment, as agreed with you. You can change your mind at any time."
             items.append(PlainItem(what=what, status=PLAIN_STATUS[item.status], text=text))
-        goals = [(g.patient_text or g.title) + (": you are meeting this goal." if g.status == "achieved"
-                                                 else ": not met yet; your care team will talk with you about it.")
+        goals = [_sentence(g.patient_text or g.title) + (": you are meeting this goal." if g.status == "achieved"
+                                                         else ": not met yet; your care team will talk with you about it.")
                  for g in pr.goals]
+        if not items and not goals:
+            continue  # a register with nothing for the patient to do (e.g. risk stratification): no empty heading
         sections.append(PlainSection(title=f"Your {pr.title.lower()} plan" if pr.title else "Your care plan", items=items, goals=goals))
     lines = [f"Care plan for {name_of(p) or 'you'}"]
     for sec in sections:
@@ -129,7 +155,8 @@ def care_plan_plain(request: Request, nhs_number: str = NHS, who: Principal = De
     """The care plan in plain language for the patient (no codes, no clinical shorthand)."""
     with Session(state.engines.read) as s:
         p = patient_in_scope(s, state, request, who, nhs_number, "care-plan")
-        out = plain_plan(p, _care_plan(s, p, state.now()))
+        now = state.now()
+        out = plain_plan(p, _care_plan(s, p, now), now.date())
     log_access(state, request, who, "read", "care-plan-plain", patients=[nhs_number])
     return out
 

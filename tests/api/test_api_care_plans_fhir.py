@@ -118,3 +118,21 @@ def test_fhir_measure_reports(api):
 def test_fhir_for_every_demo_patient_validates(api, path):
     for p in api.get("/patients").json()["items"]:
         _bundle(api, path, patient=p["nhs_number"])
+
+
+def test_plain_language_plan_reads_as_a_letter_would(api):
+    """Issue 16 item 7: eye screening is booked by the screening programme, not the practice; a never-done
+    item is not 'overdue since' a date years ago; no empty headings; no doubled punctuation."""
+    for nhs in (AMINA, FRANK, GEORGE):
+        plain = api.get(f"/patients/{nhs}/care-plan/plain").json()
+        items = [i for s in plain["sections"] for i in s["items"]]
+        assert all(s["items"] or s["goals"] for s in plain["sections"])
+        assert not re.search(r"[.:;]:", plain["text"]), plain["text"]
+        for i in items:
+            if "eyes" in i["what"] and i["status"] in ("due", "overdue"):
+                assert "eye screening service will invite you" in i["text"] and "contact your GP practice" not in i["text"]
+            if i["status"] == "overdue":
+                since = re.search(r"since \d+ \w+ (\d{4})", i["text"])
+                assert not since or int(since.group(1)) >= api.clock().year - 1, i
+    eye = [i for s in api.get(f"/patients/{FRANK}/care-plan/plain").json()["sections"] for i in s["items"] if "eyes" in i["what"]]
+    assert eye and eye[0]["status"] == "overdue"  # Frank's eye screening is overdue: the case that exercises the wording

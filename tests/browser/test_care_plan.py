@@ -59,7 +59,7 @@ def test_plain_language_plan_prints_cleanly(pages):
     article = page.locator("article.plain-plan")
     expect(article).to_contain_text("For Amina Begum")
     expect(article).to_contain_text("A blood pressure check.")
-    expect(article).to_contain_text("Please contact your GP practice to book it.")
+    expect(article).to_contain_text("Please contact your GP practice to arrange it.")
     expect(article).to_contain_text("Your goals")
     text = article.inner_text()
     assert not re.search(r"\b\d{6,}\b", text.replace(AMINA, "")), "no codes on the patient's plan"
