@@ -4,7 +4,10 @@ from __future__ import annotations
 import warnings
 
 from fastapi import APIRouter, Depends, FastAPI, Form, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -13,8 +16,8 @@ from api.app import COOKIE_NAME
 from api.deps import Principal
 from api.routers.auth import _authenticate
 from api.security import ADMIN, AUDITOR, CLINICAL, CLINICAL_LEAD, MDT_MEMBER, PERMISSIONS
-from api.web.common import (PREFIX, TEMPLATES_DIR, PageRoute, check_csrf, csrf_token, page_user, redirect, render,
-                            safe_next, state_of)
+from api.web.common import (PREFIX, TEMPLATES_DIR, PageRoute, check_csrf, csrf_token, error_page, optional_page_user,
+                            page_user, redirect, render, safe_next, state_of)
 from engine.registry.access import UserRow
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
@@ -39,6 +42,20 @@ def mount(app: FastAPI) -> None:
     for module in (worklist, mdt, care, audit, protocols):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR / "static"), name="static")
+
+    # Unknown pages and a GET on an action URL (405) never reach a PageRoute: the app's default answers
+    # JSON. Under /app answer a page in plain words instead; the API keeps its JSON errors.
+    default_http_handler = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
+
+    async def page_or_json_error(request: Request, exc: StarletteHTTPException):
+        if request.url.path == PREFIX or request.url.path.startswith(PREFIX + "/"):
+            detail = {404: "There is no page at this address. Check the link, or start again from your home page.",
+                      405: "This address is for a button on a page, not for opening directly. Go back to the page and use its button."}
+            who = await run_in_threadpool(optional_page_user, request)
+            return error_page(request, exc.status_code, detail.get(exc.status_code, exc.detail), who)
+        return await default_http_handler(request, exc)
+
+    app.add_exception_handler(StarletteHTTPException, page_or_json_error)
 
     @app.get("/", include_in_schema=False)
     def root():

@@ -239,11 +239,32 @@ def need(request: Request, who: Principal, permission: str) -> None:
                                                     f"({permission} is for: {', '.join(humanise(r) for r in sorted(roles))}).")
 
 
-def _error_page(request: Request, status: int, detail: Any) -> HTMLResponse:
-    titles = {400: "Bad request", 403: "Not allowed", 404: "Not found", 409: "Not possible now", 422: "Check what you entered"}
+def optional_page_user(request: Request) -> Principal | None:
+    """The logged-in user if there is one (for the navigation on error pages), else None."""
+    try:
+        return page_user(request)
+    except (LoginRequired, HTTPException):
+        return None
+
+
+def _plain_validation(errors: list) -> str:
+    """Validation errors in words a clinician can act on, not pydantic's field paths."""
+    where = {"query": "in the page address", "path": "in the page address", "body": "in the form"}
+    parts = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ())]
+        field = loc[-1] if loc else "a value"
+        place = where.get(loc[0], "") if loc else ""
+        parts.append(f"‘{field}’ {place}: {str(e.get('msg', 'not understood')).replace('Input should be', 'should be')}".strip())
+    return "This page could not use what it was given — " + "; ".join(parts) + ". Go back and choose again."
+
+
+def error_page(request: Request, status: int, detail: Any, who: Principal | None = None) -> HTMLResponse:
+    titles = {400: "Bad request", 403: "Not allowed", 404: "Page not found", 405: "Not a page", 409: "Not possible now",
+              422: "Check what you entered"}
     if isinstance(detail, list):  # validation errors
-        detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ())[1:])}: {e.get('msg')}" for e in detail)
-    who = getattr(request.state, "who", None)
+        detail = _plain_validation(detail)
+    who = who or getattr(request.state, "who", None)
     return render(request, "error.html", who, status_code=status, page_title=titles.get(status, "Something went wrong"),
                   status=status, detail=str(detail))
 
@@ -265,8 +286,8 @@ class PageRoute(APIRoute):
             except HTTPException as e:
                 if e.status_code == 401:
                     return redirect(request, f"{PREFIX}/login")
-                return _error_page(request, e.status_code, e.detail)
+                return error_page(request, e.status_code, e.detail)
             except RequestValidationError as e:
-                return _error_page(request, 422, e.errors())
+                return error_page(request, 422, e.errors())
 
         return run
