@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from api.deps import Principal
 from api.routers import audit as aapi
 from api.schemas import SnapshotIn
-from api.web.charts import Unit, funnel_plot, ranked_bars, trend_chart
+from api.web.charts import MIN_TO_RANK, Unit, count_text, funnel_plot, rank_order, ranked_bars, trend_chart
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
@@ -21,6 +21,7 @@ UnitKind = Literal["practice", "mdt", "locality"]
 Short = Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9._-]*$")]
 Measure = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 UNIT_NAMES = {"practice": "Practice", "mdt": "MDT", "locality": "Locality", "area": "Area"}
+UNIT_PLURALS = {"practice": "Practices", "mdt": "MDTs", "locality": "Localities", "area": "Area"}
 GROUP_NAMES = {"numerator": "Met", "not-met": "Not met", "excluded": "Excluded", "not-in-denominator": "Not in denominator"}
 MAX_TREND_UNITS = 6
 
@@ -50,7 +51,10 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                 units_with_data[(r.protocol, r.measure)] = units_with_data.get((r.protocol, r.measure), 0) + 1
         chosen = min(measures, key=lambda r: (-units_with_data.get((r.protocol, r.measure), 0),
                                               -(r.denominator - r.exclusions), r.protocol, r.measure))
-    ctx: dict = {}
+    # Small-number suppression for those outside the care team (auditors see aggregates only):
+    # counts 1-7 shown as "<8", as NHS statistical publications do.
+    suppress = who.role == "auditor"
+    ctx: dict = {"suppress": suppress, "min_to_rank": MIN_TO_RANK}
     if chosen is not None:
         rows = [r for r in by_unit.rows if r.measure == chosen.measure and r.protocol == chosen.protocol]
         units = [Unit(label=r.unit, rate=r.rate, n=r.denominator - r.exclusions, numerator=r.numerator, ci=r.ci95,
@@ -58,9 +62,11 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                       href=drill_url(chosen.measure, chosen.protocol, unit_kind, r.unit)) for r in rows]
         uid = f"{chosen.measure}-{unit_kind}".replace(".", "-")
         ctx["bars"] = ranked_bars(units, chosen.rate, f"bars-{uid}",
-                                  f"{chosen.measure} by {UNIT_NAMES[unit_kind].lower()}, ranked, against the area rate")
+                                  f"{chosen.measure} by {UNIT_NAMES[unit_kind].lower()}, ranked, against the area rate", suppress)
         ctx["funnel"] = funnel_plot(units, chosen.rate, f"funnel-{uid}",
-                                    f"{chosen.measure}: funnel plot of {UNIT_NAMES[unit_kind].lower()}s against the area rate")
+                                    f"{chosen.measure}: funnel plot of {UNIT_PLURALS[unit_kind].lower()} against the area rate", suppress)
+        ctx["no_eligible"] = sorted(u.label for u in units if not u.n)
+        ctx["too_few"] = sum(0 < u.n < MIN_TO_RANK for u in units)
         series = [("Area", [(p.as_of, p.rate) for p in aapi.trend(chosen.measure, chosen.protocol, "area", None, who, state).points])]
         for r in sorted(rows, key=lambda r: -(r.denominator - r.exclusions))[:MAX_TREND_UNITS]:
             pts = aapi.trend(chosen.measure, chosen.protocol, unit_kind, r.unit, who, state).points
@@ -68,9 +74,10 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                 series.append((r.unit, [(p.as_of, p.rate) for p in pts]))
         ctx["trend"] = trend_chart(series, f"trend-{uid}", f"{chosen.measure}: rate over reporting dates")
         ctx["trend_rows"] = series
-        ctx["rows"] = sorted(rows, key=lambda r: (r.rate is None, -(r.rate or 0), r.unit))
+        order = {u.label: i for i, u in enumerate(rank_order(units))}
+        ctx["rows"] = sorted((r for r in rows if r.denominator - r.exclusions > 0), key=lambda r: order[r.unit])
     return render(request, "audit.html", who, page_title="Audit dashboard", measures=measures, chosen=chosen,
-                  unit_kind=unit_kind, unit_names=UNIT_NAMES, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
+                  unit_kind=unit_kind, unit_names=UNIT_NAMES, unit_plurals=UNIT_PLURALS, count=count_text, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
                   drill_url=drill_url, patients=area.patients, evaluated_from=area.evaluated_from,
                   evaluated_to=area.evaluated_to, today=state.now().date(), **ctx)
 

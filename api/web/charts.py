@@ -20,6 +20,8 @@ from markupsafe import Markup, escape
 
 from api.audit_calc import Z95, Z998, funnel
 
+MIN_TO_RANK = 10  # fewer eligible patients than this: shown, but not ranked (a rate of 1/1 = 100% says little)
+SUPPRESS_BELOW = 8  # counts 1-7 shown as "<8" where small-number suppression applies (NHS publication practice)
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
 COLOURS = {"above": "#007f3b", "within": "#005eb8", "below": "#d5281b", "no-data": "#768692"}
 MARKS = {"above": "▲", "below": "▼", "within": "", "no-data": ""}
@@ -41,6 +43,17 @@ def _pct(x: float) -> str:
     return f"{x * 100:.1f}%"
 
 
+def count_text(n: int, suppress: bool) -> str:
+    """A count as published: 1-7 become '<8' when suppressing (0 stays 0: nothing to re-identify)."""
+    return f"<{SUPPRESS_BELOW}" if suppress and 0 < n < SUPPRESS_BELOW else str(n)
+
+
+def rank_order(units: list["Unit"]) -> list["Unit"]:
+    """Ranked by rate among units big enough to rank, then the small ones by rate, then those with
+    no eligible patients (kept out of the chart by the caller)."""
+    return sorted(units, key=lambda u: (u.rate is None, u.n < MIN_TO_RANK, -(u.rate or 0), u.label))
+
+
 def _svg(width: int, height: int, uid: str, title: str, desc: str, body: list[str]) -> Markup:
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
             f'role="img" aria-labelledby="{uid}-t {uid}-d" class="chart" {FONT} font-size="13">'
@@ -54,9 +67,10 @@ def _link(href: str | None, inner: str, label: str) -> str:
     return f'<a href="{escape(href)}" aria-label="{escape(label)}">{inner}</a>'
 
 
-def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str) -> Markup:
-    units = sorted(units, key=lambda u: (u.rate is None, -(u.rate or 0), u.label))
-    left, right, top, row = 150, 150, 34, 30
+def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False) -> Markup:
+    """Units with eligible patients only (the caller lists the others in words), big ones ranked first."""
+    units = rank_order([u for u in units if u.rate is not None and u.n > 0])
+    left, right, top, row = 150, 190, 34, 30
     plot = 420
     width = left + plot + right
     height = top + row * max(1, len(units)) + 36
@@ -71,8 +85,11 @@ def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str
         y = top + i * row
         cy = y + row / 2
         label = f"{u.label}: {_pct(u.rate) if u.rate is not None else 'no eligible patients'}"
-        detail = (f"{label} ({u.numerator} of {u.n}); 95% CI {_pct(u.ci[0])}–{_pct(u.ci[1])}; "
-                  f"{u.comparison} the area's 95% limits" if u.ci else label)
+        of = f"{count_text(u.numerator, suppress)} of {count_text(u.n, suppress)}"
+        small = u.n < MIN_TO_RANK
+        detail = (f"{label} ({of}); 95% CI {_pct(u.ci[0])}–{_pct(u.ci[1])}; "
+                  f"{u.comparison} the area's 95% limits" if u.ci else label) + (
+                  f"; fewer than {MIN_TO_RANK} eligible patients, so not ranked" if small else "")
         body.append(f'<text x="{left - 8}" y="{cy + 4:.1f}" text-anchor="end" fill="#212b32">{escape(u.label)}</text>')
         parts = [f"<title>{escape(detail)}</title>"]
         if u.limits95:
@@ -80,15 +97,16 @@ def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str
             parts.append(f'<rect x="{x(lo):.1f}" y="{y + 3}" width="{max(1.0, x(hi) - x(lo)):.1f}" height="{row - 6}" '
                          f'fill="#e8edee" stroke="#aeb7bd" stroke-dasharray="3 2"/>')
         if u.rate is not None:
-            colour = COLOURS.get(u.comparison, COLOURS["no-data"])
+            colour = COLOURS["no-data"] if small else COLOURS.get(u.comparison, COLOURS["no-data"])
             parts.append(f'<rect x="{left}" y="{y + 8}" width="{max(1.0, plot * u.rate):.1f}" height="{row - 16}" fill="{colour}"/>')
             if u.ci:
                 parts.append(f'<line x1="{x(u.ci[0]):.1f}" y1="{cy:.1f}" x2="{x(u.ci[1]):.1f}" y2="{cy:.1f}" stroke="#212b32" stroke-width="1.5"/>'
                              f'<line x1="{x(u.ci[0]):.1f}" y1="{cy - 5:.1f}" x2="{x(u.ci[0]):.1f}" y2="{cy + 5:.1f}" stroke="#212b32"/>'
                              f'<line x1="{x(u.ci[1]):.1f}" y1="{cy - 5:.1f}" x2="{x(u.ci[1]):.1f}" y2="{cy + 5:.1f}" stroke="#212b32"/>')
-            mark = MARKS.get(u.comparison, "")
-            parts.append(f'<text x="{left + plot + 8}" y="{cy + 4:.1f}" fill="#212b32">{_pct(u.rate)} '
-                         f'({u.numerator}/{u.n}) {escape(mark + " " + u.comparison if mark else "")}</text>')
+            mark = "" if small else MARKS.get(u.comparison, "")
+            note = "not ranked" if small else (mark + " " + u.comparison if mark else "")
+            text = f"{_pct(u.rate)} ({count_text(u.numerator, suppress)}/{count_text(u.n, suppress)}) {note}"
+            parts.append(f'<text x="{left + plot + 8}" y="{cy + 4:.1f}" fill="#212b32">{escape(text)}</text>')
         else:
             parts.append(f'<text x="{left + 4}" y="{cy + 4:.1f}" fill="#425563">no eligible patients</text>')
         body.append('<g class="bar">' + _link(u.href, "".join(parts), f"Patients behind {u.label}") + "</g>")
@@ -104,7 +122,7 @@ def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str
     return _svg(width, height, uid, title, desc, body)
 
 
-def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str) -> Markup:
+def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False) -> Markup:
     left, right, top, bottom = 56, 150, 20, 48
     pw, ph = 460, 280
     width, height = left + pw + right, top + ph + bottom
@@ -145,10 +163,14 @@ def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str
             continue
         colour = COLOURS.get(u.comparison, COLOURS["no-data"])
         px, py = x(u.n), y(u.rate)
-        tip = f"{u.label}: {_pct(u.rate)} ({u.numerator} of {u.n}), {u.comparison} the area's 95% limits"
+        tip = (f"{u.label}: {_pct(u.rate)} ({count_text(u.numerator, suppress)} of {count_text(u.n, suppress)}), "
+               f"{u.comparison} the area's 95% limits")
         inner = (f"<title>{escape(tip)}</title><circle cx=\"{px:.1f}\" cy=\"{py:.1f}\" r=\"6\" fill=\"{colour}\" "
-                 f"stroke=\"#fff\" stroke-width=\"1.5\"/><text x=\"{px + 9:.1f}\" y=\"{py - 7:.1f}\" fill=\"#212b32\">"
-                 f"{escape(u.label)}</text>")
+                 f"stroke=\"#fff\" stroke-width=\"1.5\"/>")
+        # Only units outside the limits are named on the plot (dozens of labels within them overprint each
+        # other); every point names itself on hover and in the table.
+        if u.comparison in ("above", "below"):
+            inner += f"<text x=\"{px + 9:.1f}\" y=\"{py - 7:.1f}\" fill=\"#212b32\" class=\"point-label\">{escape(u.label)}</text>"
         body.append('<g class="point">' + _link(u.href, inner, f"Patients behind {u.label}") + "</g>")
     desc = ("Funnel plot: each unit is a point at its number of eligible patients and its rate; the solid line is "
             "the area rate, dashed lines the 95% and dotted lines the 99.8% control limits. Points outside the "
@@ -174,7 +196,9 @@ def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], ui
     x = (lambda d: left + pw * (d - dates[0]).days / span) if len(dates) > 1 else (lambda d: left + pw / 2)
     for d in dates:
         body.append(f'<text x="{x(d):.1f}" y="{top + ph + 18}" text-anchor="middle" fill="#425563">{d.day} {d:%b %Y}</text>')
-    palette = ["#212b32", "#005eb8", "#ae2573", "#007f3b"]
+    # Distinct colours for up to 7 series (NHS identity palette); end labels spread so they never overprint.
+    palette = ["#212b32", "#005eb8", "#ae2573", "#007f3b", "#ed8b00", "#330072", "#00a499"]
+    ends = []
     for k, (name, pts) in enumerate(series):
         colour = palette[k % len(palette)]
         known = [(d, r) for d, r in pts if r is not None]
@@ -187,7 +211,14 @@ def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], ui
                         f'<title>{escape(name)} on {d.isoformat()}: {_pct(r)}</title></circle>')
         if known:
             d, r = known[-1]
-            body.append(f'<text x="{left + pw + 8}" y="{y(r) + 4 + 14 * k:.1f}" fill="{colour}">{escape(name)} {_pct(r)}</text>')
+            ends.append([y(r) + 4, colour, f"{name} {_pct(r)}"])
+    ends.sort(key=lambda e: e[0])
+    for i in range(1, len(ends)):  # push each label down until it clears the one above (15 px a line)
+        ends[i][0] = max(ends[i][0], ends[i - 1][0] + 15)
+    for ly, colour, text in ends:
+        body.append(f'<text x="{left + pw + 8}" y="{ly:.1f}" fill="{colour}" class="end-label">{escape(text)}</text>')
+    if ends:
+        height = max(height, int(ends[-1][0]) + 8)
     desc = "Line chart of the rate at each reporting date: " + "; ".join(
         f"{name}: " + ", ".join(f"{d.isoformat()} {_pct(r)}" for d, r in pts if r is not None) for name, pts in series)
     return _svg(width, height, uid, title, desc, body)

@@ -34,6 +34,12 @@ def test_auditor_sees_the_charts(pages):
     # the same figures in a table, with the comparison written out
     expect(page.locator("#unit-table")).to_contain_text("A81001")
     assert set(page.locator("#unit-table .comparison").all_text_contents()) <= {"above", "within", "below", "no data"}
+    # auditors get small-number suppression: no count from 1 to 7 in the tables, "<8" instead
+    expect(page.locator(".lede")).to_contain_text("small-number suppression")
+    cells = page.locator("#unit-table td.num").all_inner_texts() + page.locator("table").first.locator("td.num").all_inner_texts()
+    assert cells and not [c for c in cells if c.strip() in {"1", "2", "3", "4", "5", "6", "7"}], cells
+    assert any(c == "<8" for c in cells)
+    expect(page.get_by_label("Compare", exact=True).locator("option")).to_have_text(["Practices", "MDTs", "Localities"])
     shot(page, "audit-auditor-practices")
     # compare MDTs instead
     page.get_by_label("Compare", exact=True).select_option("mdt")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import xml.etree.ElementTree as ET
 
-from api.web.charts import Unit, funnel_plot, ranked_bars, trend_chart
+from api.web.charts import Unit, count_text, funnel_plot, rank_order, ranked_bars, trend_chart
 from api.web.common import _csrf_value, fmt_span, safe_next
 
 NS = {"svg": "http://www.w3.org/2000/svg"}
@@ -21,13 +21,39 @@ def test_ranked_bars_is_valid_svg_with_a_bar_per_unit_and_the_area_line():
     root = ET.fromstring(str(svg))
     assert root.get("role") == "img" and root.find("svg:title", NS).text == "DM020 by practice"
     bars = root.findall(".//svg:g[@class='bar']", NS)
-    assert len(bars) == 3
+    assert len(bars) == 2  # the unit with no eligible patients is listed in words by the page, not drawn
     texts = [t.text for t in root.iter("{http://www.w3.org/2000/svg}text")]
-    assert texts.index("B<&>") < texts.index("A81001") < texts.index("C00000")  # ranked by rate, no data last
+    assert texts.index("B<&>") < texts.index("A81001") and "C00000" not in texts
     [line] = root.findall(".//svg:line[@class='area-rate']", NS)
     assert abs(float(line.get("x1")) - (150 + 420 * 0.33)) < 0.1
     assert root.find(".//svg:a", NS).get("href").startswith("/app/audit/")
     assert "B&lt;&amp;&gt;" in str(svg)  # labels are escaped
+
+
+def test_small_units_are_not_ranked_above_big_ones():
+    """Issue 16: ranked bars were topped by practices at 1/1 = 100%."""
+    units = [Unit("TINY", 1.0, 1, 1, (0.2, 1.0), None, "within"), Unit("BIG", 0.6, 200, 120, (0.53, 0.67), (0.5, 0.6), "within"),
+             Unit("MID", 0.7, 12, 8, (0.4, 0.9), (0.3, 0.8), "within")]
+    assert [u.label for u in rank_order(units)] == ["MID", "BIG", "TINY"]
+    root = ET.fromstring(str(ranked_bars(units, 0.6, "r", "t")))
+    texts = "".join(root.itertext())
+    assert texts.index("BIG") < texts.index("TINY") and "(1/1) not ranked" in texts
+
+
+def test_small_number_suppression():
+    assert [count_text(n, True) for n in (0, 1, 7, 8, 120)] == ["0", "<8", "<8", "8", "120"]
+    assert count_text(3, False) == "3"
+    units = [Unit("P1", 0.5, 6, 3, (0.2, 0.8), (0.1, 0.9), "within")]
+    svg = str(ranked_bars(units, 0.5, "s", "t", suppress=True)) + str(funnel_plot(units, 0.5, "f", "t", suppress=True))
+    assert "&lt;8/&lt;8" in svg and "(3/6)" not in svg and "3 of 6" not in svg
+
+
+def test_funnel_plot_names_only_the_outliers():
+    units = [Unit(f"W{i}", 0.5, 50 + i, 25, None, (0.36, 0.64), "within") for i in range(30)] + \
+            [Unit("HIGH", 0.95, 60, 57, None, (0.37, 0.63), "above")]
+    root = ET.fromstring(str(funnel_plot(units, 0.5, "f", "t")))
+    labels = [t.text for t in root.findall(".//svg:text[@class='point-label']", NS)]
+    assert labels == ["HIGH"] and len(root.findall(".//svg:g[@class='point']", NS)) == 31
 
 
 def test_funnel_plot_limits_and_points():
@@ -69,3 +95,14 @@ def test_csrf_token_is_bound_to_key_nonce_and_session():
 
 def test_spans():
     assert fmt_span(3.5) == "3 h 30 min" and fmt_span(-50) == "2 d 2 h" and fmt_span(0.25) == "15 min" and fmt_span(48) == "2 d"
+
+
+def test_trend_end_labels_never_overprint():
+    d = [dt.date(2026, 6, 30), dt.date(2026, 9, 30)]
+    series = [(f"S{i}", [(d[0], 0.0), (d[1], 0.5)]) for i in range(7)]  # seven lines ending on the same rate
+    root = ET.fromstring(str(trend_chart(series, "t", "trend")))
+    labels = root.findall(".//svg:text[@class='end-label']", NS)
+    ys = sorted(float(t.get("y")) for t in labels)
+    assert len(ys) == 7 and all(b - a >= 15 for a, b in zip(ys, ys[1:]))
+    assert len({t.get("fill") for t in labels}) == 7  # a colour per series
+    assert float(root.get("viewBox").split()[3]) >= ys[-1]  # inside the picture
