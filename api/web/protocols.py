@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 import json
+from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
@@ -38,6 +39,18 @@ META = ("title", "status", "effective", "owner", "description", "evidence", "per
 
 
 def _raw(path: str) -> dict:
+    """The file as plain data, for display. Parsed once per file content (keyed by modification time
+    and size): the protocol page asks for each role agreement once per activity and rule, and parsing
+    the area agreement (111 practices) every time made the diabetes page take 2-9 s."""
+    try:
+        st = FsPath(path).stat()
+    except OSError:
+        return {}
+    return _parsed(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=256)
+def _parsed(path: str, mtime_ns: int, size: int) -> dict:
     try:
         data = YAML(typ="safe").load(FsPath(path).read_text(encoding="utf-8"))
     except Exception:  # the loader accepted it; this is only for display

@@ -106,3 +106,19 @@ def test_trend_end_labels_never_overprint():
     assert len(ys) == 7 and all(b - a >= 15 for a, b in zip(ys, ys[1:]))
     assert len({t.get("fill") for t in labels}) == 7  # a colour per series
     assert float(root.get("viewBox").split()[3]) >= ys[-1]  # inside the picture
+
+
+def test_protocol_page_parses_each_file_once(tmp_path):
+    """Issue 16 item 5: the diabetes protocol page took 2-9 s because it parsed the area role agreement
+    (111 practices) again for every activity and rule. Files are now parsed once per content."""
+    from api.web import protocols as wp
+
+    f = tmp_path / "a.yaml"
+    f.write_text("agreement: a\nparties: [{id: p, name: P}]\n", encoding="utf-8")
+    wp._parsed.cache_clear()
+    for _ in range(50):
+        assert wp._raw(str(f))["agreement"] == "a"
+    assert wp._parsed.cache_info().misses == 1
+    f.write_text("agreement: b\nparties: []\n# a longer file\n", encoding="utf-8")  # edited (e.g. a new version)
+    assert wp._raw(str(f))["agreement"] == "b" and wp._parsed.cache_info().misses == 2
+    assert wp._raw(str(tmp_path / "missing.yaml")) == {}
