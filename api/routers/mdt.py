@@ -22,6 +22,7 @@ from api.app import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
 from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut
 from api.security import CLINICAL_LEAD
+from engine.calendar import is_working_day
 from api.views import age_on, flag_out, name_of, task_out
 from engine.registry.access import MdtOutcomeRow
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow
@@ -61,6 +62,14 @@ def case_order(c: CasePatientOut) -> tuple:
             not c.new_escalation, -(c.risk_tier or 0), -len(tasks), -len(c.red_flags), c.nhs_number)
 
 
+def next_meeting_day(today: dt.date) -> dt.date:
+    """MDTs meet on working days: opened on a Sunday or a bank holiday, the list is for the next one."""
+    day = today
+    while not is_working_day(day):
+        day += dt.timedelta(days=1)
+    return day
+
+
 def _check_mdt(request: Request, state: AppState, who: Principal, mdt: str) -> None:
     if who.role == CLINICAL_LEAD and who.scope.everyone:
         return
@@ -88,12 +97,12 @@ def list_mdts(who: Principal = Depends(require("mdt:read")), state: AppState = D
 
 
 @router.get("/{mdt}/case-conference", response_model=CaseConferenceOut, responses={403: {"description": "Not your MDT"}})
-def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None = Query(None, description="Default today"),
+def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None = Query(None, description="Default: today, or the next working day at a weekend or bank holiday"),
                     who: Principal = Depends(require("mdt:read")), state: AppState = Depends(get_state)):
     """The patients this MDT should discuss, why, and any outcome already recorded for the meeting."""
     _check_mdt(request, state, who, mdt)
     now = state.now()
-    meeting = meeting_date or now.date()
+    meeting = meeting_date or next_meeting_day(now.date())
     with Session(state.engines.read) as s:
         member = or_(PatientRow.mdt == mdt, PatientRow.id.in_(select(TaskRow.patient_id).where(TaskRow.provider == mdt)))
         patients = {p.id: p for p in s.exec(scoped(select(PatientRow).where(member), who))}

@@ -4,6 +4,7 @@ care plan at a glance. Terms come from the protocols' value sets (the codelists'
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 
 from engine.protocols.library import Library
@@ -14,6 +15,14 @@ RESULT_LABELS = {
     "hba1c": "HbA1c", "systolic_bp": "Systolic BP", "diastolic_bp": "Diastolic BP", "egfr": "eGFR",
     "urine_acr": "Urine ACR", "cholesterol": "Total cholesterol", "creatinine": "Creatinine", "bmi": "BMI",
 }
+# UCUM as stored -> as a clinician writes it.
+UNIT_DISPLAY = {"mm[Hg]": "mmHg", "mL/min/{1.73_m2}": "mL/min/1.73m²", "ml/min/1.73m2": "mL/min/1.73m²",
+                "kg/m2": "kg/m²", "kg/m^2": "kg/m²", "10*9/L": "×10⁹/L", "mmol/mol": "mmol/mol", "%": "%", "{score}": ""}
+# Encounter classes (FHIR v3 ActCode, as imported into attrs.class) that are a stay in hospital.
+INPATIENT = {"imp", "inpatient", "acute", "nonac", "ss", "obsenc", "prenc"}
+# Read / CTV3-era markers some codelist terms still carry: "[D]" (working diagnosis), "[X]" (ICD-10 chapter),
+# "[V]", "[SO]", "[RFC]" ... They mean nothing to a reader of a summary.
+TERM_MARKER = re.compile(r"\[(?:[A-Z]{1,3})\]\s*")
 SETTING_NAMES = {"gp": "GP", "acute": "Hospital (acute)", "community": "Community", "mental-health": "Mental health",
                  "social-care": "Social care", "other": "Other"}
 
@@ -37,11 +46,21 @@ class Item:
     end: dt.date | None = None
 
 
+def unit_display(unit: str | None) -> str:
+    return UNIT_DISPLAY.get(unit or "", unit or "")
+
+
+def clean_term(text: str) -> str:
+    return TERM_MARKER.sub("", text).strip()
+
+
 @dataclass
 class Summary:
-    conditions: list[Item] = field(default_factory=list)
+    conditions: list[Item] = field(default_factory=list)  # active (no end date, or ending after the day)
+    past_conditions: list[Item] = field(default_factory=list)  # resolved before the day
     results: list[Result] = field(default_factory=list)
-    admissions: list[Item] = field(default_factory=list)
+    medicines: list[Item] = field(default_factory=list)  # current: issued in the last 6 months, not ended
+    admissions: list[Item] = field(default_factory=list)  # hospital stays and A&E attendances
     settings: dict[str, int] = field(default_factory=dict)  # care setting -> number of facts
     sources: list[str] = field(default_factory=list)
 
@@ -55,13 +74,17 @@ def _terms(library: Library) -> dict[tuple[str, str], str]:
     return out
 
 
-def _term(f: Fact, terms: dict) -> str:
+def _term(f: Fact, terms: dict, fallback: str | None = None) -> str:
+    """The codelist's own wording, else the sender's display text, else what kind of thing it is —
+    never a bare code (a clinician cannot read 1109421000000105)."""
     for c in f.codes:
         t = terms.get((c.system, c.code)) or c.display
         if t:
-            return t
-    c = f.codes[0]
-    return f"{c.code} ({c.system.rsplit('/', 1)[-1] or 'code'})"
+            return clean_term(t)
+    if fallback:
+        return fallback
+    return {"condition": "Condition (not in carepath's codelists)", "medication": "Medicine (not in carepath's codelists)",
+            "encounter": "Contact"}.get(f.kind.value, "Record entry (not in carepath's codelists)")
 
 
 def _result_sets(library: Library, as_of: dt.date) -> list[tuple[str, object]]:
@@ -95,15 +118,28 @@ def summarise(record: PatientRecord, library: Library, as_of: dt.date) -> Summar
         if text in seen:
             continue
         seen.add(text)
-        s.conditions.append(Item(text, f.day, f.care_setting.value, f.source_system, f.end_day))
+        item = Item(text, f.day, f.care_setting.value, f.source_system, f.end_day)
+        (s.past_conditions if f.end_day is not None and f.end_day < as_of else s.conditions).append(item)
     for label, vs in _result_sets(library, as_of):
         facts = [f for f in record.facts if f.value is not None and f.day <= as_of and vs.matches_fact(f) is not None]
         if facts:
             f = max(facts, key=lambda f: (f.start, f.id))
-            s.results.append(Result(label, f.value, f.unit, f.day, f.care_setting.value, f.source_system))
+            s.results.append(Result(label, f.value, unit_display(f.unit), f.day, f.care_setting.value, f.source_system))
+    recent = as_of - dt.timedelta(days=183)
+    seen = set()
+    for f in sorted((f for f in record.facts if f.kind.value == "medication"), key=lambda f: f.start, reverse=True):
+        if f.day > as_of or f.day < recent or (f.end_day is not None and f.end_day < as_of) or f.attrs.get("do_not_perform"):
+            continue
+        text = _term(f, terms)
+        if text not in seen:
+            seen.add(text)
+            s.medicines.append(Item(text, f.day, f.care_setting.value, f.source_system, f.end_day))
     for f in sorted(record.facts, key=lambda f: f.start, reverse=True):
-        admission = f.kind.value == "encounter" and (f.care_setting.value in ("acute", "mental-health")
-                                                      or str(f.attrs.get("class", "")).lower() in ("imp", "inpatient", "emer"))
-        if admission:
-            s.admissions.append(Item(_term(f, terms), f.day, f.care_setting.value, f.source_system, f.end_day))
+        if f.kind.value != "encounter" or f.day > as_of:
+            continue
+        cls = str(f.attrs.get("class", "")).lower()
+        if cls in INPATIENT or (f.care_setting.value == "acute" and not cls):
+            s.admissions.append(Item(_term(f, terms, "Hospital admission"), f.day, f.care_setting.value, f.source_system, f.end_day))
+        elif cls == "emer":
+            s.admissions.append(Item(_term(f, terms, "A&E attendance"), f.day, f.care_setting.value, f.source_system, f.end_day))
     return s
