@@ -99,6 +99,68 @@ def _assignments(proto, target: str, default_role: str, agreements) -> list[str]
     return [f"{k}: {', '.join(v)}" for k, v in groups.items()]
 
 
+# UCUM as written in protocols -> as clinicians write it; comparison symbols of filters -> words.
+UNIT_DISPLAY = {"mm[Hg]": "mmHg", "mL/min/{1.73_m2}": "mL/min/1.73m²", "ml/min/1.73m2": "mL/min/1.73m²",
+                "kg/m2": "kg/m²", "kg/m^2": "kg/m²", "10*9/L": "×10⁹/L", "{score}": ""}
+_WORDS = ((" == ", " is "), (" != ", " is not "), (" >= ", " ≥ "), (" <= ", " ≤ "))
+
+
+def display_unit(unit: str | None) -> str:
+    """A UCUM unit as a clinician writes it (mm[Hg] -> mmHg)."""
+    return UNIT_DISPLAY.get(unit or "", unit or "")
+
+
+def tidy(text: str) -> str:
+    """A condition in words, for a clinician: units as written on a results report, 'is' rather than
+    '==', names without underscores."""
+    for a, b in UNIT_DISPLAY.items():
+        text = text.replace(a, b)
+    for a, b in _WORDS:
+        text = text.replace(a, b)
+    return text.replace("_", " ").replace("  ", " ").strip()
+
+
+def clinical_words(proto) -> dict[str, object]:
+    """Every condition of a protocol in words, from the IR (what the engines run), keyed as the page
+    asks for it: 'register' (lines), 'activity:<id>:done' / ':applies' / ':excepted', 'rule:<id>',
+    'goal:<id>:applies' / ':met', 'measure:<id>:den' / ':excl' / ':num', 'define:<name>'. The web
+    protocol page and `carepath docs` say the same thing: no expressions, no raw YAML."""
+    p = proto
+    out: dict[str, object] = {}
+    lines = []
+    pop = p.conditions.get("population")
+    if pop is not None:
+        items = ir.unwrap(pop).items if isinstance(ir.unwrap(pop), ir.And) else (pop,)
+        for i in items:
+            sub = ir.unwrap(i).items if isinstance(ir.unwrap(i), ir.And) else (i,)
+            lines += [plain(x) for x in sub]
+    if p.since is not None:
+        lines.append(f"on the register since: {ir.describe(p.since)}")
+    out["register"] = lines
+    for a in p.activities:
+        out[f"activity:{a.id}:done"] = _events(a.done_by)
+        if a.has_when:
+            out[f"activity:{a.id}:applies"] = plain(p.conditions[f"activity:{a.id}:applies"])
+        if a.has_excepted_when:
+            out[f"activity:{a.id}:excepted"] = plain(p.conditions[f"activity:{a.id}:excepted"])
+    for g in p.goals:
+        applies = p.conditions.get(f"goal:{g.id}:applies")
+        if applies is not None and not isinstance(ir.unwrap(applies), ir.Const):
+            out[f"goal:{g.id}:applies"] = plain(applies)
+        out[f"goal:{g.id}:met"] = plain(p.conditions[f"goal:{g.id}:met"])
+    for r in p.rules:
+        out[f"rule:{r.id}"] = plain(p.conditions[f"rule:{r.id}"])
+    for m in p.measures:
+        k = f"measure:{m.id}"
+        for part in ("den", "excl", "num"):
+            node = p.conditions.get(f"{k}:{part}")
+            if node is not None and not (part == "den" and isinstance(ir.unwrap(node), ir.Const)):
+                out[f"{k}:{part}"] = plain(node)
+    for name, node in p.definitions.items():
+        out[f"define:{name}"] = _define_text(node)
+    return {k: [tidy(x) for x in v] if isinstance(v, list) else tidy(v) for k, v in out.items()}
+
+
 def render(proto, agreements=(), in_force: bool | None = None) -> str:
     p = proto
     out: list[str] = []

@@ -27,6 +27,7 @@ from api.protocol_store import impact
 from api.routers import protocols as papi
 from api.schemas import ImpactIn, ImpactOut, ValidationOut
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, render, state_of
+from engine.docs import clinical_words
 from engine.protocols.library import version_key
 from engine.registry.ingest import iter_records
 
@@ -117,7 +118,21 @@ def protocol_page(request: Request, protocol_id: Pid, version: Version = None,
     valuesets = {name: {"file": vs.source.rsplit("/", 1)[-1], "codes": len(vs.codes), "unit": vs.unit}
                  for name, vs in sorted(proto.valuesets.items())}
     return render(request, "protocol.html", who, page_title=f"{d.title} {d.version}", d=d, raw=raw, raw_by_id=raw_by_id,
-                  history=history, assigns=assigns, valuesets=valuesets, period=str(proto.period))
+                  history=history, assigns=assigns, valuesets=valuesets, period=str(proto.period),
+                  words=_words(proto.key, proto.content_hash, proto))
+
+
+_WORDS: dict[tuple[str, str], dict] = {}
+
+
+def _words(key: str, content_hash: str, proto) -> dict:
+    """Clinical words for a protocol version, worked out once per version's content."""
+    k = (key, content_hash)
+    if k not in _WORDS:
+        if len(_WORDS) > 256:
+            _WORDS.clear()
+        _WORDS[k] = clinical_words(proto)
+    return _WORDS[k]
 
 
 def _section_diff(old: list, new: list) -> dict:

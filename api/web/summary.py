@@ -7,6 +7,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
+from engine.docs import display_unit
 from engine.protocols.library import Library
 from engine.records.model import Fact, PatientRecord
 
@@ -15,9 +16,6 @@ RESULT_LABELS = {
     "hba1c": "HbA1c", "systolic_bp": "Systolic BP", "diastolic_bp": "Diastolic BP", "egfr": "eGFR",
     "urine_acr": "Urine ACR", "cholesterol": "Total cholesterol", "creatinine": "Creatinine", "bmi": "BMI",
 }
-# UCUM as stored -> as a clinician writes it.
-UNIT_DISPLAY = {"mm[Hg]": "mmHg", "mL/min/{1.73_m2}": "mL/min/1.73m²", "ml/min/1.73m2": "mL/min/1.73m²",
-                "kg/m2": "kg/m²", "kg/m^2": "kg/m²", "10*9/L": "×10⁹/L", "mmol/mol": "mmol/mol", "%": "%", "{score}": ""}
 # Encounter classes (FHIR v3 ActCode, as imported into attrs.class) that are a stay in hospital.
 INPATIENT = {"imp", "inpatient", "acute", "nonac", "ss", "obsenc", "prenc"}
 # Read / CTV3-era markers some codelist terms still carry: "[D]" (working diagnosis), "[X]" (ICD-10 chapter),
@@ -46,9 +44,7 @@ class Item:
     end: dt.date | None = None
 
 
-def unit_display(unit: str | None) -> str:
-    return UNIT_DISPLAY.get(unit or "", unit or "")
-
+unit_display = display_unit  # one table of display units: engine.docs
 
 def clean_term(text: str) -> str:
     return TERM_MARKER.sub("", text).strip()

@@ -16,14 +16,18 @@ def test_protocol_rendered_for_clinicians(pages):
     expect(page.get_by_role("heading", level=1)).to_contain_text("Type 2 diabetes annual care 1.0.0")
     expect(page.locator(".tag-done").first).to_have_text("in force")
     # the register, activities with intervals and roles from the role agreement, rules with escalations, evidence
-    expect(page.locator("#register")).to_contain_text("latest(diabetes) exists")
+    # in clinical words from the IR, never the protocol's expressions or raw YAML (issue 16 item 8)
+    expect(page.locator("#register")).to_contain_text("diabetes recorded")
+    main = page.locator("main").inner_text()
+    for syntax in ("latest(", "{'", "':", "==", "mm[Hg]", "{1.73_m2}", "foot_active_problem"):
+        assert syntax not in main, syntax
     foot = page.locator("#activity-foot-check")
     expect(foot).to_contain_text("12 months")
     expect(foot).to_contain_text("respond within 15 working days")
     expect(page.locator("#activity-retinal-screening")).to_contain_text("NHS Diabetic Eye Screening Programme")
     rule = page.locator("#rule-active-foot-problem")
     expect(rule).to_contain_text("to the MDT case conference")
-    expect(rule).to_contain_text("latest(foot_active_problem) within 4 weeks")
+    expect(rule).to_contain_text("foot active problem in the last 4 weeks")
     expect(rule).to_contain_text("Community podiatry")
     expect(page.locator("#measures")).to_contain_text("DM020")
     expect(page.locator("#evidence")).to_contain_text("NICE NG28")

@@ -122,3 +122,20 @@ def test_protocol_page_parses_each_file_once(tmp_path):
     f.write_text("agreement: b\nparties: []\n# a longer file\n", encoding="utf-8")  # edited (e.g. a new version)
     assert wp._raw(str(f))["agreement"] == "b" and wp._parsed.cache_info().misses == 2
     assert wp._raw(str(tmp_path / "missing.yaml")) == {}
+
+
+def test_every_shipped_protocol_reads_in_clinical_words():
+    """Issue 16 item 8: the protocol page showed expressions (`latest(diabetes_resolved) after ...`) and raw
+    dicts (`{'sum': [...]}`); it now shows the IR in words for every part of every shipped protocol."""
+    from pathlib import Path
+
+    from engine.docs import clinical_words
+    from engine.protocols.library import load_library
+
+    lib = load_library([Path(__file__).resolve().parents[2] / "protocols"])
+    for p in lib.protocols:
+        words = clinical_words(p)
+        assert words["register"], p.key
+        text = " ".join(" ".join(v) if isinstance(v, list) else v for v in words.values())
+        for syntax in ("latest(", "earliest(", "{'", "'sum'", "==", "mm[Hg]", "_"):
+            assert syntax not in text, (p.key, syntax)
