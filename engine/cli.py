@@ -190,11 +190,17 @@ def _seed_registry(records, out: Path, records_as_of: dt.date, population: int =
     engine = make_engine(url)
     upgrade(engine)
     summary = ingest_records(engine, records, source="demo")
+    from engine.demo import HISTORY, demo_now
     from engine.evaluate.service import reevaluate_many
     lib = load_library([DEFAULT_PROTOCOLS])
-    now = dt.datetime.combine(records_as_of, dt.time(9, 0))
-    diffs = reevaluate_many(engine, {r.patient.nhs_number for r in records}, lib, as_of=records_as_of, now=now)
-    opened = sum(len(d.tasks_opened) for d in diffs)
+    # A registry with a past: evaluated three weeks ago (tasks raised then, some now past their agreed
+    # response time, so worklists show SLA lateness), then again today.
+    nhs = {r.patient.nhs_number for r in records}
+    earlier = records_as_of - HISTORY
+    first = reevaluate_many(engine, nhs, lib, as_of=earlier, now=dt.datetime.combine(earlier, dt.time(9, 0)))
+    now = demo_now(records_as_of)
+    diffs = reevaluate_many(engine, nhs, lib, as_of=records_as_of, now=now)
+    opened = sum(len(d.tasks_opened) for d in first + diffs)
     generated = _seed_population(engine, population, records_as_of, library or lib) if population else ""
     from sqlmodel import Session
 
@@ -235,8 +241,9 @@ def _seed_population(engine, n: int, as_of: dt.date, library) -> str:
                   source=f"synthetic population ({key})")
         with Session(engine) as s:
             mdts = sorted(m for m in s.exec(select(PatientRow.mdt).distinct()) if m)
-        tasks = sum(populate_outputs(engine, m, library=library, as_of=as_of, workers=os.cpu_count() or 1)["tasks_opened"]
-                    for m in mdts)
+        from engine.demo import demo_now
+        tasks = sum(populate_outputs(engine, m, library=library, as_of=as_of, now=demo_now(as_of),
+                                     workers=os.cpu_count() or 1)["tasks_opened"] for m in mdts)
     return f"; generated population of {n} people in {len(mdts)} MDTs with {tasks} task(s)"
 
 

@@ -102,3 +102,14 @@ def reporting_dates(as_of: dt.date) -> list[dt.date]:
     q0 = quarter_end_before(as_of)
     q1 = quarter_end_before(q0)
     return [quarter_end_before(q1), q1, q0, as_of]
+
+
+HISTORY = dt.timedelta(days=21)  # the demo registry was first evaluated three weeks before its reference date
+
+
+def demo_now(as_of: dt.date, real_now: dt.datetime | None = None) -> dt.datetime:
+    """The clock the demo raises tasks by: the real time (UTC) when seeding as of today — never a time
+    later than the clock a user then sees, or tasks look raised in the future — else midday of the day."""
+    real_now = real_now or dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return real_now if as_of == real_now.date() else dt.datetime.combine(as_of, dt.time(12))
+

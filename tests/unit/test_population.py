@@ -274,3 +274,27 @@ def test_nobody_dies_before_birth():
     assert rec.patient.death_date is None or rec.patient.death_date >= rec.patient.birth_date
     for rec in generate(3000, seed=2, as_of=dt.date(2026, 11, 20)):
         assert rec.patient.death_date is None or rec.patient.death_date >= rec.patient.birth_date
+
+
+def test_demo_registry_shows_sla_lateness_and_nothing_raised_in_the_future(tmp_path, monkeypatch):
+    """Issue 16 item 10: the demo had 0 overdue tasks and stamped tasks as raised later than the clock
+    a user then sees (as of today, 09:00, seeded at 03:30)."""
+    from sqlalchemy import text
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from engine.registry.db import make_engine
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    today = dt.datetime.now(dt.timezone.utc).date()
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--population", "0", "--as-of", today.isoformat()])
+    assert result.exit_code == 0, result.output
+    after = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    engine = make_engine(f"sqlite:///{tmp_path / 'carepath.db'}")
+    with engine.connect() as c:
+        raised = [dt.datetime.fromisoformat(str(r)) for r in c.execute(text("SELECT raised_at FROM task")).scalars()]
+        overdue = c.execute(text("SELECT count(*) FROM task WHERE status IN ('open', 'accepted') AND due < :now"),
+                            {"now": after}).scalar_one()
+    engine.dispose()
+    assert raised and max(raised) <= after
+    assert overdue > 0
