@@ -4,6 +4,8 @@ from __future__ import annotations
 import datetime as dt
 
 from api.schemas import FlagOut, PatientOut, SlaOut, TaskEventOut, TaskOut
+from sqlmodel import Session, select
+
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, TaskEventRow, TaskRow
 from engine.registry.tables import PatientRow
 
@@ -49,3 +51,20 @@ def flag_out(f: FlagRow, p: PatientRow) -> FlagOut:
     return FlagOut(id=f.id, key=f.key, nhs_number=p.nhs_number, protocol=f.protocol, version=f.version, source=f.source,
                    kind=f.kind, code=f.code, level=f.level, text=f.text, why=f.why, active=f.active, raised_at=f.raised_at,
                    cleared_at=f.cleared_at)
+
+
+def task_owners(s: Session, task_ids: list[int]) -> dict[int, dict]:
+    """Who holds or closed each task, from its history: the last accept, and the last close with its reason."""
+    out: dict[int, dict] = {}
+    if not task_ids:
+        return out
+    for e in s.exec(select(TaskEventRow).where(TaskEventRow.task_id.in_(task_ids)).order_by(TaskEventRow.id)):
+        o = out.setdefault(e.task_id, {})
+        if e.action == "accepted":
+            o["accepted"] = (e.actor, e.at)
+        elif e.action in ("completed", "declined"):
+            o["closed"] = (e.action, e.actor, e.at, e.note)
+        elif e.action == "reopened":
+            o.pop("closed", None)
+            o.pop("accepted", None)
+    return out

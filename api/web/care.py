@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from api.deps import Principal
 from api.routers import patients as papi
 from api.schemas import NHS_PATTERN
-from api.views import event_out, task_out
+from api.views import event_out, task_out, task_owners
 from api.web.common import PREFIX, PageRoute, local, need, page_user, redirect, render, state_of
 from api.web.summary import SETTING_NAMES, summarise
 from engine.evaluate.service import task_history
@@ -68,12 +68,13 @@ def care_plan_page(request: Request, nhs_number: Nhs, who: Principal = Depends(p
         histories = {t.id: [event_out(e) for e in task_history(s, t.id)] for t in closed}
         closed_out = [task_out(t, p, now) for t in closed]
         latest_out = {k: task_out(t, p, now) for k, t in latest.items()}
+        owners = task_owners(s, [t.id for t in latest.values()] + [t.id for t in closed])
     summary = summarise(record, state.library, now.date()) if record else None
     on = [pr for pr in plan.protocols if pr.on_register]
     off = [pr for pr in plan.protocols if not pr.on_register]
     return render(request, "care_plan.html", who, page_title=f"Care plan: {plan.patient.given_name or ''} {plan.patient.family_name or ''}".strip(),
                   plan=plan, on=on, off=off, latest=latest_out, closed=closed_out, histories=histories, summary=summary,
-                  status_words=STATUS_WORDS, settings=SETTING_NAMES)
+                  status_words=STATUS_WORDS, settings=SETTING_NAMES, owners=owners)
 
 
 @router.get("/patients/{nhs_number}/plan")

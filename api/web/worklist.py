@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import datetime as dt
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
@@ -19,9 +21,9 @@ from api.app import AppState
 from api.deps import Principal, log_access
 from api.routers.mdt import HIGHEST_TIER, risk_tier
 from api.routers.worklists import CSV_COLUMNS, CSV_LIMIT, Filters, _act, _ordered
-from api.views import task_out
+from api.views import age_on, task_out, task_owners
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, safe_next, state_of
-from engine.registry.outputs import OPEN_STATUSES, PatientEvaluationRow, TaskRow
+from engine.registry.outputs import OPEN_STATUSES, PatientEvaluationRow, TaskEventRow, TaskRow
 from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
@@ -39,7 +41,7 @@ SORTS = {
     "practice": "Practice",
     "status": "Status",
 }
-PAGE_SIZES = (10, 25, 50, 100)
+PAGE_SIZES = (10, 25, 50, 100, 200)
 Status = Literal["open", "accepted", "completed", "declined", "resolved"]
 Priority = Literal["urgent", "high", "routine", "low"]
 Short = Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -53,7 +55,9 @@ class View:
                  mdt: Short = None, overdue: Literal["", "yes", "no"] = "",
                  risk: Literal["", "3", "2", "1", "none"] = "",
                  sort: Literal["priority", "due", "-due", "raised", "-raised", "patient", "practice", "status"] = "priority",
-                 page: int = Query(1, ge=1, le=100000), size: int = Query(25, ge=1, le=200)):
+                 page: int = Query(1, ge=1, le=100000), size: int = Query(50, ge=1, le=200),
+                 mine: Literal["", "yes"] = ""):
+        self.mine = mine
         self.status, self.priority = list(status or []), list(priority or [])
         self.role, self.practice, self.protocol, self.mdt = role or None, practice or None, protocol or None, mdt or None
         self.overdue, self.risk, self.sort, self.page, self.size = overdue, risk, sort, page, size
@@ -61,11 +65,11 @@ class View:
     def params(self, **change) -> dict:
         p = dict(status=self.status, priority=self.priority, role=self.role, practice=self.practice,
                  protocol=self.protocol, mdt=self.mdt, overdue=self.overdue, risk=self.risk, sort=self.sort,
-                 page=self.page, size=self.size)
+                 page=self.page, size=self.size, mine=self.mine)
         p.update(change)
         if "page" not in change:
             p["page"] = 1 if change else self.page
-        defaults = dict(sort="priority", page=1, size=25)
+        defaults = dict(sort="priority", page=1, size=50)
         return {k: v for k, v in p.items() if v not in (None, "", []) and defaults.get(k) != v}
 
     def url(self, path: str = "/worklist", **change) -> str:
@@ -81,7 +85,15 @@ class View:
     @property
     def active(self) -> bool:
         return bool(self.status or self.priority or self.role or self.practice or self.protocol or self.mdt
-                    or self.overdue or self.risk)
+                    or self.overdue or self.risk or self.mine)
+
+    def query(self, who: Principal, now, mine: bool | None = None, **change):
+        """The filters' query, plus "my tasks": the ones I accepted and still hold."""
+        q = self.filters(**change).query(who, now)
+        if self.mine if mine is None else mine:
+            q = q.where(TaskRow.status == "accepted", TaskRow.id.in_(
+                select(TaskEventRow.task_id).where(TaskEventRow.actor == who.username, TaskEventRow.action == "accepted")))
+        return q
 
 
 def _tiers(s: Session, q) -> dict[int, int | None]:
@@ -144,8 +156,8 @@ def worklist_page(request: Request, v: View = Depends(), who: Principal = Depend
     need(request, who, "worklist:read")
     now = state.now()
     with Session(state.engines.read) as s:
-        tiers = _tiers(s, v.filters(status=list(STATUSES)).query(who, now))
-        base = _with_risk(v.filters().query(who, now), v.risk, tiers)
+        tiers = _tiers(s, v.query(who, now, status=list(STATUSES)))
+        base = _with_risk(v.query(who, now), v.risk, tiers)
         total = _count(s, base)
         pages = max(1, -(-total // v.size))
         page = min(v.page, pages)
@@ -153,34 +165,82 @@ def worklist_page(request: Request, v: View = Depends(), who: Principal = Depend
         items = [task_out(t, p, now) for t, p in rows]
         # counts per filter: each facet counted with every other filter applied
         facets = {
-            "status": _facet(s, _with_risk(v.filters(status=list(STATUSES)).query(who, now), v.risk, tiers), TaskRow.status),
-            "priority": _facet(s, _with_risk(v.filters(priority=None).query(who, now), v.risk, tiers), TaskRow.priority),
-            "role": _facet(s, _with_risk(v.filters(role=None).query(who, now), v.risk, tiers), TaskRow.role),
-            "practice": _facet(s, _with_risk(v.filters(practice=None).query(who, now), v.risk, tiers), PatientRow.practice),
-            "protocol": _facet(s, _with_risk(v.filters(protocol=None).query(who, now), v.risk, tiers), TaskRow.protocol),
-            "mdt": _facet(s, _with_risk(v.filters(mdt=None).query(who, now), v.risk, tiers), PatientRow.mdt),
+            "status": _facet(s, _with_risk(v.query(who, now, status=list(STATUSES)), v.risk, tiers), TaskRow.status),
+            "priority": _facet(s, _with_risk(v.query(who, now, priority=None), v.risk, tiers), TaskRow.priority),
+            "role": _facet(s, _with_risk(v.query(who, now, role=None), v.risk, tiers), TaskRow.role),
+            "practice": _facet(s, _with_risk(v.query(who, now, practice=None), v.risk, tiers), PatientRow.practice),
+            "protocol": _facet(s, _with_risk(v.query(who, now, protocol=None), v.risk, tiers), TaskRow.protocol),
+            "mdt": _facet(s, _with_risk(v.query(who, now, mdt=None), v.risk, tiers), PatientRow.mdt),
         }
-        no_late = _with_risk(v.filters(overdue=None).query(who, now), v.risk, tiers)
+        no_late = _with_risk(v.query(who, now, overdue=None), v.risk, tiers)
         late = (TaskRow.due < now) & TaskRow.status.in_(OPEN_STATUSES)
         n_late = _count(s, no_late.where(late))
         n_all = _count(s, no_late)
         facets["overdue"] = {"yes": n_late, "no": n_all - n_late}
-        per_patient = _facet(s, v.filters().query(who, now), TaskRow.patient_id)
+        facets["mine"] = _count(s, _with_risk(v.query(who, now, mine=True), v.risk, tiers))
+        per_patient = _facet(s, v.query(who, now), TaskRow.patient_id)
         risk_counts: dict[str, int] = {}
         for pid, n in per_patient.items():
             t = tiers.get(pid)
             key = "none" if t is None else str(t)
             risk_counts[key] = risk_counts.get(key, 0) + n
         facets["risk"] = risk_counts
+        owners = task_owners(s, [t.id for t, _ in rows])
     # the risk tier of each listed patient, for the table
     row_tiers = {t.id: tiers.get(t.patient_id) for t, _ in rows}
     log_access(state, request, who, "read", "worklist", patients=[i.nhs_number for i in items],
                detail={"total": total, "page": page, "via": "web"})
     sla = {i.id: _sla_fraction(i) for i in items}
+    here = v.url(page=page) if page > 1 else v.url()
     return render(request, "worklist.html", who, page_title="Worklist", v=v, items=items, total=total, page=page,
                   pages=pages, facets=facets, statuses=STATUSES, priorities=PRIORITIES, risks=RISKS, sorts=SORTS,
-                  page_sizes=PAGE_SIZES, row_tiers=row_tiers, sla=sla, highest_tier=HIGHEST_TIER,
-                  here=v.url(page=page) if page > 1 else v.url())
+                  page_sizes=PAGE_SIZES, row_tiers=row_tiers, sla=sla, highest_tier=HIGHEST_TIER, here=here,
+                  groups=group_by_patient(items, {p.nhs_number: p for _, p in rows}, now.date()), owners=owners,
+                  outcomes=COMPLETE_OUTCOMES, decline_reasons=DECLINE_REASONS)
+
+
+@dataclass
+class PatientGroup:
+    """One patient's tasks on the page, under a banner a clinician recognises them by."""
+    nhs_number: str
+    name: str | None
+    age: int | None
+    sex: str | None
+    birth_date: dt.date | None
+    practice: str | None
+    mdt: str | None
+    tasks: list = field(default_factory=list)
+
+
+def group_by_patient(items: list, patients: dict, today: dt.date) -> list[PatientGroup]:
+    """Tasks grouped by patient, groups in the order of each patient's first task in the chosen sort
+    (so the most urgent patient leads under the default sort), tasks within a group in that order."""
+    groups: dict[str, PatientGroup] = {}
+    for t in items:
+        g = groups.get(t.nhs_number)
+        if g is None:
+            p = patients.get(t.nhs_number)
+            g = groups[t.nhs_number] = PatientGroup(
+                t.nhs_number, t.patient_name, age_on(p.birth_date, today) if p else None, p.sex if p else None,
+                p.birth_date if p else None, t.practice, t.mdt)
+        g.tasks.append(t)
+    return list(groups.values())
+
+
+# Coded outcomes: what was done, or why not (the reason is stored as "label: note").
+COMPLETE_OUTCOMES = {
+    "done": "Done",
+    "booked": "Appointment booked",
+    "done-elsewhere": "Done by another service (recorded there)",
+    "reviewed-no-change": "Reviewed, no change needed",
+}
+DECLINE_REASONS = {
+    "patient-declined": "Patient declined",
+    "not-appropriate": "Not clinically appropriate",
+    "not-our-team": "Not for our team (needs reassigning)",
+    "duplicate": "Duplicate of another task",
+    "other": "Other (say why)",
+}
 
 
 def _sla_fraction(t) -> float:
@@ -199,7 +259,7 @@ def worklist_csv(request: Request, v: View = Depends(), who: Principal = Depends
     need(request, who, "worklist:read")
     now = state.now()
     with Session(state.engines.read) as s:
-        q = v.filters().query(who, now)
+        q = v.query(who, now)
         tiers = _tiers(s, q) if v.risk else {}
         q = _with_risk(q, v.risk, tiers)
         items = [task_out(t, p, now) for t, p in s.exec(_ordered_by(q, v.sort).limit(CSV_LIMIT)).all()]
@@ -219,23 +279,58 @@ def worklist_csv(request: Request, v: View = Depends(), who: Principal = Depends
 ACTION_DONE = {"accept": "accepted", "complete": "completed", "decline": "declined", "reopen": "reopened"}
 
 
+@router.post("/tasks/bulk")
+def bulk_action_form(request: Request, task: list[int] = Form([]), action: Literal["accept"] = Form("accept"),
+                     next: str = Form(""), csrf_token_: str = Form("", alias="csrf_token"),
+                     who: Principal = Depends(page_user)):
+    """Accept several ticked tasks at once (each through the same checks and log as one)."""
+    check_csrf(request, csrf_token_)
+    need(request, who, "task:act")
+    state = state_of(request)
+    back = safe_next(next, PREFIX + "/worklist")
+    ids = list(dict.fromkeys(i for i in task if 0 < i < 2**31))[:200]
+    if not ids:
+        return redirect(request, back, flash="Tick the tasks to accept first.")
+    done, failed = 0, []
+    for task_id in ids:
+        try:
+            _act(request, state, who, task_id, action)
+            done += 1
+        except HTTPException as e:
+            if e.status_code not in (404, 409, 422):
+                raise
+            failed.append(f"task {task_id}: {e.detail}")
+    msg = f"Accepted {done} task{'' if done == 1 else 's'}."
+    return redirect(request, back, flash=msg + (f" Not accepted: {'; '.join(failed)}." if failed else ""))
+
+
 @router.post("/tasks/{task_id}/{action}")
 def task_action_form(request: Request, task_id: int = Path(..., ge=1, le=2**31 - 1),
                      action: Literal["accept", "complete", "decline", "reopen"] = Path(...),
-                     reason: str = Form("", max_length=2000), next: str = Form(""),
-                     csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
-    """One click: accept, complete, decline (a reason is required) or reopen a task; back to the list."""
+                     reason: str = Form("", max_length=2000), code: str = Form("", max_length=40),
+                     next: str = Form(""), csrf_token_: str = Form("", alias="csrf_token"),
+                     who: Principal = Depends(page_user)):
+    """Accept, complete (with a coded outcome), decline (a coded reason; words required for "other") or
+    reopen a task; back to the same place in the list."""
     check_csrf(request, csrf_token_)
     need(request, who, "task:act")
     state = state_of(request)
     back = safe_next(next, PREFIX + "/worklist")
     reason = reason.replace("\x00", "").strip()
-    if action == "decline" and not reason:
+    codes = COMPLETE_OUTCOMES if action == "complete" else DECLINE_REASONS if action == "decline" else {}
+    if code and code not in codes:
+        return redirect(request, back, flash=f"Task {task_id}: choose one of the listed outcomes.")
+    if action == "decline" and (not code and not reason or code == "other" and not reason):
         return redirect(request, back, flash=f"Task {task_id} was not declined: please give a reason.")
+    if codes and code:
+        label = codes[code].replace(" (say why)", "")
+        reason = f"{label}: {reason}" if reason and code != "other" else (reason if code == "other" else label)
     try:
         out = _act(request, state, who, task_id, action, reason=reason or None)
     except HTTPException as e:
         if e.status_code in (409, 422):
             return redirect(request, back, flash=f"Task {task_id}: {e.detail}.")
         raise
-    return redirect(request, back, flash=f"{out.title} ({out.patient_name or out.nhs_number}): {ACTION_DONE[action]}.")
+    anchor = back if "#" in back else f"{back}#patient-{out.nhs_number}"
+    return redirect(request, anchor, flash=f"{out.title} ({out.patient_name or out.nhs_number}): {ACTION_DONE[action]}"
+                    + (f" by you — {reason}." if action in ("complete", "decline") and reason else "."))

@@ -18,7 +18,7 @@ def _total(page) -> int:
 
 
 def _rows(page):
-    return page.locator("table.worklist tbody tr")
+    return page.locator("table.worklist tr.task-row")
 
 
 def _option_count(page, select: str, value: str) -> int:
@@ -32,8 +32,8 @@ def test_worklist_for_clinical_roles_only(pages, server):
     expect(page.get_by_role("heading", level=1)).to_have_text("Worklist")
     assert _total(page) > 0
     # an MDT member sees only their MDT's patients
-    mdts = set(page.locator("table.worklist tbody tr td:nth-child(3) .muted").all_inner_texts())
-    assert mdts and all("central-1" in m for m in mdts)
+    banners = page.locator("table.worklist tr.patient-row .banner-facts").all_inner_texts()
+    assert banners and all("central-1" in m for m in banners)
     # overdue tasks show their SLA clock
     expect(page.locator("tr.row-late .clock").first).to_contain_text("Overdue by")
     expect(page.locator("meter").first).to_be_visible()
@@ -60,13 +60,13 @@ def test_filters_counts_sort_and_pages(pages):
     page.get_by_role("button", name="Apply filters").click()
     expect(page).to_have_url(re.compile(r"role=gp"))
     assert _total(page) == gp == _rows(page).count()
-    assert all(t.split("\n")[0] == "gp" for t in page.locator("table.worklist tbody tr td:nth-child(4)").all_inner_texts())
+    assert all(t.split("\n")[0] == "gp" for t in page.locator("table.worklist td.responsible").all_inner_texts())
     # combine with a practice; the practice counts already respect the role filter
     a81001 = _option_count(page, "#f-practice", "A81001")
     page.get_by_label("Practice").select_option("A81001")
     page.get_by_role("button", name="Apply filters").click()
     assert _total(page) == a81001 and all("A81001" in t for t in
-                                          page.locator("table.worklist tbody td:nth-child(3) .muted").all_inner_texts())
+                                          page.locator("table.worklist tr.patient-row .banner-facts").all_inner_texts())
     shot(page, "worklist-filtered")
     page.get_by_role("link", name="Clear").click()
     assert _total(page) == everything
@@ -95,21 +95,28 @@ def test_filters_counts_sort_and_pages(pages):
     page.get_by_label("Sort by").select_option("due")
     page.get_by_role("button", name="Apply filters").click()
     dues = [dt.datetime.fromisoformat(x.rstrip("Z")) for x in page.locator("td .sla time").evaluate_all("els => els.map(e => e.getAttribute('datetime'))")]
-    assert dues == sorted(dues) and len(dues) == min(everything, 25)
+    # grouped by patient, groups in the order of each patient's soonest task, tasks in order within a group
+    groups = page.locator("tbody.patient-group").evaluate_all(
+        "gs => gs.map(g => Array.from(g.querySelectorAll('.sla time')).map(t => t.getAttribute('datetime')))")
+    firsts = [dt.datetime.fromisoformat(g[0].rstrip("Z")) for g in groups]
+    assert firsts == sorted(firsts) and all(g == sorted(g) for g in groups)
+    assert len(dues) == min(everything, 50)
     # priority order (the default): urgent before high before routine
     page.goto("/app/worklist")
     order = {"urgent": 0, "high": 1, "routine": 2, "low": 3}
-    prios = [order[p.strip().lower()] for p in page.locator("table.worklist tbody td:nth-child(1) .priority").all_inner_texts()]
+    prios = [order[p.strip().lower()] for p in page.locator("tbody.patient-group").first.locator(".priority").all_inner_texts()]
     assert prios == sorted(prios)
+    leads = [order[g.locator(".priority").first.inner_text().strip().lower()] for g in page.locator("tbody.patient-group").all()]
+    assert leads == sorted(leads)  # the patient with the most urgent task first
 
     # pages of 5
     page.get_by_label("Tasks per page").select_option("10")
     page.get_by_role("button", name="Apply filters").click()
     assert _rows(page).count() == 10
-    first_page = page.locator("table.worklist tbody tr").evaluate_all("rs => rs.map(r => r.id)")
+    first_page = page.locator("table.worklist tr.task-row").evaluate_all("rs => rs.map(r => r.id)")
     page.get_by_role("navigation", name="Pagination").get_by_role("link", name="Next").click()
     expect(page).to_have_url(re.compile(r"page=2"))
-    second_page = page.locator("table.worklist tbody tr").evaluate_all("rs => rs.map(r => r.id)")
+    second_page = page.locator("table.worklist tr.task-row").evaluate_all("rs => rs.map(r => r.id)")
     assert second_page and not set(first_page) & set(second_page)
     expect(page.locator(".pagination [aria-current=page]")).to_have_text("Page 2")
 
@@ -119,14 +126,15 @@ def test_complete_a_task_and_see_the_care_plan_change(pages):
     page = pages.login("mdt.member")
     page.goto(f"/app/worklist?sort=due")
     before = _total(page)
-    row = page.locator("table.worklist tbody tr", has=page.get_by_role("link", name="Amina Begum")).filter(
-        has_text="Smoking status recorded")
+    row = page.locator(f"#patient-{AMINA} tr.task-row").filter(has_text="Smoking status recorded")
     expect(row).to_have_count(1)
     task_id = row.get_attribute("data-task")
     shot(page, "walkthrough-1-worklist")
-    row.get_by_role("button", name=re.compile("^Complete")).click()
-    expect(page.get_by_role("status")).to_have_text(re.compile(r"^Smoking status recorded.* \(Amina Begum\): completed\.$"))
-    expect(page).to_have_url(re.compile(r"/app/worklist\?sort=due$"))  # back to the same view
+    row.locator("summary", has_text="Complete").click()
+    row.get_by_label("Outcome").select_option("done")
+    row.get_by_role("button", name="Complete task").click()
+    expect(page.get_by_role("status")).to_have_text(re.compile(r"^Smoking status recorded.* \(Amina Begum\): completed by you — Done\.$"))
+    expect(page).to_have_url(re.compile(rf"/app/worklist\?sort=due#patient-{AMINA}$"))  # back to the same view and place
     assert _total(page) == before - 1
     expect(page.locator(f"#task-{task_id}")).to_have_count(0)
     shot(page, "walkthrough-2-completed")
@@ -143,6 +151,8 @@ def test_complete_a_task_and_see_the_care_plan_change(pages):
     # the completed task is listed under status "completed" and can be reopened
     page.goto("/app/worklist?status=completed")
     expect(page.locator(f"#task-{task_id}")).to_be_visible()
+    expect(page.locator(f"#task-{task_id} .owner")).to_contain_text("by mdt.member")  # who closed it, and how
+    expect(page.locator(f"#task-{task_id} .closed-reason")).to_have_text("Done")
     page.locator(f"#task-{task_id}").get_by_role("button", name=re.compile("^Reopen")).click()
     expect(page.get_by_role("status")).to_contain_text("reopened")
 
@@ -150,21 +160,32 @@ def test_complete_a_task_and_see_the_care_plan_change(pages):
 def test_accept_then_decline_with_a_reason(pages):
     page = pages.login("mdt.member")
     page.goto("/app/worklist?status=open")
-    row = page.locator("table.worklist tbody tr").filter(has_text="BMI recorded").first
+    row = page.locator("table.worklist tr.task-row").filter(has_text="BMI recorded").first
     task_id = row.get_attribute("data-task")
-    patient = row.locator("td:nth-child(3) a").inner_text()
+    patient = page.locator(f"#patient-{row.get_attribute('data-patient')} tr.patient-row a").inner_text()
     row.get_by_role("button", name=re.compile("^Accept")).click()
     expect(page.get_by_role("status")).to_contain_text("accepted")
     expect(page.locator(f"#task-{task_id}")).to_have_count(0)  # the view shows open tasks only
     page.goto("/app/worklist?status=accepted")
     row = page.locator(f"#task-{task_id}")
     expect(row.locator(".status")).to_have_text("accepted")
-    # decline: the reason is required (the browser will not send the form without one)
+    expect(row.locator(".owner")).to_contain_text("by mdt.member")  # who accepted it
+    # "my tasks": the ones I accepted
+    page.goto("/app/worklist?mine=yes")
+    expect(page.locator(f"#task-{task_id}")).to_be_visible()
+    assert _total(page) == _rows(page).count() >= 1
+    page.goto("/app/worklist?status=accepted")
+    row = page.locator(f"#task-{task_id}")
+    # decline: a coded reason; "other" needs words (the server refuses it without)
     row.locator("summary", has_text="Decline").click()
-    reason = row.get_by_label("Reason for declining (required)")
-    expect(reason).to_have_attribute("required", "")
+    row.get_by_label("Reason", exact=True).select_option("other")
     row.get_by_role("button", name="Decline task").click()
-    expect(page.locator(f"#task-{task_id}")).to_be_visible()  # nothing sent
+    expect(page.get_by_role("status")).to_contain_text("please give a reason")
+    expect(page.locator(f"#task-{task_id}")).to_be_visible()  # still there
+    row = page.locator(f"#task-{task_id}")
+    row.locator("summary", has_text="Decline").click()
+    row.get_by_label("Reason", exact=True).select_option("other")
+    reason = row.get_by_label('Details (required for "Other")')
     reason.fill("Weight recorded at the hospital clinic last week")
     shot(page, "worklist-decline")
     row.get_by_role("button", name="Decline task").click()
@@ -172,12 +193,14 @@ def test_accept_then_decline_with_a_reason(pages):
     expect(page.locator(f"#task-{task_id}")).to_have_count(0)
     # the reason is on the patient's care plan
     page.goto("/app/worklist?status=declined")
-    page.locator(f"#task-{task_id}").get_by_role("link", name=patient).click()
+    expect(page.locator(f"#task-{task_id} .closed-reason")).to_have_text("Weight recorded at the hospital clinic last week")
+    page.locator(f"#patient-{page.locator(f'#task-{task_id}').get_attribute('data-patient')} tr.patient-row").get_by_role(
+        "link", name=patient).click()
     expect(page.locator(f"#closed-{task_id}")).to_contain_text("Weight recorded at the hospital clinic last week")
     # a decline with an empty reason sent anyway is refused by the server
     page.goto("/app/worklist?status=open")
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
-    other = page.locator("table.worklist tbody tr").first.get_attribute("data-task")
+    other = page.locator("table.worklist tr.task-row").first.get_attribute("data-task")
     r = page.request.post(f"/app/tasks/{other}/decline", form={"csrf_token": token, "reason": "  ", "next": "/app/worklist"})
     assert r.ok and "please give a reason" in r.text()
     page.goto("/app/worklist?status=open")
@@ -221,9 +244,29 @@ def test_risk_tier_filter(pages, server):
     page.get_by_label("Risk tier").select_option("3")
     page.get_by_role("button", name="Apply filters").click()
     assert _total(page) == tier3
-    assert {t for t in page.locator("table.worklist tbody td:nth-child(3) a").all_inner_texts()} == {"Frank Osei"}
+    assert {t for t in page.locator("table.worklist tr.patient-row a").all_inner_texts()} == {"Frank Osei"}
     expect(page.locator("table.worklist .tag", has_text="risk tier 3").first).to_be_visible()
     page.get_by_label("Risk tier").select_option("none")
     page.get_by_role("button", name="Apply filters").click()
     assert _total(page) == everything - tier3
-    assert "Frank Osei" not in page.locator("table.worklist tbody").inner_text()
+    assert "Frank Osei" not in page.locator("table.worklist").inner_text()
+
+
+def test_bulk_accept_and_place_kept(pages):
+    """Issue 16 item 2: accept several tasks at once; after an action the page returns to the patient."""
+    page = pages.login("mdt.member")
+    page.goto("/app/worklist?status=open&sort=due")
+    rows = _rows(page)
+    ids = [rows.nth(i).get_attribute("data-task") for i in range(3)]
+    for i in ids:
+        page.locator(f"#tick-{i}").check()
+    shot(page, "worklist-grouped")
+    page.get_by_role("button", name="Accept ticked tasks").click()
+    expect(page.get_by_role("status")).to_have_text("Accepted 3 tasks.")
+    page.goto("/app/worklist?status=accepted")
+    for i in ids:
+        expect(page.locator(f"#task-{i} .owner")).to_contain_text("by mdt.member")
+    # nothing ticked: nothing done, and it says so
+    page.goto("/app/worklist?status=open")
+    page.get_by_role("button", name="Accept ticked tasks").click()
+    expect(page.get_by_role("status")).to_have_text("Tick the tasks to accept first.")
