@@ -91,16 +91,23 @@ def require(permission: str):
     return dependency
 
 
+NO_PATIENT = "no patient with that NHS number in your scope"
+
+
 def patient_in_scope(session: Session, state: AppState, request: Request, who: Principal, nhs_number: str,
                      resource: str) -> PatientRow:
-    """The patient, or 404 / 403 (the refusal is logged)."""
+    """The patient, or 404. A patient who is not registered and one outside the user's scope get the
+    same status and message (the caller cannot learn whether an NHS number is registered); both
+    refusals are logged, the log saying which it was."""
     row = session.exec(select(PatientRow).where(PatientRow.nhs_number == nhs_number)).first()
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no patient with NHS number {nhs_number}")
-    if who.pseudonymised or not who.scope.allows(row):
-        log_access(state, request, who, "denied", resource, patients=[nhs_number], status=403,
-                   detail={"reason": "patient outside the user's scope"})
-        raise HTTPException(status_code=403, detail="this patient is outside your MDT / practice / locality")
+    if row is None or who.pseudonymised or not who.scope.allows(row):
+        if row is None:  # not a patient: the number goes in the detail, for spotting someone trying numbers
+            log_access(state, request, who, "denied", resource, status=404,
+                       detail={"reason": "no such patient", "nhs_number": nhs_number})
+        else:
+            log_access(state, request, who, "denied", resource, patients=[nhs_number], status=404,
+                       detail={"reason": "patient outside the user's scope"})
+        raise HTTPException(status_code=404, detail=NO_PATIENT)
     return row
 
 

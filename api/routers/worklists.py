@@ -102,16 +102,19 @@ def worklist_csv(request: Request, f: Filters = Depends(), who: Principal = Depe
     return worklist_csv_response(items)
 
 
+NO_TASK = "no task with that id in your scope"
+
+
 def _task_in_scope(s: Session, state: AppState, request: Request, who: Principal, task_id: int, lock: bool = False):
+    """The task and its patient, or 404: an unknown task and one whose patient is outside the user's
+    scope look the same (both logged, the log saying which)."""
     q = select(TaskRow, PatientRow).join(PatientRow, PatientRow.id == TaskRow.patient_id).where(TaskRow.id == task_id)
     row = s.exec(q).first()
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no task {task_id}")
+    if row is None or who.pseudonymised or not who.scope.allows(row[1]):
+        log_access(state, request, who, "denied", "task", patients=[row[1].nhs_number] if row else [], status=404,
+                   detail={"reason": "patient outside the user's scope" if row else "no such task", "task": task_id})
+        raise HTTPException(status_code=404, detail=NO_TASK)
     t, p = row
-    if not who.scope.allows(p):
-        log_access(state, request, who, "denied", "task", patients=[p.nhs_number], status=403,
-                   detail={"reason": "patient outside the user's scope", "task": task_id})
-        raise HTTPException(status_code=403, detail="this task's patient is outside your MDT / practice / locality")
     if lock and s.get_bind().dialect.name == "postgresql":
         # The same lock re-evaluation takes: a person's action and the engine never interleave.
         s.exec(select(PatientRow).where(PatientRow.id == p.id).with_for_update()).first()
@@ -120,7 +123,7 @@ def _task_in_scope(s: Session, state: AppState, request: Request, who: Principal
     return t, p
 
 
-RESP = {404: {"description": "No such task"}, 403: {"description": "Outside your scope"},
+RESP = {404: {"description": "No such task in your scope"},
         409: {"description": "Not allowed in the task's current status"}}
 
 
