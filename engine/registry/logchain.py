@@ -102,12 +102,15 @@ class Verification:
     head_hash: str | None = None
 
 
-def verify(bind: Engine | Connection, batch: int = 5000) -> Verification:
-    """Walk the chain in id order; stop at the first broken link."""
+def verify(bind: Engine | Connection, batch: int = 5000, expect_head: tuple[int, str] | None = None) -> Verification:
+    """Walk the chain in id order; stop at the first broken link. With `expect_head` (an id and hash
+    that `verify` reported earlier), also check that row is still there with that hash: a rewritten
+    or truncated tail, which leaves a valid chain, shows up there."""
     if isinstance(bind, Engine):
         with bind.connect() as conn:
-            return verify(conn, batch)
+            return verify(conn, batch, expect_head)
     conn = bind
+    head_seen = False
     expected, prev_id, n, after = GENESIS, None, 0, None
     while True:
         q = sa.select(access_log).order_by(access_log.c.id).limit(batch)
@@ -131,8 +134,16 @@ def verify(bind: Engine | Connection, batch: int = 5000) -> Verification:
                 return Verification(False, n, r["id"], f"row {r['id']}: its content does not match its hash "
                                     f"(stored {str(r['row_hash'])[:16]}..., content gives {computed[:16]}...): "
                                     f"the row was changed after it was written", prev_id, expected)
+            if expect_head and r["id"] == expect_head[0]:
+                head_seen = True
+                if r["row_hash"] != expect_head[1]:
+                    return Verification(False, n, r["id"], f"row {r['id']}: its hash {r['row_hash'][:16]}... is not the recorded "
+                                        f"head {expect_head[1][:16]}...: the log from here on was rewritten", prev_id, expected)
             expected, prev_id, n = r["row_hash"], r["id"], n + 1
         after = rows[-1]["id"]
+    if expect_head and not head_seen:
+        return Verification(False, n, expect_head[0], f"row {expect_head[0]}, the recorded head, is missing: "
+                            f"the log was cut back to row {prev_id}", prev_id, expected)
     return Verification(True, n, head_id=prev_id, head_hash=expected if prev_id is not None else None)
 
 

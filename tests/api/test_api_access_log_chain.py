@@ -150,3 +150,18 @@ def test_migration_backfills_existing_rows(db_url, tmp_path):
         assert result.ok and result.rows > 5, result.problem
     finally:
         engine.dispose()
+
+
+def test_a_recorded_head_catches_a_cut_back_or_rewritten_tail(seeded_api):
+    _activity(seeded_api)
+    first = verify(seeded_api.state.engines.read)
+    head = f"{first.head_id}:{first.head_hash}"
+    assert _cli(seeded_api.url).output.strip().endswith(f"head: row {first.head_id} {first.head_hash}")
+    seeded_api.get("/worklist", user="mdt.member")  # more activity after the head was recorded
+    out = CliRunner().invoke(cli, ["audit", "verify-log", "--database-url", seeded_api.url, "--expect-head", head])
+    assert out.exit_code == 0, out.output
+    with seeded_api.state.engines.write.begin() as conn:  # an insider cuts the log back to before the head
+        conn.execute(sa.text("DELETE FROM access_log WHERE id >= :i"), {"i": first.head_id})
+    assert verify(seeded_api.state.engines.read).ok  # the chain alone cannot tell
+    out = CliRunner().invoke(cli, ["audit", "verify-log", "--database-url", seeded_api.url, "--expect-head", head])
+    assert out.exit_code == 1 and f"row {first.head_id}" in out.output and "missing" in out.output, out.output
