@@ -59,14 +59,14 @@ def change_user(username: str, body: UserUpdate, request: Request, who: Principa
 
 
 PSEUDONYM_PATTERN = r"^P-[0-9a-f]{12}$"
-NHS_RUN = re.compile(r"(?<![0-9])[0-9]{10}(?![0-9])")
+NHS_RUN = re.compile(r"(?<![0-9])[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}(?![0-9])")  # 10 digits, or 3-3-4 spaced
 MASK = "[nhs-number]"
 NHS_FILTER_REFUSED = ("auditors filter the access log by pseudonym (pseudonym=P-...), not by NHS number: "
                       "an NHS number and its pseudonym side by side would re-identify the patient")
 
 
 def _masked(value):
-    """For auditors: every 10-digit run in a string (at any depth) replaced by a mask."""
+    """For auditors: every NHS-number-shaped run in a string (at any depth) replaced by a mask."""
     if isinstance(value, str):
         return NHS_RUN.sub(MASK, value)
     if isinstance(value, list):
@@ -121,7 +121,7 @@ def access_log(request: Request, username: ShortText | None = None, action: Shor
                          resource=r.resource, status=r.status, patients=list(r.patients or []), detail=r.detail or {})
             for r in page])
     return AccessLogPage(total=total, items=[
-        AccessLogOut(id=r.id, at=r.at, username=r.username if r.username in accounts or r.username is None else "(not a user)",
+        AccessLogOut(id=r.id, at=r.at, username=_masked(r.username) if r.username in accounts or r.username is None else "(not a user)",
                      role=r.role, action=r.action, method=r.method, path=_masked(r.path), resource=r.resource, status=r.status,
                      patients=[pseudo(p) for p in (r.patients or [])], detail=_masked(r.detail or {}))
         for r in page])
