@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 from api.app import COOKIE_NAME, AppState
 from api.security import AUDITOR, PERMISSIONS, Scope
 from engine.registry.access import AccessLogRow, UserRow
+from engine.registry.logchain import seal
 from engine.registry.tables import PatientRow
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
@@ -44,16 +45,20 @@ class Principal:
 def log_access(state: AppState, request: Request | None, who: Principal | None, action: str, resource: str, *,
                patients: Iterable[str] = (), status: int = 200, detail: dict | None = None,
                session: Session | None = None, username: str | None = None) -> None:
-    """Append to the access log. With `session`, the row joins that (write) transaction."""
+    """Append to the access log. With `session`, the row joins that (write) transaction. The row is
+    hash-chained to the one before it under a lock held until that transaction ends (logchain.seal)."""
     row = AccessLogRow(user_id=who.id if who else None, username=who.username if who else username,
                        role=who.role if who else None, action=action,
                        method=request.method if request else "-", path=str(request.url.path)[:500] if request else "-",
                        resource=resource, status=status, patients=sorted(set(patients)), detail=detail or {},
                        at=state.now())
     if session is not None:
+        seal(session.connection(), row)
         session.add(row)
+        session.flush()  # a second row in the same transaction chains onto this one
         return
     with Session(state.engines.write) as s:
+        seal(s.connection(), row)
         s.add(row)
         s.commit()
 
@@ -91,16 +96,23 @@ def require(permission: str):
     return dependency
 
 
+NO_PATIENT = "no patient with that NHS number in your scope"
+
+
 def patient_in_scope(session: Session, state: AppState, request: Request, who: Principal, nhs_number: str,
                      resource: str) -> PatientRow:
-    """The patient, or 404 / 403 (the refusal is logged)."""
+    """The patient, or 404. A patient who is not registered and one outside the user's scope get the
+    same status and message (the caller cannot learn whether an NHS number is registered); both
+    refusals are logged, the log saying which it was."""
     row = session.exec(select(PatientRow).where(PatientRow.nhs_number == nhs_number)).first()
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no patient with NHS number {nhs_number}")
-    if who.pseudonymised or not who.scope.allows(row):
-        log_access(state, request, who, "denied", resource, patients=[nhs_number], status=403,
-                   detail={"reason": "patient outside the user's scope"})
-        raise HTTPException(status_code=403, detail="this patient is outside your MDT / practice / locality")
+    if row is None or who.pseudonymised or not who.scope.allows(row):
+        if row is None:  # not a patient: the number goes in the detail, for spotting someone trying numbers
+            log_access(state, request, who, "denied", resource, status=404,
+                       detail={"reason": "no such patient", "nhs_number": nhs_number})
+        else:
+            log_access(state, request, who, "denied", resource, patients=[nhs_number], status=404,
+                       detail={"reason": "patient outside the user's scope"})
+        raise HTTPException(status_code=404, detail=NO_PATIENT)
     return row
 
 

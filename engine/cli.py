@@ -6,6 +6,7 @@
     carepath demo                                  seed the demo registry and show a care plan
     carepath conformance KIT_DIR [--format json]   run an eCQM test kit (N passed, M failed)
     carepath test | impact | docs | draft | publish  authoring (engine/cli_authoring.py)
+    carepath audit verify-log [--database-url URL]  check the access log's hash chain (exit 1 if broken)
 """
 from __future__ import annotations
 
@@ -612,6 +613,42 @@ def bench_summary(files: list[Path] = typer.Argument(..., help="Result files of 
         console.print(f"  {row['figure']}: {row['measured']} (target {row['target']}) {mark}"
                       + (f" — {row['note']}" if row.get("note") else ""), highlight=False)
     console.print(f"written to {out.get('written')}", highlight=False)
+
+
+# ---- audit verify-log: the access log's hash chain (engine/registry/logchain.py) ---------------------------------
+audit_app = typer.Typer(help="Checks on the service's own records.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify-log")
+def audit_verify_log(database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL",
+                                                                help="Registry database (default sqlite:///var/carepath.db)"),
+                     expect_head: Optional[str] = typer.Option(None, "--expect-head", metavar="ID:HASH",
+                                                               help="A head printed by an earlier run: check it is still there")):
+    """Walk the access log's hash chain: OK with the row count and the head (record it elsewhere to catch
+    a rewritten or cut-back tail with --expect-head), or the first broken link (row id, what differs) and
+    exit status 1."""
+    from engine.registry.db import database_url as default_url, make_engine
+    from engine.registry.logchain import verify
+
+    head = None
+    if expect_head:
+        hid, _, hhash = expect_head.partition(":")
+        if not hid.isdigit() or len(hhash) != 64:
+            raise typer.BadParameter("--expect-head is ID:HASH as printed by verify-log (head: row ID HASH)")
+        head = (int(hid), hhash.lower())
+    engine = make_engine(database_url or default_url())
+    try:
+        result = verify(engine, expect_head=head)
+    finally:
+        engine.dispose()
+    if result.ok:
+        head = f"; head: row {result.head_id} {result.head_hash}" if result.head_id is not None else ""
+        console.print(f"access log OK: {result.rows} rows, chain intact{head}", highlight=False)
+        return
+    console.print(f"access log BROKEN at row {result.broken_at} (after {result.rows} good rows): {result.problem}",
+                  highlight=False)
+    raise typer.Exit(1)
 
 
 # ---- authoring: test, impact, docs, draft, publish (engine/cli_authoring.py) ------------------------------------

@@ -13,6 +13,7 @@ from api import fhir_out
 from api.app import AppState
 from api.audit_calc import aggregate, figures, stored_rows
 from api.deps import Principal, get_state, log_access, patient_in_scope, require
+from api.routers.worklists import NO_TASK
 from api.schemas import NHS_PATTERN, ShortText
 from engine.evaluate.derive import Context
 from engine.evaluate.outputs import ProtocolResult
@@ -23,7 +24,7 @@ from engine.registry.tables import PatientRow
 router = APIRouter(prefix="/fhir", tags=["fhir"])
 FHIR_JSON = "application/fhir+json"
 PATIENT = Query(..., pattern=NHS_PATTERN, description="NHS number")
-RESP = {200: {"content": {FHIR_JSON: {}}}, 404: {"description": "No such patient"}, 403: {"description": "Outside your scope"}}
+RESP = {200: {"content": {FHIR_JSON: {}}}, 404: {"description": "No such patient (or task) in your scope"}}
 
 
 def fhir(content: dict) -> JSONResponse:
@@ -65,10 +66,11 @@ def task(request: Request, task_id: int = Path(..., ge=1, le=2**31 - 1), who: Pr
     with Session(state.engines.read) as s:
         row = s.exec(select(TaskRow, PatientRow).join(PatientRow, PatientRow.id == TaskRow.patient_id)
                      .where(TaskRow.id == task_id)).first()
-        if row is None:
-            raise HTTPException(status_code=404, detail=f"no task {task_id}")
+        if row is None or who.pseudonymised or not who.scope.allows(row[1]):  # as /tasks/{id}: absent = out of scope
+            log_access(state, request, who, "denied", "fhir-task", patients=[row[1].nhs_number] if row else [], status=404,
+                       detail={"reason": "patient outside the user's scope" if row else "no such task", "task": task_id})
+            raise HTTPException(status_code=404, detail=NO_TASK)
         t, p = row
-        patient_in_scope(s, state, request, who, p.nhs_number, "fhir-task")
         history = s.exec(select(TaskEventRow).where(TaskEventRow.task_id == t.id).order_by(TaskEventRow.id)).all()
         out = fhir_out.task(t, p, list(history))
     log_access(state, request, who, "read", "fhir-task", patients=[p.nhs_number])

@@ -19,7 +19,7 @@ from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix="/patients", tags=["patients"])
 NHS = Path(..., pattern=NHS_PATTERN, description="10-digit NHS number")
-NOT_FOUND = {404: {"description": "No such patient"}, 403: {"description": "Patient outside your scope"}}
+NOT_FOUND = {404: {"description": "No patient with that NHS number in your scope (absent and out of scope look the same)"}}
 
 
 @router.get("", response_model=PatientPage)

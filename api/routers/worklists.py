@@ -2,8 +2,6 @@
 (engine.evaluate.service.task_action: accept, complete, decline with reason, reassign, reopen)."""
 from __future__ import annotations
 
-import csv
-import io
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
@@ -15,6 +13,7 @@ from api.deps import Principal, get_state, log_access, require, scoped
 from api.schemas import DeclineIn, NoteIn, ReassignIn, ShortText, TaskDetailOut, WorklistOut
 from api.views import PRIORITY_ORDER, event_out, task_out
 from engine.evaluate.service import TaskActionError, task_action, task_history
+from engine.reports.csv_export import csv_text
 from engine.registry.outputs import OPEN_STATUSES, TaskRow
 from engine.registry.tables import PatientRow
 
@@ -81,36 +80,41 @@ CSV_COLUMNS = ["task_id", "priority", "due", "overdue", "status", "title", "nhs_
                "provider", "team", "role", "response", "protocol", "version", "why"]
 
 
+def worklist_csv_response(items: list) -> Response:
+    """The worklist CSV for the API and the web page alike (engine.reports.csv_export: formulas neutralised)."""
+    rows = ([i.id, i.priority, i.due.isoformat(sep=" ", timespec="minutes"), "yes" if i.overdue else "no", i.status,
+             i.title, i.nhs_number, i.patient_name, i.practice, i.mdt, i.provider, i.team, i.role, i.sla.response,
+             i.protocol, i.version, i.why] for i in items)
+    return Response(csv_text(CSV_COLUMNS, rows), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="worklist.csv"', "Cache-Control": "no-store"})
+
+
 @router.get("/worklist.csv", response_class=Response, responses={200: {"content": {"text/csv": {}}}})
 def worklist_csv(request: Request, f: Filters = Depends(), who: Principal = Depends(require("worklist:read")),
                  state: AppState = Depends(get_state)):
-    """The same worklist as CSV (all pages, up to 50,000 rows)."""
+    """The same worklist as CSV (all pages, up to 50,000 rows). Cells a spreadsheet could run as a formula
+    (starting =, +, -, @, tab, CR) are prefixed with a single quote."""
     now = state.now()
     with Session(state.engines.read) as s:
         rows = s.exec(_ordered(f.query(who, now)).limit(CSV_LIMIT)).all()
         items = [task_out(t, p, now) for t, p in rows]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS)
-    for i in items:
-        w.writerow([i.id, i.priority, i.due.isoformat(sep=" ", timespec="minutes"), "yes" if i.overdue else "no", i.status,
-                    i.title, i.nhs_number, i.patient_name or "", i.practice or "", i.mdt or "", i.provider or "", i.team or "",
-                    i.role, i.sla.response or "", i.protocol, i.version, i.why])
     log_access(state, request, who, "read", "worklist-csv", patients=[i.nhs_number for i in items], detail={"rows": len(items)})
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="worklist.csv"'})
+    return worklist_csv_response(items)
+
+
+NO_TASK = "no task with that id in your scope"
 
 
 def _task_in_scope(s: Session, state: AppState, request: Request, who: Principal, task_id: int, lock: bool = False):
+    """The task and its patient, or 404: an unknown task and one whose patient is outside the user's
+    scope look the same (both logged, the log saying which)."""
     q = select(TaskRow, PatientRow).join(PatientRow, PatientRow.id == TaskRow.patient_id).where(TaskRow.id == task_id)
     row = s.exec(q).first()
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no task {task_id}")
+    if row is None or who.pseudonymised or not who.scope.allows(row[1]):
+        log_access(state, request, who, "denied", "task", patients=[row[1].nhs_number] if row else [], status=404,
+                   detail={"reason": "patient outside the user's scope" if row else "no such task", "task": task_id})
+        raise HTTPException(status_code=404, detail=NO_TASK)
     t, p = row
-    if not who.scope.allows(p):
-        log_access(state, request, who, "denied", "task", patients=[p.nhs_number], status=403,
-                   detail={"reason": "patient outside the user's scope", "task": task_id})
-        raise HTTPException(status_code=403, detail="this task's patient is outside your MDT / practice / locality")
     if lock and s.get_bind().dialect.name == "postgresql":
         # The same lock re-evaluation takes: a person's action and the engine never interleave.
         s.exec(select(PatientRow).where(PatientRow.id == p.id).with_for_update()).first()
@@ -119,7 +123,7 @@ def _task_in_scope(s: Session, state: AppState, request: Request, who: Principal
     return t, p
 
 
-RESP = {404: {"description": "No such task"}, 403: {"description": "Outside your scope"},
+RESP = {404: {"description": "No such task in your scope"},
         409: {"description": "Not allowed in the task's current status"}}
 
 

@@ -6,21 +6,19 @@ through the API's `_act` (scope check, the task lifecycle service, the access lo
 """
 from __future__ import annotations
 
-import csv
-import io
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from api.app import AppState
 from api.deps import Principal, log_access
 from api.routers.mdt import HIGHEST_TIER, risk_tier
-from api.routers.worklists import CSV_COLUMNS, CSV_LIMIT, Filters, _act, _ordered
+from api.routers.worklists import CSV_LIMIT, Filters, _act, _ordered, worklist_csv_response
 from api.views import age_on, task_out, task_owners
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, safe_next, state_of
 from engine.registry.outputs import OPEN_STATUSES, PatientEvaluationRow, TaskEventRow, TaskRow
@@ -254,7 +252,7 @@ def _sla_fraction(t) -> float:
 
 @router.get("/worklist.csv")
 def worklist_csv(request: Request, v: View = Depends(), who: Principal = Depends(page_user)):
-    """The filtered worklist (every page) as CSV; same columns as the API's /worklist.csv."""
+    """The filtered worklist (every page) as CSV: the API's writer (same columns, formulas neutralised)."""
     state = state_of(request)
     need(request, who, "worklist:read")
     now = state.now()
@@ -263,17 +261,9 @@ def worklist_csv(request: Request, v: View = Depends(), who: Principal = Depends
         tiers = _tiers(s, q) if v.risk else {}
         q = _with_risk(q, v.risk, tiers)
         items = [task_out(t, p, now) for t, p in s.exec(_ordered_by(q, v.sort).limit(CSV_LIMIT)).all()]
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(CSV_COLUMNS)
-    for i in items:
-        w.writerow([i.id, i.priority, i.due.isoformat(sep=" ", timespec="minutes"), "yes" if i.overdue else "no", i.status,
-                    i.title, i.nhs_number, i.patient_name or "", i.practice or "", i.mdt or "", i.provider or "", i.team or "",
-                    i.role, i.sla.response or "", i.protocol, i.version, i.why])
     log_access(state, request, who, "read", "worklist-csv", patients=[i.nhs_number for i in items],
                detail={"rows": len(items), "via": "web"})
-    return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": 'attachment; filename="worklist.csv"', "Cache-Control": "no-store"})
+    return worklist_csv_response(items)
 
 
 ACTION_DONE = {"accept": "accepted", "complete": "completed", "decline": "declined", "reopen": "reopened"}

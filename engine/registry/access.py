@@ -6,7 +6,8 @@ outcomes, protocol publications and the service's signing key.
   Passwords are stored as argon2id hashes only. `token_version` is bumped on a password change or
   when the user is disabled, which invalidates every token and session issued before.
 - `access_log`: append-only; every read of patient data and every change, who, when, which
-  patients (NHS numbers), and refused attempts.
+  patients (NHS numbers), and refused attempts. Tamper-evident: each row is hash-chained to the
+  one before it (engine/registry/logchain.py, `carepath audit verify-log`).
 - `audit_snapshot`: measure counts per unit (practice / MDT / locality / area) as of a reporting
   date, for trends. One row per (as_of, protocol, measure, unit_kind, unit); re-taking a snapshot
   for the same date replaces it.
@@ -64,6 +65,10 @@ class AccessLogRow(SQLModel, table=True):
     status: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     patients: Any = _json(default_factory=list)  # NHS numbers read or changed
     detail: Any = _json(default_factory=dict)
+    # Hash chain (migration 0007, engine/registry/logchain.py): row_hash = SHA-256(prev_hash + content);
+    # set by logchain.seal() when the row is written (api.deps.log_access).
+    prev_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    row_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
 
 
 class AuditSnapshotRow(SQLModel, table=True):

@@ -50,9 +50,9 @@ def test_outcomes(seeded_api):
     assert not frank["new_escalation"] and frank["outcome"] is None and frank["last_outcome"]["actions"] == "Review in 2 weeks"
     hist = api.get("/mdts/central-2/outcomes", user="mdt.other", params={"nhs_number": FRANK}).json()
     assert len(hist) == 1
-    # a patient of another MDT, or a member of another MDT
+    # a patient outside the member's scope (404, as for an unknown NHS number), or a member of another MDT (403)
     assert api.post("/mdts/central-2/outcomes", user="mdt.other",
-                    json={"nhs_number": AMINA, "meeting_date": today.isoformat(), "outcome": "x"}).status_code == 403
+                    json={"nhs_number": AMINA, "meeting_date": today.isoformat(), "outcome": "x"}).status_code == 404
     assert api.post("/mdts/central-2/outcomes", json={"nhs_number": AMINA, "meeting_date": today.isoformat(),
                                                       "outcome": "x"}).status_code == 422
     assert api.post("/mdts/central-2/outcomes", user="mdt.member",

@@ -120,20 +120,27 @@ def test_refusals_are_logged(api):
     assert log["total"] >= 1 and log["items"][0]["resource"] == "users:manage" and log["items"][0]["status"] == 403
 
 
+# A role without the permission gets 403 (it may not use the endpoint at all). A role with the
+# permission asking for a patient outside its scope gets 404, the same status and body as for an NHS
+# number nobody has (tests/api/test_api_reidentification.py): whether a number is registered is not
+# revealed to someone who may not see that patient.
 @pytest.mark.parametrize("user,nhs,expected", [
     ("mdt.member", AMINA, 200),        # central-1 member, central-1 patient
-    ("mdt.other", AMINA, 403),         # central-2 member
+    ("mdt.other", AMINA, 404),         # central-2 member: outside scope, as if absent
     ("practice.staff", AMINA, 200),    # A81001 staff, A81001 patient
-    ("practice.other", AMINA, 403),    # A81003 staff
-    ("staff.noscope", AMINA, 403),     # practice staff without a practice sees nobody
+    ("practice.other", AMINA, 404),    # A81003 staff
+    ("staff.noscope", AMINA, 404),     # practice staff without a practice sees nobody
     ("lead.central", AMINA, 200),      # locality-scoped clinical lead
     ("clinical.lead", AMINA, 200),     # area-wide clinical lead
-    ("auditor", AMINA, 403),           # never identifiable patient data
-    ("admin", AMINA, 403),             # manages the service, not patients
+    ("auditor", AMINA, 403),           # no patient:read permission: never identifiable patient data
+    ("admin", AMINA, 403),             # no patient:read permission: manages the service, not patients
 ])
 def test_patient_scope(api, user, nhs, expected):
     assert api.get(f"/patients/{nhs}/care-plan", user=user).status_code == expected
     assert api.get("/fhir/CarePlan", user=user, params={"patient": nhs}).status_code == expected
+    if expected == 404:
+        absent = api.get("/patients/9000000033/care-plan", user=user)
+        assert api.get(f"/patients/{nhs}/care-plan", user=user).json() == absent.json()
 
 
 def test_scoped_lists_show_only_scoped_patients(api):

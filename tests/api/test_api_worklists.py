@@ -117,7 +117,7 @@ def test_decline_needs_a_reason_and_reassign_keeps_the_due_time(seeded_api):
 
 def test_task_actions_respect_scope(seeded_api):
     t = _task(seeded_api, FRANK, "Refer")
-    assert seeded_api.post(f"/tasks/{t['id']}/accept", user="practice.staff").status_code == 403  # A81001 staff, A81003 patient
+    assert seeded_api.post(f"/tasks/{t['id']}/accept", user="practice.staff").status_code == 404  # A81001 staff, A81003 patient: as if no such task
     assert seeded_api.post(f"/tasks/{t['id']}/accept", user="practice.other").status_code == 200
     assert seeded_api.get("/tasks/999999").status_code == 404
 

@@ -41,10 +41,10 @@ def test_care_plan_for_a_clinician_in_scope(pages, server):
 
 def test_care_plan_refused_outside_scope_or_role(pages, server):
     page = pages.login("practice.other")  # A81003
-    assert page.goto(f"/app/patients/{AMINA}").status == 403
-    expect(page.get_by_role("alert")).to_contain_text("outside your MDT / practice / locality")
+    assert page.goto(f"/app/patients/{AMINA}").status == 404  # as for an NHS number not registered
+    expect(page.get_by_role("alert")).to_contain_text("no patient with that NHS number in your scope")
     assert access_log(server, resource="care-plan", username="practice.other", action="denied")
-    assert page.goto(f"/app/patients/{AMINA}/plan").status == 403
+    assert page.goto(f"/app/patients/{AMINA}/plan").status == 404
     auditor = pages.login("auditor")
     assert auditor.goto(f"/app/patients/{AMINA}").status == 403
     assert auditor.goto("/app/patients").status == 403

@@ -1,0 +1,1 @@
+"""Reports and exports that the API, the web pages and the engine share (e.g. CSV)."""
