@@ -32,6 +32,9 @@ def test_logout_ends_the_cookie_session(fresh_api):
     assert r.status_code == 200
     cookie = c.cookies.get(COOKIE_NAME)
     assert cookie and c.get("/auth/me").status_code == 200
+    c.cookies.clear()
+    c.cookies.set(COOKIE_NAME, cookie)  # the value alone, replayed, works while the session lives
+    assert c.get("/auth/me").status_code == 200
     assert c.post("/auth/logout").status_code == 204
     c.cookies.clear()
     # the same cookie value, replayed (e.g. copied before logout), no longer works
