@@ -17,8 +17,10 @@ import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import delete, or_, update
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
+from api.db import SQLITE_BUSY_TIMEOUT_S
 from engine.registry.access import AuthSessionRow, UserRow
 
 TOUCH_EVERY = dt.timedelta(seconds=60)
@@ -73,14 +75,27 @@ def check(state, token: str | None) -> Checked:
 
 
 def touch(state, row: AuthSessionRow) -> None:
-    """Record that the session was used (for the idle timeout), at most once a minute."""
+    """Record that the session was used (for the idle timeout), at most once a minute. Never makes a
+    read wait behind a long write: on SQLite it gives up after 0.2 s if the database is busy (a later
+    request records it), on PostgreSQL it only ever waits for this one row."""
     now = state.now()
     if now - row.last_seen_at < TOUCH_EVERY:
         return
-    with Session(state.engines.write) as s:
-        s.execute(update(AuthSessionRow).where(AuthSessionRow.id_hash == row.id_hash, AuthSessionRow.revoked_at.is_(None),
-                                               AuthSessionRow.last_seen_at < now).values(last_seen_at=now))
-        s.commit()
+    engine = state.engines.read
+    sqlite = engine.dialect.name == "sqlite"
+    stmt = (update(AuthSessionRow).where(AuthSessionRow.id_hash == row.id_hash, AuthSessionRow.revoked_at.is_(None),
+                                         AuthSessionRow.last_seen_at < now).values(last_seen_at=now))
+    with engine.connect() as conn:
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA busy_timeout=200")
+        try:
+            conn.execute(stmt)
+            conn.commit()
+        except OperationalError:  # busy (SQLite): not worth waiting for
+            conn.rollback()
+        finally:
+            if sqlite:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
 
 
 def revoke(s: Session, session_hash: str, now: dt.datetime) -> None:

@@ -134,3 +134,23 @@ def test_api_answers_are_not_cached(seeded_api):
     assert "no-store" not in seeded_api.client.get("/openapi.json").headers.get("cache-control", "")
     css = seeded_api.client.get("/static/carepath.css")
     assert css.status_code == 200 and "no-store" not in css.headers.get("cache-control", "")
+
+
+def test_a_busy_database_does_not_hold_up_reads(fresh_api, tmp_path):
+    """Recording a session's use needs a write; with SQLite's writer busy (a long ingest) the read goes
+    ahead without it instead of waiting up to the 30 s busy timeout."""
+    if not fresh_api.url.startswith("sqlite"):
+        return
+    import time
+
+    from sqlalchemy import text
+    c, clock = fresh_api.client, fresh_api.clock
+    tok = fresh_api.login("auditor")
+    clock.offset += dt.timedelta(minutes=5)  # due for recording
+    with fresh_api.state.engines.write.connect() as writer:  # BEGIN IMMEDIATE: holds the write lock
+        writer.execute(text("SELECT 1"))
+        started = time.monotonic()
+        assert c.get("/auth/me", headers=_bearer(tok)).status_code == 200
+        assert time.monotonic() - started < 5
+        writer.rollback()
+    assert c.get("/auth/me", headers=_bearer(tok)).status_code == 200  # recorded now
