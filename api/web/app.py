@@ -9,9 +9,9 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from api import sessions
 from api.app import COOKIE_NAME
 from api.deps import Principal
-from api import sessions
 from api.routers.auth import _authenticate, clear_session_cookie, end_session, set_session_cookie
 from api.security import ADMIN, AUDITOR, CLINICAL, CLINICAL_LEAD, MDT_MEMBER, PERMISSIONS, Scope
 from api.web.common import (PREFIX, TEMPLATES_DIR, PageRoute, check_csrf, csrf_token, page_user, redirect, render,
