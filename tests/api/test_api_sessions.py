@@ -116,6 +116,8 @@ def test_serve_on_loopback_turns_secure_off_only_there(monkeypatch):
     import engine.cli as cli
 
     seen = {}
+    for name in ("DATABASE_URL", "CAREPATH_PROTOCOLS"):  # serve() sets them: restored after the test
+        monkeypatch.setenv(name, "unused")
     monkeypatch.setattr("uvicorn.run", lambda *a, **kw: seen.setdefault("secure", __import__("os").environ.get(
         "CAREPATH_COOKIE_SECURE")))
     for host, expected in (("127.0.0.1", "0"), ("0.0.0.0", None)):
