@@ -11,7 +11,7 @@ For every HTTP request, in this order and before the application sees it:
    (default 32 MiB) for `/ingest/...` and `CAREPATH_MAX_BODY_BYTES` (default 1 MiB) for the rest.
 3. The body is counted as it streams in (chunked bodies have no Content-Length): past the limit,
    413 at once and the rest is not read.
-4. A JSON body (`application/json`, `...+json`) nested deeper than `CAREPATH_MAX_JSON_DEPTH`
+4. A JSON body (`application/json`, `...+json` or no content type) nested deeper than `CAREPATH_MAX_JSON_DEPTH`
    (default 64) arrays / objects: 400 as soon as the depth is seen, before any parsing.
 
 Every response except the static files and the API docs gets `Cache-Control: no-store` and
@@ -172,7 +172,9 @@ class RequestGuard:
 
         # 3./4. the streamed size and, for JSON, the nesting depth
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        depth = JsonDepth(self.max_json_depth) if (ctype == b"application/json" or ctype.endswith(b"+json")) else None
+        # FastAPI parses a body without a content type as JSON too
+        is_json = ctype in (b"", b"application/json") or (ctype.startswith(b"application/") and ctype.endswith(b"+json"))
+        depth = JsonDepth(self.max_json_depth) if is_json else None
         received = 0
 
         async def guarded_receive():

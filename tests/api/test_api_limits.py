@@ -85,6 +85,9 @@ def test_json_nested_too_deep_is_refused_before_parsing(fresh_api):
     deep = '{"yaml": "x", "note": "' + "[" * 100 + '", "a": ' + "[" * 65 + "]" * 65 + "}"  # brackets in a string do not count
     r = fresh_api.client.post("/protocols/validate", content=deep, headers=h)
     assert r.status_code == 400 and "more than 64" in r.json()["detail"]
+    no_type = {k: v for k, v in h.items() if k != "content-type"}  # FastAPI reads an untyped body as JSON
+    r = fresh_api.client.post("/protocols/validate", content=deep.encode(), headers=no_type)
+    assert r.status_code == 400 and "more than 64" in r.json()["detail"]
     ok = '{"yaml": "protocol: x\\n", "note": "' + '\\"[' * 30 + '", "a": ' + "[" * 60 + "]" * 60 + "}"
     assert fresh_api.client.post("/protocols/validate", content=ok, headers=h).status_code == 200
 
