@@ -25,14 +25,28 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlmodel import Session, select
 
 from api.db import Engines, make_engines
+from api.limits import RequestGuard
 from api.security import Pseudonymiser, Tokens
+from api.throttle import ThrottlePolicy
 from engine.protocols.library import Library, load_library, protocol_files
 from engine.registry.access import ServiceKeyRow
 from engine.registry.db import database_url as default_database_url, upgrade
 from engine.registry.tables import utcnow
 
-DEFAULT_TOKEN_TTL = 8 * 3600
+DEFAULT_TOKEN_TTL = 8 * 3600       # absolute session lifetime (CAREPATH_TOKEN_TTL)
+DEFAULT_IDLE_TIMEOUT = 30 * 60     # a session unused this long ends (CAREPATH_IDLE_TIMEOUT)
 COOKIE_NAME = "carepath_session"
+
+
+def env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0, not {value!r}")
 
 
 class LibraryHolder:
@@ -81,7 +95,9 @@ class AppState:
     tokens: Tokens
     pseudonymise: Pseudonymiser
     clock: Callable[[], dt.datetime] = utcnow
-    cookie_secure: bool = False
+    cookie_secure: bool = True
+    idle_timeout: int = DEFAULT_IDLE_TIMEOUT
+    login_policy: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     publish_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -108,7 +124,13 @@ def _service_key(engines: Engines, name: str) -> str:
 
 def create_app(database_url: str | None = None, protocols_dir: Path = Path("protocols"), *,
                secret_key: str | None = None, token_ttl: int | None = None,
-               clock: Callable[[], dt.datetime] | None = None, migrate: bool = True) -> FastAPI:
+               clock: Callable[[], dt.datetime] | None = None, migrate: bool = True,
+               cookie_secure: bool | None = None, idle_timeout: int | None = None,
+               login_policy: ThrottlePolicy | None = None, max_body: int | None = None,
+               max_ingest: int | None = None) -> FastAPI:
+    """The app. Settings not given come from the environment: CAREPATH_SECRET_KEY, CAREPATH_TOKEN_TTL,
+    CAREPATH_IDLE_TIMEOUT, CAREPATH_COOKIE_SECURE (default on: set 0 only to serve plain HTTP on
+    loopback), CAREPATH_MAX_BODY_BYTES, CAREPATH_MAX_INGEST_BYTES, CAREPATH_MAX_JSON_DEPTH."""
     url = database_url or default_database_url()
     if migrate:
         upgrade(url)
@@ -116,11 +138,13 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
     secret = secret_key or os.environ.get("CAREPATH_SECRET_KEY") or _service_key(engines, "token-signing")
     pseudo_key = os.environ.get("CAREPATH_PSEUDONYM_KEY") or _service_key(engines, "pseudonym")
     ttl = token_ttl or int(os.environ.get("CAREPATH_TOKEN_TTL", DEFAULT_TOKEN_TTL))
+    idle = idle_timeout or int(os.environ.get("CAREPATH_IDLE_TIMEOUT", DEFAULT_IDLE_TIMEOUT))
     holder = LibraryHolder(Path(protocols_dir))
     holder.get()
     state = AppState(engines=engines, database_url=url, protocols=holder, protocols_dir=Path(protocols_dir),
                      tokens=Tokens(secret, ttl), pseudonymise=Pseudonymiser(pseudo_key), clock=clock or utcnow,
-                     cookie_secure=os.environ.get("CAREPATH_COOKIE_SECURE", "") in ("1", "true", "yes"))
+                     cookie_secure=env_flag("CAREPATH_COOKIE_SECURE", True) if cookie_secure is None else cookie_secure,
+                     idle_timeout=idle, login_policy=login_policy or ThrottlePolicy())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -132,6 +156,8 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
                               "Log in with POST /auth/token (OAuth2 password form) and send "
                               "`Authorization: Bearer <token>`, or POST /auth/login for a session cookie.")
     app.state.carepath = state
+    # Size, depth and who-is-asking checks before any body is read (api/limits.py); no-store headers.
+    app.add_middleware(RequestGuard, state=state, max_body=max_body, max_ingest=max_ingest, cookie_name=COOKIE_NAME)
 
     from api.routers import audit, auth, fhir, ingest, mdt, patients, protocols, users, worklists
 

@@ -9,6 +9,7 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session, select
 
+from api import sessions
 from api.app import COOKIE_NAME, AppState
 from api.security import AUDITOR, PERMISSIONS, Scope
 from engine.registry.access import AccessLogRow, UserRow
@@ -36,6 +37,7 @@ class Principal:
     practice: str | None
     locality: str | None
     scope: Scope
+    session: str = ""  # SHA-256 of the server-side session id (api/sessions.py)
 
     @property
     def pseudonymised(self) -> bool:
@@ -69,18 +71,13 @@ def _unauthorised(message: str) -> HTTPException:
 
 def current_user(request: Request, state: AppState = Depends(get_state), bearer: str | None = Depends(oauth2)) -> Principal:
     token = bearer or request.cookies.get(COOKIE_NAME)
-    if not token:
-        raise _unauthorised("not logged in: send Authorization: Bearer <token> or log in for a session cookie")
-    parsed = state.tokens.read(token)
-    if parsed is None:
-        raise _unauthorised("token invalid or expired: log in again")
-    uid, version = parsed
-    with Session(state.engines.read) as s:
-        user = s.get(UserRow, uid)
-        if user is None or not user.active or user.token_version != version:
-            raise _unauthorised("token revoked: log in again")
-        return Principal(id=user.id, username=user.username, role=user.role, mdt=user.mdt, practice=user.practice,
-                         locality=user.locality, scope=Scope.of(user))
+    checked = sessions.check(state, token)
+    if checked.problem:
+        raise _unauthorised(checked.problem)
+    user, row = checked.user, checked.session
+    sessions.touch(state, row)
+    return Principal(id=user.id, username=user.username, role=user.role, mdt=user.mdt, practice=user.practice,
+                     locality=user.locality, scope=Scope.of(user), session=row.id_hash)
 
 
 def require(permission: str):

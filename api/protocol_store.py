@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator
 
 from ruamel.yaml.error import YAMLError
 
+from api.limits import yaml_problem
 from api.schemas import ProblemOut
 from engine.evaluate.evaluator import Options, evaluate
 from engine.protocols import checks
@@ -80,6 +81,8 @@ def pending_file(directory: Path, text: str) -> Iterator[Path]:
 def check(lib: Library, path: Path) -> tuple[Protocol | None, list[Problem]]:
     """Load the pending file with the real loader plus the checks that need the library."""
     loc = Location(str(path), 1, 1)
+    if problem := yaml_problem(path.read_text(encoding="utf-8")):  # too big / deep to parse (api/limits.py)
+        return None, [Problem(loc, problem)]
     if _peek_id(path.read_text(encoding="utf-8")) is None:
         first = next((ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()
                       if ln.strip() and not ln.strip().startswith("#") and ln.strip() != "---"), "")

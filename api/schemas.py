@@ -57,7 +57,7 @@ class TokenOut(BaseModel):
 
 class UserCreate(BaseModel):
     username: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{1,99}$")]
-    password: Annotated[str, StringConstraints(min_length=8, max_length=200)]
+    password: Annotated[str, StringConstraints(min_length=12, max_length=128)]
     role: Role
     full_name: ShortText | None = None
     mdt: ShortText | None = None
@@ -66,7 +66,7 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    password: Annotated[str, StringConstraints(min_length=8, max_length=200)] | None = None
+    password: Annotated[str, StringConstraints(min_length=12, max_length=128)] | None = None
     role: Role | None = None
     full_name: ShortText | None = None
     mdt: ShortText | None = None

@@ -2,10 +2,12 @@
 
 - Passwords: argon2id (argon2-cffi) hashes only; a hash made with older parameters is re-hashed
   at the next successful login.
-- Tokens: itsdangerous-signed `{"u": user id, "v": token_version}` with a timestamp; valid for
-  `token_ttl` seconds. The same token is the bearer token (`POST /auth/token`) and the value of
-  the session cookie (`POST /auth/login`). Nothing is stored server side; bumping the user's
-  `token_version` (password change, disable, `logout?everywhere=true`) revokes all of them.
+- Tokens: itsdangerous-signed `{"u": user id, "v": token_version, "s": session id}` with a
+  timestamp; valid for `token_ttl` seconds. The same token is the bearer token (`POST /auth/token`)
+  and the value of the session cookie (`POST /auth/login`). The session id names a server-side
+  session (`auth_session`, api/sessions.py): logout revokes it, and it ends after the idle timeout.
+  Bumping the user's `token_version` (password change, disable, `logout?everywhere=true`) revokes
+  every token issued before.
 - Permissions: a fixed table of what each role may do (`PERMISSIONS`); the role matrix test walks
   every endpoint against it.
 - Scope: which patients a user may see. A user may carry an MDT, a practice and/or a locality;
@@ -74,17 +76,21 @@ class Tokens:
         self.ttl = ttl_seconds
         self._s = URLSafeTimedSerializer(secret, salt="carepath-token")
 
-    def issue(self, user: UserRow) -> str:
-        return self._s.dumps({"u": user.id, "v": user.token_version})
+    def issue(self, user: UserRow, session_id: str = "") -> str:
+        return self._s.dumps({"u": user.id, "v": user.token_version, "s": session_id})
 
-    def read(self, token: str) -> tuple[int, int] | None:
+    def read(self, token: str) -> tuple[int, int, str] | None:
+        """(user id, token version, session id), or None when the token is forged, mangled or expired."""
+        if not isinstance(token, str) or len(token) > 1000:
+            return None
         try:
             data = self._s.loads(token, max_age=self.ttl)
         except (SignatureExpired, BadSignature, UnicodeError, ValueError, TypeError):
             return None
         if not isinstance(data, dict) or not isinstance(data.get("u"), int) or not isinstance(data.get("v"), int):
             return None
-        return data["u"], data["v"]
+        sid = data.get("s")
+        return data["u"], data["v"], sid if isinstance(sid, str) else ""
 
 
 class Pseudonymiser:

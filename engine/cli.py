@@ -328,6 +328,10 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
     url = database_url or default_url()
     os.environ["DATABASE_URL"] = url
     os.environ["CAREPATH_PROTOCOLS"] = str(protocols)
+    if host in ("127.0.0.1", "localhost", "::1") and not os.environ.get("CAREPATH_COOKIE_SECURE"):
+        # Plain HTTP on loopback only (make run): the browser would not send a Secure cookie back.
+        # Anywhere else the session cookie is Secure unless CAREPATH_COOKIE_SECURE=0 says otherwise.
+        os.environ["CAREPATH_COOKIE_SECURE"] = "0"
     console.print(f"carepath on http://{host}:{port}/ (web pages: log in there; database {make_url_safe(url)}, "
                   f"protocols {protocols}/); API docs at /docs, OpenAPI at /openapi.json", highlight=False)
     uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info")

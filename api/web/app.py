@@ -12,10 +12,11 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from api import sessions
 from api.app import COOKIE_NAME
 from api.deps import Principal
-from api.routers.auth import _authenticate
-from api.security import ADMIN, AUDITOR, CLINICAL, CLINICAL_LEAD, MDT_MEMBER, PERMISSIONS
+from api.routers.auth import _authenticate, clear_session_cookie, end_session, set_session_cookie
+from api.security import ADMIN, AUDITOR, CLINICAL, CLINICAL_LEAD, MDT_MEMBER, PERMISSIONS, Scope
 from api.web.common import (PREFIX, TEMPLATES_DIR, PageRoute, check_csrf, csrf_token, error_page, optional_page_user,
                             page_user, redirect, render, safe_next, state_of)
 from engine.registry.access import UserRow
@@ -73,23 +74,33 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
     check_csrf(request, csrf_token_)
     state = state_of(request)
     try:
-        token, user = _authenticate(state, request, username[:200], password[:500])
+        token, user = _authenticate(state, request, username[:200], password[:500], kind="cookie")
     except HTTPException as e:
         throttled = e.status_code == 429
-        return render(request, "login.html", None, status_code=e.status_code, page_title="Log in", next=safe_next(next),
-                      error="Too many failed logins for this username: try again in 15 minutes." if throttled
-                      else "Wrong username or password.", username=username[:200])
+        wait = (e.headers or {}).get("Retry-After", "a few")
+        response = render(request, "login.html", None, status_code=e.status_code, page_title="Log in",
+                          next=safe_next(next), username=username[:200],
+                          error=f"Too many failed logins: try again in {wait} seconds." if throttled
+                          else "Wrong username or password.")
+        if throttled:
+            response.headers["Retry-After"] = str(wait)
+        return response
     response = redirect(request, safe_next(next))
-    response.set_cookie(COOKIE_NAME, token, max_age=state.tokens.ttl, httponly=True, samesite="lax",
-                        secure=state.cookie_secure, path="/")
+    set_session_cookie(response, state, token)
     return response
 
 
 @router.post("/logout")
 def logout(request: Request, csrf_token_: str = Form("", alias="csrf_token")):
     check_csrf(request, csrf_token_)
+    state = state_of(request)
+    checked = sessions.check(state, request.cookies.get(COOKIE_NAME))
+    if checked.problem is None:  # end the session server side: the cookie's token stops working at once
+        who = Principal(id=checked.user.id, username=checked.user.username, role=checked.user.role, mdt=None,
+                        practice=None, locality=None, scope=Scope(), session=checked.session.id_hash)
+        end_session(state, request, who)
     response = redirect(request, PREFIX + "/login", flash="You are logged out.")
-    response.delete_cookie(COOKIE_NAME, path="/")
+    clear_session_cookie(response, state)
     return response
 
 

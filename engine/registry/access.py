@@ -16,6 +16,13 @@ outcomes, protocol publications and the service's signing key.
   source of truth; see api/protocols_store.py).
 - `service_key`: a random key generated once per database, used to sign tokens and to
   pseudonymise NHS numbers for auditors when CAREPATH_SECRET_KEY is not set.
+
+Migration 0006 (issue 14):
+- `auth_session`: one row per login (bearer token or session cookie). The token carries a random
+  session id; only its SHA-256 is stored. Logout revokes that row; a session also ends when idle
+  longer than the idle timeout or past its absolute expiry.
+- `login_throttle`: failed-login counters, one row per key (`user:<name>` or `addr:<client address>`),
+  updated atomically before a password is checked, so parallel guesses cannot all slip through.
 """
 from __future__ import annotations
 
@@ -124,3 +131,26 @@ class ServiceKeyRow(SQLModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(50), primary_key=True))
     value: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))
     created_at: dt.datetime = _when(default_factory=utcnow)
+
+
+class AuthSessionRow(SQLModel, table=True):
+    __tablename__ = "auth_session"
+    __table_args__ = (sa.Index("ix_auth_session_user", "user_id"),)
+
+    id_hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))  # sha256 hex of the token's session id
+    user_id: int = _fk("app_user.id", "fk_auth_session_user")
+    kind: str = Field(sa_column=sa.Column(sa.String(10), nullable=False))  # bearer | cookie
+    client: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    created_at: dt.datetime = _when(default_factory=utcnow)
+    last_seen_at: dt.datetime = _when(default_factory=utcnow)
+    expires_at: dt.datetime = _when()
+    revoked_at: dt.datetime | None = _when(nullable=True, default=None)
+
+
+class LoginThrottleRow(SQLModel, table=True):
+    __tablename__ = "login_throttle"
+
+    key: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))  # user:<name> | addr:<address>
+    failures: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    last_failure_at: dt.datetime | None = _when(nullable=True, default=None)
+    blocked_until: dt.datetime | None = _when(nullable=True, default=None)

@@ -83,11 +83,18 @@ class Api:
         return self.client.app.state.carepath
 
     def token(self, username: str) -> str:
-        if username not in self._tokens:
-            r = self.client.post("/auth/token", data={"username": username, "password": username + DEMO_PASSWORD_SUFFIX})
-            assert r.status_code == 200, r.text
-            self._tokens[username] = r.json()["access_token"]
-        return self._tokens[username]
+        # One login per user and clock setting: a test that moves the service's clock days on would
+        # otherwise find its sessions ended by the idle timeout (as they should be).
+        key = (username, self.clock.offset)
+        if key not in self._tokens:
+            self._tokens[key] = self.login(username)
+        return self._tokens[key]
+
+    def login(self, username: str) -> str:
+        """A new session (bearer token) for a demo / test user."""
+        r = self.client.post("/auth/token", data={"username": username, "password": username + DEMO_PASSWORD_SUFFIX})
+        assert r.status_code == 200, r.text
+        return r.json()["access_token"]
 
     def h(self, username: str) -> dict:
         return {"Authorization": f"Bearer {self.token(username)}"}
@@ -110,7 +117,7 @@ def make_api(url: str, protocols_dir: Path, seed: bool = True) -> Api:
         for username, (role, scope) in EXTRA_USERS.items():
             add_user(s, username, username + DEMO_PASSWORD_SUFFIX, role, **scope)
         s.commit()
-    client = TestClient(app)
+    client = TestClient(app, base_url="https://testserver")  # session cookies are Secure by default
     client.__enter__()
     api = Api(client=client, clock=clock, protocols_dir=protocols_dir, url=url)
     if seed:

@@ -88,11 +88,39 @@ def test_every_patient_read_is_logged_and_auditors_see_pseudonyms(seeded_api):
     assert audited[1]["patients"][0] == seeded_api.state.pseudonymise(AMINA)
 
 
-def test_password_guessing_is_throttled(fresh_api):
-    c = fresh_api.client
-    for _ in range(10):
+def test_password_guessing_is_delayed_not_locked(fresh_api):
+    """Issue 14 item 7: ten wrong passwords used to lock the account for 15 minutes, right password
+    included. Now: 5 free failures, then a growing delay (429 + Retry-After) and the right password
+    works as soon as the delay has passed."""
+    c, clock = fresh_api.client, fresh_api.clock
+    for _ in range(5):
         assert c.post("/auth/token", data={"username": "auditor", "password": "guess"}).status_code == 401
-    assert c.post("/auth/token", data={"username": "auditor", "password": "auditor-demo-pw"}).status_code == 429
+    r = c.post("/auth/token", data={"username": "auditor", "password": "auditor-demo-pw"})
+    assert r.status_code == 429 and r.headers["retry-after"] == "2"  # inside the first delay: not even checked
     assert c.post("/auth/token", data={"username": "admin", "password": "admin-demo-pw"}).status_code == 200  # per user
-    fresh_api.clock.offset = dt.timedelta(minutes=16)
+    clock.offset += dt.timedelta(seconds=3)
+    assert c.post("/auth/token", data={"username": "auditor", "password": "guess"}).status_code == 401  # checked again
+    r = c.post("/auth/token", data={"username": "auditor", "password": "auditor-demo-pw"})
+    assert r.status_code == 429 and r.headers["retry-after"] == "4"  # the delay doubled
+    clock.offset += dt.timedelta(seconds=5)
     assert c.post("/auth/token", data={"username": "auditor", "password": "auditor-demo-pw"}).status_code == 200
+    for _ in range(5):  # the right password cleared the count
+        assert c.post("/auth/token", data={"username": "auditor", "password": "guess"}).status_code == 401
+    log = fresh_api.get("/access-log", user="admin", params={"username": "auditor", "action": "login"}).json()["items"]
+    assert [x["status"] for x in log[:6]] == [401] * 5 + [200] and any(x["status"] == 429 for x in log)
+
+
+def test_delay_is_capped_so_an_attacker_cannot_lock_the_account_out(fresh_api):
+    c, clock = fresh_api.client, fresh_api.clock
+    policy = fresh_api.state.login_policy
+    waits = []
+    for _ in range(14):  # an attacker who always waits out the delay and guesses again
+        r = c.post("/auth/token", data={"username": "clinical.lead", "password": "guess"})
+        assert r.status_code == 401
+        r = c.post("/auth/token", data={"username": "clinical.lead", "password": "guess"})
+        if r.status_code == 429:
+            waits.append(int(r.headers["retry-after"]))
+            clock.offset += dt.timedelta(seconds=waits[-1])
+    assert waits[:4] == [2, 4, 8, 16] and max(waits) == policy.cap_seconds == 300
+    # however long it went on, the lead gets in once the current delay has passed
+    assert c.post("/auth/token", data={"username": "clinical.lead", "password": "clinical.lead-demo-pw"}).status_code == 200

@@ -17,7 +17,7 @@ from alembic import op
 from engine.registry.logchain import backfill
 
 revision = '0007'
-down_revision = '0004'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,276 @@
+"""Request limits, enforced before the body is read (a pure ASGI middleware, `RequestGuard`), and
+limits on protocol YAML text, checked before it is parsed (`yaml_problem`).
+
+For every HTTP request, in this order and before the application sees it:
+
+1. A request that may carry a body (any method but GET / HEAD / OPTIONS, or any request that
+   declares one) to anything but the login endpoints must carry a valid session: bearer token or
+   session cookie, checked against the server-side session (api/sessions.py). Otherwise: 401 (web
+   pages under /app: 303 to the login page) at once; the body is never read.
+2. `Content-Length` above the limit: 413 at once. The limit is `CAREPATH_MAX_INGEST_BYTES`
+   (default 32 MiB) for `/ingest/...` and `CAREPATH_MAX_BODY_BYTES` (default 1 MiB) for the rest.
+3. The body is counted as it streams in (chunked bodies have no Content-Length): past the limit,
+   413 at once and the rest is not read.
+4. A JSON body (`application/json`, `...+json` or no content type) nested deeper than `CAREPATH_MAX_JSON_DEPTH`
+   (default 64) arrays / objects: 400 as soon as the depth is seen, before any parsing.
+
+Every response except the static files and the API docs gets `Cache-Control: no-store` and
+`Pragma: no-cache`: API answers hold patient data and must not be kept by browsers or proxies.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import operator
+import os
+import re
+import anyio
+
+from api import sessions
+
+MiB = 1024 * 1024
+DEFAULT_MAX_BODY = 1 * MiB
+DEFAULT_MAX_INGEST = 32 * MiB
+DEFAULT_MAX_JSON_DEPTH = 64
+
+PUBLIC_POSTS = ("/auth/token", "/auth/login", "/app/login")   # no session yet: these log in
+NO_BODY_METHODS = ("GET", "HEAD", "OPTIONS")
+CACHEABLE_PREFIXES = ("/static/", "/docs", "/redoc", "/openapi.json")
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        value = int(os.environ.get(name, "") or default)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value
+
+
+class _Refused(Exception):
+    """Raised into the application's body reading once the guard has answered."""
+
+
+class JsonDepth:
+    """Tracks the nesting depth of a JSON text fed in pieces (strings and escapes understood)."""
+
+    TOKENS = re.compile(rb'[\[\]{}"\\]')
+
+    def __init__(self, limit: int):
+        self.limit, self.depth, self.in_string, self.escaped = limit, 0, False, False
+
+    def feed(self, chunk: bytes) -> bool:
+        """False once the depth went over the limit."""
+        start = 0
+        if self.escaped and chunk:  # the escape started at the end of the previous piece
+            self.escaped, start = False, 1
+        pos_skip = -1
+        for m in self.TOKENS.finditer(chunk, start):
+            pos = m.start()
+            if pos == pos_skip:
+                continue
+            c = chunk[pos]
+            if self.in_string:
+                if c == 0x5C:  # backslash: the next byte is escaped
+                    if pos + 1 >= len(chunk):
+                        self.escaped = True
+                    else:
+                        pos_skip = pos + 1
+                elif c == 0x22:
+                    self.in_string = False
+            elif c == 0x22:
+                self.in_string = True
+            elif c in (0x5B, 0x7B):
+                self.depth += 1
+                if self.depth > self.limit:
+                    return False
+            elif c in (0x5D, 0x7D):
+                self.depth -= 1
+        return True
+
+
+class RequestGuard:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: nothing is buffered): see the module docstring."""
+
+    def __init__(self, app, state, *, max_body: int | None = None, max_ingest: int | None = None,
+                 max_json_depth: int | None = None, cookie_name: str = "carepath_session"):
+        self.app, self.state, self.cookie_name = app, state, cookie_name
+        self.max_body = max_body or _env_int("CAREPATH_MAX_BODY_BYTES", DEFAULT_MAX_BODY)
+        self.max_ingest = max_ingest or _env_int("CAREPATH_MAX_INGEST_BYTES", DEFAULT_MAX_INGEST)
+        self.max_json_depth = max_json_depth or _env_int("CAREPATH_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH)
+
+    def limit_for(self, path: str) -> int:
+        return self.max_ingest if path.startswith("/ingest/") else self.max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope.get("path", ""), scope.get("method", "GET")
+        headers: dict[bytes, bytes] = {}
+        for k, v in scope.get("headers", ()):
+            headers[k.lower()] = v if k.lower() not in headers else headers[k.lower()] + b"," + v
+        started = answered = False
+        no_store = not path.startswith(CACHEABLE_PREFIXES)
+
+        def with_no_store(hdrs: list) -> list:
+            if not no_store:
+                return hdrs
+            names = {k.lower() for k, _ in hdrs}
+            extra = [(b"cache-control", b"no-store")] if b"cache-control" not in names else []
+            extra += [(b"pragma", b"no-cache")] if b"pragma" not in names else []
+            return hdrs + extra
+
+        async def guarded_send(message):
+            nonlocal started
+            if answered:  # the guard has answered already: drop the application's late answer
+                return
+            if message["type"] == "http.response.start":
+                started = True
+                message = {**message, "headers": with_no_store(list(message.get("headers", ())))}
+            await send(message)
+
+        async def answer(status: int, body: dict | None, extra_headers: list[tuple[bytes, bytes]] = ()):
+            nonlocal answered
+            if started or answered:
+                return
+            answered = True
+            data = json.dumps(body).encode() if body is not None else b""
+            hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                    (b"connection", b"close"), *extra_headers]
+            await send({"type": "http.response.start", "status": status, "headers": with_no_store(hdrs)})
+            await send({"type": "http.response.body", "body": data})
+
+        declared = headers.get(b"content-length")
+        chunked = b"transfer-encoding" in headers
+        may_have_body = method not in NO_BODY_METHODS or chunked or (declared not in (None, b"0"))
+
+        # 1. who is asking, before a single byte of the body is read
+        if may_have_body and path not in PUBLIC_POSTS:
+            token = self._token(headers)
+            checked = await anyio.to_thread.run_sync(sessions.check, self.state, token)
+            if checked.problem:
+                if path == "/app" or path.startswith("/app/"):
+                    await answer(303, None, [(b"location", b"/app/login?next=%2Fapp%2F")])
+                else:
+                    await answer(401, {"detail": checked.problem}, [(b"www-authenticate", b"Bearer")])
+                return
+
+        # 2. the declared size
+        limit = self.limit_for(path)
+        if declared is not None:
+            try:
+                size = int(declared)
+                if size < 0:
+                    raise ValueError
+            except ValueError:
+                await answer(400, {"detail": "invalid Content-Length"})
+                return
+            if size > limit:
+                await answer(413, {"detail": f"request body too large: {size} bytes, at most {limit} here"})
+                return
+
+        # 3./4. the streamed size and, for JSON, the nesting depth
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        # FastAPI parses a body without a content type as JSON too
+        is_json = ctype in (b"", b"application/json") or (ctype.startswith(b"application/") and ctype.endswith(b"+json"))
+        depth = JsonDepth(self.max_json_depth) if is_json else None
+        received = 0
+
+        async def guarded_receive():
+            nonlocal received
+            if answered:
+                raise _Refused()
+            message = await receive()
+            if message["type"] == "http.request":
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                if received > limit:
+                    await answer(413, {"detail": f"request body too large: over {limit} bytes here"})
+                    raise _Refused()
+                if depth is not None and chunk and not depth.feed(chunk):
+                    await answer(400, {"detail": f"request body nested too deeply: more than {self.max_json_depth} "
+                                                 "levels of arrays / objects"})
+                    raise _Refused()
+            return message
+
+        try:
+            await self.app(scope, guarded_receive if may_have_body else receive, guarded_send)
+        except _Refused:
+            if not answered:
+                raise
+        except Exception:
+            if not answered:  # the application's own failure, not one we caused by refusing
+                raise
+
+    def _token(self, headers: dict[bytes, bytes]) -> str | None:
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        raw = headers.get(b"cookie")
+        if raw:
+            from starlette.requests import cookie_parser
+            return cookie_parser(raw.decode("latin-1")).get(self.cookie_name) or None
+        return None
+
+
+# ---- protocol YAML text --------------------------------------------------------------------------------
+MAX_YAML_CHARS = 500_000
+MAX_YAML_LINES = 20_000
+MAX_YAML_FLOW_DEPTH = 20     # nested [ ] / { } (the shipped protocols use 3)
+MAX_YAML_BLOCK_DEPTH = 30    # nested indentation levels (the shipped protocols use 6)
+MAX_YAML_ALIASES = 50        # *alias references (the shipped protocols use none)
+_ALIAS = re.compile(r"(?:^|(?<=[\s\[{,]))\*[^\s\]},]")
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of [ ] / { }, counted everywhere, quoted or not (errs on the deep side);
+    an unmatched closing bracket does not hide later depth. C-level loops only: ~10 ms for 500 kB."""
+    brackets = re.sub(r"[^\[\]{}]", "", text)
+    if not brackets:
+        return 0
+    steps = brackets.translate(_STEP).encode("latin-1")        # b"\x01" opens, b"\x00" closes
+    prefix = list(itertools.accumulate(map((-1, 1).__getitem__, steps), operator.add, initial=0))
+    lowest = itertools.accumulate(prefix, min)
+    return max(map(operator.sub, prefix, lowest))
+
+
+_STEP = str.maketrans({"[": "\x01", "{": "\x01", "]": "\x00", "}": "\x00"})
+
+
+def _block_depth(text: str, stop_at: int) -> int:
+    stack: list[int] = []
+    deepest = 0
+    for line in text.splitlines():
+        body = line.lstrip(" ")
+        if not body or body.startswith("#"):
+            continue
+        indent = len(line) - len(body)
+        while stack and stack[-1] >= indent:
+            stack.pop()
+        stack.append(indent)
+        deepest = max(deepest, len(stack))
+        if deepest > stop_at:
+            break
+    return deepest
+
+
+def yaml_problem(text: str) -> str | None:
+    """Why this protocol text is refused before parsing (too big, too deep, too many aliases), or None.
+    A YAML parser spends seconds on half a megabyte of `[[[...]]]`: this costs milliseconds."""
+    if len(text) > MAX_YAML_CHARS:
+        return f"the text is too long: {len(text)} characters, at most {MAX_YAML_CHARS}"
+    lines = text.count("\n") + 1
+    if lines > MAX_YAML_LINES:
+        return f"the text is too long: {lines} lines, at most {MAX_YAML_LINES}"
+    flow = _flow_depth(text)
+    if flow > MAX_YAML_FLOW_DEPTH:
+        return f"the text is nested too deeply: {flow} levels of [ ] / {{ }}, at most {MAX_YAML_FLOW_DEPTH}"
+    block = _block_depth(text, MAX_YAML_BLOCK_DEPTH)
+    if block > MAX_YAML_BLOCK_DEPTH:
+        return f"the text is nested too deeply: more than {MAX_YAML_BLOCK_DEPTH} levels of indentation"
+    aliases = len(_ALIAS.findall(text))
+    if aliases > MAX_YAML_ALIASES:
+        return f"the text uses {aliases} YAML aliases (*name), at most {MAX_YAML_ALIASES}"
+    return None
