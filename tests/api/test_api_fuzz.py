@@ -8,14 +8,12 @@ operations are enumerated here: the role matrix's list, which its coverage test 
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.api.support import POSTGRES_ENV, _pg_schema, close_api, copy_protocols, make_api
+from tests.api.support import _pg_schema, close_api, copy_protocols, make_api
 from tests.api.test_api_roles import MATRIX, PUBLIC, _openapi_form
 
 OPERATIONS = sorted({(m, _openapi_form(p)) for m, p, _, _ in MATRIX} | PUBLIC)
@@ -29,10 +27,7 @@ def fuzz_api(request, tmp_path_factory):
     if request.param == "sqlite":
         urls = iter([f"sqlite:///{tmp_path_factory.mktemp('fuzz-db') / 'carepath.db'}"])
     else:
-        base = os.environ.get(POSTGRES_ENV)
-        if not base:
-            pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV}")
-        urls = _pg_schema(base)
+        urls = _pg_schema(request.getfixturevalue("postgres_base_url"))
     url = next(urls)
     a = make_api(url, copy_protocols(tmp_path_factory.mktemp("fuzz-protocols")))
     yield a

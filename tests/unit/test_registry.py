@@ -1,4 +1,4 @@
-"""Registry on a real database: SQLite always, PostgreSQL when CAREPATH_TEST_POSTGRES_URL is set."""
+"""Registry on a real database: SQLite and PostgreSQL (`db_url`, tests/conftest.py)."""
 from __future__ import annotations
 
 import datetime as dt

@@ -1,5 +1,5 @@
-"""The benchmark bulk loader stores exactly what ingest_records stores (SQLite; PostgreSQL when
-CAREPATH_TEST_POSTGRES_URL is set)."""
+"""The benchmark bulk loader stores exactly what ingest_records stores (SQLite and PostgreSQL:
+`db_url`, tests/conftest.py)."""
 from __future__ import annotations
 
 import datetime as dt
