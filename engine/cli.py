@@ -197,8 +197,9 @@ def _seed_registry(records, out: Path, records_as_of: dt.date, population: int =
     # A registry with a past: evaluated three weeks ago (tasks raised then, some now past their agreed
     # response time, so worklists show SLA lateness), then again today.
     nhs = {r.patient.nhs_number for r in records}
+    new = {n for n, c in summary.patients.items() if c.created}  # a second `carepath demo` adds no history
     earlier = records_as_of - HISTORY
-    first = reevaluate_many(engine, nhs, lib, as_of=earlier, now=dt.datetime.combine(earlier, dt.time(9, 0)))
+    first = reevaluate_many(engine, new, lib, as_of=earlier, now=dt.datetime.combine(earlier, dt.time(9, 0)))
     now = demo_now(records_as_of)
     diffs = reevaluate_many(engine, nhs, lib, as_of=records_as_of, now=now)
     opened = sum(len(d.tasks_opened) for d in first + diffs)

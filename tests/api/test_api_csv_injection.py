@@ -57,7 +57,7 @@ def test_api_worklist_csv_neutralises_formulas(evil_api):
 
 
 def test_web_worklist_csv_neutralises_formulas(evil_api):
-    c = TestClient(evil_api.client.app)
+    c = TestClient(evil_api.client.app, base_url="https://testserver")  # the session cookie is Secure
     assert c.post("/auth/login", data={"username": "practice.staff",
                                        "password": "practice.staff" + DEMO_PASSWORD_SUFFIX}).status_code == 200
     r = c.get("/app/worklist.csv")

@@ -54,7 +54,7 @@ def test_auditor_rows_carry_no_nhs_number_name_or_typed_in_pseudonym(seeded_api)
         seeded_api.get(path, user="auditor")
     seeded_api.client.post("/auth/token", data={"username": AMINA, "password": "x" * 12})  # a "username" that is a number
     dashed = AMINA[:3] + "-" + AMINA[3:6] + "-" + AMINA[6:]
-    assert seeded_api.post("/users", user="admin", json={"username": dashed, "password": "x" * 12,
+    assert seeded_api.post("/users", user="admin", json={"username": dashed, "password": "plum-Orbit-kettle-93",
                                                          "role": "practice-staff"}).status_code == 201  # an account named like one
     seeded_api.client.post("/auth/token", data={"username": dashed, "password": "x" * 12})
     seeded_api.get(f"/patients/{AMINA}/care-plan", user="practice.staff")  # legitimate read: pseudonym in `patients`
@@ -135,7 +135,7 @@ def test_a_role_without_the_permission_still_gets_403(api):
 
 
 def _web(api, username: str) -> TestClient:
-    c = TestClient(api.client.app)
+    c = TestClient(api.client.app, base_url="https://testserver")  # the session cookie is Secure
     r = c.post("/auth/login", data={"username": username, "password": username + DEMO_PASSWORD_SUFFIX})
     assert r.status_code == 200, r.text
     return c

@@ -167,7 +167,7 @@ def run_steps(template, library, rec: PatientRecord, plan, counter) -> None:
                 old = stored[step[1] % len(stored)]
                 what, donor = step[2], step[3]
                 upd = {"value": {"value": donor.value, "unit": donor.unit}, "status": {"status": donor.status},
-                       "date": {"start": donor.start, "end": None}, "code": {"codes": donor.codes, "kind": donor.kind}}[what]
+                       "date": {"start": donor.start, "end": None}, "code": {"codes": donor.codes, "kind": donor.kind, "exception_type": donor.exception_type}}[what]
                 deliver([PatientRecord(patient=record.patient, facts=[old.model_copy(update=upd)])])
             elif kind == "demographics":
                 p = record.patient
