@@ -222,7 +222,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             value = d.eval(node)
             label = proto.score.replace("_", " ")
             lines = score_lines(ir.unwrap(node), d) if isinstance(ir.unwrap(node), ir.Sum) else []
-            why = (f"{label} {fmt_value(value)}" + (" = " + " ".join(lines) if lines else "") + "."
+            why = (f"{label} {fmt_value(value)}" + (": " + ", ".join(lines) if lines else "") + "."
                    if value is not None else f"{label} missing: {'; '.join(lines) or 'a number it needs is not recorded'}.")
             res.score = ScoreResult(name=proto.score, value=None if value is None else float(value),
                                     provenance=_prov(proto, "score", why, evidence_items(d.evidence(node), proto)))

@@ -14,6 +14,15 @@ from engine.evaluate.outputs import Evidence
 from engine.records.model import Fact
 
 MAX_CLAUSES = 4
+# A comparison as it stands, in words: "63.9 mmol/mol (at least 58 mmol/mol)", not "(>= 58)".
+RELATION_WORDS = {">=": "at least", ">": "above", "<=": "at most", "<": "below", "==": "equal to", "=": "equal to",
+                  "!=": "not"}
+
+
+def _unique(parts: list[str]) -> list[str]:
+    """The same reason once: a definition used twice in a condition ("no falls assessment recorded")
+    is said once."""
+    return list(dict.fromkeys(parts))
 
 
 def fmt_value(v, unit: str | None = None) -> str:
@@ -35,7 +44,7 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
     value = d.eval(n)
     truth = bool(value) if truth is None else truth
     if isinstance(n, ir.Named) and n.type == ir.BOOL:
-        inner = clauses(n.node, d, truth)
+        inner = _unique(clauses(n.node, d, truth))
         label = n.name.replace("_", " ")
         if isinstance(ir.unwrap(n.node), (ir.And, ir.Or, ir.Not)):
             head = f"{label}: {'yes' if truth else 'no'}"
@@ -49,7 +58,7 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
         out: list[str] = []
         for p in parts:
             out.extend(clauses(p, d, truth if not want_all else bool(d.eval(p))))
-        return out[:MAX_CLAUSES]
+        return _unique(out)[:MAX_CLAUSES]
     if isinstance(n, ir.Const):
         return []
     if isinstance(n, ir.Present):  # `x.value is missing`, `x.result is missing`
@@ -88,11 +97,11 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
                 when = f" on {ev.day.isoformat()}"
         # the relation as it stands: `(>= 58)` when it holds, `(< 58)` when it does not
         op = n.op if compare(n.op, lv, rv) or rv is None else ir.NEGATE[n.op]
-        text = f"{ir.describe(n.left)} {fmt_value(lv, lu)}{when} ({op} {rtext})"
+        text = f"{ir.describe(n.left)} {fmt_value(lv, lu)}{when} ({RELATION_WORDS.get(op, op)} {rtext})"
         if isinstance(left, ir.Sum):
             lines = score_lines(left, d)
             if lines:
-                text += " = " + " ".join(lines)
+                text += ": " + ", ".join(lines)
         return [text]
     return [f"{ir.describe(n)}: {fmt_value(value)}"]
 
@@ -111,9 +120,9 @@ def score_lines(s: ir.Sum, d: Deriver) -> list[str]:
         sign = "+" if v > 0 else "-"
         if isinstance(base, ir.Points):
             why = "; ".join(clauses(base.when, d, True)[:2]) or ir.describe(base.when)
-            out.append(f"{sign}{abs(v):g} ({why})")
+            out.append(f"{sign}{abs(v):g} for {why}")
         else:
-            out.append(f"{sign}{abs(float(v)):g} ({ir.describe(item)})")
+            out.append(f"{sign}{abs(float(v)):g} for {ir.describe(item)}")
     return out
 
 

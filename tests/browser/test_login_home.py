@@ -13,10 +13,10 @@ HOMES = {
     "clinical.lead": ("Clinical lead home", ["Worklist", "Case conference", "Patients", "Audit", "Protocols"]),
     "mdt.member": ("MDT member home", ["Worklist", "Case conference", "Patients", "Protocols"]),
     "practice.staff": ("Practice team home", ["Worklist", "Patients", "Audit", "Protocols"]),
-    "auditor": ("Audit home", ["Audit", "Protocols"]),
-    "admin": ("Service administration home", ["Protocols"]),
+    "auditor": ("Audit home", ["Audit", "Access log", "Protocols"]),
+    "admin": ("Service administration home", ["Access log", "Protocols"]),
 }
-ALL_LINKS = {"Worklist", "Case conference", "Patients", "Audit", "Protocols"}
+ALL_LINKS = {"Worklist", "Case conference", "Patients", "Audit", "Access log", "Protocols"}
 
 
 def test_login_required_then_back_to_the_page_asked_for(pages):

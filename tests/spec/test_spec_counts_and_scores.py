@@ -154,7 +154,7 @@ def test_why_lines_show_a_score_and_the_number_of_different_things(spec, deficit
              rules={"high": "score >= 2"})
     _, res = run(p, record(fact("d3", "2024-01-01")))
     why = next(f.provenance.why for f in res.flags if f.code == "high")
-    assert "score 2 (>= 2) = +2 (deficits 2 (>= 2))" in why
+    assert "score 2 (at least 2): +2 for deficits 2 (at least 2)" in why
 
 
 @pytest.mark.parametrize("expr, message", [

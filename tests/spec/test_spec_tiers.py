@@ -56,9 +56,9 @@ def test_the_first_tier_that_holds_is_the_tier(strat, engine_name):
     assert {"tier:case-management", "tier:disease-management", "tier:self-care"} <= fired(strat, rec, engine=engine_name)
     _, res = run(strat, rec, engine=engine_name)
     assert (res.tier.tier, res.tier.level, res.tier.protocol, res.tier.version) == ("case-management", 3, "spec", "1.0.0")
-    assert "Case management (tier 3): risk 6 (>= 6) = +3 (" in res.tier.provenance.why
+    assert "Case management (tier 3): risk 6 (at least 6): +3 for " in res.tier.provenance.why
     assert res.tier.provenance.why.endswith("Top of the pyramid.")
-    assert res.score.value == 6.0 and res.score.provenance.why.startswith("risk 6 = +3 (")
+    assert res.score.value == 6.0 and res.score.provenance.why.startswith("risk 6: +3 for ")
     assert [s.segment for s in res.segments] == ["care-home", "multimorbid", "admitted"]
     tasks = {t.key.split("|", 1)[1]: t for t in res.tasks}
     assert set(tasks) == {"spec|tier:case-management", "spec|tier:case-management|escalation"}

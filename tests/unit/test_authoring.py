@@ -207,7 +207,7 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     assert rep["tasks_added"] == {"Review blood pressure treatment (step up)": 1}
     assert rep["by_role"] == {"gp": {"added": 1, "removed": 0}}
     assert rep["by_practice"]["E96609"]["tasks_added"] == 1
-    assert rep["examples"][0]["nhs_number"] == "9434765919" and "(>= 135 mm[Hg])" in rep["examples"][0]["why"]
+    assert rep["examples"][0]["nhs_number"] == "9434765919" and "(at least 135 mm[Hg])" in rep["examples"][0]["why"]
     # update the case to the new threshold, then publish: active, effective date set, recorded
     c = cases.read_text(encoding="utf-8")
     cases.write_text(c.replace("rules_not_fired: [above-target, above-target-untreated]\n      no_tasks: [Review blood pressure treatment (step up)]",

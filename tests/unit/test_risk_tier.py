@@ -51,3 +51,13 @@ def test_mdt_reasons():
     assert mdt_reasons(1) == []
     assert mdt_reasons(3, new_escalations=1) == ["case management (risk tier 3)", "1 new escalation(s)"]
     assert mdt_reasons(None, overdue_urgent=2, red_flags=1) == ["2 overdue urgent or high task(s)", "1 red flag(s)"]
+
+
+def test_why_lines_are_words_not_formulas_and_say_a_reason_once():
+    """Issue 16 item 10: the risk tier's why read "risk score 9 (>= 8) = +3 ..." and the falls why repeated
+    itself. Relations are words; score points read "+3 for ..."; the same reason appears once."""
+    from engine.evaluate.explain import RELATION_WORDS, _unique
+
+    assert RELATION_WORDS[">="] == "at least" and RELATION_WORDS["<"] == "below"
+    assert _unique(["no falls assessment recorded", "fall on 2026-10-01", "no falls assessment recorded"]) == [
+        "no falls assessment recorded", "fall on 2026-10-01"]
