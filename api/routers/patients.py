@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
 from api.app import AppState
@@ -26,9 +26,16 @@ NOT_FOUND = {404: {"description": "No patient with that NHS number in your scope
 def list_patients(request: Request, practice: ShortText | None = None, mdt: ShortText | None = None,
                   locality: ShortText | None = None, page: int = Query(1, ge=1, le=100000),
                   page_size: int = Query(50, ge=1, le=500),
-                  who: Principal = Depends(require("patient:read")), state: AppState = Depends(get_state)):
-    """Patients in your scope, with their open task and red flag counts."""
+                  who: Principal = Depends(require("patient:read")), state: AppState = Depends(get_state),
+                  name: ShortText | None = Query(None, description="Part of the family or given name (any case), e.g. 'beg' or 'amina beg'"),
+                  born: dt.date | None = Query(None, description="Date of birth")):
+    """Patients in your scope, with their open task and red flag counts; find one by name and/or date of birth."""
     q = scoped(select(PatientRow), who)
+    for word in (name or "").split()[:3]:  # every word must match the start of a name ("am beg" finds Amina Begum)
+        like = word.lower().replace("\\", "").replace("%", "").replace("_", "") + "%"
+        q = q.where(or_(func.lower(PatientRow.family_name).like(like), func.lower(PatientRow.given_name).like(like)))
+    if born:
+        q = q.where(PatientRow.birth_date == born)
     if practice:
         q = q.where(PatientRow.practice == practice.upper())
     if mdt:

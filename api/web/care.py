@@ -7,9 +7,11 @@ user's scope and write the access log.
 """
 from __future__ import annotations
 
+import datetime as dt
+
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlmodel import Session, select
 
 from api.deps import Principal
@@ -32,6 +34,7 @@ STATUS_WORDS = {"met": "Done", "due": "Due", "overdue": "Overdue", "excepted": "
 @router.get("/patients")
 def patients_page(request: Request, practice: Short = None, mdt: Short = None,
                   nhs: str | None = Query(None, max_length=20), page: int = Query(1, ge=1, le=100000),
+                  name: Short = None, born: Annotated[str | None, Query(pattern=r"^(?:[0-9]{4}-[0-9]{2}-[0-9]{2})?$")] = None,
                   who: Principal = Depends(page_user)):
     state = state_of(request)
     need(request, who, "patient:read")
@@ -40,10 +43,16 @@ def patients_page(request: Request, practice: Short = None, mdt: Short = None,
         if len(digits) == 10:
             return redirect(request, f"{PREFIX}/patients/{digits}")
         return redirect(request, f"{PREFIX}/patients", flash="An NHS number has 10 digits.")
-    out = papi.list_patients(request, practice or None, mdt or None, None, page, 50, who, state)
+    try:
+        day = dt.date.fromisoformat(born) if born else None
+    except ValueError:
+        raise HTTPException(status_code=422, detail="The date of birth should be a date.") from None
+    out = papi.list_patients(request, practice or None, mdt or None, None, page, 50, who, state, name=name or None, born=day)
+    if (name or day) and out.total == 1:  # one match: straight to the care plan, as a GP system does
+        return redirect(request, f"{PREFIX}/patients/{out.items[0].nhs_number}")
     pages = max(1, -(-out.total // out.page_size))
     return render(request, "patients.html", who, page_title="Patients", out=out, pages=pages, practice=practice or "",
-                  mdt=mdt or "")
+                  mdt=mdt or "", name=name or "", born=born or "")
 
 
 def _tasks(s: Session, patient_id: int, now):

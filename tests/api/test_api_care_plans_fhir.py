@@ -136,3 +136,13 @@ def test_plain_language_plan_reads_as_a_letter_would(api):
                 assert not since or int(since.group(1)) >= api.clock().year - 1, i
     eye = [i for s in api.get(f"/patients/{FRANK}/care-plan/plain").json()["sections"] for i in s["items"] if "eyes" in i["what"]]
     assert eye and eye[0]["status"] == "overdue"  # Frank's eye screening is overdue: the case that exercises the wording
+
+
+def test_patients_found_by_name_and_birth_date(api):
+    found = api.get("/patients", params={"name": "BEG"}).json()
+    assert [p["nhs_number"] for p in found["items"]] == [AMINA]
+    assert api.get("/patients", params={"name": "amina begum"}).json()["total"] == 1
+    assert api.get("/patients", params={"name": "amina hill"}).json()["total"] == 0  # every word must match
+    born = api.get(f"/patients/{AMINA}").json()["birth_date"]
+    assert AMINA in [p["nhs_number"] for p in api.get("/patients", params={"born": born}).json()["items"]]
+    assert api.get("/patients", params={"name": "%"}).json()["total"] == api.get("/patients").json()["total"]  # no wildcards

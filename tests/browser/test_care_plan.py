@@ -72,3 +72,24 @@ def test_plain_language_plan_prints_cleanly(pages):
     expect(article).to_be_visible()
     shot(page, "patient-plan-print")
     page.pdf(path=str(SHOTS / "patient-plan.pdf"), format="A4")
+
+
+def test_find_a_patient_by_name_and_date_of_birth(pages):
+    """Issue 16 item 3: search was by NHS number only. A name (or the start of one, any case) and/or a date
+    of birth finds a patient; one match opens the care plan; several are listed; scope still applies."""
+    page = pages.login("clinical.lead")
+    page.goto("/app/patients")
+    page.get_by_label("Name (or its start)").fill("amina beg")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Care plan: Amina Begum")
+    page.goto("/app/patients")
+    page.get_by_label("Date of birth").fill("1958-03-02")
+    page.get_by_role("button", name="Find").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Care plan: Amina Begum")
+    page.goto("/app/patients?name=zzz-nobody")
+    expect(page.get_by_role("table")).to_contain_text("No patients.")
+    shot(page, "patients-search-none")
+    # outside the user's scope nothing is found, as if absent
+    other = pages.login("mdt.other")  # central-2: Amina is in central-1
+    other.goto("/app/patients?name=amina")
+    expect(other.get_by_role("table")).to_contain_text("No patients.")
