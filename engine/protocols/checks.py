@@ -412,8 +412,10 @@ def record_publication(root: Path, key: str, file: Path, published: str) -> Path
 
 def run_all(lib, paths: list[Path]) -> list[Problem]:
     out: list[Problem] = []
+    from engine.protocols.quoted_numbers import quoted_number_problems
     for p in lib.protocols:
         out += logic_problems(p)
+        out += quoted_number_problems(p)
     out += assignment_problems(lib)
     out += version_problems(lib)
     out += publication_problems(lib, paths)

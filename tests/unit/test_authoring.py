@@ -316,3 +316,25 @@ def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path
     assert "| north | north-1 | 12: E96609" in (tmp_path / "docs" / "agreement-pilot-area-roles@1.0.0.md").read_text(encoding="utf-8")
     one = cli("docs", ROOT / "protocols" / "frailty.yaml")
     assert one.exit_code == 0 and one.output.startswith("# Frailty (aged 75 or over)")
+
+
+def test_validate_warns_when_words_quote_a_threshold_the_condition_no_longer_uses(lib):
+    """Issue 16 item 9: after changing 58 -> 53 in a draft, the rule's title, flag text and because still said 58
+    and validate warned of nothing."""
+    for f in ("t2dm-annual-care.yaml", "t2dm-annual-care@1.1.0.yaml", "t2dm-annual-care@1.1.0.tests.yaml"):
+        shutil.copy(ROOT / "protocols" / f, lib / f)
+    shutil.copy(ROOT / "protocols" / "agreements" / "central-locality-roles.yaml", lib / "agreements")
+    assert "says" not in flat(cli("validate", lib).output)  # the shipped words agree with their conditions
+    r = cli("draft", lib / "t2dm-annual-care@1.1.0.yaml")
+    assert r.exit_code == 0, r.output
+    draft = lib / "t2dm-annual-care@1.2.0.yaml"
+    text = draft.read_text(encoding="utf-8")
+    assert ">= 58 mmol/mol" in text
+    draft.write_text(text.replace(">= 58 mmol/mol", ">= 53 mmol/mol", 1), encoding="utf-8")
+    out = flat(cli("validate", lib).output)
+    assert "warning: rule 'hba1c-above-individual-target': its title says 58 mmol/mol but its condition uses 53 mmol/mol" in out
+    assert "its flag text says 58 mmol/mol" in out
+    # the same words fixed: no warning
+    fixed = draft.read_text(encoding="utf-8").replace("58 mmol/mol", "53 mmol/mol")
+    draft.write_text(fixed, encoding="utf-8")
+    assert "its title says" not in flat(cli("validate", lib).output)
