@@ -111,36 +111,28 @@ def verify(bind: Engine | Connection, batch: int = 5000, expect_head: tuple[int,
             return verify(conn, batch, expect_head)
     conn = bind
     head_seen = False
-    expected, prev_id, n, after = GENESIS, None, 0, None
-    while True:
-        q = sa.select(access_log).order_by(access_log.c.id).limit(batch)
-        if after is not None:
-            q = q.where(access_log.c.id > after)
-        rows = conn.execute(q).mappings().all()
-        if not rows:
-            break
-        for r in rows:
-            if r["prev_hash"] != expected:
-                gap = ""
-                if prev_id is not None and r["id"] != prev_id + 1:
-                    missing = f"{prev_id + 1}" if r["id"] == prev_id + 2 else f"{prev_id + 1}-{r['id'] - 1}"
-                    gap = f" (id {missing} missing: deleted?)"
-                before = f"row {prev_id}" if prev_id is not None else "the start of the log"
-                return Verification(False, n, r["id"], f"row {r['id']}: its previous hash {str(r['prev_hash'])[:16]}... does not "
-                                    f"match {before} ({expected[:16]}...): a row before it was deleted or changed{gap}",
-                                    prev_id, expected)
-            computed = row_hash(r["prev_hash"], r)
-            if r["row_hash"] != computed:
-                return Verification(False, n, r["id"], f"row {r['id']}: its content does not match its hash "
-                                    f"(stored {str(r['row_hash'])[:16]}..., content gives {computed[:16]}...): "
-                                    f"the row was changed after it was written", prev_id, expected)
-            if expect_head and r["id"] == expect_head[0]:
-                head_seen = True
-                if r["row_hash"] != expect_head[1]:
-                    return Verification(False, n, r["id"], f"row {r['id']}: its hash {r['row_hash'][:16]}... is not the recorded "
-                                        f"head {expect_head[1][:16]}...: the log from here on was rewritten", prev_id, expected)
-            expected, prev_id, n = r["row_hash"], r["id"], n + 1
-        after = rows[-1]["id"]
+    expected, prev_id, n = GENESIS, None, 0
+    for r in _in_id_order(conn, batch):
+        if r["prev_hash"] != expected:
+            gap = ""
+            if prev_id is not None and r["id"] != prev_id + 1:
+                missing = f"{prev_id + 1}" if r["id"] == prev_id + 2 else f"{prev_id + 1}-{r['id'] - 1}"
+                gap = f" (id {missing} missing: deleted?)"
+            before = f"row {prev_id}" if prev_id is not None else "the start of the log"
+            return Verification(False, n, r["id"], f"row {r['id']}: its previous hash {str(r['prev_hash'])[:16]}... does not "
+                                f"match {before} ({expected[:16]}...): a row before it was deleted or changed{gap}",
+                                prev_id, expected)
+        computed = row_hash(r["prev_hash"], r)
+        if r["row_hash"] != computed:
+            return Verification(False, n, r["id"], f"row {r['id']}: its content does not match its hash "
+                                f"(stored {str(r['row_hash'])[:16]}..., content gives {computed[:16]}...): "
+                                f"the row was changed after it was written", prev_id, expected)
+        if expect_head and r["id"] == expect_head[0]:
+            head_seen = True
+            if r["row_hash"] != expect_head[1]:
+                return Verification(False, n, r["id"], f"row {r['id']}: its hash {r['row_hash'][:16]}... is not the recorded "
+                                    f"head {expect_head[1][:16]}...: the log from here on was rewritten", prev_id, expected)
+        expected, prev_id, n = r["row_hash"], r["id"], n + 1
     if expect_head and not head_seen:
         return Verification(False, n, expect_head[0], f"row {expect_head[0]}, the recorded head, is missing: "
                             f"the log was cut back to row {prev_id}", prev_id, expected)
@@ -149,19 +141,26 @@ def verify(bind: Engine | Connection, batch: int = 5000, expect_head: tuple[int,
 
 def backfill(conn: Connection, batch: int = 5000) -> int:
     """Chain every row that has no hash yet, in id order, after the last chained row (migration 0007)."""
-    expected, n, after = GENESIS, 0, None
+    expected, n = GENESIS, 0
+    for r in _in_id_order(conn, batch):
+        if r["row_hash"] is not None:
+            expected = r["row_hash"]
+            continue
+        h = row_hash(expected, r)
+        conn.execute(access_log.update().where(access_log.c.id == r["id"]).values(prev_hash=expected, row_hash=h))
+        expected, n = h, n + 1
+    return n
+
+
+def _in_id_order(conn: Connection, batch: int):
+    """Every access-log row in id order, read in batches (memory stays flat on a long log)."""
+    after = None
     while True:
         q = sa.select(access_log).order_by(access_log.c.id).limit(batch)
         if after is not None:
             q = q.where(access_log.c.id > after)
         rows = conn.execute(q).mappings().all()
         if not rows:
-            return n
-        for r in rows:
-            if r["row_hash"] is not None:
-                expected = r["row_hash"]
-                continue
-            h = row_hash(expected, r)
-            conn.execute(access_log.update().where(access_log.c.id == r["id"]).values(prev_hash=expected, row_hash=h))
-            expected, n = h, n + 1
+            return
+        yield from rows
         after = rows[-1]["id"]
