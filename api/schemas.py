@@ -100,6 +100,21 @@ class RecordsIn(BaseModel):
     records: list[PatientRecord] = Field(min_length=1, max_length=1000)
 
 
+class DataProblemOut(BaseModel):
+    """An evaluation that failed for one patient, and the fact that caused it when known."""
+    nhs_number: str | None = Field(None, description="Absent where the reader sees pseudonyms")
+    patient: str | None = Field(None, description="Pseudonym, for auditors")
+    practice: str | None = None
+    mdt: str | None = None
+    kind: str = "evaluation-error"
+    message: str
+    protocol: str | None = None
+    fact_source_system: str | None = None
+    fact_source_id: str | None = None
+    fact_problem: str | None = None
+    detected_at: dt.datetime | None = None
+
+
 class ChangeOut(BaseModel):
     key: str
     title: str
@@ -115,6 +130,8 @@ class DiffOut(BaseModel):
     flags_raised: list[ChangeOut] = Field(default_factory=list)
     flags_cleared: list[ChangeOut] = Field(default_factory=list)
     flags_changed: list[ChangeOut] = Field(default_factory=list)
+    data_problem: DataProblemOut | None = Field(None, description="The evaluation failed: nothing changed, the problem is "
+                                                                  "recorded on the patient")
 
 
 class PatientChangeOut(BaseModel):
@@ -128,21 +145,6 @@ class PatientChangeOut(BaseModel):
     evaluation: Literal["evaluated", "pending", "data-problem", "up-to-date"] = Field(
         "up-to-date", description="evaluated in this request; pending (stored and marked, evaluated in the background); "
                                   "data-problem (its evaluation failed, see data_problems); up-to-date (nothing to do)")
-
-
-class DataProblemOut(BaseModel):
-    """An evaluation that failed for one patient, and the fact that caused it when known."""
-    nhs_number: str | None = Field(None, description="Absent where the reader sees pseudonyms")
-    patient: str | None = Field(None, description="Pseudonym, for auditors")
-    practice: str | None = None
-    mdt: str | None = None
-    kind: str = "evaluation-error"
-    message: str
-    protocol: str | None = None
-    fact_source_system: str | None = None
-    fact_source_id: str | None = None
-    fact_problem: str | None = None
-    detected_at: dt.datetime | None = None
 
 
 class IngestOut(BaseModel):
