@@ -112,3 +112,12 @@ def test_the_fhir_importer_refuses_a_coding_with_control_characters():
         import_bundle(bad)
     assert exc.value.pointer.startswith(f"/entry/{i}/resource")
     import_bundle(b)  # and the unchanged bundle goes in
+
+
+def test_the_generator_never_dates_a_fact_after_as_of():
+    """People of seed 2 too young, by as_of, for a condition's earliest onset age were given it years
+    ahead (up to 2034 for as_of 2026-11-20), which the record rules now refuse."""
+    as_of = dt.date(2026, 11, 20)
+    for i in (169, 560, 624, 636, 1110, 1440, 2336):
+        rec = next(generate(1, seed=2, as_of=as_of, start=i))
+        assert max(f.start for f in rec.facts).date() <= as_of
