@@ -24,11 +24,12 @@ from engine.records.nhs_number import normalise_nhs_number
 # Dates: nothing before 1900-01-01 (no living patient was born earlier; the eCQM decks' oldest
 # date is 1923). "Future" is measured against the real clock (UTC), never the service's clock:
 # - a birth date may be at most 1 day after today (time zones);
-# - a fact's start, a death date and a registration date at most FUTURE_TOLERANCE (366 days) after
+# - a fact's start, a death date and a registration date at most FUTURE_TOLERANCE (5 years) after
 #   now. Not 1 day: the eCQM decks (measurement period 2026) hold facts dated "after the
-#   measurement period" up to 2027-02-19 and a death on 2027-01-01, and protocol case files
-#   evaluate as of dates up to 2026-12-18 - 75 days ahead of today (2026-12-06); 366 days keeps
-#   every real deck importable and still refuses 9999-12-31 or a year-3026 typo;
+#   measurement period" up to 2027-02-19 and a death on 2027-01-01, protocol case files evaluate
+#   as of dates up to 2026-12-18, and the engine-equivalence spec (tests/spec/test_batch_equivalence.py)
+#   builds facts up to 1,100 days after its reference dates (to 2030-01-05) to prove later facts
+#   are ignored; 5 years keeps all of them and still refuses 9999-12-31 or a year-3026 typo;
 # - a fact's end (a medicine authorised until, a planned period) at most 10 years after now.
 # Dates that far out overflow the engine's interval arithmetic (year 0 / year 10000), which is
 # why an 0001-01-01 fact once stopped a patient's evaluation.
@@ -40,7 +41,7 @@ from engine.records.nhs_number import normalise_nhs_number
 # the way out: a row stored before a rule existed is reported as a data problem by evaluation).
 EARLIEST_DATE = dt.date(1900, 1, 1)
 BIRTH_FUTURE_TOLERANCE = dt.timedelta(days=1)
-FUTURE_TOLERANCE = dt.timedelta(days=366)
+FUTURE_TOLERANCE = dt.timedelta(days=5 * 365 + 1)
 END_FUTURE_TOLERANCE = dt.timedelta(days=3660)
 TRUSTED = {"trusted": True}  # validation context for records read back from the registry
 NAME_MAX, ID_MAX, SYSTEM_MAX, CODE_MAX, SHORT_MAX, DISPLAY_MAX, ATTR_TEXT_MAX = 200, 255, 500, 200, 100, 1000, 10_000

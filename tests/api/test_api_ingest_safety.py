@@ -86,7 +86,7 @@ def _with(rec: dict, path: tuple, value) -> dict:
 
 def test_implausible_dates_are_refused_with_a_pointer_in_records(fresh_api):
     good = new_patient(fact("dx", T2DM, 800, kind="condition"), fact("a1", HBA1C, 30, 80, "mmol/mol")).model_dump(mode="json")
-    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=800)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    future = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=5 * 365 + 30)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
     tomorrow_plus = (dt.date.today() + dt.timedelta(days=3)).isoformat()
     for path, value in [
         (("facts", 1, "start"), "0001-01-01T00:00:00+00:00"),   # the bundle: year 0 in derive.py
