@@ -16,7 +16,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -99,6 +99,7 @@ class AppState:
     idle_timeout: int = DEFAULT_IDLE_TIMEOUT
     login_policy: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     publish_lock: threading.Lock = field(default_factory=threading.Lock)
+    drainer: Any = None  # engine.evaluate.service.Drainer: the evaluation outbox's background drain
 
     @property
     def library(self) -> Library:
@@ -148,7 +149,13 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        # Evaluate whoever is still marked for evaluation (a crash, a large delivery), in the background.
+        from engine.evaluate.service import Drainer
+
+        state.drainer = Drainer(engines.write, lambda: state.library, state.now)
+        state.drainer.kick()
         yield
+        state.drainer.stop()
         engines.dispose()
 
     app = FastAPI(title="carepath", version="0.1.0", lifespan=lifespan,

@@ -113,15 +113,27 @@ def stored_rows(s: Session, protocol: str | None = None) -> list[tuple[PatientRo
     return list(s.exec(q.order_by(PatientRow.nhs_number)))
 
 
-def take_snapshot(s: Session, library: Library, as_of: dt.date, taken_by: str, now: dt.datetime) -> tuple[int, int]:
-    """Evaluate everyone as of `as_of` (nothing but counts is stored) and replace that date's snapshot."""
+def take_snapshot(s: Session, library: Library, as_of: dt.date, taken_by: str, now: dt.datetime,
+                  problems: list | None = None) -> tuple[int, int]:
+    """Evaluate everyone as of `as_of` (nothing but counts is stored) and replace that date's snapshot.
+    A patient whose evaluation fails is left out of the counts and appended to `problems` (an
+    `EvaluationFailed` naming the fact when known) instead of failing the whole snapshot."""
+    from engine.evaluate.service import diagnose
+
     protocols = [p for p in library.in_force(as_of) if p.measures]
     agreements = library.agreements_in_force(as_of)
     counts: dict[tuple, AuditSnapshotRow] = {}
     patients = 0
     for rec in iter_records(s):
+        try:
+            ev = evaluate(rec, protocols, agreements, as_of=as_of)
+        except Exception as exc:  # noqa: BLE001 - one patient's data problem, not the area's
+            failed = diagnose(rec, protocols, agreements, as_of, exc)
+            failed.message = f"audit snapshot as of {as_of.isoformat()}: {failed.message}"
+            if problems is not None:
+                problems.append(failed)
+            continue
         patients += 1
-        ev = evaluate(rec, protocols, agreements, as_of=as_of)
         p = rec.patient
         for pr in ev.protocols:
             for m in pr.measures:

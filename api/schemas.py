@@ -100,6 +100,21 @@ class RecordsIn(BaseModel):
     records: list[PatientRecord] = Field(min_length=1, max_length=1000)
 
 
+class DataProblemOut(BaseModel):
+    """An evaluation that failed for one patient, and the fact that caused it when known."""
+    nhs_number: str | None = Field(None, description="Absent where the reader sees pseudonyms")
+    patient: str | None = Field(None, description="Pseudonym, for auditors")
+    practice: str | None = None
+    mdt: str | None = None
+    kind: str = "evaluation-error"
+    message: str
+    protocol: str | None = None
+    fact_source_system: str | None = None
+    fact_source_id: str | None = None
+    fact_problem: str | None = None
+    detected_at: dt.datetime | None = None
+
+
 class ChangeOut(BaseModel):
     key: str
     title: str
@@ -115,6 +130,8 @@ class DiffOut(BaseModel):
     flags_raised: list[ChangeOut] = Field(default_factory=list)
     flags_cleared: list[ChangeOut] = Field(default_factory=list)
     flags_changed: list[ChangeOut] = Field(default_factory=list)
+    data_problem: DataProblemOut | None = Field(None, description="The evaluation failed: nothing changed, the problem is "
+                                                                  "recorded on the patient")
 
 
 class PatientChangeOut(BaseModel):
@@ -124,7 +141,10 @@ class PatientChangeOut(BaseModel):
     added: int
     updated: int
     unchanged: int
-    reevaluated: bool
+    reevaluated: bool = Field(description="Evaluated in this request")
+    evaluation: Literal["evaluated", "pending", "data-problem", "up-to-date"] = Field(
+        "up-to-date", description="evaluated in this request; pending (stored and marked, evaluated in the background); "
+                                  "data-problem (its evaluation failed, see data_problems); up-to-date (nothing to do)")
 
 
 class IngestOut(BaseModel):
@@ -139,6 +159,10 @@ class IngestOut(BaseModel):
     skipped: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     changes: list[DiffOut] = Field(description="What re-evaluating the affected patients changed")
+    evaluated: list[str] = Field(default_factory=list, description="NHS numbers evaluated in this request")
+    pending: list[str] = Field(default_factory=list, description="NHS numbers stored and marked for evaluation, "
+                                                                 "evaluated in the background (large deliveries)")
+    data_problems: list[DataProblemOut] = Field(default_factory=list, description="Patients whose evaluation failed")
 
 
 # ---- patients and care plans ----------------------------------------------------------------------
@@ -264,6 +288,8 @@ class CarePlanOut(BaseModel):
     protocols: list[ProtocolPlanOut] = Field(description="Latest stored evaluation of every protocol in force")
     open_tasks: list[TaskOut]
     active_flags: list[FlagOut]
+    evaluation_pending: bool = Field(False, description="Stored data not yet evaluated (the outputs above may be older)")
+    data_problems: list[DataProblemOut] = Field(default_factory=list, description="Open problems: the last evaluation failed")
 
 
 class PlainItem(BaseModel):
@@ -361,6 +387,7 @@ class AuditOut(BaseModel):
     evaluated_from: dt.date | None
     evaluated_to: dt.date | None
     rows: list[MeasureFigures]
+    data_problems: int = Field(0, description="Patients whose latest evaluation failed (not in these figures' update)")
 
 
 class DrillPatient(BaseModel):
@@ -390,6 +417,8 @@ class SnapshotOut(BaseModel):
     patients: int
     rows: int
     taken_by: str
+    data_problems: list[DataProblemOut] = Field(default_factory=list,
+                                                description="Patients left out because their evaluation failed (pseudonyms)")
 
 
 class TrendPoint(BaseModel):

@@ -4,14 +4,18 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from api.app import AppState
 from api.audit_calc import AREA, aggregate, figures, stored_rows, take_snapshot, unit_of
 from api.deps import Principal, get_state, log_access, require
-from api.schemas import AuditOut, DrillOut, DrillPatient, MeasureFigures, ShortText, SnapshotIn, SnapshotOut, TrendOut, TrendPoint
+from api.schemas import AuditOut, DataProblemOut, DrillOut, DrillPatient, MeasureFigures, ShortText, SnapshotIn, SnapshotOut, TrendOut, TrendPoint
 from api.views import name_of
+from engine.evaluate.service import record_failure
 from engine.registry.access import AuditSnapshotRow
+from engine.registry.pending import DataProblemRow
+from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 UnitKind = Literal["practice", "mdt", "locality", "area"]
@@ -33,8 +37,11 @@ def measures(unit_kind: UnitKind = "practice", protocol: ShortText | None = None
             continue
         out.append(MeasureFigures(**figures(c, area.get(key[:2]))))
     dates = [e.reference_date for _, e in rows]
+    with Session(state.engines.read) as s:  # aggregate only: how many patients' latest evaluation failed
+        problems = s.exec(select(func.count(func.distinct(DataProblemRow.patient_id)))
+                          .where(DataProblemRow.resolved_at.is_(None))).one()
     return AuditOut(unit_kind=unit_kind, patients=len({p.id for p, _ in rows}), evaluated_from=min(dates, default=None),
-                    evaluated_to=max(dates, default=None), rows=out)
+                    evaluated_to=max(dates, default=None), rows=out, data_problems=problems)
 
 
 def _group(m: dict) -> str:
@@ -86,12 +93,23 @@ def snapshot(body: SnapshotIn, request: Request, who: Principal = Depends(requir
              state: AppState = Depends(get_state)):
     """Evaluate everyone as of a reporting date and store the counts per unit (for trends).
     Taking a snapshot for the same date again replaces it."""
+    problems: list = []
+    now = state.now()
     with Session(state.engines.write) as s:
-        patients, n = take_snapshot(s, state.library, body.as_of, who.username, state.now())
+        patients, n = take_snapshot(s, state.library, body.as_of, who.username, now, problems=problems)
+        for failed in problems:  # kept on each patient, like a failed re-evaluation
+            record_failure(s, failed, now)
+        units = {p.nhs_number: (p.practice, p.mdt) for p in s.exec(select(PatientRow).where(
+            PatientRow.nhs_number.in_([f.nhs_number for f in problems])))} if problems else {}
         log_access(state, request, who, "write", "audit-snapshot", session=s,
-                   detail={"as_of": body.as_of.isoformat(), "patients": patients})
+                   detail={"as_of": body.as_of.isoformat(), "patients": patients, "data_problems": len(problems)})
         s.commit()
-    return SnapshotOut(as_of=body.as_of, patients=patients, rows=n, taken_by=who.username)
+    out = []
+    for f in problems:  # whoever takes snapshots (lead, auditor) sees pseudonyms here, never NHS numbers
+        practice, mdt = units.get(f.nhs_number, (None, None))
+        out.append(DataProblemOut(**{**f.as_dict(), "nhs_number": None}, patient=state.pseudonymise(f.nhs_number),
+                                  practice=practice, mdt=mdt))
+    return SnapshotOut(as_of=body.as_of, patients=patients, rows=n, taken_by=who.username, data_problems=out)
 
 
 @router.get("/snapshots", response_model=list[SnapshotOut])

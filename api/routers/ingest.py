@@ -4,11 +4,20 @@ patients whose records changed (engine.evaluate.service), returning what changed
 Bad input is refused with 422 and a JSON pointer to the offending entry before anything is
 stored; the registry's ingest is one transaction, so nothing of a refused delivery is kept. The
 same delivery twice adds no facts, re-evaluates nobody and so opens no tasks.
+
+Evaluation goes through the outbox (engine/registry/pending.py): the facts and the patients' marks
+are stored in one transaction; then up to INLINE_LIMIT marked patients of the delivery are
+evaluated in the request, more are left to the background drain (`Drainer`, also run at service
+start), and the response says who is `evaluated` and who is `pending`. A repeated delivery
+evaluates whoever of it is still marked (or was never evaluated). One patient's failed evaluation
+is a data problem of that patient (`data_problems`), never an error for the delivery.
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
+import threading
 import time
 from typing import Any
 
@@ -19,9 +28,9 @@ from sqlmodel import Session, select
 
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, require
-from api.schemas import DiffOut, ErrorOut, IngestOut, PatientChangeOut, RecordsIn
+from api.schemas import DataProblemOut, DiffOut, ErrorOut, IngestOut, PatientChangeOut, RecordsIn
 from api.security import ADMIN
-from engine.evaluate.service import reevaluate_many
+from engine.evaluate.service import DrainResult, Drainer, drain, pending_patients
 from engine.records.fhir_import import BundleError, import_bundle
 from engine.records.model import PatientRecord
 from engine.registry.ingest import IngestError, IngestSummary, content_hash_of, ingest_records
@@ -30,6 +39,10 @@ from engine.registry.tables import IngestBatch, PatientRow
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 log = logging.getLogger("carepath.api")
 RETRIES = 6
+# Deliveries with more marked patients than this are evaluated in the background (the response
+# lists them as pending); fewer are evaluated before the response.
+INLINE_LIMIT = int(os.environ.get("CAREPATH_INLINE_EVALUATION_LIMIT", "50"))
+_drainer_lock = threading.Lock()
 BAD = {422: {"model": ErrorOut, "description": "Invalid input: JSON pointer to the offending part; nothing stored"},
        403: {"description": "A record for a patient outside your scope"}}
 
@@ -76,15 +89,25 @@ def _store(state: AppState, records: list[PatientRecord], source: str, content_h
     raise AssertionError("unreachable")
 
 
-def _reevaluate(state: AppState, nhs_numbers: set[str]):
-    now = state.now()
-    for attempt in range(RETRIES):
-        try:
-            return reevaluate_many(state.engines.write, nhs_numbers, state.library, as_of=now.date(), now=now)
-        except OperationalError:
-            if attempt == RETRIES - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
+def drainer(state: AppState) -> Drainer:
+    """The service's background drain (made by the app's lifespan; made here when there was none)."""
+    if state.drainer is None:
+        with _drainer_lock:
+            if state.drainer is None:
+                state.drainer = Drainer(state.engines.write, lambda: state.library, state.now)
+    return state.drainer
+
+
+def _evaluate(state: AppState, delivery: set[str]) -> DrainResult:
+    """Evaluate the delivery's marked patients now, or leave them to the background drain."""
+    marked = pending_patients(state.engines.write, delivery)
+    if len(marked) > INLINE_LIMIT:
+        drainer(state).kick()
+        return DrainResult(pending=set(marked))
+    result = drain(state.engines.write, state.library, state.now, nhs_numbers=marked)
+    if result.pending:
+        drainer(state).kick()
+    return result
 
 
 def _run(state: AppState, request: Request, who: Principal, records: list[PatientRecord], source: str,
@@ -97,20 +120,32 @@ def _run(state: AppState, request: Request, who: Principal, records: list[Patien
     except IngestError as e:
         idx = next((i for i, r in enumerate(records) if r.patient.nhs_number == e.nhs_number), None)
         return _refuse(f"{base}/{idx}" if base and idx is not None else "", f"{e}; nothing stored")
-    diffs = _reevaluate(state, summary.affected)
+    result = _evaluate(state, set(summary.patients))
     with Session(state.engines.read) as s:
         earlier = s.exec(select(IngestBatch.id).where(IngestBatch.content_hash == content_hash, IngestBatch.id < summary.batch_id)
                          .order_by(IngestBatch.id)).first()
     log_access(state, request, who, "write", "ingest", patients=summary.patients.keys(),
-               detail={"batch": summary.batch_id, "facts_added": summary.added, "facts_updated": summary.updated})
+               detail={"batch": summary.batch_id, "facts_added": summary.added, "facts_updated": summary.updated,
+                       "evaluated": len(result.evaluated), "pending": len(result.pending), "data_problems": len(result.problems)})
+
+    def status(nhs: str) -> str:
+        if nhs in result.evaluated:
+            return "evaluated"
+        if nhs in result.problems:
+            return "data-problem"
+        return "pending" if nhs in result.pending else "up-to-date"
+
     return IngestOut(
         batch_id=summary.batch_id, source=summary.source, duplicate_of_batch=earlier,
         patients=[PatientChangeOut(nhs_number=c.nhs_number, created=c.created, demographics_changed=c.demographics_changed,
-                                   added=c.added, updated=c.updated, unchanged=c.unchanged, reevaluated=c.affected)
+                                   added=c.added, updated=c.updated, unchanged=c.unchanged,
+                                   reevaluated=c.nhs_number in result.evaluated, evaluation=status(c.nhs_number))
                   for c in summary.patients.values()],
         facts_added=summary.added, facts_updated=summary.updated, facts_unchanged=summary.unchanged,
         unsupported=dict(unsupported or {}), skipped=list(skipped or []), warnings=[*warnings, *summary.warnings],
-        changes=[DiffOut(**d.as_dict()) for d in diffs])
+        changes=[DiffOut(**result.evaluated[n].as_dict()) for n in sorted(result.evaluated)],
+        evaluated=sorted(result.evaluated), pending=sorted(result.pending),
+        data_problems=[DataProblemOut(**result.problems[n].as_dict()) for n in sorted(result.problems)])
 
 
 @router.post("/fhir", response_model=IngestOut, responses=BAD)

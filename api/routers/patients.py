@@ -10,10 +10,11 @@ from sqlmodel import Session, select
 
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
-from api.schemas import (NHS_PATTERN, CarePlanOut, DiffOut, FlagOut, PatientListItem, PatientOut, PatientPage,
+from api.schemas import (NHS_PATTERN, CarePlanOut, DataProblemOut, DiffOut, FlagOut, PatientListItem, PatientOut, PatientPage,
                          PlainCarePlanOut, PlainItem, PlainSection, ProtocolPlanOut, ShortText, TaskOut)
 from api.views import flag_out, name_of, patient_out, task_out
-from engine.evaluate.service import reevaluate
+from engine.evaluate.service import EvaluationFailed, record_failure, reevaluate
+from engine.registry.pending import open_problems, pending_seq
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow, patient_tasks_query
 from engine.registry.tables import PatientRow
 
@@ -71,11 +72,15 @@ def _care_plan(s: Session, p: PatientRow, now: dt.datetime) -> CarePlanOut:
                    .order_by(PatientEvaluationRow.protocol)).all()
     tasks = s.exec(patient_tasks_query(p.id).order_by(TaskRow.due)).all()
     flags = s.exec(select(FlagRow).where(FlagRow.patient_id == p.id, FlagRow.active).order_by(FlagRow.id)).all()
+    problems = [DataProblemOut(nhs_number=p.nhs_number, practice=p.practice, mdt=p.mdt, kind=d.kind, message=d.message,
+                               protocol=d.protocol, fact_source_system=d.fact_source_system, fact_source_id=d.fact_source_id,
+                               fact_problem=d.fact_problem, detected_at=d.detected_at) for d in open_problems(s, [p.id])]
     return CarePlanOut(patient=patient_out(p),
                        protocols=[ProtocolPlanOut(**e.result, reference_date=e.reference_date, evaluated_at=e.evaluated_at)
                                   for e in evals],
                        open_tasks=[task_out(t, p, now) for t in tasks],
-                       active_flags=[flag_out(f, p) for f in flags])
+                       active_flags=[flag_out(f, p) for f in flags],
+                       evaluation_pending=pending_seq(s, p.id) is not None, data_problems=problems)
 
 
 @router.get("/{nhs_number}/care-plan", response_model=CarePlanOut, responses=NOT_FOUND)
@@ -176,7 +181,15 @@ def reevaluate_patient(request: Request, nhs_number: str = NHS, who: Principal =
         patient_in_scope(s, state, request, who, nhs_number, "reevaluate")
     now = state.now()
     with Session(state.engines.write) as s:
-        diff, _ = reevaluate(s, nhs_number, state.library, as_of=now.date(), now=now)
+        try:
+            diff, _ = reevaluate(s, nhs_number, state.library, as_of=now.date(), now=now)
+        except EvaluationFailed as failed:  # this patient's data problem: recorded on them, answered, never a 500
+            s.rollback()
+            record_failure(s, failed, now)
+            log_access(state, request, who, "write", "reevaluate", patients=[nhs_number], session=s,
+                       detail={"data_problem": failed.message})
+            s.commit()
+            return DiffOut(nhs_number=nhs_number, data_problem=DataProblemOut(**failed.as_dict(), detected_at=now))
         log_access(state, request, who, "write", "reevaluate", patients=[nhs_number], session=s,
                    detail={"opened": len(diff.tasks_opened), "closed": len(diff.tasks_closed)})
         s.commit()

@@ -21,15 +21,30 @@ current row (open, or closed while the need continues), so reconciling it raises
 Stored tasks, flags and evaluations are then those a full re-evaluation leaves
 (tests/unit/test_selective_reevaluation.py), except that a reused result keeps the `raised_at` /
 `due` its tasks had when it was computed (the task rows never move their due times either way).
+
+The evaluation outbox (issue 14): ingest marks patients in `pending_evaluation` in the transaction
+that stores their facts (engine/registry/pending.py). `reevaluate` removes the mark in the
+transaction that stores the outputs; `drain` evaluates whoever is marked, one patient per
+transaction, and `Drainer` does it in a background thread (large deliveries, leftovers, service
+start). An evaluation that fails for one patient raises `EvaluationFailed` (naming the fact that
+caused it when it can be found); `evaluate_one` / `drain` record it as a data problem on that
+patient (`data_problem`), clear the mark and carry on with everyone else. Nothing of a failed
+evaluation is stored: the patient's earlier outputs stay as they were.
 """
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
 import json
+import logging
+import threading
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
+from pydantic import ValidationError
 from sqlalchemy import Engine, func
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, select
 
 from engine.evaluate.derive import Context
@@ -39,17 +54,79 @@ from engine.protocols import ir
 from engine.protocols.agreements import Agreement
 from engine.protocols.library import Library
 from engine.protocols.model import Protocol
-from engine.records.model import PatientRecord
+from engine.records.model import Fact, Patient, PatientRecord
+from engine.registry import pending
 from engine.registry.ingest import load_record
 from engine.registry.outputs import (CLOSED_STATUSES, OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow,
                                      TaskRow)
 from engine.registry.tables import PatientRow, utcnow
 
 SYSTEM = "carepath"
+log = logging.getLogger("carepath.evaluate")
+CULPRIT_SEARCH_MAX_FACTS = 300  # beyond this, a failure is recorded without looking for the fact
 
 
 class TaskActionError(ValueError):
     pass
+
+
+class EvaluationFailed(Exception):
+    """Evaluating one patient failed: a data problem of that patient, not of the service."""
+
+    def __init__(self, nhs_number: str, message: str, *, protocol: str | None = None, fact_source_system: str | None = None,
+                 fact_source_id: str | None = None, fact_problem: str | None = None, seq: int | None = None):
+        self.nhs_number, self.message, self.protocol = nhs_number, message, protocol
+        self.fact_source_system, self.fact_source_id, self.fact_problem, self.seq = (fact_source_system, fact_source_id,
+                                                                                     fact_problem, seq)
+        super().__init__(f"{nhs_number}: {message}")
+
+    def as_dict(self) -> dict:
+        return dict(nhs_number=self.nhs_number, message=self.message, protocol=self.protocol,
+                    fact_source_system=self.fact_source_system, fact_source_id=self.fact_source_id,
+                    fact_problem=self.fact_problem)
+
+
+def _fails(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement], as_of: dt.date) -> bool:
+    try:
+        evaluate(record, protocols, agreements, as_of=as_of)
+    except Exception:  # noqa: BLE001 - any failure is what we are looking for
+        return True
+    return False
+
+
+def diagnose(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement], as_of: dt.date,
+             exc: BaseException) -> EvaluationFailed:
+    """An EvaluationFailed for `exc`, naming the protocol and the fact that caused it when they can
+    be found: first a fact (or the patient) that today's record rules refuse (stored before the
+    rule existed), else the one fact without which the evaluation goes through."""
+    nhs = record.patient.nhs_number
+    message = f"evaluation failed: {type(exc).__name__}: {exc}"
+    protocol = None
+    if len(protocols) == 1:
+        protocol = protocols[0].id
+    elif len(protocols) > 1:
+        protocol = next((p.id for p in protocols if _fails(record, [p], agreements, as_of)), None)
+    try:
+        Patient.model_validate(record.patient.model_dump())
+    except ValidationError as err:
+        e = err.errors()[0]
+        return EvaluationFailed(nhs, message, protocol=protocol,
+                                fact_problem=f"patient {'/'.join(map(str, e['loc']))}: {e['msg']}")
+    for f in record.facts:
+        try:
+            Fact.model_validate(f.model_dump())
+        except ValidationError as err:
+            e = err.errors()[0]
+            return EvaluationFailed(nhs, message, protocol=protocol, fact_source_system=f.source_system, fact_source_id=f.id,
+                                    fact_problem=f"{'/'.join(map(str, e['loc']))}: {e['msg']}")
+    if len(record.facts) <= CULPRIT_SEARCH_MAX_FACTS:
+        target = [p for p in protocols if p.id == protocol] or protocols
+        for f in record.facts:
+            rest = record.model_copy(update={"facts": [x for x in record.facts if x is not f]})
+            if not _fails(rest, target, agreements, as_of):
+                return EvaluationFailed(nhs, message, protocol=protocol, fact_source_system=f.source_system,
+                                        fact_source_id=f.id, fact_problem="the evaluation goes through without this fact")
+    return EvaluationFailed(nhs, message, protocol=protocol)
 
 
 @dataclass
@@ -188,24 +265,34 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
     record = load_record(session, nhs_number)
     if prow is None or record is None:
         raise KeyError(f"no patient with NHS number {nhs_number}")
+    seq = pending.pending_seq(session, prow.id)  # the outbox mark this evaluation answers (removed below)
     protocols, agreements = library.in_force(as_of), library.agreements_in_force(as_of)
-    inputs = evaluation_inputs(record, protocols, agreements, as_of)
     stored = _stored_evaluations(session, prow.id)
     current = _current_tasks(session, prow.id)
-    reused: dict[str, ProtocolResult] = {}
-    if selective:
-        for proto in protocols:
-            got = _reusable(stored.get(proto.id), proto, as_of, inputs[proto.id], current)
-            if got is not None:
-                reused[proto.id] = got
-    fresh = evaluate(record, [p for p in protocols if p.id not in reused], agreements, as_of=as_of,
-                     options=Options(raised_at=now))
-    by_id = {pr.protocol: pr for pr in fresh.protocols}
-    ctx = Context.as_of(as_of, protocols[0].period if protocols else ir.Duration(12, "months"))
-    evaluation = Evaluation(nhs_number=record.patient.nhs_number, reference_date=as_of, period_start=ctx.period_start,
-                            period_end=ctx.period_end, deceased=fresh.deceased,
-                            protocols=[reused.get(p.id) or by_id[p.id] for p in protocols])
+    try:
+        inputs = evaluation_inputs(record, protocols, agreements, as_of)
+        reused: dict[str, ProtocolResult] = {}
+        if selective:
+            for proto in protocols:
+                got = _reusable(stored.get(proto.id), proto, as_of, inputs[proto.id], current)
+                if got is not None:
+                    reused[proto.id] = got
+        fresh = evaluate(record, [p for p in protocols if p.id not in reused], agreements, as_of=as_of,
+                         options=Options(raised_at=now))
+        by_id = {pr.protocol: pr for pr in fresh.protocols}
+        ctx = Context.as_of(as_of, protocols[0].period if protocols else ir.Duration(12, "months"))
+        evaluation = Evaluation(nhs_number=record.patient.nhs_number, reference_date=as_of, period_start=ctx.period_start,
+                                period_end=ctx.period_end, deceased=fresh.deceased,
+                                protocols=[reused.get(p.id) or by_id[p.id] for p in protocols])
+    except SQLAlchemyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - this patient's data problem, never anyone else's failure
+        failed = diagnose(record, protocols, agreements, as_of, exc)
+        failed.seq = seq
+        raise failed from exc
     diff = store_evaluation(session, prow.id, nhs_number, evaluation, now, inputs=inputs, current=current, stored=stored)
+    pending.clear(session, prow.id, seq)
+    pending.resolve_problems(session, prow.id, now)
     return diff, evaluation
 
 
@@ -226,14 +313,173 @@ def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluat
 
 def reevaluate_many(engine: Engine, nhs_numbers, library: Library, *, as_of: dt.date | None = None,
                     now: dt.datetime | None = None) -> list[Diff]:
-    """Re-evaluate the patients an ingest touched, each in its own transaction."""
+    """Re-evaluate the patients an ingest touched, each in its own transaction. A patient whose
+    evaluation fails gets a data problem (see `evaluate_one`) and is left out of the diffs."""
     diffs = []
     for nhs in sorted(nhs_numbers):
-        with Session(engine) as session:
-            diff, _ = reevaluate(session, nhs, library, as_of=as_of, now=now)
-            session.commit()
-            diffs.append(diff)
+        outcome, got = evaluate_one(engine, nhs, library, now=now, as_of=as_of)
+        if outcome == EVALUATED:
+            diffs.append(got)
+        elif outcome == PENDING:
+            raise RuntimeError(f"{nhs}: the database stayed busy; the patient is still pending evaluation")
     return diffs
+
+
+# ---- the evaluation outbox ---------------------------------------------------------------------------
+EVALUATED, PROBLEM, PENDING, GONE = "evaluated", "data-problem", "pending", "gone"
+
+
+def record_failure(engine_or_session: Engine | Session, failed: EvaluationFailed, now: dt.datetime | None = None) -> None:
+    """Keep a failed evaluation as a data problem on the patient and clear their outbox mark (the
+    one the evaluation saw), in one transaction of its own (or the session given, not committed)."""
+    now = now or utcnow()
+    if isinstance(engine_or_session, Engine):
+        with Session(engine_or_session) as s:
+            record_failure(s, failed, now)
+            s.commit()
+        return
+    s = engine_or_session
+    prow = s.exec(select(PatientRow).where(PatientRow.nhs_number == failed.nhs_number)).first()
+    if prow is None:
+        return
+    pending.record_problem(s, prow.id, message=failed.message, protocol=failed.protocol,
+                           fact_source_system=failed.fact_source_system, fact_source_id=failed.fact_source_id,
+                           fact_problem=failed.fact_problem, now=now)
+    pending.clear(s, prow.id, failed.seq)
+
+
+def evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.datetime | None = None,
+                 as_of: dt.date | None = None, retries: int = 6) -> tuple[str, Diff | EvaluationFailed | None]:
+    """Re-evaluate one patient in a transaction of its own: (EVALUATED, diff), (PROBLEM, failure,
+    recorded on the patient), (GONE, None) for an unknown NHS number, or (PENDING, None) when the
+    database stayed busy (the outbox mark stays, a later drain takes it)."""
+    for attempt in range(retries):
+        try:
+            with Session(engine) as session:
+                diff, _ = reevaluate(session, nhs_number, library, as_of=as_of, now=now)
+                session.commit()
+            return EVALUATED, diff
+        except EvaluationFailed as failed:
+            log.warning("evaluation of %s failed, recorded as a data problem: %s (fact %s %s)", nhs_number, failed.message,
+                        failed.fact_source_system, failed.fact_source_id)
+            try:
+                record_failure(engine, failed, now)
+            except OperationalError:
+                if attempt == retries - 1:
+                    return PENDING, None
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            return PROBLEM, failed
+        except KeyError:
+            return GONE, None
+        except OperationalError:
+            if attempt == retries - 1:
+                return PENDING, None
+            time.sleep(0.05 * (attempt + 1))
+        except SQLAlchemyError:
+            log.exception("evaluation of %s hit a database error; it stays pending", nhs_number)
+            return PENDING, None
+    return PENDING, None
+
+
+@dataclass
+class DrainResult:
+    evaluated: dict[str, Diff] = field(default_factory=dict)
+    problems: dict[str, EvaluationFailed] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # still marked (busy database, or the drain was stopped)
+
+
+def pending_patients(engine: Engine, nhs_numbers=None) -> list[str]:
+    """NHS numbers marked for evaluation, oldest mark first (optionally only among `nhs_numbers`)."""
+    q = (select(PatientRow.nhs_number).join(pending.PendingEvaluationRow, pending.PendingEvaluationRow.patient_id == PatientRow.id)
+         .order_by(pending.PendingEvaluationRow.queued_at, PatientRow.id))
+    with Session(engine) as s:
+        if nhs_numbers is None:
+            return list(s.exec(q))
+        wanted, out = sorted(set(nhs_numbers)), []
+        for i in range(0, len(wanted), 500):
+            out += list(s.exec(q.where(PatientRow.nhs_number.in_(wanted[i:i + 500]))))
+        return out
+
+
+def drain(engine: Engine, library: Library | Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow, *,
+          nhs_numbers=None, stop: threading.Event | None = None) -> DrainResult:
+    """Evaluate every patient marked for evaluation (or those among `nhs_numbers`), one transaction
+    each, as of the clock's date; failures become data problems. Stops early when `stop` is set."""
+    result = DrainResult()
+    for nhs in pending_patients(engine, nhs_numbers):
+        if stop is not None and stop.is_set():
+            result.pending.add(nhs)
+            continue
+        now = clock()
+        lib = library() if callable(library) else library
+        outcome, got = evaluate_one(engine, nhs, lib, now=now, as_of=now.date())
+        if outcome == EVALUATED:
+            result.evaluated[nhs] = got
+        elif outcome == PROBLEM:
+            result.problems[nhs] = got
+        elif outcome == PENDING:
+            result.pending.add(nhs)
+    return result
+
+
+class Drainer:
+    """Drains the outbox in a background thread: `kick()` after a large delivery or at service
+    start; a kick while a pass runs makes it go round again. `stop()` ends it between patients
+    (whoever is left stays marked for the next start)."""
+
+    def __init__(self, engine: Engine, library: Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow):
+        self.engine, self.library, self.clock = engine, library, clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._again = False
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    def kick(self) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._again = True
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="carepath-evaluation-drain", daemon=True)
+                self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        t = self._thread
+        return t is not None and t.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if not self._again:
+                    self._thread = None
+                    return
+                self._again = False
+            try:
+                result = drain(self.engine, self.library, self.clock, stop=self._stop)
+                self.passes += 1
+                if result.pending and not self._stop.is_set():  # a busy database: try again shortly
+                    time.sleep(0.5)
+                    with self._lock:
+                        self._again = True
+            except Exception:  # noqa: BLE001 - keep the thread's failure in the log, try again on the next kick
+                log.exception("background evaluation drain failed; patients stay pending")
+                time.sleep(0.5)
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Wait until no pass is running (tests, shutdown). True when idle."""
+        end = time.monotonic() + timeout
+        while self.busy and time.monotonic() < end:
+            time.sleep(0.02)
+        return not self.busy
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
 
 
 def _current_tasks(session: Session, patient_id: int) -> dict[str, TaskRow]:

@@ -233,8 +233,8 @@ class _Person:
         """A random (day, minute) in [lo, hi] (default: the 3-year window), within the hours given."""
         lo = self.start_day if lo is None else max(lo, self.birth_ord)
         hi = self.as_of_ord if hi is None else min(hi, self.as_of_ord)
-        if hi < lo:
-            hi = lo
+        if hi < lo:  # an empty window (e.g. onset age not reached by as_of): its last day, never after as_of
+            lo = hi
         r = self.r
         return (lo + int(r() * (hi - lo + 1)), hours[0] * 60 + int(r() * (hours[1] - hours[0]) * 60))
 

@@ -321,6 +321,9 @@ _PATIENT_FIELD_PATH = {
     "locality": ("extension",),
     "mdt": ("extension",),
     "registered_on": ("extension",),
+    "given_name": ("name",),
+    "family_name": ("name",),
+    "source_ids": ("identifier",),
 }
 
 
@@ -966,6 +969,9 @@ def import_bundle(data: dict, *, source_system: str = "fhir") -> ImportResult:
         except _Skip as skip:
             result.skipped.append(f"{where}: {skip}")
             continue
+        except ValidationError as exc:  # a coding our model refuses (control characters, over-long code ...)
+            err = exc.errors()[0]
+            raise BundleError(e.base, f"{e.rtype}: coding {'/'.join(map(str, err.get('loc', ())))}: {err['msg']}") from None
         record = records[target.index]
         for d in drafts:
             record.facts.append(_fact(d, ctx, source_system))

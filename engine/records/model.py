@@ -9,12 +9,98 @@ a care-plan line back to the record that caused it.
 from __future__ import annotations
 
 import datetime as dt
+import math
+import re
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from engine.records.nhs_number import normalise_nhs_number
+
+
+# ---- plausibility rules, shared by every way in (API records, FHIR import, CLI, generator) ---------
+#
+# Dates: nothing before 1900-01-01 (no living patient was born earlier; the eCQM decks' oldest
+# date is 1923). "Future" is measured against the real clock (UTC), never the service's clock:
+# - a birth date may be at most 1 day after today (time zones);
+# - a fact's start, a death date and a registration date at most FUTURE_TOLERANCE (5 years) after
+#   now. Not 1 day: the eCQM decks (measurement period 2026) hold facts dated "after the
+#   measurement period" up to 2027-02-19 and a death on 2027-01-01, protocol case files evaluate
+#   as of dates up to 2026-12-18, and the engine-equivalence spec (tests/spec/test_batch_equivalence.py)
+#   builds facts up to 1,100 days after its reference dates (to 2030-01-05) to prove later facts
+#   are ignored; 5 years keeps all of them and still refuses 9999-12-31 or a year-3026 typo;
+# - a fact's end (a medicine authorised until, a planned period) at most 10 years after now.
+# Dates that far out overflow the engine's interval arithmetic (year 0 / year 10000), which is
+# why an 0001-01-01 fact once stopped a patient's evaluation.
+# Text: no control characters (C0 and C1, DEL) except tab / newline / carriage return in free
+# text (a coding's display, string attrs), no bidirectional overrides or isolates (U+202A-U+202E,
+# U+2066-U+2069: they make text display differently from what it says), no lone surrogates; and
+# lengths within what the registry columns hold (names 200, ids 255, ...).
+# Records read back from the registry are validated with TRUSTED (stored data is never refused on
+# the way out: a row stored before a rule existed is reported as a data problem by evaluation).
+EARLIEST_DATE = dt.date(1900, 1, 1)
+BIRTH_FUTURE_TOLERANCE = dt.timedelta(days=1)
+FUTURE_TOLERANCE = dt.timedelta(days=5 * 365 + 1)
+END_FUTURE_TOLERANCE = dt.timedelta(days=3660)
+TRUSTED = {"trusted": True}  # validation context for records read back from the registry
+NAME_MAX, ID_MAX, SYSTEM_MAX, CODE_MAX, SHORT_MAX, DISPLAY_MAX, ATTR_TEXT_MAX = 200, 255, 500, 200, 100, 1000, 10_000
+CODES_MAX, ATTRS_DEPTH_MAX = 100, 8
+_BAD_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_BAD_FREE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def _trusted(info: ValidationInfo | None) -> bool:
+    return bool(info is not None and info.context and info.context.get("trusted"))
+
+
+def real_now() -> dt.datetime:
+    """Naive UTC from the real clock (the plausibility rules never follow a test's or service's clock)."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def check_text(v: str | None, what: str, max_len: int, free_text: bool = False) -> str | None:
+    """Refuse control characters, bidi overrides and over-long text (see the rules above)."""
+    if v is None:
+        return v
+    if len(v) > max_len:
+        raise ValueError(f"{what} is {len(v):,} characters long; at most {max_len:,} allowed")
+    bad = (_BAD_FREE if free_text else _BAD_LINE).search(v)
+    if bad:
+        raise ValueError(f"{what} contains the control or bidirectional-override character U+{ord(bad.group()):04X} "
+                         f"at position {bad.start()}")
+    return v
+
+
+def check_date(v: dt.date | dt.datetime | None, what: str, tolerance: dt.timedelta) -> Any:
+    if v is None:
+        return v
+    now = real_now()
+    if isinstance(v, dt.datetime):
+        low, high = dt.datetime.combine(EARLIEST_DATE, dt.time()), now + tolerance
+    else:
+        low, high = EARLIEST_DATE, (now + tolerance).date()
+    if v < low:
+        raise ValueError(f"{what} {v.isoformat()} is before {EARLIEST_DATE.isoformat()}: not a plausible date")
+    if v > high:
+        raise ValueError(f"{what} {v.isoformat()} is in the future (after {high.isoformat()[:10]}): not a plausible date")
+    return v
+
+
+def _check_attrs(v: Any, path: str, depth: int = 0) -> None:
+    if depth > ATTRS_DEPTH_MAX:
+        raise ValueError(f"attrs{path} is nested more than {ATTRS_DEPTH_MAX} levels deep")
+    if isinstance(v, str):
+        check_text(v, f"attrs{path}", ATTR_TEXT_MAX, free_text=True)
+    elif isinstance(v, float) and not math.isfinite(v):
+        raise ValueError(f"attrs{path} is not a finite number")
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            check_text(str(k), f"attrs{path} key", SHORT_MAX)
+            _check_attrs(x, f"{path}/{k}", depth + 1)
+    elif isinstance(v, (list, tuple)):
+        for i, x in enumerate(v):
+            _check_attrs(x, f"{path}/{i}", depth + 1)
 
 
 class Sex(str, Enum):
@@ -90,15 +176,27 @@ class Coding(BaseModel):
     @field_validator("system", mode="before")
     @classmethod
     def _canonical(cls, v: Any) -> str:
+        if v is not None and not isinstance(v, str):  # e.g. [null, null]: a client's type confusion, not ours
+            raise ValueError(f"system must be a string (a code system URI), got {type(v).__name__}")
         return canonical_system(v)
+
+    @field_validator("system")
+    @classmethod
+    def _system_text(cls, v: str, info: ValidationInfo) -> str:
+        return v if _trusted(info) else check_text(v, "system", SYSTEM_MAX)
 
     @field_validator("code")
     @classmethod
-    def _code_not_blank(cls, v: str) -> str:
+    def _code_not_blank(cls, v: str, info: ValidationInfo) -> str:
         v = v.strip()
         if not v:
             raise ValueError("code must not be blank")
-        return v
+        return v if _trusted(info) else check_text(v, "code", CODE_MAX)
+
+    @field_validator("display")
+    @classmethod
+    def _display_text(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return v if _trusted(info) else check_text(v, "display", DISPLAY_MAX, free_text=True)
 
 
 class Fact(BaseModel):
@@ -128,7 +226,54 @@ class Fact(BaseModel):
         if isinstance(v, str) and len(v) == 10:
             return dt.datetime.fromisoformat(v)
         if isinstance(v, dt.datetime) and v.tzinfo is not None:
-            return v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            try:
+                return v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            except OverflowError:  # 0001-01-01T00:00+05:00 is in year 0 in UTC
+                raise ValueError(f"{v.isoformat()} is outside the range of dates") from None
+        return v
+
+    @field_validator("start", "end", mode="wrap")
+    @classmethod
+    def _aware_strings(cls, v: Any, handler, info: ValidationInfo) -> Any:
+        # pydantic parses an ISO string with an offset into an aware datetime after the "before"
+        # validator; normalise it here too (an offset that crosses year 1 / 9999 is refused).
+        v = handler(v)
+        if isinstance(v, dt.datetime) and v.tzinfo is not None:
+            try:
+                v = v.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            except OverflowError:
+                raise ValueError(f"{v.isoformat()} is outside the range of dates") from None
+        if _trusted(info):
+            return v
+        return check_date(v, info.field_name, END_FUTURE_TOLERANCE if info.field_name == "end" else FUTURE_TOLERANCE)
+
+    @field_validator("codes", "value_codes")
+    @classmethod
+    def _not_too_many_codes(cls, v: list, info: ValidationInfo) -> list:
+        if len(v) > CODES_MAX and not _trusted(info):
+            raise ValueError(f"{len(v)} codings; at most {CODES_MAX} allowed")
+        return v
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float | None, info: ValidationInfo) -> float | None:
+        if v is not None and v == v and not math.isfinite(v) and not _trusted(info):
+            raise ValueError("value must be a finite number")
+        return v
+
+    @field_validator("id", "source_system", "unit", "status")
+    @classmethod
+    def _fact_text(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if _trusted(info):
+            return v
+        limit = {"id": ID_MAX, "source_system": SHORT_MAX}.get(info.field_name, 64)
+        return check_text(v, info.field_name, limit)
+
+    @field_validator("attrs")
+    @classmethod
+    def _attrs_text(cls, v: dict, info: ValidationInfo) -> dict:
+        if not _trusted(info):
+            _check_attrs(v, "")
         return v
 
     @model_validator(mode="after")
@@ -178,6 +323,33 @@ class Patient(BaseModel):
         v = v.strip().upper()
         if not (len(v) == 6 and v[0].isalpha() and v[1:].isdigit()):
             raise ValueError(f"practice {v!r} is not a GP practice ODS code (one letter and five digits, e.g. A81001)")
+        return v
+
+    @field_validator("birth_date", "death_date", "registered_on")
+    @classmethod
+    def _plausible_dates(cls, v: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        if v is None:
+            return v
+        if not _trusted(info):
+            check_date(v, info.field_name, BIRTH_FUTURE_TOLERANCE if info.field_name == "birth_date" else FUTURE_TOLERANCE)
+        if info.field_name == "death_date" and isinstance(info.data.get("birth_date"), dt.date) and v < info.data["birth_date"]:
+            raise ValueError("date of death is before date of birth")
+        return v
+
+    @field_validator("given_name", "family_name", "locality", "mdt")
+    @classmethod
+    def _patient_text(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if _trusted(info):
+            return v
+        return check_text(v, info.field_name, NAME_MAX if info.field_name.endswith("name") else SHORT_MAX)
+
+    @field_validator("source_ids")
+    @classmethod
+    def _source_ids_text(cls, v: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        if not _trusted(info):
+            for k, x in v.items():
+                check_text(k, "source system", SHORT_MAX)
+                check_text(x, f"source id of {k}", ID_MAX)
         return v
 
     @model_validator(mode="after")

@@ -4,7 +4,10 @@
 - a fact is keyed by (patient, source system, source id): sending it again leaves it alone when
   its content is the same (content hash) and updates it in place when it changed;
 - everything happens in one transaction; any error rolls all of it back, so a failed delivery
-  changes nothing and can simply be re-sent.
+  changes nothing and can simply be re-sent;
+- in that same transaction every patient whose record changed, and every patient of the delivery
+  with no stored evaluation yet, is marked for evaluation (`pending_evaluation`, see pending.py):
+  facts can never be stored without the mark that gets them evaluated (issue 14).
 
 One patient per NHS number: records for the same NHS number from different source systems meet in
 one patient row, and each fact keeps its own source system and care setting. Demographics are
@@ -24,7 +27,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
 from engine.records.fhir_import import ImportResult, import_bundle
-from engine.records.model import Fact, Patient, PatientRecord, Sex
+from engine.records.model import TRUSTED, Fact, Patient, PatientRecord, Sex
+from engine.registry import pending
+from engine.registry.outputs import PatientEvaluationRow
 from engine.registry.tables import FactRow, IngestBatch, PatientRow, PatientSourceId, utcnow
 
 DEMOGRAPHICS = ("birth_date", "sex", "practice", "locality", "mdt", "death_date", "registered_on", "given_name", "family_name")
@@ -57,6 +62,7 @@ class IngestSummary(BaseModel):
     source: str
     patients: dict[str, PatientChange] = Field(default_factory=dict, description="NHS number -> what changed")
     warnings: list[str] = Field(default_factory=list)
+    queued: set[str] = Field(default_factory=set, description="NHS numbers marked for evaluation in this delivery's transaction")
 
     @computed_field
     @property
@@ -113,6 +119,7 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
     session.flush()
     summary = IngestSummary(batch_id=batch.id, source=source)
     now = utcnow()
+    ids: dict[str, int] = {}  # NHS number -> patient row id
 
     for record in records:
         p = record.patient
@@ -136,6 +143,7 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
                 if change.demographics_changed:
                     row.updated_at = now
 
+            ids[p.nhs_number] = row.id
             for system, sid in p.source_ids.items():
                 link = session.exec(select(PatientSourceId).where(PatientSourceId.source_system == system,
                                                                    PatientSourceId.source_id == sid)).first()
@@ -170,6 +178,15 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
     batch.patients = len(summary.patients)
     batch.facts_added, batch.facts_updated, batch.facts_unchanged = summary.added, summary.updated, summary.unchanged
     session.add(batch)
+    # The outbox, in this transaction: the changed patients, and anyone of this delivery never
+    # evaluated (stored by a delivery whose evaluation was lost before the outbox existed).
+    evaluated: set[int] = set()
+    id_list = list(ids.values())
+    for i in range(0, len(id_list), 500):
+        evaluated.update(session.exec(select(PatientEvaluationRow.patient_id)
+                                      .where(PatientEvaluationRow.patient_id.in_(id_list[i:i + 500])).distinct()))
+    summary.queued = {nhs for nhs, pid in ids.items() if nhs in summary.affected or pid not in evaluated}
+    pending.queue(session, [ids[n] for n in summary.queued], batch_id=batch.id, now=now)
     session.flush()
     return summary
 
@@ -220,15 +237,18 @@ def _patient(row: PatientRow, links: list[PatientSourceId]) -> Patient:
     source_ids: dict[str, str] = {}
     for link in sorted(links, key=lambda x: x.id):
         source_ids.setdefault(link.source_system, link.source_id)  # the first id a system gave wins
-    return Patient(nhs_number=row.nhs_number, birth_date=row.birth_date, sex=row.sex, practice=row.practice, locality=row.locality,
-                   mdt=row.mdt, death_date=row.death_date, registered_on=row.registered_on, given_name=row.given_name,
-                   family_name=row.family_name, source_ids=source_ids)
+    # TRUSTED: stored rows are read back as they are, even if a later plausibility rule would refuse them.
+    return Patient.model_validate(dict(nhs_number=row.nhs_number, birth_date=row.birth_date, sex=row.sex, practice=row.practice,
+                                       locality=row.locality, mdt=row.mdt, death_date=row.death_date,
+                                       registered_on=row.registered_on, given_name=row.given_name,
+                                       family_name=row.family_name, source_ids=source_ids), context=TRUSTED)
 
 
 def _fact(row: FactRow) -> Fact:
-    return Fact(id=row.source_id, kind=row.kind, codes=row.codes, start=row.start, end=row.end, value=row.value, unit=row.unit,
-                value_codes=row.value_codes, status=row.status, exception_type=row.exception_type, source_system=row.source_system,
-                care_setting=row.care_setting, attrs=row.attrs)
+    return Fact.model_validate(dict(id=row.source_id, kind=row.kind, codes=row.codes, start=row.start, end=row.end, value=row.value,
+                                    unit=row.unit, value_codes=row.value_codes, status=row.status,
+                                    exception_type=row.exception_type, source_system=row.source_system,
+                                    care_setting=row.care_setting, attrs=row.attrs), context=TRUSTED)
 
 
 def load_record(session: Session, nhs_number: str) -> PatientRecord | None:

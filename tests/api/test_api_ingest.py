@@ -48,7 +48,7 @@ def test_transaction_bundle_is_stored_evaluated_and_reported(fresh_api):
     body = r.json()
     assert body["facts_added"] == 2 and body["patients"][0] == {
         "nhs_number": NEW_NHS, "created": True, "demographics_changed": False, "added": 2, "updated": 0, "unchanged": 0,
-        "reevaluated": True}
+        "reevaluated": True, "evaluation": "evaluated"}
     [diff] = body["changes"]
     opened = {c["title"] for c in diff["tasks_opened"]}
     assert {"Diabetes specialist nurse review", "Review glucose-lowering therapy"} <= opened

@@ -65,7 +65,8 @@ def test_migrations_build_exactly_the_model_schema(db_url):
         assert set(sa.inspect(e).get_table_names()) == {"alembic_version", "patient", "patient_source_id", "fact", "ingest_batch",
                                                         "task", "task_event", "flag", "patient_evaluation",
                                                         "app_user", "access_log", "audit_snapshot", "mdt_outcome",
-                                                        "protocol_publication", "service_key", "auth_session", "login_throttle"}
+                                                        "protocol_publication", "service_key", "auth_session", "login_throttle",
+                                                        "pending_evaluation", "data_problem"}
         checks = {c["name"] for c in sa.inspect(e).get_check_constraints("fact")}
         assert "ck_fact_period" in checks
     finally:

@@ -7,6 +7,7 @@ from sqlmodel import SQLModel
 
 import engine.registry.access  # noqa: F401  (users, access log, audit snapshots ...: migration 0003)
 import engine.registry.outputs  # noqa: F401  (registers the output tables)
+import engine.registry.pending  # noqa: F401  (evaluation outbox, data problems: migration 0005)
 import engine.registry.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from engine.registry.db import database_url, make_engine
 

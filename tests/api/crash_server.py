@@ -1,0 +1,30 @@
+"""The service as a real server process for tests/api/test_api_ingest_crash.py:
+
+    CAREPATH_CRASH_DB=sqlite:///... CAREPATH_CRASH_PROTOCOLS=dir CAREPATH_CRASH_NOW=2026-11-23T09:00:00 \
+        python -m uvicorn --factory tests.api.crash_server:app --port P
+
+A fixed clock, so every run (interrupted or not) stamps the same times and outputs compare exactly;
+the demo users with the tests' cheap password hashing (see tests/api/conftest.py)."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from argon2 import PasswordHasher
+from sqlmodel import Session
+
+import api.security
+from api.app import create_app
+from api.users import ensure_demo_users
+
+api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+def app():
+    now = dt.datetime.fromisoformat(os.environ["CAREPATH_CRASH_NOW"])
+    application = create_app(os.environ["CAREPATH_CRASH_DB"], Path(os.environ["CAREPATH_CRASH_PROTOCOLS"]),
+                             secret_key="crash-test-secret", clock=lambda: now)
+    with Session(application.state.carepath.engines.write) as s:
+        ensure_demo_users(s)
+    return application
