@@ -1,7 +1,7 @@
 """sessions and login throttling (issue 14)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-06 03:40:00
 
 - auth_session: server-side sessions, so logging out ends that session (the token carries a random
@@ -9,7 +9,6 @@ Create Date: 2026-12-06 03:40:00
 - login_throttle: failed-login counters per username and per client address, updated atomically
   before a password is checked (progressive delay instead of a lockout).
 
-(Written in parallel with another 0005; the integrator re-chains down_revision onto it.)
 """
 from __future__ import annotations
 

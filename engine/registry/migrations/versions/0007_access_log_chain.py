@@ -1,13 +1,12 @@
 """access_log hash chain: prev_hash, row_hash (tamper evidence)
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-06 04:00:00
 
 Each access_log row gets SHA-256(previous row's hash + its canonical content)
 (engine/registry/logchain.py); existing rows are chained in id order here, so
-`carepath audit verify-log` checks the whole log. (Issue 14 item 9. Written beside 0005 and 0006;
-the integrator re-chains down_revision.)
+`carepath audit verify-log` checks the whole log. (Issue 14 item 9.)
 """
 from __future__ import annotations
 
