@@ -285,7 +285,7 @@ def ingest(files: list[Path] = typer.Argument(..., help="FHIR R4 Bundle JSON fil
             continue
         unsupported = ", ".join(f"{n} {t}" for t, n in sorted(result.unsupported.items()))
         console.print(f"{f}: {summary}" + (f"; not used: {unsupported}" if unsupported else ""), highlight=False)
-        for diff in reevaluate_many(engine, summary.affected, lib, as_of=ref, now=now):
+        for diff in reevaluate_many(engine, summary.queued, lib, as_of=ref, now=now):
             for label, items in (("task opened", diff.tasks_opened), ("task closed", diff.tasks_closed),
                                  ("flag raised", diff.flags_raised), ("flag cleared", diff.flags_cleared),
                                  ("flag changed", diff.flags_changed)):
