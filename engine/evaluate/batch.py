@@ -322,6 +322,8 @@ class Compiler:
     def _field_test(self, n: ir.Where) -> tuple[str, str]:
         """(condition never NULL, join) for derive.Deriver._field_matches on event rows `s`."""
         fld, op, value = n.field, n.op, n.value
+        if op == "exists":
+            return self._field_exists(n)
         if fld == "value":
             if op not in _SQL_OPS or isinstance(value, (bool, str)) or not isinstance(value, (int, float)):
                 raise NotImplementedError(f"batch engine: where value {op} {value!r} ({n!r})")
@@ -351,6 +353,30 @@ class Compiler:
             m = f"a.form = 'c' AND {_attr_match(op, value, n)}"
         return f"EXISTS (SELECT 1 FROM {attrs} a WHERE a.pid = s.pid AND a.seq = s.seq AND a.key = {lit(fld)} AND {m})", ""
 
+    def _field_exists(self, n: ir.Where) -> tuple[str, str]:
+        """derive: `where F exists` (value / result / code / value_code / a column / an attribute recorded)."""
+        facts, codings, attrs = self.t["facts"], self.t["fact_codings"], self.t["fact_attrs"]
+        fld = n.field
+        if fld == "value":
+            return "(s.value IS NOT NULL)", ""
+        if fld == "result":  # derive.result_text is not None
+            return (f"(s.value IS NOT NULL OR f.value IS NOT NULL OR EXISTS (SELECT 1 FROM {codings} c WHERE "
+                    f"c.pid = s.pid AND c.seq = s.seq AND c.role = 'value_code') OR EXISTS (SELECT 1 FROM {attrs} r "
+                    f"WHERE r.pid = s.pid AND r.seq = s.seq AND r.form = 'r' AND ((r.key IN ('value_string', "
+                    f"'value_text') AND r.sval IS NOT NULL) OR (r.key = 'value_boolean' AND r.ccode IS NOT NULL))))",
+                    f" JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq")
+        if fld == "code":
+            return "TRUE", ""
+        if fld == "value_code":
+            return (f"EXISTS (SELECT 1 FROM {codings} c WHERE c.pid = s.pid AND c.seq = s.seq "
+                    f"AND c.role = 'value_code')"), ""
+        column = {"status": "status", "setting": "care_setting", "kind": "kind", "source": "source_system"}.get(fld)
+        if column is not None:
+            return (f"coalesce(f.{column} IS NOT NULL AND CAST(f.{column} AS VARCHAR) <> '', FALSE)",
+                    f" JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq")
+        return (f"EXISTS (SELECT 1 FROM {attrs} a WHERE a.pid = s.pid AND a.seq = s.seq AND a.key = {lit(fld)} "
+                f"AND a.form IN ('c', 'v') AND NOT (a.vtype = 's' AND a.sval = ''))"), ""
+
     def _timing(self, n) -> str:
         """ir.Timing: keep events by how their time relates to an interval (derive.Deriver._span_test)."""
         src = self.rows(n.source)
@@ -370,14 +396,21 @@ class Compiler:
         if sp.kind == "period":
             lo_c, hi_c = self.ctx.period_start, self.ctx.period_end
         elif sp.kind == "range":
-            lo_c, hi_c = self._const_date(sp.start), self._const_date(sp.end)
+            lo_c = self._const_date(sp.start) if sp.start is not None else dt.date.min
+            hi_c = self._const_date(sp.end) if sp.end is not None else dt.date(9999, 12, 31)
         else:
             raise NotImplementedError(f"batch engine: timing span kind {sp.kind!r} ({n!r})")
         join = ""
         if sp.kind == "range" and (lo_c is None or hi_c is None):  # bounds per patient
-            lo_cte, hi_cte = self._per_patient(sp.start), self._per_patient(sp.end)
-            join = (f" LEFT JOIN {lo_cte} xlo ON xlo.pid = s.pid LEFT JOIN {hi_cte} xhi ON xhi.pid = s.pid")
-            lo, hi = "xlo.a", "xhi.a"
+            parts, checks = [], []
+            lo, hi = lit(lo_c) if lo_c is not None else "xlo.a", lit(hi_c) if hi_c is not None else "xhi.a"
+            if lo_c is None:
+                parts.append(f" LEFT JOIN {self._per_patient(sp.start)} xlo ON xlo.pid = s.pid")
+                checks.append("xlo.a IS NOT NULL")
+            if hi_c is None:
+                parts.append(f" LEFT JOIN {self._per_patient(sp.end)} xhi ON xhi.pid = s.pid")
+                checks.append("xhi.a IS NOT NULL")
+            join, guard = "".join(parts), " AND ".join(checks)
         else:
             lo, hi = lit(lo_c), lit(hi_c)
         end_day = "coalesce(s.end_day, s.day)"
@@ -386,7 +419,7 @@ class Compiler:
                 "entirely": f"s.day >= {lo} AND s.day <= {hi} AND {end_day} >= {lo} AND {end_day} <= {hi}",
                 "overlaps": f"s.day <= {hi} AND (s.end_ts IS NULL OR s.end_day >= {lo})"}[rel]
         if join:  # a range with a missing end holds nothing
-            test = f"xlo.a IS NOT NULL AND xhi.a IS NOT NULL AND {test}"
+            test = f"{guard} AND {test}"
         return self._cte("tim", f"SELECT {S_COLS} FROM {src} s{join} WHERE {neg}coalesce({test}, FALSE)")
 
     def _union(self, n) -> str:
@@ -432,6 +465,9 @@ class Compiler:
             "min": ("arg_min", ["value", ts, "fid", "ord"]),
             "max": ("arg_max", ["value", "ts", "fid", "(-ord)"]),
         }
+        if n.how == "nth":  # derive: the index-th event in (start, id) order
+            return self._cte("pick", f"SELECT {ROW_COLS} FROM {src} QUALIFY row_number() OVER "
+                                     f"(PARTITION BY pid ORDER BY ts, fid, ord) = {int(n.index)}")
         if n.how not in keys:
             raise NotImplementedError(f"batch engine: pick {n.how!r} ({n!r})")
         fn, parts = keys[n.how]
@@ -525,6 +561,10 @@ class Compiler:
             if n.op not in ("+", "-", "*"):
                 raise NotImplementedError(f"batch engine: arithmetic {n.op!r}")
             return f"({left} {n.op} {right})"
+        if isinstance(n, ir.Func):
+            return _func_sql(n.name, [f"CAST(({self.expr(a, joins)}) AS DOUBLE)" for a in n.args])
+        if isinstance(n, ir.EpisodeRef):
+            raise NotImplementedError("batch engine: 'episode' outside a measure counted per episode")
         if isinstance(n, ir.Points):
             return f"(CASE WHEN {self.expr(n.when, joins)} THEN {lit(float(n.points))} ELSE CAST(0.0 AS DOUBLE) END)"
         if isinstance(n, ir.Sum):  # added left to right from 0.0, as derive does
@@ -550,6 +590,29 @@ class Compiler:
         if isinstance(n, ir.Not):
             return f"(NOT {self.expr(n.item, joins)})"
         raise NotImplementedError(f"batch engine: cannot compute {type(n).__name__} per patient ({n!r})")
+
+
+def _func_sql(name: str, args: list[str]) -> str:
+    """derive.func: any argument missing -> NULL (DuckDB's least / greatest would skip it); ln of x <= 0,
+    a power that is not a finite real number, and any infinite or NaN result -> NULL."""
+    missing = " OR ".join(f"{a} IS NULL" for a in args)
+    x = args[0]
+    if name == "exp":
+        v = f"exp({x})"
+    elif name == "ln":
+        v = f"CASE WHEN {x} > 0 THEN ln({x}) END"
+    elif name == "power":
+        y = args[1]
+        v = (f"CASE WHEN ({x} < 0 AND {y} <> floor({y})) OR ({x} = 0 AND {y} < 0) THEN NULL "
+             f"ELSE pow({x}, {y}) END")
+    elif name in ("least", "greatest"):
+        v = f"{name}({', '.join(args)})"
+    elif name == "abs":
+        v = f"abs({x})"
+    else:
+        raise NotImplementedError(f"batch engine: function {name!r}")
+    v = f"CAST(({v}) AS DOUBLE)"
+    return f"(CASE WHEN {missing} THEN NULL WHEN isnan({v}) OR isinf({v}) THEN NULL ELSE {v} END)"
 
 
 def _text_match(col: str, op: str, value: Any, node) -> str:

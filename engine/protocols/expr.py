@@ -26,11 +26,17 @@ _PARSER = Lark(
 )
 
 PATIENT_ATTRS = {"age", "sex"}
+EPISODE = "episode"  # the episode a measure counted per episode looks at (measures: episodes:)
 CONTEXT_DATES = {"reference_date", "period_start", "period_end"}
 AGE_AT = {"age_at_period_start": "age_at_period_start", "age_at_period_end": "age_at_period_end"}
 # Fields an event can be filtered on: its own, plus the attributes importers keep (see records/).
 EVENT_FIELDS = {"value", "status", "setting", "kind", "source", "value_code", "code", "class", "intent",
-                "verification_status", "clinical_status", "category", "discharge_disposition", "do_not_perform"}
+                "verification_status", "clinical_status", "category", "discharge_disposition", "do_not_perform",
+                "body_site", "reason", "severity", "resource", "result"}
+# Fields that are codings (kept by the importer as lists of {system, code}): matched `in <value set>`.
+CODED_FIELDS = {"value_code", "code", "discharge_disposition", "body_site", "reason", "severity"}
+NUMBER_FUNCS = {"exp": (1, 1), "ln": (1, 1), "power": (2, 2), "least": (2, 99), "greatest": (2, 99),
+                "abs": (1, 1)}
 COMP_NORMAL = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 TYPE_WORDS = {
     ir.SET: "a list of events",
@@ -42,7 +48,8 @@ TYPE_WORDS = {
 }
 _TOKEN_WORDS = {
     "NAME": "a name", "SIGNED_NUMBER": "a number", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "COMP": "a comparison (< <= = != >= >)", "UNIT": "a unit",
-    "DUR_UNIT": "days / weeks / months / years", "FUNC": "latest / earliest / count / exists / min / max",
+    "DUR_UNIT": "days / weeks / months / years",
+    "FUNC": "latest / earliest / count / exists / min / max / exp / ln / power / least / greatest / abs",
     "LPAR": "'('", "RPAR": "')'", "AND": "'and'", "OR": "'or'", "DOT": "'.'", "STRING": "quoted text",
 }
 
@@ -80,7 +87,7 @@ class Scope:
         self.definitions = definitions if definitions is not None else {}
 
     def known_names(self) -> list[str]:
-        return sorted(set(self.valuesets) | set(self.definitions) | PATIENT_ATTRS | CONTEXT_DATES | set(AGE_AT))
+        return sorted(set(self.valuesets) | set(self.definitions) | PATIENT_ATTRS | CONTEXT_DATES | set(AGE_AT) | {EPISODE})
 
 
 def parse(text: str) -> Tree:
@@ -98,6 +105,11 @@ def _syntax_error(text: str, e: UnexpectedInput) -> ExprError:
         return ExprError(f"the condition ends too early after {last!r}", 1, len(text.rstrip()) + 1, expected)
     if isinstance(e, UnexpectedToken):
         expected = _expected_words(e.accepts or e.expected)
+        word = str(e.token.value).lower()
+        if word in ("null", "none", "nil") or (word == "not" and "null" in text[e.token.start_pos:].lower()):
+            return ExprError(f"unexpected {e.token.value!r}: there is no null; say whether something is recorded",
+                             line, col, "'X exists' / 'X is missing' (an event, or a value such as latest(x).result); "
+                             "for events with a field recorded: 'x where result exists', 'x where value exists'")
         return ExprError(f"unexpected {e.token.value!r}", line, col, expected)
     if isinstance(e, UnexpectedCharacters):
         return ExprError(f"unexpected character {text[e.pos_in_stream]!r}", line, col,
@@ -185,8 +197,11 @@ class _Checker:
 
     def _exists(self, t):
         node = self.check(t.children[0])
+        if node.type in (ir.NUMBER, ir.DATE, ir.STRING) and getattr(ir.unwrap(node), "nullable", False):
+            return ir.Present(node)  # `latest(x).result exists`: the value is recorded (= not missing)
         if node.type not in (ir.SET, ir.EVENT):
-            raise self.err(t, f"'exists' needs an event or a list of events, not {TYPE_WORDS[node.type]}")
+            raise self.err(t, f"'exists' needs an event, a list of events or a value that may be missing, "
+                              f"not {TYPE_WORDS[node.type]}")
         return ir.Exists(node)
 
     def _missing(self, t):
@@ -313,11 +328,15 @@ class _Checker:
             return ir.Patient(name)
         if name in CONTEXT_DATES:
             return ir.ContextDate(name)
+        if name == EPISODE:
+            return ir.EpisodeRef()
         raise self.err(tok, f"unknown name {name!r}", expected="a value set, a definition or age / sex",
                        suggestion=suggest(name, self.scope.known_names()))
 
     def _call(self, t):
         fn, arg = t.children
+        if fn.value in NUMBER_FUNCS:
+            return self._number_func(t, fn, [arg])
         node = self.check(arg)
         if node.type not in (ir.SET, ir.EVENT):
             raise self.err(arg, f"{fn.value}(...) needs a value set or list of events, not {TYPE_WORDS[node.type]}")
@@ -331,6 +350,43 @@ class _Checker:
         if f == "exists":
             return ir.Exists(node)
         raise self.err(fn, f"unknown function {f}")
+
+    def _call_many(self, t):
+        fn, *args = t.children
+        if fn.value not in NUMBER_FUNCS:
+            raise self.err(fn, f"{fn.value}(...) takes one list of events",
+                           expected="least(a, b, ...) / greatest(a, b, ...) / power(x, y) for numbers")
+        return self._number_func(t, fn, args)
+
+    def _number_func(self, t, fn, arg_ts):
+        """exp(x), ln(x), power(x, y), least(a, b, ...), greatest(a, b, ...), abs(x)."""
+        name = fn.value
+        lo, hi = NUMBER_FUNCS[name]
+        if not lo <= len(arg_ts) <= hi:
+            raise self.err(fn, f"{name}(...) takes {lo if lo == hi else f'{lo} to {hi}'} number(s), got {len(arg_ts)}")
+        args = [self.scalar(a) for a in arg_ts]
+        for a, at in zip(args, arg_ts):
+            if a.type != ir.NUMBER:
+                raise self.err(at, f"{name}(...) works on numbers, not {TYPE_WORDS[a.type]}",
+                               expected="a number, e.g. latest(x).value, count(...), age")
+        unit = None
+        if name in ("least", "greatest"):
+            base = next((a for a in args if not isinstance(ir.unwrap(a), ir.Const)), args[0])
+            aligned = [self.align_units(base, a, fn)[1] if a is not base else a for a in args]
+            units = {normalise_unit(getattr(a, "unit", None)) for a in aligned} - {None, "1"}
+            if len(units) > 1:
+                raise self.err(fn, f"{name}(...) of values in different units ({', '.join(sorted(units))})",
+                               expected="values in one unit")
+            args, unit = aligned, (units.pop() if units else None)
+        elif name == "abs":
+            unit = normalise_unit(getattr(args[0], "unit", None))
+        else:
+            for a, at in zip(args, arg_ts):
+                u = normalise_unit(getattr(a, "unit", None))
+                if u not in (None, "1", "a"):
+                    raise self.err(at, f"{name}(...) needs a plain number, not a value in {u}",
+                                   expected="divide by a value in the same unit first, e.g. x / (1 mmol/L)")
+        return ir.Func(name, tuple(args), unit)
 
     def _call_distinct(self, t):
         fn, key_tok, arg = t.children
@@ -446,12 +502,37 @@ class _Checker:
     def _timing_not(self, t):
         return self._timing(t, negate=True)
 
+    def _on_or_before(self, t, after: bool = False):
+        """`X ends on or before D` / `X starts on or after D`: a range open at one end (whole days)."""
+        src_t, point_t, bound_t = t.children
+        src = self.source(src_t)
+        bound = self.range_end(bound_t)
+        span = ir.Span("range", start=bound, end=None) if after else ir.Span("range", start=None, end=bound)
+        return ir.Timing(src, self.TIMING[point_t.data], span)
+
+    def _on_or_after(self, t):
+        return self._on_or_before(t, after=True)
+
+    def _where_exists(self, t, negate: bool = False):
+        """`x where result exists`: keep events with the field recorded (`result`: a result of any kind,
+        number, coded value, text or yes/no; `value`: a number); `where F is missing` keeps the others."""
+        src = self.source(t.children[0])
+        fld = self._field(t.children[1])
+        return ir.Where(src, fld, "exists", None, negate)
+
+    def _where_missing(self, t):
+        return self._where_exists(t, negate=True)
+
     def span(self, t) -> ir.Span:
         if t.data == "iv_period":
             return ir.Span("period")
         if t.data == "iv_range":
             start, end = (self.range_end(c) for c in t.children)
             return ir.Span("range", start=start, end=end)
+        if t.data == "iv_until":  # [, end]: on or before end
+            return ir.Span("range", start=None, end=self.range_end(t.children[0]))
+        if t.data == "iv_from":  # [start, ]: on or after start
+            return ir.Span("range", start=self.range_end(t.children[0]), end=None)
         events = self.check(t.children[0])
         if events.type not in (ir.SET, ir.EVENT):
             raise self.err(t, f"an interval is 'period', [start, end] or a list of events, not {TYPE_WORDS[events.type]}",
@@ -517,6 +598,9 @@ class _Checker:
             var = ir.Attr(ir.Pick(src, "latest"), "value", unit, analyte)
             _, lit = self.align_units(var, lit, op_tok)
             return ir.Where(src, "value", op, lit.value, negate)
+        if fld == "result":
+            raise self.err(field_t, "'result' is a result of any kind: test it with 'where result exists' / "
+                                    "'where result is missing'", expected="where value > ..., where value_code in ...")
         if lit.type == ir.NUMBER:
             raise self.err(lit_t, f"{fld} is text; put the value in quotes")
         return ir.Where(src, fld, op, self.field_literal(lit, lit_t, op), negate)

@@ -64,7 +64,7 @@ class Where:
 
     source: "SetOrEvent"
     field: str
-    op: str  # comparison operator, or 'in' with a tuple of literals, or 'in-valueset'
+    op: str  # comparison operator, 'in' with a tuple of literals, 'in-valueset', or 'exists' (the field is recorded)
     value: object
     negate: bool = False  # keep the events for which the test does NOT hold (a missing field included)
 
@@ -78,7 +78,8 @@ class Span:
     """The interval a timing relation refers to.
 
     kind: 'period'  [period start, period end], whole days
-          'range'   [start, end], whole days, start / end are DATE nodes (e.g. period_start - 1 year)
+          'range'   [start, end], whole days, start / end are DATE nodes (e.g. period_start - 1 year);
+                    an end that is None is open (`[, period_end]`, `on or before X`)
           'events'  the time span [start, end] of each event of a list (an event without an end is
                     still going on); compared with the time of day
     """
@@ -119,12 +120,37 @@ class EventUnion:
 
 @dataclass(frozen=True)
 class Pick:
-    """One event from a set: latest / earliest by date, min / max by value (ties: latest date)."""
+    """One event from a set: latest / earliest by date, min / max by value (ties: latest date);
+    `nth` the index-th event (from 1) in time order (start, then id): an episode of a measure."""
 
     source: "SetOrEvent"
     how: str
+    index: int = 0
 
     type = EVENT
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    """`episode`: the episode a measure counted per episode is looking at (one of its `episodes:`
+    events). Replaced by the n-th episode event when the measure's steps are compiled."""
+
+    type = EVENT
+    unit = None
+    analyte = None
+
+
+@dataclass(frozen=True)
+class Func:
+    """A scalar function of numbers: exp, ln, power(x, y), least(...), greatest(...), abs.
+    Missing if any argument is (least / greatest too: a missing value is never silently skipped);
+    ln of x <= 0 and a power that is not a real number are missing."""
+
+    name: str
+    args: tuple
+    unit: str | None = None
+    type = NUMBER
+    nullable = True
 
 
 # ---- scalars ------------------------------------------------------------------------------------
@@ -315,9 +341,9 @@ class Named:
         raise AttributeError(item)
 
 
-SetOrEvent = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Named]
+SetOrEvent = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Named, EpisodeRef]
 Node = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Count, CountDistinct, Arith, Points, Sum, Attr,
-             DateShift, Patient, ContextDate, Const, Exists, Present, Compare, And, Or, Not, Named]
+             DateShift, Patient, ContextDate, Const, Exists, Present, Compare, And, Or, Not, Named, EpisodeRef, Func]
 
 
 def unwrap(node: Node) -> Node:
@@ -334,6 +360,8 @@ def children(node: Node) -> list[Node]:
         return [n.source] + ([n.anchor] if n.anchor is not None else [])
     if isinstance(n, (Where, Pick, Count, CountDistinct)):
         return [n.source]
+    if isinstance(n, Func):
+        return list(n.args)
     if isinstance(n, Arith):
         return [n.left, n.right]
     if isinstance(n, Points):
@@ -368,12 +396,44 @@ def walk(node: Node):
         yield from walk(c)
 
 
+def substitute(node: Node, old: Node, new: Node, _memo: dict | None = None) -> Node:
+    """The node with every occurrence of `old` replaced by `new` (frozen nodes are rebuilt)."""
+    import dataclasses
+    memo = {} if _memo is None else _memo
+    if type(node) is type(old) and node == old:
+        return new
+    if id(node) in memo:
+        return memo[id(node)][1]
+    if not dataclasses.is_dataclass(node) or isinstance(node, (Duration, Const)):
+        return node
+    changes = {}
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name)
+        if isinstance(v, tuple):
+            nv = tuple(substitute(x, old, new, memo) if dataclasses.is_dataclass(x) else x for x in v)
+        elif dataclasses.is_dataclass(v):
+            nv = substitute(v, old, new, memo)
+        else:
+            continue
+        if nv is not v and nv != v:
+            changes[f.name] = nv
+    out = dataclasses.replace(node, **changes) if changes else node
+    memo[id(node)] = (node, out)  # the node is kept so its id stays unique while memo lives
+    return out
+
+
+def uses_episode(node: Node) -> bool:
+    return any(isinstance(n, EpisodeRef) for n in walk(node))
+
+
 def base_valuesets(node: Node) -> list[str]:
     """The value sets a list of events is drawn from, in the order written (through windows, filters,
     timing, picks and unions)."""
     n = unwrap(node)
     if isinstance(n, ValueSetRef):
         return [n.name]
+    if isinstance(n, EpisodeRef):
+        return []
     if isinstance(n, EventUnion):
         out: list[str] = []
         for i in n.items:
@@ -417,13 +477,21 @@ def describe(node: Node) -> str:
         inner = describe(Where(n.source, n.field, n.op, n.value)).replace(f"{describe(n.source)} with ", "", 1)
         return f"{describe(n.source)} without {inner}"
     if isinstance(n, Where):
+        if n.op == "exists":
+            return f"{describe(n.source)} with a {n.field.replace('_', ' ')} recorded"
         if n.op == "in-valueset":
             return f"{describe(n.source)} with {n.field} in {n.value}"
         if n.op == "in":
             return f"{describe(n.source)} with {n.field} in {', '.join(map(str, n.value))}"
         return f"{describe(n.source)} with {n.field} {n.op} {n.value}"
     if isinstance(n, Pick):
+        if n.how == "nth":
+            return f"episode {n.index} ({describe(n.source)})"
         return f"{'lowest' if n.how == 'min' else 'highest' if n.how == 'max' else n.how} {describe(n.source)}"
+    if isinstance(n, EpisodeRef):
+        return "the episode"
+    if isinstance(n, Func):
+        return f"{n.name}({', '.join(describe(a) for a in n.args)})"
     if isinstance(n, Count):
         return f"number of {describe(n.source)}"
     if isinstance(n, CountDistinct):
@@ -460,6 +528,10 @@ def describe_span(sp: Span) -> str:
     if sp.kind == "period":
         return "the period"
     if sp.kind == "range":
+        if sp.start is None:
+            return f"on or before {describe(sp.end)}"
+        if sp.end is None:
+            return f"on or after {describe(sp.start)}"
         return f"[{describe(sp.start)}, {describe(sp.end)}]"
     return describe(sp.events)
 

@@ -37,7 +37,9 @@ FLAG = {"code": True, "level": True, "text": False}
 ESCALATION = {"to": True, "title": True, "priority": False}
 GOAL = {"id": True, "title": True, "when": False, "target": True, "because": False, "patient_text": False}
 MEASURE = {"id": True, "title": True, "initial_population": False, "denominator": False, "exclusions": False,
-           "numerator": True, "achievers_kept": False, "evidence": False, "ecqm": False}
+           "exceptions": False, "numerator": True, "achievers_kept": False, "evidence": False, "ecqm": False,
+           "episodes": False, "episodes_at_most": False}
+DEFAULT_EPISODES_AT_MOST = 10
 ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
             "unit": False, "analyte": False, "kind": False}
@@ -255,6 +257,10 @@ class _Compiler:
         return (ir.And if form == "all" else ir.Or)(tuple(parts))
 
     def add_condition(self, key: str, node: ir.Node | None, loc: Location) -> None:
+        if node is not None and "#" not in key and ir.uses_episode(node):
+            self.p.error(loc, "'episode' is only meaningful in a measure counted per episode",
+                         expected="a measure with episodes: <the list of events counted>")
+            return
         if node is not None:
             self.conditions[key] = node
             self.cond_locs[key] = loc
@@ -539,33 +545,73 @@ class _Compiler:
             return None
         mid = self.ids(m, loc, "measure")
         key = f"measure:{mid}"
+        episodes, at_most = None, 0
+        if "episodes" in m:  # counted per episode: each event of this list is one episode
+            episodes = self.expr(Node(m["episodes"], r.loc_of(m, "episodes")), None, f"measure {mid!r} episodes")
+            if episodes is not None and episodes.type != ir.SET:
+                self.p.error(r.loc_of(m, "episodes"), f"measure {mid!r} episodes should be a list of events "
+                             f"(e.g. the qualifying encounters)", expected="a value set or a definition of events")
+                episodes = None
+            elif episodes is not None and ir.uses_episode(episodes):
+                self.p.error(r.loc_of(m, "episodes"), "the episodes of a measure cannot refer to 'episode'")
+                episodes = None
+            at_most = m.get("episodes_at_most", DEFAULT_EPISODES_AT_MOST)
+            if not isinstance(at_most, int) or isinstance(at_most, bool) or not 1 <= at_most <= 50:
+                self.p.error(r.loc_of(m, "episodes_at_most"), "episodes_at_most should be a whole number from 1 to 50")
+                at_most = DEFAULT_EPISODES_AT_MOST
+        elif "episodes_at_most" in m:
+            self.p.error(r.loc_of(m, "episodes_at_most"), "episodes_at_most without episodes:",
+                         expected="episodes: <the list of events counted, one per episode>")
         ip = (self.condition(m["initial_population"], r.loc_of(m, "initial_population"), f"measure {mid!r} initial population")
               if "initial_population" in m else self.conditions.get("population"))
         den = (self.condition(m["denominator"], r.loc_of(m, "denominator"), f"measure {mid!r} denominator")
                if "denominator" in m else ir.Const(True, ir.BOOL))
         num = self.condition(m["numerator"], r.loc_of(m, "numerator"), f"measure {mid!r} numerator") if "numerator" in m else None
-        excl = None
-        if "exclusions" in m:
-            items = m["exclusions"]
+        lists = {}
+        for step, word in (("exclusions", "exclusion"), ("exceptions", "exception")):
+            if step not in m:
+                continue
+            items = m[step]
             if not isinstance(items, list) or not items:
-                self.p.error(r.loc_of(m, "exclusions"), "exclusions should be a non-empty list of conditions")
-            else:
-                parts = [self.condition(x, r.loc_of(items, i), f"measure {mid!r} exclusion") for i, x in enumerate(items)]
-                if all(p is not None for p in parts):
-                    excl = ir.Or(tuple(parts)) if len(parts) > 1 else parts[0]
+                self.p.error(r.loc_of(m, step), f"{step} should be a non-empty list of conditions")
+                continue
+            parts = [self.condition(x, r.loc_of(items, i), f"measure {mid!r} {word}") for i, x in enumerate(items)]
+            if all(p is not None for p in parts):
+                lists[step] = ir.Or(tuple(parts)) if len(parts) > 1 else parts[0]
+        excl, exc = lists.get("exclusions"), lists.get("exceptions")
         achievers = m.get("achievers_kept", False)
         if not isinstance(achievers, bool):
             self.p.error(r.loc_of(m, "achievers_kept"), "achievers_kept should be true or false")
         ecqm = self.ecqm(m, mid)
-        if not mid or ip is None or den is None or num is None:
+        if not mid or ip is None or den is None or num is None or ("episodes" in m and episodes is None):
             return None
-        self.add_condition(f"{key}:ip", ip, loc)
-        self.add_condition(f"{key}:den", den, loc)
-        self.add_condition(f"{key}:num", num, r.loc_of(m, "numerator"))
+        steps = [("ip", ip, loc), ("den", den, loc), ("num", num, r.loc_of(m, "numerator"))]
         if excl is not None:
-            self.add_condition(f"{key}:excl", excl, r.loc_of(m, "exclusions"))
+            steps.append(("excl", excl, r.loc_of(m, "exclusions")))
+        if exc is not None:
+            steps.append(("exc", exc, r.loc_of(m, "exceptions")))
+        if episodes is None:
+            for step, node, sloc in steps:
+                if ir.uses_episode(node):
+                    self.p.error(sloc, f"measure {mid!r} refers to 'episode' but is not counted per episode",
+                                 expected="episodes: <the list of events counted> on the measure")
+                    return None
+                self.add_condition(f"{key}:{step}", node, sloc)
+        else:
+            named = ir.Named(f"{mid.lower()}_episodes", episodes) if not isinstance(episodes, ir.Named) else episodes
+            for k in range(1, at_most + 1):
+                ep = ir.Named(f"episode_{k}", ir.Pick(named, "nth", k))
+                for step, node, sloc in steps:
+                    sub = ir.substitute(node, ir.EpisodeRef(), ep)
+                    if step == "ip":
+                        sub = ir.And((ir.Exists(ep), sub))
+                    self.add_condition(f"{key}:{step}#{k}", sub, sloc)
+            # more episodes than counted: reported as a data problem, never silently dropped
+            self.add_condition(f"{key}:episodes_over", ir.Compare(">", ir.Count(named), ir.Const(float(at_most), ir.NUMBER)),
+                               r.loc_of(m, "episodes"))
         return Measure(mid, r.text(m, "title", "title"), loc, bool(achievers), r.text_list(m, "evidence", "evidence"),
-                       excl is not None, ecqm)
+                       excl is not None, ecqm, has_exceptions=exc is not None,
+                       episodes_at_most=at_most if episodes is not None else 0)
 
     def ecqm(self, m, mid) -> EcqmRef | None:
         """`ecqm: {url: <canonical Measure url>, version: <measure version>}`: the published eCQM this

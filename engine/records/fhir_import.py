@@ -703,7 +703,55 @@ def _coverage(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
     return [d]
 
 
+def _allergy(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
+    """AllergyIntolerance -> a condition-kind fact (attrs resource = AllergyIntolerance): an allergy or
+    intolerance to a substance, with its clinical / verification status, from onset or recorded date."""
+    r = e.model
+    start, end, paths = _pick_time(r, ["onsetDateTime", "onsetPeriod", "recordedDate"], ctx.warnings, e.base)
+    d = _Draft(e, FactKind.condition, _require_codes(_codes(r.code), "AllergyIntolerance.code"),
+               _require_start(start, "onset[x] / recordedDate"), end, paths=paths)
+    d.attrs["resource"] = "AllergyIntolerance"
+    if r.clinicalStatus is not None:
+        d.attrs["clinical_status"] = _first_code(r.clinicalStatus)
+    if r.verificationStatus is not None:
+        d.attrs["verification_status"] = _first_code(r.verificationStatus)
+    if r.category:
+        d.attrs["category"] = list(r.category)
+    return [d]
+
+
+# Coded elements kept as fact attributes (lists of {system, code}), whatever the resource: the body
+# site (laterality included: 24028007 right, 7771000 left), reasons (reasonCode, the QI-Core
+# not-done / do-not-perform / refused reasons, statusReason) and a condition's severity.
+EXT_REASONS = ("qicore-notDoneReason", "qicore-doNotPerformReason", "qicore-reasonRefused")
+EXT_NOT_DONE = "qicore-notDone"
+
+
+def _coded_attrs(e: _Entry, attrs: dict) -> None:
+    r = e.model
+    as_list = lambda codes: [{"system": c.system, "code": c.code} for c in codes]  # noqa: E731
+    sites = [c for cc in (getattr(r, "bodySite", None) or []) for c in _codes(cc)]
+    if sites:
+        attrs["body_site"] = as_list(sites)
+    reasons = [c for cc in (getattr(r, "reasonCode", None) or []) for c in _codes(cc)]
+    for x in list(getattr(r, "extension", None) or []):
+        if x.url and x.url.rsplit("/", 1)[-1] in EXT_REASONS and x.valueCodeableConcept is not None:
+            reasons += _codes(x.valueCodeableConcept)
+    if getattr(r, "statusReason", None) is not None and not isinstance(r.statusReason, list):
+        reasons += _codes(r.statusReason)
+    if reasons:
+        attrs["reason"] = as_list(reasons)
+    if getattr(r, "severity", None) is not None and not isinstance(r.severity, str):
+        sev = _codes(r.severity)
+        if sev:
+            attrs["severity"] = as_list(sev)
+    if any(m.url and m.url.rsplit("/", 1)[-1] == EXT_NOT_DONE and m.valueBoolean
+           for m in getattr(r, "modifierExtension", None) or []):
+        attrs["do_not_perform"] = True  # QI-Core "not done" (e.g. an observation not performed, with a reason)
+
+
 BUILDERS: dict[str, Callable[[_Entry, "_Ctx"], list[_Draft]]] = {
+    "AllergyIntolerance": _allergy,
     "Observation": _observation,
     "Condition": _condition,
     "MedicationRequest": _medication,
@@ -719,7 +767,7 @@ BUILDERS: dict[str, Callable[[_Entry, "_Ctx"], list[_Draft]]] = {
 }
 # Modifier extensions we understand; any other one means we cannot safely read the resource.
 KNOWN_MODIFIERS = {"DeviceRequest": {EXT_DNP_R5}}
-PATIENT_REF = {"Coverage": "beneficiary"}
+PATIENT_REF = {"Coverage": "beneficiary", "AllergyIntolerance": "patient"}
 ENCOUNTER_REF = {"MedicationStatement": "context", "MedicationDispense": "context", "MedicationAdministration": "context"}
 
 
@@ -790,6 +838,8 @@ def _fact(d: _Draft, ctx: _Ctx, source_system: str) -> Fact:
     if exception_type is not None:
         kind = FactKind.exception
     attrs = dict(d.attrs)
+    if not d.id_suffix:
+        _coded_attrs(e, attrs)
     if e.notes:
         attrs["data_quality"] = list(e.notes)
     enc_ref = getattr(e.model, ENCOUNTER_REF.get(e.rtype, "encounter"), None)
@@ -952,7 +1002,8 @@ def import_bundle(data: dict, *, source_system: str = "fhir") -> ImportResult:
             continue  # supporting / unsupported: counted below, once references are known
         where = f"{e.base} {e.rtype}/{e.rid}"
         try:
-            unknown = [m.url for m in e.model.modifierExtension or [] if m.url not in KNOWN_MODIFIERS.get(e.rtype, set())]
+            unknown = [m.url for m in e.model.modifierExtension or [] if m.url not in KNOWN_MODIFIERS.get(e.rtype, set())
+                       and (m.url or "").rsplit("/", 1)[-1] != EXT_NOT_DONE]
             if unknown:
                 raise _Skip(f"modifierExtension {unknown[0]} changes the meaning of the resource and is not understood")
             if not e.fact_id:
