@@ -367,6 +367,11 @@ class Compiler:
                     f" JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq")
         if fld == "code":
             return "TRUE", ""
+        if fld == "end":
+            return "(s.end_ts IS NOT NULL)", ""
+        if fld == "start":
+            return (f"NOT EXISTS (SELECT 1 FROM {attrs} a WHERE a.pid = s.pid AND a.seq = s.seq "
+                    f"AND a.key = 'start_unknown' AND a.form = 'c' AND a.sval = 'true')"), ""
         if fld == "value_code":
             return (f"EXISTS (SELECT 1 FROM {codings} c WHERE c.pid = s.pid AND c.seq = s.seq "
                     f"AND c.role = 'value_code')"), ""
@@ -387,10 +392,12 @@ class Compiler:
         if sp.kind == "events":
             spans = self.rows(sp.events)
             t_end = "coalesce(s.end_ts, s.ts)"
-            inside = lambda t: f"x.ts <= {t} AND (x.end_ts IS NULL OR {t} <= x.end_ts)"  # noqa: E731
+            x_ts = "x.ts" if not sp.open_start else "TIMESTAMP '0001-01-01 00:00:00'"  # on or before E
+            x_end = "x.end_ts" if not sp.open_end else "NULL"  # on or after E: from its start on
+            inside = lambda t: f"{x_ts} <= {t} AND ({x_end} IS NULL OR {t} <= {x_end})"  # noqa: E731
             test = {"starts": inside("s.ts"), "ends": inside(t_end),
-                    "entirely": f"x.ts <= s.ts AND (x.end_ts IS NULL OR {t_end} <= x.end_ts)",
-                    "overlaps": "(x.end_ts IS NULL OR s.ts <= x.end_ts) AND (s.end_ts IS NULL OR x.ts <= s.end_ts)"}[rel]
+                    "entirely": f"{x_ts} <= s.ts AND ({x_end} IS NULL OR {t_end} <= {x_end})",
+                    "overlaps": f"({x_end} IS NULL OR s.ts <= {x_end}) AND (s.end_ts IS NULL OR {x_ts} <= s.end_ts)"}[rel]
             cond = f"EXISTS (SELECT 1 FROM {spans} x WHERE x.pid = s.pid AND {test})"
             return self._cte("tim", f"SELECT {S_COLS} FROM {src} s WHERE {neg}({cond})")
         if sp.kind == "period":

@@ -297,6 +297,10 @@ class Deriver:
         """A predicate on events: does the event stand in `relation` to the interval?"""
         if span.kind == "events":
             spans = [(c.fact.start, c.fact.end) for c in self._as_list(self.eval(span.events))]
+            if span.open_start:  # on or before E: up to each event's end (one still going on: any time)
+                spans = [(dt.datetime.min.replace(tzinfo=s.tzinfo), e) for s, e in spans]
+            elif span.open_end:  # on or after E: from each event's start on
+                spans = [(s, None) for s, e in spans]
 
             def inside(t: dt.datetime) -> bool:
                 return any(s <= t and (e is None or t <= e) for s, e in spans)
@@ -343,6 +347,10 @@ class Deriver:
                 return e.value is not None
             if n.field == "result":
                 return result_text(e) is not None
+            if n.field == "start":  # the source gave a start (not taken from its end)
+                return not f.attrs.get("start_unknown")
+            if n.field == "end":
+                return f.end is not None
             if n.field in ("value_code", "code"):
                 return bool(f.value_codes if n.field == "value_code" else f.codes)
             raw = {"status": f.status, "setting": f.care_setting.value, "kind": f.kind.value,

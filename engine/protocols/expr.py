@@ -26,13 +26,14 @@ _PARSER = Lark(
 )
 
 PATIENT_ATTRS = {"age", "sex"}
+MIXED_UNITS = "(values of value sets in different units)"
 EPISODE = "episode"  # the episode a measure counted per episode looks at (measures: episodes:)
 CONTEXT_DATES = {"reference_date", "period_start", "period_end"}
 AGE_AT = {"age_at_period_start": "age_at_period_start", "age_at_period_end": "age_at_period_end"}
 # Fields an event can be filtered on: its own, plus the attributes importers keep (see records/).
 EVENT_FIELDS = {"value", "status", "setting", "kind", "source", "value_code", "code", "class", "intent",
                 "verification_status", "clinical_status", "category", "discharge_disposition", "do_not_perform",
-                "body_site", "reason", "severity", "resource", "result"}
+                "body_site", "reason", "severity", "resource", "result", "start", "end"}
 # Fields that are codings (kept by the importer as lists of {system, code}): matched `in <value set>`.
 CODED_FIELDS = {"value_code", "code", "discharge_disposition", "body_site", "reason", "severity"}
 NUMBER_FUNCS = {"exp": (1, 1), "ln": (1, 1), "power": (2, 2), "least": (2, 99), "greatest": (2, 99),
@@ -262,8 +263,10 @@ class _Checker:
         n = ir.unwrap(node)
         while not isinstance(n, (ir.ValueSetRef, ir.EventUnion)):
             n = ir.unwrap(n.source)
-        if isinstance(n, ir.EventUnion):  # checked to share one unit when it was built
+        if isinstance(n, ir.EventUnion):
             units = [self.event_unit(i) for i in n.items]
+            if len({normalise_unit(u) for u, _ in units}) > 1:
+                return MIXED_UNITS, None
             analytes = {a for _, a in units}
             return units[0][0], (analytes.pop() if len(analytes) == 1 else None)
         return n.unit, n.analyte
@@ -275,10 +278,16 @@ class _Checker:
         elif isinstance(ir.unwrap(left), ir.Const) and not isinstance(ir.unwrap(right), ir.Const):
             var, const, flip = right, ir.unwrap(left), True
         else:
+            if MIXED_UNITS in (lu, ru):
+                raise self.err(tok, "a union of value sets in different units has no one unit to compare in",
+                               expected="a union of value sets declared with one unit")
             if normalise_unit(lu) != normalise_unit(ru) and lu and ru:
                 raise self.err(tok, f"cannot compare {lu} with {ru}", expected="values in the same unit")
             return left, right
         vu = getattr(var, "unit", None)
+        if vu == MIXED_UNITS:
+            raise self.err(tok, f"{ir.describe(var)} joins value sets whose values are in different units, so its "
+                                f"values cannot be compared", expected="a union of value sets declared with one unit")
         if const.unit is None:
             if vu not in (None, "a", "1"):
                 raise self.err(tok, f"the number needs a unit: the value is in {vu}", expected=f"e.g. {const.value:g} {vu}")
@@ -506,8 +515,13 @@ class _Checker:
         """`X ends on or before D` / `X starts on or after D`: a range open at one end (whole days)."""
         src_t, point_t, bound_t = t.children
         src = self.source(src_t)
-        bound = self.range_end(bound_t)
-        span = ir.Span("range", start=bound, end=None) if after else ir.Span("range", start=None, end=bound)
+        node = self.check(bound_t)
+        if node.type == ir.SET or (node.type == ir.EVENT and isinstance(ir.unwrap(node), ir.EpisodeRef)):
+            # against events: up to each one's end (on or before) / from each one's start (on or after)
+            span = ir.Span("events", events=node, open_start=not after, open_end=after)
+        else:
+            bound = self.range_end(bound_t)
+            span = ir.Span("range", start=bound, end=None) if after else ir.Span("range", start=None, end=bound)
         return ir.Timing(src, self.TIMING[point_t.data], span)
 
     def _on_or_after(self, t):
@@ -519,6 +533,10 @@ class _Checker:
         src = self.source(t.children[0])
         fld = self._field(t.children[1])
         return ir.Where(src, fld, "exists", None, negate)
+
+    def _where_start_end(self, fld: str, t):
+        raise self.err(t, f"'{fld}' can only be tested with 'where {fld} exists' / 'where {fld} is missing'",
+                       expected=f"e.g. x where {fld} exists; compare times with during / on or before / on or after")
 
     def _where_missing(self, t):
         return self._where_exists(t, negate=True)
@@ -572,10 +590,8 @@ class _Checker:
                 raise self.err(c, f"'union' joins lists of events, not {TYPE_WORDS[node.type]}")
             inner = ir.unwrap(node)
             items.extend(inner.items if isinstance(inner, ir.EventUnion) else [node])
-        units = {normalise_unit(self.event_unit(i)[0]) for i in items}
-        if len(units) > 1:
-            raise self.err(t, "'union' joins value sets whose values are in different units "
-                              f"({', '.join(sorted(str(u) for u in units))})", expected="value sets declared with one unit")
+        # value sets in different units may be joined (e.g. results and diagnoses); their values then
+        # have no one unit, and comparing them is an error (event_unit gives MIXED_UNITS)
         return ir.EventUnion(tuple(items))
 
     def _field(self, t):
@@ -598,6 +614,8 @@ class _Checker:
             var = ir.Attr(ir.Pick(src, "latest"), "value", unit, analyte)
             _, lit = self.align_units(var, lit, op_tok)
             return ir.Where(src, "value", op, lit.value, negate)
+        if fld in ("start", "end"):
+            self._where_start_end(fld, field_t)
         if fld == "result":
             raise self.err(field_t, "'result' is a result of any kind: test it with 'where result exists' / "
                                     "'where result is missing'", expected="where value > ..., where value_code in ...")

@@ -81,13 +81,17 @@ class Span:
           'range'   [start, end], whole days, start / end are DATE nodes (e.g. period_start - 1 year);
                     an end that is None is open (`[, period_end]`, `on or before X`)
           'events'  the time span [start, end] of each event of a list (an event without an end is
-                    still going on); compared with the time of day
+                    still going on); compared with the time of day. open_start: from the beginning of
+                    time to each event's end (`on or before E`); open_end: from each event's start on
+                    (`on or after E`)
     """
 
     kind: str
     start: "Node | None" = None
     end: "Node | None" = None
     events: "Node | None" = None
+    open_start: bool = False
+    open_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -527,6 +531,10 @@ def describe(node: Node) -> str:
 def describe_span(sp: Span) -> str:
     if sp.kind == "period":
         return "the period"
+    if sp.kind == "events" and sp.open_start:
+        return f"on or before (the end of) {describe(sp.events)}"
+    if sp.kind == "events" and sp.open_end:
+        return f"on or after (the start of) {describe(sp.events)}"
     if sp.kind == "range":
         if sp.start is None:
             return f"on or before {describe(sp.end)}"

@@ -69,6 +69,7 @@ class _Compiler:
         self.cond_locs: dict[str, Location] = {}
         self._raw_defs: dict[str, Node] = {}
         self._compiling: list[str] = []
+        self._failed: set[str] = set()  # definitions with errors (already reported)
 
     # ---- entry ---------------------------------------------------------------------------------
     def build(self) -> Protocol:
@@ -293,6 +294,8 @@ class _Compiler:
     def definition(self, name: str) -> ir.Node | None:
         if name in self.definitions:
             return self.definitions[name]
+        if name in self._failed:  # reported once, when first compiled: never again for each use
+            return None
         if name in self._compiling:
             raise _CycleError(self._compiling[self._compiling.index(name):] + [name])
         self._compiling.append(name)
@@ -308,6 +311,8 @@ class _Compiler:
             self._compiling.pop()
         if compiled is not None:
             self.definitions[name] = compiled
+        else:
+            self._failed.add(name)
         return compiled
 
     def sum_form(self, items, loc: Location, what: str) -> ir.Node | None:

@@ -840,6 +840,8 @@ def _fact(d: _Draft, ctx: _Ctx, source_system: str) -> Fact:
     attrs = dict(d.attrs)
     if not d.id_suffix:
         _coded_attrs(e, attrs)
+    if d.paths.get("start", ())[-1:] == ("end",):
+        attrs["start_unknown"] = True  # a period without a start: its end stands in (`where start exists` is false)
     if e.notes:
         attrs["data_quality"] = list(e.notes)
     enc_ref = getattr(e.model, ENCOUNTER_REF.get(e.rtype, "encounter"), None)
