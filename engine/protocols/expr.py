@@ -516,7 +516,7 @@ class _Checker:
         src_t, point_t, bound_t = t.children
         src = self.source(src_t)
         node = self.check(bound_t)
-        if node.type == ir.SET or (node.type == ir.EVENT and isinstance(ir.unwrap(node), ir.EpisodeRef)):
+        if node.type in (ir.SET, ir.EVENT):
             # against events: up to each one's end (on or before) / from each one's start (on or after)
             span = ir.Span("events", events=node, open_start=not after, open_end=after)
         else:
