@@ -132,8 +132,10 @@ def run_case(kit: str, case_dir: Path, proto: Protocol, measure: Measure, km: Ki
         res.error = "no measurement period (expected.json measurement_period or the kit's effectivePeriod)"
         return res
     try:
+        # a test case's bundle is one patient's record: a resource whose subject names no resource of
+        # the bundle is that patient's (fhir_import single_patient, with a warning)
         imported = import_bundle(json.loads((case_dir / "bundle.json").read_text(encoding="utf-8")),
-                                 source_system=f"{kit}/{case_dir.name}")
+                                 source_system=f"{kit}/{case_dir.name}", single_patient=True)
     except (BundleError, json.JSONDecodeError, OSError) as e:
         res.error = f"bundle.json: {e}"
         return res

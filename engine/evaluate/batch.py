@@ -300,6 +300,13 @@ class Compiler:
             if n.anchor is None or n.duration is None:
                 raise NotImplementedError(f"batch engine: window {n.kind!r} without an anchor or duration ({n!r})")
             anchor = ir.unwrap(n.anchor)
+            if anchor.type == ir.SET:  # any of a list of events' dates
+                arows = self.rows(anchor)
+                iv = _interval(n.duration)
+                bounds = (f"s.day >= x.day AND s.day <= CAST(x.day + {iv} AS DATE)" if n.kind == "after"
+                          else f"s.day >= CAST(x.day - {iv} AS DATE) AND s.day <= x.day")
+                return self._cte("win", f"SELECT {S_COLS} FROM {src} s WHERE EXISTS (SELECT 1 FROM {arows} x "
+                                        f"WHERE x.pid = s.pid AND {bounds})")
             if anchor.type != ir.DATE:
                 raise NotImplementedError(f"batch engine: window anchor of type {anchor.type} ({anchor!r})")
             a = self._const_date(anchor)
@@ -535,6 +542,10 @@ class Compiler:
                 return age_sql("p.birth_date", on)
             if n.name == "sex":
                 return "p.sex"
+            if n.name == "birth_date":
+                return "p.birth_date"
+            if n.name == "death_date":
+                return f"(CASE WHEN p.death_date <= {lit(self.ctx.reference_date)} THEN p.death_date END)"
             raise NotImplementedError(f"batch engine: patient attribute {n.name!r}")
         if isinstance(n, ir.Attr):
             ev = ir.unwrap(n.event)

@@ -191,6 +191,10 @@ class Deriver:
                 return age_on(p.birth_date, self.ctx.period_end)
             if n.name == "sex":
                 return p.sex.value
+            if n.name == "birth_date":
+                return p.birth_date
+            if n.name == "death_date":  # as of the reference date: a later death has not happened yet
+                return p.death_date if p.death_date is not None and p.death_date <= self.ctx.reference_date else None
         if isinstance(n, ir.ContextDate):
             return getattr(self.ctx, n.name)
         if isinstance(n, ir.Const):
@@ -257,6 +261,13 @@ class Deriver:
         if n.kind == "ago":
             lo = self.ctx.reference_date - shift(n.duration)
             keep = [e for e in events if lo < e.day <= self.ctx.reference_date]
+        elif n.kind in ("after", "before") and n.anchor.type == ir.SET:  # any of a list of events' dates
+            days = [a.day for a in self._as_list(self.eval(n.anchor))]
+            d = shift(n.duration)
+            if n.kind == "after":
+                keep = [e for e in events if any(a <= e.day <= a + d for a in days)]
+            else:
+                keep = [e for e in events if any(a - d <= e.day <= a for a in days)]
         elif n.kind in ("after", "before"):
             anchor = self.eval(n.anchor)
             if anchor is None:

@@ -88,7 +88,9 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
     res = ProtocolResult(protocol=proto.id, version=proto.version, title=proto.title, on_register=False, register_why="")
     if deceased:
         res.register_why = f"Not on {proto.title}: died on {record.patient.death_date.isoformat()}."
-        res.measures = [MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False,
+        counted = [m for m in proto.measures if m.counts_deceased]
+        fired, d = fired_conditions(record, proto, ctx, options.engine) if counted else (set(), None)
+        res.measures = [_measure(m, proto, fired, d) if m.counts_deceased else MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False,
                                       exclusion=False, numerator=False,
                                       basis="episode" if m.episode_based else "patient",
                                       counts=(dict.fromkeys(("initial_population", "denominator", "exclusion",

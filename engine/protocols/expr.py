@@ -25,7 +25,7 @@ _PARSER = Lark(
     maybe_placeholders=False,
 )
 
-PATIENT_ATTRS = {"age", "sex"}
+PATIENT_ATTRS = {"age", "sex", "birth_date", "death_date"}
 MIXED_UNITS = "(values of value sets in different units)"
 EPISODE = "episode"  # the episode a measure counted per episode looks at (measures: episodes:)
 CONTEXT_DATES = {"reference_date", "period_start", "period_end"}
@@ -490,10 +490,18 @@ class _Checker:
         return ir.Window(self.source(t.children[0]), "ago", self.duration(t.children[1]))
 
     def _within_after(self, t):
-        return ir.Window(self.source(t.children[0]), "after", self.duration(t.children[1]), self.as_date(t.children[2]))
+        return ir.Window(self.source(t.children[0]), "after", self.duration(t.children[1]), self.anchor(t.children[2]))
 
     def _within_before(self, t):
-        return ir.Window(self.source(t.children[0]), "before", self.duration(t.children[1]), self.as_date(t.children[2]))
+        return ir.Window(self.source(t.children[0]), "before", self.duration(t.children[1]), self.anchor(t.children[2]))
+
+    def anchor(self, t) -> ir.Node:
+        """What `within N after / before X` counts from: a date, one event (its date) or a list of events
+        (any of their dates: e.g. an assessment up to 7 days before any qualifying visit)."""
+        node = self.check(t)
+        if node.type == ir.SET:
+            return node
+        return self.as_date(t)
 
     # --- timing relations, intervals, date arithmetic, union ---
     TIMING = {"starts_during": "starts", "ends_during": "ends", "entirely_during": "entirely", "overlaps": "overlaps"}

@@ -43,7 +43,7 @@ class Window:
 
     kind: 'ago'      (reference - d, reference]           look-back from the reference date
           'after'    [anchor, anchor + d]                  e.g. education within 12 months after diagnosis
-          'before'   [anchor - d, anchor]
+          'before'   [anchor - d, anchor]                  (an anchor that is a list of events: any of their dates)
           'period'   [period start, period end]            start date during the measurement period
           'overlaps' interval [start, end or open] meets the period
     """
@@ -255,14 +255,18 @@ class DateShift:
 
 @dataclass(frozen=True)
 class Patient:
-    """A patient attribute: age (whole years at the reference date), sex."""
+    """A patient attribute: age (whole years at the reference date), sex, birth_date, death_date
+    (missing while alive, or when the death is after the reference date)."""
 
     name: str
-    nullable = False
 
     @property
     def type(self) -> str:
-        return NUMBER if self.name.startswith("age") else STRING
+        return NUMBER if self.name.startswith("age") else DATE if self.name.endswith("_date") else STRING
+
+    @property
+    def nullable(self) -> bool:
+        return self.name == "death_date"
 
     @property
     def unit(self) -> str | None:

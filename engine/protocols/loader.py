@@ -38,7 +38,7 @@ ESCALATION = {"to": True, "title": True, "priority": False}
 GOAL = {"id": True, "title": True, "when": False, "target": True, "because": False, "patient_text": False}
 MEASURE = {"id": True, "title": True, "initial_population": False, "denominator": False, "exclusions": False,
            "exceptions": False, "numerator": True, "achievers_kept": False, "evidence": False, "ecqm": False,
-           "episodes": False, "episodes_at_most": False}
+           "episodes": False, "episodes_at_most": False, "counts_deceased": False}
 DEFAULT_EPISODES_AT_MOST = 10
 ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
@@ -587,6 +587,9 @@ class _Compiler:
         achievers = m.get("achievers_kept", False)
         if not isinstance(achievers, bool):
             self.p.error(r.loc_of(m, "achievers_kept"), "achievers_kept should be true or false")
+        counts_deceased = m.get("counts_deceased", False)
+        if not isinstance(counts_deceased, bool):
+            self.p.error(r.loc_of(m, "counts_deceased"), "counts_deceased should be true or false")
         ecqm = self.ecqm(m, mid)
         if not mid or ip is None or den is None or num is None or ("episodes" in m and episodes is None):
             return None
@@ -615,7 +618,7 @@ class _Compiler:
             self.add_condition(f"{key}:episodes_over", ir.Compare(">", ir.Count(named), ir.Const(float(at_most), ir.NUMBER)),
                                r.loc_of(m, "episodes"))
         return Measure(mid, r.text(m, "title", "title"), loc, bool(achievers), r.text_list(m, "evidence", "evidence"),
-                       excl is not None, ecqm, has_exceptions=exc is not None,
+                       excl is not None, ecqm, has_exceptions=exc is not None, counts_deceased=bool(counts_deceased),
                        episodes_at_most=at_most if episodes is not None else 0)
 
     def ecqm(self, m, mid) -> EcqmRef | None:

@@ -125,6 +125,7 @@ class Measure:
     ecqm: EcqmRef | None = None  # set for eCQM measures: conformance kits are matched by its url
     has_exceptions: bool = False  # a denominator-exceptions step (conditions key measure:<id>:exc)
     episodes_at_most: int = 0  # > 0: counted per episode, keys measure:<id>:<step>#1 .. #episodes_at_most
+    counts_deceased: bool = False  # evaluated for a patient who died (the measure's own steps use death_date)
 
     @property
     def episode_based(self) -> bool:
