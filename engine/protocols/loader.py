@@ -42,7 +42,7 @@ MEASURE = {"id": True, "title": True, "initial_population": False, "denominator"
 DEFAULT_EPISODES_AT_MOST = 10
 ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
-            "unit": False, "analyte": False, "kind": False}
+            "unit": False, "analyte": False, "kind": False, "incomplete": False}
 POPULATION = {"all": False, "any": False, "since": False}
 CONDITION_FORMS = ("all", "any", "not")
 
@@ -153,6 +153,16 @@ class _Compiler:
             if vs is None:
                 continue
             vs = vs.with_options(unit, analyte, kinds)
+            if vs.expansion_total is not None:
+                # a truncated expansion: codes beyond it are never matched. The protocol must say how it
+                # handles that (`incomplete: <how>`), else `validate` warns
+                if not str(vm.get("incomplete") or "").strip():
+                    self.p.warning(loc, f"value set {name!r} is a truncated expansion ({len(vs.codes)} of "
+                                        f"{vs.expansion_total} codes): facts coded with a missing code are not "
+                                        f"matched", expected="a complete expansion, or incomplete: <how the "
+                                        "protocol handles it>")
+            elif "incomplete" in vm:
+                self.p.warning(loc, f"value set {name!r} is marked incomplete but its expansion is complete")
             self.valuesets[name] = vs
             self.decls[name] = ValueSetDecl(name, unit, analyte, vs.columns, vs.any_code)
 

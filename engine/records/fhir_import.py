@@ -464,6 +464,8 @@ def _value_into(d: _Draft, holder: Any, path: tuple, warnings: list[str]) -> Non
             d.value = float(q.value)
             d.paths["value"] = path + ("valueQuantity", "value")
         d.unit = q.code or q.unit  # UCUM code over free-text unit
+        if q.code and q.system:
+            d.attrs["unit_system"] = q.system  # a coded unit (eCQMs read a value's unit only when coded in UCUM)
         if q.comparator:
             d.attrs["comparator"] = q.comparator
     elif getattr(holder, "valueInteger", None) is not None:
