@@ -33,7 +33,7 @@ AGE_AT = {"age_at_period_start": "age_at_period_start", "age_at_period_end": "ag
 # Fields an event can be filtered on: its own, plus the attributes importers keep (see records/).
 EVENT_FIELDS = {"value", "status", "setting", "kind", "source", "value_code", "code", "class", "intent",
                 "verification_status", "clinical_status", "category", "discharge_disposition", "do_not_perform",
-                "body_site", "reason", "severity", "resource", "result", "start", "end", "unit_system"}
+                "body_site", "reason", "severity", "resource", "result", "start", "end", "unit_system", "profile"}
 # Fields that are codings (kept by the importer as lists of {system, code}): matched `in <value set>`.
 CODED_FIELDS = {"value_code", "code", "discharge_disposition", "body_site", "reason", "severity"}
 NUMBER_FUNCS = {"exp": (1, 1), "ln": (1, 1), "power": (2, 2), "least": (2, 99), "greatest": (2, 99),

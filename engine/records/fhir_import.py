@@ -747,6 +747,9 @@ def _coded_attrs(e: _Entry, attrs: dict) -> None:
         sev = _codes(r.severity)
         if sev:
             attrs["severity"] = as_list(sev)
+    profiles = [p.rstrip("/").rsplit("/", 1)[-1].split("|")[0] for p in ((r.meta.profile or []) if r.meta else []) if p]
+    if profiles:  # the declared profiles by name (QI-Core negation: e.g. qicore-servicenotrequested)
+        attrs["profile"] = profiles
     if any(m.url and m.url.rsplit("/", 1)[-1] == EXT_NOT_DONE and m.valueBoolean
            for m in getattr(r, "modifierExtension", None) or []):
         attrs["do_not_perform"] = True  # QI-Core "not done" (e.g. an observation not performed, with a reason)
