@@ -115,7 +115,30 @@ def run_kit(kit_dir: Path | str, protocols_dir: Path | str = DEFAULT_PROTOCOLS, 
         raise KitError(f"{kit_dir}: no cases (expected cases/<case>/bundle.json + expected.json)")
     km = kit_measure(kit_dir)
     proto, measure = find_protocol(km, protocols_dir)
+    if engine == "batch":  # the population engine over the whole kit at once, as it runs on a registry
+        _precompute_batch(kit_dir, cases, proto, km)
     return [run_case(kit_dir.name, c, proto, measure, km, engine) for c in cases]
+
+
+def _precompute_batch(kit_dir: Path, cases: list[Path], proto: Protocol, km: KitMeasure) -> None:
+    from engine.evaluate.batch import precompute
+    from engine.records.fhir_import import BundleError, import_bundle
+
+    by_period: dict[tuple, list] = {}
+    for c in cases:
+        try:
+            exp = json.loads((c / "expected.json").read_text(encoding="utf-8"))
+            mp = exp.get("measurement_period") or {}
+            start, end = _date(mp.get("start")) or km.period_start, _date(mp.get("end")) or km.period_end
+            imported = import_bundle(json.loads((c / "bundle.json").read_text(encoding="utf-8")),
+                                     source_system=f"{kit_dir.name}/{c.name}", single_patient=True)
+        except (BundleError, json.JSONDecodeError, OSError, KeyError):
+            continue  # run_case reports it
+        if start and end and len(imported.records) == 1:
+            by_period.setdefault((start, end), []).extend(imported.records)
+    for (start, end), records in by_period.items():
+        if len({r.patient.nhs_number for r in records}) == len(records):
+            precompute(records, proto, Context.as_of(end, proto.period, start))
 
 
 def run_case(kit: str, case_dir: Path, proto: Protocol, measure: Measure, km: KitMeasure,
