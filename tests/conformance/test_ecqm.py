@@ -1,4 +1,5 @@
-"""eCQM conformance: every published test case of the CMS122 and CMS165 kits, on every engine.
+"""eCQM conformance: every published test case of the eight kits (CMS122, CMS165, CMS135, CMS144, CMS2,
+CMS159, CMS69, CMS22), on every engine.
 
 Per case on durable-rules and the plain-Python reference; the batch (DuckDB) engine over each whole
 kit at once, key for key against the per-patient engine.
@@ -18,7 +19,8 @@ from engine.conformance import POPULATIONS, case_dirs, find_protocol, kit_measur
 
 KITS_ROOT = (Path(__file__).parents[2] / ".." / "shared" / "conformance" / "ecqm").resolve()
 PROTOCOLS = (Path(__file__).parents[2] / "protocols").resolve()
-KITS = {"CMS122": 56, "CMS165": 68}  # published case counts (each kit's README)
+KITS = {"CMS122": 56, "CMS165": 68, "CMS135": 35, "CMS144": 39, "CMS2": 36, "CMS159": 67, "CMS69": 62,
+        "CMS22": 43}  # published case counts (each kit's README)
 ENGINES = ["durable", "python"]
 
 
@@ -89,7 +91,8 @@ def test_batch_engine_over_the_whole_kit_fires_what_the_per_patient_engine_fires
     for c in case_dirs(kit_dir):
         exp = json.loads((c / "expected.json").read_text(encoding="utf-8"))
         periods.add((exp["measurement_period"]["start"], exp["measurement_period"]["end"]))
-        records += import_bundle(json.loads((c / "bundle.json").read_text(encoding="utf-8")), source_system=c.name).records
+        records += import_bundle(json.loads((c / "bundle.json").read_text(encoding="utf-8")), source_system=c.name,
+                                 single_patient=True).records
     assert len(periods) == 1, f"{kit}: cases with different measurement periods {periods}"
     start, end = (dt.date.fromisoformat(x) for x in periods.pop())
     assert len({r.patient.nhs_number for r in records}) == len(records) == KITS[kit]
