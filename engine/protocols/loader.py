@@ -235,6 +235,8 @@ class _Compiler:
         try:
             return compile_expr(str(node.value).strip(), self.scope(), want)
         except ExprError as e:
+            if e.message.endswith("has errors of its own (see above)"):
+                return None  # the definition's own error is reported once, where it is; not again at each use
             loc, msg, expected, suggestion = e.located(node.loc, node.quoted)
             self.p.error(loc, f"in {what}: {msg}", expected, suggestion)
             return None

@@ -275,3 +275,11 @@ def test_truncated_value_set_warns_unless_declared(tmp_path):
     ok = load_protocol(write_protocol(tmp_path, protocol_text(
         valuesets={"t": {"fhir": "t.json", "incomplete": "only the first code; others not matched"}}, rules={"r": "t exists"})))
     assert not ok.warnings
+
+
+def test_a_broken_definition_is_reported_once(tmp_path):
+    text = protocol_text(valuesets=VS, define={"broken": "latest(xx) exists", "a": "broken and age > 1"},
+                         population="broken", rules={"r": "a and broken"})
+    with pytest.raises(ProtocolError) as e:
+        load_protocol(write_protocol(tmp_path, text))
+    assert len(e.value.problems) == 1 and "unknown name 'xx'" in str(e.value)
