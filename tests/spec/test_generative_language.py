@@ -168,7 +168,7 @@ def a_fact(draw, i):
     attrs = draw(st.sampled_from([{}, {}, {"body_site": [{"system": SNOMED, "code": "24028007"}]},
                                   {"reason": [{"system": SNOMED, "code": "r1"}]}, {"value_boolean": False},
                                   {"value_string": "positive"}, {"value_string": ""}, {"start_unknown": True}]))
-    value = draw(st.sampled_from([None, None, 0.0, 1.0, 2.0, 4.5, 5.0, 10.0, 12.5]))
+    value = draw(st.sampled_from([None, None, None, None, 0.0, 1.0, 2.0, 4.5, 5.0, 10.0, 12.5]))
     return Fact(id=f"g{i}", kind="encounter" if code == "v1" else draw(st.sampled_from(["observation", "condition", "procedure"])),
                 codes=[{"system": "snomed", "code": code}], start=start, end=end, value=value,
                 unit=draw(st.sampled_from(["mmol/L", "umol/L", None])) if value is not None else None,
@@ -179,8 +179,8 @@ def a_fact(draw, i):
 @st.composite
 def patients(draw):
     out = []
-    for p in range(draw(st.integers(1, 6))):
-        facts = [draw(a_fact(i)) for i in range(draw(st.integers(0, 9)))]
+    for p in range(draw(st.integers(2, 6))):
+        facts = [draw(a_fact(i)) for i in range(draw(st.integers(3, 10)))]
         death = draw(st.sampled_from([None, None, None, REF - dt.timedelta(days=10), REF + dt.timedelta(days=5)]))
         birth = REF - relativedelta(years=draw(st.sampled_from([10, 17, 18, 40, 80]))) + dt.timedelta(days=draw(st.integers(-1, 1)))
         out.append(PatientRecord(patient=Patient(nhs_number=make_nhs_number(500000000 + p * 17) or make_nhs_number(500000001 + p * 17),
