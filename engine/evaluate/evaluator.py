@@ -305,6 +305,7 @@ def _measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
     uniq = {(f.source_system, f.id): f for f in facts}
     return MeasureResult(measure=m.id, title=m.title, initial_population=pops["ip"], denominator=pops["den"],
                          exclusion=pops["excl"], numerator=pops["num"], exception=pops["exc"], why_steps=steps,
+                         has_exceptions=m.has_exceptions,
                          provenance=_prov(proto, key, sentence(_head(m, pops), parts),
                                           evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
 
@@ -351,6 +352,7 @@ def _episode_measure(m, proto: Protocol, fired: set[str], d: Deriver) -> Measure
     return MeasureResult(measure=m.id, title=m.title, initial_population=counts["initial_population"] > 0,
                          denominator=counts["denominator"] > 0, exclusion=counts["exclusion"] > 0,
                          numerator=counts["numerator"] > 0, exception=counts["exception"] > 0, basis="episode",
+                         has_exceptions=m.has_exceptions,
                          counts=counts, episodes=episodes, why_steps=steps,
                          provenance=_prov(proto, key, why, evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
 

@@ -103,6 +103,7 @@ class MeasureResult(BaseModel):
     numerator: bool
     exception: bool = Field(default=False, description="denominator exception: in the denominator, not excluded, "
                                                       "numerator not met, and a documented reason holds")
+    has_exceptions: bool = Field(default=False, description="the measure has a denominator-exceptions step")
     basis: Literal["patient", "episode"] = "patient"
     counts: dict[str, int] | None = Field(default=None, description="episode basis: how many episodes are in each "
                                           "population (initial_population, denominator, exclusion, exception, numerator)")

@@ -114,3 +114,29 @@ def test_protocols_are_mapped_to_kits_by_their_ecqm_url():
         assert measure.id == kit
         assert measure.ecqm.url == km.url and measure.ecqm.version == km.version
         assert not measure.achievers_kept  # eCQM cascade: an excluded patient is never in the numerator
+
+
+def test_cli_engines_protocols_and_failing_case_whys(tmp_path):
+    """`carepath conformance KIT... --protocols DIR --engine E`: one summary line per kit and engine; a
+    failing case prints every population step's why (exceptions and exclusions included)."""
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    kit = str(KITS_ROOT / "CMS2")
+    res = CliRunner().invoke(app, ["conformance", kit, "--engine", "python", "--protocols", str(PROTOCOLS)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("36 passed, 0 failed") == 1
+    # the same measure with its exceptions step removed: the exception cases fail, each showing its steps
+    src = (PROTOCOLS / "ecqm" / "cms2-depression-screening.yaml").read_text(encoding="utf-8")
+    broken = src.replace("    exceptions:\n      - has_reason_not_screened\n", "")
+    assert broken != src
+    (tmp_path / "cms2.yaml").write_text(broken, encoding="utf-8")
+    (tmp_path / "valuesets").symlink_to(PROTOCOLS / "ecqm" / "valuesets")
+    res = CliRunner().invoke(app, ["conformance", kit, "--engine", "python", "--protocols", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "28 passed, 8 failed" in res.output  # the kit's 8 exception cases
+    assert "denominator-exception: expected 1, got 0" in res.output
+    assert "[excl] exclusion: no" in res.output and "[num] numerator: no" in res.output
+    res = CliRunner().invoke(app, ["conformance", kit, "--protocols", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2
