@@ -138,12 +138,25 @@ def individual_report(p: PatientRow, protocol: str, version: str, m: dict, perio
         "status": "complete", "type": "individual", "measure": measure_url(protocol, m["measure"]) + f"|{version}",
         "subject": patient_ref(p), "date": instant(evaluated_at),
         "period": {"start": period[0].isoformat(), "end": period[1].isoformat()},
-        "group": [{"code": {"text": m.get("title")}, "population": [
-            _population("initial-population", int(bool(m["initial_population"]))),
-            _population("denominator", int(bool(m["denominator"]))),
-            _population("denominator-exclusion", int(bool(m["exclusion"]))),
-            _population("numerator", int(bool(m["numerator"])))]}],
+        "group": [{"code": {"text": m.get("title")}, "population": _individual_populations(m)}],
         "extension": [{"url": BASE + "StructureDefinition/why", "valueString": m["provenance"]["why"]}]}))
+
+
+def _individual_populations(m: dict) -> list[dict]:
+    """The patient's populations: 0/1 each, or for a measure counted per episode how many of the patient's
+    episodes are in each; denominator-exception when the measure has an exceptions step."""
+    counts = m.get("counts")
+    if counts:
+        n = {"initial-population": counts["initial_population"], "denominator": counts["denominator"],
+             "denominator-exclusion": counts["exclusion"], "denominator-exception": counts.get("exception", 0),
+             "numerator": counts["numerator"]}
+    else:
+        n = {"initial-population": int(bool(m["initial_population"])), "denominator": int(bool(m["denominator"])),
+             "denominator-exclusion": int(bool(m["exclusion"])), "denominator-exception": int(bool(m.get("exception"))),
+             "numerator": int(bool(m["numerator"]))}
+    if not (m.get("has_exceptions") or counts):
+        del n["denominator-exception"]
+    return [_population(code, count) for code, count in n.items()]
 
 
 def summary_report(fig: dict, period: tuple[dt.date, dt.date], now: dt.datetime) -> dict:

@@ -4,7 +4,7 @@
     carepath evaluate --bundle FILE [--as-of D]    care plan, tasks, flags, measures with why-lines
     carepath ingest FILE...                        load FHIR bundles into the registry (idempotent)
     carepath demo                                  seed the demo registry and show a care plan
-    carepath conformance KIT_DIR [--format json]   run an eCQM test kit (N passed, M failed)
+    carepath conformance KIT_DIR... [--protocols DIR] [--engine E|all] [--format json]   eCQM kits (N passed, M failed)
     carepath test | impact | docs | draft | publish  authoring (engine/cli_authoring.py)
     carepath audit verify-log [--database-url URL]  check the access log's hash chain (exit 1 if broken)
 """
@@ -296,21 +296,47 @@ def ingest(files: list[Path] = typer.Argument(..., help="FHIR R4 Bundle JSON fil
 
 
 @app.command()
-def conformance(kit_dir: Path = typer.Argument(..., help="eCQM test kit folder (terminology.json + cases/)"),
+def conformance(kit_dirs: list[Path] = typer.Argument(..., metavar="KIT_DIR...",
+                                                     help="eCQM test kit folder(s) (terminology.json + cases/)"),
+                protocols: Optional[Path] = typer.Option(
+                    None, "--protocols",
+                    help="Protocol folder searched (recursively, valuesets/ and *.tests.yaml skipped) for the protocol "
+                         "whose measure declares the kit's `ecqm: {url, version}`. Default: the repository's "
+                         "protocols/ folder (eCQMs are in protocols/ecqm/)."),
+                engine: str = typer.Option("durable", "--engine", help="durable, python, batch or all"),
                 format: str = typer.Option("text", "--format", help="text or json")):
-    """Run an eCQM conformance kit against the protocol whose measure declares the kit's ecqm url."""
-    from engine.conformance import KitError, render_json, render_text, run_kit
+    """Run eCQM conformance kits: each case's bundle is evaluated as of its measurement period end and its
+    populations (IP, DEN, DENEX, DENEXCEP, NUM; counts per episode for episode-based measures) compared
+    with the published MeasureReport. Prints `N passed, M failed` per kit and engine; a failing case shows
+    every population step's why and the protocol's definitions. Exit 1 if any case fails, 2 if a kit
+    cannot be run."""
+    from engine.conformance import DEFAULT_PROTOCOLS as PROTO_DIR, ENGINES, KitError, render_json, render_text, run_kit
 
-    try:
-        results = run_kit(kit_dir)
-    except KitError as e:
-        err.print(str(e))
-        raise typer.Exit(2) from None
+    engines = list(ENGINES) if engine == "all" else [engine]
+    if any(e not in ENGINES for e in engines):
+        err.print(f"unknown engine {engine!r} (expected durable, python, batch or all)")
+        raise typer.Exit(2)
+    proto_dir = protocols or PROTO_DIR
+    ok, runs = True, []
+    for kit_dir in kit_dirs:
+        for e in engines:
+            try:
+                results = run_kit(kit_dir, proto_dir, e)
+            except KitError as ex:
+                err.print(str(ex))
+                raise typer.Exit(2) from None
+            ok = ok and all(r.passed for r in results)
+            runs.append((kit_dir, e, results))
+            if format != "json":
+                render_text(results, console)
+                if len(kit_dirs) * len(engines) > 1:
+                    console.print(f"^ {Path(kit_dir).name} on {e}", highlight=False)
     if format == "json":
-        print(render_json(results))
-    else:
-        render_text(results, console)
-    raise typer.Exit(0 if all(r.passed for r in results) else 1)
+        if len(runs) == 1:
+            print(render_json(runs[0][2]))
+        else:
+            print("[" + ",\n".join(render_json(r) for _, _, r in runs) + "]")
+    raise typer.Exit(0 if ok else 1)
 
 
 # ---- the HTTP service and its users ------------------------------------------------------------------

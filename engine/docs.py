@@ -256,13 +256,16 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         w("")
         for m in p.measures:
             k = f"measure:{m.id}"
-            den = p.conditions.get(f"{k}:den")
-            w(f"- **{m.id}** {m.title}")
+            sfx = "#1" if getattr(m, "episode_based", False) else ""  # per episode: the steps of the first one
+            den = p.conditions.get(f"{k}:den{sfx}")
+            w(f"- **{m.id}** {m.title}" + (" (counted per episode)" if sfx else ""))
             if den is not None and not isinstance(ir.unwrap(den), ir.Const):
                 w(f"  - denominator: on the register and {plain(den)}")
-            if f"{k}:excl" in p.conditions:
-                w(f"  - exclusions: {plain(p.conditions[f'{k}:excl'])}" + (" (patients meeting the target are kept)" if m.achievers_kept else ""))
-            w(f"  - numerator: {plain(p.conditions[f'{k}:num'])}")
+            if f"{k}:excl{sfx}" in p.conditions:
+                w(f"  - exclusions: {plain(p.conditions[f'{k}:excl{sfx}'])}" + (" (patients meeting the target are kept)" if m.achievers_kept else ""))
+            if f"{k}:exc{sfx}" in p.conditions:
+                w(f"  - exceptions: {plain(p.conditions[f'{k}:exc{sfx}'])}")
+            w(f"  - numerator: {plain(p.conditions[f'{k}:num{sfx}'])}")
             if m.evidence:
                 w(f"  - evidence: {'; '.join(m.evidence)}")
         w("")

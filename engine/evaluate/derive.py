@@ -156,6 +156,10 @@ class Deriver:
             return len(self._distinct_keys(n))
         if isinstance(n, ir.Arith):
             return arith(n.op, self.eval(n.left), self.eval(n.right))
+        if isinstance(n, ir.Func):
+            return func(n.name, [self.eval(a) for a in n.args])
+        if isinstance(n, ir.EpisodeRef):
+            raise TypeError("'episode' outside a measure counted per episode")
         if isinstance(n, ir.Points):
             return n.points if self.eval(n.when) else 0.0
         if isinstance(n, ir.Sum):
@@ -187,6 +191,10 @@ class Deriver:
                 return age_on(p.birth_date, self.ctx.period_end)
             if n.name == "sex":
                 return p.sex.value
+            if n.name == "birth_date":
+                return p.birth_date
+            if n.name == "death_date":  # as of the reference date: a later death has not happened yet
+                return p.death_date if p.death_date is not None and p.death_date <= self.ctx.reference_date else None
         if isinstance(n, ir.ContextDate):
             return getattr(self.ctx, n.name)
         if isinstance(n, ir.Const):
@@ -253,6 +261,13 @@ class Deriver:
         if n.kind == "ago":
             lo = self.ctx.reference_date - shift(n.duration)
             keep = [e for e in events if lo < e.day <= self.ctx.reference_date]
+        elif n.kind in ("after", "before") and n.anchor.type == ir.SET:  # any of a list of events' dates
+            days = [a.day for a in self._as_list(self.eval(n.anchor))]
+            d = shift(n.duration)
+            if n.kind == "after":
+                keep = [e for e in events if any(a <= e.day <= a + d for a in days)]
+            else:
+                keep = [e for e in events if any(a - d <= e.day <= a for a in days)]
         elif n.kind in ("after", "before"):
             anchor = self.eval(n.anchor)
             if anchor is None:
@@ -293,6 +308,10 @@ class Deriver:
         """A predicate on events: does the event stand in `relation` to the interval?"""
         if span.kind == "events":
             spans = [(c.fact.start, c.fact.end) for c in self._as_list(self.eval(span.events))]
+            if span.open_start:  # on or before E: up to each event's end (one still going on: any time)
+                spans = [(dt.datetime.min.replace(tzinfo=s.tzinfo), e) for s, e in spans]
+            elif span.open_end:  # on or after E: from each event's start on
+                spans = [(s, None) for s, e in spans]
 
             def inside(t: dt.datetime) -> bool:
                 return any(s <= t and (e is None or t <= e) for s, e in spans)
@@ -309,7 +328,8 @@ class Deriver:
         if span.kind == "period":
             lo, hi = self.ctx.period_start, self.ctx.period_end
         else:
-            lo, hi = self.eval(span.start), self.eval(span.end)
+            lo = self.eval(span.start) if span.start is not None else dt.date.min
+            hi = self.eval(span.end) if span.end is not None else dt.date.max
             if lo is None or hi is None:
                 return lambda ev: False
 
@@ -333,6 +353,20 @@ class Deriver:
 
     def _field_matches(self, e: Ev, n: ir.Where) -> bool:
         f = e.fact
+        if n.op == "exists":
+            if n.field == "value":
+                return e.value is not None
+            if n.field == "result":
+                return result_text(e) is not None
+            if n.field == "start":  # the source gave a start (not taken from its end)
+                return not f.attrs.get("start_unknown")
+            if n.field == "end":
+                return f.end is not None
+            if n.field in ("value_code", "code"):
+                return bool(f.value_codes if n.field == "value_code" else f.codes)
+            raw = {"status": f.status, "setting": f.care_setting.value, "kind": f.kind.value,
+                   "source": f.source_system}.get(n.field, f.attrs.get(n.field))
+            return field_present(raw)
         if n.field == "value":
             return compare(n.op, e.value, n.value)
         if n.field in ("value_code", "code"):
@@ -368,6 +402,9 @@ class Deriver:
             day = min(e.day for e in events)
             same = [e for e in events if e.day == day]
             return min(same, key=lambda e: (lowest_first(e), e.fact.start, e.fact.id))
+        if n.how == "nth":  # the index-th event (from 1) in time order
+            ordered = sorted(events, key=lambda e: (e.fact.start, e.fact.id))
+            return ordered[n.index - 1] if len(ordered) >= n.index else None
         valued = [e for e in events if e.value is not None]
         if not valued:
             return None
@@ -391,6 +428,45 @@ def result_text(ev: Ev) -> str | None:
     if isinstance(f.attrs.get("value_boolean"), bool):
         return "true" if f.attrs["value_boolean"] else "false"
     return None
+
+
+def field_present(raw) -> bool:
+    """A source attribute counts as recorded unless absent, None, '' or an empty list."""
+    if raw is None or raw == "" or raw == []:
+        return False
+    return True
+
+
+def func(name: str, args: list) -> float | None:
+    """exp / ln / power / least / greatest / abs; missing in (any argument) -> missing out, and
+    ln of x <= 0, a power that is not a finite real number, missing too."""
+    if any(a is None for a in args):
+        return None
+    xs = [float(a) for a in args]
+    try:
+        if name == "exp":
+            v = math.exp(xs[0])
+        elif name == "ln":
+            v = math.log(xs[0]) if xs[0] > 0 else None
+        elif name == "power":
+            if xs[0] < 0 and not xs[1].is_integer():
+                return None
+            if xs[0] == 0 and xs[1] < 0:
+                return None
+            v = math.pow(xs[0], xs[1])
+        elif name == "least":
+            v = min(xs)
+        elif name == "greatest":
+            v = max(xs)
+        elif name == "abs":
+            v = abs(xs[0])
+        else:
+            raise ValueError(name)
+    except OverflowError:
+        return None
+    if v is None or math.isnan(v) or math.isinf(v):
+        return None
+    return v
 
 
 def arith(op: str, a, b) -> float | None:

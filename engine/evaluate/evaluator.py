@@ -21,7 +21,7 @@ from engine.evaluate import rules as dr
 from engine.evaluate.derive import Context, Deriver, shift
 from engine.evaluate.explain import clauses, evidence_items, fmt_value, score_lines, sentence
 from engine.evaluate.lowering import Lowered, eval_lowered, lower_all, summary_fact
-from engine.evaluate.outputs import (Assignment, CarePlanItem, Evaluation, Flag, GoalResult, MeasureResult,
+from engine.evaluate.outputs import (Assignment, CarePlanItem, EpisodeResult, Evaluation, Flag, GoalResult, MeasureResult,
                                      ProtocolResult, Provenance, ScoreResult, SegmentResult, Task, TierResult)
 from engine.protocols import ir
 from engine.protocols.agreements import Agreement, resolve
@@ -88,8 +88,13 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
     res = ProtocolResult(protocol=proto.id, version=proto.version, title=proto.title, on_register=False, register_why="")
     if deceased:
         res.register_why = f"Not on {proto.title}: died on {record.patient.death_date.isoformat()}."
-        res.measures = [MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False,
+        counted = [m for m in proto.measures if m.counts_deceased]
+        fired, d = fired_conditions(record, proto, ctx, options.engine) if counted else (set(), None)
+        res.measures = [_measure(m, proto, fired, d) if m.counts_deceased else MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False,
                                       exclusion=False, numerator=False,
+                                      basis="episode" if m.episode_based else "patient",
+                                      counts=(dict.fromkeys(("initial_population", "denominator", "exclusion",
+                                                             "exception", "numerator"), 0) if m.episode_based else None),
                                       provenance=_prov(proto, f"measure:{m.id}", "Patient had died before the reference date."))
                         for m in proto.measures]
         return res
@@ -232,34 +237,124 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
     return res
 
 
-def _measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
-    key = f"measure:{m.id}"
-    ip = f"{key}:ip" in fired
-    den = ip and f"{key}:den" in fired
-    met = den and f"{key}:num" in fired
-    excl = den and f"{key}:excl" in fired
+STEP_WORDS = {"ip": "initial population", "den": "denominator", "excl": "exclusion", "exc": "exception",
+              "num": "numerator"}
+
+
+def _populations(m, fired: set[str], key: str, sfx: str) -> dict[str, bool]:
+    """The eCQM cascade for one patient (sfx '') or one episode (sfx '#k'): denominator within the initial
+    population; exclusions within the denominator; the numerator among those not excluded; exceptions
+    among those in the denominator, not excluded and not meeting the numerator."""
+    ip = f"{key}:ip{sfx}" in fired
+    den = ip and f"{key}:den{sfx}" in fired
+    met = den and f"{key}:num{sfx}" in fired
+    excl = den and f"{key}:excl{sfx}" in fired
     if m.achievers_kept:
         excl = excl and not met  # QOF: achievers are selected before any exclusion rule
     num = met and not excl
-    parts = []
-    if not ip:
+    exc = den and not excl and not met and f"{key}:exc{sfx}" in fired
+    return {"ip": ip, "den": den, "excl": excl, "exc": exc, "num": num, "met": met}
+
+
+def _step_whys(m, proto: Protocol, d: Deriver, key: str, sfx: str, pops: dict[str, bool]) -> dict[str, str]:
+    """Each population step's why (every step the patient / episode reached, exclusions and exceptions
+    included), so a failing case shows why each population came out as it did."""
+    out: dict[str, str] = {}
+    reached = {"ip": True, "den": pops["ip"], "excl": pops["den"], "exc": pops["den"] and not pops["excl"],
+               "num": pops["den"]}
+    for step in ("ip", "den", "excl", "exc", "num"):
+        cond = proto.conditions.get(f"{key}:{step}{sfx}")
+        if cond is None or not reached[step]:
+            continue
+        truth = pops["met"] if step == "num" else pops[step] if step in ("ip", "den") else bool(d.eval(cond))
+        word = STEP_WORDS[step]
+        out[step] = sentence(f"{word}: {'yes' if truth else 'no'}", clauses(cond, d, truth))
+    return out
+
+
+def _head(m, pops: dict[str, bool]) -> str:
+    if not pops["ip"]:
+        return f"{m.title}: not in the initial population"
+    if not pops["den"]:
+        return f"{m.title}: not in the denominator"
+    if pops["excl"]:
+        return f"{m.title}: excluded"
+    if pops["exc"]:
+        return f"{m.title}: denominator exception"
+    return f"{m.title}: {'numerator met' if pops['num'] else 'numerator not met'}"
+
+
+def _measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
+    key = f"measure:{m.id}"
+    if m.episode_based:
+        return _episode_measure(m, proto, fired, d)
+    pops = _populations(m, fired, key, "")
+    steps = _step_whys(m, proto, d, key, "", pops)
+    if not pops["ip"]:
         parts = clauses(proto.conditions[f"{key}:ip"], d, False)
-        head = f"{m.title}: not in the initial population"
-    elif not den:
+    elif not pops["den"]:
         parts = clauses(proto.conditions[f"{key}:den"], d, False)
-        head = f"{m.title}: not in the denominator"
-    elif excl:
+    elif pops["excl"]:
         parts = clauses(proto.conditions[f"{key}:excl"], d, True)
-        head = f"{m.title}: excluded"
+    elif pops["exc"]:
+        parts = clauses(proto.conditions[f"{key}:exc"], d, True)
     else:
-        parts = clauses(proto.conditions[f"{key}:num"], d, met)
-        head = f"{m.title}: {'numerator met' if num else 'numerator not met'}"
-    cond_keys = [k for k in (f"{key}:ip", f"{key}:num", f"{key}:excl") if k in proto.conditions]
+        parts = clauses(proto.conditions[f"{key}:num"], d, pops["met"])
+    cond_keys = [k for k in (f"{key}:ip", f"{key}:num", f"{key}:excl", f"{key}:exc") if k in proto.conditions]
     facts = [f for k in cond_keys for f in d.evidence(proto.conditions[k])]
     uniq = {(f.source_system, f.id): f for f in facts}
-    return MeasureResult(measure=m.id, title=m.title, initial_population=ip, denominator=den, exclusion=excl,
-                         numerator=num, provenance=_prov(proto, key, sentence(head, parts),
-                                                         evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
+    return MeasureResult(measure=m.id, title=m.title, initial_population=pops["ip"], denominator=pops["den"],
+                         exclusion=pops["excl"], numerator=pops["num"], exception=pops["exc"], why_steps=steps,
+                         has_exceptions=m.has_exceptions,
+                         provenance=_prov(proto, key, sentence(_head(m, pops), parts),
+                                          evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
+
+
+def _episode_measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
+    """A measure counted per episode: the populations of each episode (episode k is the k-th event of the
+    measure's `episodes:` in time order), counted; the patient-level flags say whether any episode is in."""
+    key = f"measure:{m.id}"
+    episodes: list[EpisodeResult] = []
+    counts = dict.fromkeys(("initial_population", "denominator", "exclusion", "exception", "numerator"), 0)
+    steps: dict[str, str] = {}
+    facts = []
+    for k in range(1, m.episodes_at_most + 1):
+        if f"{key}:ip#{k}" not in fired:
+            continue
+        pops = _populations(m, fired, key, f"#{k}")
+        ep_node = next(n for n in ir.walk(proto.conditions[f"{key}:ip#{k}"])
+                       if isinstance(n, ir.Named) and n.name == f"episode_{k}")
+        ev = d.eval(ep_node)
+        whys = _step_whys(m, proto, d, key, f"#{k}", pops)
+        label = f"episode {k}" + (f" ({ev.fact.kind.value} {ev.day.isoformat()})" if ev is not None else "")
+        steps.update({f"{s}#{k}": f"{label}: {w}" for s, w in whys.items()})
+        episodes.append(EpisodeResult(episode=k, fact=ev.fact.id if ev is not None else None,
+                                      date=ev.day if ev is not None else None, initial_population=pops["ip"],
+                                      denominator=pops["den"], exclusion=pops["excl"], exception=pops["exc"],
+                                      numerator=pops["num"], why=f"{label}: {_head(m, pops)}"))
+        for name, flag in (("initial_population", "ip"), ("denominator", "den"), ("exclusion", "excl"),
+                           ("exception", "exc"), ("numerator", "num")):
+            counts[name] += int(pops[flag])
+        for step in ("num", "excl", "exc"):
+            if f"{key}:{step}#{k}" in proto.conditions:
+                facts += d.evidence(proto.conditions[f"{key}:{step}#{k}"])
+    if f"{key}:episodes_over" in fired:
+        d.out.data_problems.append(f"measure {m.id}: more than {m.episodes_at_most} episodes; only the first "
+                                   f"{m.episodes_at_most} are counted (raise episodes_at_most)")
+    if episodes:
+        why = f"{m.title}: " + "; ".join(e.why.replace(f"{m.title}: ", "")
+                                          for e in episodes) + "."
+    else:
+        parts = clauses(proto.conditions[f"{key}:ip#1"], d, False)
+        why = sentence(f"{m.title}: no episode in the initial population", parts)
+        steps["ip"] = why
+    uniq = {(f.source_system, f.id): f for f in facts}
+    return MeasureResult(measure=m.id, title=m.title, initial_population=counts["initial_population"] > 0,
+                         denominator=counts["denominator"] > 0, exclusion=counts["exclusion"] > 0,
+                         numerator=counts["numerator"] > 0, exception=counts["exception"] > 0, basis="episode",
+                         has_exceptions=m.has_exceptions,
+                         counts=counts, episodes=episodes, why_steps=steps,
+                         provenance=_prov(proto, key, why, evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
 
 
 def _activity_why(a, status: str, last_day, next_due, d: Deriver, proto: Protocol) -> str:

@@ -80,6 +80,20 @@ class Flag(BaseModel):
     provenance: Provenance
 
 
+class EpisodeResult(BaseModel):
+    """One episode of a measure counted per episode (e.g. one qualifying encounter)."""
+
+    episode: int = Field(description="1 = the first episode in time order")
+    fact: str | None = Field(default=None, description="id of the event that is the episode")
+    date: dt.date | None = None
+    initial_population: bool
+    denominator: bool
+    exclusion: bool
+    exception: bool = False
+    numerator: bool
+    why: str = ""
+
+
 class MeasureResult(BaseModel):
     measure: str
     title: str
@@ -87,6 +101,14 @@ class MeasureResult(BaseModel):
     denominator: bool
     exclusion: bool
     numerator: bool
+    exception: bool = Field(default=False, description="denominator exception: in the denominator, not excluded, "
+                                                      "numerator not met, and a documented reason holds")
+    has_exceptions: bool = Field(default=False, description="the measure has a denominator-exceptions step")
+    basis: Literal["patient", "episode"] = "patient"
+    counts: dict[str, int] | None = Field(default=None, description="episode basis: how many episodes are in each "
+                                          "population (initial_population, denominator, exclusion, exception, numerator)")
+    episodes: list[EpisodeResult] = Field(default_factory=list)
+    why_steps: dict[str, str] = Field(default_factory=dict, description="each population step's why")
     provenance: Provenance
 
 

@@ -28,6 +28,41 @@ from durable.lang import assert_fact, delete_state, get_host, m, ruleset, when_a
 
 from engine.evaluate.lowering import All, AnyOf, Cmp, Lowered
 
+
+class _SafeJson:
+    """durable-rules 2.0.28's JSON reader rejects a number written with an exponent and no decimal point
+    (Python writes 1e-05, 1e+300): "Could not assert fact, error code: 204" (found by the generative test,
+    tests/spec/test_generative_language.py: exp / ln / power give such values). The engine serialises the
+    fact itself with json.dumps, so its json module is replaced by this one, which writes such numbers
+    with a decimal point (1.0e-05: the same double) and leaves everything else as json does."""
+
+    import json as _json
+
+    loads = staticmethod(_json.loads)
+
+    @classmethod
+    def dumps(cls, obj, **kw):
+        if isinstance(obj, dict):
+            return "{" + ", ".join(f"{cls._json.dumps(str(k), **kw)}: {cls._value(v, kw)}" for k, v in obj.items()) + "}"
+        return cls._json.dumps(obj, **kw)
+
+    @classmethod
+    def _value(cls, v, kw) -> str:
+        if isinstance(v, float) and not isinstance(v, bool):
+            text = repr(v)
+            if "e" in text and "." not in text.split("e")[0]:
+                mantissa, exp = text.split("e")
+                return f"{mantissa}.0e{exp}"
+            return cls._json.dumps(v)
+        if isinstance(v, dict):
+            return cls.dumps(v, **kw)
+        return cls._json.dumps(v, **kw)
+
+
+import durable.engine as _durable_engine  # noqa: E402
+
+_durable_engine.json = _SafeJson
+
 _OPS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _lock = threading.Lock()  # the durable-rules host is process-global and not thread-safe
 _registered: dict[str, list[str]] = {}

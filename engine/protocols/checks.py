@@ -205,7 +205,12 @@ def logic_problems(proto) -> list[Problem]:
                                    expected="tiers from the most specific to the most general", severity="warning"))
     for m in proto.measures:
         k = f"measure:{m.id}"
-        parts = [conds[f"{k}:ip"], conds[f"{k}:den"]]
+        if getattr(m, "episode_based", False):
+            k += "#1"  # every episode has the same steps: check the first
+            parts = [conds[f"measure:{m.id}:ip#1"], conds[f"measure:{m.id}:den#1"]]
+            conds = {**conds, f"{k}:num": conds[f"measure:{m.id}:num#1"], f"{k}:den": conds[f"measure:{m.id}:den#1"]}
+        else:
+            parts = [conds[f"{k}:ip"], conds[f"{k}:den"]]
         if satisfiable(All(tuple(parts)))[0] is False:
             out.append(Problem(loc(f"{k}:den"), f"measure {m.id!r}: no patient can be in the denominator: "
                                                 f"{_describe_conflict(satisfiable(All(tuple(parts)))[1], lowered)}",

@@ -25,12 +25,19 @@ _PARSER = Lark(
     maybe_placeholders=False,
 )
 
-PATIENT_ATTRS = {"age", "sex"}
+PATIENT_ATTRS = {"age", "sex", "birth_date", "death_date"}
+MIXED_UNITS = "(values of value sets in different units)"
+EPISODE = "episode"  # the episode a measure counted per episode looks at (measures: episodes:)
 CONTEXT_DATES = {"reference_date", "period_start", "period_end"}
 AGE_AT = {"age_at_period_start": "age_at_period_start", "age_at_period_end": "age_at_period_end"}
 # Fields an event can be filtered on: its own, plus the attributes importers keep (see records/).
 EVENT_FIELDS = {"value", "status", "setting", "kind", "source", "value_code", "code", "class", "intent",
-                "verification_status", "clinical_status", "category", "discharge_disposition", "do_not_perform"}
+                "verification_status", "clinical_status", "category", "discharge_disposition", "do_not_perform",
+                "body_site", "reason", "severity", "resource", "result", "start", "end", "unit_system", "profile"}
+# Fields that are codings (kept by the importer as lists of {system, code}): matched `in <value set>`.
+CODED_FIELDS = {"value_code", "code", "discharge_disposition", "body_site", "reason", "severity"}
+NUMBER_FUNCS = {"exp": (1, 1), "ln": (1, 1), "power": (2, 2), "least": (2, 99), "greatest": (2, 99),
+                "abs": (1, 1)}
 COMP_NORMAL = {"=": "==", "==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 TYPE_WORDS = {
     ir.SET: "a list of events",
@@ -42,7 +49,8 @@ TYPE_WORDS = {
 }
 _TOKEN_WORDS = {
     "NAME": "a name", "SIGNED_NUMBER": "a number", "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "COMP": "a comparison (< <= = != >= >)", "UNIT": "a unit",
-    "DUR_UNIT": "days / weeks / months / years", "FUNC": "latest / earliest / count / exists / min / max",
+    "DUR_UNIT": "days / weeks / months / years",
+    "FUNC": "latest / earliest / count / exists / min / max / exp / ln / power / least / greatest / abs",
     "LPAR": "'('", "RPAR": "')'", "AND": "'and'", "OR": "'or'", "DOT": "'.'", "STRING": "quoted text",
 }
 
@@ -80,7 +88,7 @@ class Scope:
         self.definitions = definitions if definitions is not None else {}
 
     def known_names(self) -> list[str]:
-        return sorted(set(self.valuesets) | set(self.definitions) | PATIENT_ATTRS | CONTEXT_DATES | set(AGE_AT))
+        return sorted(set(self.valuesets) | set(self.definitions) | PATIENT_ATTRS | CONTEXT_DATES | set(AGE_AT) | {EPISODE})
 
 
 def parse(text: str) -> Tree:
@@ -98,6 +106,11 @@ def _syntax_error(text: str, e: UnexpectedInput) -> ExprError:
         return ExprError(f"the condition ends too early after {last!r}", 1, len(text.rstrip()) + 1, expected)
     if isinstance(e, UnexpectedToken):
         expected = _expected_words(e.accepts or e.expected)
+        word = str(e.token.value).lower()
+        if word in ("null", "none", "nil") or (word == "not" and "null" in text[e.token.start_pos:].lower()):
+            return ExprError(f"unexpected {e.token.value!r}: there is no null; say whether something is recorded",
+                             line, col, "'X exists' / 'X is missing' (an event, or a value such as latest(x).result); "
+                             "for events with a field recorded: 'x where result exists', 'x where value exists'")
         return ExprError(f"unexpected {e.token.value!r}", line, col, expected)
     if isinstance(e, UnexpectedCharacters):
         return ExprError(f"unexpected character {text[e.pos_in_stream]!r}", line, col,
@@ -185,8 +198,11 @@ class _Checker:
 
     def _exists(self, t):
         node = self.check(t.children[0])
+        if node.type in (ir.NUMBER, ir.DATE, ir.STRING) and getattr(ir.unwrap(node), "nullable", False):
+            return ir.Present(node)  # `latest(x).result exists`: the value is recorded (= not missing)
         if node.type not in (ir.SET, ir.EVENT):
-            raise self.err(t, f"'exists' needs an event or a list of events, not {TYPE_WORDS[node.type]}")
+            raise self.err(t, f"'exists' needs an event, a list of events or a value that may be missing, "
+                              f"not {TYPE_WORDS[node.type]}")
         return ir.Exists(node)
 
     def _missing(self, t):
@@ -247,8 +263,10 @@ class _Checker:
         n = ir.unwrap(node)
         while not isinstance(n, (ir.ValueSetRef, ir.EventUnion)):
             n = ir.unwrap(n.source)
-        if isinstance(n, ir.EventUnion):  # checked to share one unit when it was built
+        if isinstance(n, ir.EventUnion):
             units = [self.event_unit(i) for i in n.items]
+            if len({normalise_unit(u) for u, _ in units}) > 1:
+                return MIXED_UNITS, None
             analytes = {a for _, a in units}
             return units[0][0], (analytes.pop() if len(analytes) == 1 else None)
         return n.unit, n.analyte
@@ -260,10 +278,16 @@ class _Checker:
         elif isinstance(ir.unwrap(left), ir.Const) and not isinstance(ir.unwrap(right), ir.Const):
             var, const, flip = right, ir.unwrap(left), True
         else:
+            if MIXED_UNITS in (lu, ru):
+                raise self.err(tok, "a union of value sets in different units has no one unit to compare in",
+                               expected="a union of value sets declared with one unit")
             if normalise_unit(lu) != normalise_unit(ru) and lu and ru:
                 raise self.err(tok, f"cannot compare {lu} with {ru}", expected="values in the same unit")
             return left, right
         vu = getattr(var, "unit", None)
+        if vu == MIXED_UNITS:
+            raise self.err(tok, f"{ir.describe(var)} joins value sets whose values are in different units, so its "
+                                f"values cannot be compared", expected="a union of value sets declared with one unit")
         if const.unit is None:
             if vu not in (None, "a", "1"):
                 raise self.err(tok, f"the number needs a unit: the value is in {vu}", expected=f"e.g. {const.value:g} {vu}")
@@ -313,11 +337,15 @@ class _Checker:
             return ir.Patient(name)
         if name in CONTEXT_DATES:
             return ir.ContextDate(name)
+        if name == EPISODE:
+            return ir.EpisodeRef()
         raise self.err(tok, f"unknown name {name!r}", expected="a value set, a definition or age / sex",
                        suggestion=suggest(name, self.scope.known_names()))
 
     def _call(self, t):
         fn, arg = t.children
+        if fn.value in NUMBER_FUNCS:
+            return self._number_func(t, fn, [arg])
         node = self.check(arg)
         if node.type not in (ir.SET, ir.EVENT):
             raise self.err(arg, f"{fn.value}(...) needs a value set or list of events, not {TYPE_WORDS[node.type]}")
@@ -331,6 +359,43 @@ class _Checker:
         if f == "exists":
             return ir.Exists(node)
         raise self.err(fn, f"unknown function {f}")
+
+    def _call_many(self, t):
+        fn, *args = t.children
+        if fn.value not in NUMBER_FUNCS:
+            raise self.err(fn, f"{fn.value}(...) takes one list of events",
+                           expected="least(a, b, ...) / greatest(a, b, ...) / power(x, y) for numbers")
+        return self._number_func(t, fn, args)
+
+    def _number_func(self, t, fn, arg_ts):
+        """exp(x), ln(x), power(x, y), least(a, b, ...), greatest(a, b, ...), abs(x)."""
+        name = fn.value
+        lo, hi = NUMBER_FUNCS[name]
+        if not lo <= len(arg_ts) <= hi:
+            raise self.err(fn, f"{name}(...) takes {lo if lo == hi else f'{lo} to {hi}'} number(s), got {len(arg_ts)}")
+        args = [self.scalar(a) for a in arg_ts]
+        for a, at in zip(args, arg_ts):
+            if a.type != ir.NUMBER:
+                raise self.err(at, f"{name}(...) works on numbers, not {TYPE_WORDS[a.type]}",
+                               expected="a number, e.g. latest(x).value, count(...), age")
+        unit = None
+        if name in ("least", "greatest"):
+            base = next((a for a in args if not isinstance(ir.unwrap(a), ir.Const)), args[0])
+            aligned = [self.align_units(base, a, fn)[1] if a is not base else a for a in args]
+            units = {normalise_unit(getattr(a, "unit", None)) for a in aligned} - {None, "1"}
+            if len(units) > 1:
+                raise self.err(fn, f"{name}(...) of values in different units ({', '.join(sorted(units))})",
+                               expected="values in one unit")
+            args, unit = aligned, (units.pop() if units else None)
+        elif name == "abs":
+            unit = normalise_unit(getattr(args[0], "unit", None))
+        else:
+            for a, at in zip(args, arg_ts):
+                u = normalise_unit(getattr(a, "unit", None))
+                if u not in (None, "1", "a"):
+                    raise self.err(at, f"{name}(...) needs a plain number, not a value in {u}",
+                                   expected="divide by a value in the same unit first, e.g. x / (1 mmol/L)")
+        return ir.Func(name, tuple(args), unit)
 
     def _call_distinct(self, t):
         fn, key_tok, arg = t.children
@@ -425,10 +490,18 @@ class _Checker:
         return ir.Window(self.source(t.children[0]), "ago", self.duration(t.children[1]))
 
     def _within_after(self, t):
-        return ir.Window(self.source(t.children[0]), "after", self.duration(t.children[1]), self.as_date(t.children[2]))
+        return ir.Window(self.source(t.children[0]), "after", self.duration(t.children[1]), self.anchor(t.children[2]))
 
     def _within_before(self, t):
-        return ir.Window(self.source(t.children[0]), "before", self.duration(t.children[1]), self.as_date(t.children[2]))
+        return ir.Window(self.source(t.children[0]), "before", self.duration(t.children[1]), self.anchor(t.children[2]))
+
+    def anchor(self, t) -> ir.Node:
+        """What `within N after / before X` counts from: a date, one event (its date) or a list of events
+        (any of their dates: e.g. an assessment up to 7 days before any qualifying visit)."""
+        node = self.check(t)
+        if node.type == ir.SET:
+            return node
+        return self.as_date(t)
 
     # --- timing relations, intervals, date arithmetic, union ---
     TIMING = {"starts_during": "starts", "ends_during": "ends", "entirely_during": "entirely", "overlaps": "overlaps"}
@@ -446,12 +519,46 @@ class _Checker:
     def _timing_not(self, t):
         return self._timing(t, negate=True)
 
+    def _on_or_before(self, t, after: bool = False):
+        """`X ends on or before D` / `X starts on or after D`: a range open at one end (whole days)."""
+        src_t, point_t, bound_t = t.children
+        src = self.source(src_t)
+        node = self.check(bound_t)
+        if node.type in (ir.SET, ir.EVENT):
+            # against events: up to each one's end (on or before) / from each one's start (on or after)
+            span = ir.Span("events", events=node, open_start=not after, open_end=after)
+        else:
+            bound = self.range_end(bound_t)
+            span = ir.Span("range", start=bound, end=None) if after else ir.Span("range", start=None, end=bound)
+        return ir.Timing(src, self.TIMING[point_t.data], span)
+
+    def _on_or_after(self, t):
+        return self._on_or_before(t, after=True)
+
+    def _where_exists(self, t, negate: bool = False):
+        """`x where result exists`: keep events with the field recorded (`result`: a result of any kind,
+        number, coded value, text or yes/no; `value`: a number); `where F is missing` keeps the others."""
+        src = self.source(t.children[0])
+        fld = self._field(t.children[1])
+        return ir.Where(src, fld, "exists", None, negate)
+
+    def _where_start_end(self, fld: str, t):
+        raise self.err(t, f"'{fld}' can only be tested with 'where {fld} exists' / 'where {fld} is missing'",
+                       expected=f"e.g. x where {fld} exists; compare times with during / on or before / on or after")
+
+    def _where_missing(self, t):
+        return self._where_exists(t, negate=True)
+
     def span(self, t) -> ir.Span:
         if t.data == "iv_period":
             return ir.Span("period")
         if t.data == "iv_range":
             start, end = (self.range_end(c) for c in t.children)
             return ir.Span("range", start=start, end=end)
+        if t.data == "iv_until":  # [, end]: on or before end
+            return ir.Span("range", start=None, end=self.range_end(t.children[0]))
+        if t.data == "iv_from":  # [start, ]: on or after start
+            return ir.Span("range", start=self.range_end(t.children[0]), end=None)
         events = self.check(t.children[0])
         if events.type not in (ir.SET, ir.EVENT):
             raise self.err(t, f"an interval is 'period', [start, end] or a list of events, not {TYPE_WORDS[events.type]}",
@@ -491,10 +598,8 @@ class _Checker:
                 raise self.err(c, f"'union' joins lists of events, not {TYPE_WORDS[node.type]}")
             inner = ir.unwrap(node)
             items.extend(inner.items if isinstance(inner, ir.EventUnion) else [node])
-        units = {normalise_unit(self.event_unit(i)[0]) for i in items}
-        if len(units) > 1:
-            raise self.err(t, "'union' joins value sets whose values are in different units "
-                              f"({', '.join(sorted(str(u) for u in units))})", expected="value sets declared with one unit")
+        # value sets in different units may be joined (e.g. results and diagnoses); their values then
+        # have no one unit, and comparing them is an error (event_unit gives MIXED_UNITS)
         return ir.EventUnion(tuple(items))
 
     def _field(self, t):
@@ -517,6 +622,11 @@ class _Checker:
             var = ir.Attr(ir.Pick(src, "latest"), "value", unit, analyte)
             _, lit = self.align_units(var, lit, op_tok)
             return ir.Where(src, "value", op, lit.value, negate)
+        if fld in ("start", "end"):
+            self._where_start_end(fld, field_t)
+        if fld == "result":
+            raise self.err(field_t, "'result' is a result of any kind: test it with 'where result exists' / "
+                                    "'where result is missing'", expected="where value > ..., where value_code in ...")
         if lit.type == ir.NUMBER:
             raise self.err(lit_t, f"{fld} is text; put the value in quotes")
         return ir.Where(src, fld, op, self.field_literal(lit, lit_t, op), negate)

@@ -43,7 +43,7 @@ class Window:
 
     kind: 'ago'      (reference - d, reference]           look-back from the reference date
           'after'    [anchor, anchor + d]                  e.g. education within 12 months after diagnosis
-          'before'   [anchor - d, anchor]
+          'before'   [anchor - d, anchor]                  (an anchor that is a list of events: any of their dates)
           'period'   [period start, period end]            start date during the measurement period
           'overlaps' interval [start, end or open] meets the period
     """
@@ -64,7 +64,7 @@ class Where:
 
     source: "SetOrEvent"
     field: str
-    op: str  # comparison operator, or 'in' with a tuple of literals, or 'in-valueset'
+    op: str  # comparison operator, 'in' with a tuple of literals, 'in-valueset', or 'exists' (the field is recorded)
     value: object
     negate: bool = False  # keep the events for which the test does NOT hold (a missing field included)
 
@@ -78,15 +78,20 @@ class Span:
     """The interval a timing relation refers to.
 
     kind: 'period'  [period start, period end], whole days
-          'range'   [start, end], whole days, start / end are DATE nodes (e.g. period_start - 1 year)
+          'range'   [start, end], whole days, start / end are DATE nodes (e.g. period_start - 1 year);
+                    an end that is None is open (`[, period_end]`, `on or before X`)
           'events'  the time span [start, end] of each event of a list (an event without an end is
-                    still going on); compared with the time of day
+                    still going on); compared with the time of day. open_start: from the beginning of
+                    time to each event's end (`on or before E`); open_end: from each event's start on
+                    (`on or after E`)
     """
 
     kind: str
     start: "Node | None" = None
     end: "Node | None" = None
     events: "Node | None" = None
+    open_start: bool = False
+    open_end: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,12 +124,37 @@ class EventUnion:
 
 @dataclass(frozen=True)
 class Pick:
-    """One event from a set: latest / earliest by date, min / max by value (ties: latest date)."""
+    """One event from a set: latest / earliest by date, min / max by value (ties: latest date);
+    `nth` the index-th event (from 1) in time order (start, then id): an episode of a measure."""
 
     source: "SetOrEvent"
     how: str
+    index: int = 0
 
     type = EVENT
+
+
+@dataclass(frozen=True)
+class EpisodeRef:
+    """`episode`: the episode a measure counted per episode is looking at (one of its `episodes:`
+    events). Replaced by the n-th episode event when the measure's steps are compiled."""
+
+    type = EVENT
+    unit = None
+    analyte = None
+
+
+@dataclass(frozen=True)
+class Func:
+    """A scalar function of numbers: exp, ln, power(x, y), least(...), greatest(...), abs.
+    Missing if any argument is (least / greatest too: a missing value is never silently skipped);
+    ln of x <= 0 and a power that is not a real number are missing."""
+
+    name: str
+    args: tuple
+    unit: str | None = None
+    type = NUMBER
+    nullable = True
 
 
 # ---- scalars ------------------------------------------------------------------------------------
@@ -225,14 +255,18 @@ class DateShift:
 
 @dataclass(frozen=True)
 class Patient:
-    """A patient attribute: age (whole years at the reference date), sex."""
+    """A patient attribute: age (whole years at the reference date), sex, birth_date, death_date
+    (missing while alive, or when the death is after the reference date)."""
 
     name: str
-    nullable = False
 
     @property
     def type(self) -> str:
-        return NUMBER if self.name.startswith("age") else STRING
+        return NUMBER if self.name.startswith("age") else DATE if self.name.endswith("_date") else STRING
+
+    @property
+    def nullable(self) -> bool:
+        return self.name == "death_date"
 
     @property
     def unit(self) -> str | None:
@@ -315,9 +349,9 @@ class Named:
         raise AttributeError(item)
 
 
-SetOrEvent = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Named]
+SetOrEvent = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Named, EpisodeRef]
 Node = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Count, CountDistinct, Arith, Points, Sum, Attr,
-             DateShift, Patient, ContextDate, Const, Exists, Present, Compare, And, Or, Not, Named]
+             DateShift, Patient, ContextDate, Const, Exists, Present, Compare, And, Or, Not, Named, EpisodeRef, Func]
 
 
 def unwrap(node: Node) -> Node:
@@ -334,6 +368,8 @@ def children(node: Node) -> list[Node]:
         return [n.source] + ([n.anchor] if n.anchor is not None else [])
     if isinstance(n, (Where, Pick, Count, CountDistinct)):
         return [n.source]
+    if isinstance(n, Func):
+        return list(n.args)
     if isinstance(n, Arith):
         return [n.left, n.right]
     if isinstance(n, Points):
@@ -368,12 +404,44 @@ def walk(node: Node):
         yield from walk(c)
 
 
+def substitute(node: Node, old: Node, new: Node, _memo: dict | None = None) -> Node:
+    """The node with every occurrence of `old` replaced by `new` (frozen nodes are rebuilt)."""
+    import dataclasses
+    memo = {} if _memo is None else _memo
+    if type(node) is type(old) and node == old:
+        return new
+    if id(node) in memo:
+        return memo[id(node)][1]
+    if not dataclasses.is_dataclass(node) or isinstance(node, (Duration, Const)):
+        return node
+    changes = {}
+    for f in dataclasses.fields(node):
+        v = getattr(node, f.name)
+        if isinstance(v, tuple):
+            nv = tuple(substitute(x, old, new, memo) if dataclasses.is_dataclass(x) else x for x in v)
+        elif dataclasses.is_dataclass(v):
+            nv = substitute(v, old, new, memo)
+        else:
+            continue
+        if nv is not v and nv != v:
+            changes[f.name] = nv
+    out = dataclasses.replace(node, **changes) if changes else node
+    memo[id(node)] = (node, out)  # the node is kept so its id stays unique while memo lives
+    return out
+
+
+def uses_episode(node: Node) -> bool:
+    return any(isinstance(n, EpisodeRef) for n in walk(node))
+
+
 def base_valuesets(node: Node) -> list[str]:
     """The value sets a list of events is drawn from, in the order written (through windows, filters,
     timing, picks and unions)."""
     n = unwrap(node)
     if isinstance(n, ValueSetRef):
         return [n.name]
+    if isinstance(n, EpisodeRef):
+        return []
     if isinstance(n, EventUnion):
         out: list[str] = []
         for i in n.items:
@@ -417,13 +485,21 @@ def describe(node: Node) -> str:
         inner = describe(Where(n.source, n.field, n.op, n.value)).replace(f"{describe(n.source)} with ", "", 1)
         return f"{describe(n.source)} without {inner}"
     if isinstance(n, Where):
+        if n.op == "exists":
+            return f"{describe(n.source)} with a {n.field.replace('_', ' ')} recorded"
         if n.op == "in-valueset":
             return f"{describe(n.source)} with {n.field} in {n.value}"
         if n.op == "in":
             return f"{describe(n.source)} with {n.field} in {', '.join(map(str, n.value))}"
         return f"{describe(n.source)} with {n.field} {n.op} {n.value}"
     if isinstance(n, Pick):
+        if n.how == "nth":
+            return f"episode {n.index} ({describe(n.source)})"
         return f"{'lowest' if n.how == 'min' else 'highest' if n.how == 'max' else n.how} {describe(n.source)}"
+    if isinstance(n, EpisodeRef):
+        return "the episode"
+    if isinstance(n, Func):
+        return f"{n.name}({', '.join(describe(a) for a in n.args)})"
     if isinstance(n, Count):
         return f"number of {describe(n.source)}"
     if isinstance(n, CountDistinct):
@@ -459,7 +535,15 @@ def describe(node: Node) -> str:
 def describe_span(sp: Span) -> str:
     if sp.kind == "period":
         return "the period"
+    if sp.kind == "events" and sp.open_start:
+        return f"on or before (the end of) {describe(sp.events)}"
+    if sp.kind == "events" and sp.open_end:
+        return f"on or after (the start of) {describe(sp.events)}"
     if sp.kind == "range":
+        if sp.start is None:
+            return f"on or before {describe(sp.end)}"
+        if sp.end is None:
+            return f"on or after {describe(sp.start)}"
         return f"[{describe(sp.start)}, {describe(sp.end)}]"
     return describe(sp.events)
 

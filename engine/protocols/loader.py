@@ -37,10 +37,12 @@ FLAG = {"code": True, "level": True, "text": False}
 ESCALATION = {"to": True, "title": True, "priority": False}
 GOAL = {"id": True, "title": True, "when": False, "target": True, "because": False, "patient_text": False}
 MEASURE = {"id": True, "title": True, "initial_population": False, "denominator": False, "exclusions": False,
-           "numerator": True, "achievers_kept": False, "evidence": False, "ecqm": False}
+           "exceptions": False, "numerator": True, "achievers_kept": False, "evidence": False, "ecqm": False,
+           "episodes": False, "episodes_at_most": False, "counts_deceased": False}
+DEFAULT_EPISODES_AT_MOST = 10
 ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
-            "unit": False, "analyte": False, "kind": False}
+            "unit": False, "analyte": False, "kind": False, "incomplete": False}
 POPULATION = {"all": False, "any": False, "since": False}
 CONDITION_FORMS = ("all", "any", "not")
 
@@ -67,6 +69,7 @@ class _Compiler:
         self.cond_locs: dict[str, Location] = {}
         self._raw_defs: dict[str, Node] = {}
         self._compiling: list[str] = []
+        self._failed: set[str] = set()  # definitions with errors (already reported)
 
     # ---- entry ---------------------------------------------------------------------------------
     def build(self) -> Protocol:
@@ -150,6 +153,16 @@ class _Compiler:
             if vs is None:
                 continue
             vs = vs.with_options(unit, analyte, kinds)
+            if vs.expansion_total is not None:
+                # a truncated expansion: codes beyond it are never matched. The protocol must say how it
+                # handles that (`incomplete: <how>`), else `validate` warns
+                if not str(vm.get("incomplete") or "").strip():
+                    self.p.warning(loc, f"value set {name!r} is a truncated expansion ({len(vs.codes)} of "
+                                        f"{vs.expansion_total} codes): facts coded with a missing code are not "
+                                        f"matched", expected="a complete expansion, or incomplete: <how the "
+                                        "protocol handles it>")
+            elif "incomplete" in vm:
+                self.p.warning(loc, f"value set {name!r} is marked incomplete but its expansion is complete")
             self.valuesets[name] = vs
             self.decls[name] = ValueSetDecl(name, unit, analyte, vs.columns, vs.any_code)
 
@@ -222,6 +235,8 @@ class _Compiler:
         try:
             return compile_expr(str(node.value).strip(), self.scope(), want)
         except ExprError as e:
+            if e.message.endswith("has errors of its own (see above)"):
+                return None  # the definition's own error is reported once, where it is; not again at each use
             loc, msg, expected, suggestion = e.located(node.loc, node.quoted)
             self.p.error(loc, f"in {what}: {msg}", expected, suggestion)
             return None
@@ -255,6 +270,10 @@ class _Compiler:
         return (ir.And if form == "all" else ir.Or)(tuple(parts))
 
     def add_condition(self, key: str, node: ir.Node | None, loc: Location) -> None:
+        if node is not None and "#" not in key and ir.uses_episode(node):
+            self.p.error(loc, "'episode' is only meaningful in a measure counted per episode",
+                         expected="a measure with episodes: <the list of events counted>")
+            return
         if node is not None:
             self.conditions[key] = node
             self.cond_locs[key] = loc
@@ -287,6 +306,8 @@ class _Compiler:
     def definition(self, name: str) -> ir.Node | None:
         if name in self.definitions:
             return self.definitions[name]
+        if name in self._failed:  # reported once, when first compiled: never again for each use
+            return None
         if name in self._compiling:
             raise _CycleError(self._compiling[self._compiling.index(name):] + [name])
         self._compiling.append(name)
@@ -302,6 +323,8 @@ class _Compiler:
             self._compiling.pop()
         if compiled is not None:
             self.definitions[name] = compiled
+        else:
+            self._failed.add(name)
         return compiled
 
     def sum_form(self, items, loc: Location, what: str) -> ir.Node | None:
@@ -539,33 +562,76 @@ class _Compiler:
             return None
         mid = self.ids(m, loc, "measure")
         key = f"measure:{mid}"
+        episodes, at_most = None, 0
+        if "episodes" in m:  # counted per episode: each event of this list is one episode
+            episodes = self.expr(Node(m["episodes"], r.loc_of(m, "episodes")), None, f"measure {mid!r} episodes")
+            if episodes is not None and episodes.type != ir.SET:
+                self.p.error(r.loc_of(m, "episodes"), f"measure {mid!r} episodes should be a list of events "
+                             f"(e.g. the qualifying encounters)", expected="a value set or a definition of events")
+                episodes = None
+            elif episodes is not None and ir.uses_episode(episodes):
+                self.p.error(r.loc_of(m, "episodes"), "the episodes of a measure cannot refer to 'episode'")
+                episodes = None
+            at_most = m.get("episodes_at_most", DEFAULT_EPISODES_AT_MOST)
+            if not isinstance(at_most, int) or isinstance(at_most, bool) or not 1 <= at_most <= 50:
+                self.p.error(r.loc_of(m, "episodes_at_most"), "episodes_at_most should be a whole number from 1 to 50")
+                at_most = DEFAULT_EPISODES_AT_MOST
+        elif "episodes_at_most" in m:
+            self.p.error(r.loc_of(m, "episodes_at_most"), "episodes_at_most without episodes:",
+                         expected="episodes: <the list of events counted, one per episode>")
         ip = (self.condition(m["initial_population"], r.loc_of(m, "initial_population"), f"measure {mid!r} initial population")
               if "initial_population" in m else self.conditions.get("population"))
         den = (self.condition(m["denominator"], r.loc_of(m, "denominator"), f"measure {mid!r} denominator")
                if "denominator" in m else ir.Const(True, ir.BOOL))
         num = self.condition(m["numerator"], r.loc_of(m, "numerator"), f"measure {mid!r} numerator") if "numerator" in m else None
-        excl = None
-        if "exclusions" in m:
-            items = m["exclusions"]
+        lists = {}
+        for step, word in (("exclusions", "exclusion"), ("exceptions", "exception")):
+            if step not in m:
+                continue
+            items = m[step]
             if not isinstance(items, list) or not items:
-                self.p.error(r.loc_of(m, "exclusions"), "exclusions should be a non-empty list of conditions")
-            else:
-                parts = [self.condition(x, r.loc_of(items, i), f"measure {mid!r} exclusion") for i, x in enumerate(items)]
-                if all(p is not None for p in parts):
-                    excl = ir.Or(tuple(parts)) if len(parts) > 1 else parts[0]
+                self.p.error(r.loc_of(m, step), f"{step} should be a non-empty list of conditions")
+                continue
+            parts = [self.condition(x, r.loc_of(items, i), f"measure {mid!r} {word}") for i, x in enumerate(items)]
+            if all(p is not None for p in parts):
+                lists[step] = ir.Or(tuple(parts)) if len(parts) > 1 else parts[0]
+        excl, exc = lists.get("exclusions"), lists.get("exceptions")
         achievers = m.get("achievers_kept", False)
         if not isinstance(achievers, bool):
             self.p.error(r.loc_of(m, "achievers_kept"), "achievers_kept should be true or false")
+        counts_deceased = m.get("counts_deceased", False)
+        if not isinstance(counts_deceased, bool):
+            self.p.error(r.loc_of(m, "counts_deceased"), "counts_deceased should be true or false")
         ecqm = self.ecqm(m, mid)
-        if not mid or ip is None or den is None or num is None:
+        if not mid or ip is None or den is None or num is None or ("episodes" in m and episodes is None):
             return None
-        self.add_condition(f"{key}:ip", ip, loc)
-        self.add_condition(f"{key}:den", den, loc)
-        self.add_condition(f"{key}:num", num, r.loc_of(m, "numerator"))
+        steps = [("ip", ip, loc), ("den", den, loc), ("num", num, r.loc_of(m, "numerator"))]
         if excl is not None:
-            self.add_condition(f"{key}:excl", excl, r.loc_of(m, "exclusions"))
+            steps.append(("excl", excl, r.loc_of(m, "exclusions")))
+        if exc is not None:
+            steps.append(("exc", exc, r.loc_of(m, "exceptions")))
+        if episodes is None:
+            for step, node, sloc in steps:
+                if ir.uses_episode(node):
+                    self.p.error(sloc, f"measure {mid!r} refers to 'episode' but is not counted per episode",
+                                 expected="episodes: <the list of events counted> on the measure")
+                    return None
+                self.add_condition(f"{key}:{step}", node, sloc)
+        else:
+            named = ir.Named(f"{mid.lower()}_episodes", episodes) if not isinstance(episodes, ir.Named) else episodes
+            for k in range(1, at_most + 1):
+                ep = ir.Named(f"episode_{k}", ir.Pick(named, "nth", k))
+                for step, node, sloc in steps:
+                    sub = ir.substitute(node, ir.EpisodeRef(), ep)
+                    if step == "ip":
+                        sub = ir.And((ir.Exists(ep), sub))
+                    self.add_condition(f"{key}:{step}#{k}", sub, sloc)
+            # more episodes than counted: reported as a data problem, never silently dropped
+            self.add_condition(f"{key}:episodes_over", ir.Compare(">", ir.Count(named), ir.Const(float(at_most), ir.NUMBER)),
+                               r.loc_of(m, "episodes"))
         return Measure(mid, r.text(m, "title", "title"), loc, bool(achievers), r.text_list(m, "evidence", "evidence"),
-                       excl is not None, ecqm)
+                       excl is not None, ecqm, has_exceptions=exc is not None, counts_deceased=bool(counts_deceased),
+                       episodes_at_most=at_most if episodes is not None else 0)
 
     def ecqm(self, m, mid) -> EcqmRef | None:
         """`ecqm: {url: <canonical Measure url>, version: <measure version>}`: the published eCQM this

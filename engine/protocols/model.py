@@ -123,6 +123,13 @@ class Measure:
     evidence: list[str] = field(default_factory=list)
     has_exclusions: bool = False
     ecqm: EcqmRef | None = None  # set for eCQM measures: conformance kits are matched by its url
+    has_exceptions: bool = False  # a denominator-exceptions step (conditions key measure:<id>:exc)
+    episodes_at_most: int = 0  # > 0: counted per episode, keys measure:<id>:<step>#1 .. #episodes_at_most
+    counts_deceased: bool = False  # evaluated for a patient who died (the measure's own steps use death_date)
+
+    @property
+    def episode_based(self) -> bool:
+        return self.episodes_at_most > 0
 
 
 @dataclass

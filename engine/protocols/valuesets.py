@@ -35,6 +35,8 @@ class ValueSet:
     any_code: bool = False  # every fact (of `kinds`) matches, whatever its code
     properties: dict = field(default_factory=dict, compare=False, hash=False)  # (system, code) -> {column: (values)}
     columns: tuple[str, ...] = ()  # the property columns the codelist has
+    # FHIR expansion.total when the file holds fewer entries than that (a truncated expansion), else None
+    expansion_total: int | None = field(default=None, compare=False, hash=False)
 
     def matches(self, codings: list[Coding]) -> Coding | None:
         if self.any_code:
@@ -112,9 +114,11 @@ def load_fhir_valueset(path: Path, name: str) -> ValueSet:
     if not contains:
         raise ValueSetFileError(f"{path}: ValueSet has no expansion.contains (only expanded value sets are supported)")
     codes, terms = set(), {}
+    n_items = [0]
 
     def add(items):
         for c in items:
+            n_items[0] += 1
             if "code" in c:
                 key = (canonical_system(c.get("system")), c["code"])
                 codes.add(key)
@@ -123,7 +127,9 @@ def load_fhir_valueset(path: Path, name: str) -> ValueSet:
             add(c.get("contains", []))
 
     add(contains)
-    return ValueSet(name, str(path), frozenset(codes), terms)
+    total = (data.get("expansion") or {}).get("total")
+    truncated = isinstance(total, int) and not isinstance(total, bool) and total > n_items[0]
+    return ValueSet(name, str(path), frozenset(codes), terms, expansion_total=total if truncated else None)
 
 
 def inline(name: str, codes: list[tuple[str, str]], source: str) -> ValueSet:

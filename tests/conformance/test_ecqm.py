@@ -1,4 +1,5 @@
-"""eCQM conformance: every published test case of the CMS122 and CMS165 kits, on every engine.
+"""eCQM conformance: every published test case of the eight kits (CMS122, CMS165, CMS135, CMS144, CMS2,
+CMS159, CMS69, CMS22), on every engine.
 
 Per case on durable-rules and the plain-Python reference; the batch (DuckDB) engine over each whole
 kit at once, key for key against the per-patient engine.
@@ -18,7 +19,8 @@ from engine.conformance import POPULATIONS, case_dirs, find_protocol, kit_measur
 
 KITS_ROOT = (Path(__file__).parents[2] / ".." / "shared" / "conformance" / "ecqm").resolve()
 PROTOCOLS = (Path(__file__).parents[2] / "protocols").resolve()
-KITS = {"CMS122": 56, "CMS165": 68}  # published case counts (each kit's README)
+KITS = {"CMS122": 56, "CMS165": 68, "CMS135": 35, "CMS144": 39, "CMS2": 36, "CMS159": 67, "CMS69": 62,
+        "CMS22": 43}  # published case counts (each kit's README)
 ENGINES = ["durable", "python"]
 
 
@@ -89,7 +91,8 @@ def test_batch_engine_over_the_whole_kit_fires_what_the_per_patient_engine_fires
     for c in case_dirs(kit_dir):
         exp = json.loads((c / "expected.json").read_text(encoding="utf-8"))
         periods.add((exp["measurement_period"]["start"], exp["measurement_period"]["end"]))
-        records += import_bundle(json.loads((c / "bundle.json").read_text(encoding="utf-8")), source_system=c.name).records
+        records += import_bundle(json.loads((c / "bundle.json").read_text(encoding="utf-8")), source_system=c.name,
+                                 single_patient=True).records
     assert len(periods) == 1, f"{kit}: cases with different measurement periods {periods}"
     start, end = (dt.date.fromisoformat(x) for x in periods.pop())
     assert len({r.patient.nhs_number for r in records}) == len(records) == KITS[kit]
@@ -111,3 +114,29 @@ def test_protocols_are_mapped_to_kits_by_their_ecqm_url():
         assert measure.id == kit
         assert measure.ecqm.url == km.url and measure.ecqm.version == km.version
         assert not measure.achievers_kept  # eCQM cascade: an excluded patient is never in the numerator
+
+
+def test_cli_engines_protocols_and_failing_case_whys(tmp_path):
+    """`carepath conformance KIT... --protocols DIR --engine E`: one summary line per kit and engine; a
+    failing case prints every population step's why (exceptions and exclusions included)."""
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    kit = str(KITS_ROOT / "CMS2")
+    res = CliRunner().invoke(app, ["conformance", kit, "--engine", "python", "--protocols", str(PROTOCOLS)])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("36 passed, 0 failed") == 1
+    # the same measure with its exceptions step removed: the exception cases fail, each showing its steps
+    src = (PROTOCOLS / "ecqm" / "cms2-depression-screening.yaml").read_text(encoding="utf-8")
+    broken = src.replace("    exceptions:\n      - has_reason_not_screened\n", "")
+    assert broken != src
+    (tmp_path / "cms2.yaml").write_text(broken, encoding="utf-8")
+    (tmp_path / "valuesets").symlink_to(PROTOCOLS / "ecqm" / "valuesets")
+    res = CliRunner().invoke(app, ["conformance", kit, "--engine", "python", "--protocols", str(tmp_path)])
+    assert res.exit_code == 1
+    assert "28 passed, 8 failed" in res.output  # the kit's 8 exception cases
+    assert "denominator-exception: expected 1, got 0" in res.output
+    assert "[excl] exclusion: no" in res.output and "[num] numerator: no" in res.output
+    res = CliRunner().invoke(app, ["conformance", kit, "--protocols", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2

@@ -1,7 +1,7 @@
 """The batch engine (DuckDB, whole population) against the per-patient engines: zero differing patients.
 
 1. Hypothesis builds small populations of patients whose facts crowd the places where engines
-   could disagree: window edges (exactly N months ago, leap days), thresholds, same-day ties,
+   could disagree (at least 51 random patients per protocol per run): window edges (exactly N months ago, leap days), thresholds, same-day ties,
    identical ids from different systems, unit conversions (and inconvertible units), entered-in-
    error facts, multi-coded facts, attributes, open-ended facts. Every protocol under protocols/
    that loads is evaluated for each population by durable-rules (one patient at a time) and by
@@ -35,6 +35,10 @@ EXAMPLES_MAIN, EXAMPLES_OTHERS = EXAMPLES or 6, EXAMPLES or 3
 # The generator's first patients through both engines: 2,000 for the diabetes pathway, fewer for the others
 # (durable-rules derives ~50 facts per patient in Python); CAREPATH_EQUIVALENCE_GENERATED=2000 runs all at 2,000.
 GENERATED_MAIN, GENERATED_OTHERS = 2000, int(os.environ.get("CAREPATH_EQUIVALENCE_GENERATED", "200"))
+# Each hypothesis example is a population of 17-24 random patients, so every protocol meets at least 51
+# random patients per run (3 examples; the batch engine's cost is per population, durable-rules' per
+# patient). Soak: CAREPATH_EQUIVALENCE_EXAMPLES=300 CAREPATH_EQUIVALENCE_RANDOM=1 (thousands of patients).
+PATIENTS_MIN = int(os.environ.get("CAREPATH_EQUIVALENCE_PATIENTS", "17"))
 MAIN_PROTOCOL = "t2dm-annual-care"
 
 
@@ -95,7 +99,7 @@ def facts(draw, codes, ref):
 @st.composite
 def populations(draw, codes, ref):
     records = []
-    for i in range(draw(st.integers(1, 16))):
+    for i in range(draw(st.integers(PATIENTS_MIN, PATIENTS_MIN + 7))):
         raw = draw(st.lists(facts(codes, ref), max_size=18))
         seen, fs = set(), []
         for j, f in enumerate(raw):

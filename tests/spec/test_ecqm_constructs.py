@@ -278,7 +278,7 @@ def _error(tmp_path, rule: str) -> str:
     ("x during [age, period_end]", "the ends of a [start, end] range are dates"),
     ("age + 1 year > 5", "only dates can be moved by a duration"),
     ("count(x union age) > 1", "'union' joins lists of events"),
-    ("latest(x union bp) exists", "different units"),
+    ("latest(x union bp).value > 5 mmHg", "different units"),  # joining them is allowed, comparing their values is not
     ("latest(x).results is missing", "events have no 'results'"),
     ("x where do_not_perform > true", "true / false can only be compared with = or !="),
 ])

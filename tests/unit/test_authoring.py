@@ -285,7 +285,10 @@ def test_as_of_a_past_date_uses_the_version_then_in_force_and_outputs_name_it():
     t_new = next(p for p in new.protocols if p.protocol == "t2dm-annual-care")
     assert (t_old.version, t_new.version) == ("1.0.0", "1.1.0")
     assert {p.protocol for p in old.protocols} == {"t2dm-annual-care", "ecqm-cms122-glycemic-status-poor-control",
-                                                    "ecqm-cms165-controlling-high-blood-pressure"}
+                                                    "ecqm-cms165-controlling-high-blood-pressure",
+                                                    "ecqm-cms135-hf-ace-arb-arni", "ecqm-cms144-hf-beta-blocker",
+                                                    "ecqm-cms2-depression-screening", "ecqm-cms159-depression-remission",
+                                                    "ecqm-cms69-bmi-screening", "ecqm-cms22-bp-screening"}
     assert "Refer to diabetes structured education" not in {t.title for t in t_old.tasks}
     assert "Refer to diabetes structured education" in {t.title for t in t_new.tasks}
     for p in new.protocols:

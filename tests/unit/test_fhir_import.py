@@ -233,7 +233,7 @@ def test_observation_quantity_prefers_ucum_code_and_keeps_comparator():
                           category=["http://terminology.hl7.org/CodeSystem/observation-category|laboratory"],
                           valueQuantity=qty(61, "mmol/mol", unit="millimoles per mole", comparator=">")))
     assert (f.value, f.unit, f.status, f.start) == (61.0, "mmol/mol", "final", dt.datetime(2024, 2, 1, 9, 30))
-    assert f.attrs == {"category": ["laboratory"], "comparator": ">"}
+    assert f.attrs == {"category": ["laboratory"], "comparator": ">", "unit_system": "http://unitsofmeasure.org"}
     g = one_fact(resource("Observation", "o1", status="final", code="loinc|1", effectiveDateTime="2024-02-01",
                           valueQuantity={"value": 5.5, "unit": "mmol/L"}))
     assert g.unit == "mmol/L"  # free-text unit only when there is no code
