@@ -554,3 +554,34 @@ def format_const(c: Const) -> str:
         text = f"{v:g}" if isinstance(v, float) else str(v)
         return f"{text} {c.unit}" if c.unit and c.unit not in ("1", "a") else text
     return str(c.value)
+
+
+def _cache_hashes() -> None:
+    """Nodes are frozen dataclasses used as dictionary keys (the deriver's values, lowering's fields):
+    their generated __hash__ walks the whole subtree on every lookup — quadratic in the depth, and most
+    of an eCQM episode measure's evaluation time. A node never changes, so its hash is computed once."""
+    import dataclasses
+
+    for cls in list(globals().values()):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+                and cls.__dict__.get("__hash__") is not None):
+            continue
+        computed = cls.__dict__["__hash__"]
+
+        def cached(self, _computed=computed):
+            try:
+                return self.__dict__["_hash"]
+            except KeyError:
+                h = _computed(self)
+                object.__setattr__(self, "_hash", h)
+                return h
+
+        cls.__hash__ = cached
+        cls.__getstate__ = _state_without_hash  # str hashes differ between processes: never ship one
+
+
+def _state_without_hash(self) -> dict:
+    return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+
+_cache_hashes()
