@@ -102,13 +102,13 @@ class ImpactRunner:
             last = {"n": 0, "t": time.monotonic()}
 
             def progress(n: int) -> None:
-                hook = self.after_patient
-                if hook is not None:
-                    hook(run_id, n)
                 now = time.monotonic()
                 if n - last["n"] >= PROGRESS_EVERY or now - last["t"] >= PROGRESS_SECONDS:
                     self._set(run_id, done=n, total=max(total, n))
                     last.update(n=n, t=now)
+                hook = self.after_patient
+                if hook is not None:
+                    hook(run_id, n)
 
             with Session(self.state.engines.read) as s:
                 rep = impact_of_draft(library, draft, iter_records(s), as_of, progress=progress)
