@@ -9,7 +9,8 @@
   audit snapshots at the last reporting dates), in a fresh SQLite file under benchmarks/.data/.
   With --patients N a generated registry (engine.population.registry_load.build_registry, reused
   from benchmarks/.data/ when built before: N people and their facts, the largest MDT's patients
-  evaluated with every protocol and their outputs stored), plus the demo users and snapshots.
+  evaluated with every protocol and their outputs stored), plus the demo users (no audit snapshots:
+  taking one evaluates every patient).
 - The server: the real app (api.main:app) under uvicorn in a subprocess, one worker
   (engine.population.bench_worklist.Server); warm-up requests, then `requests` GETs per page and
   user over one keep-alive connection; p50 / p95 / p99 per page and user.
@@ -77,27 +78,19 @@ def _demo_registry(as_of: dt.date, log) -> str:
     return url
 
 
-def _users_and_snapshots(url: str, as_of: dt.date) -> None:
-    from sqlmodel import Session, select
+def _users(url: str) -> None:
+    """The demo users in a generated registry. No audit snapshots there: taking one evaluates every
+    patient (api.audit_calc.take_snapshot), hours at this size; the audit page's trend is then empty."""
+    from sqlmodel import Session
 
-    from api.audit_calc import take_snapshot
     from api.users import ensure_demo_users
-    from engine.demo import reporting_dates
-    from engine.protocols.library import load_library
-    from engine.registry.access import AuditSnapshotRow
     from engine.registry.db import make_engine
-    from engine.registry.tables import utcnow
 
     engine = make_engine(url)
     try:
         with Session(engine) as s:
             ensure_demo_users(s)
             s.commit()
-            if s.exec(select(AuditSnapshotRow).where(AuditSnapshotRow.taken_by == "bench pages")).first() is None:
-                lib = load_library([ROOT / "protocols"])
-                for day in reporting_dates(as_of):
-                    take_snapshot(s, lib, day, "bench pages", utcnow())
-                s.commit()
     finally:
         engine.dispose()
 
@@ -145,7 +138,7 @@ def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | N
         as_of = as_of or AS_OF
         reg = build_registry(patients, seed=seed, as_of=as_of, workers=workers, log=log)
         url = reg["url"]
-        _users_and_snapshots(url, as_of)
+        _users(url)
         registry = {"kind": "generated", **{k: reg.get(k) for k in ("key", "path", "facts", "mdt")}}
         from engine.registry.db import make_engine
         engine = make_engine(url)
