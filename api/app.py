@@ -136,6 +136,8 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
     if migrate:
         upgrade(url)
     engines = make_engines(url)
+    from api.impact_runs import interrupt_unfinished
+    interrupt_unfinished(engines.write)  # impact runs of an earlier process can never finish: say so
     secret = secret_key or os.environ.get("CAREPATH_SECRET_KEY") or _service_key(engines, "token-signing")
     pseudo_key = os.environ.get("CAREPATH_PSEUDONYM_KEY") or _service_key(engines, "pseudonym")
     ttl = token_ttl or int(os.environ.get("CAREPATH_TOKEN_TTL", DEFAULT_TOKEN_TTL))

@@ -106,11 +106,27 @@ def figures(c: Counts, area: Counts | None) -> dict:
     return out
 
 
-def stored_rows(s: Session, protocol: str | None = None) -> list[tuple[PatientRow, PatientEvaluationRow]]:
-    q = select(PatientRow, PatientEvaluationRow).join(PatientEvaluationRow, PatientEvaluationRow.patient_id == PatientRow.id)
+@dataclass(frozen=True, slots=True)
+class StoredMeasures:
+    """What the audit needs of a stored evaluation: its protocol, version, date and measures."""
+    protocol: str
+    version: str
+    reference_date: dt.date
+    result: dict
+
+
+def stored_rows(s: Session, protocol: str | None = None) -> list[tuple[PatientRow, StoredMeasures]]:
+    """Every stored evaluation's measures with its patient. Only the `measures` part of each stored result
+    is read (a JSON path the database extracts), not the whole evaluation (care plan, tasks, why-lines) as
+    ORM objects: with 25,000 stored evaluations that took 14 s a call, decoding JSON and building objects
+    (bench pages, 20,000-patient registry)."""
+    e = PatientEvaluationRow
+    q = (select(PatientRow, e.protocol, e.version, e.reference_date, e.result["measures"])
+         .join(e, e.patient_id == PatientRow.id))
     if protocol:
-        q = q.where(PatientEvaluationRow.protocol == protocol)
-    return list(s.exec(q.order_by(PatientRow.nhs_number)))
+        q = q.where(e.protocol == protocol)
+    return [(p, StoredMeasures(proto, version, ref, {"measures": measures or []}))
+            for p, proto, version, ref, measures in s.exec(q.order_by(PatientRow.nhs_number))]
 
 
 def take_snapshot(s: Session, library: Library, as_of: dt.date, taken_by: str, now: dt.datetime,

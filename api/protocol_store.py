@@ -27,7 +27,7 @@ from ruamel.yaml.error import YAMLError
 
 from api.limits import yaml_problem
 from api.schemas import ProblemOut
-from engine.evaluate.evaluator import Options, evaluate
+from engine.impact import impact_of_draft
 from engine.protocols import checks
 from engine.protocols.errors import Location, Problem, ProtocolError
 from engine.protocols.library import Library, version_key
@@ -144,58 +144,13 @@ def record_publication(target: Path, proto: Protocol, published: dt.date) -> Cal
 
 
 # ---- impact preview ------------------------------------------------------------------------------
-def impact(lib: Library, candidate: Protocol, records: Iterable[PatientRecord], as_of: dt.date) -> dict:
-    """Old (in force on `as_of`) vs candidate over the given population. Uses the reference Python
-    engine (identical outputs, proven by the spec tests) so drafts register no durable-rules ruleset."""
-    old = next((p for p in lib.in_force(as_of) if p.id == candidate.id), None)
-    agreements = lib.agreements_in_force(as_of)
-    opts = Options(engine="python")
-    totals = dict(patients_evaluated=0, entering_register=0, leaving_register=0, tasks_added=0, tasks_removed=0,
-                  flags_added=0, flags_removed=0)
-    by_role: dict[str, list[int]] = {}
-    by_practice: dict[str, list[int]] = {}
-    flags_practice: dict[str, list[int]] = {}
-    examples = []
-    for rec in records:
-        totals["patients_evaluated"] += 1
-        new = evaluate(rec, [candidate], agreements, as_of=as_of, options=opts).protocols[0]
-        before = evaluate(rec, [old], agreements, as_of=as_of, options=opts).protocols[0] if old else None
-        practice = rec.patient.practice or "(none)"
-        old_tasks = {t.key: t for t in (before.tasks if before else [])}
-        new_tasks = {t.key: t for t in new.tasks}
-        old_flags = {(f.key, f.level): f for f in (before.flags if before else [])}
-        new_flags = {(f.key, f.level): f for f in new.flags}
-        t_add = [new_tasks[k] for k in new_tasks.keys() - old_tasks.keys()]
-        t_rem = [old_tasks[k] for k in old_tasks.keys() - new_tasks.keys()]
-        f_add = [new_flags[k] for k in new_flags.keys() - old_flags.keys()]
-        f_rem = [old_flags[k] for k in old_flags.keys() - new_flags.keys()]
-        was_on = bool(before and before.on_register)
-        entering, leaving = new.on_register and not was_on, was_on and not new.on_register
-        totals["entering_register"] += entering
-        totals["leaving_register"] += leaving
-        totals["tasks_added"] += len(t_add)
-        totals["tasks_removed"] += len(t_rem)
-        totals["flags_added"] += len(f_add)
-        totals["flags_removed"] += len(f_rem)
-        for t in t_add:
-            by_role.setdefault(t.assigned.role, [0, 0])[0] += 1
-            by_practice.setdefault(practice, [0, 0])[0] += 1
-        for t in t_rem:
-            by_role.setdefault(t.assigned.role, [0, 0])[1] += 1
-            by_practice.setdefault(practice, [0, 0])[1] += 1
-        for i, fl in ((0, f_add), (1, f_rem)):
-            if fl:
-                flags_practice.setdefault(practice, [0, 0])[i] += len(fl)
-        if (entering or leaving or t_add or t_rem or f_add or f_rem) and len(examples) < 10:
-            examples.append({"nhs_number": rec.patient.nhs_number, "practice": rec.patient.practice,
-                             "register": "entering" if entering else "leaving" if leaving else ("on" if new.on_register else "off"),
-                             "tasks_added": sorted(t.title for t in t_add), "tasks_removed": sorted(t.title for t in t_rem),
-                             "flags_added": sorted(f"{f.text} ({f.level})" for f in f_add),
-                             "flags_removed": sorted(f"{f.text} ({f.level})" for f in f_rem)})
+def impact(lib: Library, candidate: Protocol, records: Iterable[PatientRecord], as_of: dt.date, **kw) -> dict:
+    """Old (in force on `as_of`) vs candidate over the given population: engine.impact's one preview
+    (the same as `carepath impact OLD NEW`), as its dict. Uses the reference Python engine (identical
+    outputs, proven by the spec tests) so drafts register no durable-rules ruleset."""
+    return impact_of_draft(lib, candidate, records, as_of, **kw).as_dict()
 
-    def rows(d):
-        return [{"key": k, "added": v[0], "removed": v[1]} for k, v in sorted(d.items())]
 
-    return dict(protocol=candidate.id, from_version=old.version if old else None, to_version=candidate.version, as_of=as_of,
-                **totals, tasks_by_role=rows(by_role), tasks_by_practice=rows(by_practice),
-                flags_by_practice=rows(flags_practice), examples=examples)
+def example_patients(result: dict) -> list[str]:
+    """The NHS numbers an impact result shows (for the access log)."""
+    return sorted({e["nhs_number"] for e in result.get("examples", [])})

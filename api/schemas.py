@@ -516,28 +516,68 @@ class ImpactIn(YamlIn):
     as_of: Day | None = None
 
 
-class CountBy(BaseModel):
-    key: str
+class AddedRemoved(BaseModel):
     added: int
     removed: int
 
 
+class ImpactExample(BaseModel):
+    nhs_number: str
+    practice: str | None
+    change: str = Field(description="What changes for this patient, e.g. 'task added: ...', 'clinical flag added: ...'")
+    why: str = Field(description="The why-line of what changed")
+
+
 class ImpactOut(BaseModel):
+    """engine.impact.Report.as_dict: the same numbers `carepath impact --format json` prints for the same
+    draft, population and date. Clinical flags (safety: red / amber) and compliance flags (audit and QOF
+    gaps) are counted apart; a task or flag counts once per patient."""
+    protocol: str
+    old: str | None = Field(description="The version in force on as_of it is compared with (null: a new pathway)")
+    new: str
+    as_of: dt.date
+    patients: int = Field(description="Patients evaluated")
+    register_old: int
+    register_new: int
+    entering: int
+    leaving: int
+    totals: dict[str, int] = Field(description="tasks_added, tasks_removed, tasks_changed, clinical_flags_added, "
+                                               "clinical_flags_removed, compliance_flags_added, compliance_flags_removed, "
+                                               "care_plan_changes, tier_changes")
+    tasks_added: dict[str, int] = Field(description="By task title")
+    tasks_removed: dict[str, int]
+    tasks_changed: dict[str, int]
+    clinical_flags_added: dict[str, int] = Field(description="By 'code (level)'")
+    clinical_flags_removed: dict[str, int]
+    compliance_flags_added: dict[str, int]
+    compliance_flags_removed: dict[str, int]
+    care_plan_changes: dict[str, int]
+    tiers: dict[str, int]
+    by_role: dict[str, AddedRemoved] = Field(description="Tasks added / removed by assigned role")
+    by_provider: dict[str, AddedRemoved] = Field(description="Tasks added / removed by assigned provider")
+    by_practice: dict[str, dict[str, int]] = Field(description="Per practice: entering, leaving, tasks_added, tasks_removed, "
+                                                             "clinical_flags_added/removed, compliance_flags_added/removed")
+    measures: dict[str, dict[str, int]]
+    examples: list[ImpactExample] = Field(description="Example patients (a few per kind of change) and why")
+
+
+class ImpactRunOut(BaseModel):
+    id: int
+    status: Literal["queued", "running", "done", "failed", "interrupted"] = Field(
+        description="interrupted: the service restarted during the run; start it again")
     protocol: str
     from_version: str | None
     to_version: str
     as_of: dt.date
-    patients_evaluated: int
-    entering_register: int
-    leaving_register: int
-    tasks_added: int
-    tasks_removed: int
-    flags_added: int
-    flags_removed: int
-    tasks_by_role: list[CountBy]
-    tasks_by_practice: list[CountBy]
-    flags_by_practice: list[CountBy]
-    examples: list[dict[str, Any]] = Field(description="Up to 10 patients whose outputs change, with what changes")
+    done: int = Field(description="Patients evaluated so far")
+    total: int = Field(description="Patients in the registry when the run started (0 until it starts)")
+    created_by: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    finished_at: dt.datetime | None
+    error: str | None
+    result: ImpactOut | None = Field(description="When done")
+    url: str = Field(description="Where to follow the run (GET)")
 
 
 class PublishOut(BaseModel):

@@ -580,6 +580,24 @@ def bench_worklist(patients: int = typer.Option(750000, "--patients"), seed: int
     _bench_out(out, as_json, f"P3 MDT {out['mdt']} ({out['mdt_patients']} patients): p95 {out['worklist']['p95_ms']} ms")
 
 
+@bench_app.command("pages")
+def bench_pages(patients: int = typer.Option(0, "--patients", help="0: the demo registry; N: a generated registry "
+                                             "of N people (built once, cached under benchmarks/.data/)"),
+                requests: int = typer.Option(50, "--requests", help="Requests per page and user"),
+                seed: int = typer.Option(1, "--seed"), workers: int = typer.Option(2, "--workers"),
+                profile: bool = typer.Option(False, "--profile", help="Profile the audit page in-process too"),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """p50 / p95 / p99 of the protocol pages and the audit page, as clinical lead and auditor, through a real
+    uvicorn server on loopback (targets: protocol page p95 <= 300 ms, audit page p95 <= 500 ms)."""
+    from engine.population.bench_pages import run as run_bench
+
+    out = run_bench(patients, requests, seed, workers=workers, profile=profile,
+                    log=lambda m: err.print(m, highlight=False))
+    worst = {p: max(st["p95_ms"] for st in by_user.values()) for p, by_user in out["pages"].items()}
+    _bench_out(out, as_json, f"pages ({out['patients']}): worst p95 " + ", ".join(f"{p} {v} ms" for p, v in worst.items())
+               + f"; targets {'met' if out['meets_targets'] else 'NOT met'}")
+
+
 @bench_app.command("incremental")
 def bench_incremental(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
                       as_of: str = typer.Option("2026-11-20", "--as-of"), rate: float = typer.Option(100.0, "--rate"),

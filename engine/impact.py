@@ -19,7 +19,7 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from engine.evaluate.evaluator import Options, evaluate
 from engine.records.model import PatientRecord
@@ -85,6 +85,13 @@ class Example:
     why: str
 
 
+PRACTICE_COLUMNS = ("entering", "leaving", "tasks_added", "tasks_removed", "clinical_flags_added",
+                    "clinical_flags_removed", "compliance_flags_added", "compliance_flags_removed")
+FLAG_KINDS = ("clinical", "compliance")
+TOTALS = ("tasks_added", "tasks_removed", "tasks_changed", "clinical_flags_added", "clinical_flags_removed",
+          "compliance_flags_added", "compliance_flags_removed", "care_plan_changes", "tier_changes")
+
+
 @dataclass
 class Report:
     protocol: str
@@ -99,40 +106,53 @@ class Report:
     tasks_added: Counter = field(default_factory=Counter)      # by title
     tasks_removed: Counter = field(default_factory=Counter)
     tasks_changed: Counter = field(default_factory=Counter)
-    flags_added: Counter = field(default_factory=Counter)      # by code (level)
-    flags_removed: Counter = field(default_factory=Counter)
+    clinical_flags_added: Counter = field(default_factory=Counter)      # by code (level)
+    clinical_flags_removed: Counter = field(default_factory=Counter)
+    compliance_flags_added: Counter = field(default_factory=Counter)    # by code (level)
+    compliance_flags_removed: Counter = field(default_factory=Counter)
     care_plan_changes: Counter = field(default_factory=Counter)  # "activity: old -> new"
     tiers: Counter = field(default_factory=Counter)            # "old -> new"
     by_role: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))      # role -> [added, removed]
     by_provider: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
-    by_practice: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0, 0, 0]))
-    # practice -> [entering, leaving, tasks added, tasks removed, flags added, flags removed]
+    by_practice: dict = field(default_factory=lambda: defaultdict(lambda: [0] * len(PRACTICE_COLUMNS)))  # practice -> PRACTICE_COLUMNS
     measures: dict = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0]))  # id -> [den old, num old, den new, num new]
     examples: list[Example] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.entering or self.leaving or self.tasks_added or self.tasks_removed or self.tasks_changed
-                     or self.flags_added or self.flags_removed or self.care_plan_changes or self.tiers)
+        return bool(self.entering or self.leaving or any(self.totals().values()))
+
+    def totals(self) -> dict[str, int]:
+        """The headline numbers: how many tasks, clinical flags and compliance flags are added / removed
+        (one per patient and task or flag), care-plan status changes and tier changes, over every patient."""
+        out = {k: sum(getattr(self, k).values()) for k in TOTALS if k != "tier_changes"}
+        out["tier_changes"] = sum(self.tiers.values())
+        return out
 
     def as_dict(self) -> dict:
+        """One shape for every caller: `carepath impact --format json`, POST /protocols/impact and the
+        impact runs (GET /protocols/impact/runs/{id}, the web page) all return this."""
         d = {k: getattr(self, k) for k in ("protocol", "old", "new", "as_of", "patients", "register_old", "register_new",
                                            "entering", "leaving")}
-        for k in ("tasks_added", "tasks_removed", "tasks_changed", "flags_added", "flags_removed", "care_plan_changes", "tiers"):
+        d["totals"] = self.totals()
+        for k in ("tasks_added", "tasks_removed", "tasks_changed", "clinical_flags_added", "clinical_flags_removed",
+                  "compliance_flags_added", "compliance_flags_removed", "care_plan_changes", "tiers"):
             d[k] = dict(sorted(getattr(self, k).items()))
         d["examples"] = [asdict(e) for e in self.examples]
         d["by_role"] = {k: {"added": v[0], "removed": v[1]} for k, v in sorted(self.by_role.items())}
         d["by_provider"] = {k: {"added": v[0], "removed": v[1]} for k, v in sorted(self.by_provider.items())}
-        d["by_practice"] = {k: dict(zip(("entering", "leaving", "tasks_added", "tasks_removed", "flags_added",
-                                         "flags_removed"), v)) for k, v in sorted(self.by_practice.items())}
+        d["by_practice"] = {k: dict(zip(PRACTICE_COLUMNS, v)) for k, v in sorted(self.by_practice.items())}
         d["measures"] = {k: {"denominator_old": v[0], "numerator_old": v[1], "denominator_new": v[2], "numerator_new": v[3]}
                          for k, v in sorted(self.measures.items())}
         return d
 
 
 def impact(old, new, records: Iterable[PatientRecord], agreements: list, as_of: dt.date, engine: str = "python",
-           examples_per_change: int = 3, max_examples: int = 40) -> Report:
-    """Evaluate `old` (a Protocol, or None for a new pathway) and `new` over the records and compare."""
+           examples_per_change: int = 3, max_examples: int = 40,
+           progress: Callable[[int], None] | None = None) -> Report:
+    """Evaluate `old` (a Protocol, or None for a new pathway) and `new` over the records and compare.
+    The one impact preview: `carepath impact`, POST /protocols/impact, the impact runs and the web page
+    all come here. `progress(patients_done)` is called after each patient (a background run records it)."""
     rep = Report(protocol=new.id, old=old.version if old else None, new=new.version, as_of=as_of.isoformat())
     opts = Options(engine=engine)
     shown: Counter = Counter()
@@ -143,6 +163,8 @@ def impact(old, new, records: Iterable[PatientRecord], agreements: list, as_of: 
             rep.examples.append(Example(rec.patient.nhs_number, rec.patient.practice, change, why))
 
     for rec in records:
+        if progress is not None and rep.patients:
+            progress(rep.patients)
         rep.patients += 1
         practice = rec.patient.practice or "(no practice)"
         b = evaluate(rec, [old], agreements, as_of=as_of, options=opts).protocols[0] if old else None
@@ -162,7 +184,7 @@ def impact(old, new, records: Iterable[PatientRecord], agreements: list, as_of: 
         new_tasks = {t.key: t for t in a.tasks}
         for side, (tasks, other, counter, label) in enumerate(((new_tasks, old_tasks, rep.tasks_added, "added"),
                                                                (old_tasks, new_tasks, rep.tasks_removed, "removed"))):
-            for k in tasks.keys() - other.keys():  # side 0: added, 1: removed (the per-role/provider/practice columns)
+            for k in sorted(tasks.keys() - other.keys()):  # side 0: added, 1: removed (the per-role/provider/practice columns)
                 t = tasks[k]
                 counter[t.title] += 1
                 rep.by_role[t.assigned.role][side] += 1
@@ -178,18 +200,17 @@ def impact(old, new, records: Iterable[PatientRecord], agreements: list, as_of: 
             if diff:
                 rep.tasks_changed[f"{t1.title}: {'; '.join(diff)}"] += 1
                 example(rec, f"task changed: {t1.title}", "; ".join(diff))
-        old_flags = {(f.key, f.level): f for f in (b.flags if b else []) if f.kind == "clinical"}
-        new_flags = {(f.key, f.level): f for f in a.flags if f.kind == "clinical"}
-        for k in new_flags.keys() - old_flags.keys():
-            f = new_flags[k]
-            rep.flags_added[f"{f.code} ({f.level})"] += 1
-            rep.by_practice[practice][4] += 1
-            example(rec, f"flag added: {f.code} ({f.level})", f.provenance.why)
-        for k in old_flags.keys() - new_flags.keys():
-            f = old_flags[k]
-            rep.flags_removed[f"{f.code} ({f.level})"] += 1
-            rep.by_practice[practice][5] += 1
-            example(rec, f"flag removed: {f.code} ({f.level})", f.provenance.why)
+        for n, kind in enumerate(FLAG_KINDS):  # clinical and compliance flags counted apart, both shown
+            old_flags = {(f.key, f.level): f for f in (b.flags if b else []) if f.kind == kind}
+            new_flags = {(f.key, f.level): f for f in a.flags if f.kind == kind}
+            for side, (flags, other, counter, label) in enumerate(
+                    ((new_flags, old_flags, getattr(rep, f"{kind}_flags_added"), "added"),
+                     (old_flags, new_flags, getattr(rep, f"{kind}_flags_removed"), "removed"))):
+                for k in sorted(flags.keys() - other.keys()):
+                    f = flags[k]
+                    counter[f"{f.code} ({f.level})"] += 1
+                    rep.by_practice[practice][4 + 2 * n + side] += 1
+                    example(rec, f"{kind} flag {label}: {f.code} ({f.level})", f.provenance.why)
         old_plan = {i.activity: i.status for i in (b.care_plan if b else [])}
         for i in a.care_plan:
             before = old_plan.pop(i.activity, "not in plan")
@@ -210,7 +231,16 @@ def impact(old, new, records: Iterable[PatientRecord], agreements: list, as_of: 
         for m in a.measures:
             rep.measures[m.measure][2] += m.denominator and not m.exclusion
             rep.measures[m.measure][3] += m.numerator
+    if progress is not None:
+        progress(rep.patients)
     return rep
+
+
+def impact_of_draft(library, candidate, records: Iterable[PatientRecord], as_of: dt.date, **kw) -> Report:
+    """A draft against the version of the same protocol in force on `as_of` (none: a new pathway), with the
+    role agreements in force then: what the service previews (the CLI names OLD itself, then calls `impact`)."""
+    old = next((p for p in library.in_force(as_of) if p.id == candidate.id), None)
+    return impact(old, candidate, records, library.agreements_in_force(as_of), as_of, **kw)
 
 
 def _why_gone(res, key: str) -> str | None:
@@ -246,7 +276,8 @@ def render_text(rep: Report, console) -> None:
 
     counts("Tasks", rep.tasks_added, rep.tasks_removed)
     counts("Tasks changed", rep.tasks_changed)
-    counts("Flags", rep.flags_added, rep.flags_removed)
+    counts("Clinical flags", rep.clinical_flags_added, rep.clinical_flags_removed)
+    counts("Compliance flags (audit / QOF)", rep.compliance_flags_added, rep.compliance_flags_removed)
     counts("Care plan status changes", rep.care_plan_changes)
     counts("Tier changes", rep.tiers)
     for title, table in (("Tasks by role", rep.by_role), ("Tasks by provider", rep.by_provider)):
@@ -255,8 +286,13 @@ def render_text(rep: Report, console) -> None:
             for k, (a, r) in sorted(table.items()):
                 t.add_row(k, str(a), str(r))
             console.print(t)
+    tot = rep.totals()
+    console.print(f"Tasks +{tot['tasks_added']} / -{tot['tasks_removed']}; clinical flags +{tot['clinical_flags_added']} / "
+                  f"-{tot['clinical_flags_removed']}; compliance flags +{tot['compliance_flags_added']} / "
+                  f"-{tot['compliance_flags_removed']}", highlight=False)
     if rep.by_practice:
-        t = Table("Practice", "entering", "leaving", "tasks +", "tasks -", "flags +", "flags -")
+        t = Table("Practice", "entering", "leaving", "tasks +", "tasks -", "clinical flags +", "clinical flags -",
+                  "compliance flags +", "compliance flags -")
         for k, v in sorted(rep.by_practice.items()):
             t.add_row(k, *(str(x) for x in v))
         console.print(t)

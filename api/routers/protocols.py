@@ -3,21 +3,23 @@ from __future__ import annotations
 
 from pathlib import Path as PPath
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, require
-from api.protocol_store import (check, impact, pending_file, problem_out, publish_file, record_publication, target_dir,
-                                _peek_id)
-from api.schemas import (ImpactIn, ImpactOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut, ValidationOut,
+from api import impact_runs
+from api.protocol_store import (check, example_patients, impact, pending_file, problem_out, publish_file,
+                                record_publication, target_dir, _peek_id)
+from api.schemas import (ImpactIn, ImpactOut, ImpactRunOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut, ValidationOut,
                          VersionOut, YamlIn)
 from engine.protocols.library import version_key
 from engine.protocols.model import Protocol
 from engine.registry.access import ProtocolPublicationRow
 from engine.registry.ingest import iter_records
+from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix="/protocols", tags=["protocols"])
 PID = Path(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -137,24 +139,85 @@ def validate(body: YamlIn, who: Principal = Depends(require("protocol:validate")
         return _validation(proto, problems, pending)
 
 
-@router.post("/impact", response_model=ImpactOut, responses={422: {"model": ValidationOut, "description": "Invalid protocol"}})
-def impact_preview(body: ImpactIn, request: Request, who: Principal = Depends(require("protocol:impact")),
-                   state: AppState = Depends(get_state)):
-    """What publishing this text would change, evaluated over the registry population as of a date:
-    patients entering / leaving the register, tasks and flags added / removed by role and practice,
-    example patients. Nothing is stored."""
+SYNC_IMPACT_LIMIT = 2000  # patients: above this, POST /protocols/impact asks for a run instead
+
+
+def _impact_draft(state: AppState, body: ImpactIn):
+    """The submitted text checked as publishing would: (draft, None) or (None, the 422 response)."""
     lib = state.library
-    as_of = body.as_of or state.now().date()
     with pending_file(target_dir(lib, state.protocols_dir, _peek_id(body.yaml)), body.yaml) as pending:
         proto, problems = check(lib, pending)
         v = _validation(proto, problems, pending)
     if not v.valid:
-        return JSONResponse(status_code=422, content=v.model_dump(mode="json"))
+        return None, JSONResponse(status_code=422, content=v.model_dump(mode="json"))
+    return proto, None
+
+
+@router.post("/impact", response_model=ImpactOut,
+             responses={422: {"model": ValidationOut, "description": "Invalid protocol"},
+                        409: {"description": "The registry is too large to preview while you wait: use POST /protocols/impact/runs"}})
+def impact_preview(body: ImpactIn, request: Request, who: Principal = Depends(require("protocol:impact")),
+                   state: AppState = Depends(get_state)):
+    """What publishing this text would change, evaluated over the registry population as of a date,
+    against the version in force then: patients entering / leaving the register, tasks, clinical flags
+    and compliance flags added / removed (by role, provider and practice), care-plan and tier changes,
+    measures, example patients and why. The same numbers as `carepath impact`. Nothing is stored.
+    Synchronous, for small registries (up to SYNC_IMPACT_LIMIT patients); otherwise start a run."""
+    lib = state.library
+    as_of = body.as_of or state.now().date()
+    proto, refused = _impact_draft(state, body)
+    if refused is not None:
+        return refused
     with Session(state.engines.read) as s:
+        n = s.exec(select(func.count()).select_from(PatientRow)).one()
+        if n > SYNC_IMPACT_LIMIT:
+            raise HTTPException(status_code=409, detail=f"{n} patients: too many to preview while you wait; "
+                                                        "start a run with POST /protocols/impact/runs")
         result = impact(lib, proto, iter_records(s), as_of)
-    log_access(state, request, who, "read", "protocol-impact", patients=[e["nhs_number"] for e in result["examples"]],
-               detail={"protocol": proto.key, "patients": result["patients_evaluated"]})
+    log_access(state, request, who, "read", "protocol-impact", patients=example_patients(result),
+               detail={"protocol": proto.key, "patients": result["patients"]})
     return ImpactOut(**result)
+
+
+def run_out(row) -> ImpactRunOut:
+    return ImpactRunOut(id=row.id, status=row.status, protocol=row.protocol, from_version=row.from_version,
+                        to_version=row.to_version, as_of=row.as_of, done=row.done, total=row.total,
+                        created_by=row.created_by, created_at=row.created_at, updated_at=row.updated_at,
+                        finished_at=row.finished_at, error=row.error,
+                        result=ImpactOut(**row.result) if row.status == "done" and row.result else None,
+                        url=f"/protocols/impact/runs/{row.id}")
+
+
+@router.post("/impact/runs", response_model=ImpactRunOut, status_code=202,
+             responses={422: {"model": ValidationOut, "description": "Invalid protocol"}})
+def start_impact_run(body: ImpactIn, request: Request, response: Response,
+                     who: Principal = Depends(require("protocol:impact")), state: AppState = Depends(get_state)):
+    """Start the impact preview of this text in the background (any registry size): 202 at once with
+    the run; follow it with GET /protocols/impact/runs/{id} (progress, then the result)."""
+    as_of = body.as_of or state.now().date()
+    proto, refused = _impact_draft(state, body)
+    if refused is not None:
+        return refused
+    row = impact_runs.runner(state).start(who, state.library, proto, as_of, "text")
+    log_access(state, request, who, "read", "protocol-impact-run", detail={"run": row.id, "protocol": proto.key,
+                                                                           "started": True})
+    response.headers["Location"] = f"/protocols/impact/runs/{row.id}"
+    return run_out(row)
+
+
+@router.get("/impact/runs/{run_id}", response_model=ImpactRunOut, responses={404: {"description": "No such run of yours"}})
+def get_impact_run(request: Request, run_id: int = Path(..., ge=1, le=2**31 - 1),
+                   who: Principal = Depends(require("protocol:impact")), state: AppState = Depends(get_state)):
+    """A run: status (queued, running, done, failed, or interrupted by a restart: start it again), patients
+    done of total, and when done the result (as POST /protocols/impact). Only its starter sees it;
+    showing a result (its example patients) is logged like the preview itself."""
+    row = impact_runs.get(state, who, run_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no impact run {run_id} of yours")
+    if row.status == "done":
+        log_access(state, request, who, "read", "protocol-impact", patients=example_patients(row.result or {}),
+                   detail={"protocol": f"{row.protocol}@{row.to_version}", "patients": row.done, "run": row.id})
+    return run_out(row)
 
 
 @router.post("/publish", response_model=PublishOut, status_code=201,

@@ -3,9 +3,9 @@ with intervals and responsible roles from the role agreements, rules with escala
 measures, evidence), the version history with the differences between versions, and the impact
 preview of a draft (a draft version on file, or pasted text) over the registry population.
 
-Reads reuse `api.routers.protocols`; the impact preview of pasted text is the API's own
-`impact_preview` (validation, evaluation, access log); a draft already on file is previewed with
-the same `api.protocol_store.impact`, logged the same way.
+Reads reuse `api.routers.protocols`. The impact preview runs in the background (api/impact_runs.py,
+the same run as POST /protocols/impact/runs, engine.impact's one preview): pasted text is checked
+by the API's own validation first; the run's page shows progress, then the result (logged).
 """
 from __future__ import annotations
 
@@ -17,19 +17,17 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from ruamel.yaml import YAML
-from sqlmodel import Session
 
 from api.deps import Principal, log_access
-from api.protocol_store import impact
+from api import impact_runs
+from api.protocol_store import example_patients
 from api.routers import protocols as papi
-from api.schemas import ImpactIn, ImpactOut, ValidationOut
-from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, render, state_of
+from api.schemas import ImpactIn, ValidationOut
+from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
 from engine.docs import clinical_words
 from engine.protocols.library import version_key
-from engine.registry.ingest import iter_records
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
 Pid = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
@@ -197,7 +195,6 @@ def _impact_form(request, who, state, pid: str, **ctx):
     ctx.setdefault("yaml", FsPath(latest.source).read_text(encoding="utf-8"))
     ctx.setdefault("source", f"file:{drafts[-1].version}" if drafts else "text")
     ctx.setdefault("as_of", state.now().date().isoformat())
-    ctx.setdefault("result", None)
     ctx.setdefault("problems", None)
     return render(request, "protocol_impact.html", who, page_title=f"Impact preview: {pid}", pid=pid, drafts=drafts,
                   in_force=next((p for p in state.library.in_force(state.now().date()) if p.id == pid), None), **ctx)
@@ -215,6 +212,7 @@ def impact_page(request: Request, protocol_id: Pid, who: Principal = Depends(pag
 def impact_run(request: Request, protocol_id: Pid, source: str = Form("text", max_length=200),
                yaml: str = Form("", max_length=500_000), as_of: str = Form(""),
                csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
+    """Start a background run (api/impact_runs.py) of the chosen draft, then show its page."""
     check_csrf(request, csrf_token_)
     need(request, who, "protocol:impact")
     state = state_of(request)
@@ -228,20 +226,38 @@ def impact_run(request: Request, protocol_id: Pid, source: str = Form("text", ma
         draft = next((p for p in _drafts(state, protocol_id) if p.version == source[5:]), None)
         if draft is None:
             raise HTTPException(status_code=404, detail=f"{protocol_id} has no draft version {source[5:]}")
-        with Session(state.engines.read) as s:
-            result = ImpactOut(**impact(state.library, draft, iter_records(s), day))
-        log_access(state, request, who, "read", "protocol-impact", patients=[e["nhs_number"] for e in result.examples],
-                   detail={"protocol": draft.key, "patients": result.patients_evaluated, "via": "web"})
-        return _impact_form(request, who, state, protocol_id, source=source, as_of=day.isoformat(), result=result,
-                            yaml=FsPath(draft.source).read_text(encoding="utf-8"))
-    try:
-        body = ImpactIn(yaml=yaml, as_of=day)
-    except ValidationError as e:
-        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", as_of=as_of,
-                            problems=[err["msg"] for err in e.errors()])
-    out = papi.impact_preview(body, request, who, state)
-    if isinstance(out, JSONResponse):
-        v = ValidationOut.model_validate_json(out.body)
-        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", as_of=day.isoformat(),
-                            problems=[p.text for p in v.problems] or ["The protocol is not valid."])
-    return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", as_of=day.isoformat(), result=out)
+    else:
+        try:
+            body = ImpactIn(yaml=yaml, as_of=day)
+        except ValidationError as e:
+            return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", as_of=as_of,
+                                problems=[err["msg"] for err in e.errors()])
+        draft, refused = papi._impact_draft(state, body)
+        if refused is not None:
+            v = ValidationOut.model_validate_json(refused.body)
+            return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", as_of=day.isoformat(),
+                                problems=[p.text for p in v.problems] or ["The protocol is not valid."])
+        source = "text"
+    run = impact_runs.runner(state).start(who, state.library, draft, day, source)
+    log_access(state, request, who, "read", "protocol-impact-run",
+               detail={"run": run.id, "protocol": draft.key, "started": True, "via": "web"})
+    return redirect(request, f"{PREFIX}/protocols/{protocol_id}/impact/runs/{run.id}")
+
+
+@router.get("/protocols/{protocol_id}/impact/runs/{run_id}")
+def impact_run_page(request: Request, protocol_id: Pid, run_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+                    who: Principal = Depends(page_user)):
+    """A run's progress (a <progress> bar; the page reloads itself every 2 s with a meta refresh, no
+    JavaScript), then its result; "interrupted - start again" after a restart."""
+    state = state_of(request)
+    need(request, who, "protocol:impact")
+    row = impact_runs.get(state, who, run_id)
+    if row is None or row.protocol != protocol_id:
+        raise HTTPException(status_code=404, detail=f"no impact run {run_id} of yours for {protocol_id}")
+    result = row.result if row.status == "done" else None
+    if result is not None:
+        log_access(state, request, who, "read", "protocol-impact", patients=example_patients(result),
+                   detail={"protocol": f"{row.protocol}@{row.to_version}", "patients": row.done, "run": row.id,
+                           "via": "web"})
+    return render(request, "protocol_impact_run.html", who, page_title=f"Impact preview: {protocol_id}", pid=protocol_id,
+                  run=row, result=result, refresh=row.status in impact_runs.UNFINISHED)

@@ -154,3 +154,29 @@ class LoginThrottleRow(SQLModel, table=True):
     failures: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
     last_failure_at: dt.datetime | None = _when(nullable=True, default=None)
     blocked_until: dt.datetime | None = _when(nullable=True, default=None)
+
+
+class ImpactRunRow(SQLModel, table=True):
+    """A background impact preview of a draft protocol (migration 0008): who started it, its progress
+    (patients done of total, written every few patients) and, once done, the result
+    (engine.impact.Report.as_dict). Status: queued | running | done | failed | interrupted (a run that
+    was queued or running when the service stopped; marked on the next start)."""
+    __tablename__ = "impact_run"
+    __table_args__ = (sa.Index("ix_impact_run_status", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    protocol: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    from_version: str | None = Field(default=None, sa_column=sa.Column(sa.String(40)))
+    to_version: str = Field(sa_column=sa.Column(sa.String(40), nullable=False))
+    content_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    source: str = Field(sa_column=sa.Column(sa.String(200), nullable=False))  # "file:<version>" | "text"
+    as_of: dt.date
+    status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    total: int = 0
+    done: int = 0
+    created_by: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    created_at: dt.datetime = _when(default_factory=utcnow)
+    updated_at: dt.datetime = _when(default_factory=utcnow)
+    finished_at: dt.datetime | None = _when(nullable=True, default=None)
+    result: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))

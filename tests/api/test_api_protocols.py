@@ -63,18 +63,138 @@ def test_impact_preview(api):
     r = api.post("/protocols/impact", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0"))})
     assert r.status_code == 200, r.text
     imp = r.json()
-    assert (imp["from_version"], imp["to_version"], imp["patients_evaluated"]) == ("1.0.0", "1.1.0", 6)
-    assert (imp["entering_register"], imp["leaving_register"]) == (0, 0)
-    assert imp["tasks_added"] == 1 and imp["tasks_removed"] == 0
-    assert imp["tasks_by_role"] == [{"key": "gp", "added": 1, "removed": 0}]
-    assert imp["tasks_by_practice"] == [{"key": "A81001", "added": 1, "removed": 0}]
-    assert imp["flags_added"] == 1
-    [ex] = imp["examples"]
-    assert ex["nhs_number"] == SARAH and ex["tasks_added"] == ["Review glucose-lowering therapy"]
+    assert (imp["old"], imp["new"], imp["patients"]) == ("1.0.0", "1.1.0", 6)
+    assert (imp["entering"], imp["leaving"]) == (0, 0)
+    assert imp["tasks_added"] == {"Review glucose-lowering therapy": 1} and imp["tasks_removed"] == {}
+    assert imp["by_role"] == {"gp": {"added": 1, "removed": 0}}
+    assert imp["by_practice"]["A81001"]["tasks_added"] == 1
+    # clinical and compliance flags are counted apart and labelled: the rule raises one clinical flag
+    assert imp["totals"]["clinical_flags_added"] == 1 and imp["totals"]["compliance_flags_added"] == 0
+    assert list(imp["clinical_flags_added"].values()) == [1]
+    assert {e["nhs_number"] for e in imp["examples"]} == {SARAH}
+    assert any(e["change"] == "task added: Review glucose-lowering therapy" and ">= 45 mmol/mol" in e["why"]
+               for e in imp["examples"])
     assert files(api.protocols_dir) == before  # nothing published
     # an invalid text gets the validator's problems instead
     bad = api.post("/protocols/impact", json={"yaml": version(ORIGINAL, "1.1.0").replace("age >= 17", "age >= seventeen")})
     assert bad.status_code == 422 and bad.json()["problems"]
+
+
+def test_cli_and_service_give_the_same_impact(api, tmp_path):
+    """Issue 12: `carepath impact` and the service (POST /protocols/impact, an impact run) are one
+    preview: for the same draft, registry and date every number is the same."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    import shutil
+    shutil.copytree(api.protocols_dir / "valuesets", tmp_path / "valuesets")
+    draft = tmp_path / "t2dm-annual-care@1.1.0.yaml"  # a draft on file, outside the service's library
+    # a clinical change (HbA1c review from 45) and a compliance one (the first care process every 3 months)
+    draft.write_text(lower_threshold(version(ORIGINAL, "1.1.0")).replace("every: 12 months", "every: 3 months", 1),
+                     encoding="utf-8")
+    text = draft.read_text(encoding="utf-8")
+    as_of = api.clock().date().isoformat()
+    r = CliRunner().invoke(app, ["impact", "t2dm-annual-care@1.0.0", str(draft), "--population", api.url, "--as-of", as_of,
+                                 "--protocols", str(api.protocols_dir), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    cli = json.loads(r.output)
+    web = api.post("/protocols/impact", json={"yaml": text, "as_of": as_of}).json()
+    assert cli == web
+    run = api.post("/protocols/impact/runs", json={"yaml": text, "as_of": as_of}).json()
+    done = _wait(api, run["id"])
+    assert done["result"] == cli
+    assert cli["patients"] == 6 and cli["totals"]["clinical_flags_added"] == 1
+    assert cli["totals"]["compliance_flags_added"] > 0  # counted, and apart from the clinical ones
+
+
+def _wait(api, run_id: int, user: str = "clinical.lead", timeout: float = 60) -> dict:
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        r = api.get(f"/protocols/impact/runs/{run_id}", user=user)
+        assert r.status_code == 200, r.text
+        if r.json()["status"] not in ("queued", "running"):
+            return r.json()
+        time.sleep(0.05)
+    raise AssertionError(f"run {run_id} still {r.json()['status']}")
+
+
+def test_impact_run_in_the_background(api, monkeypatch):
+    import threading
+
+    import api.impact_runs as ir
+    monkeypatch.setattr(ir, "PROGRESS_EVERY", 1)  # progress written after every patient
+    runner = __import__("api.impact_runs", fromlist=["runner"]).runner(api.state)
+    held, release = threading.Event(), threading.Event()
+
+    def hold(run_id, n):  # stop after 3 patients until the test has seen the progress
+        if n == 3:
+            held.set()
+            release.wait(30)
+    runner.after_patient = hold
+    try:
+        r = api.post("/protocols/impact/runs", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0"))})
+        assert r.status_code == 202, r.text
+        run = r.json()
+        assert run["status"] in ("queued", "running") and run["result"] is None
+        assert r.headers["location"] == run["url"] == f"/protocols/impact/runs/{run['id']}"
+        assert held.wait(30)
+        mid = api.get(run["url"]).json()
+        assert (mid["status"], mid["done"], mid["total"], mid["result"]) == ("running", 3, 6, None)
+        # someone else (even a clinical lead) is told there is no such run
+        assert api.get(run["url"], user="lead.central").status_code == 404
+    finally:
+        runner.after_patient = None
+        release.set()
+    done = _wait(api, run["id"])
+    assert (done["status"], done["done"], done["total"]) == ("done", 6, 6)
+    res = done["result"]
+    assert (res["old"], res["new"], res["patients"]) == ("1.0.0", "1.1.0", 6)
+    assert res["tasks_added"] == {"Review glucose-lowering therapy": 1} and res["totals"]["clinical_flags_added"] == 1
+    log = api.get("/access-log", user="admin", params={"username": "clinical.lead"}).json()["items"]
+    shown = [x for x in log if x["resource"] == "protocol-impact" and x["detail"].get("run") == run["id"]]
+    assert shown and shown[0]["patients"] == [SARAH]  # the example patients, when the result is shown
+    assert any(x["resource"] == "protocol-impact-run" and x["detail"].get("run") == run["id"] for x in log)
+    # invalid text: the validator's problems, no run
+    bad = api.post("/protocols/impact/runs", json={"yaml": version(ORIGINAL, "1.1.0").replace("age >= 17", "age >= seventeen")})
+    assert bad.status_code == 422 and bad.json()["problems"]
+    assert api.get("/protocols/impact/runs/999999").status_code == 404
+
+
+def test_a_run_cut_short_by_a_restart_says_interrupted(fresh_api, tmp_path):
+    """Never 'running' forever: a run unfinished when the service stopped is marked interrupted when
+    it starts again."""
+    import uuid
+
+    from sqlmodel import Session
+
+    from api.app import create_app
+    from engine.registry.access import ImpactRunRow
+    api = fresh_api
+    with Session(api.state.engines.write) as s:
+        ids = []
+        for status in ("running", "queued", "done"):
+            row = ImpactRunRow(protocol="t2dm-annual-care", to_version="1.1.0", content_hash="x", source="text",
+                               as_of=api.clock().date(), status=status, total=10, done=4, created_by="clinical.lead")
+            s.add(row)
+            s.flush()
+            ids.append(row.id)
+        s.commit()
+    assert api.get(f"/protocols/impact/runs/{ids[0]}").json()["status"] == "running"
+    again = create_app(api.url, api.protocols_dir, secret_key="t-" + uuid.uuid4().hex)  # the service starts again
+    again.state.carepath.engines.dispose()
+    got = [api.get(f"/protocols/impact/runs/{i}").json() for i in ids]
+    assert [g["status"] for g in got] == ["interrupted", "interrupted", "done"]
+    assert got[0]["done"] == 4 and "restarted" in got[0]["error"]
+
+
+def test_large_registries_are_previewed_by_a_run(api, monkeypatch):
+    from api.routers import protocols
+    monkeypatch.setattr(protocols, "SYNC_IMPACT_LIMIT", 5)
+    r = api.post("/protocols/impact", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0"))})
+    assert r.status_code == 409 and "/protocols/impact/runs" in r.json()["detail"]
 
 
 def test_publish(seeded_api):

@@ -53,6 +53,8 @@ MATRIX = [
     ("GET", "/protocols/{protocol}/versions", "protocol:read", {}),
     ("POST", "/protocols/validate", "protocol:validate", {"json": BAD_YAML}),
     ("POST", "/protocols/impact", "protocol:impact", {"json": BAD_YAML}),
+    ("POST", "/protocols/impact/runs", "protocol:impact", {"json": BAD_YAML}),
+    ("GET", "/protocols/impact/runs/{run}", "protocol:impact", {}),
     ("POST", "/protocols/publish", "protocol:publish", {"json": BAD_YAML}),
     ("GET", "/fhir/CarePlan", "patient:read", {"params": {"patient": AMINA}}),
     ("GET", "/fhir/Task", "patient:read", {"params": {"patient": AMINA}}),
@@ -63,7 +65,7 @@ MATRIX = [
 ]
 
 TEMPLATE = {"{nhs}": "{nhs_number}", "{task}": "{task_id}", "{mdt}": "{mdt}", "{measure}": "{measure}",
-            "{protocol}": "{protocol_id}", "{username}": "{username}"}
+            "{protocol}": "{protocol_id}", "{username}": "{username}", "{run}": "{run_id}"}
 
 
 def _openapi_form(path: str) -> str:
@@ -88,7 +90,8 @@ def amina_task(api):
 
 def _fill(path: str, task_id: int) -> str:
     return (path.replace("{nhs}", AMINA).replace("{task}", str(task_id)).replace("{mdt}", "central-1")
-            .replace("{measure}", "DM020").replace("{protocol}", "t2dm-annual-care").replace("{username}", "staff.noscope"))
+            .replace("{measure}", "DM020").replace("{protocol}", "t2dm-annual-care").replace("{username}", "staff.noscope")
+            .replace("{run}", "999999"))
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -57,33 +57,94 @@ def test_differences_between_versions(pages):
     assert page.goto("/app/protocols/t2dm-annual-care/diff?from=1.0.0&to=9.9.9").status == 404
 
 
-def test_impact_preview_of_a_draft(pages, server):
+def test_impact_preview_of_a_draft(pages, server, monkeypatch):
+    """Issue 16 item 5: the preview starts at once, shows its progress (a <progress> bar, the page
+    reloading itself with a meta refresh under the strict CSP, no JavaScript), then the result."""
+    import threading
+
+    import api.impact_runs as ir
+    monkeypatch.setattr(ir, "PROGRESS_EVERY", 1)
+    held, release = threading.Event(), threading.Event()
+
+    def hold(run_id, n):  # the run waits after 3 of the 6 patients until the progress page has been seen
+        if n == 3:
+            held.set()
+            release.wait(30)
+    ir.runner(server.state).after_patient = hold
     page = pages.login("clinical.lead")
     page.goto("/app/protocols/t2dm-annual-care")
     page.get_by_role("link", name="Impact preview of a draft").click()
     expect(page.get_by_label("Draft 1.1.0 on file (effective 1 Apr 2026)")).to_be_checked()
-    page.get_by_role("button", name="Preview impact").click()
+    try:
+        page.get_by_role("button", name="Start impact preview").click()
+        expect(page).to_have_url(re.compile(r"/app/protocols/t2dm-annual-care/impact/runs/\d+$"))
+        assert held.wait(30)
+        page.reload()
+        progress = page.locator("progress#impact-progress")
+        expect(progress).to_have_attribute("value", "3")
+        expect(progress).to_have_attribute("max", "6")
+        expect(page.get_by_role("status")).to_contain_text("3 of 6 patients (50%)")
+        assert page.locator('meta[http-equiv="refresh"]').get_attribute("content") == "2"
+        csp = page.request.get(page.url).headers["content-security-policy"]
+        assert "script-src" not in csp and "default-src 'none'" in csp  # no script needed or allowed; meta refresh is not script
+        expect(page.locator("#impact-result")).to_have_count(0)
+        shot(page, "protocol-impact-progress")
+    finally:
+        ir.runner(server.state).after_patient = None
+        release.set()
+    # no click: the page refreshes itself until the result is there
     result = page.locator("#impact-result")
-    expect(result.get_by_role("heading", level=2)).to_contain_text("t2dm-annual-care 1.0.0 → 1.1.0")
-    # the tighter blood pressure target under 80: Frank (138/82) gains a GP review and an amber flag
-    cards = result.locator(".card")
-    expect(cards.nth(0)).to_have_text(re.compile(r"^\s*6\s+patients evaluated"))
-    expect(cards.nth(2)).to_have_text(re.compile(r"^\s*\+1 / −0\s+tasks added / removed"))
+    expect(result).to_be_visible(timeout=15000)
+    expect(page.locator('meta[http-equiv="refresh"]')).to_have_count(0)  # finished: no more reloading
+    expect(page.get_by_role("heading", level=1)).to_contain_text("t2dm-annual-care 1.0.0 → 1.1.0")
+    expect(result.get_by_role("heading", level=2)).to_contain_text("6 patients evaluated")
+    # the tighter blood pressure target under 80: Frank (138/82) gains a GP review and an amber (clinical) flag
+    expect(result.locator(".card").nth(1)).to_have_text(re.compile(r"^\s*\+1 / −0\s+tasks added / removed"))
+    expect(result.locator("#clinical-flags")).to_contain_text("clinical flags added / removed")
+    expect(result.locator("#compliance-flags")).to_contain_text("compliance flags (audit / QOF gaps)")
     expect(result.get_by_role("table", name="Tasks by role").get_by_role("row", name=re.compile("^gp"))).to_contain_text("1")
-    example = result.get_by_role("row", name=re.compile(f"{FRANK[:3]} {FRANK[3:6]} {FRANK[6:]}"))  # NHS number shown 3-3-4
-    expect(example).to_contain_text("+ Review blood pressure treatment")
+    expect(result.get_by_role("table", name="Tasks by provider")).to_be_visible()
+    expect(result.get_by_role("table", name="By practice")).to_contain_text("A81003")
+    example = result.get_by_role("row", name=re.compile(f"{FRANK[:3]} {FRANK[3:6]} {FRANK[6:]}")).filter(
+        has_text="task added: Review blood pressure treatment")  # NHS number shown 3-3-4
+    expect(example).to_have_count(1)
+    expect(example).to_contain_text("last systolic value 138 mm[Hg] on 2026-06-06 (>= 130 mm[Hg])")  # and why
     shot(page, "protocol-impact")
-    assert access_log(server, resource="protocol-impact", username="clinical.lead")
+    shown = access_log(server, resource="protocol-impact", username="clinical.lead")
+    assert shown and FRANK in shown[-1].patients
     # pasted text with a mistake: the problems with line and column, nothing evaluated
+    page.get_by_role("link", name="Preview another draft").click()
     page.get_by_label("The text below (paste or edit a draft; give it a new version number)").check()
     page.get_by_label("Protocol text (YAML)").fill(
         page.get_by_label("Protocol text (YAML)").input_value().replace("version: 1.1.0", "version: 1.2.0")
         .replace("last_hba1c.value >= 53", "last_hbac1.value >= 53"))
-    page.get_by_role("button", name="Preview impact").click()
+    page.get_by_role("button", name="Start impact preview").click()
     problems = page.locator("#impact-problems")
     expect(problems).to_contain_text(re.compile(r"<submitted>:\d+:\d+: error: .*last_hbac1"))
     expect(problems).to_contain_text("did you mean 'last_hba1c'")
     shot(page, "protocol-impact-problems")
+
+
+def test_an_interrupted_impact_run_says_start_again(pages, server):
+    from sqlmodel import Session
+
+    from api.impact_runs import interrupt_unfinished
+    from engine.registry.access import ImpactRunRow
+    with Session(server.state.engines.write) as s:
+        row = ImpactRunRow(protocol="t2dm-annual-care", from_version="1.0.0", to_version="1.1.0", content_hash="x",
+                           source="file:1.1.0", as_of=server.clock().date(), status="running", total=6, done=2,
+                           created_by="clinical.lead")
+        s.add(row)
+        s.commit()
+        run_id = row.id
+    interrupt_unfinished(server.state.engines.write)  # what the service does when it starts again
+    page = pages.login("clinical.lead")
+    page.goto(f"/app/protocols/t2dm-annual-care/impact/runs/{run_id}")
+    expect(page.get_by_role("alert")).to_contain_text("Interrupted — start again")
+    expect(page.locator('meta[http-equiv="refresh"]')).to_have_count(0)
+    page.get_by_role("link", name="Start the preview again").click()
+    expect(page.get_by_role("button", name="Start impact preview")).to_be_visible()
+    shot(page, "protocol-impact-interrupted")
 
 
 def test_impact_preview_is_for_clinical_leads(pages):

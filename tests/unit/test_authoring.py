@@ -267,6 +267,9 @@ def test_impact_from_a_registry_and_for_a_new_pathway(tmp_path, lib):
     assert "Impact of t2dm-annual-care@1.1.0 against t2dm-annual-care@1.0.0, as of 2026-11-20: 6 patient(s)" in out
     assert "Cardiovascular risk assessment (QRISK3) overdue" in out and "Refer to diabetes structured education" in out
     assert "Examples (patient, practice: what changed - why)" in out
+    # clinical and compliance flags are counted apart, and both shown (issue 12)
+    assert re.search(r"clinical flags \+\d+ / -\d+; compliance flags \+\d+ / -\d+", out)
+    assert rep["totals"]["compliance_flags_added"] == sum(rep["compliance_flags_added"].values()) > 0
     bad = cli("impact", "none", ROOT / "protocols" / "hypertension.yaml", "--population", tmp_path / "nowhere")
     assert bad.exit_code == 2 and "no such file or folder" in bad.output
 
