@@ -72,7 +72,7 @@ def test_impact_preview(api):
     assert imp["totals"]["clinical_flags_added"] == 1 and imp["totals"]["compliance_flags_added"] == 0
     assert list(imp["clinical_flags_added"].values()) == [1]
     assert {e["nhs_number"] for e in imp["examples"]} == {SARAH}
-    assert any(e["change"] == "task added: Review glucose-lowering therapy" and ">= 45 mmol/mol" in e["why"]
+    assert any(e["change"] == "task added: Review glucose-lowering therapy" and "at least 45 mmol/mol" in e["why"]
                for e in imp["examples"])
     assert files(api.protocols_dir) == before  # nothing published
     # an invalid text gets the validator's problems instead
