@@ -37,21 +37,38 @@ class Counts:
     denominator: int = 0
     exclusions: int = 0
     numerator: int = 0
+    exceptions: int = 0
     versions: set = field(default_factory=set)
 
     def add(self, m: dict) -> None:
-        self.initial_population += bool(m.get("initial_population"))
-        self.denominator += bool(m.get("denominator"))
-        self.exclusions += bool(m.get("exclusion"))
-        self.numerator += bool(m.get("numerator"))
+        """One stored measure result: a patient's booleans, or an episode measure's counts (a patient can
+        count several times, CMS22)."""
+        for name, value in step_counts(m).items():
+            setattr(self, name, getattr(self, name) + value)
 
     @property
     def eligible(self) -> int:
-        return self.denominator - self.exclusions
+        """What the rate is over: the denominator less exclusions and denominator exceptions (eCQM), the
+        QOF habit of personalised care adjustments kept apart from achievement."""
+        return self.denominator - self.exclusions - self.exceptions
 
     @property
     def rate(self) -> float | None:
         return self.numerator / self.eligible if self.eligible > 0 else None
+
+
+def step_counts(m) -> dict[str, int]:
+    """A measure result (stored dict or MeasureResult) as counts per population step: one patient, or
+    its episodes when the measure is episode-based."""
+    get = m.get if isinstance(m, dict) else lambda k, d=None: getattr(m, k, d)
+    counts = get("counts")
+    if get("basis") == "episode" and counts:
+        return {"initial_population": counts.get("initial_population", 0), "denominator": counts.get("denominator", 0),
+                "exclusions": counts.get("exclusion", 0), "exceptions": counts.get("exception", 0),
+                "numerator": counts.get("numerator", 0)}
+    return {"initial_population": int(bool(get("initial_population"))), "denominator": int(bool(get("denominator"))),
+            "exclusions": int(bool(get("exclusion"))), "exceptions": int(bool(get("exception"))),
+            "numerator": int(bool(get("numerator")))}
 
 
 def unit_of(p: PatientRow, kind: str) -> str | None:
@@ -97,7 +114,8 @@ def figures(c: Counts, area: Counts | None) -> dict:
     p0 = area.rate if area else None
     out = dict(protocol=c.protocol, version=", ".join(sorted(c.versions)) or c.version, measure=c.measure, title=c.title,
                unit_kind=c.unit_kind, unit=c.unit, initial_population=c.initial_population, denominator=c.denominator,
-               exclusions=c.exclusions, numerator=c.numerator, rate=round(c.rate, 4) if c.rate is not None else None,
+               exclusions=c.exclusions, exceptions=c.exceptions, numerator=c.numerator,
+               rate=round(c.rate, 4) if c.rate is not None else None,
                ci95=wilson(c.numerator, c.eligible), area_rate=round(p0, 4) if p0 is not None else None,
                funnel95=funnel(p0, c.eligible, Z95), funnel998=funnel(p0, c.eligible, Z998), comparison="no-data")
     if c.rate is not None and out["funnel95"]:
@@ -162,10 +180,8 @@ def take_snapshot(s: Session, library: Library, as_of: dt.date, taken_by: str, n
                     if row is None:
                         row = counts[key] = AuditSnapshotRow(as_of=as_of, taken_at=now, taken_by=taken_by, protocol=pr.protocol,
                                                              version=pr.version, measure=m.measure, unit_kind=kind, unit=unit)
-                    row.initial_population += m.initial_population
-                    row.denominator += m.denominator
-                    row.exclusions += m.exclusion
-                    row.numerator += m.numerator
+                    for name, value in step_counts(m).items():
+                        setattr(row, name, (getattr(row, name) or 0) + value)
     for old in s.exec(select(AuditSnapshotRow).where(AuditSnapshotRow.as_of == as_of)):
         s.delete(old)
     s.flush()

@@ -160,10 +160,12 @@ def _individual_populations(m: dict) -> list[dict]:
 
 
 def summary_report(fig: dict, period: tuple[dt.date, dt.date], now: dt.datetime) -> dict:
-    eligible = fig["denominator"] - fig["exclusions"]
+    exceptions = fig.get("exceptions", 0)
+    eligible = fig["denominator"] - fig["exclusions"] - exceptions
     group: dict[str, Any] = {"code": {"text": fig["title"]}, "population": [
         _population("initial-population", fig["initial_population"]), _population("denominator", fig["denominator"]),
-        _population("denominator-exclusion", fig["exclusions"]), _population("numerator", fig["numerator"])]}
+        _population("denominator-exclusion", fig["exclusions"]), _population("denominator-exception", exceptions),
+        _population("numerator", fig["numerator"])]}
     if eligible > 0:
         group["measureScore"] = {"value": round(fig["numerator"] / eligible, 4), "unit": "proportion"}
     reporter = ({"identifier": {"system": ODS_SYSTEM, "value": fig["unit"]}, "display": fig["unit"]}

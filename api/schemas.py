@@ -372,8 +372,9 @@ class MeasureFigures(BaseModel):
     initial_population: int
     denominator: int
     exclusions: int
+    exceptions: int = Field(0, description="Denominator exceptions (eCQM; QOF personalised care adjustments): kept out of the rate")
     numerator: int
-    rate: float | None = Field(description="numerator / (denominator - exclusions)")
+    rate: float | None = Field(description="numerator / (denominator - exclusions - exceptions)")
     ci95: tuple[float, float] | None = Field(default=None, description="Wilson 95% interval of the rate")
     area_rate: float | None = None
     funnel95: tuple[float, float] | None = Field(default=None, description="Area rate +/- 1.96 SE at this unit's size")
@@ -425,6 +426,7 @@ class TrendPoint(BaseModel):
     as_of: dt.date
     denominator: int
     exclusions: int
+    exceptions: int = 0
     numerator: int
     rate: float | None
 

@@ -140,8 +140,9 @@ def trend(measure: ShortText, protocol: ShortText | None = None, unit_kind: Unit
         rows = s.exec(q.order_by(AuditSnapshotRow.as_of)).all()
     points = []
     for r in rows:
-        eligible = r.denominator - r.exclusions
-        points.append(TrendPoint(as_of=r.as_of, denominator=r.denominator, exclusions=r.exclusions, numerator=r.numerator,
+        eligible = r.denominator - r.exclusions - r.exceptions
+        points.append(TrendPoint(as_of=r.as_of, denominator=r.denominator, exclusions=r.exclusions, exceptions=r.exceptions,
+                                 numerator=r.numerator,
                                  rate=round(r.numerator / eligible, 4) if eligible > 0 else None))
     return TrendOut(protocol=protocol or (rows[0].protocol if rows else None), measure=measure, unit_kind=unit_kind, unit=unit,
                     points=points)

@@ -26,6 +26,12 @@ GROUP_NAMES = {"numerator": "Met", "not-met": "Not met", "excluded": "Excluded",
 MAX_TREND_UNITS = 6
 
 
+def exception_rate(m) -> float | None:
+    """Exceptions as a share of those who could be counted (denominator less exclusions): QOF's PCA rate."""
+    base = m.denominator - m.exclusions
+    return m.exceptions / base if base > 0 else None
+
+
 def drill_url(measure: str, protocol: str, unit_kind: str, unit: str | None = None, group: str | None = None) -> str:
     q = {"protocol": protocol, "unit_kind": unit_kind}
     if unit:
@@ -47,17 +53,17 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
     if chosen is None and measures:  # the measure with the most to compare: most units with data, then most patients
         units_with_data: dict[tuple, int] = {}
         for r in by_unit.rows:
-            if r.denominator - r.exclusions > 0:
+            if r.denominator - r.exclusions - r.exceptions > 0:
                 units_with_data[(r.protocol, r.measure)] = units_with_data.get((r.protocol, r.measure), 0) + 1
         chosen = min(measures, key=lambda r: (-units_with_data.get((r.protocol, r.measure), 0),
-                                              -(r.denominator - r.exclusions), r.protocol, r.measure))
+                                              -(r.denominator - r.exclusions - r.exceptions), r.protocol, r.measure))
     # Small-number suppression for those outside the care team (auditors see aggregates only):
     # counts 1-7 shown as "<8", as NHS statistical publications do.
     suppress = who.role == "auditor"
     ctx: dict = {"suppress": suppress, "min_to_rank": MIN_TO_RANK}
     if chosen is not None:
         rows = [r for r in by_unit.rows if r.measure == chosen.measure and r.protocol == chosen.protocol]
-        units = [Unit(label=r.unit, rate=r.rate, n=r.denominator - r.exclusions, numerator=r.numerator, ci=r.ci95,
+        units = [Unit(label=r.unit, rate=r.rate, n=r.denominator - r.exclusions - r.exceptions, numerator=r.numerator, ci=r.ci95,
                       limits95=r.funnel95, comparison=r.comparison,
                       href=drill_url(chosen.measure, chosen.protocol, unit_kind, r.unit)) for r in rows]
         uid = f"{chosen.measure}-{unit_kind}".replace(".", "-")
@@ -68,16 +74,17 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
         ctx["no_eligible"] = sorted(u.label for u in units if not u.n)
         ctx["too_few"] = sum(0 < u.n < MIN_TO_RANK for u in units)
         series = [("Area", [(p.as_of, p.rate) for p in aapi.trend(chosen.measure, chosen.protocol, "area", None, who, state).points])]
-        for r in sorted(rows, key=lambda r: -(r.denominator - r.exclusions))[:MAX_TREND_UNITS]:
+        for r in sorted(rows, key=lambda r: -(r.denominator - r.exclusions - r.exceptions))[:MAX_TREND_UNITS]:
             pts = aapi.trend(chosen.measure, chosen.protocol, unit_kind, r.unit, who, state).points
             if pts:
                 series.append((r.unit, [(p.as_of, p.rate) for p in pts]))
         ctx["trend"] = trend_chart(series, f"trend-{uid}", f"{chosen.measure}: rate over reporting dates")
         ctx["trend_rows"] = series
         order = {u.label: i for i, u in enumerate(rank_order(units))}
-        ctx["rows"] = sorted((r for r in rows if r.denominator - r.exclusions > 0), key=lambda r: order[r.unit])
+        ctx["rows"] = sorted((r for r in rows if r.denominator - r.exclusions - r.exceptions > 0), key=lambda r: order[r.unit])
     return render(request, "audit.html", who, page_title="Audit dashboard", measures=measures, chosen=chosen,
-                  unit_kind=unit_kind, unit_names=UNIT_NAMES, unit_plurals=UNIT_PLURALS, count=count_text, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
+                  unit_kind=unit_kind, unit_names=UNIT_NAMES, unit_plurals=UNIT_PLURALS, count=count_text,
+                  exception_rate=exception_rate, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
                   drill_url=drill_url, patients=area.patients, evaluated_from=area.evaluated_from,
                   evaluated_to=area.evaluated_to, today=state.now().date(), **ctx)
 

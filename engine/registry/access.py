@@ -95,6 +95,7 @@ class AuditSnapshotRow(SQLModel, table=True):
     denominator: int = 0
     exclusions: int = 0
     numerator: int = 0
+    exceptions: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))  # 0009
 
 
 class MdtOutcomeRow(SQLModel, table=True):
