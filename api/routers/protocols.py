@@ -12,17 +12,22 @@ from api.app import AppState
 from api.deps import Principal, get_state, log_access, require
 from api.protocol_store import (check, impact, pending_file, problem_out, publish_file, record_publication, target_dir,
                                 _peek_id)
-from api.schemas import (ImpactIn, ImpactOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut, ValidationOut,
+from api.responses import API_ERRORS, errors
+from api.schemas import (ErrorOut, ImpactIn, ImpactOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut, ValidationOut,
                          VersionOut, YamlIn)
 from engine.protocols.library import version_key
 from engine.protocols.model import Protocol
 from engine.registry.access import ProtocolPublicationRow
 from engine.registry.ingest import iter_records
 
-router = APIRouter(prefix="/protocols", tags=["protocols"])
+router = APIRouter(prefix="/protocols", tags=["protocols"], responses=API_ERRORS)
 PID = Path(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 VERSION = Query(None, pattern=r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
-NOT_FOUND = {404: {"description": "No such protocol or version"}}
+NOT_FOUND = errors(**{"404": "No such protocol or version"})
+# 422: the validator's problems (ValidationOut, nothing stored or published), or a request body that
+# is not valid at all (ErrorOut, from request validation).
+INVALID_PROTOCOL = {422: {"model": ValidationOut | ErrorOut,
+                          "description": "Invalid protocol: the validator's problems, nothing published (or an invalid request)"}}
 
 
 def _versions(state: AppState, pid: str) -> list[Protocol]:
@@ -137,7 +142,7 @@ def validate(body: YamlIn, who: Principal = Depends(require("protocol:validate")
         return _validation(proto, problems, pending)
 
 
-@router.post("/impact", response_model=ImpactOut, responses={422: {"model": ValidationOut, "description": "Invalid protocol"}})
+@router.post("/impact", response_model=ImpactOut, responses=INVALID_PROTOCOL)
 def impact_preview(body: ImpactIn, request: Request, who: Principal = Depends(require("protocol:impact")),
                    state: AppState = Depends(get_state)):
     """What publishing this text would change, evaluated over the registry population as of a date:
@@ -158,8 +163,7 @@ def impact_preview(body: ImpactIn, request: Request, who: Principal = Depends(re
 
 
 @router.post("/publish", response_model=PublishOut, status_code=201,
-             responses={422: {"model": ValidationOut, "description": "Invalid: the validator's problems; nothing published"},
-                        409: {"description": "That version was published meanwhile"}})
+             responses={**INVALID_PROTOCOL, **errors(**{"409": "That version was published meanwhile"})})
 def publish(body: YamlIn, request: Request, who: Principal = Depends(require("protocol:publish")),
             state: AppState = Depends(get_state)):
     """Publish a new protocol version: checked whole, then made visible in one step, or refused whole."""
