@@ -98,7 +98,9 @@ def access_log(request: Request, username: ShortText | None = None, action: Shor
     if action:
         q = q.where(AccessLogRow.action == action)
     if since:
-        q = q.where(AccessLogRow.at >= since.replace(tzinfo=None))
+        if since.tzinfo is not None:  # stored naive UTC: "...+01:00" means an hour earlier in UTC
+            since = since.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        q = q.where(AccessLogRow.at >= since)
     pseudo_of: dict[str, str] = {}
 
     def pseudo(nhs: str) -> str:
