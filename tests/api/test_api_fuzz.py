@@ -15,6 +15,8 @@ import os
 
 import pytest
 import schemathesis
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
                                  response_schema_conformance, status_code_conformance)
@@ -55,7 +57,11 @@ def test_conforms(fuzz_api, schema, method, path):
     operation = schema[path][method]
     headers = api.h("admin" if path.startswith(ADMIN_PATHS) else "clinical.lead")
 
-    @given(case=operation.as_strategy())
+    # valid requests (the operation's own answers) and invalid ones (what the validation and the guard answer)
+    cases = st.one_of(operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+                      operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+
+    @given(case=cases)
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     def run(case):
         call_headers = headers
