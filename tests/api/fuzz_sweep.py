@@ -17,6 +17,8 @@ from pathlib import Path
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
                                  response_schema_conformance, status_code_conformance)
 
@@ -39,7 +41,8 @@ def sweep(url: str, examples: int) -> None:
             operation = schema[path][method]
             headers = api.h("admin" if path.startswith(ADMIN_PATHS) else "clinical.lead")
 
-            @given(case=operation.as_strategy())
+            @given(case=st.one_of(operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+                                  operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)))
             @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
                       suppress_health_check=list(HealthCheck))
             def run(case):

@@ -2,8 +2,10 @@
 whatever the input, the service answers without a server error, and every answer conforms to the
 schema it publishes: a documented status code, the documented content type, a body matching the
 documented schema for that code, the documented headers (schemathesis's conformance checks).
-Bounded: a few derandomized examples per operation (CAREPATH_FUZZ_EXAMPLES, default 6; set it
-higher for a one-off sweep by hand), as a clinical lead (most operations allowed) or an admin
+Valid and invalid requests (schemathesis's positive and negative generation). Bounded: a few
+derandomized examples per operation (CAREPATH_FUZZ_EXAMPLES, default 6; set it higher for a one-off
+sweep by hand, or use tests/api/fuzz_sweep.py, which counts failures instead of stopping at the
+first), as a clinical lead (most operations allowed) or an admin
 (ingest, users, access log), so the run is repeatable and takes seconds.
 
 (schemathesis's own pytest integration, `from_fixture`, does not work with pytest 9, so the
@@ -15,9 +17,9 @@ import os
 
 import pytest
 import schemathesis
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (content_type_conformance, not_a_server_error, response_headers_conformance,
                                  response_schema_conformance, status_code_conformance)
 
