@@ -160,8 +160,8 @@ def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None =
 
 
 @router.post("/{mdt}/outcomes", response_model=OutcomeOut, status_code=201,
-             responses={**errors(**{"403": "Not your MDT", "404": "No such patient"}),
-                        **errors(**{"422": "Invalid request, or the patient is not under this MDT"})})
+             responses=errors(**{"403": "Not your MDT", "404": "No such patient",
+                                 "422": "Invalid request, or the patient is not under this MDT"}))
 def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Principal = Depends(require("mdt:write")),
                    state: AppState = Depends(get_state)):
     """Record what the case conference decided for one patient."""
