@@ -4,9 +4,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints
 
-from engine.evaluate.outputs import ProtocolResult
+from engine.evaluate.outputs import ProtocolResult, Task
 from engine.records.model import PatientRecord
 
 Role = Literal["clinical-lead", "mdt-member", "practice-staff", "auditor", "admin"]
@@ -23,6 +23,16 @@ def _reasonable_date(d: dt.date) -> dt.date:
 
 
 Day = Annotated[dt.date, AfterValidator(_reasonable_date)]
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+
+
+# Every timestamp the API answers with: the service keeps naive UTC datetimes (engine/registry), and
+# OpenAPI's `date-time` is RFC 3339, which needs an offset, so JSON carries `Z` ("...T10:00:00Z").
+# Only JSON output changes (when_used="json"): the web pages and the CSV export use the Python values.
+Instant = Annotated[dt.datetime, PlainSerializer(_utc, return_type=dt.datetime, when_used="json")]
 
 
 class ErrorItem(BaseModel):
@@ -44,8 +54,8 @@ class UserOut(BaseModel):
     practice: str | None = None
     locality: str | None = None
     active: bool = True
-    created_at: dt.datetime | None = None
-    last_login_at: dt.datetime | None = None
+    created_at: Instant | None = None
+    last_login_at: Instant | None = None
 
 
 class TokenOut(BaseModel):
@@ -77,7 +87,7 @@ class UserUpdate(BaseModel):
 
 class AccessLogOut(BaseModel):
     id: int
-    at: dt.datetime
+    at: Instant
     username: str | None
     role: str | None
     action: str
@@ -112,7 +122,7 @@ class DataProblemOut(BaseModel):
     fact_source_system: str | None = None
     fact_source_id: str | None = None
     fact_problem: str | None = None
-    detected_at: dt.datetime | None = None
+    detected_at: Instant | None = None
 
 
 class ChangeOut(BaseModel):
@@ -193,7 +203,7 @@ class PatientPage(BaseModel):
 class SlaOut(BaseModel):
     response: str | None = Field(description="Agreed response time from the role agreement")
     agreement: str | None = None
-    due: dt.datetime
+    due: Instant
     overdue: bool
     hours_left: float = Field(description="Negative when overdue")
 
@@ -212,21 +222,21 @@ class TaskOut(BaseModel):
     title: str
     priority: str
     status: str
-    raised_at: dt.datetime
-    due: dt.datetime
+    raised_at: Instant
+    due: Instant
     overdue: bool
     sla: SlaOut
     provider: str | None = None
     team: str | None = None
     role: str
     why: str
-    closed_at: dt.datetime | None = None
+    closed_at: Instant | None = None
     closed_reason: str | None = None
-    updated_at: dt.datetime
+    updated_at: Instant
 
 
 class TaskEventOut(BaseModel):
-    at: dt.datetime
+    at: Instant
     action: str
     actor: str
     from_status: str | None = None
@@ -274,13 +284,19 @@ class FlagOut(BaseModel):
     text: str
     why: str
     active: bool
-    raised_at: dt.datetime
-    cleared_at: dt.datetime | None = None
+    raised_at: Instant
+    cleared_at: Instant | None = None
+
+
+class PlanTaskOut(Task):
+    raised_at: Instant
+    due: Instant
 
 
 class ProtocolPlanOut(ProtocolResult):
+    tasks: list[PlanTaskOut] = Field(default_factory=list)
     reference_date: dt.date
-    evaluated_at: dt.datetime
+    evaluated_at: Instant
 
 
 class CarePlanOut(BaseModel):
@@ -327,7 +343,7 @@ class OutcomeOut(BaseModel):
     outcome: str
     actions: str | None
     recorded_by: str
-    recorded_at: dt.datetime
+    recorded_at: Instant
 
 
 class CasePatientOut(BaseModel):
@@ -351,7 +367,7 @@ class CasePatientOut(BaseModel):
 class CaseConferenceOut(BaseModel):
     mdt: str
     meeting_date: dt.date
-    generated_at: dt.datetime
+    generated_at: Instant
     patients: list[CasePatientOut]
 
 
@@ -478,7 +494,7 @@ class VersionOut(BaseModel):
     content_hash: str
     in_force: bool
     published_by: str | None = None
-    published_at: dt.datetime | None = None
+    published_at: Instant | None = None
     note: str | None = None
 
 
@@ -589,7 +605,7 @@ class PublishOut(BaseModel):
     status: str
     in_force: bool
     published_by: str
-    published_at: dt.datetime
+    published_at: Instant
     warnings: list[ProblemOut]
 
 

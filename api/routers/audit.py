@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 from api.app import AppState
 from api.audit_calc import AREA, aggregate, figures, stored_rows, take_snapshot, unit_of
 from api.deps import Principal, get_state, log_access, require
+from api.responses import API_ERRORS, errors
 from api.schemas import AuditOut, DataProblemOut, DrillOut, DrillPatient, MeasureFigures, ShortText, SnapshotIn, SnapshotOut, TrendOut, TrendPoint
 from api.views import name_of
 from engine.evaluate.service import record_failure
@@ -17,7 +18,7 @@ from engine.registry.access import AuditSnapshotRow
 from engine.registry.pending import DataProblemRow
 from engine.registry.tables import PatientRow
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], responses=API_ERRORS)
 UnitKind = Literal["practice", "mdt", "locality", "area"]
 Group = Literal["numerator", "not-met", "excluded", "not-in-denominator"]
 
@@ -53,7 +54,7 @@ def _group(m: dict) -> str:
 
 
 @router.get("/measures/{measure}/patients", response_model=DrillOut,
-            responses={404: {"description": "No such measure"}})
+            responses=errors(**{"404": "No such measure"}))
 def drill_down(request: Request, measure: str = Path(..., pattern=r"^[A-Za-z0-9._-]{1,100}$"),
                protocol: ShortText | None = None, unit_kind: UnitKind = "practice", unit: ShortText | None = None,
                group: list[Group] | None = Query(None, description="Default: every group except not-in-denominator"),

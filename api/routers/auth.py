@@ -8,6 +8,7 @@ from sqlmodel import Session, select
 from api import sessions, throttle
 from api.app import COOKIE_NAME, AppState
 from api.deps import Principal, current_user, get_state, log_access
+from api.responses import errors
 from api.schemas import TokenOut, UserOut
 from api.security import DUMMY_HASH, verify_password
 from engine.registry.access import UserRow
@@ -64,9 +65,10 @@ def _authenticate(state: AppState, request: Request, username: str, password: st
         return state.tokens.issue(user, sid), user
 
 
-LOGIN_ERRORS = {401: {"description": "Wrong username or password"},
-                429: {"description": "Too many failed logins for this username or from this address: wait for "
-                                     "Retry-After seconds (a delay that grows with each failure, capped at 5 minutes)"}}
+LOGIN_ERRORS = errors(400, 413, 422, **{"401": "Wrong username or password",
+                                         "429": "Too many failed logins for this username or from this address: wait for "
+                                                "Retry-After seconds (a delay that grows with each failure, capped at 5 minutes)"})
+SESSION_ERRORS = errors(400, 401, 413, 422)
 
 
 def set_session_cookie(response: Response, state: AppState, token: str) -> None:
@@ -111,7 +113,7 @@ def end_session(state: AppState, request: Request, who: Principal, everywhere: b
         s.commit()
 
 
-@router.post("/logout", status_code=204)
+@router.post("/logout", status_code=204, responses=SESSION_ERRORS)
 def logout(request: Request, response: Response, everywhere: bool = False, who: Principal = Depends(current_user),
            state: AppState = Depends(get_state)):
     """End this session (the token or cookie stops working at once) and clear the session cookie;
@@ -122,7 +124,7 @@ def logout(request: Request, response: Response, everywhere: bool = False, who: 
     return response
 
 
-@router.get("/me", response_model=UserOut)
+@router.get("/me", response_model=UserOut, responses=SESSION_ERRORS)
 def me(who: Principal = Depends(current_user), state: AppState = Depends(get_state)):
     with Session(state.engines.read) as s:
         return user_out(s.get(UserRow, who.id))

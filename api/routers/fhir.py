@@ -14,6 +14,7 @@ from api.app import AppState
 from api.audit_calc import aggregate, figures, stored_rows
 from api.deps import Principal, get_state, log_access, patient_in_scope, require
 from api.routers.worklists import NO_TASK
+from api.responses import API_ERRORS, errors
 from api.schemas import NHS_PATTERN, ShortText
 from engine.evaluate.derive import Context
 from engine.evaluate.outputs import ProtocolResult
@@ -21,10 +22,10 @@ from engine.protocols import ir
 from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskEventRow, TaskRow, patient_tasks_query
 from engine.registry.tables import PatientRow
 
-router = APIRouter(prefix="/fhir", tags=["fhir"])
+router = APIRouter(prefix="/fhir", tags=["fhir"], responses=API_ERRORS)
 FHIR_JSON = "application/fhir+json"
 PATIENT = Query(..., pattern=NHS_PATTERN, description="NHS number")
-RESP = {200: {"content": {FHIR_JSON: {}}}, 404: {"description": "No such patient (or task) in your scope"}}
+RESP = {200: {"content": {FHIR_JSON: {}}}, **errors(**{"404": "No such patient (or task) in your scope"})}
 
 
 def fhir(content: dict) -> JSONResponse:

@@ -28,7 +28,8 @@ from sqlmodel import Session, select
 
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, require
-from api.schemas import DataProblemOut, DiffOut, ErrorOut, IngestOut, PatientChangeOut, RecordsIn
+from api.responses import API_ERRORS, errors
+from api.schemas import DataProblemOut, DiffOut, IngestOut, PatientChangeOut, RecordsIn
 from api.security import ADMIN
 from engine.evaluate.service import DrainResult, Drainer, drain, pending_patients
 from engine.records.fhir_import import BundleError, import_bundle
@@ -36,15 +37,15 @@ from engine.records.model import PatientRecord
 from engine.registry.ingest import IngestError, IngestSummary, content_hash_of, ingest_records
 from engine.registry.tables import IngestBatch, PatientRow
 
-router = APIRouter(prefix="/ingest", tags=["ingest"])
+router = APIRouter(prefix="/ingest", tags=["ingest"], responses=API_ERRORS)
 log = logging.getLogger("carepath.api")
 RETRIES = 6
 # Deliveries with more marked patients than this are evaluated in the background (the response
 # lists them as pending); fewer are evaluated before the response.
 INLINE_LIMIT = int(os.environ.get("CAREPATH_INLINE_EVALUATION_LIMIT", "50"))
 _drainer_lock = threading.Lock()
-BAD = {422: {"model": ErrorOut, "description": "Invalid input: JSON pointer to the offending part; nothing stored"},
-       403: {"description": "A record for a patient outside your scope"}}
+BAD = errors(**{"422": "Invalid input: JSON pointer to the offending part; nothing stored",
+                "403": "Your role may not ingest, or a record for a patient outside your scope"})
 
 
 def _refuse(pointer: str, message: str, status: int = 422) -> JSONResponse:

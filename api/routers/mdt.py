@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
+from api.responses import API_ERRORS, errors
 from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut
 from api.security import CLINICAL_LEAD
 from engine.calendar import is_working_day
@@ -28,7 +29,7 @@ from engine.registry.access import MdtOutcomeRow
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow
 from engine.registry.tables import PatientRow
 
-router = APIRouter(prefix="/mdts", tags=["mdt"])
+router = APIRouter(prefix="/mdts", tags=["mdt"], responses=API_ERRORS)
 MDT = Path(..., pattern=r"^[A-Za-z0-9._-]{1,100}$")
 
 HIGHEST_TIER = 3  # Kaiser-style levels: 3 = case management (highest need)
@@ -96,7 +97,7 @@ def list_mdts(who: Principal = Depends(require("mdt:read")), state: AppState = D
             if who.role == CLINICAL_LEAD or m == who.mdt]
 
 
-@router.get("/{mdt}/case-conference", response_model=CaseConferenceOut, responses={403: {"description": "Not your MDT"}})
+@router.get("/{mdt}/case-conference", response_model=CaseConferenceOut, responses=errors(**{"403": "Not your MDT"}))
 def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None = Query(None, description="Default: today, or the next working day at a weekend or bank holiday"),
                     who: Principal = Depends(require("mdt:read")), state: AppState = Depends(get_state)):
     """The patients this MDT should discuss, why, and any outcome already recorded for the meeting."""
@@ -159,8 +160,8 @@ def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None =
 
 
 @router.post("/{mdt}/outcomes", response_model=OutcomeOut, status_code=201,
-             responses={403: {"description": "Not your MDT"}, 404: {"description": "No such patient"},
-                        422: {"description": "Patient not under this MDT"}})
+             responses=errors(**{"403": "Not your MDT", "404": "No such patient",
+                                 "422": "Invalid request, or the patient is not under this MDT"}))
 def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Principal = Depends(require("mdt:write")),
                    state: AppState = Depends(get_state)):
     """Record what the case conference decided for one patient."""
@@ -181,7 +182,7 @@ def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Princ
         return outcome_out(row, p.nhs_number)
 
 
-@router.get("/{mdt}/outcomes", response_model=list[OutcomeOut], responses={403: {"description": "Not your MDT"}})
+@router.get("/{mdt}/outcomes", response_model=list[OutcomeOut], responses=errors(**{"403": "Not your MDT"}))
 def list_outcomes(request: Request, mdt: str = MDT, nhs_number: str | None = Query(None, pattern=r"^[0-9]{10}$"),
                   who: Principal = Depends(require("mdt:read")), state: AppState = Depends(get_state)):
     """Recorded outcomes for this MDT (newest first), optionally for one patient."""

@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
+from api.responses import API_ERRORS, errors
 from api.schemas import (NHS_PATTERN, CarePlanOut, DataProblemOut, DiffOut, FlagOut, PatientListItem, PatientOut, PatientPage,
                          PlainCarePlanOut, PlainItem, PlainSection, ProtocolPlanOut, ShortText, TaskOut)
 from api.views import flag_out, name_of, patient_out, task_out
@@ -18,9 +19,9 @@ from engine.registry.pending import open_problems, pending_seq
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow, patient_tasks_query
 from engine.registry.tables import PatientRow
 
-router = APIRouter(prefix="/patients", tags=["patients"])
+router = APIRouter(prefix="/patients", tags=["patients"], responses=API_ERRORS)
 NHS = Path(..., pattern=NHS_PATTERN, description="10-digit NHS number")
-NOT_FOUND = {404: {"description": "No patient with that NHS number in your scope (absent and out of scope look the same)"}}
+NOT_FOUND = errors(**{"404": "No patient with that NHS number in your scope (absent and out of scope look the same)"})
 
 
 @router.get("", response_model=PatientPage)

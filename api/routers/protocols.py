@@ -13,7 +13,9 @@ from api.deps import Principal, get_state, log_access, require
 from api import impact_runs
 from api.protocol_store import (check, example_patients, impact, pending_file, problem_out, publish_file,
                                 record_publication, target_dir, _peek_id)
-from api.schemas import (ImpactIn, ImpactOut, ImpactRunOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut, ValidationOut,
+from api.responses import API_ERRORS, errors
+from api.schemas import (ErrorOut, ImpactIn, ImpactOut, ImpactRunOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut,
+                         ValidationOut,
                          VersionOut, YamlIn)
 from engine.protocols.library import version_key
 from engine.protocols.model import Protocol
@@ -21,10 +23,14 @@ from engine.registry.access import ProtocolPublicationRow
 from engine.registry.ingest import iter_records
 from engine.registry.tables import PatientRow
 
-router = APIRouter(prefix="/protocols", tags=["protocols"])
+router = APIRouter(prefix="/protocols", tags=["protocols"], responses=API_ERRORS)
 PID = Path(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 VERSION = Query(None, pattern=r"^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?$")
-NOT_FOUND = {404: {"description": "No such protocol or version"}}
+NOT_FOUND = errors(**{"404": "No such protocol or version"})
+# 422: the validator's problems (ValidationOut, nothing stored or published), or a request body that
+# is not valid at all (ErrorOut, from request validation).
+INVALID_PROTOCOL = {422: {"model": ValidationOut | ErrorOut,
+                          "description": "Invalid protocol: the validator's problems, nothing published (or an invalid request)"}}
 
 
 def _versions(state: AppState, pid: str) -> list[Protocol]:
@@ -154,8 +160,8 @@ def _impact_draft(state: AppState, body: ImpactIn):
 
 
 @router.post("/impact", response_model=ImpactOut,
-             responses={422: {"model": ValidationOut, "description": "Invalid protocol"},
-                        409: {"description": "The registry is too large to preview while you wait: use POST /protocols/impact/runs"}})
+             responses={**INVALID_PROTOCOL, **errors(**{"409": "The registry is too large to preview while you wait: "
+                                                              "use POST /protocols/impact/runs"})})
 def impact_preview(body: ImpactIn, request: Request, who: Principal = Depends(require("protocol:impact")),
                    state: AppState = Depends(get_state)):
     """What publishing this text would change, evaluated over the registry population as of a date,
@@ -188,8 +194,7 @@ def run_out(row) -> ImpactRunOut:
                         url=f"/protocols/impact/runs/{row.id}")
 
 
-@router.post("/impact/runs", response_model=ImpactRunOut, status_code=202,
-             responses={422: {"model": ValidationOut, "description": "Invalid protocol"}})
+@router.post("/impact/runs", response_model=ImpactRunOut, status_code=202, responses=INVALID_PROTOCOL)
 def start_impact_run(body: ImpactIn, request: Request, response: Response,
                      who: Principal = Depends(require("protocol:impact")), state: AppState = Depends(get_state)):
     """Start the impact preview of this text in the background (any registry size): 202 at once with
@@ -205,7 +210,7 @@ def start_impact_run(body: ImpactIn, request: Request, response: Response,
     return run_out(row)
 
 
-@router.get("/impact/runs/{run_id}", response_model=ImpactRunOut, responses={404: {"description": "No such run of yours"}})
+@router.get("/impact/runs/{run_id}", response_model=ImpactRunOut, responses=errors(**{"404": "No such run of yours"}))
 def get_impact_run(request: Request, run_id: int = Path(..., ge=1, le=2**31 - 1),
                    who: Principal = Depends(require("protocol:impact")), state: AppState = Depends(get_state)):
     """A run: status (queued, running, done, failed, or interrupted by a restart: start it again), patients
@@ -221,8 +226,7 @@ def get_impact_run(request: Request, run_id: int = Path(..., ge=1, le=2**31 - 1)
 
 
 @router.post("/publish", response_model=PublishOut, status_code=201,
-             responses={422: {"model": ValidationOut, "description": "Invalid: the validator's problems; nothing published"},
-                        409: {"description": "That version was published meanwhile"}})
+             responses={**INVALID_PROTOCOL, **errors(**{"409": "That version was published meanwhile"})})
 def publish(body: YamlIn, request: Request, who: Principal = Depends(require("protocol:publish")),
             state: AppState = Depends(get_state)):
     """Publish a new protocol version: checked whole, then made visible in one step, or refused whole."""

@@ -11,11 +11,12 @@ from sqlmodel import Session, select
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, require
 from api.routers.auth import user_out
+from api.responses import API_ERRORS, errors
 from api.schemas import AccessLogOut, AccessLogPage, NHS_PATTERN, ShortText, UserCreate, UserOut, UserUpdate
 from api.users import UserError, add_user, update_user
 from engine.registry.access import AccessLogRow, UserRow
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], responses=API_ERRORS)
 
 
 @router.get("/users", response_model=list[UserOut])
@@ -24,7 +25,7 @@ def list_users(who: Principal = Depends(require("users:manage")), state: AppStat
         return [user_out(u) for u in s.exec(select(UserRow).order_by(UserRow.username))]
 
 
-@router.post("/users", response_model=UserOut, status_code=201, responses={409: {"description": "Username taken"}})
+@router.post("/users", response_model=UserOut, status_code=201, responses=errors(**{"409": "Username taken"}))
 def create_user(body: UserCreate, request: Request, who: Principal = Depends(require("users:manage")),
                 state: AppState = Depends(get_state)):
     with Session(state.engines.write) as s:
@@ -39,7 +40,7 @@ def create_user(body: UserCreate, request: Request, who: Principal = Depends(req
         return user_out(row)
 
 
-@router.patch("/users/{username}", response_model=UserOut, responses={404: {"description": "No such user"}})
+@router.patch("/users/{username}", response_model=UserOut, responses=errors(**{"404": "No such user"}))
 def change_user(username: str, body: UserUpdate, request: Request, who: Principal = Depends(require("users:manage")),
                 state: AppState = Depends(get_state)):
     with Session(state.engines.write) as s:
@@ -76,7 +77,7 @@ def _masked(value):
     return value
 
 
-@router.get("/access-log", response_model=AccessLogPage, responses={403: {"description": "An auditor filtering by NHS number"}})
+@router.get("/access-log", response_model=AccessLogPage, responses=errors(**{"403": "Your role may not read the log, or an auditor filtering by NHS number"}))
 def access_log(request: Request, username: ShortText | None = None, action: ShortText | None = None,
                nhs_number: str | None = Query(None, pattern=NHS_PATTERN, description="Admins only"),
                pseudonym: str | None = Query(None, pattern=PSEUDONYM_PATTERN, description="A patient's pseudonym (P-...)"),
@@ -97,7 +98,9 @@ def access_log(request: Request, username: ShortText | None = None, action: Shor
     if action:
         q = q.where(AccessLogRow.action == action)
     if since:
-        q = q.where(AccessLogRow.at >= since.replace(tzinfo=None))
+        if since.tzinfo is not None:  # stored naive UTC: "...+01:00" means an hour earlier in UTC
+            since = since.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        q = q.where(AccessLogRow.at >= since)
     pseudo_of: dict[str, str] = {}
 
     def pseudo(nhs: str) -> str:

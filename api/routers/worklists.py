@@ -10,6 +10,7 @@ from sqlmodel import Session, select
 
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, require, scoped
+from api.responses import API_ERRORS, errors
 from api.schemas import DeclineIn, NoteIn, ReassignIn, ShortText, TaskDetailOut, WorklistOut
 from api.views import PRIORITY_ORDER, event_out, task_out
 from engine.evaluate.service import TaskActionError, task_action, task_history
@@ -17,7 +18,7 @@ from engine.reports.csv_export import csv_text
 from engine.registry.outputs import OPEN_STATUSES, TaskRow
 from engine.registry.tables import PatientRow
 
-router = APIRouter(tags=["worklists"])
+router = APIRouter(tags=["worklists"], responses=API_ERRORS)
 Status = Literal["open", "accepted", "completed", "declined", "resolved"]
 Priority = Literal["urgent", "high", "routine", "low"]
 TASK_ID = Path(..., ge=1, le=2**31 - 1)
@@ -123,8 +124,7 @@ def _task_in_scope(s: Session, state: AppState, request: Request, who: Principal
     return t, p
 
 
-RESP = {404: {"description": "No such task in your scope"},
-        409: {"description": "Not allowed in the task's current status"}}
+RESP = errors(**{"404": "No such task in your scope", "409": "Not allowed in the task's current status"})
 
 
 @router.get("/tasks/{task_id}", response_model=TaskDetailOut, responses=RESP)
