@@ -590,9 +590,9 @@ class ImpactRunOut(BaseModel):
     done: int = Field(description="Patients evaluated so far")
     total: int = Field(description="Patients in the registry when the run started (0 until it starts)")
     created_by: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
-    finished_at: dt.datetime | None
+    created_at: Instant
+    updated_at: Instant
+    finished_at: Instant | None
     error: str | None
     result: ImpactOut | None = Field(description="When done")
     url: str = Field(description="Where to follow the run (GET)")

@@ -4,8 +4,7 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-06 04:30:00
 
-(Issue 16 item 5: the web impact preview took 33 s with no progress.) Written beside other
-branches' migrations; the integrator re-chains down_revision.
+(Issue 16 item 5: the web impact preview took 33 s with no progress.)
 """
 from __future__ import annotations
 
