@@ -50,13 +50,15 @@ def _pg_schema(base: str):
 
 
 class Clock:
-    """The service's clock: real time unless a test moves it."""
+    """The service's clock: real time unless a test moves it (`offset`) or stops it (`frozen`: for
+    tests of waits measured in seconds, which a slow machine would otherwise let run out)."""
 
     def __init__(self):
         self.offset = dt.timedelta()
+        self.frozen: dt.datetime | None = None
 
     def __call__(self) -> dt.datetime:
-        return utcnow() + self.offset
+        return (self.frozen or utcnow()) + self.offset
 
 
 @dataclass
