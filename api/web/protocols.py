@@ -58,11 +58,40 @@ def _parsed(path: str, mtime_ns: int, size: int) -> dict:
 
 
 def _text(v: Any) -> str:
+    """A YAML value in words for the difference tables: lists as "a; b", mappings as "key value, ..."
+    (evidence and value-set entries were shown as raw JSON)."""
     if v is None:
         return ""
-    if isinstance(v, (dict, list)):
-        return json.dumps(v, default=str, ensure_ascii=False)
+    if isinstance(v, list):
+        return "; ".join(_text(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{str(k).replace('_', ' ')} {_text(x)}" for k, x in v.items())
     return str(v)
+
+
+def _word_label(key: str, proto) -> str:
+    """'rule:hba1c-high' -> "Rule ‘HbA1c 58 mmol/mol or more’: when" (titles from the newer version)."""
+    kind, _, rest = key.partition(":")
+    ident, _, part = rest.partition(":")
+    titles = {"activity": {a.id: a.title for a in proto.activities}, "rule": {r.id: r.title for r in proto.rules},
+              "goal": {g.id: g.title for g in proto.goals}, "measure": {m.id: f"{m.id} {m.title}" for m in proto.measures}}
+    parts = {"done": "done when", "applies": "applies when", "excepted": "not needed when", "met": "met when", "den": "denominator",
+             "excl": "exclusions", "num": "numerator", "exc": "exceptions", "": "when"}
+    if kind == "register":
+        return "Register"
+    if kind == "define":
+        return f"Definition ‘{rest.replace('_', ' ')}’"
+    title = titles.get(kind, {}).get(ident, ident)
+    return f"{kind.capitalize()} ‘{title}’: {parts.get(part, part)}"
+
+
+def word_changes(a, b) -> list[tuple[str, str, str]]:
+    """What changed between two versions, in the clinical words of the protocol page (from the IR)."""
+    wa, wb = clinical_words(a), clinical_words(b)
+    text = lambda v: "; ".join(v) if isinstance(v, list) else (v or "")  # noqa: E731
+    keys = sorted(set(wa) | set(wb), key=lambda k: (k != "register", k.startswith("define:"), k))
+    return [(_word_label(k, b if k in wb else a), text(wa.get(k)), text(wb.get(k))) for k in keys
+            if text(wa.get(k)) != text(wb.get(k))]
 
 
 def _flatten(v: Any, prefix: str = "") -> dict[str, str]:
@@ -174,7 +203,7 @@ def diff_page(request: Request, protocol_id: Pid, from_: Annotated[str | None, Q
                                       lineterm="", n=2))
     meta = [(k, _text(ra.get(k)), _text(rb.get(k))) for k in META if ra.get(k) != rb.get(k)]
     return render(request, "protocol_diff.html", who, page_title=f"{protocol_id}: {from_} → {to}", pid=protocol_id,
-                  a=a, b=b, versions=keys, meta=meta, population=_mapping_diff(_flatten(ra.get("population")),
+                  a=a, b=b, versions=keys, meta=meta, words=word_changes(a, b), population=_mapping_diff(_flatten(ra.get("population")),
                                                                               _flatten(rb.get("population"))),
                   define=_mapping_diff(ra.get("define"), rb.get("define")),
                   valuesets=_mapping_diff(ra.get("valuesets"), rb.get("valuesets")),

@@ -51,6 +51,13 @@ def test_differences_between_versions(pages):
     changed = structured.locator("li.changed", has_text="HbA1c 53 mmol/mol or more")
     expect(changed.locator("del")).to_contain_text(["58 mmol/mol"])
     expect(changed.locator("ins")).to_contain_text(["53 mmol/mol"])
+    # the conditions that changed, in the words of the protocol page (issue 16 item 8: not expressions or JSON)
+    words = page.locator("#words-diff")
+    row = words.locator("tr", has=page.get_by_role("rowheader", name="Rule ‘HbA1c 53 mmol/mol or more’: when"))
+    expect(row.locator("del")).to_contain_text("last hba1c value ≥ 58 mmol/mol")
+    expect(row.locator("ins")).to_contain_text("last hba1c value ≥ 53 mmol/mol")
+    text = words.inner_text() + structured.inner_text()
+    assert "_" not in words.inner_text() and '{"' not in text and '["' not in text
     expect(page.locator("tr.diff-add").filter(has_text="last_hba1c.value >= 53")).to_have_count(1)
     expect(page.locator("tr.diff-del").filter(has_text="last_hba1c.value >= 58")).to_have_count(1)
     shot(page, "protocol-diff")
