@@ -21,7 +21,29 @@ from api.users import ensure_demo_users
 api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
+def _paced(seconds: float) -> None:
+    """Each patient's evaluation takes at least this long: the test kills the server part way through a
+    drain, and on a fast machine the drain of the rest could otherwise finish between the test seeing
+    the count it waits for and the kill (pacing changes no output: the clock is fixed)."""
+    import time
+
+    from engine.evaluate import service
+
+    one = service.evaluate_one
+
+    def paced(*args, **kwargs):
+        started = time.monotonic()
+        try:
+            return one(*args, **kwargs)
+        finally:
+            time.sleep(max(0.0, seconds - (time.monotonic() - started)))
+
+    service.evaluate_one = paced
+
+
 def app():
+    if float(os.environ.get("CAREPATH_CRASH_PACE", "0")) > 0:
+        _paced(float(os.environ["CAREPATH_CRASH_PACE"]))
     now = dt.datetime.fromisoformat(os.environ["CAREPATH_CRASH_NOW"])
     application = create_app(os.environ["CAREPATH_CRASH_DB"], Path(os.environ["CAREPATH_CRASH_PROTOCOLS"]),
                              secret_key="crash-test-secret", clock=lambda: now)

@@ -57,7 +57,7 @@ def _free_port() -> int:
 class Server:
     def __init__(self, db_path: Path, protocols: Path, tmp: Path, inline_limit: int | None = None):
         self.port = _free_port()
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "CAREPATH_CRASH_DB": f"sqlite:///{db_path}",
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "CAREPATH_CRASH_DB": f"sqlite:///{db_path}", "CAREPATH_CRASH_PACE": "0.04",
                "CAREPATH_CRASH_PROTOCOLS": str(protocols), "CAREPATH_CRASH_NOW": NOW.isoformat()}
         if inline_limit is not None:
             env["CAREPATH_INLINE_EVALUATION_LIMIT"] = str(inline_limit)
