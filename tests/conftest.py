@@ -50,3 +50,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
         yield f"sqlite:///{tmp_path / 'carepath.db'}"
         return
     yield from schema_url(request.getfixturevalue("postgres_base_url"), "test_")
+
+
+@pytest.fixture
+def engine(db_url):
+    """A migrated registry on each database of `db_url`."""
+    from engine.registry import db
+
+    db.upgrade(db_url)
+    e = db.make_engine(db_url)
+    yield e
+    e.dispose()

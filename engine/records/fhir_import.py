@@ -522,6 +522,14 @@ def _observation(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
     return drafts
 
 
+def _statuses_into(d: _Draft, r: Any) -> None:
+    """Condition and AllergyIntolerance: clinical and verification status, as their first code."""
+    if r.clinicalStatus is not None:
+        d.attrs["clinical_status"] = _first_code(r.clinicalStatus)
+    if r.verificationStatus is not None:
+        d.attrs["verification_status"] = _first_code(r.verificationStatus)
+
+
 def _condition(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
     r = e.model
     start, _, paths = _pick_time(r, ["onsetDateTime", "onsetPeriod", "recordedDate"], ctx.warnings, e.base)
@@ -534,10 +542,7 @@ def _condition(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
         d.paths["end"] = ("abatementPeriod",)
     elif r.abatementString or r.abatementAge or r.abatementRange:
         d.attrs["abated"] = True  # abated at an unknown date
-    if r.clinicalStatus is not None:
-        d.attrs["clinical_status"] = _first_code(r.clinicalStatus)
-    if r.verificationStatus is not None:
-        d.attrs["verification_status"] = _first_code(r.verificationStatus)
+    _statuses_into(d, r)
     if r.category:
         d.attrs["category"] = _code_list(r.category)
     return [d]
@@ -716,10 +721,7 @@ def _allergy(e: _Entry, ctx: "_Ctx") -> list[_Draft]:
     d = _Draft(e, FactKind.condition, _require_codes(_codes(r.code), "AllergyIntolerance.code"),
                _require_start(start, "onset[x] / recordedDate"), end, paths=paths)
     d.attrs["resource"] = "AllergyIntolerance"
-    if r.clinicalStatus is not None:
-        d.attrs["clinical_status"] = _first_code(r.clinicalStatus)
-    if r.verificationStatus is not None:
-        d.attrs["verification_status"] = _first_code(r.verificationStatus)
+    _statuses_into(d, r)
     if r.category:
         d.attrs["category"] = list(r.category)
     return [d]

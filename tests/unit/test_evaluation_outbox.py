@@ -28,14 +28,6 @@ def library():
     return load_library([ROOT / "protocols" / "t2dm-annual-care.yaml", ROOT / "protocols" / "agreements"])
 
 
-@pytest.fixture
-def engine(db_url):
-    db.upgrade(db_url)
-    e = db.make_engine(db_url)
-    yield e
-    e.dispose()
-
-
 def rec(nhs: str, *facts: Fact) -> PatientRecord:
     return PatientRecord(patient=Patient(nhs_number=nhs, birth_date=dt.date(1960, 1, 1), sex="female"), facts=list(facts))
 

@@ -22,14 +22,6 @@ ECQM = Path(__file__).resolve().parents[3] / "shared" / "conformance" / "ecqm"
 NHS_A, NHS_B, NHS_C = "9434765919", "9434765870", "9000000009"
 
 
-@pytest.fixture
-def engine(db_url):
-    db.upgrade(db_url)
-    e = db.make_engine(db_url)
-    yield e
-    e.dispose()
-
-
 def fact(id: str, code: str = "44054006", *, start=dt.datetime(2024, 1, 1), source="gp", **kw) -> Fact:
     return Fact(id=id, kind=kw.pop("kind", "observation"), codes=[Coding(system="sct", code=code)], start=start, source_system=source, **kw)
 

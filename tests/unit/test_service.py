@@ -10,7 +10,6 @@ from sqlmodel import Session, select
 from engine.evaluate.service import TaskActionError, reevaluate, reevaluate_many, task_action, task_history
 from engine.protocols.library import load_library
 from engine.records.model import Fact, Patient, PatientRecord
-from engine.registry import db
 from engine.registry.ingest import ingest_records
 from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskRow
 
@@ -27,14 +26,6 @@ def library():
     lib = load_library([ROOT / "protocols" / "t2dm-annual-care.yaml", ROOT / "protocols" / "agreements"])
     assert not lib.errors
     return lib
-
-
-@pytest.fixture
-def engine(db_url):
-    e = db.make_engine(db_url)
-    db.upgrade(e)
-    yield e
-    e.dispose()
 
 
 def record(*facts: Fact) -> PatientRecord:
