@@ -10,118 +10,23 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
-import threading
-import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError, IntegrityError
-from sqlmodel import Session, select
+from sqlalchemy.exc import DataError
 
-from api.db import Engines, make_engines
+from api.db import make_engines
 from api.limits import RequestGuard
 from api.security import Pseudonymiser, Tokens
+from api.state import (COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_TOKEN_TTL, AppState, LibraryHolder,  # noqa: F401
+                       _service_key, env_flag)
 from api.throttle import ThrottlePolicy
-from engine.protocols.library import Library, load_library, protocol_files
-from engine.registry.access import ServiceKeyRow
 from engine.registry.db import database_url as default_database_url, upgrade
 from engine.registry.tables import utcnow
-
-DEFAULT_TOKEN_TTL = 8 * 3600       # absolute session lifetime (CAREPATH_TOKEN_TTL)
-DEFAULT_IDLE_TIMEOUT = 30 * 60     # a session unused this long ends (CAREPATH_IDLE_TIMEOUT)
-COOKIE_NAME = "carepath_session"
-
-
-def env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{name} must be 1 or 0, not {value!r}")
-
-
-class LibraryHolder:
-    """The protocol library, reloaded when any protocol file under the folder changes."""
-
-    def __init__(self, root: Path, check_every: float = 1.0):
-        self.root = Path(root)
-        self.check_every = check_every
-        self._lock = threading.Lock()
-        self._fingerprint: tuple | None = None
-        self._checked = 0.0
-        self._library: Library | None = None
-
-    def _fp(self) -> tuple:
-        out = []
-        for f in protocol_files([self.root]):
-            try:
-                st = f.stat()
-            except OSError:
-                continue
-            out.append((str(f), st.st_mtime_ns, st.st_size))
-        return tuple(out)
-
-    def get(self, force: bool = False) -> Library:
-        now = time.monotonic()
-        if not force and self._library is not None and now - self._checked < self.check_every:
-            return self._library
-        with self._lock:
-            fp = self._fp()
-            self._checked = time.monotonic()
-            if force or self._library is None or fp != self._fingerprint:
-                self._library = load_library([self.root])
-                self._fingerprint = fp
-            return self._library
-
-    def reload(self) -> Library:
-        return self.get(force=True)
-
-
-@dataclass
-class AppState:
-    engines: Engines
-    database_url: str
-    protocols: LibraryHolder
-    protocols_dir: Path
-    tokens: Tokens
-    pseudonymise: Pseudonymiser
-    clock: Callable[[], dt.datetime] = utcnow
-    cookie_secure: bool = True
-    idle_timeout: int = DEFAULT_IDLE_TIMEOUT
-    login_policy: ThrottlePolicy = field(default_factory=ThrottlePolicy)
-    publish_lock: threading.Lock = field(default_factory=threading.Lock)
-    drainer: Any = None  # engine.evaluate.service.Drainer: the evaluation outbox's background drain
-
-    @property
-    def library(self) -> Library:
-        return self.protocols.get()
-
-    def now(self) -> dt.datetime:
-        return self.clock()
-
-
-def _service_key(engines: Engines, name: str) -> str:
-    """A random key kept in the database, made on first use (same for every worker process)."""
-    with Session(engines.write) as s:
-        row = s.get(ServiceKeyRow, name)
-        if row is None:
-            s.add(ServiceKeyRow(name=name, value=secrets.token_urlsafe(48)))
-            try:
-                s.commit()
-            except IntegrityError:  # another process made it first
-                s.rollback()
-        row = s.exec(select(ServiceKeyRow).where(ServiceKeyRow.name == name)).one()
-        return row.value
-
 
 def create_app(database_url: str | None = None, protocols_dir: Path = Path("protocols"), *,
                secret_key: str | None = None, token_ttl: int | None = None,
@@ -136,7 +41,7 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
     if migrate:
         upgrade(url)
     engines = make_engines(url)
-    from api.impact_runs import interrupt_unfinished
+    from engine.app.impact_runs import interrupt_unfinished
     interrupt_unfinished(engines.write)  # impact runs of an earlier process can never finish: say so
     secret = secret_key or os.environ.get("CAREPATH_SECRET_KEY") or _service_key(engines, "token-signing")
     pseudo_key = os.environ.get("CAREPATH_PSEUDONYM_KEY") or _service_key(engines, "pseudonym")
@@ -152,7 +57,7 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         # Evaluate whoever is still marked for evaluation (a crash, a large delivery), in the background.
-        from engine.evaluate.service import Drainer
+        from engine.app.service import Drainer
 
         state.drainer = Drainer(engines.write, lambda: state.library, state.now)
         state.drainer.kick()

@@ -10,7 +10,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session, select
 
 from api import sessions
-from api.app import COOKIE_NAME, AppState
+from api.state import COOKIE_NAME, AppState
 from api.security import AUDITOR, PERMISSIONS, Scope
 from engine.registry.access import AccessLogRow, UserRow
 from engine.registry.logchain import seal

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints
 
-from engine.evaluate.outputs import ProtocolResult, Task
+from engine.evaluation.outputs import ProtocolResult, Task
 from engine.records.model import PatientRecord
 
 Role = Literal["clinical-lead", "mdt-member", "practice-staff", "auditor", "admin"]
@@ -547,7 +547,7 @@ class ImpactExample(BaseModel):
 
 
 class ImpactOut(BaseModel):
-    """engine.impact.Report.as_dict: the same numbers `carepath impact --format json` prints for the same
+    """engine.app.impact.Report.as_dict: the same numbers `carepath impact --format json` prints for the same
     draft, population and date. Clinical flags (safety: red / amber) and compliance flags (audit and QOF
     gaps) are counted apart; a task or flag counts once per patient."""
     protocol: str

@@ -21,8 +21,6 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy import false, or_
 
@@ -51,24 +49,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "accesslog:read": {ADMIN, AUDITOR},
 }
 
-_hasher = PasswordHasher()
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(stored_hash: str, password: str) -> tuple[bool, str | None]:
-    """(ok, new hash to store if the parameters changed)."""
-    try:
-        _hasher.verify(stored_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False, None
-    return True, (_hasher.hash(password) if _hasher.check_needs_rehash(stored_hash) else None)
-
-
-# A hash to verify against when the user does not exist, so timing does not reveal usernames.
-DUMMY_HASH = _hasher.hash("carepath-no-such-user")
+from engine.app.passwords import DUMMY_HASH, hash_password, verify_password  # noqa: E402,F401
 
 
 class Tokens:

@@ -7,13 +7,13 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from api.app import AppState
-from api.audit_calc import AREA, aggregate, figures, stored_rows, take_snapshot, unit_of
+from api.state import AppState
+from engine.app.audit import AREA, aggregate, figures, stored_rows, take_snapshot, unit_of
 from api.deps import Principal, get_state, log_access, require
 from api.responses import API_ERRORS, errors
 from api.schemas import AuditOut, DataProblemOut, DrillOut, DrillPatient, MeasureFigures, ShortText, SnapshotIn, SnapshotOut, TrendOut, TrendPoint
 from api.views import name_of
-from engine.evaluate.service import record_failure
+from engine.app.service import record_failure
 from engine.registry.access import AuditSnapshotRow
 from engine.registry.pending import DataProblemRow
 from engine.registry.tables import PatientRow

@@ -6,7 +6,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from sqlmodel import Session, select
 
 from api import sessions, throttle
-from api.app import COOKIE_NAME, AppState
+from api.state import COOKIE_NAME, AppState
 from api.deps import Principal, current_user, get_state, log_access
 from api.responses import errors
 from api.schemas import TokenOut, UserOut

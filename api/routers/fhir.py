@@ -9,16 +9,16 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from sqlmodel import Session, select
 
-from api import fhir_out
-from api.app import AppState
-from api.audit_calc import aggregate, figures, stored_rows
+from engine.app import fhir_out
+from api.state import AppState
+from engine.app.audit import aggregate, figures, stored_rows
 from api.deps import Principal, get_state, log_access, patient_in_scope, require
 from api.routers.worklists import NO_TASK
 from api.responses import API_ERRORS, errors
 from api.schemas import NHS_PATTERN, ShortText
-from engine.evaluate.derive import Context
-from engine.evaluate.outputs import ProtocolResult
-from engine.protocols import ir
+from engine.engines.derive import Context
+from engine.evaluation.outputs import ProtocolResult
+from engine.ir import nodes as ir
 from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskEventRow, TaskRow, patient_tasks_query
 from engine.registry.tables import PatientRow
 

@@ -1,5 +1,5 @@
 """Ingest: FHIR R4 Bundles and carepath record batches -> registry -> re-evaluation of the
-patients whose records changed (engine.evaluate.service), returning what changed.
+patients whose records changed (engine.app.service), returning what changed.
 
 Bad input is refused with 422 and a JSON pointer to the offending entry before anything is
 stored; the registry's ingest is one transaction, so nothing of a refused delivery is kept. The
@@ -26,12 +26,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, select
 
-from api.app import AppState
+from api.state import AppState
 from api.deps import Principal, get_state, log_access, require
 from api.responses import API_ERRORS, errors
 from api.schemas import DataProblemOut, DiffOut, IngestOut, PatientChangeOut, RecordsIn
 from api.security import ADMIN
-from engine.evaluate.service import DrainResult, Drainer, drain, pending_patients
+from engine.app.service import DrainResult, Drainer, drain, pending_patients
 from engine.records.fhir_import import BundleError, import_bundle
 from engine.records.model import PatientRecord
 from engine.registry.ingest import IngestError, IngestSummary, content_hash_of, ingest_records

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
-from api.app import AppState
+from api.state import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
 from api.responses import API_ERRORS, errors
 from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut

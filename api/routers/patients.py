@@ -1,4 +1,4 @@
-"""Patients and care plans (stored evaluations from engine.evaluate.service), with a plain-language
+"""Patients and care plans (stored evaluations from engine.app.service), with a plain-language
 variant for the patient."""
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import func, or_
 from sqlmodel import Session, select
 
-from api.app import AppState
+from api.state import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
 from api.responses import API_ERRORS, errors
 from api.schemas import (NHS_PATTERN, CarePlanOut, DataProblemOut, DiffOut, FlagOut, PatientListItem, PatientOut, PatientPage,
                          PlainCarePlanOut, PlainItem, PlainSection, ProtocolPlanOut, ShortText, TaskOut)
 from api.views import flag_out, name_of, patient_out, task_out
-from engine.evaluate.service import EvaluationFailed, record_failure, reevaluate
+from engine.app.service import EvaluationFailed, record_failure, reevaluate
 from engine.registry.pending import open_problems, pending_seq
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow, patient_tasks_query
 from engine.registry.tables import PatientRow

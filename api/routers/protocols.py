@@ -8,20 +8,29 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, func, select
 
-from api.app import AppState
+from api.state import AppState
 from api.deps import Principal, get_state, log_access, require
-from api import impact_runs
-from api.protocol_store import (check, example_patients, impact, pending_file, problem_out, publish_file,
-                                record_publication, target_dir, _peek_id)
+from engine.app import impact_runs
+from engine.app.protocol_store import (check, example_patients, impact, pending_file, publish_file,
+                                record_publication, target_dir, _peek_id, SUBMITTED)
 from api.responses import API_ERRORS, errors
-from api.schemas import (ErrorOut, ImpactIn, ImpactOut, ImpactRunOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut,
+from api.schemas import (ErrorOut, ProblemOut, ImpactIn, ImpactOut, ImpactRunOut, ProtocolDetail, ProtocolSummary, PublishOut, SourceOut,
                          ValidationOut,
                          VersionOut, YamlIn)
-from engine.protocols.library import version_key
-from engine.protocols.model import Protocol
+from engine.language.library import version_key
+from engine.language.model import Protocol
 from engine.registry.access import ProtocolPublicationRow
 from engine.registry.ingest import iter_records
 from engine.registry.tables import PatientRow
+from engine.language.errors import Location, Problem
+
+
+def problem_out(p: Problem, pending: str | None = None) -> ProblemOut:
+    """A protocol problem as the API returns it; a pending upload's temporary path reads `<submitted>`."""
+    file = SUBMITTED if pending and p.location.file == pending else p.location.file
+    q = Problem(Location(file, p.location.line, p.location.column), p.message, p.expected, p.suggestion, p.severity)
+    return ProblemOut(file=file, line=q.location.line, column=q.location.column, severity=q.severity, message=q.message,
+                      expected=q.expected, suggestion=q.suggestion, text=str(q))
 
 router = APIRouter(prefix="/protocols", tags=["protocols"], responses=API_ERRORS)
 PID = Path(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

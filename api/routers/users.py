@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from api.app import AppState
+from api.state import AppState
 from api.deps import Principal, get_state, log_access, require
 from api.routers.auth import user_out
 from api.responses import API_ERRORS, errors
 from api.schemas import AccessLogOut, AccessLogPage, NHS_PATTERN, ShortText, UserCreate, UserOut, UserUpdate
-from api.users import UserError, add_user, update_user
+from engine.app.users import UserError, add_user, update_user
 from engine.registry.access import AccessLogRow, UserRow
 
 router = APIRouter(tags=["users"], responses=API_ERRORS)

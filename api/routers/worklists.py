@@ -1,5 +1,5 @@
 """Worklists (filter, sort by priority then due, paginate, CSV) and the task lifecycle
-(engine.evaluate.service.task_action: accept, complete, decline with reason, reassign, reopen)."""
+(engine.app.service.task_action: accept, complete, decline with reason, reassign, reopen)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -8,12 +8,12 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Res
 from sqlalchemy import case, func, or_
 from sqlmodel import Session, select
 
-from api.app import AppState
+from api.state import AppState
 from api.deps import Principal, get_state, log_access, require, scoped
 from api.responses import API_ERRORS, errors
 from api.schemas import DeclineIn, NoteIn, ReassignIn, ShortText, TaskDetailOut, WorklistOut
 from api.views import PRIORITY_ORDER, event_out, task_out
-from engine.evaluate.service import TaskActionError, task_action, task_history
+from engine.app.service import TaskActionError, task_action, task_history
 from engine.reports.csv_export import csv_text
 from engine.registry.outputs import OPEN_STATUSES, TaskRow
 from engine.registry.tables import PatientRow

@@ -13,7 +13,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from api import sessions
-from api.app import COOKIE_NAME
+from api.state import COOKIE_NAME
 from api.deps import Principal
 from api.routers.auth import _authenticate, clear_session_cookie, end_session, set_session_cookie
 from api.security import ADMIN, AUDITOR, CLINICAL, CLINICAL_LEAD, MDT_MEMBER, PERMISSIONS, Scope

@@ -20,7 +20,7 @@ from api.schemas import NHS_PATTERN
 from api.views import event_out, task_out, task_owners
 from api.web.common import PREFIX, PageRoute, local, need, page_user, redirect, render, state_of
 from api.web.summary import SETTING_NAMES, summarise
-from engine.evaluate.service import task_history
+from engine.app.service import task_history
 from engine.registry.ingest import load_record
 from engine.registry.outputs import CLOSED_STATUSES, TaskRow
 from engine.registry.tables import PatientRow

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-from api.audit_calc import Z95, Z998, funnel
+from engine.app.audit import Z95, Z998, funnel
 
 MIN_TO_RANK = 10  # fewer eligible patients than this: shown, but not ranked (a rate of 1/1 = 100% says little)
 SUPPRESS_BELOW = 8  # counts 1-7 shown as "<8" where small-number suppression applies (NHS publication practice)

@@ -27,10 +27,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from starlette.templating import Jinja2Templates
 
-from api.app import COOKIE_NAME, AppState, _service_key
+from api.state import COOKIE_NAME, AppState, _service_key
 from api.deps import Principal, current_user, log_access
 from api.security import PERMISSIONS
-from engine.docs import display_unit
+from engine.app.docs import display_unit
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = Path(os.environ.get("CAREPATH_TEMPLATES", ROOT / "templates"))

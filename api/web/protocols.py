@@ -3,8 +3,8 @@ with intervals and responsible roles from the role agreements, rules with escala
 measures, evidence), the version history with the differences between versions, and the impact
 preview of a draft (a draft version on file, or pasted text) over the registry population.
 
-Reads reuse `api.routers.protocols`. The impact preview runs in the background (api/impact_runs.py,
-the same run as POST /protocols/impact/runs, engine.impact's one preview): pasted text is checked
+Reads reuse `api.routers.protocols`. The impact preview runs in the background (engine/app/impact_runs.py,
+the same run as POST /protocols/impact/runs, engine.app.impact's one preview): pasted text is checked
 by the API's own validation first; the run's page shows progress, then the result (logged).
 """
 from __future__ import annotations
@@ -21,13 +21,13 @@ from pydantic import ValidationError
 from ruamel.yaml import YAML
 
 from api.deps import Principal, log_access
-from api import impact_runs
-from api.protocol_store import example_patients
+from engine.app import impact_runs
+from engine.app.protocol_store import example_patients
 from api.routers import protocols as papi
 from api.schemas import ImpactIn, ValidationOut
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
-from engine.docs import clinical_words
-from engine.protocols.library import version_key
+from engine.app.docs import clinical_words
+from engine.language.library import version_key
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
 Pid = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
@@ -241,7 +241,7 @@ def impact_page(request: Request, protocol_id: Pid, who: Principal = Depends(pag
 def impact_run(request: Request, protocol_id: Pid, source: str = Form("text", max_length=200),
                yaml: str = Form("", max_length=500_000), as_of: str = Form(""),
                csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
-    """Start a background run (api/impact_runs.py) of the chosen draft, then show its page."""
+    """Start a background run (engine/app/impact_runs.py) of the chosen draft, then show its page."""
     check_csrf(request, csrf_token_)
     need(request, who, "protocol:impact")
     state = state_of(request)

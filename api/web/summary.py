@@ -7,8 +7,8 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
-from engine.docs import display_unit
-from engine.protocols.library import Library
+from engine.app.docs import display_unit
+from engine.language.library import Library
 from engine.records.model import Fact, PatientRecord
 
 # Friendlier names for the value sets that hold results (value set name -> label); others are tidied.
@@ -44,7 +44,7 @@ class Item:
     end: dt.date | None = None
 
 
-unit_display = display_unit  # one table of display units: engine.docs
+unit_display = display_unit  # one table of display units: engine.app.docs
 
 def clean_term(text: str) -> str:
     return TERM_MARKER.sub("", text).strip()

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Reques
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from api.app import AppState
+from api.state import AppState
 from api.deps import Principal, log_access
 from api.routers.mdt import HIGHEST_TIER, risk_tier
 from api.routers.worklists import CSV_LIMIT, Filters, _act, _ordered, worklist_csv_response

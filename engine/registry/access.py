@@ -160,7 +160,7 @@ class LoginThrottleRow(SQLModel, table=True):
 class ImpactRunRow(SQLModel, table=True):
     """A background impact preview of a draft protocol (migration 0008): who started it, its progress
     (patients done of total, written every few patients) and, once done, the result
-    (engine.impact.Report.as_dict). Status: queued | running | done | failed | interrupted (a run that
+    (engine.app.impact.Report.as_dict). Status: queued | running | done | failed | interrupted (a run that
     was queued or running when the service stopped; marked on the next start)."""
     __tablename__ = "impact_run"
     __table_args__ = (sa.Index("ix_impact_run_status", "status"),)

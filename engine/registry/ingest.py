@@ -101,7 +101,7 @@ def _hash(content: dict) -> str:
 
 def fact_values(fact: Fact) -> dict:
     """The columns of a fact's row that follow from its content, with its `content_hash`: what
-    `ingest_records` and the bulk loader (engine/population/registry_load.py) both store."""
+    `ingest_records` and the bulk loader (engine/app/registry_load.py) both store."""
     content = _content(fact)
     return dict(kind=content["kind"], start=fact.start, end=fact.end, value=fact.value, unit=fact.unit, status=fact.status,
                 care_setting=content["care_setting"], exception_type=content["exception_type"], codes=content["codes"],

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 import api.security
 from api.app import create_app
-from api.users import ensure_demo_users
+from engine.app.users import ensure_demo_users
 
 api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
@@ -27,8 +27,7 @@ def _paced(seconds: float) -> None:
     the count it waits for and the kill (pacing changes no output: the clock is fixed)."""
     import time
 
-    from engine.evaluate import service
-
+    from engine.app import service
     one = service.evaluate_one
 
     def paced(*args, **kwargs):

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from api.app import create_app
-from api.users import DEMO_PASSWORD_SUFFIX, add_user, ensure_demo_users
-from engine.demo import demo_records
+from engine.app.users import DEMO_PASSWORD_SUFFIX, add_user, ensure_demo_users
+from engine.synthetic.demo import demo_records
 from engine.registry.tables import utcnow
 from tests.pg_support import POSTGRES_ENV, schema_url  # noqa: F401  (POSTGRES_ENV: re-exported)
 

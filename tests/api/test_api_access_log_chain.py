@@ -10,7 +10,7 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from api.deps import log_access
-from engine.cli import app as cli
+from cli.main import app as cli
 from engine.registry import db
 from engine.registry.access import AccessLogRow
 from engine.registry.logchain import GENESIS, verify

@@ -9,7 +9,7 @@ import io
 import pytest
 from fastapi.testclient import TestClient
 
-from api.users import DEMO_PASSWORD_SUFFIX
+from engine.app.users import DEMO_PASSWORD_SUFFIX
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.reports.csv_export import csv_text, neutralise
 

@@ -8,7 +8,7 @@ import datetime as dt
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from engine.demo import demo_records
+from engine.synthetic.demo import demo_records
 from engine.records.fhir_import import export_patient_bundle
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry.outputs import FlagRow, TaskRow

@@ -26,9 +26,9 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from engine.evaluate.service import _protocol_digest, drain
-from engine.population.generate import generate
-from engine.protocols.library import load_library
+from engine.app.service import _protocol_digest, drain
+from engine.synthetic.generate import generate
+from engine.language.library import load_library
 from engine.registry import db
 from engine.registry.ingest import ingest_records
 from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskEventRow, TaskRow

@@ -14,7 +14,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 import api.routers.ingest as ingest_router
-from engine.demo import demo_records
+from engine.synthetic.demo import demo_records
 from engine.registry.outputs import PatientEvaluationRow
 from engine.registry.pending import DataProblemRow, PendingEvaluationRow
 from engine.registry.tables import FactRow, IngestBatch, PatientRow

@@ -114,7 +114,7 @@ SERVER = textwrap.dedent("""
     api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     from sqlmodel import Session
     from api.app import create_app
-    from api.users import ensure_demo_users
+    from engine.app.users import ensure_demo_users
     url, protocols, port = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     app = create_app(url, protocols, secret_key="live-test", cookie_secure=False)
     with Session(app.state.carepath.engines.write) as s:

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from api.audit_calc import funnel, wilson
+from engine.app.audit import funnel, wilson
 from api.routers.mdt import next_meeting_day
 from tests.api.support import AMINA, FRANK, GEORGE
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from api.users import DEMO_PASSWORD_SUFFIX, DEMO_USERS, password_problem
-from engine.cli import app as cli
+from engine.app.users import DEMO_PASSWORD_SUFFIX, DEMO_USERS, password_problem
+from cli.main import app as cli
 from tests.api.support import EXTRA_USERS
 
 WEAK = ["12345678", "password", " " * 8, " " * 12, "password1234", "123456789012", "qwertyuiopasdf",

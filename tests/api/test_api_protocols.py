@@ -87,7 +87,7 @@ def test_cli_and_service_give_the_same_impact(api, tmp_path):
 
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from cli.main import app
     import shutil
     shutil.copytree(api.protocols_dir / "valuesets", tmp_path / "valuesets")
     draft = tmp_path / "t2dm-annual-care@1.1.0.yaml"  # a draft on file, outside the service's library
@@ -124,9 +124,9 @@ def _wait(api, run_id: int, user: str = "clinical.lead", timeout: float = 60) ->
 def test_impact_run_in_the_background(api, monkeypatch):
     import threading
 
-    import api.impact_runs as ir
+    import engine.app.impact_runs as ir
     monkeypatch.setattr(ir, "PROGRESS_EVERY", 1)  # progress written after every patient
-    runner = __import__("api.impact_runs", fromlist=["runner"]).runner(api.state)
+    runner = __import__("engine.app.impact_runs", fromlist=["runner"]).runner(api.state)
     held, release = threading.Event(), threading.Event()
 
     def hold(run_id, n):  # stop after 3 patients until the test has seen the progress
@@ -230,8 +230,8 @@ def test_publish(seeded_api):
 def test_published_versions_are_frozen_like_the_cli_ones(fresh_api):
     """Publishing over HTTP records the version in published.lock as `carepath publish` does, so
     `carepath validate` (load_library) refuses any later change to the published file."""
-    from engine.protocols.checks import file_hash, read_manifest
-    from engine.protocols.library import load_library
+    from engine.language.checks import file_hash, read_manifest
+    from engine.language.library import load_library
     api, folder = fresh_api, fresh_api.protocols_dir
     r = api.post("/protocols/publish", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0"))})
     assert r.status_code == 201, r.text
@@ -251,7 +251,7 @@ def test_published_versions_are_frozen_like_the_cli_ones(fresh_api):
 
 def test_a_second_service_sees_the_published_version(seeded_api):
     """Publishing in one process is picked up by another on the same folder (file fingerprint)."""
-    from api.app import LibraryHolder
+    from api.state import LibraryHolder
     other = LibraryHolder(seeded_api.protocols_dir, check_every=0)
     assert [p.version for p in other.get().protocols] == ["1.0.0"]
     seeded_api.post("/protocols/publish", json={"yaml": version(ORIGINAL, "1.0.1")})

@@ -14,7 +14,7 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from api.users import DEMO_PASSWORD_SUFFIX
+from engine.app.users import DEMO_PASSWORD_SUFFIX
 from tests.api.support import AMINA, FRANK
 
 ABSENT = "9000000033"  # a valid NHS number that is not in the registry

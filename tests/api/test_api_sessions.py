@@ -113,7 +113,7 @@ def test_session_cookie_is_secure_by_default(fresh_api, tmp_path, monkeypatch):
 
 
 def test_serve_on_loopback_turns_secure_off_only_there(monkeypatch):
-    import engine.cli as cli
+    import cli.main as cli
 
     seen = {}
     for name in ("DATABASE_URL", "CAREPATH_PROTOCOLS"):  # serve() sets them: restored after the test

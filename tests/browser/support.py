@@ -16,11 +16,11 @@ import uvicorn
 from sqlmodel import Session, select
 
 from api.app import create_app
-from api.audit_calc import take_snapshot
-from api.users import DEMO_PASSWORD_SUFFIX, add_user, ensure_demo_users
-from engine.demo import demo_records, reporting_dates
-from engine.evaluate.service import reevaluate_many
-from engine.protocols.library import load_library
+from engine.app.audit import take_snapshot
+from engine.app.users import DEMO_PASSWORD_SUFFIX, add_user, ensure_demo_users
+from engine.synthetic.demo import demo_records, reporting_dates
+from engine.app.service import reevaluate_many
+from engine.language.library import load_library
 from engine.registry.db import make_engine, upgrade
 from engine.registry.ingest import ingest_records
 from engine.registry.tables import utcnow

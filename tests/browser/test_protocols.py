@@ -69,7 +69,7 @@ def test_impact_preview_of_a_draft(pages, server, monkeypatch):
     reloading itself with a meta refresh under the strict CSP, no JavaScript), then the result."""
     import threading
 
-    import api.impact_runs as ir
+    import engine.app.impact_runs as ir
     monkeypatch.setattr(ir, "PROGRESS_EVERY", 1)
     held, release = threading.Event(), threading.Event()
 
@@ -135,7 +135,7 @@ def test_impact_preview_of_a_draft(pages, server, monkeypatch):
 def test_an_interrupted_impact_run_says_start_again(pages, server):
     from sqlmodel import Session
 
-    from api.impact_runs import interrupt_unfinished
+    from engine.app.impact_runs import interrupt_unfinished
     from engine.registry.access import ImpactRunRow
     with Session(server.state.engines.write) as s:
         row = ImpactRunRow(protocol="t2dm-annual-care", from_version="1.0.0", to_version="1.1.0", content_hash="x",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.conformance import POPULATIONS, case_dirs, find_protocol, kit_measure, run_case, run_kit, summary_line
+from engine.app.conformance import POPULATIONS, case_dirs, find_protocol, kit_measure, run_case, run_kit, summary_line
 
 KITS_ROOT = (Path(__file__).parents[2] / ".." / "shared" / "conformance" / "ecqm").resolve()
 PROTOCOLS = (Path(__file__).parents[2] / "protocols").resolve()
@@ -80,10 +80,10 @@ def test_batch_engine_over_the_whole_kit_fires_what_the_per_patient_engine_fires
     import datetime as dt
     import json
 
-    from engine.evaluate.batch import connect, fired_by_patient
-    from engine.evaluate.derive import Context
-    from engine.evaluate.evaluator import fired_conditions
-    from engine.population.columnar import load_records
+    from engine.engines.duckdb.batch import connect, fired_by_patient
+    from engine.engines.derive import Context
+    from engine.evaluation.evaluator import fired_conditions
+    from engine.engines.duckdb.columnar import load_records
     from engine.records.fhir_import import import_bundle
 
     kit_dir, (km, proto, measure) = _kit(kit)
@@ -121,7 +121,7 @@ def test_cli_engines_protocols_and_failing_case_whys(tmp_path):
     failing case prints every population step's why (exceptions and exclusions included)."""
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from cli.main import app
 
     kit = str(KITS_ROOT / "CMS2")
     res = CliRunner().invoke(app, ["conformance", kit, "--engine", "python", "--protocols", str(PROTOCOLS)])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from protocol_cases import case_files, load_cases, run_case
 
-from engine.protocols.library import load_library, version_key
+from engine.language.library import load_library, version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = ROOT / "protocols"

@@ -17,9 +17,9 @@ import itertools
 import json
 from pathlib import Path
 
-from engine.evaluate.derive import Context
-from engine.evaluate.evaluator import Options, evaluate, fired_conditions
-from engine.protocols.loader import load_protocol
+from engine.engines.derive import Context
+from engine.evaluation.evaluator import Options, evaluate, fired_conditions
+from engine.language.loader import load_protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.records.nhs_number import check_digit
 

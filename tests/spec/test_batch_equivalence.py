@@ -18,12 +18,13 @@ import pytest
 from dateutil.relativedelta import relativedelta
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from engine.evaluate import batch
-from engine.evaluate.derive import Context
-from engine.evaluate.evaluator import fired_conditions, lowered_for
-from engine.evaluate.lowering import summary_fact
-from engine.population.columnar import load_records
-from engine.protocols.library import load_library
+from engine.engines.duckdb import batch
+from engine.engines.derive import Context
+from engine.evaluation.evaluator import fired_conditions
+from engine.ir.lowering import lowered_for
+from engine.ir.lowering import summary_fact
+from engine.engines.duckdb.columnar import load_records
+from engine.language.library import load_library
 from engine.records.model import Fact, FactKind, Patient, PatientRecord
 from engine.records.nhs_number import make_nhs_number
 
@@ -178,7 +179,7 @@ def test_month_arithmetic_matches_relativedelta(con):
 
 @pytest.fixture(scope="module")
 def generated():
-    from engine.population.generate import generate
+    from engine.synthetic.generate import generate
 
     ref = dt.date(2026, 3, 31)
     return ref, list(generate(max(GENERATED_MAIN, GENERATED_OTHERS), seed=7, as_of=ref))
@@ -194,8 +195,7 @@ def test_generated_population_identical_across_engines(key, con, generated):
 
 
 def test_unsupported_node_raises_naming_it():
-    from engine.protocols import ir
-
+    from engine.ir import nodes as ir
     @__import__("dataclasses").dataclass(frozen=True)
     class Mystery:
         type = ir.BOOL

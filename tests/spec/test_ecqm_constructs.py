@@ -15,9 +15,9 @@ from __future__ import annotations
 import pytest
 from spec_support import fact, holds, protocol_text, record, write_protocol
 
-from engine.evaluate.lowering import All, AnyOf, Cmp, lower_all
-from engine.protocols.errors import ProtocolError
-from engine.protocols.loader import load_protocol
+from engine.ir.lowering import All, AnyOf, Cmp, lower_all
+from engine.language.errors import ProtocolError
+from engine.language.loader import load_protocol
 
 END, START = "2026-12-31", "2026-01-01"
 VS = {"x": {"codes": ["x1"], "unit": "mmol/L"}, "y": ["y1"], "z": ["z1"], "yes": ["373066001"],

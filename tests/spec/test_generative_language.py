@@ -23,12 +23,12 @@ import pytest
 from dateutil.relativedelta import relativedelta
 from hypothesis import HealthCheck, Phase, assume, given, settings, strategies as st
 
-from engine.evaluate import batch
-from engine.evaluate.derive import Context
-from engine.evaluate.evaluator import Options, evaluate, fired_conditions
-from engine.population.columnar import load_records
-from engine.protocols.errors import ProtocolError
-from engine.protocols.loader import load_protocol
+from engine.engines.duckdb import batch
+from engine.engines.derive import Context
+from engine.evaluation.evaluator import Options, evaluate, fired_conditions
+from engine.engines.duckdb.columnar import load_records
+from engine.language.errors import ProtocolError
+from engine.language.loader import load_protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.records.nhs_number import make_nhs_number
 
@@ -205,7 +205,7 @@ def compare(proto, records) -> list[str]:
             try:
                 outs[e] = fired_conditions(rec, proto, ctx, e)[0]
             except Exception as ex:  # an engine that cannot run the protocol is a difference too
-                from engine.evaluate.evaluator import lowered_for
+                from engine.ir.lowering import lowered_for
                 problems.append(f"{nhs} {e} failed: {ex!r} ({len(lowered_for(proto).fields)} fields, "
                                 f"{len(lowered_for(proto).conditions)} conditions)")
                 return problems

@@ -6,8 +6,8 @@ import itertools
 import pytest
 from spec_support import fact, holds, protocol_text, record, write_protocol
 
-from engine.protocols.errors import ProtocolError
-from engine.protocols.loader import load_protocol
+from engine.language.errors import ProtocolError
+from engine.language.loader import load_protocol
 
 VS = {"a": ["a1"], "b": ["b1"], "c": ["c1"]}
 

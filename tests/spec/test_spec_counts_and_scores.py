@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from spec_support import fact, holds, record
 
-from engine.protocols.errors import ProtocolError
+from engine.language.errors import ProtocolError
 
 DEFICITS = """code,term,deficit,source
 d1,Falls 1,falls,spec

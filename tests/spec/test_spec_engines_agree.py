@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spec_support import fired, nhs, protocol_text, write_protocol
 
-from engine.evaluate.evaluator import Options, evaluate
-from engine.protocols.loader import load_protocol
+from engine.evaluation.evaluator import Options, evaluate
+from engine.language.loader import load_protocol
 from engine.records.model import Fact, Patient, PatientRecord
 
 VALUESETS = {
@@ -200,7 +200,7 @@ T2DM_FACTS = [  # (code, kind, [(value, unit), ...])
 
 @pytest.fixture(scope="module")
 def t2dm():
-    from engine.protocols.agreements import load_agreement
+    from engine.language.agreements import load_agreement
     return (load_protocol(ROOT / "protocols" / "t2dm-annual-care.yaml"),
             load_agreement(ROOT / "protocols" / "agreements" / "central-locality-roles.yaml"))
 

@@ -1,6 +1,6 @@
 """The register (population + since), resolved diagnoses, death, activity statuses, goals, rules and measures.
 
-These go through the public entry point (engine.evaluate.evaluator.evaluate) and check its outputs.
+These go through the public entry point (engine.evaluation.evaluator.evaluate) and check its outputs.
 """
 from __future__ import annotations
 

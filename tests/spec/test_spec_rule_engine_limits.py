@@ -1,6 +1,6 @@
 """durable-rules 2.0.28 cannot create a rule with more than 15 and/or nodes in its condition (error 113,
 ERR_EXPRESSION_LIMIT_EXCEEDED, raised only when the first fact arrives). Lowering keeps every rule within
-that limit by computing an over-large part as one yes/no field (engine/evaluate/lowering.py, rule 6):
+that limit by computing an over-large part as one yes/no field (engine/ir/lowering.py, rule 6):
 the same answers on every engine, whatever the shape of the condition."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from spec_support import fact, holds, record
 
-from engine.evaluate.lowering import MAX_LOGICAL, All, AnyOf, Cmp, logical_nodes, lower_all
+from engine.ir.lowering import MAX_LOGICAL, All, AnyOf, Cmp, logical_nodes, lower_all
 
 ROOT = Path(__file__).resolve().parents[2]
 VS = {f"x{i}": {"codes": [f"c{i}"], "unit": "mmol/L"} for i in range(20)}

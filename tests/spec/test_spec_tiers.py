@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from spec_support import fact, fired, record, run
 
-from engine.protocols.errors import ProtocolError
+from engine.language.errors import ProtocolError
 
 VS = {"ltc": ["l1", "l2", "l3"], "adm": ["e1"], "home": ["c1"], "reg": ["r1"]}
 DEFINE = {
@@ -83,7 +83,7 @@ def test_off_the_register_nothing_is_stratified(strat, engine_name):
 
 
 def test_the_evaluation_reports_the_highest_tier_of_all_protocols(spec, strat):
-    from engine.evaluate.evaluator import evaluate
+    from engine.evaluation.evaluator import evaluate
     from spec_support import REF
     other = spec(pid="other", valuesets=VS, define=DEFINE, extra="tiers:\n  - {id: any, level: 2, title: Any, when: 'true', because: x}\n")
     rec = record(fact("r1", "2020-01-01"), fact("l1", "2020-01-01"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from spec_support import fact, holds, load_spec, protocol_text, record, run, write_protocol
 
-from engine.protocols.errors import ProtocolError
-from engine.protocols.loader import load_protocol
+from engine.language.errors import ProtocolError
+from engine.language.loader import load_protocol
 
 MMOL = {"hba1c": {"codes": ["h"], "unit": "mmol/mol", "analyte": "hba1c"}}
 PCT = {"hba1c": {"codes": ["h"], "unit": "%", "analyte": "hba1c"}}

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from spec_support import fact, holds, protocol_text, record, run, write_protocol
 
-from engine.protocols.errors import ProtocolError
-from engine.protocols.loader import load_protocol
+from engine.language.errors import ProtocolError
+from engine.language.loader import load_protocol
 
 SNOMED = "http://snomed.info/sct"
 VS = {"x": ["x1"], "y": ["y1"], "visit": {"codes": ["v1"], "kind": "encounter"},

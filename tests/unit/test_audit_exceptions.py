@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from api.audit_calc import Counts, figures, step_counts
-from api.fhir_out import summary_report
+from engine.app.audit import Counts, figures, step_counts
+from engine.app.fhir_out import summary_report
 
 
 def m(**kw) -> dict:

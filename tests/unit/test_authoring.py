@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.cli import app
+from cli.main import app
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -42,7 +42,7 @@ def lib(tmp_path) -> Path:
     shutil.copy(ROOT / "protocols" / "agreements" / "pilot-area-roles.yaml", root / "agreements")
     for f in ("hypertension.yaml", "hypertension.tests.yaml"):
         shutil.copy(ROOT / "protocols" / f, root / f)
-    from engine.protocols.checks import record_publication
+    from engine.language.checks import record_publication
     record_publication(root, "hypertension@1.0.0", root / "hypertension.yaml", "2026-10-26")
     record_publication(root, "pilot-area-roles@1.0.0", root / "agreements" / "pilot-area-roles.yaml", "2026-10-26")
     return root
@@ -181,7 +181,7 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     assert "version: 1.1.0" in text and "status: draft" in text
     assert "protocol: hypertension@1.1.0" in cases.read_text(encoding="utf-8")
     # a draft is never in force
-    from engine.protocols.library import load_library
+    from engine.language.library import load_library
     assert [p.key for p in load_library([lib]).in_force(dt.date(2027, 6, 1))] == ["hypertension@1.0.0"]
     # change one threshold: the cases at the edge fail on the new version only
     new.write_text(text.replace("(last_clinic_sbp.value >= 140 mmHg", "(last_clinic_sbp.value >= 135 mmHg", 1), encoding="utf-8")
@@ -248,7 +248,7 @@ def _demo_bundles(folder: Path) -> None:
 
 
 def test_impact_from_a_registry_and_for_a_new_pathway(tmp_path, lib):
-    from engine.demo import demo_records
+    from engine.synthetic.demo import demo_records
     from engine.registry.db import make_engine, upgrade
     from engine.registry.ingest import ingest_records
     url = f"sqlite:///{tmp_path / 'reg.db'}"
@@ -276,9 +276,9 @@ def test_impact_from_a_registry_and_for_a_new_pathway(tmp_path, lib):
 
 # ---- versions "as of" a date ------------------------------------------------------------------------------------------
 def test_as_of_a_past_date_uses_the_version_then_in_force_and_outputs_name_it():
-    from engine.demo import demo_records
-    from engine.evaluate.evaluator import evaluate
-    from engine.protocols.library import load_library
+    from engine.synthetic.demo import demo_records
+    from engine.evaluation.evaluator import evaluate
+    from engine.language.library import load_library
     lib = load_library([ROOT / "protocols"])
     rec = next(r for r in demo_records(dt.date(2026, 11, 20)) if r.patient.nhs_number == "9990000026")
     before, after = dt.date(2026, 10, 31), dt.date(2026, 11, 20)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from engine.population.bench_durable import growth, run
-from engine.population.generate import write_population
+from benchmarks.bench_durable import growth, run
+from engine.synthetic.generate import write_population
 
 
 def test_growth_is_measured_from_the_ten_percent_point():

@@ -1,4 +1,4 @@
-"""engine/conformance.py: kit -> protocol mapping, failure reports, renderers, and the `ecqm:` metadata."""
+"""engine/app/conformance.py: kit -> protocol mapping, failure reports, renderers, and the `ecqm:` metadata."""
 from __future__ import annotations
 
 import io
@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from engine.conformance import KitError, render_json, render_text, run_kit
-from engine.protocols.errors import ProtocolError
-from engine.protocols.loader import load_protocol
+from engine.app.conformance import KitError, render_json, render_text, run_kit
+from engine.language.errors import ProtocolError
+from engine.language.loader import load_protocol
 
 ROOT = Path(__file__).parents[2]
 KIT = (ROOT / ".." / "shared" / "conformance" / "ecqm" / "CMS122").resolve()
@@ -111,7 +111,7 @@ def test_ecqm_metadata_is_validated(tmp_path, ecqm, message):
 def test_cli_conformance_exit_code_and_last_line(small_kit):
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["conformance", str(small_kit)])
     assert result.exit_code == 1

@@ -12,8 +12,8 @@ import itertools
 
 from durable.lang import delete_state, get_host, m, ruleset, when_all
 
-from engine.evaluate import rules as dr
-from engine.evaluate.lowering import Cmp, Lowered
+from engine.engines.durable import rules as dr
+from engine.ir.lowering import Cmp, Lowered
 
 _names = itertools.count()
 

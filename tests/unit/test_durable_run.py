@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluate.derive import Context, Deriver
-from engine.evaluate.evaluator import fired_conditions, lowered_for
-from engine.evaluate.lowering import summary_fact
-from engine.population.durable_run import run_facts, run_records
-from engine.population.generate import generate
-from engine.protocols.library import load_library
+from engine.engines.derive import Context, Deriver
+from engine.evaluation.evaluator import fired_conditions
+from engine.ir.lowering import lowered_for
+from engine.ir.lowering import summary_fact
+from engine.engines.durable.pool import run_facts, run_records
+from engine.synthetic.generate import generate
+from engine.language.library import load_library
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = dt.date(2026, 4, 30)

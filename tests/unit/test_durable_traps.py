@@ -1,4 +1,4 @@
-"""durable-rules 2.0.28 traps (engine/evaluate/rules.py docstring, docs/design.md): each hazard shown raw,
+"""durable-rules 2.0.28 traps (engine/engines/durable/rules.py docstring, docs/design.md): each hazard shown raw,
 and our code shown to stay clear of it.
 
 The raw hazards hang, crash or leak, so they only ever run in a child process with a timeout; this
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.evaluate import rules as dr
-from engine.evaluate.derive import Context
-from engine.evaluate.evaluator import Options, evaluate, fired_conditions, lowered_for
-from engine.evaluate.lowering import All, AnyOf, Cmp, Lowered
-from engine.protocols.library import load_library
-from engine.protocols.loader import load_protocol
+from engine.engines.durable import rules as dr
+from engine.engines.derive import Context
+from engine.evaluation.evaluator import Options, evaluate, fired_conditions
+from engine.ir.lowering import lowered_for
+from engine.ir.lowering import All, AnyOf, Cmp, Lowered
+from engine.language.library import load_library
+from engine.language.loader import load_protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.records.nhs_number import check_digit
 
@@ -106,8 +107,8 @@ def test_catch_all_lets_a_patient_match_no_condition(tmp_path):
 
 def test_a_ruleset_whose_only_condition_can_never_hold():
     out = child("""
-        from engine.evaluate import rules as dr
-        from engine.evaluate.lowering import Lowered, FALSE
+        from engine.engines.durable import rules as dr
+        from engine.ir.lowering import Lowered, FALSE
         dr.ensure_ruleset('only_false', Lowered(conditions={'never': FALSE}))
         print(sorted(dr.run('only_false', {}, 'p1')))
     """)
@@ -302,8 +303,8 @@ def test_shipped_protocols_lower_to_the_safe_subset(proto):
 @pytest.mark.parametrize("proto", shipped_protocols(), ids=lambda p: p.key)
 def test_summary_facts_cross_the_json_boundary_cleanly(proto):
     """Every field is present (missing values made explicit), dates are day numbers, no NaN."""
-    from engine.evaluate.derive import Deriver
-    from engine.evaluate.lowering import summary_fact
+    from engine.engines.derive import Deriver
+    from engine.ir.lowering import summary_fact
     import datetime as dt
     lowered = lowered_for(proto)
     for rec in (patient(6), patient(7, obs("44054006", "2020-01-01"), obs("999791000000106", "2025-01-01", 7.5, "%", "o2"))):
@@ -358,8 +359,8 @@ def test_raw_exception_in_an_action_is_swallowed():
 def test_a_failed_action_is_detected_not_silently_ignored():
     # if the recording action ever failed, the catch-all key would be missing and run() raises
     out = child("""
-        from engine.evaluate import rules as dr
-        from engine.evaluate.lowering import Lowered, Cmp
+        from engine.engines.durable import rules as dr
+        from engine.ir.lowering import Lowered, Cmp
         def broken(key):
             def action(c):
                 raise RuntimeError('action failed')

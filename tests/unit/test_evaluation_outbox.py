@@ -1,5 +1,5 @@
 """The evaluation outbox and data problems on a real database (SQLite, and PostgreSQL when
-CAREPATH_TEST_POSTGRES_URL is set): engine/registry/pending.py, engine/evaluate/service.py."""
+CAREPATH_TEST_POSTGRES_URL is set): engine/registry/pending.py, engine/app/service.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from engine.evaluate.service import EvaluationFailed, drain, pending_patients, reevaluate, reevaluate_many
-from engine.protocols.library import load_library
+from engine.app.service import EvaluationFailed, drain, pending_patients, reevaluate, reevaluate_many
+from engine.language.library import load_library
 from engine.records.model import Coding, Fact, Patient, PatientRecord
 from engine.registry import db, pending
 from engine.registry.ingest import IngestError, ingest_records, load_record

@@ -534,7 +534,7 @@ def test_export_is_valid_r4_and_round_trips_our_demo_data():
 
 
 def test_the_demo_patients_round_trip():
-    from engine.demo import demo_records
+    from engine.synthetic.demo import demo_records
 
     records = demo_records(dt.date(2026, 3, 1))
     assert records and len({f.source_system for r in records for f in r.facts}) > 1

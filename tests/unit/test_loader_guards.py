@@ -7,8 +7,8 @@ import textwrap
 import pytest
 
 from engine.calendar import ResponseTime
-from engine.protocols.errors import ProtocolError
-from engine.protocols.loader import load_protocol
+from engine.language.errors import ProtocolError
+from engine.language.loader import load_protocol
 
 HEAD = """\
 protocol: guards
@@ -89,7 +89,7 @@ def test_ir_node_hashes_are_computed_once_and_never_shipped_to_another_process()
     import pickle
     from pathlib import Path
 
-    from engine.protocols.library import load_library
+    from engine.language.library import load_library
 
     lib = load_library([Path(__file__).resolve().parents[2] / "protocols"])
     node = next(iter(lib.protocols[0].conditions.values()))

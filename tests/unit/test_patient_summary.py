@@ -10,7 +10,7 @@ import pytest
 
 from api.routers.mdt import next_meeting_day
 from api.web.summary import clean_term, summarise, unit_display
-from engine.protocols.library import load_library
+from engine.language.library import load_library
 from engine.records.model import Coding, Fact, Patient, PatientRecord
 
 ROOT = Path(__file__).resolve().parents[2]

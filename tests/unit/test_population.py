@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.population.columnar import record_rows
-from engine.population.generate import (LOCALITIES, codelist, generate, nhs_number_for, person, person_rows,
+from engine.engines.duckdb.columnar import record_rows
+from engine.synthetic.generate import (LOCALITIES, codelist, generate, nhs_number_for, person, person_rows,
                                         practices, write_population)
 from engine.records.nhs_number import is_valid_nhs_number
 
@@ -78,8 +78,8 @@ def test_columnar_rows_match_the_records():
 
 def test_write_population_parquet_round_trip(tmp_path):
     """The worker path (rows -> CSV -> Parquet) holds exactly what load_records makes of the same records."""
-    from engine.evaluate import batch
-    from engine.population.columnar import TABLES, load_parquet, load_records
+    from engine.engines.duckdb import batch
+    from engine.engines.duckdb.columnar import TABLES, load_parquet, load_records
 
     info = write_population(tmp_path / "pop", 120, seed=4, as_of=AS_OF, workers=2, shard_size=50)
     records = list(generate(120, seed=4, as_of=AS_OF))
@@ -96,9 +96,9 @@ def test_write_population_parquet_round_trip(tmp_path):
 
 def test_population_run_matches_per_patient_measures(tmp_path):
     """evaluate-population's measure counts equal the per-patient evaluator's, patient by patient summed."""
-    from engine.evaluate.evaluator import Options, evaluate
-    from engine.population.run import evaluate_population_run
-    from engine.protocols.library import load_library
+    from engine.evaluation.evaluator import Options, evaluate
+    from engine.engines.duckdb.run import evaluate_population_run
+    from engine.language.library import load_library
 
     write_population(tmp_path / "pop", 250, seed=8, as_of=AS_OF, workers=1)
     lib = load_library([ROOT / "protocols"])
@@ -123,7 +123,7 @@ def test_population_run_matches_per_patient_measures(tmp_path):
     # the audit over the stored per-patient rows counts the same, practice by practice
     import duckdb
 
-    from engine.population.audit import measure_by_practice
+    from engine.engines.duckdb.audit import measure_by_practice
 
     con = duckdb.connect(summary["results"], read_only=True)
     for mid, w in want.items():
@@ -157,8 +157,8 @@ def test_population_run_survives_kill_9_and_resumes(tmp_path):
     script = f"""
 import datetime as dt, os, signal
 from pathlib import Path
-from engine.protocols.library import load_library
-from engine.population.run import evaluate_population_run
+from engine.language.library import load_library
+from engine.engines.duckdb.run import evaluate_population_run
 lib = load_library([Path({str(ROOT / 'protocols')!r})])
 protos = [p for p in lib.in_force(dt.date.fromisoformat({AS_OF.isoformat()!r}))]
 steps = []
@@ -173,8 +173,8 @@ evaluate_population_run(Path({str(tmp_path / 'pop')!r}), protos, dt.date.fromiso
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
-    from engine.population.run import evaluate_population_run
-    from engine.protocols.library import load_library
+    from engine.engines.duckdb.run import evaluate_population_run
+    from engine.language.library import load_library
 
     lib = load_library([ROOT / "protocols"])
     protos = lib.in_force(AS_OF)
@@ -209,7 +209,7 @@ def test_evaluate_population_command(tmp_path):
 
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from cli.main import app
 
     write_population(tmp_path / "pop", 60, seed=5, as_of=AS_OF, workers=1)
     res = CliRunner().invoke(app, ["evaluate-population", "--data", str(tmp_path / "pop"), "--as-of", AS_OF.isoformat(),
@@ -224,7 +224,7 @@ def test_evaluate_population_command(tmp_path):
 
 
 def test_bench_summary_marks_targets():
-    from engine.population.bench_all import summary
+    from benchmarks.bench_all import summary
 
     rows = {r["figure"]: r for r in summary({
         "population": {"p1": {"seconds": 200.0, "peak_rss_mib": 3000.0, "patients": 750000, "protocols": 10},
@@ -245,7 +245,7 @@ def test_demo_seeds_a_generated_population(tmp_path, monkeypatch):
     from sqlalchemy import text
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from cli.main import app
     from engine.registry.db import make_engine
 
     monkeypatch.delenv("DATABASE_URL", raising=False)
@@ -287,7 +287,7 @@ def test_demo_registry_shows_sla_lateness_and_nothing_raised_in_the_future(tmp_p
     from sqlalchemy import text
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from cli.main import app
     from engine.registry.db import make_engine
 
     monkeypatch.delenv("DATABASE_URL", raising=False)

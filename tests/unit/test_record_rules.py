@@ -9,8 +9,8 @@ import datetime as dt
 import pytest
 from pydantic import ValidationError
 
-from engine.demo import demo_records
-from engine.population.generate import generate
+from engine.synthetic.demo import demo_records
+from engine.synthetic.generate import generate
 from engine.records.fhir_import import BundleError, export_patient_bundle, import_bundle
 from engine.records.model import (FUTURE_TOLERANCE, TRUSTED, Coding, Fact, Patient, PatientRecord, real_now)
 

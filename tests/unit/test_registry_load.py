@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-import engine.population.generate as generate_module
+import engine.synthetic.generate as generate_module
 import engine.registry.ingest as ingest
-from engine.population import registry_load
-from engine.population.generate import generate
+from engine.app import registry_load
+from engine.synthetic.generate import generate
 from engine.registry import db
 from engine.registry.ingest import ingest_records, load_record
 
@@ -78,9 +78,9 @@ def test_bulk_load_stores_what_ingest_records_stores(db_url, monkeypatch):
 
 
 def test_populate_outputs_stores_what_reevaluate_stores(tmp_path):
-    from engine.evaluate.service import reevaluate_many
-    from engine.population.bench import ROOT
-    from engine.protocols.library import load_library
+    from engine.app.service import reevaluate_many
+    from benchmarks.bench_batch import ROOT
+    from engine.language.library import load_library
 
     library = load_library([ROOT / "protocols"])
     records = list(generate(60, seed=SEED, as_of=AS_OF))

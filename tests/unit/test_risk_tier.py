@@ -1,12 +1,12 @@
-"""engine/evaluate/risk.py: the tier the worklist and MDT lists use, from fresh or stored evaluations."""
+"""engine/evaluation/risk.py: the tier the worklist and MDT lists use, from fresh or stored evaluations."""
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 
-from engine.evaluate.evaluator import evaluate
-from engine.evaluate.risk import mdt_reasons, patient_tier, worklist_priority
-from engine.protocols.library import load_library
+from engine.evaluation.evaluator import evaluate
+from engine.evaluation.risk import mdt_reasons, patient_tier, worklist_priority
+from engine.language.library import load_library
 from engine.records.model import Fact, Patient, PatientRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_mdt_reasons():
 def test_why_lines_are_words_not_formulas_and_say_a_reason_once():
     """Issue 16 item 10: the risk tier's why read "risk score 9 (>= 8) = +3 ..." and the falls why repeated
     itself. Relations are words; score points read "+3 for ..."; the same reason appears once."""
-    from engine.evaluate.explain import RELATION_WORDS, _unique
+    from engine.evaluation.explain import RELATION_WORDS, _unique
 
     assert RELATION_WORDS[">="] == "at least" and RELATION_WORDS["<"] == "below"
     assert _unique(["no falls assessment recorded", "fall on 2026-10-01", "no falls assessment recorded"]) == [

@@ -1,4 +1,4 @@
-"""Selective re-evaluation (engine.evaluate.service: a protocol whose inputs did not change keeps its
+"""Selective re-evaluation (engine.app.service: a protocol whose inputs did not change keeps its
 stored result) leaves exactly the stored tasks, task events, flags and evaluations that full
 re-evaluation leaves.
 
@@ -25,10 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from engine.evaluate import service
-from engine.evaluate.service import reevaluate, task_action
-from engine.population.generate import generate
-from engine.protocols.library import load_library
+from engine.app import service
+from engine.app.service import reevaluate, task_action
+from engine.synthetic.generate import generate
+from engine.language.library import load_library
 from engine.records.model import CareSetting, Fact, FactKind, PatientRecord
 from engine.registry import db
 from engine.registry.ingest import ingest_records, load_record

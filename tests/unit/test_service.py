@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from engine.evaluate.service import TaskActionError, reevaluate, reevaluate_many, task_action, task_history
-from engine.protocols.library import load_library
+from engine.app.service import TaskActionError, reevaluate, reevaluate_many, task_action, task_history
+from engine.language.library import load_library
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry.ingest import ingest_records
 from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskRow

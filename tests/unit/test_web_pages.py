@@ -129,8 +129,8 @@ def test_every_shipped_protocol_reads_in_clinical_words():
     dicts (`{'sum': [...]}`); it now shows the IR in words for every part of every shipped protocol."""
     from pathlib import Path
 
-    from engine.docs import clinical_words
-    from engine.protocols.library import load_library
+    from engine.app.docs import clinical_words
+    from engine.language.library import load_library
 
     lib = load_library([Path(__file__).resolve().parents[2] / "protocols"])
     for p in lib.protocols:

@@ -1,0 +1,166 @@
+"""`carepath bench ...`: the benchmarks in benchmarks/ (not part of the test run)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.authoring import _date
+from cli.common import DEFAULT_PROTOCOLS, _library, console, err
+
+
+bench_app = typer.Typer(help="Benchmarks (not part of the test run); results go to benchmarks/results/.",
+                        no_args_is_help=True)
+
+
+@bench_app.command("batch")
+def bench_batch(patients: int = typer.Option(10000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                as_of: str = typer.Option("2026-04-30", "--as-of"),
+                workers: Optional[int] = typer.Option(None, "--workers"),
+                protocol: str = typer.Option("t2dm-annual-care", "--protocol"),
+                durable_sample: int = typer.Option(2000, "--durable-sample", help="Patients run through durable-rules too"),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """The batch engine over a synthetic population, with the plain-Python reference and a durable-rules sample."""
+    from benchmarks.bench_batch import run as run_bench
+
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), workers, protocol, durable_sample,
+                    log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        print(json.dumps(out))
+        return
+    console.print(f"{out['patients']} patients: batch {out['seconds']} s ({out['patients_per_second']}/s), "
+                  f"plain Python {out.get('reference_seconds')} s, peak RSS {out['peak_rss_mib']} MiB; "
+                  f"written to {out.get('written')}", highlight=False)
+
+
+def _bench_out(out: dict, as_json: bool, line: str) -> None:
+    if as_json:
+        print(json.dumps(out))
+    else:
+        console.print(f"{line}; written to {out.get('written')}", highlight=False)
+
+
+@bench_app.command("population")
+def bench_population(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                     as_of: str = typer.Option("2026-11-20", "--as-of"),
+                     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: CPUs)"),
+                     chunk: int = typer.Option(62500, "--chunk"),
+                     scaling: str = typer.Option("10000,100000", "--scaling", help="Smaller runs for the growth figures"),
+                     reference_sample: int = typer.Option(1000, "--reference-sample"),
+                     as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """P1 (every protocol over the population, persisted), scaling, and P4 (one measure by practice)."""
+    from benchmarks.bench_population import run as run_bench
+
+    sizes = tuple(int(x) for x in scaling.split(",") if x.strip())
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), workers, chunk, sizes, reference_sample,
+                    log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"P1 {out['p1']['patients']} patients x {out['p1']['protocols']} protocols: "
+               f"{out['p1']['seconds']} s, peak RSS {out['p1']['peak_rss_mib']} MiB; P4 {out['p4']['seconds_best']} s")
+
+
+@bench_app.command("worklist")
+def bench_worklist(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                   as_of: str = typer.Option("2026-11-20", "--as-of"), mdt: Optional[str] = typer.Option(None, "--mdt"),
+                   requests: int = typer.Option(300, "--requests"),
+                   database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default: a cached SQLite file)"),
+                   as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """P3: first page of an MDT's worklist by role through real HTTP, on a bulk-loaded registry."""
+    from benchmarks.bench_worklist import run as run_bench
+
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), mdt, requests, database_url,
+                    log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"P3 MDT {out['mdt']} ({out['mdt_patients']} patients): p95 {out['worklist']['p95_ms']} ms")
+
+
+@bench_app.command("pages")
+def bench_pages(patients: int = typer.Option(0, "--patients", help="0: the demo registry; N: a generated registry "
+                                             "of N people (built once, cached under benchmarks/.data/)"),
+                requests: int = typer.Option(50, "--requests", help="Requests per page and user"),
+                seed: int = typer.Option(1, "--seed"), workers: int = typer.Option(2, "--workers"),
+                profile: bool = typer.Option(False, "--profile", help="Profile the audit page in-process too"),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """p50 / p95 / p99 of the protocol pages and the audit page, as clinical lead and auditor, through a real
+    uvicorn server on loopback (targets: protocol page p95 <= 300 ms, audit page p95 <= 500 ms)."""
+    from benchmarks.bench_pages import run as run_bench
+
+    out = run_bench(patients, requests, seed, workers=workers, profile=profile,
+                    log=lambda m: err.print(m, highlight=False))
+    worst = {p: max(st["p95_ms"] for st in by_user.values()) for p, by_user in out["pages"].items()}
+    _bench_out(out, as_json, f"pages ({out['patients']}): worst p95 " + ", ".join(f"{p} {v} ms" for p, v in worst.items())
+               + f"; targets {'met' if out['meets_targets'] else 'NOT met'}")
+
+
+@bench_app.command("incremental")
+def bench_incremental(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                      as_of: str = typer.Option("2026-11-20", "--as-of"), rate: float = typer.Option(100.0, "--rate"),
+                      seconds: float = typer.Option(30, "--seconds"),
+                      database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default: a cached SQLite file)"),
+                      as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """P2: one new record through the API at a fixed rate (open loop), latency percentiles."""
+    from benchmarks.bench_incremental import run as run_bench
+
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), rate, seconds, database_url,
+                    log=lambda m: err.print(m, highlight=False))
+    ol = out.get("open_loop") or {}
+    _bench_out(out, as_json, f"P2 at {rate}/s: p50 {ol.get('p50_ms')} p95 {ol.get('p95_ms')} p99 {ol.get('p99_ms')} ms")
+
+
+@bench_app.command("durable")
+def bench_durable(evaluations: int = typer.Option(1000000, "--evaluations"),
+                  patients: int = typer.Option(750000, "--patients", help="Population whose summary facts are used"),
+                  seed: int = typer.Option(1, "--seed"), as_of: str = typer.Option("2026-11-20", "--as-of"),
+                  workers: int = typer.Option(2, "--workers"),
+                  as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """durable-rules in worker processes over many evaluations: memory per worker sampled, results checked."""
+    from benchmarks.bench_durable import run as run_bench
+
+    out = run_bench(evaluations, patients, seed, _date(as_of, "--as-of"), workers,
+                    log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"{out['evaluations_done']} evaluations, {out['evaluations_per_second']}/s, "
+               f"memory {out['verdict']}")
+
+
+@bench_app.command("all")
+def bench_all(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
+              as_of: str = typer.Option("2026-11-20", "--as-of"),
+              workers: Optional[int] = typer.Option(None, "--workers"),
+              evaluations: int = typer.Option(1000000, "--evaluations", help="durable-rules evaluations (memory)"),
+              incremental_seconds: float = typer.Option(30, "--incremental-seconds"),
+              skip: list[str] = typer.Option([], "--skip", help="population, worklist, incremental, durable, batch"),
+              as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """Every benchmark of issue 8 one after the other; one summary file with targets and measured figures."""
+    from benchmarks.bench_all import run as run_all
+
+    out = run_all(patients, seed, _date(as_of, "--as-of"), workers, evaluations, incremental_seconds,
+                  skip=tuple(skip), log=lambda m: err.print(m, highlight=False))
+    if as_json:
+        print(json.dumps(out))
+        return
+    for row in out["summary"]:
+        mark = {True: "met", False: "MISSED", None: "not measured"}[row["met"]]
+        console.print(f"  {row['figure']}: {row['measured']} (target {row['target']}) {mark}"
+                      + (f" — {row['note']}" if row.get("note") else ""), highlight=False)
+    console.print(f"written to {out.get('written')}", highlight=False)
+
+
+@bench_app.command("summary")
+def bench_summary(files: list[Path] = typer.Argument(..., help="Result files of the separate benchmarks")):
+    """The targets-vs-measured summary file from benchmark results written earlier."""
+    from benchmarks.bench_all import combine
+
+    out = combine(files)
+    for row in out["summary"]:
+        mark = {True: "met", False: "MISSED", None: "not measured"}[row["met"]]
+        console.print(f"  {row['figure']}: {row['measured']} (target {row['target']}) {mark}"
+                      + (f" — {row['note']}" if row.get("note") else ""), highlight=False)
+    console.print(f"written to {out.get('written')}", highlight=False)
+
+
+# ---- audit verify-log: the access log's hash chain (engine/registry/logchain.py) ---------------------------------

@@ -1,0 +1,315 @@
+"""A protocol as a readable summary for clinicians (Markdown): who is on it, what is due when, who does
+it (from the role agreements, locality by locality), what triggers escalation, how it is audited, and
+the evidence behind each line. Used by `carepath docs`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+from engine.ir import nodes as ir
+OPS = {">": ">", ">=": "≥", "<": "<", "<=": "≤", "==": "=", "!=": "≠"}
+NEG = {">": "≤", ">=": "<", "<": "≥", "<=": ">", "==": "≠", "!=": "="}
+
+
+def plain(node, neg: bool = False) -> str:
+    """A condition in words; definitions keep their names (explained under Definitions)."""
+    n = node
+    if isinstance(n, ir.Named):
+        name = n.name.replace("_", " ")
+        if n.type == ir.BOOL:
+            return f"not {name}" if neg else name
+        return name
+    if isinstance(n, ir.Not):
+        return plain(n.item, not neg)
+    if isinstance(n, (ir.And, ir.Or)):
+        conj = isinstance(n, ir.And) != neg
+        parts = [plain(i, neg) for i in n.items]
+        parts = [f"({p})" if (" and " in p or " or " in p) and len(n.items) > 1 else p for p in parts]
+        return (" and " if conj else " or ").join(parts)
+    if isinstance(n, ir.Exists):
+        what = _events(n.source)
+        return f"no {what}" if neg else what
+    if isinstance(n, ir.Present):
+        what = ir.describe(n.item)
+        return f"{what} not recorded" if neg else f"{what} recorded"
+    if isinstance(n, ir.Compare):
+        left, right = ir.unwrap(n.left), ir.unwrap(n.right)
+        if isinstance(left, ir.Attr) and left.name == "date" and isinstance(right, ir.Attr) and right.name == "date":
+            word = {">": "after", "<": "before", ">=": "on or after", "<=": "on or before", "==": "on the same day as",
+                    "!=": "not on the day of"}[n.op]
+            text = f"{_events(left.event)} {word} {_events(right.event)}"
+            return f"not ({text})" if neg else text
+        op = NEG[n.op] if neg else OPS[n.op]
+        rtext = ir.format_const(right) if isinstance(right, ir.Const) else ir.describe(n.right)
+        return f"{ir.describe(n.left)} {op} {rtext}"
+    if isinstance(n, ir.Const) and n.type == ir.BOOL:
+        return "never" if bool(n.value) == neg else "always"
+    text = ir.describe(n)
+    return f"not ({text})" if neg else text
+
+
+def _events(node) -> str:
+    n = ir.unwrap(node)
+    if isinstance(n, ir.Pick) and n.how == "latest":
+        return ir.describe(n.source) + " recorded" if not isinstance(ir.unwrap(n.source), ir.Window) else ir.describe(n.source)
+    return ir.describe(node)
+
+
+def _define_text(node) -> str:
+    n = ir.unwrap(node)
+    if isinstance(n, ir.Sum):
+        lines = []
+        for item in n.items:
+            it = ir.unwrap(item)
+            if isinstance(it, ir.Points):
+                lines.append(f"{it.points:+g} if {plain(it.when)}")
+            else:
+                lines.append(f"+ {ir.describe(item)}")
+        return "the sum of: " + "; ".join(lines)
+    if n.type == ir.BOOL:
+        return plain(n)
+    return ir.describe(n)
+
+
+def _assignments(proto, target: str, default_role: str, agreements) -> list[str]:
+    """Who does a piece of work, by locality (from the role agreements), as lines."""
+    from engine.language.agreements import resolve
+    areas: dict[str, list[str]] = {}
+    for ag in agreements:
+        for loc, mdts in ag.localities.items():
+            areas.setdefault(loc, [])
+            areas[loc] += [m for m in mdts if m not in areas[loc]]
+    places = [(loc, m) for loc in sorted(areas) for m in areas[loc]] or [(None, None)]
+    groups: dict[str, list[str]] = defaultdict(list)
+    for loc, mdt in places:
+        r = resolve(agreements, proto.id, target, {"locality": loc, "mdt": mdt, "practice": None})
+        if r is None:
+            key = f"{default_role} (no role agreement: default response time)"
+        else:
+            a = r.assign
+            resp = ", ".join(f"{k} {v}" for k, v in a.respond.items())
+            key = f"{a.role_for(default_role)} - {a.team + ', ' if a.team else ''}{a.provider} ({resp}) [{r.agreement.key}]"
+        where = mdt or "everywhere"
+        if where not in groups[key]:
+            groups[key].append(where)
+    if len(groups) == 1:
+        return [next(iter(groups))]
+    return [f"{k}: {', '.join(v)}" for k, v in groups.items()]
+
+
+# UCUM as written in protocols -> as clinicians write it; comparison symbols of filters -> words.
+UNIT_DISPLAY = {"mm[Hg]": "mmHg", "mL/min/{1.73_m2}": "mL/min/1.73m²", "ml/min/1.73m2": "mL/min/1.73m²",
+                "kg/m2": "kg/m²", "kg/m^2": "kg/m²", "10*9/L": "×10⁹/L", "{score}": ""}
+_WORDS = ((" == ", " is "), (" != ", " is not "), (" >= ", " ≥ "), (" <= ", " ≤ "))
+
+
+def display_unit(unit: str | None) -> str:
+    """A UCUM unit as a clinician writes it (mm[Hg] -> mmHg)."""
+    return UNIT_DISPLAY.get(unit or "", unit or "")
+
+
+def tidy(text: str) -> str:
+    """A condition in words, for a clinician: units as written on a results report, 'is' rather than
+    '==', names without underscores."""
+    for a, b in UNIT_DISPLAY.items():
+        text = text.replace(a, b)
+    for a, b in _WORDS:
+        text = text.replace(a, b)
+    return text.replace("_", " ").replace("  ", " ").strip()
+
+
+def clinical_words(proto) -> dict[str, object]:
+    """Every condition of a protocol in words, from the IR (what the engines run), keyed as the page
+    asks for it: 'register' (lines), 'activity:<id>:done' / ':applies' / ':excepted', 'rule:<id>',
+    'goal:<id>:applies' / ':met', 'measure:<id>:den' / ':excl' / ':num', 'define:<name>'. The web
+    protocol page and `carepath docs` say the same thing: no expressions, no raw YAML."""
+    p = proto
+    out: dict[str, object] = {}
+    lines = []
+    pop = p.conditions.get("population")
+    if pop is not None:
+        items = ir.unwrap(pop).items if isinstance(ir.unwrap(pop), ir.And) else (pop,)
+        for i in items:
+            sub = ir.unwrap(i).items if isinstance(ir.unwrap(i), ir.And) else (i,)
+            lines += [plain(x) for x in sub]
+    if p.since is not None:
+        lines.append(f"on the register since: {ir.describe(p.since)}")
+    out["register"] = lines
+    for a in p.activities:
+        out[f"activity:{a.id}:done"] = _events(a.done_by)
+        if a.has_when:
+            out[f"activity:{a.id}:applies"] = plain(p.conditions[f"activity:{a.id}:applies"])
+        if a.has_excepted_when:
+            out[f"activity:{a.id}:excepted"] = plain(p.conditions[f"activity:{a.id}:excepted"])
+    for g in p.goals:
+        applies = p.conditions.get(f"goal:{g.id}:applies")
+        if applies is not None and not isinstance(ir.unwrap(applies), ir.Const):
+            out[f"goal:{g.id}:applies"] = plain(applies)
+        out[f"goal:{g.id}:met"] = plain(p.conditions[f"goal:{g.id}:met"])
+    for r in p.rules:
+        out[f"rule:{r.id}"] = plain(p.conditions[f"rule:{r.id}"])
+    for m in p.measures:
+        k = f"measure:{m.id}"
+        for part in ("den", "excl", "num"):
+            node = p.conditions.get(f"{k}:{part}")
+            if node is not None and not (part == "den" and isinstance(ir.unwrap(node), ir.Const)):
+                out[f"{k}:{part}"] = plain(node)
+    for name, node in p.definitions.items():
+        out[f"define:{name}"] = _define_text(node)
+    return {k: [tidy(x) for x in v] if isinstance(v, list) else tidy(v) for k, v in out.items()}
+
+
+def render(proto, agreements=(), in_force: bool | None = None) -> str:
+    p = proto
+    out: list[str] = []
+    w = out.append
+    status = p.status + ("" if in_force is None else ", in force" if in_force else ", not in force today")
+    w(f"# {p.title}")
+    w("")
+    w(f"`{p.id}` version **{p.version}** ({status}), effective {p.effective}, owner: {p.owner}.")
+    if p.description:
+        w("")
+        w(" ".join(p.description.split()))
+    w("")
+    w("**Evidence:** " + "; ".join(p.evidence))
+    w("")
+    w("## Who is on it")
+    w("")
+    pop = p.conditions.get("population")
+    if pop is not None:
+        items = ir.unwrap(pop).items if isinstance(ir.unwrap(pop), ir.And) else (pop,)
+        for i in items:
+            sub = ir.unwrap(i).items if isinstance(ir.unwrap(i), ir.And) else (i,)
+            for s in sub:
+                w(f"- {plain(s)}")
+    if p.since is not None:
+        w(f"- on the register since: {ir.describe(p.since)}")
+    w(f"- measurement period: {p.period} ending on the reference date")
+    if p.activities:
+        w("")
+        w("## What is due when, and who does it")
+        w("")
+        for a in p.activities:
+            applies = f" - only when {plain(p.conditions[f'activity:{a.id}:applies'])}" if a.has_when else ""
+            w(f"### {a.title}{applies}")
+            w("")
+            w(f"- every **{a.every}** (due {a.due_soon} before; overdue after); done when: {_events(a.done_by)}")
+            if a.has_excepted_when:
+                w(f"- not needed (excepted) when: {plain(p.conditions[f'activity:{a.id}:excepted'])}")
+            for line in _assignments(p, a.id, a.role, agreements):
+                w(f"- who: {line}")
+            if a.because:
+                w(f"- why: {a.because}")
+            if a.patient_text:
+                w(f"- for the patient: \"{a.patient_text}\"")
+            w("")
+    if p.goals:
+        w("## Goals")
+        w("")
+        for g in p.goals:
+            applies = p.conditions.get(f"goal:{g.id}:applies")
+            when = "" if applies is None or isinstance(ir.unwrap(applies), ir.Const) else f" (when {plain(applies)})"
+            w(f"- **{g.title}**{when}: {plain(p.conditions[f'goal:{g.id}:met'])}" + (f" - {g.because}" if g.because else ""))
+        w("")
+    if p.rules:
+        w("## What triggers action or escalation")
+        w("")
+        for r in p.rules:
+            w(f"### {r.title}")
+            w("")
+            w(f"- when: {plain(p.conditions[f'rule:{r.id}'])}")
+            if r.task:
+                within = f", within {r.task.within}" if r.task.within else ""
+                w(f"- task: **{r.task.title}** ({r.task.priority}{within})")
+                for line in _assignments(p, f"rule:{r.id}", r.task.role, agreements):
+                    w(f"  - who: {line}")
+            if r.flag:
+                w(f"- flag: {r.flag.code} ({r.flag.level})" + (f": {r.flag.text}" if r.flag.text else ""))
+            if r.escalation:
+                to = "the patient's MDT case conference" if r.escalation.to == "mdt" else r.escalation.to
+                w(f"- escalation: **{r.escalation.title}** to {to} ({r.escalation.priority})")
+                if r.escalation.to != "mdt":
+                    for line in _assignments(p, f"escalation:{r.id}", r.escalation.to, agreements):
+                        w(f"  - who: {line}")
+            w(f"- because: {r.because}" + (f" ({'; '.join(r.evidence)})" if r.evidence else ""))
+            w("")
+    if p.segments or p.tiers or p.score:
+        w("## Stratification")
+        w("")
+        if p.score:
+            w(f"- score: **{p.score.replace('_', ' ')}** = {_define_text(p.definitions[p.score])}")
+        for s in p.segments:
+            w(f"- segment **{s.title}**: {plain(p.conditions[f'segment:{s.id}'])}")
+        for t in p.tiers:
+            w(f"- tier {t.level} **{t.title}** (the first tier that holds, in this order): {plain(p.conditions[f'tier:{t.id}'])}"
+              + (f" - {t.because}" if t.because else ""))
+            if t.task:
+                for line in _assignments(p, f"tier:{t.id}", t.task.role, agreements):
+                    w(f"  - task **{t.task.title}**, who: {line}")
+            if t.escalation:
+                w(f"  - escalation: {t.escalation.title}")
+        w("")
+    if p.measures:
+        w("## How it is audited")
+        w("")
+        for m in p.measures:
+            k = f"measure:{m.id}"
+            sfx = "#1" if getattr(m, "episode_based", False) else ""  # per episode: the steps of the first one
+            den = p.conditions.get(f"{k}:den{sfx}")
+            w(f"- **{m.id}** {m.title}" + (" (counted per episode)" if sfx else ""))
+            if den is not None and not isinstance(ir.unwrap(den), ir.Const):
+                w(f"  - denominator: on the register and {plain(den)}")
+            if f"{k}:excl{sfx}" in p.conditions:
+                w(f"  - exclusions: {plain(p.conditions[f'{k}:excl{sfx}'])}" + (" (patients meeting the target are kept)" if m.achievers_kept else ""))
+            if f"{k}:exc{sfx}" in p.conditions:
+                w(f"  - exceptions: {plain(p.conditions[f'{k}:exc{sfx}'])}")
+            w(f"  - numerator: {plain(p.conditions[f'{k}:num{sfx}'])}")
+            if m.evidence:
+                w(f"  - evidence: {'; '.join(m.evidence)}")
+        w("")
+    if p.definitions:
+        w("## Definitions")
+        w("")
+        for name, node in p.definitions.items():
+            w(f"- **{name.replace('_', ' ')}**: {_define_text(node)}")
+        w("")
+    w("## Codes")
+    w("")
+    for name, vs in sorted(p.valuesets.items()):
+        src = vs.source.split("/")[-1]
+        kinds = f", {'/'.join(sorted(vs.kinds))} only" if vs.kinds else ""
+        what = f"every {'/'.join(sorted(vs.kinds))} record" if vs.any_code else f"{len(vs)} code(s) from {src}{kinds}"
+        unit = f", values in {vs.unit}" if vs.unit else ""
+        w(f"- {name.replace('_', ' ')}: {what}{unit}")
+    w("")
+    return "\n".join(out)
+
+
+def render_index(entries: list[tuple[str, str, str]], today: dt.date) -> str:
+    lines = [f"# Protocol library (generated {today.isoformat()} by `carepath docs`)", "",
+             "| Protocol | Version | Status | File |", "|---|---|---|---|"]
+    for title, key, status, *rest in entries:
+        version = key.rpartition("@")[2]
+        lines.append(f"| {title} | {version} | {status} | [{key}.md]({key}.md) |")
+    return "\n".join(lines) + "\n"
+
+
+def render_agreement(ag) -> str:
+    """A role agreement for the people it binds: the area, the parties, and who does what how fast."""
+    out = [f"# {ag.title}", "", f"`{ag.id}` version **{ag.version}** ({ag.status}), effective {ag.effective}.", ""]
+    if ag.localities:
+        out += ["## The area", "", "| Locality | MDT | Practices |", "|---|---|---|"]
+        for loc, mdts in ag.localities.items():
+            for mdt, practices in mdts.items():
+                out.append(f"| {loc} | {mdt} | {len(practices)}: {', '.join(practices)} |")
+        out.append("")
+    out += ["## Parties", "", "| Party | Kind |", "|---|---|"]
+    out += [f"| {pid} | {kind} |" for pid, kind in ag.parties.items()]
+    out += ["", "## Who does what", "", "| Work | Where | Provider / team / role | Response |", "|---|---|---|---|"]
+    for a in ag.assigns:
+        where = "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in a.where.items()) or "everywhere"
+        who = " / ".join(x for x in (a.provider, a.team, a.role or "(the protocol's role)") if x)
+        resp = ", ".join(f"{k} {v}" for k, v in a.respond.items())
+        out.append(f"| {a.protocol}/{a.target} | {where} | {who} | {resp} |")
+    return "\n".join(out) + "\n"

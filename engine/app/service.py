@@ -1,0 +1,635 @@
+"""Incremental evaluation against the registry: a record arrives, that patient is re-evaluated,
+stored tasks and flags are reconciled, and the diff (opened / closed / changed) is returned.
+
+Task lifecycle (people's decisions survive re-evaluation):
+- open -> accepted -> completed;  open/accepted -> declined (reason required);  reassign keeps status.
+- The evaluation no longer asks for an open/accepted task -> it is `resolved` by the system, with why.
+- A task someone completed or declined is not raised again while the same need continues; once an
+  evaluation finds the need gone, a later recurrence (next year's check) raises a new task.
+- Due times are set when a task is first raised and never move on re-evaluation (the SLA clock).
+
+Selective re-evaluation: a protocol reads a patient's facts only through its value sets (derive.py's
+`ValueSetRef` events, matched with `ValueSet.matches_fact`; every other IR node works on those
+events, the demographics or the reference date). So each stored evaluation keeps a digest of what
+its result rests on (`result["_inputs"]`, see `evaluation_inputs`): the protocol (id, version,
+content hash, its value sets' codes), the reference date, the demographics, the role agreements in
+force and every fact that matches any of the protocol's value sets (source system, id, content).
+A re-evaluation that finds the same digest (and version, reference date) rebuilds that protocol's
+result from the stored row instead of deriving it again; any new, changed or removed fact the
+protocol could see changes the digest. A result is reused only when each of its tasks still has its
+current row (open, or closed while the need continues), so reconciling it raises no new task.
+Stored tasks, flags and evaluations are then those a full re-evaluation leaves
+(tests/unit/test_selective_reevaluation.py), except that a reused result keeps the `raised_at` /
+`due` its tasks had when it was computed (the task rows never move their due times either way).
+
+The evaluation outbox (issue 14): ingest marks patients in `pending_evaluation` in the transaction
+that stores their facts (engine/registry/pending.py). `reevaluate` removes the mark in the
+transaction that stores the outputs; `drain` evaluates whoever is marked, one patient per
+transaction, and `Drainer` does it in a background thread (large deliveries, leftovers, service
+start). An evaluation that fails for one patient raises `EvaluationFailed` (naming the fact that
+caused it when it can be found); `evaluate_one` / `drain` record it as a data problem on that
+patient (`data_problem`), clear the mark and carry on with everyone else. Nothing of a failed
+evaluation is stored: the patient's earlier outputs stay as they were.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, func
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session, select
+
+from engine.engines.derive import Context
+from engine.evaluation.evaluator import Options, evaluate
+from engine.evaluation.outputs import Evaluation, Flag, ProtocolResult, Task
+from engine.ir import nodes as ir
+from engine.language.agreements import Agreement
+from engine.language.library import Library
+from engine.language.model import Protocol
+from engine.records.model import Fact, Patient, PatientRecord
+from engine.registry import pending
+from engine.registry.ingest import load_record
+from engine.registry.outputs import (CLOSED_STATUSES, OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow,
+                                     TaskRow)
+from engine.registry.tables import PatientRow, utcnow
+
+SYSTEM = "carepath"
+log = logging.getLogger("carepath.evaluate")
+CULPRIT_SEARCH_MAX_FACTS = 300  # beyond this, a failure is recorded without looking for the fact
+
+
+class TaskActionError(ValueError):
+    pass
+
+
+class EvaluationFailed(Exception):
+    """Evaluating one patient failed: a data problem of that patient, not of the service."""
+
+    def __init__(self, nhs_number: str, message: str, *, protocol: str | None = None, fact_source_system: str | None = None,
+                 fact_source_id: str | None = None, fact_problem: str | None = None, seq: int | None = None):
+        self.nhs_number, self.message, self.protocol = nhs_number, message, protocol
+        self.fact_source_system, self.fact_source_id, self.fact_problem, self.seq = (fact_source_system, fact_source_id,
+                                                                                     fact_problem, seq)
+        super().__init__(f"{nhs_number}: {message}")
+
+    def as_dict(self) -> dict:
+        return dict(nhs_number=self.nhs_number, message=self.message, protocol=self.protocol,
+                    fact_source_system=self.fact_source_system, fact_source_id=self.fact_source_id,
+                    fact_problem=self.fact_problem)
+
+
+def _fails(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement], as_of: dt.date) -> bool:
+    try:
+        evaluate(record, protocols, agreements, as_of=as_of)
+    except Exception:  # noqa: BLE001 - any failure is what we are looking for
+        return True
+    return False
+
+
+def diagnose(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement], as_of: dt.date,
+             exc: BaseException) -> EvaluationFailed:
+    """An EvaluationFailed for `exc`, naming the protocol and the fact that caused it when they can
+    be found: first a fact (or the patient) that today's record rules refuse (stored before the
+    rule existed), else the one fact without which the evaluation goes through."""
+    nhs = record.patient.nhs_number
+    message = f"evaluation failed: {type(exc).__name__}: {exc}"
+    protocol = None
+    if len(protocols) == 1:
+        protocol = protocols[0].id
+    elif len(protocols) > 1:
+        protocol = next((p.id for p in protocols if _fails(record, [p], agreements, as_of)), None)
+    try:
+        Patient.model_validate(record.patient.model_dump())
+    except ValidationError as err:
+        e = err.errors()[0]
+        return EvaluationFailed(nhs, message, protocol=protocol,
+                                fact_problem=f"patient {'/'.join(map(str, e['loc']))}: {e['msg']}")
+    for f in record.facts:
+        try:
+            Fact.model_validate(f.model_dump())
+        except ValidationError as err:
+            e = err.errors()[0]
+            return EvaluationFailed(nhs, message, protocol=protocol, fact_source_system=f.source_system, fact_source_id=f.id,
+                                    fact_problem=f"{'/'.join(map(str, e['loc']))}: {e['msg']}")
+    if len(record.facts) <= CULPRIT_SEARCH_MAX_FACTS:
+        target = [p for p in protocols if p.id == protocol] or protocols
+        for f in record.facts:
+            rest = record.model_copy(update={"facts": [x for x in record.facts if x is not f]})
+            if not _fails(rest, target, agreements, as_of):
+                return EvaluationFailed(nhs, message, protocol=protocol, fact_source_system=f.source_system,
+                                        fact_source_id=f.id, fact_problem="the evaluation goes through without this fact")
+    return EvaluationFailed(nhs, message, protocol=protocol)
+
+
+@dataclass
+class Change:
+    key: str
+    title: str
+    detail: str = ""
+    id: int | None = None
+
+
+@dataclass
+class Diff:
+    nhs_number: str
+    tasks_opened: list[Change] = field(default_factory=list)
+    tasks_closed: list[Change] = field(default_factory=list)
+    tasks_updated: list[Change] = field(default_factory=list)
+    flags_raised: list[Change] = field(default_factory=list)
+    flags_cleared: list[Change] = field(default_factory=list)
+    flags_changed: list[Change] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not any((self.tasks_opened, self.tasks_closed, self.tasks_updated, self.flags_raised,
+                        self.flags_cleared, self.flags_changed))
+
+    def as_dict(self) -> dict:
+        return {k: ([c.__dict__ for c in v] if isinstance(v, list) else v) for k, v in self.__dict__.items()}
+
+
+def _patient_row(session: Session, nhs_number: str, lock: bool) -> PatientRow | None:
+    stmt = select(PatientRow).where(PatientRow.nhs_number == nhs_number)
+    if lock and session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()  # one re-evaluation of a patient at a time
+    return session.exec(stmt).first()
+
+
+INPUTS_KEY = "_inputs"  # in PatientEvaluationRow.result: the digest of what the result rests on
+_protocol_digests: dict[int, tuple[Protocol, str, "_Reads"]] = {}
+ANY_KIND = None
+
+
+class _Reads:
+    """Which facts a protocol can see: the union of its value sets, as one index. `sees(fact)` is
+    exactly `any(vs.matches_fact(fact) for vs in protocol.valuesets.values())`."""
+
+    def __init__(self, proto: Protocol):
+        self.codes: dict[tuple[str, str], set | None] = {}  # (system, code) -> kinds allowed (None: any)
+        self.bare: dict[str, set | None] = {}  # code alone (value sets with any_system) -> kinds
+        self.any_code: set | None | bool = False  # kinds for which every fact is seen (None: every kind)
+        for vs in proto.valuesets.values():
+            kinds = set(vs.kinds) if vs.kinds else ANY_KIND
+            if vs.any_code:
+                self.any_code = self._merge(self.any_code if self.any_code is not False else set(), kinds)
+                continue
+            for key in vs.codes:
+                self.codes[key] = self._merge(self.codes.get(key, set()), kinds)
+                if vs.any_system and key[0] == "":
+                    self.bare[key[1]] = self._merge(self.bare.get(key[1], set()), kinds)
+
+    @staticmethod
+    def _merge(have: set | None, kinds: set | None) -> set | None:
+        return None if have is None or kinds is None else have | kinds
+
+    def sees(self, fact) -> bool:
+        kind = fact.kind.value
+        if self.any_code is not False and fact.codes and (self.any_code is None or kind in self.any_code):
+            return True
+        for c in fact.codes:
+            for kinds in (self.codes.get((c.system, c.code), False), self.bare.get(c.code, False)):
+                if kinds is not False and (kinds is None or kind in kinds):
+                    return True
+        return False
+
+
+def _protocol_digest(proto: Protocol) -> tuple[str, _Reads]:
+    """The protocol's content and its value sets' codes (a codelist file can change under one YAML)."""
+    got = _protocol_digests.get(id(proto))
+    if got is not None and got[0] is proto:
+        return got[1], got[2]
+    h = hashlib.sha256(f"{proto.id}@{proto.version}#{proto.content_hash}".encode())
+    for name in sorted(proto.valuesets):
+        vs = proto.valuesets[name]
+        h.update(repr((name, sorted(vs.codes), sorted(vs.kinds), vs.any_code, vs.any_system, vs.unit, vs.analyte,
+                       sorted((k, sorted(v.items())) for k, v in vs.properties.items()))).encode())
+    digest, reads = h.hexdigest(), _Reads(proto)
+    _protocol_digests[id(proto)] = (proto, digest, reads)
+    return digest, reads
+
+
+def evaluation_inputs(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement],
+                      as_of: dt.date) -> dict[str, str]:
+    """Per protocol id: a digest of everything its result for this patient can depend on (module doc)."""
+    common = json.dumps([as_of.isoformat(), record.patient.model_dump(mode="json"),
+                         [(a.id, a.version, a.content_hash) for a in agreements]], sort_keys=True)
+    contents: list[str | None] = [None] * len(record.facts)
+    out = {}
+    for proto in protocols:
+        digest, reads = _protocol_digest(proto)
+        h = hashlib.sha256(common.encode())
+        h.update(digest.encode())
+        for i, f in enumerate(record.facts):
+            if reads.sees(f):
+                if contents[i] is None:
+                    contents[i] = f.model_dump_json()
+                h.update(contents[i].encode())
+                h.update(b"\x00")
+        out[proto.id] = h.hexdigest()
+    return out
+
+
+def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date, digest: str,
+              current: dict[str, TaskRow]) -> ProtocolResult | None:
+    """The stored result of `proto` when nothing it reads changed and reconciling it raises no new task."""
+    if row is None or row.version != proto.version or row.reference_date != as_of or not isinstance(row.result, dict):
+        return None
+    if row.result.get(INPUTS_KEY) != digest:
+        return None
+    result = ProtocolResult.model_validate({k: v for k, v in row.result.items() if k != INPUTS_KEY})
+    if result.protocol != proto.id or result.version != proto.version:
+        return None
+    for t in result.tasks:
+        task_row = current.get(t.key)
+        if task_row is None or (task_row.status in CLOSED_STATUSES and not task_row.condition_active):
+            return None  # it would be raised anew, with this evaluation's time: evaluate it
+    return result
+
+
+def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt.date | None = None,
+               now: dt.datetime | None = None, selective: bool = True) -> tuple[Diff, Evaluation]:
+    """Re-evaluate one patient and reconcile stored outputs. The caller commits.
+
+    With `selective`, a protocol whose inputs did not change keeps its stored result (module doc)."""
+    now = now or utcnow()
+    as_of = as_of or now.date()
+    prow = _patient_row(session, nhs_number, lock=True)
+    record = load_record(session, nhs_number)
+    if prow is None or record is None:
+        raise KeyError(f"no patient with NHS number {nhs_number}")
+    seq = pending.pending_seq(session, prow.id)  # the outbox mark this evaluation answers (removed below)
+    protocols, agreements = library.in_force(as_of), library.agreements_in_force(as_of)
+    stored = _stored_evaluations(session, prow.id)
+    current = _current_tasks(session, prow.id)
+    try:
+        inputs = evaluation_inputs(record, protocols, agreements, as_of)
+        reused: dict[str, ProtocolResult] = {}
+        if selective:
+            for proto in protocols:
+                got = _reusable(stored.get(proto.id), proto, as_of, inputs[proto.id], current)
+                if got is not None:
+                    reused[proto.id] = got
+        fresh = evaluate(record, [p for p in protocols if p.id not in reused], agreements, as_of=as_of,
+                         options=Options(raised_at=now))
+        by_id = {pr.protocol: pr for pr in fresh.protocols}
+        ctx = Context.as_of(as_of, protocols[0].period if protocols else ir.Duration(12, "months"))
+        evaluation = Evaluation(nhs_number=record.patient.nhs_number, reference_date=as_of, period_start=ctx.period_start,
+                                period_end=ctx.period_end, deceased=fresh.deceased,
+                                protocols=[reused.get(p.id) or by_id[p.id] for p in protocols])
+    except SQLAlchemyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - this patient's data problem, never anyone else's failure
+        failed = diagnose(record, protocols, agreements, as_of, exc)
+        failed.seq = seq
+        raise failed from exc
+    diff = store_evaluation(session, prow.id, nhs_number, evaluation, now, inputs=inputs, current=current, stored=stored)
+    pending.clear(session, prow.id, seq)
+    pending.resolve_problems(session, prow.id, now)
+    return diff, evaluation
+
+
+def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluation: Evaluation, now: dt.datetime, *,
+                     inputs: dict[str, str] | None = None, current: dict[str, TaskRow] | None = None,
+                     stored: dict[str, PatientEvaluationRow] | None = None) -> Diff:
+    """Reconcile a patient's stored tasks and flags with an evaluation and keep it as the latest; the
+    caller commits. `reevaluate` evaluates and calls this; the benchmark registry builder
+    (engine/app/registry_load.py) calls it with evaluations made in worker processes.
+    `inputs` (from `evaluation_inputs`) are kept with the results so a later re-evaluation can
+    reuse a result whose inputs did not change; `current` / `stored` are rows already read."""
+    diff = Diff(nhs_number)
+    _reconcile_tasks(session, patient_id, evaluation.tasks, diff, now, current)
+    _reconcile_flags(session, patient_id, evaluation.flags, diff, now)
+    _store_evaluation(session, patient_id, evaluation, now, stored, inputs)
+    return diff
+
+
+def reevaluate_many(engine: Engine, nhs_numbers, library: Library, *, as_of: dt.date | None = None,
+                    now: dt.datetime | None = None) -> list[Diff]:
+    """Re-evaluate the patients an ingest touched, each in its own transaction. A patient whose
+    evaluation fails gets a data problem (see `evaluate_one`) and is left out of the diffs."""
+    diffs = []
+    for nhs in sorted(nhs_numbers):
+        outcome, got = evaluate_one(engine, nhs, library, now=now, as_of=as_of)
+        if outcome == EVALUATED:
+            diffs.append(got)
+        elif outcome == PENDING:
+            raise RuntimeError(f"{nhs}: the database stayed busy; the patient is still pending evaluation")
+    return diffs
+
+
+# ---- the evaluation outbox ---------------------------------------------------------------------------
+EVALUATED, PROBLEM, PENDING, GONE = "evaluated", "data-problem", "pending", "gone"
+
+
+def record_failure(engine_or_session: Engine | Session, failed: EvaluationFailed, now: dt.datetime | None = None) -> None:
+    """Keep a failed evaluation as a data problem on the patient and clear their outbox mark (the
+    one the evaluation saw), in one transaction of its own (or the session given, not committed)."""
+    now = now or utcnow()
+    if isinstance(engine_or_session, Engine):
+        with Session(engine_or_session) as s:
+            record_failure(s, failed, now)
+            s.commit()
+        return
+    s = engine_or_session
+    prow = s.exec(select(PatientRow).where(PatientRow.nhs_number == failed.nhs_number)).first()
+    if prow is None:
+        return
+    pending.record_problem(s, prow.id, message=failed.message, protocol=failed.protocol,
+                           fact_source_system=failed.fact_source_system, fact_source_id=failed.fact_source_id,
+                           fact_problem=failed.fact_problem, now=now)
+    pending.clear(s, prow.id, failed.seq)
+
+
+def evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.datetime | None = None,
+                 as_of: dt.date | None = None, retries: int = 6) -> tuple[str, Diff | EvaluationFailed | None]:
+    """Re-evaluate one patient in a transaction of its own: (EVALUATED, diff), (PROBLEM, failure,
+    recorded on the patient), (GONE, None) for an unknown NHS number, or (PENDING, None) when the
+    database stayed busy (the outbox mark stays, a later drain takes it)."""
+    for attempt in range(retries):
+        try:
+            with Session(engine) as session:
+                diff, _ = reevaluate(session, nhs_number, library, as_of=as_of, now=now)
+                session.commit()
+            return EVALUATED, diff
+        except EvaluationFailed as failed:
+            log.warning("evaluation of %s failed, recorded as a data problem: %s (fact %s %s)", nhs_number, failed.message,
+                        failed.fact_source_system, failed.fact_source_id)
+            try:
+                record_failure(engine, failed, now)
+            except OperationalError:
+                if attempt == retries - 1:
+                    return PENDING, None
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            return PROBLEM, failed
+        except KeyError:
+            return GONE, None
+        except OperationalError:
+            if attempt == retries - 1:
+                return PENDING, None
+            time.sleep(0.05 * (attempt + 1))
+        except SQLAlchemyError:
+            log.exception("evaluation of %s hit a database error; it stays pending", nhs_number)
+            return PENDING, None
+    return PENDING, None
+
+
+@dataclass
+class DrainResult:
+    evaluated: dict[str, Diff] = field(default_factory=dict)
+    problems: dict[str, EvaluationFailed] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)  # still marked (busy database, or the drain was stopped)
+
+
+def pending_patients(engine: Engine, nhs_numbers=None) -> list[str]:
+    """NHS numbers marked for evaluation, oldest mark first (optionally only among `nhs_numbers`)."""
+    q = (select(PatientRow.nhs_number).join(pending.PendingEvaluationRow, pending.PendingEvaluationRow.patient_id == PatientRow.id)
+         .order_by(pending.PendingEvaluationRow.queued_at, PatientRow.id))
+    with Session(engine) as s:
+        if nhs_numbers is None:
+            return list(s.exec(q))
+        wanted, out = sorted(set(nhs_numbers)), []
+        for i in range(0, len(wanted), 500):
+            out += list(s.exec(q.where(PatientRow.nhs_number.in_(wanted[i:i + 500]))))
+        return out
+
+
+def drain(engine: Engine, library: Library | Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow, *,
+          nhs_numbers=None, stop: threading.Event | None = None) -> DrainResult:
+    """Evaluate every patient marked for evaluation (or those among `nhs_numbers`), one transaction
+    each, as of the clock's date; failures become data problems. Stops early when `stop` is set."""
+    result = DrainResult()
+    for nhs in pending_patients(engine, nhs_numbers):
+        if stop is not None and stop.is_set():
+            result.pending.add(nhs)
+            continue
+        now = clock()
+        lib = library() if callable(library) else library
+        outcome, got = evaluate_one(engine, nhs, lib, now=now, as_of=now.date())
+        if outcome == EVALUATED:
+            result.evaluated[nhs] = got
+        elif outcome == PROBLEM:
+            result.problems[nhs] = got
+        elif outcome == PENDING:
+            result.pending.add(nhs)
+    return result
+
+
+class Drainer:
+    """Drains the outbox in a background thread: `kick()` after a large delivery or at service
+    start; a kick while a pass runs makes it go round again. `stop()` ends it between patients
+    (whoever is left stays marked for the next start)."""
+
+    def __init__(self, engine: Engine, library: Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow):
+        self.engine, self.library, self.clock = engine, library, clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._again = False
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    def kick(self) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._again = True
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="carepath-evaluation-drain", daemon=True)
+                self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        t = self._thread
+        return t is not None and t.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with self._lock:
+                if not self._again:
+                    self._thread = None
+                    return
+                self._again = False
+            try:
+                result = drain(self.engine, self.library, self.clock, stop=self._stop)
+                self.passes += 1
+                if result.pending and not self._stop.is_set():  # a busy database: try again shortly
+                    time.sleep(0.5)
+                    with self._lock:
+                        self._again = True
+            except Exception:  # noqa: BLE001 - keep the thread's failure in the log, try again on the next kick
+                log.exception("background evaluation drain failed; patients stay pending")
+                time.sleep(0.5)
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Wait until no pass is running (tests, shutdown). True when idle."""
+        end = time.monotonic() + timeout
+        while self.busy and time.monotonic() < end:
+            time.sleep(0.02)
+        return not self.busy
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+
+
+def _current_tasks(session: Session, patient_id: int) -> dict[str, TaskRow]:
+    latest = (select(TaskRow.key, func.max(TaskRow.id).label("mid")).where(TaskRow.patient_id == patient_id)
+              .group_by(TaskRow.key).subquery())
+    rows = session.exec(select(TaskRow).join(latest, TaskRow.id == latest.c.mid)).all()
+    return {r.key: r for r in rows}
+
+
+def _event(session: Session, task: TaskRow, action: str, actor: str, before: str | None, note: str | None = None,
+           at: dt.datetime | None = None) -> None:
+    session.add(TaskEventRow(task_id=task.id, action=action, actor=actor, from_status=before, to_status=task.status,
+                             note=note, at=at or utcnow()))
+
+
+def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff: Diff, now: dt.datetime,
+                     current: dict[str, TaskRow] | None = None) -> None:
+    current = _current_tasks(session, patient_id) if current is None else current
+    wanted = {t.key: t for t in tasks}
+    for key, t in wanted.items():
+        row = current.get(key)
+        if row is None or (row.status in CLOSED_STATUSES and not row.condition_active):
+            new = TaskRow(key=key, patient_id=patient_id, protocol=t.provenance.protocol, version=t.provenance.version,
+                          source=t.provenance.source, kind=t.kind, title=t.title, priority=t.priority, status="open",
+                          raised_at=t.raised_at, due=t.due, provider=t.assigned.provider, team=t.assigned.team,
+                          role=t.assigned.role, response=t.assigned.response, agreement=t.assigned.agreement,
+                          why=t.provenance.why, evidence=[e.model_dump(mode="json") for e in t.provenance.evidence],
+                          condition_active=True, updated_at=now)
+            session.add(new)
+            session.flush()
+            _event(session, new, "raised", SYSTEM, None, t.provenance.why, now)
+            diff.tasks_opened.append(Change(key, t.title, t.provenance.why, new.id))
+        elif row.status in OPEN_STATUSES:
+            changed = (row.title, row.priority, row.why, row.version) != (t.title, t.priority, t.provenance.why, t.provenance.version)
+            row.condition_active = True
+            if changed:
+                row.title, row.priority, row.why, row.version = t.title, t.priority, t.provenance.why, t.provenance.version
+                row.evidence = [e.model_dump(mode="json") for e in t.provenance.evidence]
+                row.updated_at = now
+                _event(session, row, "updated", SYSTEM, row.status, t.provenance.why, now)
+                diff.tasks_updated.append(Change(key, t.title, t.provenance.why, row.id))
+            session.add(row)
+        else:
+            row.condition_active = True  # closed by a person while the need continues: leave it closed
+            session.add(row)
+    for key, row in current.items():
+        if key in wanted:
+            continue
+        if row.status in OPEN_STATUSES:
+            before = row.status
+            row.status, row.closed_at, row.condition_active, row.updated_at = "resolved", now, False, now
+            row.closed_reason = "no longer indicated by the protocol on re-evaluation"
+            _event(session, row, "resolved", SYSTEM, before, row.closed_reason, now)
+            diff.tasks_closed.append(Change(key, row.title, row.closed_reason, row.id))
+        elif row.condition_active:
+            row.condition_active = False
+        session.add(row)
+
+
+def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff: Diff, now: dt.datetime) -> None:
+    rows = {r.key: r for r in session.exec(select(FlagRow).where(FlagRow.patient_id == patient_id)).all()}
+    wanted = {f.key: f for f in flags}
+    for key, f in wanted.items():
+        row = rows.get(key)
+        evidence = [e.model_dump(mode="json") for e in f.provenance.evidence]
+        if row is None:
+            session.add(FlagRow(key=key, patient_id=patient_id, protocol=f.provenance.protocol, version=f.provenance.version,
+                                source=f.provenance.source, kind=f.kind, code=f.code, level=f.level, text=f.text,
+                                why=f.provenance.why, evidence=evidence, active=True, raised_at=now))
+            diff.flags_raised.append(Change(key, f.text, f.level))
+            continue
+        if not row.active:
+            row.active, row.raised_at, row.cleared_at = True, now, None
+            diff.flags_raised.append(Change(key, f.text, f.level, row.id))
+        elif row.level != f.level:
+            diff.flags_changed.append(Change(key, f.text, f"{row.level} -> {f.level}", row.id))
+        row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
+        session.add(row)
+    for key, row in rows.items():
+        if key not in wanted and row.active:
+            row.active, row.cleared_at = False, now
+            session.add(row)
+            diff.flags_cleared.append(Change(key, row.text, row.level, row.id))
+
+
+def _stored_evaluations(session: Session, patient_id: int) -> dict[str, PatientEvaluationRow]:
+    return {r.protocol: r for r in session.exec(select(PatientEvaluationRow)
+                                                .where(PatientEvaluationRow.patient_id == patient_id)).all()}
+
+
+def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation, now: dt.datetime,
+                      rows: dict[str, PatientEvaluationRow] | None = None, inputs: dict[str, str] | None = None) -> None:
+    rows = _stored_evaluations(session, patient_id) if rows is None else rows
+    for pr in evaluation.protocols:
+        data = pr.model_dump(mode="json")
+        if inputs and pr.protocol in inputs:
+            data[INPUTS_KEY] = inputs[pr.protocol]
+        row = rows.get(pr.protocol) or PatientEvaluationRow(patient_id=patient_id, protocol=pr.protocol, version=pr.version,
+                                                             reference_date=evaluation.reference_date, on_register=pr.on_register)
+        row.version, row.reference_date, row.on_register, row.result, row.evaluated_at = (
+            pr.version, evaluation.reference_date, pr.on_register, data, now)
+        session.add(row)
+
+
+# ---- task lifecycle actions ------------------------------------------------------------------------
+TRANSITIONS = {
+    "accept": ({"open"}, "accepted"),
+    "complete": ({"open", "accepted"}, "completed"),
+    "decline": ({"open", "accepted"}, "declined"),
+    "reopen": ({"completed", "declined"}, "open"),
+}
+
+
+def task_action(session: Session, task_id: int, action: str, actor: str, *, reason: str | None = None,
+                provider: str | None = None, team: str | None = None, role: str | None = None,
+                now: dt.datetime | None = None) -> TaskRow:
+    """Accept / complete / decline (with reason) / reopen / reassign a task, keeping its history."""
+    now = now or utcnow()
+    row = session.get(TaskRow, task_id)
+    if row is None:
+        raise KeyError(f"no task {task_id}")
+    before = row.status
+    if action == "reassign":
+        if not (provider or team or role):
+            raise TaskActionError("reassign needs a provider, team or role")
+        if row.status not in OPEN_STATUSES:
+            raise TaskActionError(f"cannot reassign a {row.status} task")
+        old = " / ".join(x for x in (row.provider, row.team, row.role) if x)
+        row.provider, row.team, row.role = provider or row.provider, team or row.team, role or row.role
+        note = f"from {old} to {' / '.join(x for x in (row.provider, row.team, row.role) if x)}" + (f": {reason}" if reason else "")
+        _event(session, row, "reassigned", actor, before, note, now)
+    else:
+        if action not in TRANSITIONS:
+            raise TaskActionError(f"unknown action {action!r} (accept, complete, decline, reopen, reassign)")
+        allowed, target = TRANSITIONS[action]
+        if row.status not in allowed:
+            raise TaskActionError(f"cannot {action} a task that is {row.status}")
+        if action == "decline" and not (reason and reason.strip()):
+            raise TaskActionError("declining a task needs a reason")
+        row.status = target
+        if target in CLOSED_STATUSES:
+            row.closed_at, row.closed_reason = now, reason or f"{target} by {actor}"
+        else:
+            row.closed_at, row.closed_reason = None, None
+        _event(session, row, {"accept": "accepted", "complete": "completed", "decline": "declined",
+                              "reopen": "reopened"}[action], actor, before, reason, now)
+    row.updated_at = now
+    session.add(row)
+    return row
+
+
+def task_history(session: Session, task_id: int) -> list[TaskEventRow]:
+    return list(session.exec(select(TaskEventRow).where(TaskEventRow.task_id == task_id).order_by(TaskEventRow.id)).all())

@@ -1,0 +1,486 @@
+"""Derive: compute a protocol's temporal abstractions for one patient, as of a reference date.
+
+This is step 1 of per-patient evaluation. It interprets intermediate-form nodes over the patient's
+facts and remembers which facts each value came from (the evidence behind every why-line).
+
+Semantics (each is a spec test in tests/spec):
+- As-of: only facts that started on or before the reference date exist. Facts with status
+  entered-in-error are never seen.
+- `within N months` looks back from the reference date: after (reference - N), up to and including
+  the reference date. An event exactly N months ago is outside (QOF "in the preceding 12 months").
+  Month arithmetic clamps to month end (2024-02-29 - 12 months = 2023-02-28).
+- `within N after X` is [X, X + N]; `within N before X` is [X - N, X]; `during period` means the
+  start date is in [period start, period end]; `overlaps period` means [start, end or open] meets it.
+- latest / earliest pick the most recent / first day; several events that day -> the lowest value
+  (the eCQM and QOF lowest-reading convention), then the latest time. min / max pick by value
+  (events without a value are ignored), ties -> the latest.
+- A value is converted into its value set's declared unit; a value that cannot be converted is
+  treated as missing (the event still happened) and reported as a data problem.
+- Missing data: an absent event has no value or date. Any comparison involving something missing
+  is false; `not` of it is true; `exists` and `is missing` test presence explicitly; count is 0.
+- Age is whole years at the reference date (or at the period start / end for age_at_period_*).
+- Timing against an interval (`period`, a closed range of days `[a, b]`, or a list of events):
+  `X during I` keeps events that start in I; `X ends during I` those whose end (their start when
+  they have no end, the eCQM "latest" point) is in I; `X entirely during I` those that start and
+  end in I; `X overlaps I` those whose [start, end] meets I, an event without an end still going
+  on. `X not during I` (and `not ends during` ...) keeps exactly the other events. Against
+  `period` / `[a, b]` whole days count (a range with a missing end holds nothing); against a list
+  of events each event's own [start, end] counts, to the minute, an event without an end still
+  going on (e.g. readings taken during an inpatient stay).
+- Dates move by calendar durations: `period_start - 1 year`, `period_start + 6 months - 1 day`
+  (month arithmetic clamps to month end); a moved missing date is missing.
+- `A union B` is the events of both lists, each fact once, in date order.
+- `where F = v` / `where F in (...)` / `where F in valueset` keep events whose field matches (a
+  missing field never matches); `where not F = v` / `where F not in ...` keep exactly the others,
+  so events without the field stay (e.g. `where not do_not_perform = true`: an order that does
+  not say "do not perform" counts). Yes/no fields compare with `true` / `false`.
+- `E.result` is the event's recorded result of any kind (number, coded value, text); `E.result is
+  missing` holds when E is absent or recorded without any result. For any value that may be
+  missing, `is missing` means absent event or no such value on it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from dateutil.relativedelta import relativedelta
+
+from engine.ir import nodes as ir
+from engine.language.model import Protocol
+from engine.language.units import UnitError, converter
+from engine.ir.lowering import compare
+from engine.records.model import Fact, PatientRecord
+
+IGNORED_STATUSES = {"entered-in-error"}
+
+
+@dataclass(frozen=True)
+class Context:
+    reference_date: dt.date
+    period_start: dt.date
+    period_end: dt.date
+
+    @classmethod
+    def as_of(cls, reference_date: dt.date, period: ir.Duration, period_start: dt.date | None = None) -> "Context":
+        start = period_start or (reference_date - shift(period) + dt.timedelta(days=1))
+        return cls(reference_date, start, reference_date)
+
+
+def shift(d: ir.Duration) -> relativedelta:
+    return relativedelta(**{d.unit: d.amount})
+
+
+def age_on(birth: dt.date, on: dt.date) -> int:
+    return on.year - birth.year - ((on.month, on.day) < (birth.month, birth.day))
+
+
+@dataclass
+class Ev:
+    """An event as the deriver sees it: the fact plus its value in the value set's unit."""
+
+    fact: Fact
+    value: float | None
+
+    @property
+    def day(self) -> dt.date:
+        return self.fact.day
+
+
+@dataclass
+class Derived:
+    values: dict[ir.Node, Any] = field(default_factory=dict)
+    evidence: dict[ir.Node, list[Fact]] = field(default_factory=dict)
+    data_problems: list[str] = field(default_factory=list)
+
+
+class Deriver:
+    def __init__(self, protocol: Protocol, record: PatientRecord, ctx: Context):
+        self.protocol, self.record, self.ctx = protocol, record, ctx
+        self.out = Derived()
+        self._facts = [f for f in record.facts
+                       if f.day <= ctx.reference_date and (f.status or "").lower() not in IGNORED_STATUSES]
+
+    # ---- public ----
+    def eval(self, node: ir.Node) -> Any:
+        if node in self.out.values:
+            return self.out.values[node]
+        value = self._eval(node)
+        self.out.values[node] = value
+        return value
+
+    def evidence(self, node: ir.Node) -> list[Fact]:
+        """The facts a node's value rests on."""
+        self.eval(node)
+        found: dict[tuple, Fact] = {}
+        for n in ir.walk(node):
+            v = self.out.values.get(n)
+            if isinstance(ir.unwrap(n), ir.Pick) and isinstance(v, Ev):
+                found[(v.fact.source_system, v.fact.id)] = v.fact
+            elif isinstance(ir.unwrap(n), (ir.Count, ir.CountDistinct)):
+                src = self.out.values.get(ir.unwrap(n).source)
+                for e in (src or [])[:5] if isinstance(src, list) else []:
+                    found[(e.fact.source_system, e.fact.id)] = e.fact
+            elif isinstance(ir.unwrap(n), ir.Exists):
+                src = self.out.values.get(ir.unwrap(n).source)
+                evs = src if isinstance(src, list) else [src] if isinstance(src, Ev) else []
+                for e in evs[-3:]:
+                    found[(e.fact.source_system, e.fact.id)] = e.fact
+        return sorted(found.values(), key=lambda f: f.start)
+
+    # ---- interpretation ----
+    def _eval(self, node: ir.Node) -> Any:
+        n = node
+        if isinstance(n, ir.Named):
+            return self.eval(n.node)
+        if isinstance(n, ir.ValueSetRef):
+            return self._valueset_events(n)
+        if isinstance(n, ir.Window):
+            return self._window(n)
+        if isinstance(n, ir.Where):
+            return self._where(n)
+        if isinstance(n, ir.Timing):
+            return self._timing(n)
+        if isinstance(n, ir.EventUnion):
+            return self._union(n)
+        if isinstance(n, ir.DateShift):
+            base = self.eval(n.date)
+            return None if base is None else base + n.sign * shift(n.duration)
+        if isinstance(n, ir.Present):
+            return self.eval(n.item) is not None
+        if isinstance(n, ir.Pick):
+            return self._pick(n)
+        if isinstance(n, ir.Count):
+            return len(self._as_list(self.eval(n.source)))
+        if isinstance(n, ir.CountDistinct):
+            return len(self._distinct_keys(n))
+        if isinstance(n, ir.Arith):
+            return arith(n.op, self.eval(n.left), self.eval(n.right))
+        if isinstance(n, ir.Func):
+            return func(n.name, [self.eval(a) for a in n.args])
+        if isinstance(n, ir.EpisodeRef):
+            raise TypeError("'episode' outside a measure counted per episode")
+        if isinstance(n, ir.Points):
+            return n.points if self.eval(n.when) else 0.0
+        if isinstance(n, ir.Sum):
+            values = [self.eval(i) for i in n.items]
+            if any(v is None for v in values):
+                return None
+            total = 0.0
+            for v in values:
+                total += float(v)
+            return total
+        if isinstance(n, ir.Attr):
+            ev = self.eval(n.event)
+            if ev is None:
+                return None
+            if n.name == "value":
+                return ev.value
+            if n.name == "date":
+                return ev.day
+            if n.name == "result":
+                return result_text(ev)
+            return ev.fact.end_day
+        if isinstance(n, ir.Patient):
+            p = self.record.patient
+            if n.name == "age":
+                return age_on(p.birth_date, self.ctx.reference_date)
+            if n.name == "age_at_period_start":
+                return age_on(p.birth_date, self.ctx.period_start)
+            if n.name == "age_at_period_end":
+                return age_on(p.birth_date, self.ctx.period_end)
+            if n.name == "sex":
+                return p.sex.value
+            if n.name == "birth_date":
+                return p.birth_date
+            if n.name == "death_date":  # as of the reference date: a later death has not happened yet
+                return p.death_date if p.death_date is not None and p.death_date <= self.ctx.reference_date else None
+        if isinstance(n, ir.ContextDate):
+            return getattr(self.ctx, n.name)
+        if isinstance(n, ir.Const):
+            return n.value
+        if isinstance(n, ir.Exists):
+            return bool(self._as_list(self.eval(n.source)))
+        if isinstance(n, ir.Compare):
+            return compare(n.op, self.eval(n.left), self.eval(n.right))
+        if isinstance(n, ir.And):
+            return all(self.eval(i) for i in n.items)
+        if isinstance(n, ir.Or):
+            return any(self.eval(i) for i in n.items)
+        if isinstance(n, ir.Not):
+            return not self.eval(n.item)
+        raise TypeError(f"cannot evaluate {n!r}")
+
+    @staticmethod
+    def _as_list(v) -> list[Ev]:
+        if v is None:
+            return []
+        return v if isinstance(v, list) else [v]
+
+    def _distinct_keys(self, n: ir.CountDistinct) -> set[str]:
+        """The key values of the events: each event's from the first of its base value sets (in the order
+        written) it is in, by the first of its codings in that value set."""
+        bases = [self.protocol.valuesets[v] for v in ir.base_valuesets(n.source)]
+        keys: set[str] = set()
+        for e in self._as_list(self.eval(n.source)):
+            for vs in bases:
+                c = vs.matches_fact(e.fact)
+                if c is not None:
+                    keys.update(vs.key_values(c, n.key))
+                    break
+        return keys
+
+    def _valueset_events(self, n: ir.ValueSetRef) -> list[Ev]:
+        vs = self.protocol.valuesets[n.name]
+        out = []
+        conv_cache: dict[str | None, Any] = {}
+        for f in self._facts:
+            if vs.matches_fact(f) is None:
+                continue
+            value = f.value
+            if value is not None and vs.unit is not None and f.unit is not None:
+                if f.unit not in conv_cache:
+                    try:
+                        conv_cache[f.unit] = converter(f.unit, vs.unit, vs.analyte)
+                    except UnitError as e:
+                        conv_cache[f.unit] = e
+                conv = conv_cache[f.unit]
+                if isinstance(conv, UnitError):
+                    self.out.data_problems.append(
+                        f"{n.name.replace('_', ' ')} on {f.day.isoformat()} ({f.source_system} {f.id}): {conv}; value ignored")
+                    value = None
+                else:
+                    value = round(conv(value), 6)  # constants are rounded the same way (expr.align_units)
+            out.append(Ev(f, value))
+        out.sort(key=lambda e: (e.fact.start, e.fact.id))
+        return out
+
+    def _window(self, n: ir.Window):
+        src = self.eval(n.source)
+        events = self._as_list(src)
+        if n.kind == "ago":
+            lo = self.ctx.reference_date - shift(n.duration)
+            keep = [e for e in events if lo < e.day <= self.ctx.reference_date]
+        elif n.kind in ("after", "before") and n.anchor.type == ir.SET:  # any of a list of events' dates
+            days = [a.day for a in self._as_list(self.eval(n.anchor))]
+            d = shift(n.duration)
+            if n.kind == "after":
+                keep = [e for e in events if any(a <= e.day <= a + d for a in days)]
+            else:
+                keep = [e for e in events if any(a - d <= e.day <= a for a in days)]
+        elif n.kind in ("after", "before"):
+            anchor = self.eval(n.anchor)
+            if anchor is None:
+                keep = []
+            elif n.kind == "after":
+                hi = anchor + shift(n.duration)
+                keep = [e for e in events if anchor <= e.day <= hi]
+            else:
+                lo = anchor - shift(n.duration)
+                keep = [e for e in events if lo <= e.day <= anchor]
+        elif n.kind == "period":
+            keep = [e for e in events if self.ctx.period_start <= e.day <= self.ctx.period_end]
+        elif n.kind == "overlaps":
+            keep = [e for e in events if e.day <= self.ctx.period_end
+                    and (e.fact.end is None or e.fact.end_day >= self.ctx.period_start)]
+        else:
+            raise ValueError(n.kind)
+        if isinstance(src, list):
+            return keep
+        return keep[0] if keep else None
+
+    def _where(self, n: ir.Where):
+        src = self.eval(n.source)
+        keep = [e for e in self._as_list(src) if self._field_matches(e, n) != n.negate]
+        if isinstance(src, list):
+            return keep
+        return keep[0] if keep else None
+
+    def _timing(self, n: ir.Timing):
+        src = self.eval(n.source)
+        test = self._span_test(n.relation, n.span)
+        keep = [e for e in self._as_list(src) if test(e) != n.negate]
+        if isinstance(src, list):
+            return keep
+        return keep[0] if keep else None
+
+    def _span_test(self, relation: str, span: ir.Span):
+        """A predicate on events: does the event stand in `relation` to the interval?"""
+        if span.kind == "events":
+            spans = [(c.fact.start, c.fact.end) for c in self._as_list(self.eval(span.events))]
+            if span.open_start:  # on or before E: up to each event's end (one still going on: any time)
+                spans = [(dt.datetime.min.replace(tzinfo=s.tzinfo), e) for s, e in spans]
+            elif span.open_end:  # on or after E: from each event's start on
+                spans = [(s, None) for s, e in spans]
+
+            def inside(t: dt.datetime) -> bool:
+                return any(s <= t and (e is None or t <= e) for s, e in spans)
+
+            if relation == "starts":
+                return lambda ev: inside(ev.fact.start)
+            if relation == "ends":
+                return lambda ev: inside(ev.fact.end or ev.fact.start)
+            if relation == "entirely":
+                return lambda ev: any(s <= ev.fact.start and (e is None or (ev.fact.end or ev.fact.start) <= e)
+                                      for s, e in spans)
+            return lambda ev: any((e is None or ev.fact.start <= e) and (ev.fact.end is None or s <= ev.fact.end)
+                                  for s, e in spans)
+        if span.kind == "period":
+            lo, hi = self.ctx.period_start, self.ctx.period_end
+        else:
+            lo = self.eval(span.start) if span.start is not None else dt.date.min
+            hi = self.eval(span.end) if span.end is not None else dt.date.max
+            if lo is None or hi is None:
+                return lambda ev: False
+
+        def day_in(d: dt.date) -> bool:
+            return lo <= d <= hi
+
+        if relation == "starts":
+            return lambda ev: day_in(ev.day)
+        if relation == "ends":
+            return lambda ev: day_in(ev.fact.end_day or ev.day)
+        if relation == "entirely":
+            return lambda ev: day_in(ev.day) and day_in(ev.fact.end_day or ev.day)
+        return lambda ev: ev.day <= hi and (ev.fact.end is None or ev.fact.end_day >= lo)
+
+    def _union(self, n: ir.EventUnion) -> list[Ev]:
+        seen: dict[tuple[str, str], Ev] = {}
+        for item in n.items:
+            for e in self._as_list(self.eval(item)):
+                seen.setdefault((e.fact.source_system, e.fact.id), e)
+        return sorted(seen.values(), key=lambda e: (e.fact.start, e.fact.id))
+
+    def _field_matches(self, e: Ev, n: ir.Where) -> bool:
+        f = e.fact
+        if n.op == "exists":
+            if n.field == "value":
+                return e.value is not None
+            if n.field == "result":
+                return result_text(e) is not None
+            if n.field == "start":  # the source gave a start (not taken from its end)
+                return not f.attrs.get("start_unknown")
+            if n.field == "end":
+                return f.end is not None
+            if n.field in ("value_code", "code"):
+                return bool(f.value_codes if n.field == "value_code" else f.codes)
+            raw = {"status": f.status, "setting": f.care_setting.value, "kind": f.kind.value,
+                   "source": f.source_system}.get(n.field, f.attrs.get(n.field))
+            return field_present(raw)
+        if n.field == "value":
+            return compare(n.op, e.value, n.value)
+        if n.field in ("value_code", "code"):
+            codings = f.value_codes if n.field == "value_code" else f.codes
+            if n.op == "in-valueset":
+                return self.protocol.valuesets[n.value].matches(codings) is not None
+            values = [c.code for c in codings]
+        else:
+            raw = {"status": f.status, "setting": f.care_setting.value, "kind": f.kind.value,
+                   "source": f.source_system}.get(n.field, f.attrs.get(n.field))
+            if n.op == "in-valueset":
+                from engine.records.model import Coding
+                items = raw if isinstance(raw, list) else [raw] if raw else []
+                codings = [Coding(**c) if isinstance(c, dict) else Coding(code=str(c)) for c in items]
+                return bool(codings) and self.protocol.valuesets[n.value].matches(codings) is not None
+            values = raw if isinstance(raw, list) else [raw]
+            values = [v.get("code") if isinstance(v, dict) else v for v in values]
+            values = [str(v).lower() if isinstance(v, bool) else v for v in values]
+        if n.op == "in":
+            return any(v in n.value for v in values)
+        return any(compare(n.op, v, n.value) for v in values)
+
+    def _pick(self, n: ir.Pick) -> Ev | None:
+        events = self._as_list(self.eval(n.source))
+        if not events:
+            return None
+        lowest_first = lambda e: math.inf if e.value is None else e.value  # noqa: E731
+        if n.how == "latest":
+            day = max(e.day for e in events)
+            same = [e for e in events if e.day == day]
+            return min(same, key=lambda e: (lowest_first(e), -e.fact.start.timestamp(), e.fact.id))
+        if n.how == "earliest":
+            day = min(e.day for e in events)
+            same = [e for e in events if e.day == day]
+            return min(same, key=lambda e: (lowest_first(e), e.fact.start, e.fact.id))
+        if n.how == "nth":  # the index-th event (from 1) in time order
+            ordered = sorted(events, key=lambda e: (e.fact.start, e.fact.id))
+            return ordered[n.index - 1] if len(ordered) >= n.index else None
+        valued = [e for e in events if e.value is not None]
+        if not valued:
+            return None
+        if n.how == "min":
+            return min(valued, key=lambda e: (e.value, -e.fact.start.timestamp(), e.fact.id))
+        return max(valued, key=lambda e: (e.value, e.fact.start, e.fact.id))
+
+
+def result_text(ev: Ev) -> str | None:
+    """An event's recorded result of any kind as text; None when nothing was recorded."""
+    f = ev.fact
+    if ev.value is not None or f.value is not None:
+        v = ev.value if ev.value is not None else f.value
+        return f"{v:g}"
+    if f.value_codes:
+        c = f.value_codes[0]
+        return f"{c.system}|{c.code}" if c.system else c.code
+    for key in ("value_string", "value_text"):
+        if f.attrs.get(key):
+            return str(f.attrs[key])
+    if isinstance(f.attrs.get("value_boolean"), bool):
+        return "true" if f.attrs["value_boolean"] else "false"
+    return None
+
+
+def field_present(raw) -> bool:
+    """A source attribute counts as recorded unless absent, None, '' or an empty list."""
+    if raw is None or raw == "" or raw == []:
+        return False
+    return True
+
+
+def func(name: str, args: list) -> float | None:
+    """exp / ln / power / least / greatest / abs; missing in (any argument) -> missing out, and
+    ln of x <= 0, a power that is not a finite real number, missing too."""
+    if any(a is None for a in args):
+        return None
+    xs = [float(a) for a in args]
+    try:
+        if name == "exp":
+            v = math.exp(xs[0])
+        elif name == "ln":
+            v = math.log(xs[0]) if xs[0] > 0 else None
+        elif name == "power":
+            if xs[0] < 0 and not xs[1].is_integer():
+                return None
+            if xs[0] == 0 and xs[1] < 0:
+                return None
+            v = math.pow(xs[0], xs[1])
+        elif name == "least":
+            v = min(xs)
+        elif name == "greatest":
+            v = max(xs)
+        elif name == "abs":
+            v = abs(xs[0])
+        else:
+            raise ValueError(name)
+    except OverflowError:
+        return None
+    if v is None or math.isnan(v) or math.isinf(v):
+        return None
+    return v
+
+
+def arith(op: str, a, b) -> float | None:
+    """Arithmetic with the missing-data rule: anything missing gives missing; x / 0 is missing."""
+    if a is None or b is None:
+        return None
+    a, b = float(a), float(b)
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return None if b == 0 else a / b
+    raise ValueError(op)

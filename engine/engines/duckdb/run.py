@@ -1,0 +1,309 @@
+"""Population evaluation: every protocol in force, over a whole population, with the batch engine.
+
+    carepath generate --patients 750000 --seed 1 --out var/population
+    carepath evaluate-population --data var/population --as-of 2026-11-20 [--workers 2] [--chunk 50000]
+
+Input: a population folder (`<table>/*.parquet` as written by engine/synthetic/generate.py, or
+`<table>.parquet`, or a `population.duckdb`). Output: a DuckDB results file (default `<data>/results.duckdb`):
+
+    runs            run, as_of, period_start, chunk_size, started, finished
+    run_chunks      run, protocol, version, chunk, patients, seconds, finished  <- one row per (protocol, chunk) done
+    run_protocols   run, protocol, version, patients, seconds, finished          <- one row per protocol done
+    fired           run, protocol, version, chunk, nhs_number, practice, deceased, fired  (condition keys that held)
+    measures        run, protocol, version, chunk, measure, practice, mdt, locality,
+                    initial_population, denominator, exclusions, numerator   (evaluator._measure's logic)
+    registers       run, protocol, version, chunk, practice, patients
+
+Memory: the population is evaluated in chunks of patients (`pid` ranges, default 50,000): a chunk's
+rows are copied into memory once (DuckDB skips the other Parquet files by their pid statistics) and
+every protocol runs over it. Peak memory follows the chunk size, not the population size.
+
+Chunks run in worker processes (one DuckDB thread each); a worker writes a chunk's rows to Parquet
+and the parent, which alone holds the results file, takes them in.
+
+Resumable: a run id names a run. Each (protocol, chunk) is written in one transaction together with
+its run_chunks row, so a run killed at any point (kill -9 included) leaves whole chunks or nothing;
+running again with the same id skips what is done.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import time
+from pathlib import Path
+
+from engine.engines.duckdb import batch
+from engine.engines.derive import Context
+from engine.engines.duckdb.columnar import TABLES, has_population, load_parquet
+from engine.language.model import Protocol
+
+DEFAULT_CHUNK = 62_500  # 750,000 people = 12 chunks = 6 per worker on 2 cores; ~1.7 GiB per worker (docs/population.md)
+CHUNK_PREFIX = "chunk_"  # the in-memory copy of one chunk's four tables
+
+
+def open_population(data: Path, threads: int | None = None, memory_limit: str | None = None,
+                    first: int | None = None):
+    """A DuckDB connection with the population's four tables (views over Parquet, or a DuckDB file).
+    `first`: only patients with pid < first (each generated person has their own random stream, so the
+    first N of a big population are the population of N)."""
+    data = Path(data)
+    if data.suffix == ".duckdb" or (data / "population.duckdb").exists():
+        path = data if data.suffix == ".duckdb" else data / "population.duckdb"
+        if first is not None:
+            raise ValueError("first= needs a Parquet population")
+        return batch.connect(str(path), threads=threads, memory_limit=memory_limit)
+    if not data.is_dir() or not has_population(data):
+        raise FileNotFoundError(f"{data}: no population here (expected facts.parquet etc. from `carepath generate`)")
+    con = batch.connect(threads=threads, memory_limit=memory_limit)
+    load_parquet(con, data, prefix="all_" if first is not None else "")
+    if first is not None:
+        for t in TABLES:
+            con.execute(f'CREATE VIEW "{t}" AS SELECT * FROM "all_{t}" WHERE pid < {int(first)}')
+    return con
+
+
+def run_id_for(as_of: dt.date, period_start: dt.date | None, protocols: list[Protocol]) -> str:
+    h = hashlib.sha1("|".join([as_of.isoformat(), str(period_start)] + sorted(p.ruleset_name for p in protocols)).encode())
+    return f"{as_of.isoformat()}-{h.hexdigest()[:8]}"
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS res.runs (run VARCHAR PRIMARY KEY, as_of DATE, period_start DATE, chunk_size BIGINT,
+    started TIMESTAMP, finished TIMESTAMP);
+CREATE TABLE IF NOT EXISTS res.run_chunks (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
+    patients BIGINT, seconds DOUBLE, finished TIMESTAMP);
+CREATE TABLE IF NOT EXISTS res.run_protocols (run VARCHAR, protocol VARCHAR, version VARCHAR, patients BIGINT,
+    seconds DOUBLE, finished TIMESTAMP);
+CREATE TABLE IF NOT EXISTS res.fired (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
+    nhs_number VARCHAR, practice VARCHAR, deceased BOOLEAN, fired VARCHAR[]);
+CREATE TABLE IF NOT EXISTS res.measures (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER, measure VARCHAR,
+    practice VARCHAR, mdt VARCHAR, locality VARCHAR, initial_population BIGINT, denominator BIGINT, exclusions BIGINT,
+    numerator BIGINT);
+CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
+    practice VARCHAR, patients BIGINT);
+"""
+
+
+def _measure_sql(proto: Protocol, part_sql=None) -> list[tuple[str, str, str, str, str]]:
+    """(measure, ip, den, excl, num) SQL per measure, as evaluator._measure decides (deceased patients count
+    nowhere). `part_sql(key)` is the SQL for "condition `key` held": by default its boolean column in the
+    compiled query; engine/engines/duckdb/audit.py passes a test on the stored fired lists."""
+    conds = set(batch.lowered_for(proto).conditions)
+    part_sql = part_sql or batch.ident
+    out = []
+    for m in proto.measures:
+        key = f"measure:{m.id}"
+        col = lambda part: part_sql(f"{key}:{part}") if f"{key}:{part}" in conds else "FALSE"  # noqa: E731
+        ip = f"(NOT deceased AND {col('ip')})"
+        den = f"({ip} AND {col('den')})"
+        met = f"({den} AND {col('num')})"
+        excl = f"({den} AND {col('excl')})"
+        if m.achievers_kept:
+            excl = f"({excl} AND NOT {met})"
+        num = f"({met} AND NOT {excl})"
+        out.append((m.id, ip, den, excl, num))
+    return out
+
+
+def _stored_measures(con, run: str, proto: Protocol) -> dict:
+    rows = con.execute("SELECT measure, sum(denominator), sum(exclusions), sum(numerator) FROM res.measures "
+                       "WHERE run = ? AND protocol = ? AND version = ? GROUP BY measure ORDER BY measure",
+                       [run, proto.id, proto.version]).fetchall()
+    return {m: {"denominator": int(d), "exclusions": int(e), "numerator": int(n)} for m, d, e, n in rows}
+
+
+def _open_results(con, results: Path) -> None:
+    con.execute(f"ATTACH '{results}' AS res")
+    for stmt in SCHEMA.strip().split(";"):
+        if stmt.strip():
+            con.execute(stmt)
+    cols = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = 'res' "
+                                      "AND table_name = 'fired'").fetchall()}
+    if not {"chunk", "deceased"} <= cols:
+        raise FileNotFoundError(f"{results} was written by an older carepath (results without chunks); "
+                                f"use a new --results file")
+
+
+def _load_chunk(con, lo: int, hi: int) -> int:
+    """Copy patients lo <= pid < hi of the four tables into memory; returns the number of patients."""
+    for t in TABLES:
+        con.execute(f'CREATE OR REPLACE TEMP TABLE "{CHUNK_PREFIX}{t}" AS SELECT * FROM "{t}" '
+                    f"WHERE pid >= {int(lo)} AND pid < {int(hi)}")
+    return con.execute(f'SELECT count(*) FROM "{CHUNK_PREFIX}patients"').fetchone()[0]
+
+
+def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, period_start: dt.date | None,
+                    out: Path) -> dict:
+    """One protocol over the loaded chunk; its fired / registers / measures rows go to Parquet files in
+    `out` (the process holding the results file takes them in, see _commit_chunk)."""
+    tables = batch.default_tables(CHUNK_PREFIX)
+    t0 = time.perf_counter()
+    compiled = batch.prepare(con, proto, as_of, period_start, tables)
+    ctx = Context.as_of(as_of, proto.period, period_start)
+    keys = compiled.conditions
+    fired_list = ("flatten([" + ", ".join(f"CASE WHEN {batch.ident(k)} THEN [{batch.lit(k)}] ELSE []::VARCHAR[] END"
+                                          for k in keys) + "])") if keys else "[]::VARCHAR[]"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE cur AS SELECT o.*, p.practice, p.mdt, p.locality, "
+                f"coalesce(p.death_date <= {batch.lit(ctx.reference_date)}, FALSE) AS deceased "
+                f"FROM ({compiled.sql}) o JOIN {tables['patients']} p USING (pid)")
+    meta = ", ".join([batch.lit(run), batch.lit(proto.id), batch.lit(proto.version), str(int(chunk))])
+    reg = "(NOT deceased AND \"population\")" if "population" in keys else "FALSE"
+    measures = [f"SELECT {meta}, {batch.lit(mid)}, practice, mdt, locality, count(*) FILTER (WHERE {ip}), "
+                f"count(*) FILTER (WHERE {den}), count(*) FILTER (WHERE {excl}), count(*) FILTER (WHERE {num}) "
+                f"FROM cur GROUP BY practice, mdt, locality" for mid, ip, den, excl, num in _measure_sql(proto)]
+    out.mkdir(parents=True, exist_ok=True)
+    parts = {"fired": f"SELECT {meta}, nhs_number, practice, deceased, {fired_list} FROM cur",
+             "registers": f"SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) FROM cur GROUP BY practice",
+             "measures": " UNION ALL ".join(measures)}
+    files = {}
+    for table, sql in parts.items():
+        if sql:
+            files[table] = str(out / f"{table}.parquet")
+            con.execute(f"COPY ({sql}) TO '{files[table]}' (FORMAT parquet)")
+    n, on_register = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {reg}) FROM cur").fetchone()
+    con.execute("DROP TABLE cur")
+    con.execute(f"DROP TABLE IF EXISTS {compiled.vsm_table}")
+    return {"protocol": proto.key, "id": proto.id, "version": proto.version, "chunk": chunk, "patients": n,
+            "on_register": on_register, "files": files, "seconds": time.perf_counter() - t0}
+
+
+def _commit_chunk(con, run: str, part: dict) -> None:
+    """Take one (protocol, chunk)'s rows in, with its run_chunks row, in one transaction."""
+    key = [run, part["id"], part["version"], part["chunk"]]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for t in ("fired", "measures", "registers", "run_chunks"):  # defensive: a chunk is written whole or not at all
+            con.execute(f"DELETE FROM res.{t} WHERE run = ? AND protocol = ? AND version = ? AND chunk = ?", key)
+        for table, path in part["files"].items():
+            con.execute(f"INSERT INTO res.{table} SELECT * FROM read_parquet('{path}')")
+        con.execute("INSERT INTO res.run_chunks VALUES (?, ?, ?, ?, ?, ?, now())", key + [part["patients"], part["seconds"]])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    for path in part["files"].values():
+        Path(path).unlink(missing_ok=True)
+
+
+# What forked workers inherit (set before the pool starts; protocols do not need pickling).
+_JOB: dict = {}
+
+
+def _chunk_job(task: tuple) -> list[dict]:
+    """In a worker: load one chunk and run every pending protocol over it."""
+    k, lo, hi, keys = task
+    job = _JOB
+    con = job.get("con")
+    if con is None:
+        con = job["con"] = open_population(job["data"], threads=job["threads"], memory_limit=job["memory_limit"],
+                                           first=job["first"])
+    t0 = time.perf_counter()
+    _load_chunk(con, lo, hi)
+    load_s = time.perf_counter() - t0
+    out = []
+    for key in keys:
+        proto = job["protocols"][key]
+        try:
+            part = _evaluate_chunk(con, job["run"], proto, k, job["as_of"], job["period_start"],
+                                   job["parts"] / f"chunk-{k}" / key.replace("@", "_"))
+            part["seconds"] += load_s / len(keys)
+        except NotImplementedError as e:
+            part = {"protocol": key, "chunk": k, "error": str(e)}
+        out.append(part)
+    return out
+
+
+def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
+                            workers: int | None = None, results: Path | None = None, run: str | None = None,
+                            chunk_size: int = DEFAULT_CHUNK, memory_limit: str | None = None,
+                            log=print, progress=None, first: int | None = None) -> dict:
+    """Evaluate each protocol over the population at `data` chunk by chunk in `workers` processes (one
+    DuckDB thread each: chunks are independent, so processes scale better than threads over one query);
+    store results; return a summary. `progress(done, total)` is called after each (protocol, chunk)."""
+    import shutil
+    import uuid
+    from multiprocessing import get_context
+
+    data = Path(data)
+    results = Path(results) if results else (data if data.is_dir() else data.parent) / "results.duckdb"
+    workers = max(1, workers or os.cpu_count() or 1)
+    pop = open_population(data, threads=1, first=first)
+    lo_pid, hi_pid, n_patients = pop.execute("SELECT coalesce(min(pid), 0), coalesce(max(pid), -1), count(*) "
+                                             "FROM patients").fetchone()
+    pop.close()
+    con = batch.connect(threads=1)
+    _open_results(con, results)
+    run = run or run_id_for(as_of, period_start, protocols)
+    row = con.execute("SELECT chunk_size FROM res.runs WHERE run = ?", [run]).fetchone()
+    if row is None:
+        con.execute("INSERT INTO res.runs VALUES (?, ?, ?, ?, now(), NULL)", [run, as_of, period_start, chunk_size])
+    else:
+        chunk_size = int(row[0])  # a resumed run keeps its chunks, whatever was asked this time
+    chunks = [(k, lo, lo + chunk_size) for k, lo in enumerate(range(lo_pid, hi_pid + 1, chunk_size))]
+    done = {(p, c) for p, c in con.execute("SELECT protocol || '@' || version, chunk FROM res.run_chunks WHERE run = ?",
+                                           [run]).fetchall()}
+    finished = {r[0] for r in con.execute("SELECT protocol || '@' || version FROM res.run_protocols WHERE run = ?",
+                                          [run]).fetchall()}
+    con.close()  # no DuckDB instance open while worker processes fork
+    todo = [p for p in protocols if p.key not in finished]
+    for p in protocols:
+        if p.key in finished:
+            log(f"{p.key}: already done in run {run}, skipped")
+    tasks = [(k, lo, hi, [p.key for p in todo if (p.key, k) not in done]) for k, lo, hi in chunks]
+    total = len(todo) * len(chunks)
+    step = total - sum(len(t[3]) for t in tasks)
+    tasks = [t for t in tasks if t[3]]
+    parts_root = results.parent / f".{results.name}.parts"
+    shutil.rmtree(parts_root, ignore_errors=True)  # rows of an interrupted attempt (never committed)
+    _JOB.clear()
+    _JOB.update(data=data, first=first, threads=1, memory_limit=memory_limit, protocols={p.key: p for p in todo}, run=run,
+                as_of=as_of, period_start=period_start, parts=parts_root / uuid.uuid4().hex)
+    pool = get_context("fork").Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
+    errors: dict[str, str] = {}
+    t_run = time.perf_counter()
+    con = batch.connect(threads=1)
+    try:
+        _open_results(con, results)
+        for parts in (pool.imap_unordered(_chunk_job, tasks) if pool else map(_chunk_job, tasks)):
+            for part in parts:
+                if "error" in part:
+                    if part["protocol"] not in errors:
+                        log(f"{part['protocol']}: not evaluated: {part['error']}")
+                    errors[part["protocol"]] = part["error"]
+                else:
+                    _commit_chunk(con, run, part)
+                step += 1
+                if progress:
+                    progress(step, total)
+            log(f"chunk {parts[0]['chunk'] + 1}/{len(chunks)} done ({len(parts)} protocols)")
+    finally:
+        if pool:
+            pool.terminate()
+            pool.join()
+        _JOB.clear()
+        shutil.rmtree(parts_root, ignore_errors=True)
+    summary = {"run": run, "as_of": as_of.isoformat(), "results": str(results), "patients": n_patients,
+               "chunks": len(chunks), "chunk_size": chunk_size, "workers": workers,
+               "seconds": round(time.perf_counter() - t_run, 2), "protocols": []}
+    for proto in protocols:
+        if proto.key in finished:
+            summary["protocols"].append({"protocol": proto.key, "skipped": True,
+                                         "measures": _stored_measures(con, run, proto)})
+            continue
+        if proto.key in errors:
+            summary["protocols"].append({"protocol": proto.key, "error": errors[proto.key]})
+            continue
+        key = [run, proto.id, proto.version]
+        seconds, chunks_done = con.execute("SELECT coalesce(sum(seconds), 0), count(*) FROM res.run_chunks "
+                                           "WHERE run = ? AND protocol = ? AND version = ?", key).fetchone()
+        on_register = con.execute("SELECT coalesce(sum(patients), 0) FROM res.registers WHERE run = ? AND protocol = ? "
+                                  "AND version = ?", key).fetchone()[0]
+        if chunks_done == len(chunks):
+            con.execute("INSERT INTO res.run_protocols VALUES (?, ?, ?, ?, ?, now())", key + [n_patients, seconds])
+        summary["protocols"].append({"protocol": proto.key, "patients": n_patients, "on_register": int(on_register),
+                                     "worker_seconds": round(seconds, 2), "measures": _stored_measures(con, run, proto)})
+        log(f"{proto.key}: {n_patients} patients, {on_register} on the register")
+    con.execute("UPDATE res.runs SET finished = now() WHERE run = ?", [run])
+    con.close()
+    return summary

@@ -1,0 +1,365 @@
+"""Per-patient evaluation: derive -> durable-rules -> assign -> care plan, tasks, flags, measures.
+
+    record ──► Deriver (temporal abstractions, evidence) ──► one summary fact
+                                                          │
+    protocol ─► lowered conditions ─► durable-rules ruleset ◄┘  (fresh session, deleted after)
+                                                          │ keys of the conditions that held
+                                                          ▼
+    outputs: care-plan items (met/due/overdue/excepted), tasks (assigned by role agreement with
+    due times), flags, goals and measure results, each with protocol@version, source and why.
+
+`engine="python"` evaluates the same lowered conditions in plain Python instead of durable-rules:
+the reference the spec tests compare the rule engine against.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from engine.calendar import ResponseTime
+from engine.engines import duckdb as batch_engine, durable, reference
+from engine.engines.derive import Context, Deriver, shift
+from engine.evaluation.explain import clauses, evidence_items, fmt_value, score_lines, sentence
+from engine.evaluation.outputs import (Assignment, CarePlanItem, EpisodeResult, Evaluation, Flag, GoalResult, MeasureResult,
+                                     ProtocolResult, Provenance, ScoreResult, SegmentResult, Task, TierResult)
+from engine.ir import nodes as ir
+from engine.language.agreements import Agreement, resolve
+from engine.language.model import Protocol
+from engine.records.model import PatientRecord
+
+RAISE_TIME = dt.time(9, 0)  # tasks raised by an "as of" evaluation start their clock at 09:00 that day
+# Used only where neither a role agreement nor the rule sets a time (`carepath validate` warns).
+DEFAULT_RESPONSE = {"urgent": ResponseTime(1, "working days"), "high": ResponseTime(10, "working days"),
+                    "routine": ResponseTime(20, "working days"), "low": ResponseTime(40, "working days")}
+
+
+@dataclass
+class Options:
+    engine: str = "durable"  # durable | python | batch
+    raised_at: dt.datetime | None = None  # when new tasks start their clock (default: reference date 09:00)
+
+
+def evaluate(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement] | None = None,
+             as_of: dt.date | None = None, period_start: dt.date | None = None,
+             options: Options | None = None) -> Evaluation:
+    as_of = as_of or dt.date.today()
+    options = options or Options()
+    agreements = agreements or []
+    p = record.patient
+    deceased = p.death_date is not None and p.death_date <= as_of
+    results, first_ctx = [], None
+    for proto in protocols:
+        ctx = Context.as_of(as_of, proto.period, period_start)
+        first_ctx = first_ctx or ctx
+        results.append(_evaluate_one(record, proto, agreements, ctx, options, deceased))
+    ctx = first_ctx or Context.as_of(as_of, ir.Duration(12, "months"), period_start)
+    return Evaluation(nhs_number=p.nhs_number, reference_date=as_of, period_start=ctx.period_start,
+                      period_end=ctx.period_end, deceased=deceased, protocols=results)
+
+
+ENGINES = {"durable": durable.fired, "python": reference.fired, "batch": batch_engine.fired}
+
+
+def fired_conditions(record: PatientRecord, proto: Protocol, ctx: Context, engine: str = "durable") -> tuple[set[str], Deriver]:
+    """The keys of the conditions that held for this patient, by the chosen engine, and the deriver that
+    explains them (engine.engines: one interface for every engine)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}")
+    return ENGINES[engine](record, proto, ctx)
+
+
+def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agreement], ctx: Context,
+                  options: Options, deceased: bool) -> ProtocolResult:
+    res = ProtocolResult(protocol=proto.id, version=proto.version, title=proto.title, on_register=False, register_why="")
+    if deceased:
+        res.register_why = f"Not on {proto.title}: died on {record.patient.death_date.isoformat()}."
+        counted = [m for m in proto.measures if m.counts_deceased]
+        fired, d = fired_conditions(record, proto, ctx, options.engine) if counted else (set(), None)
+        res.measures = [_measure(m, proto, fired, d) if m.counts_deceased else MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False,
+                                      exclusion=False, numerator=False,
+                                      basis="episode" if m.episode_based else "patient",
+                                      counts=(dict.fromkeys(("initial_population", "denominator", "exclusion",
+                                                             "exception", "numerator"), 0) if m.episode_based else None),
+                                      provenance=_prov(proto, f"measure:{m.id}", "Patient had died before the reference date."))
+                        for m in proto.measures]
+        return res
+    fired, d = fired_conditions(record, proto, ctx, options.engine)
+    on = "population" in fired
+    res.on_register = on
+    pop = proto.conditions.get("population")
+    res.register_why = sentence(("On the register for " if on else "Not on the register for ") + proto.title,
+                                clauses(pop, d) if pop is not None else [])
+    raised = options.raised_at or dt.datetime.combine(ctx.reference_date, RAISE_TIME)
+    place = {"locality": record.patient.locality, "mdt": record.patient.mdt, "practice": record.patient.practice}
+    nhs = record.patient.nhs_number
+
+    def assignment(target: str, role: str, priority: str) -> tuple[Assignment, ResponseTime | None]:
+        r = resolve(agreements, proto.id, target, place)
+        if r is None:
+            return Assignment(role=role), None
+        rt = r.assign.response_for(priority)
+        return Assignment(provider=r.assign.provider, team=r.assign.team, role=r.assign.role_for(role),
+                          response=str(rt) if rt else None, agreement=r.agreement.key), rt
+
+    def due_time(priority: str, rt: ResponseTime | None, clinical: ResponseTime | None,
+                 not_after: dt.datetime | None = None) -> dt.datetime:
+        """The earliest of the agreed response time, the clinical deadline and the activity's due date."""
+        options_ = [x.due_from(raised) for x in (rt, clinical) if x is not None]
+        if not_after is not None:
+            options_.append(not_after)
+        return min(options_) if options_ else DEFAULT_RESPONSE[priority].due_from(raised)
+
+    if on:
+        for a in proto.activities:
+            key = f"activity:{a.id}"
+            if a.has_when and f"{key}:applies" not in fired:
+                continue  # not for this patient (e.g. a frailty review when not moderately or severely frail)
+            last = d.eval(a.done_by)
+            last_day = last.day if last is not None else None
+            not_counted = None  # done, but `done_when` says it does not count (e.g. a review without its MRC grade)
+            if a.has_done_when and last_day is not None and f"{key}:in_interval" not in fired:
+                not_counted, last_day = last_day, None
+            since = d.eval(proto.since) if proto.since is not None else None
+            if f"{key}:recent" in fired:
+                status = "met"
+            elif f"{key}:in_interval" in fired:
+                status = "due"
+            elif f"{key}:excepted" in fired:
+                status = "excepted"
+            else:
+                status = "overdue"
+            if last_day is not None:
+                next_due = last_day + shift(a.every)
+            elif since is not None:
+                next_due = since.day + shift(a.every)
+            else:
+                next_due = ctx.reference_date
+            if status == "overdue" and next_due > ctx.reference_date:
+                status = "due"  # never done, but joined the register less than one interval ago
+            why = _activity_why(a, status, last_day, next_due, d, proto)
+            if not_counted is not None and status != "excepted":
+                missing = "; ".join(clauses(proto.conditions[f"{key}:in_interval"], d, False))
+                why += f" The one on {not_counted.isoformat()} does not count: {missing}."
+            facts = d.evidence(proto.conditions[f"{key}:in_interval"])
+            if status == "excepted":
+                facts += d.evidence(proto.conditions[f"{key}:excepted"])
+            prov = _prov(proto, key, why, evidence_items(facts, proto))
+            assigned, rt = assignment(a.id, a.role, a.priority)
+            res.care_plan.append(CarePlanItem(activity=a.id, title=a.title, status=status, last_done=last_day,
+                                              next_due=next_due, assigned=assigned, patient_text=a.patient_text,
+                                              provenance=prov))
+            res.flags.append(Flag(key=f"{nhs}|{proto.id}|{key}", kind="compliance", code=a.id, level=status,
+                                  text=f"{a.title}: {status}", provenance=prov))
+            if status in ("due", "overdue"):
+                clinical_due = dt.datetime.combine(next_due, dt.time(17, 0)) if next_due > ctx.reference_date else None
+                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="activity",
+                                      title=f"{a.title} {'overdue' if status == 'overdue' else 'due'}",
+                                      priority=a.priority, raised_at=raised, due=due_time(a.priority, rt, None, clinical_due),
+                                      assigned=assigned, provenance=prov))
+        for g in proto.goals:
+            if f"goal:{g.id}:applies" not in fired:
+                continue
+            met = f"goal:{g.id}:met" in fired
+            cond = proto.conditions[f"goal:{g.id}:met"]
+            why = sentence(f"{g.title}: {'achieved' if met else 'not achieved'}", clauses(cond, d))
+            if g.because:
+                why = f"{why} {g.because}"
+            res.goals.append(GoalResult(goal=g.id, title=g.title, status="achieved" if met else "not-achieved",
+                                        patient_text=g.patient_text,
+                                        provenance=_prov(proto, f"goal:{g.id}", why, evidence_items(d.evidence(cond), proto))))
+        for seg in proto.segments:
+            key = f"segment:{seg.id}"
+            if key in fired:
+                cond = proto.conditions[key]
+                why = sentence(seg.title, clauses(cond, d))
+                res.segments.append(SegmentResult(segment=seg.id, title=seg.title,
+                                                  provenance=_prov(proto, key, why, evidence_items(d.evidence(cond), proto))))
+        tier = next((t for t in proto.tiers if f"tier:{t.id}" in fired), None)
+        actors = [(f"rule:{r.id}", r, r.because or r.title) for r in proto.rules if f"rule:{r.id}" in fired]
+        if tier is not None:
+            key = f"tier:{tier.id}"
+            cond = proto.conditions[key]
+            why = sentence(f"{tier.title} (tier {tier.level})", clauses(cond, d))
+            if tier.because:
+                why = f"{why} {tier.because}"
+            res.tier = TierResult(tier=tier.id, level=tier.level, title=tier.title, protocol=proto.id, version=proto.version,
+                                  provenance=_prov(proto, key, why, evidence_items(d.evidence(cond), proto)))
+            actors.append((key, tier, why))
+        for key, r, because in actors:
+            cond = proto.conditions[key]
+            why = because if key.startswith("tier:") else sentence(because, clauses(cond, d))
+            prov = _prov(proto, key, why, evidence_items(d.evidence(cond), proto))
+            if r.task:
+                assigned, rt = assignment(key, r.task.role, r.task.priority)
+                clinical = r.task.within
+                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=r.task.title,
+                                      priority=r.task.priority, raised_at=raised, due=due_time(r.task.priority, rt, clinical),
+                                      assigned=assigned, provenance=prov))
+            if r.escalation:
+                if r.escalation.to == "mdt":  # escalations to the MDT go to the patient's own case conference
+                    assigned, rt = Assignment(provider=record.patient.mdt, team="MDT case conference", role="mdt"), None
+                else:
+                    assigned, rt = assignment(f"escalation:{key.split(':', 1)[1]}" if key.startswith("rule:")
+                                              else f"escalation:{key}", r.escalation.to, r.escalation.priority)
+                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}|escalation", kind="escalation",
+                                      title=r.escalation.title, priority=r.escalation.priority, raised_at=raised,
+                                      due=due_time(r.escalation.priority, rt, None), assigned=assigned, provenance=prov))
+            if r.flag:
+                res.flags.append(Flag(key=f"{nhs}|{proto.id}|{key}", kind="clinical", code=r.flag.code,
+                                      level=r.flag.level, text=r.flag.text or r.title, provenance=prov))
+        if proto.score is not None:
+            node = proto.definitions[proto.score]
+            value = d.eval(node)
+            label = proto.score.replace("_", " ")
+            lines = score_lines(ir.unwrap(node), d) if isinstance(ir.unwrap(node), ir.Sum) else []
+            why = (f"{label} {fmt_value(value)}" + (": " + ", ".join(lines) if lines else "") + "."
+                   if value is not None else f"{label} missing: {'; '.join(lines) or 'a number it needs is not recorded'}.")
+            res.score = ScoreResult(name=proto.score, value=None if value is None else float(value),
+                                    provenance=_prov(proto, "score", why, evidence_items(d.evidence(node), proto)))
+    for m in proto.measures:
+        res.measures.append(_measure(m, proto, fired, d))
+    res.data_problems = sorted(set(d.out.data_problems))
+    return res
+
+
+STEP_WORDS = {"ip": "initial population", "den": "denominator", "excl": "exclusion", "exc": "exception",
+              "num": "numerator"}
+
+
+def _populations(m, fired: set[str], key: str, sfx: str) -> dict[str, bool]:
+    """The eCQM cascade for one patient (sfx '') or one episode (sfx '#k'): denominator within the initial
+    population; exclusions within the denominator; the numerator among those not excluded; exceptions
+    among those in the denominator, not excluded and not meeting the numerator."""
+    ip = f"{key}:ip{sfx}" in fired
+    den = ip and f"{key}:den{sfx}" in fired
+    met = den and f"{key}:num{sfx}" in fired
+    excl = den and f"{key}:excl{sfx}" in fired
+    if m.achievers_kept:
+        excl = excl and not met  # QOF: achievers are selected before any exclusion rule
+    num = met and not excl
+    exc = den and not excl and not met and f"{key}:exc{sfx}" in fired
+    return {"ip": ip, "den": den, "excl": excl, "exc": exc, "num": num, "met": met}
+
+
+def _step_whys(m, proto: Protocol, d: Deriver, key: str, sfx: str, pops: dict[str, bool]) -> dict[str, str]:
+    """Each population step's why (every step the patient / episode reached, exclusions and exceptions
+    included), so a failing case shows why each population came out as it did."""
+    out: dict[str, str] = {}
+    reached = {"ip": True, "den": pops["ip"], "excl": pops["den"], "exc": pops["den"] and not pops["excl"],
+               "num": pops["den"]}
+    for step in ("ip", "den", "excl", "exc", "num"):
+        cond = proto.conditions.get(f"{key}:{step}{sfx}")
+        if cond is None or not reached[step]:
+            continue
+        truth = pops["met"] if step == "num" else pops[step] if step in ("ip", "den") else bool(d.eval(cond))
+        word = STEP_WORDS[step]
+        out[step] = sentence(f"{word}: {'yes' if truth else 'no'}", clauses(cond, d, truth))
+    return out
+
+
+def _head(m, pops: dict[str, bool]) -> str:
+    if not pops["ip"]:
+        return f"{m.title}: not in the initial population"
+    if not pops["den"]:
+        return f"{m.title}: not in the denominator"
+    if pops["excl"]:
+        return f"{m.title}: excluded"
+    if pops["exc"]:
+        return f"{m.title}: denominator exception"
+    return f"{m.title}: {'numerator met' if pops['num'] else 'numerator not met'}"
+
+
+def _measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
+    key = f"measure:{m.id}"
+    if m.episode_based:
+        return _episode_measure(m, proto, fired, d)
+    pops = _populations(m, fired, key, "")
+    steps = _step_whys(m, proto, d, key, "", pops)
+    if not pops["ip"]:
+        parts = clauses(proto.conditions[f"{key}:ip"], d, False)
+    elif not pops["den"]:
+        parts = clauses(proto.conditions[f"{key}:den"], d, False)
+    elif pops["excl"]:
+        parts = clauses(proto.conditions[f"{key}:excl"], d, True)
+    elif pops["exc"]:
+        parts = clauses(proto.conditions[f"{key}:exc"], d, True)
+    else:
+        parts = clauses(proto.conditions[f"{key}:num"], d, pops["met"])
+    cond_keys = [k for k in (f"{key}:ip", f"{key}:num", f"{key}:excl", f"{key}:exc") if k in proto.conditions]
+    facts = [f for k in cond_keys for f in d.evidence(proto.conditions[k])]
+    uniq = {(f.source_system, f.id): f for f in facts}
+    return MeasureResult(measure=m.id, title=m.title, initial_population=pops["ip"], denominator=pops["den"],
+                         exclusion=pops["excl"], numerator=pops["num"], exception=pops["exc"], why_steps=steps,
+                         has_exceptions=m.has_exceptions,
+                         provenance=_prov(proto, key, sentence(_head(m, pops), parts),
+                                          evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
+
+
+def _episode_measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
+    """A measure counted per episode: the populations of each episode (episode k is the k-th event of the
+    measure's `episodes:` in time order), counted; the patient-level flags say whether any episode is in."""
+    key = f"measure:{m.id}"
+    episodes: list[EpisodeResult] = []
+    counts = dict.fromkeys(("initial_population", "denominator", "exclusion", "exception", "numerator"), 0)
+    steps: dict[str, str] = {}
+    facts = []
+    for k in range(1, m.episodes_at_most + 1):
+        if f"{key}:ip#{k}" not in fired:
+            continue
+        pops = _populations(m, fired, key, f"#{k}")
+        ep_node = next(n for n in ir.walk(proto.conditions[f"{key}:ip#{k}"])
+                       if isinstance(n, ir.Named) and n.name == f"episode_{k}")
+        ev = d.eval(ep_node)
+        whys = _step_whys(m, proto, d, key, f"#{k}", pops)
+        label = f"episode {k}" + (f" ({ev.fact.kind.value} {ev.day.isoformat()})" if ev is not None else "")
+        steps.update({f"{s}#{k}": f"{label}: {w}" for s, w in whys.items()})
+        episodes.append(EpisodeResult(episode=k, fact=ev.fact.id if ev is not None else None,
+                                      date=ev.day if ev is not None else None, initial_population=pops["ip"],
+                                      denominator=pops["den"], exclusion=pops["excl"], exception=pops["exc"],
+                                      numerator=pops["num"], why=f"{label}: {_head(m, pops)}"))
+        for name, flag in (("initial_population", "ip"), ("denominator", "den"), ("exclusion", "excl"),
+                           ("exception", "exc"), ("numerator", "num")):
+            counts[name] += int(pops[flag])
+        for step in ("num", "excl", "exc"):
+            if f"{key}:{step}#{k}" in proto.conditions:
+                facts += d.evidence(proto.conditions[f"{key}:{step}#{k}"])
+    if f"{key}:episodes_over" in fired:
+        d.out.data_problems.append(f"measure {m.id}: more than {m.episodes_at_most} episodes; only the first "
+                                   f"{m.episodes_at_most} are counted (raise episodes_at_most)")
+    if episodes:
+        why = f"{m.title}: " + "; ".join(e.why.replace(f"{m.title}: ", "")
+                                          for e in episodes) + "."
+    else:
+        parts = clauses(proto.conditions[f"{key}:ip#1"], d, False)
+        why = sentence(f"{m.title}: no episode in the initial population", parts)
+        steps["ip"] = why
+    uniq = {(f.source_system, f.id): f for f in facts}
+    return MeasureResult(measure=m.id, title=m.title, initial_population=counts["initial_population"] > 0,
+                         denominator=counts["denominator"] > 0, exclusion=counts["exclusion"] > 0,
+                         numerator=counts["numerator"] > 0, exception=counts["exception"] > 0, basis="episode",
+                         has_exceptions=m.has_exceptions,
+                         counts=counts, episodes=episodes, why_steps=steps,
+                         provenance=_prov(proto, key, why, evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
+
+
+def _activity_why(a, status: str, last_day, next_due, d: Deriver, proto: Protocol) -> str:
+    every = f"every {a.every}"
+    if status == "met":
+        text = f"{a.title} done on {last_day.isoformat()} ({every}); next due {next_due.isoformat()}."
+    elif status == "due":
+        text = (f"{a.title} due by {next_due.isoformat()}: last done {last_day.isoformat()} ({every})."
+                if last_day else f"{a.title} due by {next_due.isoformat()}: not yet done since joining the register ({every}).")
+    elif status == "excepted":
+        parts = clauses(proto.conditions[f"activity:{a.id}:excepted"], d, True)
+        text = sentence(f"{a.title} excepted", parts)
+    else:
+        text = (f"{a.title} overdue since {next_due.isoformat()}: last done {last_day.isoformat()} ({every})."
+                if last_day else f"{a.title} overdue: no record of it ({every}).")
+    if a.because and status != "met":
+        text += f" {a.because}"
+    return text
+
+
+def _prov(proto: Protocol, source: str, why: str, evidence=None) -> Provenance:
+    return Provenance(protocol=proto.id, version=proto.version, source=source, why=why, evidence=evidence or [])
+
