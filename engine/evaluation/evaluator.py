@@ -22,7 +22,7 @@ from engine.engines.derive import Context, Deriver, shift
 from engine.evaluation.explain import clauses, evidence_items, fmt_value, score_lines, sentence
 from engine.evaluation.outputs import (Assignment, CarePlanItem, EpisodeResult, Evaluation, Flag, GoalResult, MeasureResult,
                                      ProtocolResult, Provenance, ScoreResult, SegmentResult, Task, TierResult)
-from engine.ir import nodes as ir
+from engine.ir import measure_steps, nodes as ir
 from engine.language.agreements import Agreement, resolve
 from engine.language.model import Protocol
 from engine.records.model import PatientRecord
@@ -227,18 +227,8 @@ STEP_WORDS = {"ip": "initial population", "den": "denominator", "excl": "exclusi
 
 
 def _populations(m, fired: set[str], key: str, sfx: str) -> dict[str, bool]:
-    """The eCQM cascade for one patient (sfx '') or one episode (sfx '#k'): denominator within the initial
-    population; exclusions within the denominator; the numerator among those not excluded; exceptions
-    among those in the denominator, not excluded and not meeting the numerator."""
-    ip = f"{key}:ip{sfx}" in fired
-    den = ip and f"{key}:den{sfx}" in fired
-    met = den and f"{key}:num{sfx}" in fired
-    excl = den and f"{key}:excl{sfx}" in fired
-    if m.achievers_kept:
-        excl = excl and not met  # QOF: achievers are selected before any exclusion rule
-    num = met and not excl
-    exc = den and not excl and not met and f"{key}:exc{sfx}" in fired
-    return {"ip": ip, "den": den, "excl": excl, "exc": exc, "num": num, "met": met}
+    """The populations of one patient (sfx '') or one episode (sfx '#k'): engine/ir/measure_steps.py."""
+    return measure_steps.populations(m, fired, key, sfx)
 
 
 def _step_whys(m, proto: Protocol, d: Deriver, key: str, sfx: str, pops: dict[str, bool]) -> dict[str, str]:

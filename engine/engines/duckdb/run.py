@@ -37,6 +37,7 @@ from engine.engines.duckdb import batch
 from engine.engines.derive import Context
 from engine.engines.duckdb.columnar import TABLES, has_population, load_parquet
 from engine.language.model import Protocol
+from engine.ir import measure_steps
 
 DEFAULT_CHUNK = 62_500  # 750,000 people = 12 chunks = 6 per worker on 2 cores; ~1.7 GiB per worker (docs/population.md)
 CHUNK_PREFIX = "chunk_"  # the in-memory copy of one chunk's four tables
@@ -86,8 +87,8 @@ CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version
 
 
 def _measure_sql(proto: Protocol, part_sql=None) -> list[tuple[str, str, str, str, str]]:
-    """(measure, ip, den, excl, num) SQL per measure, as evaluator._measure decides (deceased patients count
-    nowhere). `part_sql(key)` is the SQL for "condition `key` held": by default its boolean column in the
+    """(measure, ip, den, excl, num) SQL per measure, compiled from the one description of the measure steps
+    (engine/ir/measure_steps.py) that the per-patient engines use too. `part_sql(key)` is the SQL for "condition `key` held": by default its boolean column in the
     compiled query; engine/engines/duckdb/audit.py passes a test on the stored fired lists."""
     conds = set(batch.lowered_for(proto).conditions)
     part_sql = part_sql or batch.ident
@@ -95,13 +96,8 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[tuple[str, str, str, st
     for m in proto.measures:
         key = f"measure:{m.id}"
         col = lambda part: part_sql(f"{key}:{part}") if f"{key}:{part}" in conds else "FALSE"  # noqa: E731
-        ip = f"(NOT deceased AND {col('ip')})"
-        den = f"({ip} AND {col('den')})"
-        met = f"({den} AND {col('num')})"
-        excl = f"({den} AND {col('excl')})"
-        if m.achievers_kept:
-            excl = f"({excl} AND NOT {met})"
-        num = f"({met} AND NOT {excl})"
+        sql = {name: measure_steps.to_sql(e, col, m.counts_deceased) for name, e in measure_steps.steps(m).items()}
+        ip, den, excl, num = sql["ip"], sql["den"], sql["excl"], sql["num"]
         out.append((m.id, ip, den, excl, num))
     return out
 
