@@ -7,6 +7,7 @@
     carepath conformance KIT_DIR... [--protocols DIR] [--engine E|all] [--format json]   eCQM kits (N passed, M failed)
     carepath test | impact | docs | draft | publish  authoring (engine/cli_authoring.py)
     carepath audit verify-log [--database-url URL]  check the access log's hash chain (exit 1 if broken)
+    carepath codelists list | import FILE --cluster NAME   site-supplied codelists (engine/cli_codelists.py)
 """
 from __future__ import annotations
 
@@ -704,6 +705,9 @@ def audit_verify_log(database_url: Optional[str] = typer.Option(None, "--databas
 from engine.cli_authoring import register as _register_authoring  # noqa: E402
 
 _register_authoring(app)
+from engine.cli_codelists import register as _register_codelists  # noqa: E402  (carepath codelists list / import)
+
+_register_codelists(app)
 
 
 def main() -> None:  # pragma: no cover - console script entry
