@@ -142,6 +142,9 @@ def render_evaluation(ev) -> None:
             console.print(f"  Measure {m.measure}: {pops.strip()} — {m.provenance.why}", highlight=False, markup=False)
         for d in pr.data_problems:
             console.print(f"  [yellow]Data problem: {d}[/yellow]", highlight=False)
+        for c in pr.cannot_determine:  # a declared codelist not supplied (carepath codelists import)
+            if c.source.startswith(("rule:", "segment:", "tier:")):
+                console.print(f"  [magenta]Cannot determine[/magenta] {c.why}", highlight=False)
 
 
 @app.command()
