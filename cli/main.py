@@ -7,6 +7,7 @@
     carepath conformance KIT_DIR... [--protocols DIR] [--engine E|all] [--format json]   eCQM kits (N passed, M failed)
     carepath test | impact | docs | draft | publish  authoring (cli/authoring.py)
     carepath audit verify-log [--database-url URL]  check the access log's hash chain (exit 1 if broken)
+    carepath codelists list | import FILE --cluster NAME   site-supplied codelists (cli/codelists.py)
 """
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ def render_evaluation(ev) -> None:
             console.print(f"  Tier {pr.tier.level}: {pr.tier.provenance.why}", highlight=False, markup=False)
         if pr.care_plan:
             t = Table("Activity", "Status", "Last done", "Next due", "Who", "Why", show_lines=False, expand=True)
-            colours = {"met": "green", "due": "yellow", "overdue": "red", "excepted": "cyan"}
+            colours = {"met": "green", "due": "yellow", "overdue": "red", "excepted": "cyan", "unknown": "magenta"}
             for i in pr.care_plan:
                 who = i.assigned.role + (f" ({i.assigned.provider})" if i.assigned.provider else "")
                 t.add_row(i.title, f"[{colours[i.status]}]{i.status}[/]", str(i.last_done or "—"), str(i.next_due or "—"),
@@ -129,6 +130,9 @@ def render_evaluation(ev) -> None:
             console.print(f"  Measure {m.measure}: {pops.strip()} — {m.provenance.why}", highlight=False, markup=False)
         for d in pr.data_problems:
             console.print(f"  [yellow]Data problem: {d}[/yellow]", highlight=False)
+        for c in pr.cannot_determine:  # a declared codelist not supplied (carepath codelists import)
+            if c.source.startswith(("rule:", "segment:", "tier:")):
+                console.print(f"  [magenta]Cannot determine[/magenta] {c.why}", highlight=False)
 
 
 @app.command()
@@ -297,6 +301,9 @@ from cli.audit_log import audit_app  # noqa: E402
 from cli.bench import bench_app  # noqa: E402
 from cli.population import population_cmds  # noqa: E402
 from cli.users import users_app  # noqa: E402
+from cli.codelists import register as _register_codelists  # noqa: E402  (carepath codelists list / import)
+
+_register_codelists(app)
 
 app.add_typer(users_app, name="users")
 app.add_typer(bench_app, name="bench")
