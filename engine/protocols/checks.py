@@ -424,4 +424,6 @@ def run_all(lib, paths: list[Path]) -> list[Problem]:
     out += assignment_problems(lib)
     out += version_problems(lib)
     out += publication_problems(lib, paths)
+    from engine.protocols.codelist_checks import codelist_problems  # missing clusters, synthetic and LOCAL codes
+    out += codelist_problems(lib)
     return out

@@ -73,6 +73,7 @@ class _Compiler:
         self._failed: set[str] = set()  # definitions with errors (already reported)
         self.clusters: dict[str, DeclaredCluster] = {}  # declared clusters (supplied or missing)
         self.labels: dict[str, str] = {}  # definition -> `label:`
+        self.vs_locs: dict[str, Location] = {}
 
     # ---- entry ---------------------------------------------------------------------------------
     def build(self) -> Protocol:
@@ -125,7 +126,7 @@ class _Compiler:
             warnings=self.p.warnings, description=r.text(top, "description", "description"),
             score=score, segments=segments, tiers=tiers, demo_only=demo_only is True, clusters=self.clusters,
             undetermined_conditions=undetermined_conditions, undetermined=undetermined, labels=self.labels,
-            variant=self._variant(),
+            variant=self._variant(), valueset_locations=self.vs_locs,
         )
 
     def _variant(self) -> str:
@@ -151,6 +152,7 @@ class _Compiler:
         m = node.value
         for name in m:
             loc = self.r.loc_of(m, name)
+            self.vs_locs[str(name)] = loc
             spec = m[name]
             if name in BUILTIN_NAMES:
                 self.p.error(self.r.key_loc(m, name), f"value set name {name!r} is a built-in name; choose another")
@@ -766,6 +768,7 @@ class _LazyScope(Scope):
 
     def __init__(self, compiler: _Compiler):
         super().__init__(compiler.decls, _LazyDefs(compiler))
+        self.labels = compiler.labels  # definition -> `label:` (why-lines say it instead of the name)
 
 
 class _LazyDefs(dict):

@@ -189,6 +189,7 @@ class Protocol:
     # which declared clusters were supplied, with what codes: the same YAML evaluates differently once a site
     # supplies a cluster, so the process-global ruleset name must differ ("" when no cluster is declared)
     variant: str = ""
+    valueset_locations: dict[str, Location] = field(default_factory=dict)  # where each value set is declared
 
     @property
     def all_conditions(self) -> dict[str, ir.Node]:
