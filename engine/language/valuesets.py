@@ -71,6 +71,12 @@ class ValueSetFileError(ValueError):
     pass
 
 
+def _cell_in(cell: str, wanted: list[str]) -> bool:
+    """A `where` filter value matches a cell exactly, or by prefix when it ends in `*`
+    (`bnf_code: ["020202*"]`: every BNF code in section 2.2.2, the loop diuretics)."""
+    return any(cell.startswith(w[:-1]) if w.endswith("*") else cell == w for w in wanted)
+
+
 def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code",
              where: dict[str, list[str]] | None = None, require_source: bool = False) -> ValueSet:
     codes, terms, props = set(), {}, {}
@@ -91,7 +97,7 @@ def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code"
                 raise ValueSetFileError(f"{path}:{i}: empty code")
             if require_source and not (row.get("source") or "").strip():
                 raise ValueSetFileError(f"{path}:{i}: code {code} has no source (PUBLISHER:CLUSTER:VERSION)")
-            if where and not all((row.get(k) or "").strip() in v for k, v in where.items()):
+            if where and not all(_cell_in((row.get(k) or "").strip(), v) for k, v in where.items()):
                 continue
             codes.add((sysuri, code))
             term = row.get("term") or row.get("description") or row.get("display")

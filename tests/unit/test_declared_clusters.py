@@ -172,3 +172,20 @@ def test_unknown_top_level_key(tmp_path):
     path.write_text(path.read_text(encoding="utf-8") + "agreement: [x.yaml]\n", encoding="utf-8")
     with pytest.raises(CaseFileError, match=r"x.tests.yaml:7: unknown key 'agreement' in the case file; did you mean 'agreements'"):
         load_cases(path)
+
+
+def test_population_run_leaves_undetermined_measures_out():
+    """The DuckDB population run counts measures in SQL: an undetermined one is left out, never counted as 0 %."""
+    from engine.population.run import _measure_sql
+    proto = load_protocol(FIXTURE / "footcare.yaml")
+    assert [m for m, *_ in _measure_sql(proto)] == ["DMHBA1C"]
+
+
+def test_docs_list_codelists_not_supplied():
+    from engine.docs import clinical_words, render
+    proto = load_protocol(FIXTURE / "footcare.yaml")
+    text = render(proto)
+    assert "**Codelists not supplied**" in text
+    assert ("foot exam: PCD FOOTEXAM_COD (refset 999001011000230105) — cannot determine activity foot-exam, "
+            "goal feet-examined, measure DMFOOT, rule foot-exam-overdue") in text
+    assert "rule:foot-exam-overdue" in clinical_words(proto)  # documents show every condition, undetermined or not
