@@ -176,13 +176,13 @@ def test_unknown_top_level_key(tmp_path):
 
 def test_population_run_leaves_undetermined_measures_out():
     """The DuckDB population run counts measures in SQL: an undetermined one is left out, never counted as 0 %."""
-    from engine.population.run import _measure_sql
+    from engine.engines.duckdb.run import _measure_sql
     proto = load_protocol(FIXTURE / "footcare.yaml")
     assert [m for m, *_ in _measure_sql(proto)] == ["DMHBA1C"]
 
 
 def test_docs_list_codelists_not_supplied():
-    from engine.docs import clinical_words, render
+    from engine.app.docs import clinical_words, render
     proto = load_protocol(FIXTURE / "footcare.yaml")
     text = render(proto)
     assert "**Codelists not supplied**" in text

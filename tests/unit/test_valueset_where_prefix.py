@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.protocols.valuesets import ValueSetFileError, load_csv
+from engine.language.valuesets import ValueSetFileError, load_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 DIURETICS = ROOT / "protocols" / "valuesets" / "diuretics_dmd.csv"
