@@ -310,7 +310,7 @@ class CarePlanOut(BaseModel):
 
 class PlainItem(BaseModel):
     what: str
-    status: Literal["done", "due", "overdue", "not-needed"]
+    status: Literal["done", "due", "overdue", "not-needed", "unknown"]
     text: str
 
 
