@@ -374,7 +374,8 @@ def publication_problems(lib, paths: list[Path]) -> list[Problem]:
     out: list[Problem] = []
     manifests = {m for p in paths if (m := find_manifest(Path(p))) is not None}
     loaded = [(p.key, p.source, p.content_hash) for p in lib.protocols] + \
-             [(a.key, a.source, a.content_hash or file_hash(a.source)) for a in lib.agreements]
+             [(a.key, a.source, a.content_hash or file_hash(a.source)) for a in lib.agreements] + \
+             [(s.key, s.source, s.content_hash) for s in getattr(lib, "shared", [])]
     for manifest in sorted(manifests):
         root = manifest.parent
         entries = read_manifest(manifest)
@@ -424,4 +425,6 @@ def run_all(lib, paths: list[Path]) -> list[Problem]:
     out += assignment_problems(lib)
     out += version_problems(lib)
     out += publication_problems(lib, paths)
+    from engine.protocols import shared
+    out += shared.publication_problems(lib, paths)  # a published protocol uses published shared definitions
     return out

@@ -25,7 +25,7 @@ from engine.protocols.yamlsrc import Node, Reader, read_yaml, subtract
 TOP = {"protocol": True, "version": True, "title": True, "status": True, "effective": True, "owner": True,
        "evidence": True, "description": False, "period": False, "valuesets": True, "population": True,
        "define": False, "activities": False, "goals": False, "rules": False, "measures": False,
-       "score": False, "segments": False, "tiers": False}
+       "score": False, "segments": False, "tiers": False, "uses": False}
 ACTIVITY = {"id": True, "title": True, "when": False, "every": True, "done_by": True, "done_when": False, "excepted_when": False,
             "due_soon": False, "role": True, "priority": False, "because": False, "evidence": False, "patient_text": False}
 RULE = {"id": True, "title": False, "when": True, "then": True, "because": True, "evidence": False}
@@ -83,6 +83,8 @@ class _Compiler:
         if "evidence" in top and not evidence:
             self.p.error(r.loc_of(top, "evidence"), "a protocol needs at least one evidence reference")
         self.load_valuesets()
+        from engine.protocols.shared import expand_uses  # `uses: [efi@1.0.0]`: shared definitions, prefixed
+        uses = expand_uses(self)
         self.load_definitions()
         since = self.population()
         activities = [a for a in (self.activity(item, loc) for item, loc in r.seq(top, "activities", "activities")) if a]
@@ -113,7 +115,7 @@ class _Compiler:
             definitions=self.definitions, conditions=self.conditions, condition_locations=self.cond_locs,
             since=since, activities=activities, goals=goals, rules=rules, measures=measures,
             warnings=self.p.warnings, description=r.text(top, "description", "description"),
-            score=score, segments=segments, tiers=tiers,
+            score=score, segments=segments, tiers=tiers, uses=uses,
         )
 
     # ---- value sets ------------------------------------------------------------------------------

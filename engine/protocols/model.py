@@ -158,6 +158,7 @@ class Protocol:
     score: str | None = None  # the number definition reported as the patient's score (`score:`)
     segments: list[Segment] = field(default_factory=list)
     tiers: list[Tier] = field(default_factory=list)
+    uses: list = field(default_factory=list)  # shared definitions it pins (engine/protocols/shared.py Use)
 
     @property
     def key(self) -> str:
