@@ -247,7 +247,7 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
             file.write_text(original, encoding="utf-8")
     if kind == "shared":
         console.print(f"published {item.key}; recorded in {root / checks.MANIFEST} (protocols pin it with "
-                      f"uses: [{item.use}])")
+                      f"uses: [{item.use}])", markup=False)
         return
     previous = [x for x in items if x.id == item.id and x is not item and x.status == "active"]
     console.print(f"published {item.key} (effective {item.effective}); recorded in {root / checks.MANIFEST}")
