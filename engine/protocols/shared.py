@@ -111,15 +111,15 @@ def load_shared(path: str | Path) -> SharedFile:
             got = _compile(path)
         except ProtocolError as e:
             got = e
-        _CACHE[key] = got
+        if not (isinstance(got, SharedFile) and got.extras.get("clusters")):  # a site may supply a cluster later
+            _CACHE[key] = got
     if isinstance(got, ProtocolError):
         raise got
     return got
 
 
 def _compile(path: Path) -> SharedFile:
-    from engine.protocols.loader import _Compiler  # the protocol compiler, for value sets and definitions
-
+    _SharedCompiler = _shared_compiler_class()  # the protocol compiler, for value sets and definitions
     problems = Problems()
     data, raw = read_yaml(path)
     r = Reader(path, problems)
@@ -141,7 +141,7 @@ def _compile(path: Path) -> SharedFile:
     evidence = r.text_list(top, "evidence", "evidence")
     if "evidence" in top and not evidence:
         problems.error(r.loc_of(top, "evidence"), "shared definitions need at least one evidence reference")
-    c = _Compiler(path, raw, top, r, problems, [path.parent.parent / "valuesets"])
+    c = _SharedCompiler(path, raw, top, r, problems, [path.parent.parent / "valuesets"])
     c.load_valuesets()
     c.load_definitions()
     problems.raise_if_errors()
@@ -150,6 +150,24 @@ def _compile(path: Path) -> SharedFile:
                       evidence=evidence, source=str(path), content_hash=hashlib.sha256(raw).hexdigest(),
                       description=r.text(top, "description", "description"), valuesets=dict(c.valuesets),
                       decls=dict(c.decls), definitions=dict(c.definitions), extras=extras, warnings=problems.warnings)
+
+
+def _shared_compiler_class():
+    from engine.protocols.loader import _Compiler
+
+    class SharedCompiler(_Compiler):
+        """The protocol compiler, for a file in <library>/shared/: a declared cluster is looked for where
+        the library's protocols look (<library>/valuesets/site/, or $CAREPATH_SITE_CODELISTS)."""
+
+        def _declared_cluster(self, name, vm, loc):
+            real = self.path
+            self.path = real.parent.parent / real.name
+            try:
+                return super()._declared_cluster(name, vm, loc)
+            finally:
+                self.path = real
+
+    return SharedCompiler
 
 
 # ---- finding the file a protocol names ------------------------------------------------------------

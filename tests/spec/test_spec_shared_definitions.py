@@ -243,3 +243,26 @@ def test_a_shared_file_named_for_another_version(tmp_path):
     write_shared(tmp_path, "1.1.0", text=SCORE.format(version="1.0.0", cut="0.75"))
     got = errors(tmp_path, uses="uses: [idx@1.1.0]", rules={"r": "idx.high"})
     assert any("a shared definitions file is named <id>@<version>.yaml; this one says idx 1.0.0" in e for e in got), got
+
+
+# ---- a declared cluster in a shared file (supplied by the site, like a protocol's) -------------------
+CLUSTERED = SCORE.format(version="1.0.0", cut="0.75").replace(
+    "valuesets:\n", 'valuesets:\n  assessed: {cluster: FRAILASS_COD, refset: "999019851000230102", publisher: PCD}\n', 1) + \
+    "  assessed_recently: latest(assessed) within 12 months\n"
+
+
+def test_a_declared_cluster_in_a_shared_file_cannot_be_determined_until_supplied(tmp_path, monkeypatch):
+    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
+    write_shared(tmp_path, text=CLUSTERED)
+    p = load(tmp_path, rules={"assessed": "idx.assessed_recently", "high": "idx.high"})
+    assert [c.cluster for c in p.missing_clusters] == ["FRAILASS_COD"]
+    assert p.clusters["idx.assessed"].valueset == "idx.assessed"
+    assert "rule:assessed" in p.undetermined and "rule:high" not in p.undetermined
+    # the site supplies it in the library's valuesets/site/ (not in shared/valuesets/site/)
+    site = tmp_path / "valuesets" / "site"
+    site.mkdir(parents=True)
+    (site / "frailass_cod.csv").write_text("code,term,source\n763264000,Clinical Frailty Scale score,PCD:FRAILASS_COD:20250912\n",
+                                           encoding="utf-8")
+    p = load(tmp_path, "p2.yaml", pid="spec2", rules={"assessed": "idx.assessed_recently", "high": "idx.high"})
+    assert p.missing_clusters == [] and "rule:assessed" not in p.undetermined
+    assert holds(p, record(fact("763264000", "2025-03-01"))) == {"assessed"}
