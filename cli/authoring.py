@@ -186,8 +186,8 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
     when = _date(today, "--today") or dt.date.today()
     eff = _date(effective, "--effective")
     kind = _kind(file)
-    if kind not in ("protocol", "agreement"):
-        err.print(f"{file}: not a protocol or role agreement")
+    if kind not in ("protocol", "agreement", "shared"):
+        err.print(f"{file}: not a protocol, role agreement or shared definitions file")
         raise typer.Exit(2)
     manifest = checks.find_manifest(file)
     root = manifest.parent if manifest else file.parent
@@ -210,17 +210,23 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
                     err.print(str(p))
             err.print(f"not published: {len(errors)} error(s) in the library (carepath validate {root})")
             raise typer.Exit(1)
-        items = lib.protocols if kind == "protocol" else lib.agreements
+        items = {"protocol": lib.protocols, "agreement": lib.agreements, "shared": lib.shared}[kind]
         item = next(x for x in items if Path(x.source).resolve() == file.resolve())
         entries = checks.read_manifest(manifest) if manifest else {}
         if item.key in entries:
             err.print(f"not published: {item.key} is already published ({entries[item.key].get('published')})")
             raise typer.Exit(1)
         newer = [x for x in items if x.id == item.id and version_key(x.version) >= version_key(item.version) and x is not item]
-        if newer:
+        if newer and kind != "shared":  # shared definitions are pinned by version: any order is fine
             err.print(f"not published: {item.id} already has version {max(x.version for x in newer)} on file")
             raise typer.Exit(1)
         if kind == "protocol":
+            from engine.language.shared import unpublished_uses
+            for u in unpublished_uses(item, manifest):
+                err.print(f"not published: {item.key} uses {u.id}@{u.version}, which is not published "
+                          f"(carepath publish {u.source})")
+            if unpublished_uses(item, manifest):
+                raise typer.Exit(1)
             files = case_files([file])
             if not files:
                 err.print(f"not published: no test cases name {item.key} (carepath draft copies them; see README)")
@@ -239,6 +245,10 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
     finally:
         if not ok:
             file.write_text(original, encoding="utf-8")
+    if kind == "shared":
+        console.print(f"published {item.key}; recorded in {root / checks.MANIFEST} (protocols pin it with "
+                      f"uses: [{item.use}])", markup=False)
+        return
     previous = [x for x in items if x.id == item.id and x is not item and x.status == "active"]
     console.print(f"published {item.key} (effective {item.effective}); recorded in {root / checks.MANIFEST}")
     if previous:

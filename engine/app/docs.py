@@ -4,6 +4,8 @@ the evidence behind each line. Used by `carepath docs`.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import datetime as dt
 from collections import defaultdict
 
@@ -174,6 +176,10 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
     w("")
     w("**Evidence:** " + "; ".join(p.evidence))
     w("")
+    if getattr(p, "uses", None):  # shared definitions (engine/language/shared.py): their names start `<id>.`
+        w("**Shared definitions:** " + "; ".join(f"`{u.id}@{u.version}` ({Path(u.source).name}: `{u.id}.<name>` below)"
+                                              for u in p.uses))
+        w("")
     w("## Who is on it")
     w("")
     pop = p.all_conditions.get("population")

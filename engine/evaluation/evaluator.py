@@ -26,6 +26,7 @@ from engine.language.determinacy import reason
 from engine.ir import measure_steps, nodes as ir
 from engine.language.agreements import Agreement, resolve
 from engine.language.model import Protocol
+from engine.language.determinacy_guard import decided_false
 from engine.records.model import PatientRecord
 
 RAISE_TIME = dt.time(9, 0)  # tasks raised by an "as of" evaluation start their clock at 09:00 that day
@@ -128,7 +129,8 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
         for a in proto.activities:
             key = f"activity:{a.id}"
             blocked = next((und[k] for k in (f"{key}:applies", f"{key}:recent", f"{key}:in_interval") if k in und), None)
-            if blocked is None and a.has_when and f"{key}:applies" not in fired:
+            if a.has_when and f"{key}:applies" not in fired and (f"{key}:applies" not in und or
+                                                                decided_false(proto, f"{key}:applies", d)):
                 continue  # not for this patient (e.g. a frailty review when not moderately or severely frail)
             if blocked is None and f"{key}:excepted" in und and not ({f"{key}:recent", f"{key}:in_interval"} & fired):
                 blocked = und[f"{key}:excepted"]  # not done: overdue, or excepted? cannot tell
@@ -200,7 +202,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                                         provenance=_prov(proto, f"goal:{g.id}", why, evidence_items(d.evidence(cond), proto))))
         for seg in proto.segments:
             key = f"segment:{seg.id}"
-            if key in und:
+            if key in und and not decided_false(proto, key, d):
                 cannot(key, seg.id, seg.title, und[key])
             if key in fired:
                 cond = proto.conditions[key]
@@ -213,7 +215,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 if f"tier:{t.id}" in und:
                     cannot(f"tier:{t.id}", t.id, t.title, und[f"tier:{t.id}"])
         for r in proto.rules:
-            if f"rule:{r.id}" in und:
+            if f"rule:{r.id}" in und and not decided_false(proto, f"rule:{r.id}", d):  # (`A and B`, A false: decided)
                 cannot(f"rule:{r.id}", r.id, r.title, und[f"rule:{r.id}"])
         actors = [(f"rule:{r.id}", r, r.because or r.title) for r in proto.rules if f"rule:{r.id}" in fired]
         if tier is not None:

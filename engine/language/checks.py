@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.language.errors import Location, Problem, suggest
+from engine.language.manifest import MANIFEST, find_manifest, read_manifest  # noqa: F401  (also used as checks.*)
 
-MANIFEST = "published.lock"
+
 MAX_TERMS = 20000  # DNF terms examined per question; beyond it the question is skipped (unknown)
 
 
@@ -349,20 +350,6 @@ def version_problems(lib) -> list[Problem]:
     return out
 
 
-def find_manifest(path: Path) -> Path | None:
-    """The publication record for a protocols folder: `published.lock` in the folder or one above it."""
-    path = Path(path).resolve()
-    start = path if path.is_dir() else path.parent
-    for d in (start, *list(start.parents)[:2]):
-        if (d / MANIFEST).is_file():
-            return d / MANIFEST
-    return None
-
-
-def read_manifest(manifest: Path) -> dict[str, dict]:
-    from ruamel.yaml import YAML
-    data = YAML(typ="safe").load(manifest.read_text(encoding="utf-8")) or {}
-    return {str(k): dict(v or {}) for k, v in data.items()}
 
 
 def file_hash(path: str | Path) -> str:
@@ -374,7 +361,8 @@ def publication_problems(lib, paths: list[Path]) -> list[Problem]:
     out: list[Problem] = []
     manifests = {m for p in paths if (m := find_manifest(Path(p))) is not None}
     loaded = [(p.key, p.source, p.content_hash) for p in lib.protocols] + \
-             [(a.key, a.source, a.content_hash or file_hash(a.source)) for a in lib.agreements]
+             [(a.key, a.source, a.content_hash or file_hash(a.source)) for a in lib.agreements] + \
+             [(s.key, s.source, s.content_hash) for s in getattr(lib, "shared", [])]
     for manifest in sorted(manifests):
         root = manifest.parent
         entries = read_manifest(manifest)
@@ -426,4 +414,6 @@ def run_all(lib, paths: list[Path]) -> list[Problem]:
     out += publication_problems(lib, paths)
     from engine.language.codelist_checks import codelist_problems  # missing clusters, synthetic and LOCAL codes
     out += codelist_problems(lib)
+    from engine.language import shared
+    out += shared.publication_problems(lib, paths)  # a published protocol uses published shared definitions
     return out

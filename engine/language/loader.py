@@ -21,11 +21,12 @@ from engine.language.units import KNOWN_ANALYTES, is_known_unit, normalise_unit
 from engine.language.valuesets import (ValueSet, ValueSetFileError, any_code_of_kind, inline, load_csv,
                                        load_fhir_valueset)
 from engine.language.yamlsrc import Node, Reader, read_yaml, subtract
+from engine.language import shared
 
 TOP = {"protocol": True, "version": True, "title": True, "status": True, "effective": True, "owner": True,
        "evidence": True, "description": False, "period": False, "valuesets": True, "population": True,
        "define": False, "activities": False, "goals": False, "rules": False, "measures": False,
-       "score": False, "segments": False, "tiers": False, "demo_only": False}
+       "score": False, "segments": False, "tiers": False, "demo_only": False, "uses": False}
 ACTIVITY = {"id": True, "title": True, "when": False, "every": True, "done_by": True, "done_when": False, "excepted_when": False,
             "due_soon": False, "role": True, "priority": False, "because": False, "evidence": False, "patient_text": False}
 RULE = {"id": True, "title": False, "when": True, "then": True, "because": True, "evidence": False}
@@ -87,6 +88,7 @@ class _Compiler:
         if "evidence" in top and not evidence:
             self.p.error(r.loc_of(top, "evidence"), "a protocol needs at least one evidence reference")
         self.load_valuesets()
+        uses = shared.expand_uses(self)  # `uses: [efi@1.0.0]`: shared definitions, prefixed
         self.load_definitions()
         since = self.population()
         activities = [a for a in (self.activity(item, loc) for item, loc in r.seq(top, "activities", "activities")) if a]
@@ -126,7 +128,8 @@ class _Compiler:
             warnings=self.p.warnings, description=r.text(top, "description", "description"),
             score=score, segments=segments, tiers=tiers, demo_only=demo_only is True, clusters=self.clusters,
             undetermined_conditions=undetermined_conditions, undetermined=undetermined, labels=self.labels,
-            variant=self._variant(), valueset_locations=self.vs_locs,
+            variant=self._variant() + "".join(u.content_hash[:6] for u in uses), uses=uses,
+            valueset_locations=self.vs_locs,
         )
 
     def _variant(self) -> str:
@@ -803,3 +806,6 @@ def load_protocols(paths: list[Path], valueset_dirs: list[Path] | None = None) -
         except ProtocolError as e:
             problems.extend(e.problems)
     return protocols, problems
+
+
+shared.register_compiler(_Compiler)  # shared definitions files are compiled by the same compiler

@@ -190,6 +190,7 @@ class Protocol:
     # supplies a cluster, so the process-global ruleset name must differ ("" when no cluster is declared)
     variant: str = ""
     valueset_locations: dict[str, Location] = field(default_factory=dict)  # where each value set is declared
+    uses: list = field(default_factory=list)  # shared definitions it pins (engine/language/shared.py Use)
 
     @property
     def all_conditions(self) -> dict[str, ir.Node]:

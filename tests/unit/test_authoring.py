@@ -342,7 +342,7 @@ def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path
                  "east-1, east-2, north-1, north-2",
                  "- escalation: **Active foot problem - discuss at MDT** to the patient's MDT case conference (urgent)"):
         assert text in t2dm, text
-    risk = (tmp_path / "docs" / "risk-stratification@1.0.0.md").read_text(encoding="utf-8")
+    risk = (tmp_path / "docs" / "risk-stratification@1.1.0.md").read_text(encoding="utf-8")  # the latest version
     assert "- score: **risk score** = the sum of: + ltc count; +2 if admissions 12m ≥ 1; +2 if admissions 12m ≥ 2" in risk
     assert "- tier 3 **Case management (Kaiser level 3)** (the first tier that holds, in this order)" in risk
     assert "| north | north-1 | 12: E96609" in (tmp_path / "docs" / "agreement-pilot-area-roles@1.0.0.md").read_text(encoding="utf-8")
