@@ -158,7 +158,7 @@ def logic_problems(proto) -> list[Problem]:
     """Unreachable / contradictory rules, tiers, segments, activity `when`, goals and measures."""
     from engine.evaluate.lowering import TRUE, All, ConditionTooComplex, lower_all
     try:
-        lowered = lower_all(proto.conditions)
+        lowered = lower_all(proto.all_conditions)
     except ConditionTooComplex:
         return []  # reported by the loader
     conds, locs = lowered.conditions, proto.condition_locations
