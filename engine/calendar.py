@@ -27,7 +27,9 @@ def _england(year: int):
 
 
 def is_bank_holiday(day: dt.date) -> bool:
-    return day in _england(day.year)
+    """A bank holiday in England and Wales as gov.uk lists them: weekdays only (Christmas Day on a Saturday is
+    not one; its substitute Monday is)."""
+    return day.weekday() < 5 and day in _england(day.year)
 
 
 def is_working_day(day: dt.date) -> bool:
