@@ -212,7 +212,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             if r.task:
                 assigned, rt, agreed = assignment(key, r.task.role, r.task.priority)
                 clinical = r.task.within
-                title = agreed.task_title(r.task.title) if agreed is not None else r.task.title
+                title = agreed.task_title(r.task.title, r.task.role) if agreed is not None else r.task.title
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=title, priority=r.task.priority,
                                       raised_at=raised, due=due_time(r.task.priority, rt, clinical, None, agreed),
                                       assigned=assigned, provenance=prov))
@@ -223,7 +223,8 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                     assigned, rt, agreed = assignment(f"escalation:{key.split(':', 1)[1]}" if key.startswith("rule:")
                                               else f"escalation:{key}", r.escalation.to, r.escalation.priority)
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}|escalation", kind="escalation",
-                                      title=agreed.task_title(r.escalation.title) if agreed is not None else r.escalation.title,
+                                      title=(agreed.task_title(r.escalation.title, r.escalation.to) if agreed is not None
+                                             else r.escalation.title),
                                       priority=r.escalation.priority, raised_at=raised,
                                       due=due_time(r.escalation.priority, rt, None, None, agreed), assigned=assigned,
                                       provenance=prov))

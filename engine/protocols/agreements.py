@@ -1,7 +1,8 @@
 """Role agreements: which provider, team and role does each activity, where, and how fast.
 
 An `assign` entry targets `protocol/activity`, `protocol/rule:<id>`, `protocol/tier:<id>`,
-`protocol/escalation:<rule id>` or `protocol/*`, optionally limited `where` to localities / MDTs /
+`protocol/escalation:<rule id>`, `protocol/*` or `*/*` (any pathway, e.g. one published after the
+agreement: the weakest default), optionally limited `where` to localities / MDTs /
 practices. For a task the most specific entry wins: an exact target beats a wildcard; a practice
 beats an MDT beats a locality beats "anywhere"; ties go to the entry written first. Its `respond`
 times (urgent / routine) set the task's due time. An entry without `role` keeps the role the
@@ -12,7 +13,8 @@ closed}`, see engine.opening_hours): its response times in hours then count open
 deadline of its tasks falls while it is closed. An entry for a rule's task may name the work as the
 provider should do it: `refer_to: <party>` (the provider refers the patient there; the task reads
 "Refer to <party name>: <the protocol's title>") and/or `action: <the task's text>`, e.g. a GP
-practice referring to renal medicine where the protocol names the renal consultant's review.
+practice referring to renal medicine where the protocol names the renal consultant's review. The text
+replaces the protocol's title only when the entry's role differs from the protocol's role.
 
 An agreement may also describe the area (`localities:`): each locality's MDTs and each MDT's GP
 practices (ODS codes). `carepath validate` then checks every `where` against it and that every
@@ -59,12 +61,14 @@ class Assign:
     action: str | None = None  # the task's text, replacing the protocol's title
 
     def matches(self, protocol: str, target: str, place: dict[str, str | None]) -> bool:
-        if self.protocol != protocol or self.target not in (target, "*"):
+        if self.protocol not in (protocol, "*") or self.target not in (target, "*"):
             return False
         return all(place.get(k) in allowed for k, allowed in self.where.items())
 
     def specificity(self, target: str) -> int:
-        return (10 if self.target == target else 0) + sum(WHERE_WEIGHT[k] for k in self.where)
+        """Exact target 10, the protocol's wildcard 0, any protocol (`*/*`) -20; plus the `where` weights."""
+        base = -20 if self.protocol == "*" else 10 if self.target == target else 0
+        return base + sum(WHERE_WEIGHT[k] for k in self.where)
 
     def role_for(self, protocol_role: str) -> str:
         return self.role or protocol_role
@@ -144,6 +148,10 @@ def load_agreement(path: str | Path) -> Agreement:
                            expected="protocol-id/activity-id, protocol-id/rule:rule-id or protocol-id/*")
             continue
         proto, act = target.split("/", 1)
+        if proto == "*" and act != "*":
+            problems.error(r.loc_of(am, "activity"), f"activity {target!r}: any protocol ('*') takes only '*/*'",
+                           expected="*/* (every pathway's work, unless a more specific entry says otherwise)")
+            continue
         provider = r.text(am, "provider", "provider")
         if provider and provider not in parties:
             from engine.protocols.errors import suggest
@@ -242,9 +250,13 @@ class Resolution:
         """The provider's opening hours (None: round the clock)."""
         return self.agreement.hours.get(self.assign.provider)
 
-    def task_title(self, protocol_title: str) -> str:
-        """The task as the provider does it: the agreed action, or the referral to another party."""
+    def task_title(self, protocol_title: str, protocol_role: str | None = None) -> str:
+        """The task as the provider does it: the agreed action, or the referral to another party, when the entry gives
+        the task to another role than the protocol's (a GP referring, where the protocol names the renal consultant's
+        review); when the protocol already gives it to that role, its own title says what that role does."""
         a = self.assign
+        if not a.role or a.role == protocol_role:
+            return protocol_title
         if a.action:
             return a.action
         if a.refer_to:

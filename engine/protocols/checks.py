@@ -285,7 +285,7 @@ def assignment_problems(lib) -> list[Problem]:
             if (w.protocol, w.target) in seen:
                 continue
             seen.add((w.protocol, w.target))
-            anywhere = [x for ag in agreements for x in ag.assigns if x.protocol == w.protocol and x.target in (w.target, "*")]
+            anywhere = [x for ag in agreements for x in ag.assigns if x.protocol in (w.protocol, "*") and x.target in (w.target, "*")]
             if not anywhere:
                 if w.target.startswith(("rule:", "tier:", "escalation:")):
                     out.append(Problem(w.location, f"{w.what} of {w.protocol} is not assigned by any role agreement "

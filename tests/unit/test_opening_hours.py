@@ -128,3 +128,30 @@ def test_an_agreement_reads_hours_and_referrals(tmp_path):
 def test_agreement_errors_point_at_the_line(tmp_path, kw, message):
     with pytest.raises(ProtocolError, match=message):
         _agreement(tmp_path, **kw)
+
+
+def test_any_pathway_default_is_the_weakest_entry(tmp_path):
+    from engine.protocols.agreements import resolve
+    path = tmp_path / "any.yaml"
+    path.write_text(textwrap.dedent("""\
+        agreement: any-test
+        version: 1.0.0
+        title: Any pathway
+        owner: test
+        parties:
+          - {id: practice, kind: gp}
+          - {id: clinic, kind: acute}
+        assign:
+          - {activity: "*/*", provider: practice, team: practice team, respond: {routine: 10 working days}}
+          - {activity: p/*, provider: clinic, respond: {routine: 5 working days}}
+          - {activity: "*/*", where: {practice: A81001}, provider: clinic, respond: {routine: 5 working days}}
+        """), encoding="utf-8")
+    ag = load_agreement(path)
+    place = {"locality": "central", "mdt": "central-1", "practice": "A81002"}
+    assert resolve([ag], "ckd", "rule:kfre-above-5", place).assign.provider == "practice"  # a pathway nobody named
+    assert resolve([ag], "p", "rule:x", place).assign.provider == "clinic"  # the pathway's own wildcard wins
+    assert resolve([ag], "p", "rule:x", {**place, "practice": "A81001"}).assign.provider == "clinic"
+    assert resolve([ag], "q", "a", {**place, "practice": "A81001"}).assign.provider == "clinic"  # where still counts
+    path.write_text(path.read_text().replace('"*/*", where', '"*/rule:x", where'), encoding="utf-8")
+    with pytest.raises(ProtocolError, match="any protocol .* takes only"):
+        load_agreement(path)
