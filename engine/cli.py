@@ -116,7 +116,7 @@ def render_evaluation(ev) -> None:
             console.print(f"  Tier {pr.tier.level}: {pr.tier.provenance.why}", highlight=False, markup=False)
         if pr.care_plan:
             t = Table("Activity", "Status", "Last done", "Next due", "Who", "Why", show_lines=False, expand=True)
-            colours = {"met": "green", "due": "yellow", "overdue": "red", "excepted": "cyan"}
+            colours = {"met": "green", "due": "yellow", "overdue": "red", "excepted": "cyan", "unknown": "magenta"}
             for i in pr.care_plan:
                 who = i.assigned.role + (f" ({i.assigned.provider})" if i.assigned.provider else "")
                 t.add_row(i.title, f"[{colours[i.status]}]{i.status}[/]", str(i.last_done or "—"), str(i.next_due or "—"),

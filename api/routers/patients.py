@@ -100,7 +100,7 @@ def _day(d: dt.date | None) -> str:
     return f"{d.day} {d:%B %Y}" if d else ""
 
 
-PLAIN_STATUS = {"met": "done", "due": "due", "overdue": "overdue", "excepted": "not-needed"}
+PLAIN_STATUS = {"met": "done", "due": "due", "overdue": "overdue", "excepted": "not-needed", "unknown": "unknown"}
 
 
 GP_PROVIDERS = {None, "", "gp-practice", "gp-practices"}
@@ -142,12 +142,14 @@ def plain_plan(p: PatientRow, plan: CarePlanOut, today: dt.date | None = None) -
                     text = "Overdue" + (f" since {_day(item.next_due)}" if item.next_due else "") + "."
                 text += f" Please contact {who} to arrange it." if who == "your GP practice" else \
                     f" {who[0].upper() + who[1:]} will invite you; if you have not heard from them, please tell your GP practice."
+            elif item.status == "unknown":  # the practice's records cannot show it yet (a codelist is not supplied)
+                text = "Your care team will check whether this is due."
             else:
                 text = "Not needed at the moment, as agreed with you. You can change your mind at any time."
             items.append(PlainItem(what=what, status=PLAIN_STATUS[item.status], text=text))
         goals = [_sentence(g.patient_text or g.title) + (": you are meeting this goal." if g.status == "achieved"
                                                          else ": not met yet; your care team will talk with you about it.")
-                 for g in pr.goals]
+                 for g in pr.goals if g.status != "unknown"]
         if not items and not goals:
             continue  # a register with nothing for the patient to do (e.g. risk stratification): no empty heading
         sections.append(PlainSection(title=f"Your {pr.title.lower()} plan" if pr.title else "Your care plan", items=items, goals=goals))

@@ -158,7 +158,7 @@ def logic_problems(proto) -> list[Problem]:
     """Unreachable / contradictory rules, tiers, segments, activity `when`, goals and measures."""
     from engine.evaluate.lowering import TRUE, All, ConditionTooComplex, lower_all
     try:
-        lowered = lower_all(proto.conditions)
+        lowered = lower_all(proto.all_conditions)
     except ConditionTooComplex:
         return []  # reported by the loader
     conds, locs = lowered.conditions, proto.condition_locations
@@ -435,4 +435,6 @@ def run_all(lib, paths: list[Path]) -> list[Problem]:
     out += assignment_problems(lib)
     out += version_problems(lib)
     out += publication_problems(lib, paths)
+    from engine.protocols.codelist_checks import codelist_problems  # missing clusters, synthetic and LOCAL codes
+    out += codelist_problems(lib)
     return out
