@@ -41,6 +41,10 @@ rules:
     when: 'latest(marker) exists'
     then: {task: {title: Specialist review, role: consultant, priority: routine}}
     because: spec
+  - id: own-referral
+    when: 'latest(marker) exists'
+    then: {task: {title: Consider a referral to the clinic, role: gp, priority: routine}}
+    because: spec
 """
 
 AGREEMENT = """\
@@ -56,6 +60,7 @@ assign:
   - {activity: spec-hours/*, provider: practice, respond: {urgent: 4 hours, routine: 5 working days}}
   - {activity: spec-hours/rule:crisis, provider: ucr, respond: {urgent: 2 hours}}
   - {activity: spec-hours/rule:specialist, provider: practice, role: gp, refer_to: clinic, respond: {routine: 1 working days}}
+  - {activity: spec-hours/rule:own-referral, provider: practice, role: gp, refer_to: clinic, action: Refer, respond: {routine: 1 working days}}
 """
 
 
@@ -100,3 +105,5 @@ def test_working_days_skip_bank_holidays_and_a_referral_task_names_the_service(t
     # the referral is the practice's task, named for the clinic it goes to
     assert tasks["rule:specialist"].title == "Refer to Specialist clinic: Specialist review"
     assert (tasks["rule:specialist"].assigned.provider, tasks["rule:specialist"].assigned.role) == ("practice", "gp")
+    # a task the protocol already gives to the GP keeps the protocol's own words
+    assert tasks["rule:own-referral"].title == "Consider a referral to the clinic"
