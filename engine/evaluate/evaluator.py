@@ -154,7 +154,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 blocked = und[f"{key}:excepted"]  # not done: overdue, or excepted? cannot tell
             if blocked is not None:  # no task, no flag: shown as unknown with the reason
                 why = cannot(key, a.id, a.title, blocked)
-                assigned, _ = assignment(a.id, a.role, a.priority)
+                assigned, _, _ = assignment(a.id, a.role, a.priority)
                 res.care_plan.append(CarePlanItem(activity=a.id, title=a.title, status="unknown", assigned=assigned,
                                                   patient_text=a.patient_text, provenance=_prov(proto, key, why)))
                 continue
