@@ -7,6 +7,7 @@
     carepath conformance KIT_DIR... [--protocols DIR] [--engine E|all] [--format json]   eCQM kits (N passed, M failed)
     carepath test | impact | docs | draft | publish  authoring (engine/cli_authoring.py)
     carepath audit verify-log [--database-url URL]  check the access log's hash chain (exit 1 if broken)
+    carepath codelists list | import FILE --cluster NAME   site-supplied codelists (engine/cli_codelists.py)
 """
 from __future__ import annotations
 
@@ -141,6 +142,9 @@ def render_evaluation(ev) -> None:
             console.print(f"  Measure {m.measure}: {pops.strip()} — {m.provenance.why}", highlight=False, markup=False)
         for d in pr.data_problems:
             console.print(f"  [yellow]Data problem: {d}[/yellow]", highlight=False)
+        for c in pr.cannot_determine:  # a declared codelist not supplied (carepath codelists import)
+            if c.source.startswith(("rule:", "segment:", "tier:")):
+                console.print(f"  [magenta]Cannot determine[/magenta] {c.why}", highlight=False)
 
 
 @app.command()
@@ -704,6 +708,9 @@ def audit_verify_log(database_url: Optional[str] = typer.Option(None, "--databas
 from engine.cli_authoring import register as _register_authoring  # noqa: E402
 
 _register_authoring(app)
+from engine.cli_codelists import register as _register_codelists  # noqa: E402  (carepath codelists list / import)
+
+_register_codelists(app)
 
 
 def main() -> None:  # pragma: no cover - console script entry

@@ -283,6 +283,17 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         what = f"every {'/'.join(sorted(vs.kinds))} record" if vs.any_code else f"{len(vs)} code(s) from {src}{kinds}"
         unit = f", values in {vs.unit}" if vs.unit else ""
         w(f"- {name.replace('_', ' ')}: {what}{unit}")
+    missing = p.missing_clusters
+    if missing:
+        from engine.protocols.determinacy import blocked_by
+        blocks = blocked_by(p)
+        w("")
+        w("**Codelists not supplied** (declared by cluster; until the site imports them these cannot be determined):")
+        w("")
+        for c in missing:
+            what = ", ".join(k.replace(":", " ", 1) for k in blocks.get(c.cluster, [])) or "nothing yet"
+            w(f"- {c.valueset.replace('_', ' ')}: {c.publisher or ''} {c.cluster}"
+              + (f" (refset {c.refset})" if c.refset else "") + f" — cannot determine {what}")
     w("")
     return "\n".join(out)
 

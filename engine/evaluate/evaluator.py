@@ -278,7 +278,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
         elif proto.score is not None:
             node = proto.definitions[proto.score]
             value = d.eval(node)
-            label = proto.score.replace("_", " ")
+            label = proto.labels.get(proto.score) or proto.score.replace("_", " ")
             lines = score_lines(ir.unwrap(node), d) if isinstance(ir.unwrap(node), ir.Sum) else []
             why = (f"{label} {fmt_value(value)}" + (": " + ", ".join(lines) if lines else "") + "."
                    if value is not None else f"{label} missing: {'; '.join(lines) or 'a number it needs is not recorded'}.")

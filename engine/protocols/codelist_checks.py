@@ -11,7 +11,8 @@
       per version, "published history: superseded versions may keep them";
     * the newest published version (the one in force): a warning per value set saying the version in force
       uses made-up codes and the fix is a new version with published codes (`carepath draft`).
-  Drafts and unpublished versions get the error.
+  Drafts get the error: `carepath publish` (which makes a draft active) refuses while validate has errors,
+  so a new version can never be published with made-up codes.
 - Rows whose `source` starts with `LOCAL:` (unverified codes written by hand): a warning per value set
   (folded into the one published-history warning for superseded versions).
 """
@@ -49,15 +50,10 @@ def _sources(path: str, cache: dict) -> dict[str, set[str]]:
     return out
 
 
-def _published(proto, manifests: dict) -> bool:
-    from engine.protocols.checks import find_manifest, read_manifest
-    manifest = find_manifest(Path(proto.source))
-    if manifest is None:
-        return False
-    if manifest not in manifests:
-        manifests[manifest] = read_manifest(manifest)
-    entry = manifests[manifest].get(proto.key)
-    return entry is not None and entry.get("sha256") == proto.content_hash
+def _published(proto) -> bool:
+    """An active version is a published one (`carepath publish` makes a draft active and records it in
+    published.lock, whose check refuses any later change); a draft is not."""
+    return proto.status == "active"
 
 
 def codelist_findings(proto, cache: dict | None = None) -> tuple[list[tuple[str, int, int]], list[tuple[str, int, int]]]:
@@ -97,7 +93,6 @@ def codelist_problems(lib) -> list[Problem]:
     from engine.protocols.library import version_key
     out: list[Problem] = []
     cache: dict = {}
-    manifests: dict = {}
     newest_active: dict[str, object] = {}
     for p in lib.protocols:
         if p.status == "active":
@@ -111,7 +106,7 @@ def codelist_problems(lib) -> list[Problem]:
             continue
         newer = newest_active.get(p.id)
         superseded = newer is not None and version_key(newer.version) > version_key(p.version)
-        published = _published(p, manifests)
+        published = _published(p)
         if published and superseded:
             parts = []
             if synthetic:

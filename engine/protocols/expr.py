@@ -329,7 +329,8 @@ class _Checker:
         tok = t.children[0]
         name = tok.value
         if name in self.scope.definitions:
-            return ir.Named(name, self.scope.definitions[name])
+            node = self.scope.definitions[name]  # compiled first: its `label:` is known after
+            return ir.Named(name, node, getattr(self.scope, "labels", {}).get(name))
         if name in self.scope.valuesets:
             d = self.scope.valuesets[name]
             return ir.ValueSetRef(name, d.unit, d.analyte)

@@ -768,6 +768,7 @@ class _LazyScope(Scope):
 
     def __init__(self, compiler: _Compiler):
         super().__init__(compiler.decls, _LazyDefs(compiler))
+        self.labels = compiler.labels  # definition -> `label:` (why-lines say it instead of the name)
 
 
 class _LazyDefs(dict):

@@ -153,3 +153,26 @@ def test_where_in_a_missing_value_set(spec, engine_name):
     assert proto.undetermined.get("rule:hit") == ("FOOTEXAM_COD",)
     res = run(proto, record(fact("a1", "2025-01-01")), engine_name)
     assert [t.title for t in res.tasks] == ["Review any"] and ids(res) == ["hit"]
+
+
+def test_definition_labels_in_why_lines(spec, engine_name):
+    """Why-lines say a definition's `label:` (words a clinician reads), not its identifier."""
+    proto = spec(valuesets={"dx": ["d1"], "ref": ["r1"]},
+                 define={"referred": {"label": "renal referral in the last 12 months", "is": "latest(ref) within 12 months"},
+                         "needs_review": {"label": "kidney review needed", "all": ["latest(dx) exists", "not referred"]},
+                         "plain_name": "latest(ref) within 12 months"},
+                 rules={"labelled": "needs_review", "unlabelled": "latest(dx) exists and not plain_name"})
+    assert proto.labels == {"referred": "renal referral in the last 12 months", "needs_review": "kidney review needed"}
+    res = run(proto, record(fact("d1", "2024-01-01")), engine_name)
+    whys = {t.title: t.provenance.why for t in res.tasks}
+    assert "kidney review needed: yes" in whys["Review labelled"]
+    assert "no renal referral in the last 12 months recorded" in whys["Review labelled"]
+    assert "no plain name recorded" in whys["Review unlabelled"]  # no label: the name, as before
+
+
+def test_label_needs_one_body(tmp_path):
+    from engine.protocols.errors import ProtocolError
+    from spec_support import load_spec
+    with pytest.raises(ProtocolError, match="with a label, give the definition under exactly one of is:"):
+        load_spec(tmp_path, valuesets={"a": ["a1"]}, define={"x": {"label": "words", "when": "latest(a) exists"}},
+                  rules={"r": "x"})

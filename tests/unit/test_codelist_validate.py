@@ -85,12 +85,12 @@ def test_supplied_cluster_is_not_warned(tmp_path, monkeypatch):
 
 
 def test_synthetic_codes_in_a_protocol_not_marked_demo_only_is_an_error(root):
-    (root / "p.yaml").write_text(protocol("1.0.0", SYNTHETIC_VS), encoding="utf-8")
+    (root / "p.yaml").write_text(protocol("1.0.0", SYNTHETIC_VS, status="draft"), encoding="utf-8")
     code, problems = validate(root)
     errors = [p for p in problems if p["severity"] == "error"]
     assert code == 1 and len(errors) == 1 and "value set 'thing' uses the synthetic code system" in errors[0]["message"]
     assert errors[0]["line"] == 10
-    (root / "p.yaml").write_text(protocol("1.0.0", SYNTHETIC_VS, extra="demo_only: true\n"), encoding="utf-8")
+    (root / "p.yaml").write_text(protocol("1.0.0", SYNTHETIC_VS, status="draft", extra="demo_only: true\n"), encoding="utf-8")
     code, problems = validate(root)
     assert code == 0 and not [p for p in problems if "synthetic" in p["message"]]
 
