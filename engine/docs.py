@@ -91,6 +91,8 @@ def _assignments(proto, target: str, default_role: str, agreements) -> list[str]
             a = r.assign
             resp = ", ".join(f"{k} {v}" for k, v in a.respond.items())
             key = f"{a.role_for(default_role)} - {a.team + ', ' if a.team else ''}{a.provider} ({resp}) [{r.agreement.key}]"
+            if (a.action or a.refer_to) and a.role and a.role != default_role:  # the provider's task is the referral
+                key += f", as: {r.task_title('the task above', default_role)}"
         where = mdt or "everywhere"
         if where not in groups[key]:
             groups[key].append(where)
