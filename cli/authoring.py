@@ -129,13 +129,17 @@ def draft(protocol: Path = typer.Argument(..., help="The protocol file to start 
     """Start a new version of a protocol: a draft copy `<id>@<version>.yaml` beside it (status: draft, so it
     is never in force until published), and a copy of its test cases pinned to the new version.
 
-    Then edit the draft, run `carepath test`, `carepath impact OLD NEW --population ...`, and `carepath publish`."""
+    Then edit the draft, run `carepath test`, `carepath impact OLD NEW --population ...`, and `carepath publish`.
+    A role agreement is drafted the same way (`<agreement id>@<version>.yaml` beside it, no test cases)."""
     from engine.app.cases import case_files
     from engine.language.errors import ProtocolError
-    from engine.language.library import load_library, version_key
+    from engine.language.library import _kind, load_library, version_key
     from engine.language.loader import load_protocol
     from engine.language.yamlsrc import SEMVER
 
+    if _kind(protocol) == "agreement":
+        _draft_agreement(protocol, bump, version)
+        return
     try:
         proto = load_protocol(protocol)
     except ProtocolError as e:
@@ -169,6 +173,36 @@ def draft(protocol: Path = typer.Argument(..., help="The protocol file to start 
         break
     console.print("next: edit the draft; carepath test " + str(protocol.parent) + "; carepath impact "
                   f"{protocol} {target} --population var/demo-bundles; carepath publish {target}")
+
+
+def _draft_agreement(path: Path, bump: str, version: Optional[str]) -> None:
+    """`carepath draft` for a role agreement: the next version beside it, status draft (never in force until published)."""
+    from engine.language.agreements import load_agreement
+    from engine.language.errors import ProtocolError
+    from engine.language.library import load_library, version_key
+    from engine.language.yamlsrc import SEMVER
+
+    try:
+        ag = load_agreement(path)
+    except ProtocolError as e:
+        for p in e.problems:
+            err.print(str(p))
+        raise typer.Exit(2) from None
+    new = version or _bump(ag.version, bump)
+    if not SEMVER.match(new):
+        err.print(f"--version {new!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+        raise typer.Exit(2)
+    latest = max((a for a in load_library([path.parent]).agreements if a.id == ag.id), key=lambda a: version_key(a.version))
+    if version_key(new) <= version_key(latest.version):
+        err.print(f"{ag.id} {new} is not newer than the latest version on file, {latest.version} ({latest.source})")
+        raise typer.Exit(2)
+    target = path.parent / f"{ag.id}@{new}.yaml"
+    if target.exists():
+        err.print(f"{target} already exists")
+        raise typer.Exit(2)
+    target.write_text(_set_line(_set_line(path.read_text(encoding="utf-8"), "version", new), "status", "draft"), encoding="utf-8")
+    console.print(f"wrote {target} ({ag.id} {new}, status: draft, copied from {ag.version})")
+    console.print(f"next: edit the draft; carepath validate {path.parent.parent}; carepath publish {target} --effective YYYY-MM-DD")
 
 
 def publish(file: Path = typer.Argument(..., help="The protocol (or role agreement) version to publish"),

@@ -92,6 +92,8 @@ def _assignments(proto, target: str, default_role: str, agreements) -> list[str]
             a = r.assign
             resp = ", ".join(f"{k} {v}" for k, v in a.respond.items())
             key = f"{a.role_for(default_role)} - {a.team + ', ' if a.team else ''}{a.provider} ({resp}) [{r.agreement.key}]"
+            if (a.action or a.refer_to) and a.role and a.role != default_role:  # the provider's task is the referral
+                key += f", as: {r.task_title('the task above', default_role)}"
         where = mdt or "everywhere"
         if where not in groups[key]:
             groups[key].append(where)
@@ -321,12 +323,15 @@ def render_agreement(ag) -> str:
             for mdt, practices in mdts.items():
                 out.append(f"| {loc} | {mdt} | {len(practices)}: {', '.join(practices)} |")
         out.append("")
-    out += ["## Parties", "", "| Party | Kind |", "|---|---|"]
-    out += [f"| {pid} | {kind} |" for pid, kind in ag.parties.items()]
+    out += ["## Parties", "", "| Party | Kind | Opening hours (response times in hours count these) |", "|---|---|---|"]
+    out += [f"| {pid}{' - ' + ag.party_names[pid] if ag.party_names.get(pid, pid) != pid else ''} | {kind} | "
+            f"{ag.hours[pid] if pid in ag.hours else 'round the clock (not stated)'} |" for pid, kind in ag.parties.items()]
     out += ["", "## Who does what", "", "| Work | Where | Provider / team / role | Response |", "|---|---|---|---|"]
     for a in ag.assigns:
         where = "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in a.where.items()) or "everywhere"
         who = " / ".join(x for x in (a.provider, a.team, a.role or "(the protocol's role)") if x)
+        if a.refer_to or a.action:
+            who += f": {a.action or 'refers'}" + (f" (referral to {a.refer_to})" if a.refer_to else "")
         resp = ", ".join(f"{k} {v}" for k, v in a.respond.items())
         out.append(f"| {a.protocol}/{a.target} | {where} | {who} | {resp} |")
     return "\n".join(out) + "\n"

@@ -24,7 +24,7 @@ from engine.evaluation.outputs import (Assignment, CannotDetermine, CarePlanItem
                                      MeasureResult, ProtocolResult, Provenance, ScoreResult, SegmentResult, Task, TierResult)
 from engine.language.determinacy import reason
 from engine.ir import measure_steps, nodes as ir
-from engine.language.agreements import Agreement, resolve
+from engine.language.agreements import Agreement, Resolution, resolve
 from engine.language.model import Protocol
 from engine.language.determinacy_guard import decided_false
 from engine.records.model import PatientRecord
@@ -104,21 +104,26 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
     place = {"locality": record.patient.locality, "mdt": record.patient.mdt, "practice": record.patient.practice}
     nhs = record.patient.nhs_number
 
-    def assignment(target: str, role: str, priority: str) -> tuple[Assignment, ResponseTime | None]:
+    def assignment(target: str, role: str, priority: str) -> tuple[Assignment, ResponseTime | None, Resolution | None]:
         r = resolve(agreements, proto.id, target, place)
         if r is None:
-            return Assignment(role=role), None
+            return Assignment(role=role), None, None
         rt = r.assign.response_for(priority)
         return Assignment(provider=r.assign.provider, team=r.assign.team, role=r.assign.role_for(role),
-                          response=str(rt) if rt else None, agreement=r.agreement.key), rt
+                          response=str(rt) if rt else None, agreement=r.agreement.key), rt, r
 
     def due_time(priority: str, rt: ResponseTime | None, clinical: ResponseTime | None,
-                 not_after: dt.datetime | None = None) -> dt.datetime:
-        """The earliest of the agreed response time, the clinical deadline and the activity's due date."""
-        options_ = [x.due_from(raised) for x in (rt, clinical) if x is not None]
+                 not_after: dt.datetime | None = None, r: Resolution | None = None) -> dt.datetime:
+        """The earliest of the agreed response time (hours: the provider's open hours), the clinical deadline and
+        the activity's due date; moved into the provider's opening hours when it would fall while it is closed."""
+        hours = r.hours if r is not None else None
+        options_ = [rt.due_from(raised, hours)] if rt is not None else []
+        if clinical is not None:
+            options_.append(clinical.due_from(raised))  # a clinical deadline is calendar time
         if not_after is not None:
             options_.append(not_after)
-        return min(options_) if options_ else DEFAULT_RESPONSE[priority].due_from(raised)
+        due = min(options_) if options_ else DEFAULT_RESPONSE[priority].due_from(raised)
+        return hours.fit(due, raised) if hours is not None else due
 
     def cannot(source: str, ident: str, title: str, clusters) -> str:
         why = f"{title}: {reason(clusters)}."
@@ -136,7 +141,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 blocked = und[f"{key}:excepted"]  # not done: overdue, or excepted? cannot tell
             if blocked is not None:  # no task, no flag: shown as unknown with the reason
                 why = cannot(key, a.id, a.title, blocked)
-                assigned, _ = assignment(a.id, a.role, a.priority)
+                assigned, _, _ = assignment(a.id, a.role, a.priority)
                 res.care_plan.append(CarePlanItem(activity=a.id, title=a.title, status="unknown", assigned=assigned,
                                                   patient_text=a.patient_text, provenance=_prov(proto, key, why)))
                 continue
@@ -170,7 +175,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             if status == "excepted":
                 facts += d.evidence(proto.conditions[f"{key}:excepted"])
             prov = _prov(proto, key, why, evidence_items(facts, proto))
-            assigned, rt = assignment(a.id, a.role, a.priority)
+            assigned, rt, agreed = assignment(a.id, a.role, a.priority)
             res.care_plan.append(CarePlanItem(activity=a.id, title=a.title, status=status, last_done=last_day,
                                               next_due=next_due, assigned=assigned, patient_text=a.patient_text,
                                               provenance=prov))
@@ -180,7 +185,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 clinical_due = dt.datetime.combine(next_due, dt.time(17, 0)) if next_due > ctx.reference_date else None
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="activity",
                                       title=f"{a.title} {'overdue' if status == 'overdue' else 'due'}",
-                                      priority=a.priority, raised_at=raised, due=due_time(a.priority, rt, None, clinical_due),
+                                      priority=a.priority, raised_at=raised, due=due_time(a.priority, rt, None, clinical_due, agreed),
                                       assigned=assigned, provenance=prov))
         for g in proto.goals:
             blocked = und.get(f"goal:{g.id}:applies") or (und.get(f"goal:{g.id}:met")
@@ -232,20 +237,24 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             why = because if key.startswith("tier:") else sentence(because, clauses(cond, d))
             prov = _prov(proto, key, why, evidence_items(d.evidence(cond), proto))
             if r.task:
-                assigned, rt = assignment(key, r.task.role, r.task.priority)
+                assigned, rt, agreed = assignment(key, r.task.role, r.task.priority)
                 clinical = r.task.within
-                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=r.task.title,
-                                      priority=r.task.priority, raised_at=raised, due=due_time(r.task.priority, rt, clinical),
+                title = agreed.task_title(r.task.title, r.task.role) if agreed is not None else r.task.title
+                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=title, priority=r.task.priority,
+                                      raised_at=raised, due=due_time(r.task.priority, rt, clinical, None, agreed),
                                       assigned=assigned, provenance=prov))
             if r.escalation:
                 if r.escalation.to == "mdt":  # escalations to the MDT go to the patient's own case conference
-                    assigned, rt = Assignment(provider=record.patient.mdt, team="MDT case conference", role="mdt"), None
+                    assigned, rt, agreed = Assignment(provider=record.patient.mdt, team="MDT case conference", role="mdt"), None, None
                 else:
-                    assigned, rt = assignment(f"escalation:{key.split(':', 1)[1]}" if key.startswith("rule:")
+                    assigned, rt, agreed = assignment(f"escalation:{key.split(':', 1)[1]}" if key.startswith("rule:")
                                               else f"escalation:{key}", r.escalation.to, r.escalation.priority)
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}|escalation", kind="escalation",
-                                      title=r.escalation.title, priority=r.escalation.priority, raised_at=raised,
-                                      due=due_time(r.escalation.priority, rt, None), assigned=assigned, provenance=prov))
+                                      title=(agreed.task_title(r.escalation.title, r.escalation.to) if agreed is not None
+                                             else r.escalation.title),
+                                      priority=r.escalation.priority, raised_at=raised,
+                                      due=due_time(r.escalation.priority, rt, None, None, agreed), assigned=assigned,
+                                      provenance=prov))
             if r.flag:
                 res.flags.append(Flag(key=f"{nhs}|{proto.id}|{key}", kind="clinical", code=r.flag.code,
                                       level=r.flag.level, text=r.flag.text or r.title, provenance=prov))

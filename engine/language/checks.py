@@ -268,9 +268,10 @@ def _work(proto) -> list[_Work]:
 
 def assignment_problems(lib) -> list[Problem]:
     from engine.language.agreements import resolve
-    agreements = [a for a in lib.agreements if a.status != "retired"]
-    if not agreements:
+    every = [a for a in lib.agreements if a.status != "retired"]
+    if not every:
         return []
+    agreements = _latest_agreements(every)  # older versions of an agreement were checked when they were current
     out: list[Problem] = []
     areas = {}
     for ag in agreements:
@@ -285,7 +286,7 @@ def assignment_problems(lib) -> list[Problem]:
             if (w.protocol, w.target) in seen:
                 continue
             seen.add((w.protocol, w.target))
-            anywhere = [x for ag in agreements for x in ag.assigns if x.protocol == w.protocol and x.target in (w.target, "*")]
+            anywhere = [x for ag in agreements for x in ag.assigns if x.protocol in (w.protocol, "*") and x.target in (w.target, "*")]
             if not anywhere:
                 if w.target.startswith(("rule:", "tier:", "escalation:")):
                     out.append(Problem(w.location, f"{w.what} of {w.protocol} is not assigned by any role agreement "
@@ -311,7 +312,7 @@ def assignment_problems(lib) -> list[Problem]:
     if areas:
         known = {"locality": set(areas), "mdt": {m for mdts in areas.values() for m in mdts},
                  "practice": {p for mdts in areas.values() for ps in mdts.values() for p in ps}}
-        for ag in agreements:
+        for ag in every:
             for x in ag.assigns:
                 for k, values in x.where.items():
                     for v in sorted(values):
@@ -329,6 +330,16 @@ def assignment_problems(lib) -> list[Problem]:
                                    severity="warning"))
             first.setdefault(key, x.location)
     return out
+
+
+def _latest_agreements(agreements: list) -> list:
+    """The newest version of each agreement id (drafts included: they are what is being written), in the given order."""
+    from engine.language.model import version_key
+    newest: dict[str, object] = {}
+    for a in agreements:
+        if a.id not in newest or version_key(a.version) > version_key(newest[a.id].version):
+            newest[a.id] = a
+    return [a for a in agreements if newest[a.id] is a]
 
 
 # ---- versions ---------------------------------------------------------------------------------------------------------

@@ -137,11 +137,13 @@ def _cross_checks(lib: Library) -> None:
         if p.status == "retired":
             continue
         for a in p.activities:
-            if not any(x.protocol == p.id and x.target in (a.id, "*") for ag in lib.agreements for x in ag.assigns):
+            if not any(x.protocol in (p.id, "*") and x.target in (a.id, "*") for ag in lib.agreements for x in ag.assigns):
                 lib.problems.append(Problem(a.location, f"activity {a.id!r} of {p.id} is not assigned by any role agreement",
                                             expected="an assign entry for " + f"{p.id}/{a.id}", severity="warning"))
     for ag in lib.agreements:
         for x in ag.assigns:
+            if x.protocol == "*":  # any pathway
+                continue
             versions = sorted((p for p in lib.protocols if p.id == x.protocol), key=lambda p: version_key(p.version))
             if not versions:
                 lib.problems.append(Problem(x.location, f"agreement names unknown protocol {x.protocol!r}", severity="warning"))
