@@ -56,7 +56,7 @@ def root(tmp_path) -> Path:
     shutil.copy(ROOT / "protocols" / "valuesets" / "dm_cod.csv", r / "valuesets")
     (r / "valuesets" / "made_up.csv").write_text("code,term,source\nx1,Made up,SYNTHETIC:carepath\n", encoding="utf-8")
     (r / "valuesets" / "hand.csv").write_text("code,term,source\n401191002,Diabetic foot examination,LOCAL:unverified\n"
-                                              "134388005,Pedal pulses,PCD:FOOTEXAM_COD:x\n", encoding="utf-8")
+                                              "134388005,Monofilament foot sensation test,PCD:FOOTEXAM_COD:x\n", encoding="utf-8")
     return r
 
 

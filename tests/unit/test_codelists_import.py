@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "declared-cluster"
 runner = CliRunner()
 # real SNOMED CT concepts (test input; the real FOOTEXAM_COD release is not in the reference pack)
-GOOD = "code,term\n401191002,Diabetic foot examination\n134388005,Pedal pulses\n"
+GOOD = "code,term\n401191002,Diabetic foot examination\n134388005,Monofilament foot sensation test\n"
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +58,7 @@ def test_import_opencodelists_download_then_the_cluster_is_determined(tmp_path):
     assert "supplies: footcare-fixture@1.0.0 (foot_exam)" in out
     assert rows(site / "footexam_cod.csv") == [
         {"code": "401191002", "term": "Diabetic foot examination", "source": "PCD:FOOTEXAM_COD:20241205"},
-        {"code": "134388005", "term": "Pedal pulses", "source": "PCD:FOOTEXAM_COD:20241205"}]
+        {"code": "134388005", "term": "Monofilament foot sensation test", "source": "PCD:FOOTEXAM_COD:20241205"}]
     listed = json.loads(runner.invoke(app, ["codelists", "list", "--protocols", str(FIXTURE), "--format", "json"],
                                       env={"CAREPATH_SITE_CODELISTS": str(site)}).output)
     foot = next(x for x in listed if x["cluster"] == "FOOTEXAM_COD")
@@ -129,7 +129,7 @@ def test_pcd_refset_portal_file(tmp_path):
         "Output_ID\tCluster_ID\tCluster_Description\tSNOMED_code\tSNOMED_code_description\tPCD_Refset_ID\tService_and_Ruleset\n"
         "DM017\tFOOTEXAM_COD\tFoot examination codes\t401191002\tDiabetic foot examination\t999001011000230105\tQOF DM\n"
         "DM999\tFOOTEXAM_COD\tFoot examination codes\t401191002\tDiabetic foot examination\t999001011000230105\tNDA\n"
-        "DM017\tFOOTEXAM_COD\tFoot examination codes\t134388005\tPedal pulses\t999001011000230105\tQOF DM\n"
+        "DM017\tFOOTEXAM_COD\tFoot examination codes\t134388005\tMonofilament foot sensation test\t999001011000230105\tQOF DM\n"
         "DM017\tDM_COD\tDiabetes codes\t111552007\tDiabetes mellitus without complication\t999004691000230108\tQOF DM\n",
         encoding="utf-8")
     got = read_codelist(src, "footexam_cod", version="20241205")

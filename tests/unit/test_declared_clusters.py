@@ -19,7 +19,7 @@ AS_OF = dt.date(2026, 6, 1)
 # real SNOMED CT concepts (test data for a site file: the real FOOTEXAM_COD content is not in the reference pack)
 SITE_CSV = ("code,term,source\n"
             "401191002,Diabetic foot examination,TEST:FOOTEXAM_COD:fixture\n"
-            "134388005,Pedal pulses,TEST:FOOTEXAM_COD:fixture\n")
+            "134388005,Monofilament foot sensation test,TEST:FOOTEXAM_COD:fixture\n")
 ENGINES = ("durable", "python", "batch")
 
 
