@@ -49,6 +49,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "protocol:publish": {CLINICAL_LEAD},
     "users:manage": {ADMIN},
     "accesslog:read": {ADMIN, AUDITOR},
+    "metrics:read": {ADMIN},              # GET /metrics (or the CAREPATH_METRICS_TOKEN, api/operations.py)
 }
 
 _hasher = PasswordHasher()

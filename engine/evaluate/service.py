@@ -47,6 +47,7 @@ from sqlalchemy import Engine, func
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, select
 
+from engine import metrics
 from engine.evaluate.derive import Context
 from engine.evaluate.evaluator import Options, evaluate
 from engine.evaluate.outputs import Evaluation, Flag, ProtocolResult, Task
@@ -277,6 +278,8 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
                 got = _reusable(stored.get(proto.id), proto, as_of, inputs[proto.id], current)
                 if got is not None:
                     reused[proto.id] = got
+        metrics.PROTOCOL_RESULTS.labels("reused").inc(len(reused))
+        metrics.PROTOCOL_RESULTS.labels("derived").inc(len(protocols) - len(reused))
         fresh = evaluate(record, [p for p in protocols if p.id not in reused], agreements, as_of=as_of,
                          options=Options(raised_at=now))
         by_id = {pr.protocol: pr for pr in fresh.protocols}
@@ -353,6 +356,16 @@ def evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.d
     """Re-evaluate one patient in a transaction of its own: (EVALUATED, diff), (PROBLEM, failure,
     recorded on the patient), (GONE, None) for an unknown NHS number, or (PENDING, None) when the
     database stayed busy (the outbox mark stays, a later drain takes it)."""
+    started = time.perf_counter()
+    outcome, got = _evaluate_one(engine, nhs_number, library, now=now, as_of=as_of, retries=retries)
+    if outcome != GONE:
+        metrics.EVALUATIONS.labels(outcome).inc()
+        metrics.EVALUATION_LATENCY.observe(time.perf_counter() - started)
+    return outcome, got
+
+
+def _evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.datetime | None,
+                  as_of: dt.date | None, retries: int) -> tuple[str, Diff | EvaluationFailed | None]:
     for attempt in range(retries):
         try:
             with Session(engine) as session:

@@ -9,7 +9,7 @@ from api.security import PERMISSIONS
 from engine.registry.access import ROLES
 from tests.api.support import AMINA, ROLE_USER
 
-PUBLIC = {("GET", "/health"), ("POST", "/auth/token"), ("POST", "/auth/login")}
+PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("POST", "/auth/token"), ("POST", "/auth/login")}
 ANY_ROLE = "any-role"
 BAD_YAML = {"yaml": "protocol: t2dm-annual-care\nversion: 9.9.9\n"}  # invalid: allowed roles get 422, nothing published
 
@@ -62,6 +62,7 @@ MATRIX = [
     ("GET", "/fhir/Flag", "patient:read", {"params": {"patient": AMINA}}),
     ("GET", "/fhir/MeasureReport", "patient:read", {"params": {"patient": AMINA}}),
     ("GET", "/fhir/MeasureReport/summary", "audit:read", {}),
+    ("GET", "/metrics", "metrics:read", {}),
 ]
 
 TEMPLATE = {"{nhs}": "{nhs_number}", "{task}": "{task_id}", "{mdt}": "{mdt}", "{measure}": "{measure}",
