@@ -157,6 +157,8 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
         state.drainer = Drainer(engines.write, lambda: state.library, state.now)
         state.drainer.kick()
         yield
+        if getattr(state, "bulk_runner", None) is not None:
+            state.bulk_runner.stop()  # a bulk load stops between patients, resumable (api/bulk_ingest.py)
         state.drainer.stop()
         engines.dispose()
 
@@ -173,9 +175,10 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
     operations.metrics_token()  # a CAREPATH_METRICS_TOKEN too short to be a secret stops the start
     app.add_middleware(operations.RequestMetrics, fastapi_app=app)
 
+    from api import bulk_ingest
     from api.routers import audit, auth, fhir, ingest, mdt, patients, protocols, users, worklists
 
-    for module in (auth, users, ingest, patients, worklists, mdt, audit, protocols, fhir, operations):
+    for module in (auth, users, ingest, bulk_ingest, patients, worklists, mdt, audit, protocols, fhir, operations):
         app.include_router(module.router)
 
     from api.web import mount as mount_pages  # the Jinja2 web pages (/app, templates/): not part of the API schema

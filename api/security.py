@@ -40,6 +40,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "mdt:read": {CLINICAL_LEAD, MDT_MEMBER},
     "mdt:write": {CLINICAL_LEAD, MDT_MEMBER},
     "ingest": {CLINICAL_LEAD, PRACTICE_STAFF, ADMIN},
+    "ingest:bulk": {ADMIN},               # POST /ingest/bulk (NDJSON, any patient: the integration account)
     "audit:read": {CLINICAL_LEAD, PRACTICE_STAFF, AUDITOR},  # aggregates (no patient identifiers)
     "audit:drilldown": {CLINICAL_LEAD, PRACTICE_STAFF, AUDITOR},  # auditors get pseudonyms only
     "audit:snapshot": {CLINICAL_LEAD, AUDITOR},

@@ -23,6 +23,8 @@ MATRIX = [
     ("GET", "/access-log", "accesslog:read", {}),
     ("POST", "/ingest/fhir", "ingest", {"json": {"resourceType": "Bundle", "type": "collection", "entry": [{}]}}),
     ("POST", "/ingest/records", "ingest", {"json": {"source": "matrix", "records": []}}),
+    ("POST", "/ingest/bulk", "ingest:bulk", {"files": [("files", ("not-ndjson.txt", b"{}"))]}),
+    ("GET", "/ingest/bulk/{run}", "ingest:bulk", {}),
     ("GET", "/patients", "patient:read", {}),
     ("GET", "/patients/{nhs}", "patient:read", {}),
     ("GET", "/patients/{nhs}/care-plan", "patient:read", {}),
