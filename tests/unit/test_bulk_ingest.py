@@ -263,3 +263,47 @@ def test_cli_ingest_ndjson(db_url, tmp_path):
     again = CliRunner().invoke(cli, args)
     assert "already loaded" in again.output
     assert CliRunner().invoke(cli, ["ingest", "--database-url", db_url]).exit_code == 2  # neither files nor --ndjson
+
+
+KILLED_LOAD = """
+import os, signal, sys
+from pathlib import Path
+from engine.registry import db
+from engine.registry.bulk import BulkLoad, describe_files, ndjson_files
+
+def kill_after(n):
+    if n >= int(sys.argv[3]):
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup at all, as a crash or the OOM killer
+
+engine = db.make_engine(sys.argv[1])
+BulkLoad(engine, describe_files(ndjson_files(Path(sys.argv[2]))), chunk=2, on_line=kill_after).run()
+"""
+
+
+def test_a_killed_process_leaves_a_run_that_resumes(tmp_path):
+    """A real SIGKILL in another process part way through: the run is left 'running' with a dead
+    owner; the same files again resume it and the registry equals an uninterrupted load."""
+    import os
+    import subprocess
+    import sys
+
+    from engine.registry import db
+
+    url = f"sqlite:///{tmp_path / 'reg.db'}"
+    db.upgrade(url)
+    folder = write_export(tmp_path / "export", small_export(5))
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-c", KILLED_LOAD, url, str(folder), "13"], cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as s:
+            (row,) = s.exec(select(bulk.BulkRunRow)).all()
+            assert row.status == "running" and row.checkpoint == "p1"
+        assert run_report(engine, row.id)["status"] == "interrupted"
+        resumed = load_ndjson(engine, folder, chunk=2)
+        assert resumed["state"] == "resumed" and resumed["status"] == "done"
+        assert resumed["patients_done"] == 5 and resumed["lines_loaded"] == 20 and resumed["facts_added"] == 15
+    finally:
+        engine.dispose()
