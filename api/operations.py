@@ -92,7 +92,7 @@ def readiness(state: AppState) -> ReadyOut:
         out.problems.append(f"database not usable: {type(e).__name__}")
     if out.database_reachable and out.migration != out.migration_head:
         out.problems.append(f"schema at revision {out.migration or 'none'}, this code needs {out.migration_head}: "
-                            "run the migrations (alembic -c engine/registry/alembic.ini upgrade head, or start the service: it migrates)")
+                            "run the migrations (carepath db upgrade)")
     if out.problems:
         out.status = "not-ready"
     return out

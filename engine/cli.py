@@ -8,6 +8,7 @@
     carepath conformance KIT_DIR... [--protocols DIR] [--engine E|all] [--format json]   eCQM kits (N passed, M failed)
     carepath test | impact | docs | draft | publish  authoring (engine/cli_authoring.py)
     carepath audit verify-log [--database-url URL]  check the access log's hash chain (exit 1 if broken)
+    carepath db current | upgrade | backup FILE     schema revision, migrations, SQLite backup (engine/cli_ops.py)
 """
 from __future__ import annotations
 
@@ -716,6 +717,12 @@ def audit_verify_log(database_url: Optional[str] = typer.Option(None, "--databas
     console.print(f"access log BROKEN at row {result.broken_at} (after {result.rows} good rows): {result.problem}",
                   highlight=False)
     raise typer.Exit(1)
+
+
+# ---- db current | upgrade | backup (engine/cli_ops.py) ---------------------------------------------------------
+from engine.cli_ops import db_app  # noqa: E402
+
+app.add_typer(db_app, name="db")
 
 
 # ---- authoring: test, impact, docs, draft, publish (engine/cli_authoring.py) ------------------------------------
