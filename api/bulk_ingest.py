@@ -15,7 +15,6 @@ files again resumes it after its last stored patient. Admin only (`ingest:bulk`)
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import re
@@ -32,6 +31,7 @@ from pydantic import BaseModel, Field
 from api.app import AppState
 from api.deps import Principal, get_state, log_access, require
 from api.responses import API_ERRORS, errors
+from api.schemas import Instant
 from engine.registry.bulk import BulkBusy, BulkError, BulkInterrupted, BulkLoad, claim, describe_files, release, run_report
 
 log = logging.getLogger("carepath.api")
@@ -78,9 +78,9 @@ class BulkRunOut(BaseModel):
     facts_updated: int
     facts_unchanged: int
     resumed: int
-    started_at: dt.datetime
-    updated_at: dt.datetime
-    finished_at: dt.datetime | None = None
+    started_at: Instant
+    updated_at: Instant
+    finished_at: Instant | None = None
     error: str | None = None
     files: list[BulkFileOut]
     refusals_shown: int

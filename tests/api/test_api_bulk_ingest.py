@@ -67,3 +67,10 @@ def test_bulk_ingest_refusals(fresh_api):
     twice = parts[:1] + parts[:1]
     assert api.post("/ingest/bulk", user="admin", files=twice).status_code == 422
     assert api.get("/ingest/bulk/424242", user="admin").status_code == 404
+
+
+def test_bulk_run_times_are_utc_instants(fresh_api):
+    api = fresh_api
+    run = api.post("/ingest/bulk", user="admin", files=ndjson_parts(small_export(1))).json()
+    done = wait_done(api, run["id"])
+    assert done["started_at"].endswith("Z") and done["finished_at"].endswith("Z")
