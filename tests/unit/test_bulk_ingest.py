@@ -53,8 +53,9 @@ def small_export(n: int = 5) -> list[dict]:
                      clinicalStatus="http://terminology.hl7.org/CodeSystem/condition-clinical|active") for i in range(n)]
     out += [resource("Observation", f"o{i}", patient=f"p{i}", code="sct|999791000000106", status="final",
                      effectiveDateTime="2026-06-01", valueQuantity=qty(50 + i, "mmol/mol")) for i in range(n)]
+    # Dapagliflozin 5mg / Metformin 1g tablets (VMP): NHSDRUG:SGLT2IDRUG_COD:3a85b29e (shared/reference/codes/pcd-2026-12)
     out += [resource("MedicationRequest", f"m{i}", patient=f"p{i}", status="active", intent="order",
-                     medicationCodeableConcept="dmd|325278007", authoredOn="2026-05-01") for i in range(n)]
+                     medicationCodeableConcept="dmd|24054611000001100", authoredOn="2026-05-01") for i in range(n)]
     return out
 
 
