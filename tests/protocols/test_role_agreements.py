@@ -18,9 +18,9 @@ import pytest
 from protocol_cases import load_cases
 
 from engine.calendar import parse_response
-from engine.evaluate.evaluator import Options, evaluate
-from engine.protocols.agreements import load_agreement, resolve
-from engine.protocols.library import load_library, version_key
+from engine.evaluation.evaluator import Options, evaluate
+from engine.language.agreements import load_agreement, resolve
+from engine.language.library import load_library, version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = ROOT / "protocols"
@@ -172,7 +172,7 @@ def test_urgent_community_response_runs_round_the_clock():
 def test_a_deadline_on_a_bank_holiday_moves_to_the_last_opening_time_before_it():
     # ACR 70: the 6-week clinical limit from Friday 20 November 2026 16:00 is New Year's Day 16:00, a bank holiday;
     # with 40 working days agreed (a test agreement) the clinical limit is the earlier and moves to 31 December 18:30
-    from engine.protocols.agreements import Assign
+    from engine.language.agreements import Assign
     central = copy.deepcopy(GENERATIONS["1.1.0"][0])
     entry = next(a for a in central.assigns if a.target == "rule:acr-70-or-more")
     central.assigns = [Assign(**{**entry.__dict__, "respond": {"routine": parse_response("40 working days")}})]
