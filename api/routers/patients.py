@@ -14,6 +14,7 @@ from api.responses import API_ERRORS, errors
 from api.schemas import (NHS_PATTERN, CarePlanOut, DataProblemOut, DiffOut, FlagOut, PatientListItem, PatientOut, PatientPage,
                          PlainCarePlanOut, PlainItem, PlainSection, ProtocolPlanOut, ShortText, TaskOut)
 from api.views import flag_out, name_of, patient_out, task_out
+from engine import metrics
 from engine.app.service import EvaluationFailed, record_failure, reevaluate
 from engine.registry.pending import open_problems, pending_seq
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow, patient_tasks_query
@@ -188,6 +189,7 @@ def reevaluate_patient(request: Request, nhs_number: str = NHS, who: Principal =
             diff, _ = reevaluate(s, nhs_number, state.library, as_of=now.date(), now=now)
         except EvaluationFailed as failed:  # this patient's data problem: recorded on them, answered, never a 500
             s.rollback()
+            metrics.EVALUATIONS.labels("data-problem").inc()
             record_failure(s, failed, now)
             log_access(state, request, who, "write", "reevaluate", patients=[nhs_number], session=s,
                        detail={"data_problem": failed.message})
@@ -196,6 +198,7 @@ def reevaluate_patient(request: Request, nhs_number: str = NHS, who: Principal =
         log_access(state, request, who, "write", "reevaluate", patients=[nhs_number], session=s,
                    detail={"opened": len(diff.tasks_opened), "closed": len(diff.tasks_closed)})
         s.commit()
+    metrics.EVALUATIONS.labels("evaluated").inc()
     return DiffOut(**diff.as_dict())
 
 
