@@ -61,7 +61,7 @@ def evaluate(bundle: Path = typer.Option(..., "--bundle", help="FHIR R4 Bundle (
              engine: str = typer.Option("durable", "--engine", help="durable (rule engine) or python (reference)")):
     """Evaluate the protocols in force against the records in a FHIR bundle."""
     from engine.evaluation.evaluator import Options, evaluate as run
-    from engine.records.fhir_import import BundleError, import_bundle
+    from engine.records.fhir.bundle import BundleError, import_bundle
 
     ref = _date(as_of, "--as-of") or dt.date.today()
     lib = _library(protocols)
@@ -147,7 +147,7 @@ def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference da
     demo patients' care plans and worklist."""
     from engine.synthetic.demo import demo_records
     from engine.evaluation.evaluator import evaluate as run
-    from engine.records.fhir_import import export_patient_bundle
+    from engine.records.fhir.export import export_patient_bundle
 
     ref = _date(as_of, "--as-of") or dt.date.today()
     lib = _library(protocols)
@@ -199,7 +199,7 @@ def ingest(files: list[Path] = typer.Argument(None, help="FHIR R4 Bundle JSON fi
     --ndjson a bad line is refused and reported (file, line, reason) while the rest loads; a killed
     load resumes where it stopped when run again with the same files. Exit 1 if anything was refused."""
     from engine.app.service import reevaluate_many
-    from engine.records.fhir_import import BundleError
+    from engine.records.fhir.common import BundleError
     from engine.registry.db import database_url as default_url, make_engine, upgrade
     from engine.registry.ingest import IngestError, ingest_fhir_bundle
 

@@ -33,7 +33,7 @@ from api.schemas import DataProblemOut, DiffOut, IngestOut, PatientChangeOut, Re
 from api.security import ADMIN
 from engine import metrics
 from engine.app.service import DrainResult, Drainer, drain, pending_patients
-from engine.records.fhir_import import BundleError, import_bundle
+from engine.records.fhir.bundle import BundleError, import_bundle
 from engine.records.model import PatientRecord
 from engine.registry.ingest import IngestError, IngestSummary, content_hash_of, ingest_records
 from engine.registry.tables import IngestBatch, PatientRow

@@ -122,7 +122,7 @@ def run_kit(kit_dir: Path | str, protocols_dir: Path | str = DEFAULT_PROTOCOLS, 
 
 def _precompute_batch(kit_dir: Path, cases: list[Path], proto: Protocol, km: KitMeasure) -> None:
     from engine.engines.duckdb.batch import precompute
-    from engine.records.fhir_import import BundleError, import_bundle
+    from engine.records.fhir.bundle import BundleError, import_bundle
 
     by_period: dict[tuple, list] = {}
     for c in cases:
@@ -143,7 +143,7 @@ def _precompute_batch(kit_dir: Path, cases: list[Path], proto: Protocol, km: Kit
 
 def run_case(kit: str, case_dir: Path, proto: Protocol, measure: Measure, km: KitMeasure,
              engine: str = "durable") -> CaseResult:
-    from engine.records.fhir_import import BundleError, import_bundle
+    from engine.records.fhir.bundle import BundleError, import_bundle
 
     exp_data = json.loads((case_dir / "expected.json").read_text(encoding="utf-8"))
     # a kit without exceptions (CMS122, CMS165) publishes no denominator-exception count: 0
@@ -156,7 +156,7 @@ def run_case(kit: str, case_dir: Path, proto: Protocol, measure: Measure, km: Ki
         return res
     try:
         # a test case's bundle is one patient's record: a resource whose subject names no resource of
-        # the bundle is that patient's (fhir_import single_patient, with a warning)
+        # the bundle is that patient's (import_bundle single_patient, with a warning)
         imported = import_bundle(json.loads((case_dir / "bundle.json").read_text(encoding="utf-8")),
                                  source_system=f"{kit}/{case_dir.name}", single_patient=True)
     except (BundleError, json.JSONDecodeError, OSError) as e:

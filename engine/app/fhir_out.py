@@ -17,7 +17,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 
 from engine.evaluation.outputs import ProtocolResult
-from engine.records.fhir_import import NHS_NUMBER_SYSTEM, ODS_SYSTEM
+from engine.records.fhir.common import NHS_NUMBER_SYSTEM, ODS_SYSTEM
 from engine.registry.outputs import FlagRow, TaskEventRow, TaskRow
 from engine.registry.tables import PatientRow
 

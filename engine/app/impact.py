@@ -59,7 +59,7 @@ def load_population(spec: str, as_of: dt.date) -> Iterator[PatientRecord]:
 
 
 def _bundle(path: Path) -> Iterator[PatientRecord]:
-    from engine.records.fhir_import import BundleError, import_bundle
+    from engine.records.fhir.bundle import BundleError, import_bundle
     try:
         result = import_bundle(json.loads(path.read_text(encoding="utf-8")), source_system=path.stem)
     except (json.JSONDecodeError, BundleError) as e:

@@ -19,7 +19,7 @@ How it goes:
    of each patient whose resources refer to them, as the bundle importer uses them).
 3. **Load**, patient by patient in patient-id order: the patient's lines are read back (by offset)
    into one collection Bundle and turned into a record by the bundle importer
-   (engine/records/fhir_import.py `import_bundle`, the same reader as `POST /ingest/fhir`). A resource
+   (engine/records/fhir/bundle.py `import_bundle`, the same reader as `POST /ingest/fhir`). A resource
    the importer refuses (a `BundleError` pointing at its entry) is refused with its file, line and
    reason and the patient is imported without it; a refused Patient refuses its whole group. A
    patient with no line in `Patient.ndjson` (an incremental export) is matched to the registry by
@@ -64,8 +64,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Field, Session, SQLModel, select
 
-from engine.records.fhir_import import (BUILDERS, ID_SOURCE, NHS_NUMBER_SYSTEM, PATIENT_REF, SUPPORTING_TYPES, BundleError,
-                                        _ref_key, import_bundle)
+from engine.records.fhir.bundle import PATIENT_REF, READERS, SUPPORTING_TYPES, import_bundle
+from engine.records.fhir.common import ID_SOURCE, NHS_NUMBER_SYSTEM, BundleError, _ref_key
 from engine.registry.ingest import IngestError, IngestSummary, ingest_records
 from engine.registry.tables import PatientRow, PatientSourceId, _fk, _json, _when, utcnow
 
@@ -415,7 +415,7 @@ class BulkLoad:
             stats["supporting"] += 1
             if isinstance(rid, str) and rid:
                 index.db.execute("INSERT OR IGNORE INTO support VALUES (?, ?, ?, ?, ?)", (f"{rtype}/{rid}", fi, lineno, offset, length))
-        elif rtype not in BUILDERS:
+        elif rtype not in READERS:
             stats["unsupported"] += 1
         else:
             ref = res.get(PATIENT_REF.get(rtype, "subject"))

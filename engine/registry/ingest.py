@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
 
-from engine.records.fhir_import import ImportResult, import_bundle
+from engine.records.fhir.bundle import ImportResult, import_bundle
 from engine.records.model import TRUSTED, Fact, Patient, PatientRecord, Sex
 from engine.registry import pending
 from engine.registry.outputs import PatientEvaluationRow

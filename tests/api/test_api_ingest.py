@@ -9,7 +9,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from engine.synthetic.demo import demo_records
-from engine.records.fhir_import import export_patient_bundle
+from engine.records.fhir.export import export_patient_bundle
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry.outputs import FlagRow, TaskRow
 from engine.registry.tables import FactRow, IngestBatch, PatientRow

@@ -84,7 +84,7 @@ def test_batch_engine_over_the_whole_kit_fires_what_the_per_patient_engine_fires
     from engine.engines.derive import Context
     from engine.evaluation.evaluator import fired_conditions
     from engine.engines.duckdb.columnar import load_records
-    from engine.records.fhir_import import import_bundle
+    from engine.records.fhir.bundle import import_bundle
 
     kit_dir, (km, proto, measure) = _kit(kit)
     records, periods = [], set()

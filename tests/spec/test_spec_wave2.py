@@ -38,7 +38,7 @@ def test_body_site_filters_left_and_right(spec, engine_name):
 
 
 def test_importer_keeps_body_site_of_conditions_and_procedures():
-    from engine.records.fhir_import import import_bundle
+    from engine.records.fhir.bundle import import_bundle
     site = {"coding": [{"system": SNOMED, "code": "24028007"}]}
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
         {"fullUrl": "urn:uuid:p", "resource": {"resourceType": "Patient", "id": "p", "birthDate": "1960-01-01"}},

@@ -254,7 +254,7 @@ ACE_COD_ROWS = """code,term,source
 
 def _demo_bundles(folder: Path) -> None:
     """Three hypertension patients as FHIR bundles: 139/85 (moves with a 135 threshold), 150/95, 128/76."""
-    from engine.records.fhir_import import export_patient_bundle
+    from engine.records.fhir.export import export_patient_bundle
     from engine.records.model import Fact, Patient, PatientRecord
 
     def person(nhs, sbp, dbp):

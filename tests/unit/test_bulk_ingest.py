@@ -16,7 +16,7 @@ from cli.main import app as cli
 from engine.synthetic.demo import demo_records
 from engine.app.service import drain
 from engine.language.library import load_library
-from engine.records.fhir_import import export_patient_bundle
+from engine.records.fhir.export import export_patient_bundle
 from engine.registry import bulk
 from engine.registry.bulk import BulkBusy, BulkInterrupted, BulkLoad, describe_files, load_ndjson, ndjson_files, run_report
 from engine.registry.ingest import load_record

@@ -8,12 +8,10 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 
-from engine.records.fhir_import import (
-    BundleError,
-    export_patient_bundle,
-    import_bundle,
-    pseudo_nhs_number,
-)
+from engine.records.fhir.bundle import import_bundle
+from engine.records.fhir.common import BundleError
+from engine.records.fhir.export import export_patient_bundle
+from engine.records.fhir.patient import pseudo_nhs_number
 from engine.records.model import CareSetting, Coding, ExceptionType, Fact, FactKind, Patient, PatientRecord, Sex
 from engine.records.nhs_number import check_digit, is_valid_nhs_number
 from fhirbuild import ODS, bundle, cc, ext, patient, qty, ref, resource

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from engine.records.fhir_import import import_bundle
+from engine.records.fhir.bundle import import_bundle
 from fhirbuild import bundle, patient, resource
 
 

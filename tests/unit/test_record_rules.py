@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from engine.synthetic.demo import demo_records
 from engine.synthetic.generate import generate
-from engine.records.fhir_import import BundleError, export_patient_bundle, import_bundle
+from engine.records.fhir.bundle import import_bundle
+from engine.records.fhir.common import BundleError
+from engine.records.fhir.export import export_patient_bundle
 from engine.records.model import (FUTURE_TOLERANCE, TRUSTED, Coding, Fact, Patient, PatientRecord, real_now)
 
 TODAY = real_now().date()
@@ -94,7 +96,7 @@ def _entry(b: dict, rtype: str) -> int:
     ("Observation", "effectiveDateTime", "0001-01-01T00:00:00+00:00"),
     ("Observation", "effectiveDateTime", "9999-12-31T00:00:00+00:00"),
 ])
-def test_the_fhir_importer_refuses_with_a_pointer(rtype, element, value):
+def test_the_fhir_reader_refuses_with_a_pointer(rtype, element, value):
     b = _bundle()
     i = _entry(b, rtype)
     b["entry"][i]["resource"][element] = value
@@ -103,7 +105,7 @@ def test_the_fhir_importer_refuses_with_a_pointer(rtype, element, value):
     assert exc.value.pointer.startswith(f"/entry/{i}/resource/{element}"), exc.value
 
 
-def test_the_fhir_importer_refuses_a_coding_with_control_characters():
+def test_the_fhir_reader_refuses_a_coding_with_control_characters():
     b = _bundle()
     i = _entry(b, "Observation")
     bad = copy.deepcopy(b)

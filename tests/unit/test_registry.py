@@ -12,7 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlmodel import Session, SQLModel, func, select
 
-from engine.records.fhir_import import BundleError
+from engine.records.fhir.common import BundleError
 from engine.records.model import Coding, Fact, Patient, PatientRecord
 from engine.registry import db
 from engine.registry.ingest import IngestError, ingest_fhir_bundle, ingest_records, iter_records, load_record
