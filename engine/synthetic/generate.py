@@ -364,6 +364,8 @@ class _Person:
                          exc="invited-no-response")
         if self.dm or self.hyp:
             self.cardiovascular()
+        if not self.dm and (self.hyp or self.hf or self.af):
+            self.kidney_bloods()
         if self.hf:
             self.heart_failure()
         if self.af:
@@ -433,6 +435,23 @@ class _Person:
                           status="final")
         if self.chance(0.05):  # statin declined (NG238; QOF DM034 exception)
             self.add_real("observation", "statin_declined", self.when(self.last_day - 700, self.last_day))
+
+    def kidney_bloods(self):
+        """Yearly U&E (eGFR, creatinine, potassium) for hypertension, heart failure and anticoagulation
+        (NG136, NG106, NG196): done for about 3 in 4 each year."""
+        rng = self.rng
+        base = min(120.0, max(10.0, rng.gauss(88 - 0.55 * max(self.age - 40, 0), 16)))
+        for y in range(3):
+            if not self.chance(0.75):
+                continue
+            t = self.when(self.last_day - 365 * (y + 1), self.last_day - 365 * y)
+            t = (t[0], 600)
+            eg = round(max(5.0, base - 1.5 * (2 - y) + rng.gauss(0, 4)))
+            self.lab("egfr", t, float(eg), "mL/min/{1.73_m2}")
+            self.lab("creat", t, float(round(max(40.0, 7000 / max(eg, 5)))), "umol/L")
+            if self.chance(0.8):
+                self.add_real("observation", "potassium", t, round(rng.gauss(4.4, 0.4), 1), "mmol/L",
+                              source="pathology-lims", status="final")
 
     def heart_failure(self):
         rng = self.rng
