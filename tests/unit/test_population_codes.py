@@ -94,3 +94,18 @@ def test_every_new_measure_has_a_non_zero_numerator(tmp_path):
                 zero.append(f"{p['protocol']} {m}")
             assert v["denominator"] > 0, f"{p['protocol']} {m}: empty denominator"
     assert not zero, zero
+
+
+def test_demo_patients_use_published_codes():
+    from engine.synthetic.demo import demo_records
+
+    published = _codes(True)
+    legacy_only = set()
+    for f in LEGACY_ONLY:
+        with (VALUESETS / f).open(newline="", encoding="utf-8-sig") as fh:
+            legacy_only |= {r["code"].strip() for r in csv.DictReader(fh)}
+    for rec in demo_records(dt.date(2026, 12, 6)):
+        for f in rec.facts:
+            for c in f.codes:
+                assert c.system != SYN, (f.id, c.code)
+                assert c.code in published or c.code in legacy_only, (f.id, c.code)
