@@ -412,11 +412,13 @@ class _Person:
         d = max(self.start_day, since or self.start_day) + self.r() * step
         attrs = ORDER
         last = self.last_day if until is None else min(until, self.last_day)
+        r, facts, prefix = self.r, self.facts, f"gp-{self.nhs}-"
         while d <= last:
-            if self.r() < 0.92:  # some issues are not collected / not requested
-                self.add("medication", code, (int(d), 480 + int(self.r() * 600)), system=system, status="active", attrs=attrs,
-                         extra=extra)
-            d += step * (0.8 + 0.4 * self.r())
+            if r() < 0.92:  # some issues are not collected / not requested (rows as self.add writes them)
+                self.n += 1
+                facts.append([prefix + str(self.n), "medication", system, code, (int(d), 480 + int(r() * 600)), None, None,
+                              None, "active", "gp-system", "gp", None, None, attrs, extra])
+            d += step * (0.8 + 0.4 * r())
 
     # -- conditions read by the protocol versions in force from 2027-04-01 (published codes) --
     def cardiovascular(self):
@@ -452,6 +454,8 @@ class _Person:
             if self.chance(0.8):
                 self.add_real("observation", "potassium", t, round(rng.gauss(4.4, 0.4), 1), "mmol/L",
                               source="pathology-lims", status="final")
+            if self.chance(0.55 if eg < 60 else 0.3):  # urine ACR (NG203: yearly in CKD; NG136 at diagnosis)
+                self.lab("acr", self.when(t[0], t[0] + 30), round(rng.lognormvariate(math.log(1.5), 1.0), 1), "mg/mmol")
 
     def heart_failure(self):
         rng = self.rng
