@@ -354,7 +354,8 @@ def docs(paths: list[Path] = typer.Argument(None, help="Protocol files or folder
          as_of: Optional[str] = typer.Option(None, "--as-of", help="Date for 'in force' and role agreements (default today)")):
     """A protocol as a readable summary for clinicians: who is on it, what is due when, who does it (by
     locality, from the role agreements), what triggers escalation, how it is audited, with evidence."""
-    from engine.app.docs import render, render_agreement, render_index
+    from engine.app.docs import render_agreement, render_index
+    from engine.app.review_doc import render_review as render
     from engine.language.library import load_library, version_key
 
     ref = _date(as_of, "--as-of") or dt.date.today()

@@ -25,7 +25,8 @@ FOOT = "401191002"
 FOOT_ACTIVE = "371087003"
 BMI = "60621009"
 SMOKING_NEVER = "266919005"
-RETINAL = "390735004"
+RETINAL = "390735004"  # retscreen_local.csv: no published RETSCREN_COD copy (t2dm 1.2.0 declares the cluster)
+EMERGENCY_ADMISSION = "183452005"  # Emergency hospital admission: emergency_admission.csv (and the older clinical_local.csv)
 MOD_FRAIL = "925831000000107"
 DECLINED = "716031000000106"
 
@@ -67,7 +68,7 @@ def demo_records(as_of: dt.date) -> list[PatientRecord]:
           _fact("p2-frail", "observation", MOD_FRAIL, ago(months=8)),
           *annual_checks("p2-2026", ago(months=4), 70, 156, 78, egfr=27),
           _fact("p2-ret", "procedure", RETINAL, ago(months=5), source="desp"),
-          _fact("p2-adm", "encounter", "32485007", ago(months=2), setting="acute", source="acute-pas")]),
+          _fact("p2-adm", "encounter", EMERGENCY_ADMISSION, ago(months=2), setting="acute", source="acute-pas")]),
         # 3. Well controlled, everything done: all met, goals achieved.
         (Patient(nhs_number="9876543210", birth_date=dt.date(1970, 1, 30), sex="female", practice="A81001",
                  locality="central", mdt="central-1", given_name="Sarah", family_name="Jones"),

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.records.nhs_number import check_digit
+from engine.synthetic import realcodes
 
 VALUESETS = Path(__file__).resolve().parents[2] / "protocols" / "valuesets"
 SCT = "http://snomed.info/sct"
@@ -64,10 +65,13 @@ ENC_COMMUNITY = "308335008"  # Patient encounter procedure (community nursing vi
 ENC_MH = "1109421000000105"  # Mental health contact (used for mental-health service contacts)
 ENC_SOCIAL = "416038001"  # Social care assessment
 PULSE = "78564009"       # Pulse rate
+# Medicines: dm+d codes from the published lists (engine/synthetic/realcodes.py), the older synthetic code as
+# a second coding. Metformin, amlodipine and tiotropium have no list in the pack: synthetic codes only (no
+# protocol version in force from 2027-04-01 reads them).
 METFORMIN = ("metformin", "Metformin (synthetic code)")
-ANTIHYPERTENSIVES = ("amlodipine", "ramipril", "indapamide", "losartan")  # synthetic codes
-HF_MEDS = ("bisoprolol", "furosemide", "dapagliflozin")  # synthetic codes
-COPD_INHALERS = ("tiotropium-inhaler", "ics-laba-inhaler")  # synthetic codes
+ANTIHYPERTENSIVES = ("amlodipine", "ramipril", "indapamide", "losartan")
+HF_MEDS = ("bisoprolol", "furosemide")
+COPD_INHALERS = ("tiotropium-inhaler", "ics-laba-inhaler")
 ORDER = {"intent": "order"}
 _PREFIX = {"gp-system": "gp", "pathology-lims": "lab", "acute-pas": "pas", "community-ehr": "com", "mental-health": "mh",
            "social-care": "sc", "desp": "desp"}
@@ -103,7 +107,8 @@ def codes() -> dict[str, tuple[str, ...]]:
     return {
         "dm_t2": t2, "dm_t1": t1, "dm_res": codelist("dmres_cod.csv"),
         "hba1c": codelist("ifcchbam_cod.csv"), "sbp": codelist("sysbp_cod.csv"), "dbp": codelist("diabp_cod.csv"),
-        "chol": codelist("cholesterol_local.csv"), "creat": codelist("creatinine_local.csv"), "egfr": codelist("egfr.csv"),
+        # the published CHOL2_COD / CRE_COD codes that the older local lists hold too
+        "chol": realcodes.real("cholesterol"), "creat": realcodes.real("creatinine"), "egfr": codelist("egfr.csv"),
         "acr": codelist("urine_acr.csv"), "bmi": codelist("bmival_cod.csv"),
         "smok_current": codelist("smoking_status.csv", "status", ("current",)),
         "smok_ex": codelist("smoking_status.csv", "status", ("ex",)),
@@ -239,12 +244,26 @@ class _Person:
         return (lo + int(r() * (hi - lo + 1)), hours[0] * 60 + int(r() * (hours[1] - hours[0]) * 60))
 
     def add(self, kind: str, code: str, start: dt.datetime, value=None, unit=None, *, system=SCT, source="gp-system",
-            setting="gp", status=None, end=None, exc=None, value_codes=None, attrs=None) -> list:
+            setting="gp", status=None, end=None, exc=None, value_codes=None, attrs=None, extra=None) -> list:
+        """A fact row; `extra`: further codings ((system, code), ...) after the first."""
         self.n += 1
         f = [f"{_PREFIX.get(source, 'x')}-{self.nhs}-{self.n}", kind, system, code, start, end, value, unit, status, source, setting,
-             exc, value_codes, attrs]
+             exc, value_codes, attrs, extra]
         self.facts.append(f)
         return f
+
+    def add_real(self, kind: str, concept: str, start, value=None, unit=None, code: str | None = None, **kw) -> list:
+        """A fact coded from a published list (realcodes.REAL), with the older coding second (realcodes.LEGACY)."""
+        if code is None:
+            c = realcodes.real(concept)
+            code = c[int(self.r() * len(c))]
+        return self.add(kind, code, start, value, unit, extra=realcodes.legacy(concept, code), **kw)
+
+    def repeats_real(self, concept: str, per_year: float, since: int | None = None, until: int | None = None):
+        """Repeat prescriptions of one product (dm+d, published list) of `concept`."""
+        c = realcodes.real(concept)
+        code = c[int(self.r() * len(c))]
+        self.repeats(code, per_year, system=DMD, since=since, until=until, extra=realcodes.legacy(concept, code))
 
     def pick(self, key: str) -> str:
         c = self.C[key]
@@ -274,8 +293,11 @@ class _Person:
         self.asthma = self.chance(0.08 if age < 18 else 0.06)
         p_dep = 0 if age < 18 else 0.15 if age < 55 else 0.11
         self.depression = self.chance(p_dep * (0.8 + 0.3 * dep))
+        # atrial fibrillation (NICE CKS: about 2.5 % of all ages in England, rising steeply with age)
+        p_af = 0.001 if age < 50 else 0.01 if age < 65 else 0.05 if age < 75 else 0.10 if age < 85 else 0.16
+        self.af = self.chance(p_af * (1.3 if self.hyp or self.hf else 1.0))
         self.smoker = "current" if self.chance(0.13 * dep) else "ex" if self.chance(0.25 if age > 40 else 0.08) else "never"
-        conditions = [x for x in (self.dm, self.hyp, self.hf, self.copd, self.asthma, self.depression) if x]
+        conditions = [x for x in (self.dm, self.hyp, self.hf, self.copd, self.asthma, self.depression, self.af) if x]
         self.deceased = None
         p_death = 0.0005 if age < 50 else 0.004 if age < 70 else 0.02 if age < 80 else 0.06 if age < 90 else 0.15
         if self.chance(p_death * (1 + 0.3 * len(conditions))):
@@ -314,38 +336,56 @@ class _Person:
                      end=_plus(t, 60 * rng.randint(1, 9)), attrs=EMER)
         for _ in range(_poisson(rng, (0.02 + 0.004 * age) * 3 * (1 + 0.6 * len(conditions)))):
             t = self.when(hi=self.last_day, hours=(0, 24))
-            self.add("encounter", ENC_ADMIT, t, source="acute-pas", setting="acute", status="finished",
-                     end=_plus(t, 1440 * rng.randint(1, 14)), attrs=IMP)
+            if self.chance(0.7):  # about 70 % of admissions are emergencies (published code; in the older list too)
+                self.add_real("encounter", "emergency_admission", t, source="acute-pas", setting="acute",
+                              status="finished", end=_plus(t, 1440 * rng.randint(1, 14)), attrs=IMP)
+            else:
+                self.add("encounter", ENC_ADMIT, t, source="acute-pas", setting="acute", status="finished",
+                         end=_plus(t, 1440 * rng.randint(1, 14)), attrs=IMP)
         # long-term conditions
         if self.dm:
             self.diabetes()
         if self.hyp:
             onset = self.condition("hyp", years=12, review=None)
             for code in rng.sample(ANTIHYPERTENSIVES, 1 + (self.r() < 0.4)):
-                self.repeats(code, 12, since=onset[0])
+                if code == "amlodipine":  # no published calcium-channel blocker list in the pack
+                    self.repeats(code, 12, since=onset[0])
+                else:
+                    self.repeats_real(code, 12, since=onset[0])
+            if self.chance(0.015):
+                self.add_real("condition", "hyp_res", self.when(onset[0] + 1, self.last_day))
+            if self.chance(0.02):
+                self.add("exception", realcodes.real("hyp_max")[0], self.when(self.last_day - 300, self.last_day),
+                         exc="unsuitable")
+            if self.chance(0.04):  # invited twice, no answer (QOF personalised care adjustment)
+                first = self.when(self.last_day - 300, self.last_day - 60)
+                self.add("exception", self.pick("hyp_invite"), first, exc="invited-no-response")
+                self.add("exception", self.pick("hyp_invite"), self.when(first[0] + 14, first[0] + 60),
+                         exc="invited-no-response")
+        if self.dm or self.hyp:
+            self.cardiovascular()
+        if not self.dm and (self.hyp or self.hf or self.af):
+            self.kidney_bloods()
         if self.hf:
-            onset = self.condition("hf", years=6, review="med_review")
-            for code in HF_MEDS:
-                self.repeats(code, 12, since=onset[0])
-            for _ in range(_poisson(rng, 4)):
-                self.add("encounter", ENC_COMMUNITY, self.when(hi=self.last_day), source="community-ehr",
-                         setting="community", status="finished")
+            self.heart_failure()
+        if self.af:
+            self.atrial_fibrillation()
         if self.copd:
             onset = self.condition("copd", years=8, review="copd_review")
-            self.repeats(rng.choice(COPD_INHALERS), 8, since=onset[0])
+            inhaler = rng.choice(COPD_INHALERS)
+            if inhaler == "tiotropium-inhaler":  # no published LAMA list in the pack
+                self.repeats(inhaler, 8, since=onset[0])
+            else:
+                self.repeats_real(inhaler, 8, since=onset[0])
+            if self.chance(0.06):
+                self.add_real("encounter", "copd_admission", self.when(onset[0], self.last_day), source="acute-pas",
+                              setting="acute", status="finished", attrs=IMP)
+            if self.chance(0.01):
+                self.add_real("condition", "copd_res", self.when(onset[0] + 1, self.last_day))
         if self.asthma:
-            self.condition("asthma", years=20, review="asthma_review")
-            for y in range(3):
-                for _ in range(_poisson(rng, 2.5)):
-                    self.add("medication", SALBUTAMOL[0], self.when(), system=SYN, status="active",
-                             attrs=ORDER)
+            self.asthma_care()
         if self.depression:
-            self.condition("depression", years=5, review=None)
-            if self.r() < 0.6:
-                self.repeats(ANTIDEPRESSANT[0], 10, since=self.last_day - int(self.r() * 900))
-            for _ in range(_poisson(rng, 2)):
-                self.add("encounter", ENC_MH, self.when(hi=self.last_day), source="mental-health",
-                         setting="mental-health", status="finished")
+            self.depression_care()
         if (self.hyp or self.dm or self.hf) and age >= 40 and self.chance(0.6):
             self.repeats(self.pick("statin"), 12, system=DMD)
         if age >= 65:
@@ -365,15 +405,151 @@ class _Person:
                 wrong[8] = "entered-in-error"
                 self.facts.append(wrong)
 
-    def repeats(self, code: str, per_year: float, system: str = SYN, since: int | None = None):
+    def repeats(self, code: str, per_year: float, system: str = SYN, since: int | None = None, until: int | None = None,
+                extra=None):
         """Repeat prescriptions: issues every 365/per_year days (with jitter) from `since` to the last day."""
         step = 365 / per_year
         d = max(self.start_day, since or self.start_day) + self.r() * step
         attrs = ORDER
-        while d <= self.last_day:
-            if self.r() < 0.92:  # some issues are not collected / not requested
-                self.add("medication", code, (int(d), 480 + int(self.r() * 600)), system=system, status="active", attrs=attrs)
-            d += step * (0.8 + 0.4 * self.r())
+        last = self.last_day if until is None else min(until, self.last_day)
+        r, facts, prefix = self.r, self.facts, f"gp-{self.nhs}-"
+        while d <= last:
+            if r() < 0.92:  # some issues are not collected / not requested (rows as self.add writes them)
+                self.n += 1
+                facts.append([prefix + str(self.n), "medication", system, code, (int(d), 480 + int(r() * 600)), None, None,
+                              None, "active", "gp-system", "gp", None, None, attrs, extra])
+            d += step * (0.8 + 0.4 * r())
+
+    # -- conditions read by the protocol versions in force from 2027-04-01 (published codes) --
+    def cardiovascular(self):
+        """Established CVD (CHD, stroke, TIA, PAD: QOF DM035 lists), QRISK3, statin declined, antiplatelets."""
+        age = self.age
+        self.cvd = age >= 45 and self.chance(0.04 + 0.004 * (age - 45))
+        if self.cvd:
+            kind = self.rng.choices(["chd", "stroke", "tia", "pad"], [55, 22, 12, 11])[0]
+            self.add_real("condition", kind, self.when(self.start_day - 365 * 5, self.last_day), status="active",
+                          attrs=CONFIRMED)
+            if self.chance(0.75):
+                self.repeats_real("aspirin", 12)
+        elif 40 <= age < 85 and self.chance(0.55):  # QRISK3 every few years (NG238)
+            self.add_real("observation", "qrisk", self.when(self.last_day - 3 * 365, self.last_day),
+                          round(min(60.0, self.rng.lognormvariate(math.log(8 + 0.6 * max(age - 40, 0)), 0.5)), 1), "%",
+                          status="final")
+        if self.chance(0.05):  # statin declined (NG238; QOF DM034 exception)
+            self.add_real("observation", "statin_declined", self.when(self.last_day - 700, self.last_day))
+
+    def kidney_bloods(self):
+        """Yearly U&E (eGFR, creatinine, potassium) for hypertension, heart failure and anticoagulation
+        (NG136, NG106, NG196): done for about 3 in 4 each year."""
+        rng = self.rng
+        base = min(120.0, max(10.0, rng.gauss(88 - 0.55 * max(self.age - 40, 0), 16)))
+        for y in range(3):
+            if not self.chance(0.75):
+                continue
+            t = self.when(self.last_day - 365 * (y + 1), self.last_day - 365 * y)
+            t = (t[0], 600)
+            eg = round(max(5.0, base - 1.5 * (2 - y) + rng.gauss(0, 4)))
+            self.lab("egfr", t, float(eg), "mL/min/{1.73_m2}")
+            self.lab("creat", t, float(round(max(40.0, 7000 / max(eg, 5)))), "umol/L")
+            if self.chance(0.8):
+                self.add_real("observation", "potassium", t, round(rng.gauss(4.4, 0.4), 1), "mmol/L",
+                              source="pathology-lims", status="final")
+            if self.chance(0.55 if eg < 60 else 0.3):  # urine ACR (NG203: yearly in CKD; NG136 at diagnosis)
+                self.lab("acr", self.when(t[0], t[0] + 30), round(rng.lognormvariate(math.log(1.5), 1.0), 1), "mg/mmol")
+
+    def heart_failure(self):
+        rng = self.rng
+        onset = self.condition("hf", years=6, review="med_review")
+        if self.chance(0.5):  # HFrEF: left ventricular systolic dysfunction on echo (HFLVSD_COD)
+            self.add_real("condition", "hf_lvsd", self.when(onset[0], onset[0] + 60), status="active")
+        for concept in HF_MEDS:
+            self.repeats_real(concept, 12, since=onset[0])
+        raas = rng.choices(["ramipril", "losartan", "sacubitril", None], [55, 20, 12, 13])[0]
+        if raas:
+            self.repeats_real(raas, 12, since=onset[0])
+        if self.chance(0.4):
+            self.repeats_real("spironolactone", 12, since=onset[0])
+        if self.chance(0.35):
+            self.repeats_real("dapagliflozin", 12, since=max(onset[0], self.last_day - 700))
+        for y in range(3):
+            if self.chance(0.75):
+                t = self.when(self.last_day - 365 * (y + 1), self.last_day - 365 * y)
+                self.add_real("observation", "potassium", t, round(rng.gauss(4.4, 0.45), 1), "mmol/L",
+                              source="pathology-lims", status="final")
+            if self.chance(0.6):
+                self.add_real("observation", "weight", self.when(self.last_day - 365 * (y + 1), self.last_day - 365 * y),
+                              round(rng.gauss(84, 16), 1), "kg", status="final")
+        if self.chance(0.01):
+            self.add_real("condition", "hf_res", self.when(onset[0] + 1, self.last_day))
+        for _ in range(_poisson(rng, 4)):
+            self.add("encounter", ENC_COMMUNITY, self.when(hi=self.last_day), source="community-ehr",
+                     setting="community", status="finished")
+
+    def atrial_fibrillation(self):
+        rng = self.rng
+        onset = self.condition("af", years=10, review=None, real=True)
+        anticoag = rng.choices(["apixaban", "warfarin", None], [72, 12, 16])[0]
+        if anticoag:
+            self.repeats_real(anticoag, 12, since=onset[0])
+        elif self.chance(0.3):
+            self.repeats_real("aspirin", 12, since=onset[0])
+        for y in range(3):
+            if self.chance(0.6):
+                self.add_real("observation", "haemoglobin",
+                              self.when(self.last_day - 365 * (y + 1), self.last_day - 365 * y),
+                              round(rng.gauss(135, 15)), "g/L", source="pathology-lims", status="final")
+
+    def asthma_care(self):
+        """QOF AST005 / AST007: inhalers in the last 12 months; a review with ACT, exacerbations and plan."""
+        rng = self.rng
+        onset = self.condition("asthma", years=20, review=None)
+        for _ in range(_poisson(rng, 7.5)):
+            self.add_real("medication", "salbutamol-inhaler", self.when(), system=DMD, status="active", attrs=ORDER)
+        if self.chance(0.7):
+            self.repeats_real("beclometasone-inhaler", 6)
+        for y in range(3):
+            if not self.chance(0.7):
+                continue
+            t = self.when(self.last_day - 365 * (y + 1), self.last_day - 365 * y)
+            self.add("procedure", self.pick("asthma_review"), t, status="completed")
+            if self.chance(0.8):
+                self.add_real("observation", "act" if self.age >= 12 else "acq", t, float(rng.randint(10, 25)),
+                              status="final")
+            if self.chance(0.8):
+                self.add_real("observation", "asthma_exacerbations", t, float(min(6, _poisson(rng, 0.5))),
+                              status="final")
+            if self.chance(0.7):
+                self.add_real("procedure", "asthma_plan", t, status="completed")
+            if 12 <= self.age <= 19 and self.chance(0.6):  # QOF AST008: smoking status of young people
+                self.smoking(t)
+        for _ in range(_poisson(rng, 0.3)):
+            self.add_real("medication", "prednisolone", self.when(), system=DMD, status="active", attrs=ORDER)
+        if self.chance(0.01):
+            self.add_real("encounter", "asthma_admission", self.when(), source="acute-pas", setting="acute",
+                          status="finished", attrs=IMP)
+        if self.chance(0.02):
+            self.add_real("condition", "asthma_res", self.when(onset[0] + 1, self.last_day))
+
+    def depression_care(self):
+        """A new episode gets a review 10-56 days after diagnosis (QOF DEP003) for most; antidepressants."""
+        rng = self.rng
+        onset = self.condition("depression", years=5, review=None)
+        if self.chance(0.7):
+            t = self.when(onset[0] + 10, onset[0] + 56)
+            if t[0] <= self.last_day:
+                self.add_real("procedure", "depression_review", t, status="completed")
+        if self.r() < 0.6:
+            self.repeats_real(rng.choice(["sertraline", "sertraline", "mirtazapine"]), 10,
+                              since=max(onset[0], self.last_day - int(self.r() * 900)))
+        if self.chance(0.35):
+            self.add_real("referral", "iapt_referral", self.when(onset[0], onset[0] + 30), status="active")
+        if self.chance(0.04):
+            self.add_real("observation", "self_harm_risk", self.when(onset[0], self.last_day))
+        if self.chance(0.08):
+            self.add_real("condition", "depression_res", self.when(onset[0] + 180, self.last_day))
+        for _ in range(_poisson(rng, 2)):
+            self.add("encounter", ENC_MH, self.when(hi=self.last_day), source="mental-health",
+                     setting="mental-health", status="finished")
 
     def bp(self, t: dt.datetime, target: bool, high: float = 0.0):
         sbp = self.rng.gauss(138 if target else 124, 15) + high
@@ -384,9 +560,12 @@ class _Person:
     def smoking(self, t: dt.datetime):
         self.add("observation", self.pick({"current": "smok_current", "ex": "smok_ex", "never": "smok_never"}[self.smoker]), t)
 
-    def condition(self, key: str, years: int, review: str | None):
+    def condition(self, key: str, years: int, review: str | None, real: bool = False):
         onset = self.when(max(self.birth_ord + 365 * 2, self.as_of.toordinal() - 365 * years), self.last_day)
-        self.add("condition", self.pick(key), onset, status="active", attrs=CONFIRMED)
+        if real:
+            self.add_real("condition", key, onset, status="active", attrs=CONFIRMED)
+        else:
+            self.add("condition", self.pick(key), onset, status="active", attrs=CONFIRMED)
         if review:
             for y in range(3):
                 if self.chance(0.7):
@@ -401,8 +580,11 @@ class _Person:
         onset = self.when(onset_lo, self.last_day)
         self.add("condition", self.pick("dm_t1" if type1 else "dm_t2"), onset, status="active",
                  attrs=CONFIRMED)
-        if onset[0] > self.as_of.toordinal() - 365 and self.chance(0.5):
-            self.add("referral", self.pick("education"), self.when(onset[0], onset[0] + 200), status="active")
+        if onset[0] > self.as_of.toordinal() - 365 * 2 and self.chance(0.6):  # structured education (NG28, DM014)
+            ref = self.when(onset[0], onset[0] + 200)
+            self.add_real("referral", "education_referral", ref, status="active")
+            if self.chance(0.5):
+                self.add_real("procedure", "education_attended", self.when(ref[0] + 14, ref[0] + 120), status="completed")
         if self.chance(0.01):  # resolved (remission coded as resolved), sometimes re-coded later
             res = self.when(onset[0] + 200, self.last_day)
             self.add("condition", self.pick("dm_res"), res, status="active")
@@ -423,6 +605,11 @@ class _Person:
             self.repeats(hypo_code, 12, since=onset[0])
         if not type1:
             self.repeats(METFORMIN[0], 12, since=onset[0])
+            # SGLT2 inhibitors (NG28 / NG203): about a quarter on type 2 treatment, more with kidney disease
+            if self.chance(0.55 if egfr_base < 60 or acr_base >= 3 else 0.2):
+                self.repeats_real("dapagliflozin", 12, since=max(onset[0], self.last_day - 900))
+        if acr_base >= 3 and not self.hyp and self.chance(0.7):  # ACE inhibitor / ARB for albuminuria (NG203)
+            self.repeats_real(rng.choice(["ramipril", "lisinopril", "losartan"]), 12, since=onset[0])
         for y in range(3):  # care-process years, most recent first
             hi = self.last_day - 365 * y
             lo = max(hi - 364, onset[0])
@@ -495,6 +682,13 @@ class _Person:
                      self.when(self.start_day - 365 * 3, self.last_day))
         efi = deficits / 36
         cat = "fit" if efi <= 0.12 else "mild" if efi <= 0.24 else "moderate" if efi <= 0.36 else "severe"
+        if self.chance(0.45):  # the eFI the GP system calculates, recorded (EFI_COD)
+            self.add_real("observation", "efi_score", self.when(self.last_day - 330, self.last_day), round(min(efi, 1.0), 2),
+                          status="final")
+        if self.chance(0.08):
+            self.add_real("observation", "carer", self.when())
+        elif self.chance(0.05):
+            self.add_real("observation", "not_carer", self.when())
         if cat != "fit" and self.chance(0.65):
             self.add("observation", self.pick(f"frail_{cat}"), self.when(self.last_day - 700, self.last_day))
         if cat in ("moderate", "severe"):
@@ -556,8 +750,11 @@ def generate(n: int, seed: int = 1, as_of: dt.date | None = None, start: int = 0
     for i in range(start, start + n):
         p = person(i, seed, as_of)
         facts = []
-        for fid, kind, system, code, st, end, value, unit, status, source, setting, exc, vcodes, attrs in p.facts:
-            facts.append(Fact(id=fid, kind=kind, codes=[{"system": system, "code": code}], start=_dt(st),
+        for fid, kind, system, code, st, end, value, unit, status, source, setting, exc, vcodes, attrs, extra in p.facts:
+            codings = [{"system": system, "code": code}]
+            if extra:
+                codings += [{"system": s, "code": c} for s, c in extra]
+            facts.append(Fact(id=fid, kind=kind, codes=codings, start=_dt(st),
                               end=_dt(end) if end else None, value=value,
                               unit=unit, status=status, source_system=source, care_setting=setting, exception_type=exc,
                               value_codes=vcodes or [], attrs=attrs or {}))
@@ -583,10 +780,14 @@ def person_rows(pid: int, p: _Person, null=None):
 
     facts, codings, attrs = [], [], []
     cache = _attr_templates(null)
-    for seq, (fid, kind, system, code, st, end, value, unit, status, source, setting, exc, vcodes, fattrs) in enumerate(p.facts):
+    for seq, (fid, kind, system, code, st, end, value, unit, status, source, setting, exc, vcodes, fattrs,
+              extra) in enumerate(p.facts):
         facts.append((pid, seq, fid, kind, system, code, _ts(st), null if end is None else _ts(end),
                       null if value is None else value, null if unit is None else unit,
                       null if status is None else status, source, setting, null if exc is None else exc))
+        if extra:
+            for i, (s, c) in enumerate(extra, start=1):
+                codings.append((pid, seq, "code", i, s, c))
         if vcodes:
             for i, c in enumerate(vcodes):
                 codings.append((pid, seq, "value_code", i, c["system"], c["code"]))
