@@ -117,9 +117,9 @@ LEGACY: dict[str, tuple[str, str]] = {
     "iapt_referral": (SYN, "talking-therapies-referral"),
     "statin_declined": (SYN, "statin-declined"),
     "education_attended": (SYN, "structured-education-attended"),
-    # t2dm 1.0.0 / 1.1.0 read the structured-education referral from education_local.csv (an unverified code
-    # the clinical review found to be wrong); kept as the second coding only, so those versions still count it
-    "education_referral": (SCT, "755621000000101"),
+    # Not "education_referral": t2dm 1.0.0 / 1.1.0 read the referral as 755621000000101, which the clinical
+    # review found is a contraceptive-implant code. The generator never writes it: those versions count no
+    # education referrals on synthetic data (the error is theirs; 1.2.0 reads DSEP_COD).
 }
 
 
