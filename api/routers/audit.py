@@ -8,7 +8,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from api.state import AppState
-from engine.app.audit import AREA, aggregate, figures, stored_rows, take_snapshot, unit_of
+from engine.app.audit import AREA, figures, stored_rows, take_snapshot, unit_of
+from engine.app.audit_sql import live_figures
 from api.deps import Principal, get_state, log_access, require
 from api.responses import API_ERRORS, errors
 from api.schemas import AuditOut, DataProblemOut, DrillOut, DrillPatient, MeasureFigures, ShortText, SnapshotIn, SnapshotOut, TrendOut, TrendPoint
@@ -29,20 +30,18 @@ def measures(unit_kind: UnitKind = "practice", protocol: ShortText | None = None
              state: AppState = Depends(get_state)):
     """Every measure per unit: numerator, denominator, exclusions, rate (95% CI) and comparison with
     the area rate on funnel limits. Aggregates only: no patient is identified."""
-    with Session(state.engines.read) as s:
-        rows = stored_rows(s, protocol)
-    per_unit, area = aggregate(rows, unit_kind)
-    out = []
-    for key, c in sorted(per_unit.items()):
-        if (measure and c.measure != measure) or (unit and c.unit != unit):
-            continue
-        out.append(MeasureFigures(**figures(c, area.get(key[:2]))))
-    dates = [e.reference_date for _, e in rows]
-    with Session(state.engines.read) as s:  # aggregate only: how many patients' latest evaluation failed
+    with Session(state.engines.read) as s:  # SQL sums over the stored measures (engine.app.audit_sql)
+        live = live_figures(s, unit_kind, protocol)
+        # aggregate only: how many patients' latest evaluation failed
         problems = s.exec(select(func.count(func.distinct(DataProblemRow.patient_id)))
                           .where(DataProblemRow.resolved_at.is_(None))).one()
-    return AuditOut(unit_kind=unit_kind, patients=len({p.id for p, _ in rows}), evaluated_from=min(dates, default=None),
-                    evaluated_to=max(dates, default=None), rows=out, data_problems=problems)
+    out = []
+    for key, c in sorted(live.per_unit.items()):
+        if (measure and c.measure != measure) or (unit and c.unit != unit):
+            continue
+        out.append(MeasureFigures(**figures(c, live.area.get(key[:2]))))
+    return AuditOut(unit_kind=unit_kind, patients=live.patients, evaluated_from=live.evaluated_from,
+                    evaluated_to=live.evaluated_to, rows=out, data_problems=problems)
 
 
 def _group(m: dict) -> str:
@@ -62,7 +61,7 @@ def drill_down(request: Request, measure: str = Path(..., pattern=r"^[A-Za-z0-9.
     """The patients behind a measure's figures, within your scope. Auditors see pseudonyms, no names."""
     groups = set(group or ("numerator", "not-met", "excluded"))
     with Session(state.engines.read) as s:
-        rows = stored_rows(s, protocol)
+        rows = stored_rows(s, protocol, measure)
     found, out, proto_seen = False, [], None
     for p, e in rows:
         m = next((x for x in (e.result or {}).get("measures", []) if x["measure"] == measure), None)
