@@ -37,7 +37,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('patient_measure', schema=None) as batch_op:
         batch_op.create_index('ix_patient_measure_patient_protocol', ['patient_id', 'protocol'], unique=False)
-        batch_op.create_index('ix_patient_measure_protocol_measure', ['protocol', 'measure'], unique=False)
     from engine.registry.measure_results import backfill
 
     backfill(op.get_bind())
@@ -45,6 +44,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table('patient_measure', schema=None) as batch_op:
-        batch_op.drop_index('ix_patient_measure_protocol_measure')
         batch_op.drop_index('ix_patient_measure_patient_protocol')
     op.drop_table('patient_measure')
