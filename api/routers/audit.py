@@ -30,18 +30,34 @@ def measures(unit_kind: UnitKind = "practice", protocol: ShortText | None = None
              state: AppState = Depends(get_state)):
     """Every measure per unit: numerator, denominator, exclusions, rate (95% CI) and comparison with
     the area rate on funnel limits. Aggregates only: no patient is identified."""
+    return _measures(state, unit_kind, protocol, measure, unit)[0]
+
+
+def measures_with_area(unit_kind: UnitKind, protocol: str | None, who: Principal, state: AppState) -> tuple[AuditOut, AuditOut]:
+    """(figures per unit, figures for the area) from one aggregation: what the audit page shows (`measures`
+    for unit_kind and for the area, without summing the stored measures twice). The caller has checked that
+    `who` may read the audit (audit:read), as `measures` requires."""
+    return _measures(state, unit_kind, protocol, None, None, with_area=True)
+
+
+def _measures(state: AppState, unit_kind: str, protocol: str | None, measure: str | None, unit: str | None,
+              with_area: bool = False) -> tuple:
     with Session(state.engines.read) as s:  # SQL sums over the stored measures (engine.app.audit_sql)
         live = live_figures(s, unit_kind, protocol)
         # aggregate only: how many patients' latest evaluation failed
         problems = s.exec(select(func.count(func.distinct(DataProblemRow.patient_id)))
                           .where(DataProblemRow.resolved_at.is_(None))).one()
-    out = []
-    for key, c in sorted(live.per_unit.items()):
-        if (measure and c.measure != measure) or (unit and c.unit != unit):
-            continue
-        out.append(MeasureFigures(**figures(c, live.area.get(key[:2]))))
-    return AuditOut(unit_kind=unit_kind, patients=live.patients, evaluated_from=live.evaluated_from,
-                    evaluated_to=live.evaluated_to, rows=out, data_problems=problems)
+    kinds = [(unit_kind, live.per_unit)] + ([(AREA, {(*k, AREA): c for k, c in live.area.items()})] if with_area else [])
+    outs = []
+    for kind, per_unit in kinds:
+        out = []
+        for key, c in sorted(per_unit.items()):
+            if (measure and c.measure != measure) or (unit and c.unit != unit):
+                continue
+            out.append(MeasureFigures(**figures(c, live.area.get(key[:2]))))
+        outs.append(AuditOut(unit_kind=kind, patients=live.patients, evaluated_from=live.evaluated_from,
+                             evaluated_to=live.evaluated_to, rows=out, data_problems=problems))
+    return tuple(outs)
 
 
 def _group(m: dict) -> str:
