@@ -62,6 +62,8 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
         state.drainer = Drainer(engines.write, lambda: state.library, state.now)
         state.drainer.kick()
         yield
+        if getattr(state, "bulk_runner", None) is not None:
+            state.bulk_runner.stop()  # a bulk load stops between patients, resumable (api/bulk_ingest.py)
         state.drainer.stop()
         engines.dispose()
 
@@ -72,10 +74,16 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
     app.state.carepath = state
     # Size, depth and who-is-asking checks before any body is read (api/limits.py); no-store headers.
     app.add_middleware(RequestGuard, state=state, max_body=max_body, max_ingest=max_ingest, cookie_name=COOKIE_NAME)
+    # Outermost: counts and times every request by route template, the guard's refusals too (api/operations.py).
+    from api import operations
 
+    operations.metrics_token()  # a CAREPATH_METRICS_TOKEN too short to be a secret stops the start
+    app.add_middleware(operations.RequestMetrics, fastapi_app=app)
+
+    from api import bulk_ingest
     from api.routers import audit, auth, fhir, ingest, mdt, patients, protocols, users, worklists
 
-    for module in (auth, users, ingest, patients, worklists, mdt, audit, protocols, fhir):
+    for module in (auth, users, ingest, bulk_ingest, patients, worklists, mdt, audit, protocols, fhir, operations):
         app.include_router(module.router)
 
     from api.web import mount as mount_pages  # the Jinja2 web pages (/app, templates/): not part of the API schema
@@ -86,7 +94,8 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
 
     @app.get("/health", response_model=HealthOut, tags=["service"])
     def health():
-        """No login needed: is the service up, which database kind, which protocols are loaded."""
+        """Liveness, no login needed and no database query: is the service up, which database kind, which
+        protocols are loaded. Readiness (database reachable, schema migrated, backlog) is GET /ready."""
         lib = state.library
         return HealthOut(status="ok", database=engines.read.dialect.name, protocols=[p.key for p in lib.protocols],
                          protocol_problems=len(lib.errors))

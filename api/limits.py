@@ -8,7 +8,8 @@ For every HTTP request, in this order and before the application sees it:
    session cookie, checked against the server-side session (api/sessions.py). Otherwise: 401 (web
    pages under /app: 303 to the login page) at once; the body is never read.
 2. `Content-Length` above the limit: 413 at once. The limit is `CAREPATH_MAX_INGEST_BYTES`
-   (default 32 MiB) for `/ingest/...` and `CAREPATH_MAX_BODY_BYTES` (default 1 MiB) for the rest.
+   (default 32 MiB) for `/ingest/...`, `CAREPATH_MAX_BULK_BYTES` (default 1 GiB) for `/ingest/bulk` (NDJSON
+   files, spooled to disk) and `CAREPATH_MAX_BODY_BYTES` (default 1 MiB) for the rest.
 3. The body is counted as it streams in (chunked bodies have no Content-Length): past the limit,
    413 at once and the rest is not read.
 4. A JSON body (`application/json`, `...+json` or no content type) nested deeper than `CAREPATH_MAX_JSON_DEPTH`
@@ -31,6 +32,7 @@ from api import sessions
 MiB = 1024 * 1024
 DEFAULT_MAX_BODY = 1 * MiB
 DEFAULT_MAX_INGEST = 32 * MiB
+DEFAULT_MAX_BULK = 1024 * MiB  # POST /ingest/bulk: NDJSON files, spooled to disk (api/bulk_ingest.py)
 DEFAULT_MAX_JSON_DEPTH = 64
 
 PUBLIC_POSTS = ("/auth/token", "/auth/login", "/app/login")   # no session yet: these log in
@@ -99,8 +101,11 @@ class RequestGuard:
         self.max_body = max_body or _env_int("CAREPATH_MAX_BODY_BYTES", DEFAULT_MAX_BODY)
         self.max_ingest = max_ingest or _env_int("CAREPATH_MAX_INGEST_BYTES", DEFAULT_MAX_INGEST)
         self.max_json_depth = max_json_depth or _env_int("CAREPATH_MAX_JSON_DEPTH", DEFAULT_MAX_JSON_DEPTH)
+        self.max_bulk = _env_int("CAREPATH_MAX_BULK_BYTES", DEFAULT_MAX_BULK)
 
     def limit_for(self, path: str) -> int:
+        if path == "/ingest/bulk":
+            return self.max_bulk
         return self.max_ingest if path.startswith("/ingest/") else self.max_body
 
     async def __call__(self, scope, receive, send):

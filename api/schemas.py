@@ -310,7 +310,7 @@ class CarePlanOut(BaseModel):
 
 class PlainItem(BaseModel):
     what: str
-    status: Literal["done", "due", "overdue", "not-needed"]
+    status: Literal["done", "due", "overdue", "not-needed", "unknown"]
     text: str
 
 
@@ -396,6 +396,10 @@ class MeasureFigures(BaseModel):
     funnel95: tuple[float, float] | None = Field(default=None, description="Area rate +/- 1.96 SE at this unit's size")
     funnel998: tuple[float, float] | None = Field(default=None, description="Area rate +/- 3.09 SE at this unit's size")
     comparison: Literal["above", "below", "within", "no-data"] = "no-data"
+    cannot_determine: int = Field(0, description="Patients whose result cannot be determined because a codelist the "
+                                  "measure needs is declared but not supplied (carepath codelists import): left out "
+                                  "of every count above and of the rate")
+    missing_codelists: list[str] = Field(default_factory=list, description="The clusters not supplied, e.g. FOOTEXAM_COD")
 
 
 class AuditOut(BaseModel):
@@ -412,7 +416,7 @@ class DrillPatient(BaseModel):
     name: str | None = None
     practice: str | None
     mdt: str | None
-    group: Literal["numerator", "not-met", "excluded", "not-in-denominator"]
+    group: Literal["numerator", "not-met", "excluded", "not-in-denominator", "cannot-determine"]
     why: str
 
 

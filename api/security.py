@@ -38,6 +38,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "mdt:read": {CLINICAL_LEAD, MDT_MEMBER},
     "mdt:write": {CLINICAL_LEAD, MDT_MEMBER},
     "ingest": {CLINICAL_LEAD, PRACTICE_STAFF, ADMIN},
+    "ingest:bulk": {ADMIN},               # POST /ingest/bulk (NDJSON, any patient: the integration account)
     "audit:read": {CLINICAL_LEAD, PRACTICE_STAFF, AUDITOR},  # aggregates (no patient identifiers)
     "audit:drilldown": {CLINICAL_LEAD, PRACTICE_STAFF, AUDITOR},  # auditors get pseudonyms only
     "audit:snapshot": {CLINICAL_LEAD, AUDITOR},
@@ -47,6 +48,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "protocol:publish": {CLINICAL_LEAD},
     "users:manage": {ADMIN},
     "accesslog:read": {ADMIN, AUDITOR},
+    "metrics:read": {ADMIN},              # GET /metrics (or the CAREPATH_METRICS_TOKEN, api/operations.py)
 }
 
 from engine.app.passwords import DUMMY_HASH, hash_password, verify_password  # noqa: E402,F401

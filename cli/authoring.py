@@ -129,13 +129,17 @@ def draft(protocol: Path = typer.Argument(..., help="The protocol file to start 
     """Start a new version of a protocol: a draft copy `<id>@<version>.yaml` beside it (status: draft, so it
     is never in force until published), and a copy of its test cases pinned to the new version.
 
-    Then edit the draft, run `carepath test`, `carepath impact OLD NEW --population ...`, and `carepath publish`."""
+    Then edit the draft, run `carepath test`, `carepath impact OLD NEW --population ...`, and `carepath publish`.
+    A role agreement is drafted the same way (`<agreement id>@<version>.yaml` beside it, no test cases)."""
     from engine.app.cases import case_files
     from engine.language.errors import ProtocolError
-    from engine.language.library import load_library, version_key
+    from engine.language.library import _kind, load_library, version_key
     from engine.language.loader import load_protocol
     from engine.language.yamlsrc import SEMVER
 
+    if _kind(protocol) == "agreement":
+        _draft_agreement(protocol, bump, version)
+        return
     try:
         proto = load_protocol(protocol)
     except ProtocolError as e:
@@ -171,6 +175,36 @@ def draft(protocol: Path = typer.Argument(..., help="The protocol file to start 
                   f"{protocol} {target} --population var/demo-bundles; carepath publish {target}")
 
 
+def _draft_agreement(path: Path, bump: str, version: Optional[str]) -> None:
+    """`carepath draft` for a role agreement: the next version beside it, status draft (never in force until published)."""
+    from engine.language.agreements import load_agreement
+    from engine.language.errors import ProtocolError
+    from engine.language.library import load_library, version_key
+    from engine.language.yamlsrc import SEMVER
+
+    try:
+        ag = load_agreement(path)
+    except ProtocolError as e:
+        for p in e.problems:
+            err.print(str(p))
+        raise typer.Exit(2) from None
+    new = version or _bump(ag.version, bump)
+    if not SEMVER.match(new):
+        err.print(f"--version {new!r} is not a semantic version (MAJOR.MINOR.PATCH)")
+        raise typer.Exit(2)
+    latest = max((a for a in load_library([path.parent]).agreements if a.id == ag.id), key=lambda a: version_key(a.version))
+    if version_key(new) <= version_key(latest.version):
+        err.print(f"{ag.id} {new} is not newer than the latest version on file, {latest.version} ({latest.source})")
+        raise typer.Exit(2)
+    target = path.parent / f"{ag.id}@{new}.yaml"
+    if target.exists():
+        err.print(f"{target} already exists")
+        raise typer.Exit(2)
+    target.write_text(_set_line(_set_line(path.read_text(encoding="utf-8"), "version", new), "status", "draft"), encoding="utf-8")
+    console.print(f"wrote {target} ({ag.id} {new}, status: draft, copied from {ag.version})")
+    console.print(f"next: edit the draft; carepath validate {path.parent.parent}; carepath publish {target} --effective YYYY-MM-DD")
+
+
 def publish(file: Path = typer.Argument(..., help="The protocol (or role agreement) version to publish"),
             effective: Optional[str] = typer.Option(None, "--effective", help="Date it takes effect (YYYY-MM-DD); "
                                                     "default: the file's effective date"),
@@ -186,8 +220,8 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
     when = _date(today, "--today") or dt.date.today()
     eff = _date(effective, "--effective")
     kind = _kind(file)
-    if kind not in ("protocol", "agreement"):
-        err.print(f"{file}: not a protocol or role agreement")
+    if kind not in ("protocol", "agreement", "shared"):
+        err.print(f"{file}: not a protocol, role agreement or shared definitions file")
         raise typer.Exit(2)
     manifest = checks.find_manifest(file)
     root = manifest.parent if manifest else file.parent
@@ -210,17 +244,23 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
                     err.print(str(p))
             err.print(f"not published: {len(errors)} error(s) in the library (carepath validate {root})")
             raise typer.Exit(1)
-        items = lib.protocols if kind == "protocol" else lib.agreements
+        items = {"protocol": lib.protocols, "agreement": lib.agreements, "shared": lib.shared}[kind]
         item = next(x for x in items if Path(x.source).resolve() == file.resolve())
         entries = checks.read_manifest(manifest) if manifest else {}
         if item.key in entries:
             err.print(f"not published: {item.key} is already published ({entries[item.key].get('published')})")
             raise typer.Exit(1)
         newer = [x for x in items if x.id == item.id and version_key(x.version) >= version_key(item.version) and x is not item]
-        if newer:
+        if newer and kind != "shared":  # shared definitions are pinned by version: any order is fine
             err.print(f"not published: {item.id} already has version {max(x.version for x in newer)} on file")
             raise typer.Exit(1)
         if kind == "protocol":
+            from engine.language.shared import unpublished_uses
+            for u in unpublished_uses(item, manifest):
+                err.print(f"not published: {item.key} uses {u.id}@{u.version}, which is not published "
+                          f"(carepath publish {u.source})")
+            if unpublished_uses(item, manifest):
+                raise typer.Exit(1)
             files = case_files([file])
             if not files:
                 err.print(f"not published: no test cases name {item.key} (carepath draft copies them; see README)")
@@ -239,6 +279,10 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
     finally:
         if not ok:
             file.write_text(original, encoding="utf-8")
+    if kind == "shared":
+        console.print(f"published {item.key}; recorded in {root / checks.MANIFEST} (protocols pin it with "
+                      f"uses: [{item.use}])", markup=False)
+        return
     previous = [x for x in items if x.id == item.id and x is not item and x.status == "active"]
     console.print(f"published {item.key} (effective {item.effective}); recorded in {root / checks.MANIFEST}")
     if previous:

@@ -3,10 +3,13 @@
     carepath validate PATH...                      check protocol and role-agreement files
     carepath evaluate --bundle FILE [--as-of D]    care plan, tasks, flags, measures with why-lines
     carepath ingest FILE...                        load FHIR bundles into the registry (idempotent)
+    carepath ingest --ndjson DIR                   load FHIR Bulk Data NDJSON files (streamed, resumable)
     carepath demo                                  seed the demo registry and show a care plan
     carepath conformance KIT_DIR... [--protocols DIR] [--engine E|all] [--format json]   eCQM kits (N passed, M failed)
     carepath test | impact | docs | draft | publish  authoring (cli/authoring.py)
     carepath audit verify-log [--database-url URL]  check the access log's hash chain (exit 1 if broken)
+    carepath db current | upgrade | backup FILE     schema revision, migrations, SQLite backup (cli/ops.py)
+    carepath codelists list | import FILE --cluster NAME   site-supplied codelists (cli/codelists.py)
 """
 from __future__ import annotations
 
@@ -104,7 +107,7 @@ def render_evaluation(ev) -> None:
             console.print(f"  Tier {pr.tier.level}: {pr.tier.provenance.why}", highlight=False, markup=False)
         if pr.care_plan:
             t = Table("Activity", "Status", "Last done", "Next due", "Who", "Why", show_lines=False, expand=True)
-            colours = {"met": "green", "due": "yellow", "overdue": "red", "excepted": "cyan"}
+            colours = {"met": "green", "due": "yellow", "overdue": "red", "excepted": "cyan", "unknown": "magenta"}
             for i in pr.care_plan:
                 who = i.assigned.role + (f" ({i.assigned.provider})" if i.assigned.provider else "")
                 t.add_row(i.title, f"[{colours[i.status]}]{i.status}[/]", str(i.last_done or "—"), str(i.next_due or "—"),
@@ -129,6 +132,9 @@ def render_evaluation(ev) -> None:
             console.print(f"  Measure {m.measure}: {pops.strip()} — {m.provenance.why}", highlight=False, markup=False)
         for d in pr.data_problems:
             console.print(f"  [yellow]Data problem: {d}[/yellow]", highlight=False)
+        for c in pr.cannot_determine:  # a declared codelist not supplied (carepath codelists import)
+            if c.source.startswith(("rule:", "segment:", "tier:")):
+                console.print(f"  [magenta]Cannot determine[/magenta] {c.why}", highlight=False)
 
 
 @app.command()
@@ -173,25 +179,42 @@ def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference da
 
 
 @app.command()
-def ingest(files: list[Path] = typer.Argument(..., help="FHIR R4 Bundle JSON files"),
+def ingest(files: list[Path] = typer.Argument(None, help="FHIR R4 Bundle JSON files"),
+           ndjson: Optional[Path] = typer.Option(None, "--ndjson", metavar="DIR",
+                                                 help="A folder of FHIR Bulk Data NDJSON files (Patient.ndjson, "
+                                                      "Condition.ndjson ...): streamed, resumable (engine/registry/bulk.py)"),
+           force: bool = typer.Option(False, "--force", help="With --ndjson: load files again that a finished run loaded"),
+           evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
+                                         help="With --ndjson: evaluate the changed patients now (else the service's drain does)"),
            source_system: str = typer.Option("fhir", "--source-system",
                                              help="The feed the bundles come from (part of each fact's identity)"),
            database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL",
                                                       help="Registry database (default sqlite:///var/carepath.db)"),
            protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols"),
            as_of: Optional[str] = typer.Option(None, "--as-of", help="Re-evaluate as of this date (default today)")):
-    """Load FHIR bundles into the registry and re-evaluate the patients they touched.
+    """Load FHIR bundles (or, with --ndjson DIR, FHIR Bulk Data NDJSON files) into the registry and
+    re-evaluate the patients whose records changed.
 
-    Idempotent (the same bundle twice adds nothing); a bundle with an error changes nothing."""
+    Idempotent (the same bundle twice adds nothing); a bundle with an error changes nothing. With
+    --ndjson a bad line is refused and reported (file, line, reason) while the rest loads; a killed
+    load resumes where it stopped when run again with the same files. Exit 1 if anything was refused."""
     from engine.app.service import reevaluate_many
     from engine.records.fhir_import import BundleError
     from engine.registry.db import database_url as default_url, make_engine, upgrade
     from engine.registry.ingest import IngestError, ingest_fhir_bundle
 
+    if bool(files) == bool(ndjson):
+        err.print("give FHIR bundle files or --ndjson DIR (one of them)")
+        raise typer.Exit(2)
     lib = _library(protocols)
     engine = make_engine(database_url or default_url())
     upgrade(engine)
     ref = _date(as_of, "--as-of")
+    if ndjson:
+        from cli.bulk import run_ndjson
+
+        raise typer.Exit(run_ndjson(ndjson, engine, lib, source_system=source_system, as_of=ref, force=force,
+                                    console=console, err=err, evaluate=evaluate))
     now = dt.datetime.combine(ref, dt.time(9, 0)) if ref else None
     failed = 0
     for f in files:
@@ -297,6 +320,12 @@ from cli.audit_log import audit_app  # noqa: E402
 from cli.bench import bench_app  # noqa: E402
 from cli.population import population_cmds  # noqa: E402
 from cli.users import users_app  # noqa: E402
+from cli.ops import db_app  # noqa: E402  (carepath db current | upgrade | backup)
+
+app.add_typer(db_app, name="db")
+from cli.codelists import register as _register_codelists  # noqa: E402  (carepath codelists list / import)
+
+_register_codelists(app)
 
 app.add_typer(users_app, name="users")
 app.add_typer(bench_app, name="bench")

@@ -1,9 +1,12 @@
-"""Response-time clocks: working days skip weekends and England bank holidays; hours are wall-clock.
+"""Response-time clocks: working days skip weekends and England bank holidays; hours follow the provider.
 
 Working-day deadlines fall at the same time of day N working days later (a task raised on Friday
-with "1 working day" is due Monday, or Tuesday after a bank-holiday Monday). Hours are counted
-round the clock because urgent community services (2-hour UCR) run 08:00-20:00 seven days a week
-and escalate beyond that; their clock does not stop for weekends.
+with "1 working day" is due Monday, or Tuesday after a bank-holiday Monday). Hours count the
+provider's opening hours when its role agreement gives them (engine.opening_hours: a GP practice's
+4 hours from Friday 16:00 end on Monday 09:30); without opening hours, or for a 24/7 service
+(urgent community response, crisis team), hours are wall-clock and do not stop for weekends.
+Bank holidays are England's, which Wales shares (`holidays`, GB subdivision ENG, substitute days
+included).
 """
 from __future__ import annotations
 
@@ -14,13 +17,20 @@ from functools import lru_cache
 import holidays
 
 
+
 @lru_cache(maxsize=None)
 def _england(year: int):
     return holidays.country_holidays("GB", subdiv="ENG", years=[year])
 
 
+def is_bank_holiday(day: dt.date) -> bool:
+    """A bank holiday in England and Wales as gov.uk lists them: weekdays only (Christmas Day on a Saturday is
+    not one; its substitute Monday is)."""
+    return day.weekday() < 5 and day in _england(day.year)
+
+
 def is_working_day(day: dt.date) -> bool:
-    return day.weekday() < 5 and day not in _england(day.year)
+    return day.weekday() < 5 and not is_bank_holiday(day)
 
 
 def add_working_days(start: dt.datetime, n: int) -> dt.datetime:
@@ -38,8 +48,11 @@ class ResponseTime:
     amount: float
     unit: str  # hours | working days | days | weeks | months | years
 
-    def due_from(self, start: dt.datetime) -> dt.datetime:
+    def due_from(self, start: dt.datetime, hours=None) -> dt.datetime:
+        """The deadline `self` after `start`; hours count only the provider's open time when `hours` is given."""
         if self.unit == "hours":
+            if hours is not None:
+                return hours.add_hours(start, self.amount)
             return start + dt.timedelta(hours=self.amount)
         if self.unit == "working days":
             return add_working_days(start, int(self.amount))

@@ -21,7 +21,7 @@ from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=API_ERRORS)
 UnitKind = Literal["practice", "mdt", "locality", "area"]
-Group = Literal["numerator", "not-met", "excluded", "not-in-denominator"]
+Group = Literal["numerator", "not-met", "excluded", "not-in-denominator", "cannot-determine"]
 
 
 @router.get("/measures", response_model=AuditOut)
@@ -29,7 +29,9 @@ def measures(unit_kind: UnitKind = "practice", protocol: ShortText | None = None
              unit: ShortText | None = None, who: Principal = Depends(require("audit:read")),
              state: AppState = Depends(get_state)):
     """Every measure per unit: numerator, denominator, exclusions, rate (95% CI) and comparison with
-    the area rate on funnel limits. Aggregates only: no patient is identified."""
+    the area rate on funnel limits. Aggregates only: no patient is identified. Patients whose result cannot
+    be determined (a declared codelist not supplied) are left out of the counts and the rate and counted
+    in `cannot_determine`, with the `missing_codelists`."""
     return _measures(state, unit_kind, protocol, measure, unit)[0]
 
 
@@ -61,6 +63,8 @@ def _measures(state: AppState, unit_kind: str, protocol: str | None, measure: st
 
 
 def _group(m: dict) -> str:
+    if m.get("cannot_determine"):  # a codelist it needs is not supplied: neither met nor not met
+        return "cannot-determine"
     if not m.get("denominator"):
         return "not-in-denominator"
     if m.get("exclusion"):
@@ -75,7 +79,7 @@ def drill_down(request: Request, measure: str = Path(..., pattern=r"^[A-Za-z0-9.
                group: list[Group] | None = Query(None, description="Default: every group except not-in-denominator"),
                who: Principal = Depends(require("audit:drilldown")), state: AppState = Depends(get_state)):
     """The patients behind a measure's figures, within your scope. Auditors see pseudonyms, no names."""
-    groups = set(group or ("numerator", "not-met", "excluded"))
+    groups = set(group or ("numerator", "not-met", "excluded", "cannot-determine"))
     with Session(state.engines.read) as s:
         rows = stored_rows(s, protocol, measure)
     found, out, proto_seen = False, [], None

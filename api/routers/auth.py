@@ -11,6 +11,7 @@ from api.deps import Principal, current_user, get_state, log_access
 from api.responses import errors
 from api.schemas import TokenOut, UserOut
 from api.security import DUMMY_HASH, verify_password
+from engine import metrics
 from engine.registry.access import UserRow
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -27,6 +28,7 @@ def client_address(request: Request) -> str:
 
 def _throttled(state: AppState, request: Request, name: str, wait: float) -> HTTPException:
     seconds = throttle.retry_after(wait)
+    metrics.LOGIN_FAILURES.labels("throttled").inc()
     log_access(state, request, None, "login", "auth", status=429, detail={"result": "throttled", "retry_after": seconds},
                username=name)
     return HTTPException(status_code=429, headers={"Retry-After": str(seconds)},
@@ -46,6 +48,7 @@ def _authenticate(state: AppState, request: Request, username: str, password: st
         user = s.exec(select(UserRow).where(UserRow.username == name)).first()
     ok, rehash = verify_password(user.password_hash if user else DUMMY_HASH, password[:1000])
     if user is None or not ok or not user.active:
+        metrics.LOGIN_FAILURES.labels("refused").inc()
         log_access(state, request, None, "login", "auth", status=401, detail={"result": "refused"}, username=name)
         raise HTTPException(status_code=401, detail="wrong username or password", headers={"WWW-Authenticate": "Bearer"})
     now = state.now()

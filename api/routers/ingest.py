@@ -31,6 +31,7 @@ from api.deps import Principal, get_state, log_access, require
 from api.responses import API_ERRORS, errors
 from api.schemas import DataProblemOut, DiffOut, IngestOut, PatientChangeOut, RecordsIn
 from api.security import ADMIN
+from engine import metrics
 from engine.app.service import DrainResult, Drainer, drain, pending_patients
 from engine.records.fhir_import import BundleError, import_bundle
 from engine.records.model import PatientRecord
@@ -112,15 +113,18 @@ def _evaluate(state: AppState, delivery: set[str]) -> DrainResult:
 
 
 def _run(state: AppState, request: Request, who: Principal, records: list[PatientRecord], source: str,
-         content_hash: str, base: str, unsupported=None, skipped=None, warnings=()) -> IngestOut | JSONResponse:
+         content_hash: str, base: str, unsupported=None, skipped=None, warnings=(), way: str = "records") -> IngestOut | JSONResponse:
     refused = _check_scope(state, request, who, records, base)
     if refused is not None:
+        metrics.count_ingest(way, refused_records=len(records))
         return refused
     try:
         summary = _store(state, records, source, content_hash, unsupported, skipped)
     except IngestError as e:
+        metrics.count_ingest(way, refused_records=len(records))
         idx = next((i for i, r in enumerate(records) if r.patient.nhs_number == e.nhs_number), None)
         return _refuse(f"{base}/{idx}" if base and idx is not None else "", f"{e}; nothing stored")
+    metrics.count_ingest(way, summary)
     result = _evaluate(state, set(summary.patients))
     with Session(state.engines.read) as s:
         earlier = s.exec(select(IngestBatch.id).where(IngestBatch.content_hash == content_hash, IngestBatch.id < summary.batch_id)
@@ -158,14 +162,17 @@ def ingest_fhir(request: Request, bundle: dict[str, Any] = Body(..., description
     try:
         result = import_bundle(bundle, source_system=source_system)
     except BundleError as e:
+        metrics.count_ingest("fhir")
         return _refuse(e.pointer, f"{e.message}; nothing stored")
     except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:  # the importer choked on odd input
         log.warning("bundle import failed: %r", e)
+        metrics.count_ingest("fhir")
         return _refuse("", f"the bundle could not be read: {e}; nothing stored")
     if not result.records:
+        metrics.count_ingest("fhir")
         return _refuse("/entry", "the bundle holds no Patient carepath can use; nothing stored")
     return _run(state, request, who, result.records, f"{source_system}:api", content_hash_of(bundle), "",
-                result.unsupported, result.skipped, result.warnings)
+                result.unsupported, result.skipped, result.warnings, way="fhir")
 
 
 @router.post("/records", response_model=IngestOut, responses=BAD)
@@ -175,6 +182,7 @@ def ingest_batch(body: RecordsIn, request: Request, who: Principal = Depends(req
     seen: dict[str, int] = {}
     for i, rec in enumerate(body.records):
         if rec.patient.nhs_number in seen:
+            metrics.count_ingest("records", refused_records=len(body.records))
             return _refuse(f"/records/{i}/patient/nhs_number",
                            f"NHS number {rec.patient.nhs_number} also at /records/{seen[rec.patient.nhs_number]}: "
                            "send one record per patient; nothing stored")

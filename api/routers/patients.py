@@ -14,6 +14,7 @@ from api.responses import API_ERRORS, errors
 from api.schemas import (NHS_PATTERN, CarePlanOut, DataProblemOut, DiffOut, FlagOut, PatientListItem, PatientOut, PatientPage,
                          PlainCarePlanOut, PlainItem, PlainSection, ProtocolPlanOut, ShortText, TaskOut)
 from api.views import flag_out, name_of, patient_out, task_out
+from engine import metrics
 from engine.app.service import EvaluationFailed, record_failure, reevaluate
 from engine.registry.pending import open_problems, pending_seq
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow, patient_tasks_query
@@ -100,7 +101,7 @@ def _day(d: dt.date | None) -> str:
     return f"{d.day} {d:%B %Y}" if d else ""
 
 
-PLAIN_STATUS = {"met": "done", "due": "due", "overdue": "overdue", "excepted": "not-needed"}
+PLAIN_STATUS = {"met": "done", "due": "due", "overdue": "overdue", "excepted": "not-needed", "unknown": "unknown"}
 
 
 GP_PROVIDERS = {None, "", "gp-practice", "gp-practices"}
@@ -142,12 +143,14 @@ def plain_plan(p: PatientRow, plan: CarePlanOut, today: dt.date | None = None) -
                     text = "Overdue" + (f" since {_day(item.next_due)}" if item.next_due else "") + "."
                 text += f" Please contact {who} to arrange it." if who == "your GP practice" else \
                     f" {who[0].upper() + who[1:]} will invite you; if you have not heard from them, please tell your GP practice."
+            elif item.status == "unknown":  # the practice's records cannot show it yet (a codelist is not supplied)
+                text = "Your care team will check whether this is due."
             else:
                 text = "Not needed at the moment, as agreed with you. You can change your mind at any time."
             items.append(PlainItem(what=what, status=PLAIN_STATUS[item.status], text=text))
         goals = [_sentence(g.patient_text or g.title) + (": you are meeting this goal." if g.status == "achieved"
                                                          else ": not met yet; your care team will talk with you about it.")
-                 for g in pr.goals]
+                 for g in pr.goals if g.status != "unknown"]
         if not items and not goals:
             continue  # a register with nothing for the patient to do (e.g. risk stratification): no empty heading
         sections.append(PlainSection(title=f"Your {pr.title.lower()} plan" if pr.title else "Your care plan", items=items, goals=goals))
@@ -186,6 +189,7 @@ def reevaluate_patient(request: Request, nhs_number: str = NHS, who: Principal =
             diff, _ = reevaluate(s, nhs_number, state.library, as_of=now.date(), now=now)
         except EvaluationFailed as failed:  # this patient's data problem: recorded on them, answered, never a 500
             s.rollback()
+            metrics.EVALUATIONS.labels("data-problem").inc()
             record_failure(s, failed, now)
             log_access(state, request, who, "write", "reevaluate", patients=[nhs_number], session=s,
                        detail={"data_problem": failed.message})
@@ -194,6 +198,7 @@ def reevaluate_patient(request: Request, nhs_number: str = NHS, who: Principal =
         log_access(state, request, who, "write", "reevaluate", patients=[nhs_number], session=s,
                    detail={"opened": len(diff.tasks_opened), "closed": len(diff.tasks_closed)})
         s.commit()
+    metrics.EVALUATIONS.labels("evaluated").inc()
     return DiffOut(**diff.as_dict())
 
 

@@ -22,7 +22,8 @@ Short = Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9._-]*$"
 Measure = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 UNIT_NAMES = {"practice": "Practice", "mdt": "MDT", "locality": "Locality", "area": "Area"}
 UNIT_PLURALS = {"practice": "Practices", "mdt": "MDTs", "locality": "Localities", "area": "Area"}
-GROUP_NAMES = {"numerator": "Met", "not-met": "Not met", "excluded": "Excluded", "not-in-denominator": "Not in denominator"}
+GROUP_NAMES = {"numerator": "Met", "not-met": "Not met", "excluded": "Excluded", "not-in-denominator": "Not in denominator",
+               "cannot-determine": "Cannot determine (codelist not supplied)"}
 MAX_TREND_UNITS = 6
 
 
@@ -106,7 +107,7 @@ def snapshot_form(request: Request, as_of: str = Form(""), csrf_token_: str = Fo
 @router.get("/audit/{measure}/patients")
 def drill_page(request: Request, measure: Measure, protocol: Short = None,
                unit_kind: Literal["practice", "mdt", "locality", "area"] = "practice", unit: Short = None,
-               group: list[Literal["numerator", "not-met", "excluded", "not-in-denominator"]] | None = Query(None),
+               group: list[Literal["numerator", "not-met", "excluded", "not-in-denominator", "cannot-determine"]] | None = Query(None),
                who: Principal = Depends(page_user)):
     state = state_of(request)
     need(request, who, "audit:drilldown")

@@ -28,7 +28,8 @@ from engine.registry.tables import PatientRow
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
 Nhs = Annotated[str, Path(pattern=NHS_PATTERN)]
 Short = Annotated[str | None, Query(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")]
-STATUS_WORDS = {"met": "Done", "due": "Due", "overdue": "Overdue", "excepted": "Not needed (exception)"}
+STATUS_WORDS = {"met": "Done", "due": "Due", "overdue": "Overdue", "excepted": "Not needed (exception)",
+                "unknown": "Cannot tell (codelist not supplied)"}
 
 
 @router.get("/patients")

@@ -43,10 +43,16 @@ class Counts:
     numerator: int = 0
     exceptions: int = 0
     versions: set = field(default_factory=set)
+    cannot_determine: int = 0  # patients whose result needs a codelist the site has not supplied: not in the rate
+    missing_codelists: set = field(default_factory=set)
 
     def add(self, m: dict) -> None:
         """One stored measure result: a patient's booleans, or an episode measure's counts (a patient can
-        count several times, CMS22)."""
+        count several times, CMS22). A result that cannot be determined is counted apart, never as not met."""
+        if m.get("cannot_determine"):
+            self.cannot_determine += 1
+            self.missing_codelists.update(m["cannot_determine"])
+            return
         for name, value in step_counts(m).items():
             setattr(self, name, getattr(self, name) + value)
 
@@ -107,7 +113,8 @@ def figures(c: Counts, area: Counts | None) -> dict:
                exclusions=c.exclusions, exceptions=c.exceptions, numerator=c.numerator,
                rate=round(c.rate, 4) if c.rate is not None else None,
                ci95=wilson(c.numerator, c.eligible), area_rate=round(p0, 4) if p0 is not None else None,
-               funnel95=funnel(p0, c.eligible, Z95), funnel998=funnel(p0, c.eligible, Z998), comparison="no-data")
+               funnel95=funnel(p0, c.eligible, Z95), funnel998=funnel(p0, c.eligible, Z998), comparison="no-data",
+               cannot_determine=c.cannot_determine, missing_codelists=sorted(c.missing_codelists))
     if c.rate is not None and out["funnel95"]:
         lo, hi = out["funnel95"]
         out["comparison"] = "above" if c.rate > hi else "below" if c.rate < lo else "within"

@@ -5,8 +5,8 @@ store path (engine.registry.measure_results); the counts per unit are one GROUP 
 PostgreSQL alike, instead of decoding every stored evaluation's JSON in Python (`engine.app.audit.aggregate`
 over `stored_rows`, which gives the same figures: tests/unit/test_audit_sql.py).
 
-A (protocol, measure) whose patients' stored evaluations are of several versions lists every version;
-its title is that of the newest version.
+A (protocol, measure) whose patients' stored evaluations in a unit are of several versions lists every
+version; its title is that of the newest of them (one version: its title, as the per-patient computation).
 """
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def live_figures(s: Session, unit_kind: str, protocol: str | None = None) -> Liv
     if unit_kind not in UNIT_KINDS:
         raise ValueError(f"unknown unit kind {unit_kind!r}")
     m = PatientMeasureRow.__table__
-    sums = [sa.func.sum(m.c[name]).label(name) for name in STEPS]
-    keys = [m.c.protocol, m.c.measure, m.c.version, m.c.title]
+    sums = [sa.func.sum(m.c[name]).label(name) for name in (*STEPS, "cannot_determine")]
+    keys = [m.c.protocol, m.c.measure, m.c.version, m.c.title, m.c.missing_codelists]
     if unit_kind == AREA:
         q = sa.select(*keys, *sums)
         group = keys
@@ -59,23 +59,23 @@ def live_figures(s: Session, unit_kind: str, protocol: str | None = None) -> Liv
         q = q.where(m.c.protocol == protocol)
     per_unit: dict[tuple, Counts] = {}
     area: dict[tuple, Counts] = {}
-    newest: dict[tuple, tuple] = {}  # (protocol, measure) -> (version key, title) of its newest version
+    newest: dict[int, tuple] = {}  # id(Counts) -> (version key, title) of the newest version counted in it
     for row in s.execute(q.group_by(*group)).mappings():
         k = (row["protocol"], row["measure"])
         u = AREA if unit_kind == AREA else row["unit"]
         rank = (version_key(row["version"]), row["title"])
-        if k not in newest or rank > newest[k]:
-            newest[k] = rank
         for store, key, kind, unit_name in ((per_unit, (*k, u), unit_kind, u), (area, k, AREA, AREA)):
             c = store.get(key)
             if c is None:
                 c = store[key] = Counts(k[0], row["version"], k[1], row["title"], kind, unit_name)
+            if id(c) not in newest or rank > newest[id(c)]:
+                newest[id(c)] = rank
+                c.version, c.title = row["version"], row["title"]
             c.versions.add(row["version"])
-            for name in STEPS:
+            for name in (*STEPS, "cannot_determine"):
                 setattr(c, name, getattr(c, name) + int(row[name] or 0))
-    for c in (*per_unit.values(), *area.values()):  # title and version of the newest version
-        c.version = max(c.versions, key=version_key)
-        c.title = newest[(c.protocol, c.measure)][1]
+            if row["missing_codelists"]:
+                c.missing_codelists.update(row["missing_codelists"].split(","))
     e = PatientEvaluationRow.__table__
     q = sa.select(sa.func.count(sa.distinct(e.c.patient_id)), sa.func.min(e.c.reference_date), sa.func.max(e.c.reference_date))
     if protocol:

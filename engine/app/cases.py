@@ -33,6 +33,12 @@ Run by `carepath test protocols/` and by the default test run (tests/protocols/)
           tier: tier id | none                   # stratification protocols
           score: number | missing
           segments: [segment id, ...]            # exactly these
+          cannot_determine: [id, ...]            # exactly these activity / goal / rule / measure / segment / tier
+                                                 # ids (or `population`, `score`) cannot be determined for
+                                                 # the patient: a declared codelist is not supplied ([] = none)
+
+Every key is checked: a key this file does not know (a misspelt `expct:` or `on_registr:`) is an error
+with its file:line, never silently ignored.
 
 A failing case says what was expected and what came out, and the why-lines of what it checked.
 """
@@ -56,6 +62,18 @@ TASK_FIELDS = ("kind", "priority", "raised_at", "due")
 ASSIGN_FIELDS = ("provider", "team", "role", "response", "agreement")
 MEASURE_FIELDS = ("initial_population", "denominator", "exclusion", "numerator")
 SUFFIXES = (".tests.yaml", ".tests.yml")
+
+# the keys a case file may use, at each level (anything else is an error with file:line)
+FILE_KEYS = ("protocol", "agreements", "defaults", "codes", "cases")
+DEFAULTS_KEYS = ("as_of", "patient")
+CASE_KEYS = ("name", "as_of", "version", "patient", "facts", "expect")
+FACT_KEYS = ("code", "date", "value", "unit", "kind", "status", "setting", "system", "end", "attrs")
+EXPECT_KEYS = ("deceased", "on_register", "register_why", "care_plan", "no_care_plan", "tasks", "no_tasks", "flags",
+               "no_flags", "goals", "measures", "rules_fired", "rules_not_fired", "tier", "score", "segments",
+               "cannot_determine")
+CARE_PLAN_KEYS = ("status", "last_done", "next_due", "why", "evidence")
+TASK_KEYS = ("title", "why") + TASK_FIELDS + ASSIGN_FIELDS
+MEASURE_KEYS = MEASURE_FIELDS + ("exception", "why")
 
 
 class CaseFileError(ValueError):
@@ -203,6 +221,58 @@ def _code(proto, codes: dict[str, str], f: dict) -> tuple[str, str]:
     return str(f.get("system", "snomed")), raw
 
 
+def _line(node, key=None) -> int:
+    """The 1-based line of a mapping's key (or of the node itself) in a round-trip YAML document."""
+    lc = getattr(node, "lc", None)
+    if lc is None:
+        return 0
+    if key is not None:
+        try:
+            return lc.key(key)[0] + 1
+        except (KeyError, TypeError, AttributeError):
+            pass
+    return lc.line + 1
+
+
+def _known(path: Path, node, allowed, what: str) -> None:
+    """Refuse a key `node` (a mapping) does not allow, with its file:line and the nearest known key."""
+    if not isinstance(node, dict):
+        return
+    from engine.language.errors import suggest
+    for k in node:
+        if str(k) not in allowed:
+            hint = suggest(str(k), list(allowed))
+            raise CaseFileError(f"{path}:{_line(node, k)}: unknown key {str(k)!r} in {what}"
+                                + (f"; did you mean {hint!r}?" if hint else "") + f" (known: {', '.join(allowed)})")
+
+
+def check_keys(path: Path, data) -> None:
+    """Every key of a case file is one `carepath test` knows (module doc): a misspelt key fails here."""
+    _known(path, data, FILE_KEYS, "the case file")
+    _known(path, data.get("defaults"), DEFAULTS_KEYS, "defaults")
+    for c in data.get("cases") or []:
+        if not isinstance(c, dict):
+            raise CaseFileError(f"{path}:{_line(c)}: a case should be a mapping (name:, facts:, expect:)")
+        name = c.get("name", "?")
+        _known(path, c, CASE_KEYS, f"case {name!r}")
+        for f in c.get("facts") or []:
+            if not isinstance(f, dict):
+                raise CaseFileError(f"{path}:{_line(c, 'facts')}: case {name!r}: a fact should be a mapping (code:, date:, ...)")
+            _known(path, f, FACT_KEYS, f"a fact of case {name!r}")
+        exp = c.get("expect")
+        if exp is None:
+            continue
+        if not isinstance(exp, dict):
+            raise CaseFileError(f"{path}:{_line(c, 'expect')}: case {name!r}: expect should be a mapping")
+        _known(path, exp, EXPECT_KEYS, f"expect of case {name!r}")
+        for want in (exp.get("care_plan") or {}).values():
+            _known(path, want, CARE_PLAN_KEYS, f"a care_plan expectation of case {name!r}")
+        for want in exp.get("tasks") or []:
+            _known(path, want, TASK_KEYS, f"a task expectation of case {name!r}")
+        for want in (exp.get("measures") or {}).values():
+            _known(path, want, MEASURE_KEYS, f"a measure expectation of case {name!r}")
+
+
 def load_cases(path: str | Path) -> CaseFile:
     path = Path(path)
     try:
@@ -211,6 +281,7 @@ def load_cases(path: str | Path) -> CaseFile:
         raise CaseFileError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict) or "protocol" not in data or "cases" not in data:
         raise CaseFileError(f"{path}: a case file needs 'protocol:' and 'cases:'")
+    check_keys(path, data)
     base = path.parent
     proto, versions = _resolve_protocol(base, str(data["protocol"]), path)
     agreements = [load_agreement(base / a) for a in data.get("agreements") or []]
@@ -367,7 +438,7 @@ def run_case(cf: CaseFile, case: Case, engine: str = "durable") -> Outcome:
                     "denominator": dict(initial_population=True, denominator=True, exclusion=False, numerator=False),
                     "excluded": dict(denominator=True, exclusion=True, numerator=False),
                     "out": dict(denominator=False, numerator=False)}[want]
-        for k in MEASURE_FIELDS:
+        for k in MEASURE_FIELDS + ("exception",):
             if k in want:
                 need(getattr(m, k) == want[k], f"measure {mid}: expected {k} {want[k]}, got {getattr(m, k)} ({m.provenance.why})")
         texts(f"measure {mid} why", m.provenance.why, want.get("why"))
@@ -388,6 +459,12 @@ def run_case(cf: CaseFile, case: Case, engine: str = "durable") -> Outcome:
         got = [s.segment for s in res.segments]
         need(sorted(got) == sorted(exp["segments"] or []), f"segments: expected {sorted(exp['segments'] or [])}, got {sorted(got)}")
 
+    if "cannot_determine" in exp:
+        got = sorted({c.id for c in res.cannot_determine})
+        wanted = sorted({str(x).split(":", 1)[1] if ":" in str(x) else str(x) for x in exp["cannot_determine"] or []})
+        need(got == wanted, f"cannot_determine: expected {wanted}, got {got}")
+        why += [f"cannot determine {c.source}: {c.why}" for c in res.cannot_determine]
+
     if "rules_fired" in exp or "rules_not_fired" in exp:
         ctx = Context.as_of(case.as_of, proto.period)
         keys, _ = fired_conditions(case.record, proto, ctx, engine)
@@ -399,6 +476,10 @@ def run_case(cf: CaseFile, case: Case, engine: str = "durable") -> Outcome:
         for rid in exp.get("rules_not_fired") or []:
             need(rid in known, f"rule {rid!r} is not in the protocol")
             need(rid not in rules, f"rule {rid!r}: expected not to fire, fired")
+        undetermined = {c.id for c in res.cannot_determine if c.source == f"rule:{c.id}"}
+        for rid in list(exp.get("rules_fired") or []) + list(exp.get("rules_not_fired") or []):
+            need(rid not in undetermined, f"rule {rid!r} cannot be determined (a codelist it needs is not supplied): "
+                                          f"list it under cannot_determine")
         for t in res.tasks:
             if t.kind != "activity":
                 why.append(f"task {t.title!r}: {t.provenance.why}")

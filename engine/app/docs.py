@@ -4,6 +4,8 @@ the evidence behind each line. Used by `carepath docs`.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import datetime as dt
 from collections import defaultdict
 
@@ -90,6 +92,8 @@ def _assignments(proto, target: str, default_role: str, agreements) -> list[str]
             a = r.assign
             resp = ", ".join(f"{k} {v}" for k, v in a.respond.items())
             key = f"{a.role_for(default_role)} - {a.team + ', ' if a.team else ''}{a.provider} ({resp}) [{r.agreement.key}]"
+            if (a.action or a.refer_to) and a.role and a.role != default_role:  # the provider's task is the referral
+                key += f", as: {r.task_title('the task above', default_role)}"
         where = mdt or "everywhere"
         if where not in groups[key]:
             groups[key].append(where)
@@ -127,7 +131,7 @@ def clinical_words(proto) -> dict[str, object]:
     p = proto
     out: dict[str, object] = {}
     lines = []
-    pop = p.conditions.get("population")
+    pop = p.all_conditions.get("population")
     if pop is not None:
         items = ir.unwrap(pop).items if isinstance(ir.unwrap(pop), ir.And) else (pop,)
         for i in items:
@@ -139,20 +143,20 @@ def clinical_words(proto) -> dict[str, object]:
     for a in p.activities:
         out[f"activity:{a.id}:done"] = _events(a.done_by)
         if a.has_when:
-            out[f"activity:{a.id}:applies"] = plain(p.conditions[f"activity:{a.id}:applies"])
+            out[f"activity:{a.id}:applies"] = plain(p.all_conditions[f"activity:{a.id}:applies"])
         if a.has_excepted_when:
-            out[f"activity:{a.id}:excepted"] = plain(p.conditions[f"activity:{a.id}:excepted"])
+            out[f"activity:{a.id}:excepted"] = plain(p.all_conditions[f"activity:{a.id}:excepted"])
     for g in p.goals:
-        applies = p.conditions.get(f"goal:{g.id}:applies")
+        applies = p.all_conditions.get(f"goal:{g.id}:applies")
         if applies is not None and not isinstance(ir.unwrap(applies), ir.Const):
             out[f"goal:{g.id}:applies"] = plain(applies)
-        out[f"goal:{g.id}:met"] = plain(p.conditions[f"goal:{g.id}:met"])
+        out[f"goal:{g.id}:met"] = plain(p.all_conditions[f"goal:{g.id}:met"])
     for r in p.rules:
-        out[f"rule:{r.id}"] = plain(p.conditions[f"rule:{r.id}"])
+        out[f"rule:{r.id}"] = plain(p.all_conditions[f"rule:{r.id}"])
     for m in p.measures:
         k = f"measure:{m.id}"
         for part in ("den", "excl", "num"):
-            node = p.conditions.get(f"{k}:{part}")
+            node = p.all_conditions.get(f"{k}:{part}")
             if node is not None and not (part == "den" and isinstance(ir.unwrap(node), ir.Const)):
                 out[f"{k}:{part}"] = plain(node)
     for name, node in p.definitions.items():
@@ -174,9 +178,13 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
     w("")
     w("**Evidence:** " + "; ".join(p.evidence))
     w("")
+    if getattr(p, "uses", None):  # shared definitions (engine/language/shared.py): their names start `<id>.`
+        w("**Shared definitions:** " + "; ".join(f"`{u.id}@{u.version}` ({Path(u.source).name}: `{u.id}.<name>` below)"
+                                              for u in p.uses))
+        w("")
     w("## Who is on it")
     w("")
-    pop = p.conditions.get("population")
+    pop = p.all_conditions.get("population")
     if pop is not None:
         items = ir.unwrap(pop).items if isinstance(ir.unwrap(pop), ir.And) else (pop,)
         for i in items:
@@ -191,12 +199,12 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         w("## What is due when, and who does it")
         w("")
         for a in p.activities:
-            applies = f" - only when {plain(p.conditions[f'activity:{a.id}:applies'])}" if a.has_when else ""
+            applies = f" - only when {plain(p.all_conditions[f'activity:{a.id}:applies'])}" if a.has_when else ""
             w(f"### {a.title}{applies}")
             w("")
             w(f"- every **{a.every}** (due {a.due_soon} before; overdue after); done when: {_events(a.done_by)}")
             if a.has_excepted_when:
-                w(f"- not needed (excepted) when: {plain(p.conditions[f'activity:{a.id}:excepted'])}")
+                w(f"- not needed (excepted) when: {plain(p.all_conditions[f'activity:{a.id}:excepted'])}")
             for line in _assignments(p, a.id, a.role, agreements):
                 w(f"- who: {line}")
             if a.because:
@@ -208,9 +216,9 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         w("## Goals")
         w("")
         for g in p.goals:
-            applies = p.conditions.get(f"goal:{g.id}:applies")
+            applies = p.all_conditions.get(f"goal:{g.id}:applies")
             when = "" if applies is None or isinstance(ir.unwrap(applies), ir.Const) else f" (when {plain(applies)})"
-            w(f"- **{g.title}**{when}: {plain(p.conditions[f'goal:{g.id}:met'])}" + (f" - {g.because}" if g.because else ""))
+            w(f"- **{g.title}**{when}: {plain(p.all_conditions[f'goal:{g.id}:met'])}" + (f" - {g.because}" if g.because else ""))
         w("")
     if p.rules:
         w("## What triggers action or escalation")
@@ -218,7 +226,7 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         for r in p.rules:
             w(f"### {r.title}")
             w("")
-            w(f"- when: {plain(p.conditions[f'rule:{r.id}'])}")
+            w(f"- when: {plain(p.all_conditions[f'rule:{r.id}'])}")
             if r.task:
                 within = f", within {r.task.within}" if r.task.within else ""
                 w(f"- task: **{r.task.title}** ({r.task.priority}{within})")
@@ -240,9 +248,9 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         if p.score:
             w(f"- score: **{p.score.replace('_', ' ')}** = {_define_text(p.definitions[p.score])}")
         for s in p.segments:
-            w(f"- segment **{s.title}**: {plain(p.conditions[f'segment:{s.id}'])}")
+            w(f"- segment **{s.title}**: {plain(p.all_conditions[f'segment:{s.id}'])}")
         for t in p.tiers:
-            w(f"- tier {t.level} **{t.title}** (the first tier that holds, in this order): {plain(p.conditions[f'tier:{t.id}'])}"
+            w(f"- tier {t.level} **{t.title}** (the first tier that holds, in this order): {plain(p.all_conditions[f'tier:{t.id}'])}"
               + (f" - {t.because}" if t.because else ""))
             if t.task:
                 for line in _assignments(p, f"tier:{t.id}", t.task.role, agreements):
@@ -256,15 +264,15 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         for m in p.measures:
             k = f"measure:{m.id}"
             sfx = "#1" if getattr(m, "episode_based", False) else ""  # per episode: the steps of the first one
-            den = p.conditions.get(f"{k}:den{sfx}")
+            den = p.all_conditions.get(f"{k}:den{sfx}")
             w(f"- **{m.id}** {m.title}" + (" (counted per episode)" if sfx else ""))
             if den is not None and not isinstance(ir.unwrap(den), ir.Const):
                 w(f"  - denominator: on the register and {plain(den)}")
-            if f"{k}:excl{sfx}" in p.conditions:
-                w(f"  - exclusions: {plain(p.conditions[f'{k}:excl{sfx}'])}" + (" (patients meeting the target are kept)" if m.achievers_kept else ""))
-            if f"{k}:exc{sfx}" in p.conditions:
-                w(f"  - exceptions: {plain(p.conditions[f'{k}:exc{sfx}'])}")
-            w(f"  - numerator: {plain(p.conditions[f'{k}:num{sfx}'])}")
+            if f"{k}:excl{sfx}" in p.all_conditions:
+                w(f"  - exclusions: {plain(p.all_conditions[f'{k}:excl{sfx}'])}" + (" (patients meeting the target are kept)" if m.achievers_kept else ""))
+            if f"{k}:exc{sfx}" in p.all_conditions:
+                w(f"  - exceptions: {plain(p.all_conditions[f'{k}:exc{sfx}'])}")
+            w(f"  - numerator: {plain(p.all_conditions[f'{k}:num{sfx}'])}")
             if m.evidence:
                 w(f"  - evidence: {'; '.join(m.evidence)}")
         w("")
@@ -282,6 +290,17 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         what = f"every {'/'.join(sorted(vs.kinds))} record" if vs.any_code else f"{len(vs)} code(s) from {src}{kinds}"
         unit = f", values in {vs.unit}" if vs.unit else ""
         w(f"- {name.replace('_', ' ')}: {what}{unit}")
+    missing = p.missing_clusters
+    if missing:
+        from engine.language.determinacy import blocked_by
+        blocks = blocked_by(p)
+        w("")
+        w("**Codelists not supplied** (declared by cluster; until the site imports them these cannot be determined):")
+        w("")
+        for c in missing:
+            what = ", ".join(k.replace(":", " ", 1) for k in blocks.get(c.cluster, [])) or "nothing yet"
+            w(f"- {c.valueset.replace('_', ' ')}: {c.publisher or ''} {c.cluster}"
+              + (f" (refset {c.refset})" if c.refset else "") + f" — cannot determine {what}")
     w("")
     return "\n".join(out)
 
@@ -304,12 +323,15 @@ def render_agreement(ag) -> str:
             for mdt, practices in mdts.items():
                 out.append(f"| {loc} | {mdt} | {len(practices)}: {', '.join(practices)} |")
         out.append("")
-    out += ["## Parties", "", "| Party | Kind |", "|---|---|"]
-    out += [f"| {pid} | {kind} |" for pid, kind in ag.parties.items()]
+    out += ["## Parties", "", "| Party | Kind | Opening hours (response times in hours count these) |", "|---|---|---|"]
+    out += [f"| {pid}{' - ' + ag.party_names[pid] if ag.party_names.get(pid, pid) != pid else ''} | {kind} | "
+            f"{ag.hours[pid] if pid in ag.hours else 'round the clock (not stated)'} |" for pid, kind in ag.parties.items()]
     out += ["", "## Who does what", "", "| Work | Where | Provider / team / role | Response |", "|---|---|---|---|"]
     for a in ag.assigns:
         where = "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in a.where.items()) or "everywhere"
         who = " / ".join(x for x in (a.provider, a.team, a.role or "(the protocol's role)") if x)
+        if a.refer_to or a.action:
+            who += f": {a.action or 'refers'}" + (f" (referral to {a.refer_to})" if a.refer_to else "")
         resp = ", ".join(f"{k} {v}" for k, v in a.respond.items())
         out.append(f"| {a.protocol}/{a.target} | {where} | {who} | {resp} |")
     return "\n".join(out) + "\n"

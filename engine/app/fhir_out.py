@@ -28,7 +28,7 @@ CODES = BASE + "CodeSystem/"
 TASK_STATUS = {"open": "requested", "accepted": "accepted", "completed": "completed", "declined": "rejected",
                "resolved": "cancelled"}
 TASK_PRIORITY = {"urgent": "urgent", "high": "asap", "routine": "routine", "low": "routine"}
-ACTIVITY_STATUS = {"met": "completed", "due": "scheduled", "overdue": "not-started", "excepted": "cancelled"}
+ACTIVITY_STATUS = {"met": "completed", "due": "scheduled", "overdue": "not-started", "excepted": "cancelled", "unknown": "unknown"}
 POPULATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
 
 
@@ -71,8 +71,9 @@ def care_plan(p: PatientRow, pr: ProtocolResult, reference_date: dt.date, evalua
     for i, g in enumerate(pr.goals):
         goals.append({"resourceType": "Goal", "id": f"goal{i}",
                       "lifecycleStatus": "active",
-                      "achievementStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/goal-achievement",
-                                                        "code": "achieved" if g.status == "achieved" else "not-achieved"}]},
+                      "achievementStatus": ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/goal-achievement",
+                                                         "code": "achieved" if g.status == "achieved" else "not-achieved"}]}
+                                            if g.status != "unknown" else {"text": "cannot be determined"}),
                       "description": {"text": g.title}, "subject": patient_ref(p),
                       "note": [{"text": g.provenance.why}]})
     activities = []

@@ -19,8 +19,9 @@ result from the stored row instead of deriving it again; any new, changed or rem
 protocol could see changes the digest. A result is reused only when each of its tasks still has its
 current row (open, or closed while the need continues), so reconciling it raises no new task.
 Stored tasks, flags and evaluations are then those a full re-evaluation leaves
-(tests/unit/test_selective_reevaluation.py), except that a reused result keeps the `raised_at` /
-`due` its tasks had when it was computed (the task rows never move their due times either way).
+(tests/unit/test_selective_reevaluation.py). A stored result's tasks carry the `raised_at` / `due`
+of their task rows (set when the task was first raised, never moved), whether the result was derived
+again or reused, so every view of a task agrees (issue 17 item 5).
 
 The evaluation outbox (issue 14): ingest marks patients in `pending_evaluation` in the transaction
 that stores their facts (engine/registry/pending.py). `reevaluate` removes the mark in the
@@ -47,6 +48,7 @@ from sqlalchemy import Engine, func
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, select
 
+from engine import metrics
 from engine.engines.derive import Context
 from engine.evaluation.evaluator import Options, evaluate
 from engine.evaluation.outputs import Evaluation, Flag, ProtocolResult, Task
@@ -278,6 +280,8 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
                 got = _reusable(stored.get(proto.id), proto, as_of, inputs[proto.id], current)
                 if got is not None:
                     reused[proto.id] = got
+        metrics.PROTOCOL_RESULTS.labels("reused").inc(len(reused))
+        metrics.PROTOCOL_RESULTS.labels("derived").inc(len(protocols) - len(reused))
         fresh = evaluate(record, [p for p in protocols if p.id not in reused], agreements, as_of=as_of,
                          options=Options(raised_at=now))
         by_id = {pr.protocol: pr for pr in fresh.protocols}
@@ -306,7 +310,11 @@ def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluat
     `inputs` (from `evaluation_inputs`) are kept with the results so a later re-evaluation can
     reuse a result whose inputs did not change; `current` / `stored` are rows already read."""
     diff = Diff(nhs_number)
-    _reconcile_tasks(session, patient_id, evaluation.tasks, diff, now, current)
+    rows = _reconcile_tasks(session, patient_id, evaluation.tasks, diff, now, current)
+    for t in evaluation.tasks:  # the stored result names the task row's SLA clock, never the evaluation's
+        row = rows.get(t.key)
+        if row is not None:
+            t.raised_at, t.due = row.raised_at, row.due
     _reconcile_flags(session, patient_id, evaluation.flags, diff, now)
     _store_evaluation(session, patient_id, evaluation, now, stored, inputs)
     return diff
@@ -354,6 +362,16 @@ def evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.d
     """Re-evaluate one patient in a transaction of its own: (EVALUATED, diff), (PROBLEM, failure,
     recorded on the patient), (GONE, None) for an unknown NHS number, or (PENDING, None) when the
     database stayed busy (the outbox mark stays, a later drain takes it)."""
+    started = time.perf_counter()
+    outcome, got = _evaluate_one(engine, nhs_number, library, now=now, as_of=as_of, retries=retries)
+    if outcome != GONE:
+        metrics.EVALUATIONS.labels(outcome).inc()
+        metrics.EVALUATION_LATENCY.observe(time.perf_counter() - started)
+    return outcome, got
+
+
+def _evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.datetime | None,
+                  as_of: dt.date | None, retries: int) -> tuple[str, Diff | EvaluationFailed | None]:
     for attempt in range(retries):
         try:
             with Session(engine) as session:
@@ -497,11 +515,15 @@ def _event(session: Session, task: TaskRow, action: str, actor: str, before: str
 
 
 def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff: Diff, now: dt.datetime,
-                     current: dict[str, TaskRow] | None = None) -> None:
+                     current: dict[str, TaskRow] | None = None) -> dict[str, TaskRow]:
+    """Open, keep, resolve task rows for this evaluation's tasks; returns key -> the row that stands for
+    each task now (new, still open, or closed by a person while the need continues)."""
     current = _current_tasks(session, patient_id) if current is None else current
     wanted = {t.key: t for t in tasks}
+    standing: dict[str, TaskRow] = {}
     for key, t in wanted.items():
         row = current.get(key)
+        standing[key] = row
         if row is None or (row.status in CLOSED_STATUSES and not row.condition_active):
             new = TaskRow(key=key, patient_id=patient_id, protocol=t.provenance.protocol, version=t.provenance.version,
                           source=t.provenance.source, kind=t.kind, title=t.title, priority=t.priority, status="open",
@@ -511,6 +533,7 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
                           condition_active=True, updated_at=now)
             session.add(new)
             session.flush()
+            standing[key] = new
             _event(session, new, "raised", SYSTEM, None, t.provenance.why, now)
             diff.tasks_opened.append(Change(key, t.title, t.provenance.why, new.id))
         elif row.status in OPEN_STATUSES:
@@ -538,6 +561,7 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
         elif row.condition_active:
             row.condition_active = False
         session.add(row)
+    return standing
 
 
 def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff: Diff, now: dt.datetime) -> None:

@@ -20,11 +20,13 @@ from engine.calendar import ResponseTime
 from engine.engines import duckdb as batch_engine, durable, reference
 from engine.engines.derive import Context, Deriver, shift
 from engine.evaluation.explain import clauses, evidence_items, fmt_value, score_lines, sentence
-from engine.evaluation.outputs import (Assignment, CarePlanItem, EpisodeResult, Evaluation, Flag, GoalResult, MeasureResult,
-                                     ProtocolResult, Provenance, ScoreResult, SegmentResult, Task, TierResult)
+from engine.evaluation.outputs import (Assignment, CannotDetermine, CarePlanItem, EpisodeResult, Evaluation, Flag, GoalResult,
+                                     MeasureResult, ProtocolResult, Provenance, ScoreResult, SegmentResult, Task, TierResult)
+from engine.language.determinacy import reason
 from engine.ir import measure_steps, nodes as ir
-from engine.language.agreements import Agreement, resolve
+from engine.language.agreements import Agreement, Resolution, resolve
 from engine.language.model import Protocol
+from engine.language.determinacy_guard import decided_false
 from engine.records.model import PatientRecord
 
 RAISE_TIME = dt.time(9, 0)  # tasks raised by an "as of" evaluation start their clock at 09:00 that day
@@ -83,6 +85,15 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                                       provenance=_prov(proto, f"measure:{m.id}", "Patient had died before the reference date."))
                         for m in proto.measures]
         return res
+    und = proto.undetermined  # condition / element key -> missing clusters (engine/language/determinacy.py)
+    if "population" in und:  # the register needs a missing codelist: nothing can be decided, for anyone
+        clusters = list(und["population"])
+        res.register_undetermined = True
+        res.register_why = f"{proto.title}: {reason(clusters)} (the register needs it); nothing of it was evaluated."
+        res.cannot_determine.append(CannotDetermine(source="population", id="population", title=f"{proto.title} register",
+                                                    clusters=clusters, why=res.register_why))
+        res.measures = [_undetermined_measure(m, proto, clusters) for m in proto.measures]
+        return res
     fired, d = fired_conditions(record, proto, ctx, options.engine)
     on = "population" in fired
     res.on_register = on
@@ -93,27 +104,47 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
     place = {"locality": record.patient.locality, "mdt": record.patient.mdt, "practice": record.patient.practice}
     nhs = record.patient.nhs_number
 
-    def assignment(target: str, role: str, priority: str) -> tuple[Assignment, ResponseTime | None]:
+    def assignment(target: str, role: str, priority: str) -> tuple[Assignment, ResponseTime | None, Resolution | None]:
         r = resolve(agreements, proto.id, target, place)
         if r is None:
-            return Assignment(role=role), None
+            return Assignment(role=role), None, None
         rt = r.assign.response_for(priority)
         return Assignment(provider=r.assign.provider, team=r.assign.team, role=r.assign.role_for(role),
-                          response=str(rt) if rt else None, agreement=r.agreement.key), rt
+                          response=str(rt) if rt else None, agreement=r.agreement.key), rt, r
 
     def due_time(priority: str, rt: ResponseTime | None, clinical: ResponseTime | None,
-                 not_after: dt.datetime | None = None) -> dt.datetime:
-        """The earliest of the agreed response time, the clinical deadline and the activity's due date."""
-        options_ = [x.due_from(raised) for x in (rt, clinical) if x is not None]
+                 not_after: dt.datetime | None = None, r: Resolution | None = None) -> dt.datetime:
+        """The earliest of the agreed response time (hours: the provider's open hours), the clinical deadline and
+        the activity's due date; moved into the provider's opening hours when it would fall while it is closed."""
+        hours = r.hours if r is not None else None
+        options_ = [rt.due_from(raised, hours)] if rt is not None else []
+        if clinical is not None:
+            options_.append(clinical.due_from(raised))  # a clinical deadline is calendar time
         if not_after is not None:
             options_.append(not_after)
-        return min(options_) if options_ else DEFAULT_RESPONSE[priority].due_from(raised)
+        due = min(options_) if options_ else DEFAULT_RESPONSE[priority].due_from(raised)
+        return hours.fit(due, raised) if hours is not None else due
+
+    def cannot(source: str, ident: str, title: str, clusters) -> str:
+        why = f"{title}: {reason(clusters)}."
+        res.cannot_determine.append(CannotDetermine(source=source, id=ident, title=title, clusters=list(clusters), why=why))
+        return why
 
     if on:
         for a in proto.activities:
             key = f"activity:{a.id}"
-            if a.has_when and f"{key}:applies" not in fired:
+            blocked = next((und[k] for k in (f"{key}:applies", f"{key}:recent", f"{key}:in_interval") if k in und), None)
+            if a.has_when and f"{key}:applies" not in fired and (f"{key}:applies" not in und or
+                                                                decided_false(proto, f"{key}:applies", d)):
                 continue  # not for this patient (e.g. a frailty review when not moderately or severely frail)
+            if blocked is None and f"{key}:excepted" in und and not ({f"{key}:recent", f"{key}:in_interval"} & fired):
+                blocked = und[f"{key}:excepted"]  # not done: overdue, or excepted? cannot tell
+            if blocked is not None:  # no task, no flag: shown as unknown with the reason
+                why = cannot(key, a.id, a.title, blocked)
+                assigned, _, _ = assignment(a.id, a.role, a.priority)
+                res.care_plan.append(CarePlanItem(activity=a.id, title=a.title, status="unknown", assigned=assigned,
+                                                  patient_text=a.patient_text, provenance=_prov(proto, key, why)))
+                continue
             last = d.eval(a.done_by)
             last_day = last.day if last is not None else None
             not_counted = None  # done, but `done_when` says it does not count (e.g. a review without its MRC grade)
@@ -144,7 +175,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             if status == "excepted":
                 facts += d.evidence(proto.conditions[f"{key}:excepted"])
             prov = _prov(proto, key, why, evidence_items(facts, proto))
-            assigned, rt = assignment(a.id, a.role, a.priority)
+            assigned, rt, agreed = assignment(a.id, a.role, a.priority)
             res.care_plan.append(CarePlanItem(activity=a.id, title=a.title, status=status, last_done=last_day,
                                               next_due=next_due, assigned=assigned, patient_text=a.patient_text,
                                               provenance=prov))
@@ -154,9 +185,16 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                 clinical_due = dt.datetime.combine(next_due, dt.time(17, 0)) if next_due > ctx.reference_date else None
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="activity",
                                       title=f"{a.title} {'overdue' if status == 'overdue' else 'due'}",
-                                      priority=a.priority, raised_at=raised, due=due_time(a.priority, rt, None, clinical_due),
+                                      priority=a.priority, raised_at=raised, due=due_time(a.priority, rt, None, clinical_due, agreed),
                                       assigned=assigned, provenance=prov))
         for g in proto.goals:
+            blocked = und.get(f"goal:{g.id}:applies") or (und.get(f"goal:{g.id}:met")
+                                                           if f"goal:{g.id}:applies" in fired else None)
+            if blocked:
+                why = cannot(f"goal:{g.id}", g.id, g.title, blocked)
+                res.goals.append(GoalResult(goal=g.id, title=g.title, status="unknown", patient_text=g.patient_text,
+                                            provenance=_prov(proto, f"goal:{g.id}", why)))
+                continue
             if f"goal:{g.id}:applies" not in fired:
                 continue
             met = f"goal:{g.id}:met" in fired
@@ -169,12 +207,21 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                                         provenance=_prov(proto, f"goal:{g.id}", why, evidence_items(d.evidence(cond), proto))))
         for seg in proto.segments:
             key = f"segment:{seg.id}"
+            if key in und and not decided_false(proto, key, d):
+                cannot(key, seg.id, seg.title, und[key])
             if key in fired:
                 cond = proto.conditions[key]
                 why = sentence(seg.title, clauses(cond, d))
                 res.segments.append(SegmentResult(segment=seg.id, title=seg.title,
                                                   provenance=_prov(proto, key, why, evidence_items(d.evidence(cond), proto))))
         tier = next((t for t in proto.tiers if f"tier:{t.id}" in fired), None)
+        if tier is None:  # the tiers after an undetermined one are undetermined too (determinacy.split)
+            for t in proto.tiers:
+                if f"tier:{t.id}" in und:
+                    cannot(f"tier:{t.id}", t.id, t.title, und[f"tier:{t.id}"])
+        for r in proto.rules:
+            if f"rule:{r.id}" in und and not decided_false(proto, f"rule:{r.id}", d):  # (`A and B`, A false: decided)
+                cannot(f"rule:{r.id}", r.id, r.title, und[f"rule:{r.id}"])
         actors = [(f"rule:{r.id}", r, r.because or r.title) for r in proto.rules if f"rule:{r.id}" in fired]
         if tier is not None:
             key = f"tier:{tier.id}"
@@ -190,27 +237,35 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
             why = because if key.startswith("tier:") else sentence(because, clauses(cond, d))
             prov = _prov(proto, key, why, evidence_items(d.evidence(cond), proto))
             if r.task:
-                assigned, rt = assignment(key, r.task.role, r.task.priority)
+                assigned, rt, agreed = assignment(key, r.task.role, r.task.priority)
                 clinical = r.task.within
-                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=r.task.title,
-                                      priority=r.task.priority, raised_at=raised, due=due_time(r.task.priority, rt, clinical),
+                title = agreed.task_title(r.task.title, r.task.role) if agreed is not None else r.task.title
+                res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}", kind="rule", title=title, priority=r.task.priority,
+                                      raised_at=raised, due=due_time(r.task.priority, rt, clinical, None, agreed),
                                       assigned=assigned, provenance=prov))
             if r.escalation:
                 if r.escalation.to == "mdt":  # escalations to the MDT go to the patient's own case conference
-                    assigned, rt = Assignment(provider=record.patient.mdt, team="MDT case conference", role="mdt"), None
+                    assigned, rt, agreed = Assignment(provider=record.patient.mdt, team="MDT case conference", role="mdt"), None, None
                 else:
-                    assigned, rt = assignment(f"escalation:{key.split(':', 1)[1]}" if key.startswith("rule:")
+                    assigned, rt, agreed = assignment(f"escalation:{key.split(':', 1)[1]}" if key.startswith("rule:")
                                               else f"escalation:{key}", r.escalation.to, r.escalation.priority)
                 res.tasks.append(Task(key=f"{nhs}|{proto.id}|{key}|escalation", kind="escalation",
-                                      title=r.escalation.title, priority=r.escalation.priority, raised_at=raised,
-                                      due=due_time(r.escalation.priority, rt, None), assigned=assigned, provenance=prov))
+                                      title=(agreed.task_title(r.escalation.title, r.escalation.to) if agreed is not None
+                                             else r.escalation.title),
+                                      priority=r.escalation.priority, raised_at=raised,
+                                      due=due_time(r.escalation.priority, rt, None, None, agreed), assigned=assigned,
+                                      provenance=prov))
             if r.flag:
                 res.flags.append(Flag(key=f"{nhs}|{proto.id}|{key}", kind="clinical", code=r.flag.code,
                                       level=r.flag.level, text=r.flag.text or r.title, provenance=prov))
-        if proto.score is not None:
+        if proto.score is not None and "score" in und:
+            label = proto.labels.get(proto.score) or proto.score.replace("_", " ")
+            why = cannot("score", proto.score, label, und["score"])
+            res.score = ScoreResult(name=proto.score, value=None, provenance=_prov(proto, "score", why))
+        elif proto.score is not None:
             node = proto.definitions[proto.score]
             value = d.eval(node)
-            label = proto.score.replace("_", " ")
+            label = proto.labels.get(proto.score) or proto.score.replace("_", " ")
             lines = score_lines(ir.unwrap(node), d) if isinstance(ir.unwrap(node), ir.Sum) else []
             why = (f"{label} {fmt_value(value)}" + (": " + ", ".join(lines) if lines else "") + "."
                    if value is not None else f"{label} missing: {'; '.join(lines) or 'a number it needs is not recorded'}.")
@@ -218,6 +273,8 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
                                     provenance=_prov(proto, "score", why, evidence_items(d.evidence(node), proto)))
     for m in proto.measures:
         res.measures.append(_measure(m, proto, fired, d))
+        if res.measures[-1].cannot_determine:
+            cannot(f"measure:{m.id}", m.id, m.title, res.measures[-1].cannot_determine)
     res.data_problems = sorted(set(d.out.data_problems))
     return res
 
@@ -259,8 +316,39 @@ def _head(m, pops: dict[str, bool]) -> str:
     return f"{m.title}: {'numerator met' if pops['num'] else 'numerator not met'}"
 
 
+def _undetermined_measure(m, proto: Protocol, clusters) -> MeasureResult:
+    """A measure that cannot be decided for this patient: every population flag false, the clusters it waits
+    for named; audit leaves it out of the rate and counts it apart."""
+    key = f"measure:{m.id}"
+    return MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False, exclusion=False,
+                         numerator=False, basis="episode" if m.episode_based else "patient", has_exceptions=m.has_exceptions,
+                         counts=(dict.fromkeys(("initial_population", "denominator", "exclusion", "exception", "numerator"), 0)
+                                 if m.episode_based else None),
+                         cannot_determine=list(clusters), provenance=_prov(proto, key, f"{m.title}: {reason(clusters)}."))
+
+
+def _measure_blocked(m, proto: Protocol, fired: set[str]) -> tuple[str, ...] | None:
+    """The missing clusters that keep this patient's measure result from being decided, or None. Steps are
+    taken in order: a patient out of the initial population or the denominator is out whatever the later
+    steps need; one in the denominator needs every later step decided."""
+    und, key = proto.undetermined, f"measure:{m.id}"
+    if key not in und:
+        return None
+    if m.episode_based:  # per episode: any undetermined step undetermines the measure
+        return und[key]
+    for step in ("ip", "den"):
+        if f"{key}:{step}" in und:
+            return und[f"{key}:{step}"]
+        if f"{key}:{step}" not in fired:
+            return None
+    return und[key]
+
+
 def _measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
     key = f"measure:{m.id}"
+    blocked = _measure_blocked(m, proto, fired)
+    if blocked is not None:
+        return _undetermined_measure(m, proto, blocked)
     if m.episode_based:
         return _episode_measure(m, proto, fired, d)
     pops = _populations(m, fired, key, "")

@@ -46,7 +46,7 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
     truth = bool(value) if truth is None else truth
     if isinstance(n, ir.Named) and n.type == ir.BOOL:
         inner = _unique(clauses(n.node, d, truth))
-        label = n.name.replace("_", " ")
+        label = n.label or n.name.replace("_", " ")
         if isinstance(ir.unwrap(n.node), (ir.And, ir.Or, ir.Not)):
             head = f"{label}: {'yes' if truth else 'no'}"
             return [f"{head} ({'; '.join(inner)})"] if inner else [head]

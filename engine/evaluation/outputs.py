@@ -44,7 +44,8 @@ class Assignment(BaseModel):
 class CarePlanItem(BaseModel):
     activity: str
     title: str
-    status: Literal["met", "due", "overdue", "excepted"]
+    status: Literal["met", "due", "overdue", "excepted", "unknown"] = Field(
+        description="unknown: cannot be determined, a codelist it needs is not supplied (the why says which)")
     last_done: dt.date | None = None
     next_due: dt.date | None = None
     assigned: Assignment
@@ -55,7 +56,7 @@ class CarePlanItem(BaseModel):
 class GoalResult(BaseModel):
     goal: str
     title: str
-    status: Literal["achieved", "not-achieved"]
+    status: Literal["achieved", "not-achieved", "unknown"]
     patient_text: str | None = None
     provenance: Provenance
 
@@ -109,6 +110,9 @@ class MeasureResult(BaseModel):
                                           "population (initial_population, denominator, exclusion, exception, numerator)")
     episodes: list[EpisodeResult] = Field(default_factory=list)
     why_steps: dict[str, str] = Field(default_factory=dict, description="each population step's why")
+    cannot_determine: list[str] = Field(default_factory=list, description="the missing codelists (clusters) that "
+                                        "keep this patient's result from being determined; the population flags "
+                                        "are then all false and audit leaves the patient out of the rate")
     provenance: Provenance
 
 
@@ -135,6 +139,18 @@ class ScoreResult(BaseModel):
     provenance: Provenance
 
 
+class CannotDetermine(BaseModel):
+    """A part of the protocol that cannot be evaluated for this patient: a codelist it needs is declared by
+    the protocol but not supplied by the site. Never treated as "not done" or "does not hold"."""
+
+    source: str = Field(description="population, activity:<id>, goal:<id>, rule:<id>, measure:<id>, segment:<id>, "
+                                    "tier:<id> or score")
+    id: str
+    title: str
+    clusters: list[str] = Field(description="the missing clusters, e.g. FOOTEXAM_COD")
+    why: str
+
+
 class ProtocolResult(BaseModel):
     protocol: str
     version: str
@@ -150,6 +166,10 @@ class ProtocolResult(BaseModel):
     tier: TierResult | None = None
     score: ScoreResult | None = None
     data_problems: list[str] = Field(default_factory=list)
+    register_undetermined: bool = Field(default=False, description="the register needs a codelist that is not "
+                                        "supplied: nothing of this protocol was evaluated (on_register is false "
+                                        "but means 'cannot determine', not 'not on the register')")
+    cannot_determine: list[CannotDetermine] = Field(default_factory=list)
 
 
 class Evaluation(BaseModel):

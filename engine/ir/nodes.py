@@ -334,10 +334,12 @@ class Not:
 
 @dataclass(frozen=True)
 class Named:
-    """A protocol definition, transparent to evaluation; kept so why-lines can use its name."""
+    """A protocol definition, transparent to evaluation; kept so why-lines can use its name, or its `label:`
+    when the protocol gives one (words, not the identifier)."""
 
     name: str
     node: "Node" = field(compare=True)
+    label: str | None = field(default=None, compare=False)
 
     @property
     def type(self) -> str:
@@ -460,7 +462,7 @@ def describe(node: Node) -> str:
     """Plain words for a node, used in why-lines."""
     n = node
     if isinstance(n, Named):
-        return n.name.replace("_", " ")
+        return n.label or n.name.replace("_", " ")
     if isinstance(n, ValueSetRef):
         return n.name.replace("_", " ")
     if isinstance(n, Window):

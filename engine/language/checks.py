@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.language.errors import Location, Problem, suggest
+from engine.language.manifest import MANIFEST, find_manifest, read_manifest  # noqa: F401  (also used as checks.*)
 
-MANIFEST = "published.lock"
+
 MAX_TERMS = 20000  # DNF terms examined per question; beyond it the question is skipped (unknown)
 
 
@@ -158,7 +159,7 @@ def logic_problems(proto) -> list[Problem]:
     """Unreachable / contradictory rules, tiers, segments, activity `when`, goals and measures."""
     from engine.ir.lowering import TRUE, All, ConditionTooComplex, lower_all
     try:
-        lowered = lower_all(proto.conditions)
+        lowered = lower_all(proto.all_conditions)
     except ConditionTooComplex:
         return []  # reported by the loader
     conds, locs = lowered.conditions, proto.condition_locations
@@ -267,9 +268,10 @@ def _work(proto) -> list[_Work]:
 
 def assignment_problems(lib) -> list[Problem]:
     from engine.language.agreements import resolve
-    agreements = [a for a in lib.agreements if a.status != "retired"]
-    if not agreements:
+    every = [a for a in lib.agreements if a.status != "retired"]
+    if not every:
         return []
+    agreements = _latest_agreements(every)  # older versions of an agreement were checked when they were current
     out: list[Problem] = []
     areas = {}
     for ag in agreements:
@@ -284,7 +286,7 @@ def assignment_problems(lib) -> list[Problem]:
             if (w.protocol, w.target) in seen:
                 continue
             seen.add((w.protocol, w.target))
-            anywhere = [x for ag in agreements for x in ag.assigns if x.protocol == w.protocol and x.target in (w.target, "*")]
+            anywhere = [x for ag in agreements for x in ag.assigns if x.protocol in (w.protocol, "*") and x.target in (w.target, "*")]
             if not anywhere:
                 if w.target.startswith(("rule:", "tier:", "escalation:")):
                     out.append(Problem(w.location, f"{w.what} of {w.protocol} is not assigned by any role agreement "
@@ -310,7 +312,7 @@ def assignment_problems(lib) -> list[Problem]:
     if areas:
         known = {"locality": set(areas), "mdt": {m for mdts in areas.values() for m in mdts},
                  "practice": {p for mdts in areas.values() for ps in mdts.values() for p in ps}}
-        for ag in agreements:
+        for ag in every:
             for x in ag.assigns:
                 for k, values in x.where.items():
                     for v in sorted(values):
@@ -328,6 +330,16 @@ def assignment_problems(lib) -> list[Problem]:
                                    severity="warning"))
             first.setdefault(key, x.location)
     return out
+
+
+def _latest_agreements(agreements: list) -> list:
+    """The newest version of each agreement id (drafts included: they are what is being written), in the given order."""
+    from engine.language.model import version_key
+    newest: dict[str, object] = {}
+    for a in agreements:
+        if a.id not in newest or version_key(a.version) > version_key(newest[a.id].version):
+            newest[a.id] = a
+    return [a for a in agreements if newest[a.id] is a]
 
 
 # ---- versions ---------------------------------------------------------------------------------------------------------
@@ -349,20 +361,6 @@ def version_problems(lib) -> list[Problem]:
     return out
 
 
-def find_manifest(path: Path) -> Path | None:
-    """The publication record for a protocols folder: `published.lock` in the folder or one above it."""
-    path = Path(path).resolve()
-    start = path if path.is_dir() else path.parent
-    for d in (start, *list(start.parents)[:2]):
-        if (d / MANIFEST).is_file():
-            return d / MANIFEST
-    return None
-
-
-def read_manifest(manifest: Path) -> dict[str, dict]:
-    from ruamel.yaml import YAML
-    data = YAML(typ="safe").load(manifest.read_text(encoding="utf-8")) or {}
-    return {str(k): dict(v or {}) for k, v in data.items()}
 
 
 def file_hash(path: str | Path) -> str:
@@ -374,7 +372,8 @@ def publication_problems(lib, paths: list[Path]) -> list[Problem]:
     out: list[Problem] = []
     manifests = {m for p in paths if (m := find_manifest(Path(p))) is not None}
     loaded = [(p.key, p.source, p.content_hash) for p in lib.protocols] + \
-             [(a.key, a.source, a.content_hash or file_hash(a.source)) for a in lib.agreements]
+             [(a.key, a.source, a.content_hash or file_hash(a.source)) for a in lib.agreements] + \
+             [(s.key, s.source, s.content_hash) for s in getattr(lib, "shared", [])]
     for manifest in sorted(manifests):
         root = manifest.parent
         entries = read_manifest(manifest)
@@ -424,4 +423,8 @@ def run_all(lib, paths: list[Path]) -> list[Problem]:
     out += assignment_problems(lib)
     out += version_problems(lib)
     out += publication_problems(lib, paths)
+    from engine.language.codelist_checks import codelist_problems  # missing clusters, synthetic and LOCAL codes
+    out += codelist_problems(lib)
+    from engine.language import shared
+    out += shared.publication_problems(lib, paths)  # a published protocol uses published shared definitions
     return out

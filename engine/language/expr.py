@@ -328,8 +328,42 @@ class _Checker:
     def _name(self, t):
         tok = t.children[0]
         name = tok.value
+        if name not in self.scope.definitions and name not in self.scope.valuesets and self._shared(name):
+            raise self.err(tok, f"{name!r} is a shared definitions file this protocol uses; name one of its "
+                                f"definitions or value sets", expected=", ".join(self._shared(name)[:6]))
+        return self._resolve(name, tok)
+
+    def _shared(self, prefix: str) -> list[str]:
+        """The names a shared definitions file brings in (`uses: [efi@1.0.0]`: efi.score, efi.severe ...)."""
+        p = prefix + "."
+        return sorted(n for n in (*self.scope.definitions, *self.scope.valuesets) if n.startswith(p))
+
+    def _shared_name(self, base_t, name_tok):
+        """`efi.severe` parses as an attribute of `efi`: a name from the shared definitions file `efi`
+        (engine/language/shared.py); also after `where <field> in`. None when it is not one."""
+        if not isinstance(base_t, Tree):
+            return None
+        if base_t.data == "name":
+            prefix = base_t.children[0].value
+            if prefix in self.scope.definitions or prefix in self.scope.valuesets or not self._shared(prefix):
+                return None
+            full = f"{prefix}.{name_tok.value}"
+            if full not in self._shared(prefix):
+                raise self.err(name_tok, f"the shared definitions {prefix!r} have no {name_tok.value!r}",
+                               expected=", ".join(self._shared(prefix)[:8]), suggestion=suggest(full, self._shared(prefix)))
+            return self._resolve(full, name_tok)
+        if base_t.data in ("where_in_valueset", "where_not_in_valueset"):
+            prefix = base_t.children[2].value
+            if prefix in self.scope.valuesets or not self._shared(prefix):
+                return None
+            return self._where_in_valueset(base_t, base_t.data == "where_not_in_valueset",
+                                           (f"{prefix}.{name_tok.value}", name_tok))
+        return None
+
+    def _resolve(self, name: str, tok):
         if name in self.scope.definitions:
-            return ir.Named(name, self.scope.definitions[name])
+            node = self.scope.definitions[name]  # compiled first: its `label:` is known after
+            return ir.Named(name, node, getattr(self.scope, "labels", {}).get(name))
         if name in self.scope.valuesets:
             d = self.scope.valuesets[name]
             return ir.ValueSetRef(name, d.unit, d.analyte)
@@ -460,6 +494,9 @@ class _Checker:
 
     def _attr(self, t):
         base_t, name_tok = t.children
+        shared = self._shared_name(base_t, name_tok)
+        if shared is not None:
+            return shared
         base = self.check(base_t)
         name = name_tok.value
         if base.type != ir.EVENT:
@@ -651,17 +688,17 @@ class _Checker:
     def _where_not_in_list(self, t):
         return self._where_in_list(t, negate=True)
 
-    def _where_in_valueset(self, t, negate: bool = False):
+    def _where_in_valueset(self, t, negate: bool = False, qualified: tuple | None = None):
         src = self.source(t.children[0])
         fld = self._field(t.children[1])
-        vs_tok = t.children[2]
-        if vs_tok.value not in self.scope.valuesets:
-            raise self.err(vs_tok, f"unknown value set {vs_tok.value!r}", expected="a value set declared under valuesets",
-                           suggestion=suggest(vs_tok.value, self.scope.valuesets))
-        if self.scope.valuesets[vs_tok.value].any_code:
-            raise self.err(vs_tok, f"{vs_tok.value!r} is every fact of a kind, not a list of codes to match a field with",
+        vs_name, vs_tok = qualified or (t.children[2].value, t.children[2])  # qualified: efi.vaccine_product
+        if vs_name not in self.scope.valuesets:
+            raise self.err(vs_tok, f"unknown value set {vs_name!r}", expected="a value set declared under valuesets",
+                           suggestion=suggest(vs_name, self.scope.valuesets))
+        if self.scope.valuesets[vs_name].any_code:
+            raise self.err(vs_tok, f"{vs_name!r} is every fact of a kind, not a list of codes to match a field with",
                            expected="a value set with a codelist, fhir or codes")
-        return ir.Where(src, fld, "in-valueset", vs_tok.value, negate)
+        return ir.Where(src, fld, "in-valueset", vs_name, negate)
 
     def _where_not_in_valueset(self, t):
         return self._where_in_valueset(t, negate=True)

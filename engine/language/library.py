@@ -1,7 +1,7 @@
 """The protocol library: every pathway and role-agreement file under the given paths.
 
 A YAML file is a pathway if it starts with `protocol:`, a role agreement if it starts with
-`agreement:`; value sets (`valuesets/`) and protocol test files (`*.tests.yaml`) are not protocols.
+`agreement:`, shared definitions if it starts with `shared:` (engine/language/shared.py); value sets (`valuesets/`) and protocol test files (`*.tests.yaml`) are not protocols.
 Several versions of a protocol may live side by side (published versions are kept); `in_force`
 picks, per protocol id, the highest active version whose effective date is on or before the date.
 """
@@ -22,6 +22,7 @@ class Library:
     protocols: list[Protocol] = field(default_factory=list)
     agreements: list[Agreement] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    shared: list = field(default_factory=list)  # shared definitions files (engine/language/shared.py)
 
     @property
     def errors(self) -> list[Problem]:
@@ -65,6 +66,8 @@ def _kind(path: Path) -> str | None:
                     return "protocol"
                 if s.startswith("agreement:"):
                     return "agreement"
+                if s.startswith("shared:"):
+                    return "shared"
                 return None
     except (OSError, UnicodeDecodeError):
         return None
@@ -101,12 +104,17 @@ def load_library(paths: list[Path] | list[str]) -> Library:
                 ag = load_agreement(f)
                 lib.agreements.append(ag)
                 lib.problems.extend(ag.warnings)
+            elif kind == "shared":
+                from engine.language.shared import load_shared
+                sf = load_shared(f)
+                lib.shared.append(sf)
+                lib.problems.extend(p for p in sf.warnings if p not in lib.problems)
             else:
                 lib.problems.append(Problem(Location(str(f), 1, 1), "not a protocol or role agreement",
                                             expected="a first line 'protocol: <id>' or 'agreement: <id>'",
                                             severity="warning"))
-        except ProtocolError as e:
-            lib.problems.extend(e.problems)
+        except ProtocolError as e:  # (a shared file's errors come with each protocol using it: once is enough)
+            lib.problems.extend(p for p in e.problems if p not in lib.problems)
     _cross_checks(lib)
     from engine.language.checks import run_all  # logic, role coverage, versions, publications
     lib.problems.extend(run_all(lib, [Path(p) for p in paths]))
@@ -129,11 +137,13 @@ def _cross_checks(lib: Library) -> None:
         if p.status == "retired":
             continue
         for a in p.activities:
-            if not any(x.protocol == p.id and x.target in (a.id, "*") for ag in lib.agreements for x in ag.assigns):
+            if not any(x.protocol in (p.id, "*") and x.target in (a.id, "*") for ag in lib.agreements for x in ag.assigns):
                 lib.problems.append(Problem(a.location, f"activity {a.id!r} of {p.id} is not assigned by any role agreement",
                                             expected="an assign entry for " + f"{p.id}/{a.id}", severity="warning"))
     for ag in lib.agreements:
         for x in ag.assigns:
+            if x.protocol == "*":  # any pathway
+                continue
             versions = sorted((p for p in lib.protocols if p.id == x.protocol), key=lambda p: version_key(p.version))
             if not versions:
                 lib.problems.append(Problem(x.location, f"agreement names unknown protocol {x.protocol!r}", severity="warning"))

@@ -15,17 +15,18 @@ from engine.language.errors import Location, Problems, ProtocolError, suggest
 from engine.language.expr import AGE_AT, CONTEXT_DATES, PATIENT_ATTRS, ExprError, Scope, ValueSetDecl, compile_expr
 
 BUILTIN_NAMES = PATIENT_ATTRS | CONTEXT_DATES | set(AGE_AT)
-from engine.language.model import (FLAG_LEVELS, PRIORITIES, STATUSES, Activity, EcqmRef, EscalationSpec, FlagSpec,
-                                    Goal, Measure, Protocol, Rule, Segment, TaskSpec, Tier)
+from engine.language.model import (FLAG_LEVELS, PRIORITIES, STATUSES, Activity, DeclaredCluster, EcqmRef,
+                                    EscalationSpec, FlagSpec, Goal, Measure, Protocol, Rule, Segment, TaskSpec, Tier)
 from engine.language.units import KNOWN_ANALYTES, is_known_unit, normalise_unit
 from engine.language.valuesets import (ValueSet, ValueSetFileError, any_code_of_kind, inline, load_csv,
                                        load_fhir_valueset)
 from engine.language.yamlsrc import Node, Reader, read_yaml, subtract
+from engine.language import shared
 
 TOP = {"protocol": True, "version": True, "title": True, "status": True, "effective": True, "owner": True,
        "evidence": True, "description": False, "period": False, "valuesets": True, "population": True,
        "define": False, "activities": False, "goals": False, "rules": False, "measures": False,
-       "score": False, "segments": False, "tiers": False}
+       "score": False, "segments": False, "tiers": False, "demo_only": False, "uses": False}
 ACTIVITY = {"id": True, "title": True, "when": False, "every": True, "done_by": True, "done_when": False, "excepted_when": False,
             "due_soon": False, "role": True, "priority": False, "because": False, "evidence": False, "patient_text": False}
 RULE = {"id": True, "title": False, "when": True, "then": True, "because": True, "evidence": False}
@@ -42,7 +43,8 @@ MEASURE = {"id": True, "title": True, "initial_population": False, "denominator"
 DEFAULT_EPISODES_AT_MOST = 10
 ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
-            "unit": False, "analyte": False, "kind": False, "incomplete": False}
+            "unit": False, "analyte": False, "kind": False, "incomplete": False,
+            "cluster": False, "refset": False, "publisher": False}
 POPULATION = {"all": False, "any": False, "since": False}
 CONDITION_FORMS = ("all", "any", "not")
 
@@ -70,6 +72,9 @@ class _Compiler:
         self._raw_defs: dict[str, Node] = {}
         self._compiling: list[str] = []
         self._failed: set[str] = set()  # definitions with errors (already reported)
+        self.clusters: dict[str, DeclaredCluster] = {}  # declared clusters (supplied or missing)
+        self.labels: dict[str, str] = {}  # definition -> `label:`
+        self.vs_locs: dict[str, Location] = {}
 
     # ---- entry ---------------------------------------------------------------------------------
     def build(self) -> Protocol:
@@ -83,6 +88,7 @@ class _Compiler:
         if "evidence" in top and not evidence:
             self.p.error(r.loc_of(top, "evidence"), "a protocol needs at least one evidence reference")
         self.load_valuesets()
+        uses = shared.expand_uses(self)  # `uses: [efi@1.0.0]`: shared definitions, prefixed
         self.load_definitions()
         since = self.population()
         activities = [a for a in (self.activity(item, loc) for item, loc in r.seq(top, "activities", "activities")) if a]
@@ -105,16 +111,37 @@ class _Compiler:
                 if it.id in seen:
                     self.p.error(it.location, f"duplicate {kind} id {it.id!r} (first at line {seen[it.id].line})")
                 seen.setdefault(it.id, it.location)
+        demo_only = top.get("demo_only", False)
+        if not isinstance(demo_only, bool):
+            self.p.error(r.loc_of(top, "demo_only"), "demo_only should be true or false")
         self.p.raise_if_errors()
+        from engine.language.determinacy import split
+        missing = {c.valueset: c.cluster for c in self.clusters.values() if c.missing}
+        conditions, undetermined_conditions, undetermined = split(
+            self.conditions, self.definitions, missing, since, score, [t.id for t in tiers])
         return Protocol(
             id=pid, version=version, title=r.text(top, "title", "title"), status=status, effective=effective,
             owner=r.text(top, "owner", "owner"), evidence=evidence, source=str(self.path),
             content_hash=hashlib.sha256(self.raw).hexdigest(), period=period, valuesets=self.valuesets,
-            definitions=self.definitions, conditions=self.conditions, condition_locations=self.cond_locs,
+            definitions=self.definitions, conditions=conditions, condition_locations=self.cond_locs,
             since=since, activities=activities, goals=goals, rules=rules, measures=measures,
             warnings=self.p.warnings, description=r.text(top, "description", "description"),
-            score=score, segments=segments, tiers=tiers,
+            score=score, segments=segments, tiers=tiers, demo_only=demo_only is True, clusters=self.clusters,
+            undetermined_conditions=undetermined_conditions, undetermined=undetermined, labels=self.labels,
+            variant=self._variant() + "".join(u.content_hash[:6] for u in uses), uses=uses,
+            valueset_locations=self.vs_locs,
         )
+
+    def _variant(self) -> str:
+        """Which declared clusters were supplied and with what codes ("" when the protocol declares none)."""
+        if not self.clusters:
+            return ""
+        h = hashlib.sha256()
+        for name in sorted(self.clusters):
+            c = self.clusters[name]
+            vs = self.valuesets.get(name)
+            h.update(repr((name, c.cluster, sorted(vs.codes) if vs is not None else None)).encode())
+        return h.hexdigest()[:8]
 
     # ---- value sets ------------------------------------------------------------------------------
     def load_valuesets(self) -> None:
@@ -128,6 +155,7 @@ class _Compiler:
         m = node.value
         for name in m:
             loc = self.r.loc_of(m, name)
+            self.vs_locs[str(name)] = loc
             spec = m[name]
             if name in BUILTIN_NAMES:
                 self.p.error(self.r.key_loc(m, name), f"value set name {name!r} is a built-in name; choose another")
@@ -149,7 +177,13 @@ class _Compiler:
             kinds = self._kinds(name, vm, loc)
             if kinds is None:
                 continue
-            vs = self._load_one(name, vm, loc, kinds)
+            if "cluster" in vm and not any(k in vm for k in ("codelist", "fhir", "codes")):
+                vs = self._declared_cluster(name, vm, loc)
+                if vs is None:  # missing: expressions may use it; what depends on it cannot be determined
+                    self.decls[name] = ValueSetDecl(name, unit, analyte, (), False)
+                    continue
+            else:
+                vs = self._load_one(name, vm, loc, kinds)
             if vs is None:
                 continue
             vs = vs.with_options(unit, analyte, kinds)
@@ -165,6 +199,44 @@ class _Compiler:
                 self.p.warning(loc, f"value set {name!r} is marked incomplete but its expansion is complete")
             self.valuesets[name] = vs
             self.decls[name] = ValueSetDecl(name, unit, analyte, vs.columns, vs.any_code)
+
+    def _declared_cluster(self, name: str, vm, loc: Location) -> ValueSet | None:
+        """`{cluster: FOOTEXAM_COD, refset: "...", publisher: PCD}` with no codes: the site's file
+        `<site dir>/footexam_cod.csv` if there is one (loaded like any codelist, `source` per row), else
+        None: the value set is missing (recorded in self.clusters)."""
+        from engine.language.site_codelists import site_dir, site_file
+        cluster = str(vm.get("cluster") or "").strip()
+        if not re.fullmatch(r"[A-Za-z0-9_]+", cluster):
+            self.p.error(self.r.loc_of(vm, "cluster"), f"value set {name!r}: cluster {cluster!r} is not a cluster name",
+                         expected="the publisher's cluster id, e.g. FOOTEXAM_COD")
+            return None
+        refset = vm.get("refset")
+        if refset is not None and not isinstance(refset, str):
+            self.p.error(self.r.loc_of(vm, "refset"), f"value set {name!r}: refset {refset!r} was read as a number",
+                         expected='the refset id in quotes, e.g. refset: "999001011000230105"')
+            refset = str(refset)
+        if refset is not None and not re.fullmatch(r"\d{6,18}", refset):
+            self.p.error(self.r.loc_of(vm, "refset"), f"value set {name!r}: refset {refset!r} is not a SNOMED CT id")
+        publisher = vm.get("publisher")
+        directory = site_dir(self.path)
+        expected = site_file(directory, cluster)
+        supplied = None
+        vs = None
+        if expected.is_file():
+            where = None
+            if "where" in vm:
+                where = {str(k): [x.strip() for x in (v if isinstance(v, list) else str(v).split(","))]
+                         for k, v in vm["where"].items()}
+            try:
+                vs = load_csv(expected, name, str(vm.get("system", "snomed")), str(vm.get("column", "code")), where,
+                              require_source=True)
+                supplied = str(expected)
+            except ValueSetFileError as e:
+                self.p.error(loc, f"value set {name!r} (cluster {cluster}, supplied by the site): {e}",
+                             expected="a file written by `carepath codelists import`")
+        self.clusters[name] = DeclaredCluster(name, cluster, refset, str(publisher) if publisher is not None else None,
+                                              loc, str(expected), supplied)
+        return vs
 
     def _kinds(self, name: str, vm, loc: Location) -> frozenset[str] | None:
         """`kind: medication` or `kind: [condition, observation]`: only facts of these kinds."""
@@ -313,7 +385,9 @@ class _Compiler:
         self._compiling.append(name)
         try:
             raw = self._raw_defs[name]
-            if hasattr(raw.value, "items") and len(raw.value) == 1 and "sum" in raw.value:
+            if hasattr(raw.value, "items") and "label" in raw.value:
+                compiled = self._labelled(name, raw)
+            elif hasattr(raw.value, "items") and len(raw.value) == 1 and "sum" in raw.value:
                 compiled = self.sum_form(raw.value["sum"], self.r.loc_of(raw.value, "sum"), f"definition {name!r}")
             elif hasattr(raw.value, "items") or isinstance(raw.value, list):
                 compiled = self.condition(raw.value, raw.loc, f"definition {name!r}")
@@ -326,6 +400,33 @@ class _Compiler:
         else:
             self._failed.add(name)
         return compiled
+
+    def _labelled(self, name: str, raw: Node) -> ir.Node | None:
+        """`name: {label: <words>, is: <expression or condition>}` (or label with sum: / all: / any: / not:):
+        a definition with the words why-lines use for it ("no foot examination in the last 15 months")."""
+        m, what = raw.value, f"definition {name!r}"
+        label = m.get("label")
+        if not isinstance(label, str) or not label.strip():
+            self.p.error(self.r.loc_of(m, "label"), f"{what}: label should be words, e.g. foot examination in the last year")
+            return None
+        self.labels[name] = " ".join(label.split())
+        rest = [k for k in m if k != "label"]
+        forms = ("is", "sum", *CONDITION_FORMS)
+        if len(rest) != 1 or rest[0] not in forms:
+            bad = next((k for k in rest if k not in forms), None)
+            self.p.error(raw.loc, f"{what}: with a label, give the definition under exactly one of is: / sum: / all: / "
+                                  f"any: / not:", expected="is: <expression>", suggestion=suggest(str(bad), forms) if bad else None)
+            return None
+        key = rest[0]
+        loc = self.r.loc_of(m, key)
+        if key == "sum":
+            return self.sum_form(m["sum"], loc, what)
+        if key != "is":
+            return self._form(key, m[key], loc, what)
+        value = m["is"]
+        if hasattr(value, "items") or isinstance(value, list):
+            return self.condition(value, loc, what)
+        return self.expr(Node(value, loc), None, what)
 
     def sum_form(self, items, loc: Location, what: str) -> ir.Node | None:
         """`sum:` a list of score lines: `{points: 2, when: <condition>}`, a condition (1 point when it
@@ -670,6 +771,7 @@ class _LazyScope(Scope):
 
     def __init__(self, compiler: _Compiler):
         super().__init__(compiler.decls, _LazyDefs(compiler))
+        self.labels = compiler.labels  # definition -> `label:` (why-lines say it instead of the name)
 
 
 class _LazyDefs(dict):
@@ -704,3 +806,6 @@ def load_protocols(paths: list[Path], valueset_dirs: list[Path] | None = None) -
         except ProtocolError as e:
             problems.extend(e.problems)
     return protocols, problems
+
+
+shared.register_compiler(_Compiler)  # shared definitions files are compiled by the same compiler

@@ -132,6 +132,26 @@ class Measure:
         return self.episodes_at_most > 0
 
 
+@dataclass(frozen=True)
+class DeclaredCluster:
+    """A value set declared by its official cluster (`{cluster: FOOTEXAM_COD, refset: "...", publisher: PCD}`)
+    with no codes shipped: a site supplies it as `<site dir>/<cluster lowercased>.csv`
+    (`carepath codelists import`). `supplied` is that file when it was found and loaded, else None
+    (the value set is *missing* and everything depending on it cannot be determined)."""
+
+    valueset: str  # the protocol's name for it
+    cluster: str
+    refset: str | None
+    publisher: str | None
+    location: Location
+    expected_file: str  # where the site file is looked for
+    supplied: str | None = None
+
+    @property
+    def missing(self) -> bool:
+        return self.supplied is None
+
+
 @dataclass
 class Protocol:
     id: str
@@ -158,6 +178,31 @@ class Protocol:
     score: str | None = None  # the number definition reported as the patient's score (`score:`)
     segments: list[Segment] = field(default_factory=list)
     tiers: list[Tier] = field(default_factory=list)
+    demo_only: bool = False  # `demo_only: true`: may use the synthetic code system (never a real protocol)
+    # declared clusters (engine/language/determinacy.py): every one, by value set name, supplied or not
+    clusters: dict[str, DeclaredCluster] = field(default_factory=dict)
+    # the conditions that depend on a missing cluster, removed from `conditions` (what every engine
+    # evaluates) and kept here with the clusters they wait for
+    undetermined_conditions: dict[str, ir.Node] = field(default_factory=dict)
+    undetermined: dict[str, tuple[str, ...]] = field(default_factory=dict)  # element key -> missing clusters
+    labels: dict[str, str] = field(default_factory=dict)  # definition name -> its human label (`label:`)
+    # which declared clusters were supplied, with what codes: the same YAML evaluates differently once a site
+    # supplies a cluster, so the process-global ruleset name must differ ("" when no cluster is declared)
+    variant: str = ""
+    valueset_locations: dict[str, Location] = field(default_factory=dict)  # where each value set is declared
+    uses: list = field(default_factory=list)  # shared definitions it pins (engine/language/shared.py Use)
+
+    @property
+    def all_conditions(self) -> dict[str, ir.Node]:
+        """Every condition of the protocol, those that cannot be determined included (for documents, diffs
+        and checks; engines evaluate `conditions` only)."""
+        if not self.undetermined_conditions:
+            return self.conditions
+        return {**self.conditions, **self.undetermined_conditions}
+
+    @property
+    def missing_clusters(self) -> list[DeclaredCluster]:
+        return [c for c in self.clusters.values() if c.missing]
 
     @property
     def key(self) -> str:
@@ -167,7 +212,7 @@ class Protocol:
     def ruleset_name(self) -> str:
         # Ruleset names are process-global in durable-rules and cannot be unregistered: the content
         # hash keeps two different drafts of one version from colliding in a long-lived process.
-        return f"{self.id}@{self.version}#{self.content_hash[:10]}"
+        return f"{self.id}@{self.version}#{self.content_hash[:10]}" + (f"#{self.variant}" if self.variant else "")
 
     def activity(self, activity_id: str) -> Activity | None:
         return next((a for a in self.activities if a.id == activity_id), None)

@@ -61,7 +61,7 @@ def quoted_number_problems(proto) -> list[Problem]:
     parts += [(f"goal:{g.id}:met", "goal", g.id, g.location, [("title", g.title), ("because", g.because)])
               for g in proto.goals]
     for key, what, rid, location, texts in parts:
-        used = _constants(proto.conditions.get(key))
+        used = _constants(proto.all_conditions.get(key))
         if not used:
             continue
         for field_name, text in texts:

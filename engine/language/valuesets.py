@@ -71,14 +71,22 @@ class ValueSetFileError(ValueError):
     pass
 
 
+def _cell_in(cell: str, wanted: list[str]) -> bool:
+    """A `where` filter value matches a cell exactly, or by prefix when it ends in `*`
+    (`bnf_code: ["020202*"]`: every BNF code in section 2.2.2, the loop diuretics)."""
+    return any(cell.startswith(w[:-1]) if w.endswith("*") else cell == w for w in wanted)
+
+
 def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code",
-             where: dict[str, list[str]] | None = None) -> ValueSet:
+             where: dict[str, list[str]] | None = None, require_source: bool = False) -> ValueSet:
     codes, terms, props = set(), {}, {}
     sysuri = canonical_system(system)
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None or column not in reader.fieldnames:
             raise ValueSetFileError(f"{path}: no {column!r} column (columns: {', '.join(reader.fieldnames or [])})")
+        if require_source and "source" not in reader.fieldnames:
+            raise ValueSetFileError(f"{path}: no 'source' column (each row's provenance, PUBLISHER:CLUSTER:VERSION)")
         for k in (where or {}):
             if k not in reader.fieldnames:
                 raise ValueSetFileError(f"{path}: no {k!r} column to filter on (columns: {', '.join(reader.fieldnames)})")
@@ -87,7 +95,9 @@ def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code"
             code = (row.get(column) or "").strip()
             if not code:
                 raise ValueSetFileError(f"{path}:{i}: empty code")
-            if where and not all((row.get(k) or "").strip() in v for k, v in where.items()):
+            if require_source and not (row.get("source") or "").strip():
+                raise ValueSetFileError(f"{path}:{i}: code {code} has no source (PUBLISHER:CLUSTER:VERSION)")
+            if where and not all(_cell_in((row.get(k) or "").strip(), v) for k, v in where.items()):
                 continue
             codes.add((sysuri, code))
             term = row.get("term") or row.get("description") or row.get("display")

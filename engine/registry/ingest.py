@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from pydantic import BaseModel, Field, computed_field
 from sqlalchemy import Engine
@@ -193,20 +193,24 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
 
 def ingest_records(session_or_engine: Session | Engine, records: Iterable[PatientRecord], *, source: str,
                    content_hash: str | None = None, unsupported: dict[str, int] | None = None,
-                   skipped: list[str] | None = None) -> IngestSummary:
+                   skipped: list[str] | None = None,
+                   before_commit: Callable[[Session, IngestSummary], None] | None = None) -> IngestSummary:
     """Store records in one transaction; see the module docstring for the rules.
 
     With an Engine a session is opened and closed here. With a Session, ingest owns its
     transaction: it commits on success and rolls back on any error (re-raised), so do not hand
-    it a session holding other unfinished work.
+    it a session holding other unfinished work. `before_commit(session, summary)` runs last in the
+    transaction (the bulk loader's checkpoint, engine/registry/bulk.py).
     """
     if isinstance(session_or_engine, Engine):
         with Session(session_or_engine) as session:
             return ingest_records(session, records, source=source, content_hash=content_hash,
-                                  unsupported=unsupported, skipped=skipped)
+                                  unsupported=unsupported, skipped=skipped, before_commit=before_commit)
     session = session_or_engine
     try:
         summary = _ingest(session, records, source, content_hash, unsupported, skipped)
+        if before_commit is not None:
+            before_commit(session, summary)
         session.commit()
     except BaseException:
         session.rollback()

@@ -3,7 +3,7 @@
 The stored evaluation (`patient_evaluation.result`, JSON) stays the record of what was decided and why;
 `patient_measure` holds only its measures' counts per population step, one row per measure, written
 in the same transaction by the store path (engine.app.service._store_evaluation calls
-`replace_measures`) and filled for evaluations stored before it existed by migration 0010 (`backfill`).
+`replace_measures`) and filled for evaluations stored before it existed by migration 0011 (`backfill`).
 
 A measure's counts: for a patient-based measure 0 or 1 per step; for an episode-based one (CMS22)
 the number of the patient's episodes in each step (`counts` of the stored result).
@@ -36,9 +36,17 @@ def step_counts(m: Any) -> dict[str, int]:
 
 
 def measure_rows(patient_id: int, protocol: str, version: str, measures: Iterable[dict] | None) -> list[dict]:
-    """The `patient_measure` rows of one stored evaluation's measures (dicts, as stored)."""
-    return [dict(patient_id=patient_id, protocol=protocol, version=version, measure=m["measure"],
-                 title=m.get("title") or m["measure"], **step_counts(m)) for m in measures or ()]
+    """The `patient_measure` rows of one stored evaluation's measures (dicts, as stored). A result that cannot
+    be determined (a declared codelist not supplied) counts in no step, only as `cannot_determine`, with the
+    missing codelists (as engine.app.audit.Counts.add counts it)."""
+    out = []
+    for m in measures or ():
+        missing = m.get("cannot_determine")
+        counts = dict.fromkeys(STEPS, 0) if missing else step_counts(m)
+        out.append(dict(patient_id=patient_id, protocol=protocol, version=version, measure=m["measure"],
+                        title=m.get("title") or m["measure"], **counts, cannot_determine=int(bool(missing)),
+                        missing_codelists=",".join(sorted(set(missing))) if missing else None))
+    return out
 
 
 def replace_measures(session: Session, patient_id: int, protocol: str, version: str, measures: Iterable[dict] | None) -> None:
@@ -50,15 +58,15 @@ def replace_measures(session: Session, patient_id: int, protocol: str, version: 
         session.execute(sa.insert(t), rows)
 
 
-COLUMNS_0010 = ("patient_id", "protocol", "version", "measure", "title", *STEPS)
+COLUMNS_0011 = ("patient_id", "protocol", "version", "measure", "title", *STEPS, "cannot_determine", "missing_codelists")
 
 
 def backfill(conn: Connection, batch: int = 2000) -> int:
-    """Fill `patient_measure` from every stored evaluation (migration 0010; also a repair: it first empties the
+    """Fill `patient_measure` from every stored evaluation (migration 0011; also a repair: it first empties the
     table). Reads only the `measures` part of each stored result (a JSON path the database extracts).
-    The table is named by its columns as migration 0010 made them, not by the model, so the migration keeps
+    The table is named by its columns as migration 0011 made them, not by the model, so the migration keeps
     working if the model changes later. Returns the rows written."""
-    t = sa.table("patient_measure", *(sa.column(c) for c in COLUMNS_0010))
+    t = sa.table("patient_measure", *(sa.column(c) for c in COLUMNS_0011))
     e = sa.table("patient_evaluation", sa.column("id", sa.Integer), sa.column("patient_id", sa.Integer),
                  sa.column("protocol", sa.String), sa.column("version", sa.String), sa.column("result", sa.JSON))
     conn.execute(sa.delete(t))

@@ -119,7 +119,7 @@ class PatientMeasureRow(SQLModel, table=True):
     (0 / 1 for a patient-based measure; the episodes in each step for an episode-based one, CMS22).
     Kept with `patient_evaluation` by the store path (engine.registry.measure_results.replace_measures)
     so the audit figures are SQL sums (issue 16: aggregating the stored JSON took 10-20 s at 20,000
-    patients). Migration 0010 fills it from the evaluations stored before it existed."""
+    patients). Migration 0011 fills it from the evaluations stored before it existed."""
 
     __tablename__ = "patient_measure"
     # No index on (protocol, measure): the audit's sums read every row, and SQLite reading them through such
@@ -137,3 +137,7 @@ class PatientMeasureRow(SQLModel, table=True):
     exclusions: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     exceptions: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     numerator: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    # 1 when the result cannot be determined (a declared codelist not supplied): every step count is then 0 and
+    # `missing_codelists` names the codelists, comma-separated and sorted (engine.app.audit.Counts.add)
+    cannot_determine: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    missing_codelists: str | None = Field(default=None, sa_column=sa.Column(sa.Text))

@@ -9,7 +9,7 @@ from api.security import PERMISSIONS
 from engine.registry.access import ROLES
 from tests.api.support import AMINA, ROLE_USER
 
-PUBLIC = {("GET", "/health"), ("POST", "/auth/token"), ("POST", "/auth/login")}
+PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("POST", "/auth/token"), ("POST", "/auth/login")}
 ANY_ROLE = "any-role"
 BAD_YAML = {"yaml": "protocol: t2dm-annual-care\nversion: 9.9.9\n"}  # invalid: allowed roles get 422, nothing published
 
@@ -23,6 +23,8 @@ MATRIX = [
     ("GET", "/access-log", "accesslog:read", {}),
     ("POST", "/ingest/fhir", "ingest", {"json": {"resourceType": "Bundle", "type": "collection", "entry": [{}]}}),
     ("POST", "/ingest/records", "ingest", {"json": {"source": "matrix", "records": []}}),
+    ("POST", "/ingest/bulk", "ingest:bulk", {"files": [("files", ("not-ndjson.txt", b"{}"))]}),
+    ("GET", "/ingest/bulk/{run}", "ingest:bulk", {}),
     ("GET", "/patients", "patient:read", {}),
     ("GET", "/patients/{nhs}", "patient:read", {}),
     ("GET", "/patients/{nhs}/care-plan", "patient:read", {}),
@@ -62,6 +64,7 @@ MATRIX = [
     ("GET", "/fhir/Flag", "patient:read", {"params": {"patient": AMINA}}),
     ("GET", "/fhir/MeasureReport", "patient:read", {"params": {"patient": AMINA}}),
     ("GET", "/fhir/MeasureReport/summary", "audit:read", {}),
+    ("GET", "/metrics", "metrics:read", {}),
 ]
 
 TEMPLATE = {"{nhs}": "{nhs_number}", "{task}": "{task_id}", "{mdt}": "{mdt}", "{measure}": "{measure}",

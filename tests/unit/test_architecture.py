@@ -106,7 +106,7 @@ FORBIDDEN = [
     ("engine.engines.duckdb.batch", "engine.evaluation.evaluator", layer_violations),   # an engine -> the outputs layer
     ("engine.engines.duckdb.batch", "engine.engines.durable.rules", engine_violations),  # engines -> each other
     ("engine.engines.durable.pool", "engine.engines.duckdb.columnar", engine_violations),
-    ("engine.app.service", "api.users", adapter_violations),                           # engine -> api
+    ("engine.app.service", "api.deps", adapter_violations),                           # engine -> api
     ("engine.app.registry_load", "benchmarks.bench_batch", adapter_violations),
     ("engine.app.audit", "api.schemas", layer_violations),
     ("engine.ir.lowering", "engine.engines.derive", layer_violations),                 # IR -> an engine

@@ -1,7 +1,7 @@
 """Audit figures as SQL sums over `patient_measure` (issue 16) equal the per-patient computation from the stored
 evaluations' JSON (engine.app.audit.aggregate over stored_rows), on SQLite and PostgreSQL: on a generated
 registry plus eCQM cases with denominator exceptions and episode-based counts (CMS22, a case can count 2),
-with two versions of a protocol stored, after re-evaluation and deletion, and after migration 0010 fills
+with two versions of a protocol stored, after re-evaluation and deletion, and after migration 0011 fills
 the table from evaluations stored before it existed."""
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from engine.synthetic.generate import generate
 ROOT = Path(__file__).resolve().parents[2]
 ECQM = ROOT.parent / "shared" / "conformance" / "ecqm"
 EARLY, LATE = dt.date(2026, 10, 20), dt.date(2026, 12, 31)  # t2dm-annual-care 1.0.0, then 1.1.0 (effective 2026-11-01)
+QOF_2027 = dt.date(2027, 5, 1)  # the 2027/28 versions, some needing declared codelists no site has supplied here
 CASES = {"CMS22": ("DENEXCEPPassX2-2HTN130DeclinedLabOthers", "NUMERPassX2-SecondReadingOver140",
                    "NUMERFailandDENEXCEPPass-2EncsSecondDeclined", "DENEXCEPPass-NoBPMedicalReason", "NUMERPass-NormalBP",
                    "DENEXPass-HypertensionBeforeEnc"),
@@ -71,7 +72,8 @@ def _case_paths() -> list[Path]:
     return out
 
 
-def test_sql_audit_figures_equal_the_per_patient_computation(engine):
+def test_sql_audit_figures_equal_the_per_patient_computation(engine, monkeypatch):
+    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
     lib = load_library([ROOT / "protocols"])
     records = list(generate(40, seed=5, as_of=LATE))
     ingest_records(engine, records, source="generated")
@@ -82,7 +84,8 @@ def test_sql_audit_figures_equal_the_per_patient_computation(engine):
         cases += [r.patient.nhs_number for r in result.records]
     # Half the generated people evaluated before t2dm-annual-care 1.1.0 came into force: two versions stored.
     reevaluate_many(engine, generated[:20], lib, as_of=EARLY, now=dt.datetime(2026, 10, 20, 9))
-    reevaluate_many(engine, generated[20:] + cases, lib, as_of=LATE, now=dt.datetime(2026, 12, 31, 9))
+    reevaluate_many(engine, generated[20:30] + cases, lib, as_of=LATE, now=dt.datetime(2026, 12, 31, 9))
+    reevaluate_many(engine, generated[30:], lib, as_of=QOF_2027, now=dt.datetime(2027, 5, 1, 9))
 
     area = assert_same_figures(engine)
     # The registry holds what the test is about: exceptions, an episode measure counting a case twice,
@@ -91,6 +94,8 @@ def test_sql_audit_figures_equal_the_per_patient_computation(engine):
     assert cms22["exceptions"] >= 3 and cms22["denominator"] > len(CASES["CMS22"]), cms22
     assert area[("ecqm-cms135-hf-ace-arb-arni", "CMS135", "area")]["exceptions"] > 0
     assert any("," in f["version"] for f in area.values()), "expected a measure stored under two versions"
+    undetermined = [f for f in area.values() if f["cannot_determine"]]  # a declared codelist not supplied
+    assert undetermined and all(f["missing_codelists"] for f in undetermined)
     with Session(engine) as s:
         units = {k[2] for k in _sql(s, "practice")}
     assert "(none)" in units and len(units) > 2
@@ -101,7 +106,8 @@ def test_sql_audit_figures_equal_the_per_patient_computation(engine):
     # Re-evaluation keeps the rows in step: the early half again at the later date (t2dm 1.0.0 -> 1.1.0).
     reevaluate_many(engine, generated[:20], lib, as_of=LATE, now=dt.datetime(2026, 12, 31, 10))
     area = assert_same_figures(engine)
-    assert not any("," in f["version"] for f in area.values())
+    t2dm = [f for k, f in area.items() if k[0] == "t2dm-annual-care"]
+    assert t2dm and all("1.0.0" not in f["version"].split(", ") for f in t2dm)
     # A patient removed takes their measure rows with them (foreign key, on delete cascade).
     with Session(engine) as s:
         gone = s.exec(select(PatientRow).where(PatientRow.nhs_number == cases[0])).one()
@@ -110,14 +116,14 @@ def test_sql_audit_figures_equal_the_per_patient_computation(engine):
         assert not s.exec(select(func.count()).select_from(PatientMeasureRow).where(PatientMeasureRow.patient_id == gone.id)).one()
     assert_same_figures(engine)
 
-    # Evaluations stored before patient_measure existed: migration 0010 fills it from their JSON.
+    # Evaluations stored before patient_measure existed: migration 0011 fills it from their JSON.
     with Session(engine) as s:
         before = s.exec(select(func.count()).select_from(PatientMeasureRow)).one()
         assert before > 0
     cfg = db.alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0009")
+        command.downgrade(cfg, "0010")
     assert "patient_measure" not in sa.inspect(engine).get_table_names()
     db.upgrade(engine)
     with Session(engine) as s:

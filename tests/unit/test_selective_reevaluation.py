@@ -7,8 +7,8 @@ every value set of every protocol in protocols/, and unknown codes; any kind, da
 status, attributes), changed facts (same id, new content), demographic changes, people acting on
 tasks, re-evaluation with nothing new, the clock moving on (same day and next day). After each
 step one registry re-evaluates selectively and the other in full, with the same clock; every stored
-row must agree. The one documented difference is not compared: a reused result keeps the
-`raised_at` / `due` its tasks had when it was computed (the task rows, compared, never move them).
+row must agree, the `raised_at` / `due` of a stored result's tasks too (they are the task rows'; a
+reused result used to keep the times of whenever it was computed, issue 17 item 5).
 
     CAREPATH_SELECTIVE_EXAMPLES=200 pytest tests/unit/test_selective_reevaluation.py   # a longer soak
 """
@@ -118,11 +118,7 @@ def snapshot(engine) -> dict:
         with Session(engine) as s:
             return [r.model_dump() for r in s.exec(select(model).order_by(*order))]
 
-    evals = rows(PatientEvaluationRow, [PatientEvaluationRow.protocol])
-    for e in evals:
-        for t in e["result"].get("tasks", []):  # the documented difference: not compared
-            t.pop("raised_at", None)
-            t.pop("due", None)
+    evals = rows(PatientEvaluationRow, [PatientEvaluationRow.protocol])  # task times included (issue 17 item 5)
     return {"tasks": rows(TaskRow, [TaskRow.id]), "events": rows(TaskEventRow, [TaskEventRow.id]),
             "flags": rows(FlagRow, [FlagRow.id]), "evaluations": evals}
 

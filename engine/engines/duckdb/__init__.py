@@ -5,10 +5,15 @@ aggregates measures). `fired` runs it over one patient: the adapter the shared s
 from __future__ import annotations
 
 from engine.engines.derive import Context, Deriver
+from engine.ir.lowering import lowered_for, summary_fact
 from engine.language.model import Protocol
 
 
 def fired(record, protocol: Protocol, ctx: Context) -> tuple[set[str], Deriver]:
     from engine.engines.duckdb.batch import fired_for_record
 
-    return fired_for_record(record, protocol, ctx), Deriver(protocol, record, ctx)
+    # The deriver explains the outputs; it derives the same summary fields the other engines' derivers do,
+    # so the why-lines (which read the deriver's evidence) are the same whichever engine decided.
+    d = Deriver(protocol, record, ctx)
+    summary_fact(lowered_for(protocol), d)
+    return fired_for_record(record, protocol, ctx), d

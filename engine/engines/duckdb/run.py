@@ -114,6 +114,8 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
     out = []
     for m in proto.measures:
         key = f"measure:{m.id}"
+        if key in proto.undetermined:  # a missing codelist: left out (listed in the run summary), never counted as not met
+            continue
         steps = measure_steps.steps(m)
         suffixes = [f"#{k}" for k in range(1, m.episodes_at_most + 1)] if m.episode_based else [""]
         counts = {}
@@ -359,9 +361,17 @@ def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.dat
                                   "AND version = ?", key).fetchone()[0]
         if chunks_done == len(chunks):
             con.execute("INSERT INTO res.run_protocols VALUES (?, ?, ?, ?, ?, now())", key + [n_patients, seconds])
-        summary["protocols"].append({"protocol": proto.key, "patients": n_patients, "on_register": int(on_register),
-                                     "worker_seconds": round(seconds, 2), "measures": _stored_measures(con, run, proto)})
-        log(f"{proto.key}: {n_patients} patients, {on_register} on the register")
+        entry = {"protocol": proto.key, "patients": n_patients, "on_register": int(on_register),
+                 "worker_seconds": round(seconds, 2), "measures": _stored_measures(con, run, proto)}
+        if proto.missing_clusters:  # declared codelists not supplied: what they block was not evaluated
+            from engine.language.determinacy import blocked_by
+            entry["cannot_determine"] = blocked_by(proto)
+            if "population" in proto.undetermined:
+                entry["on_register"] = None
+        summary["protocols"].append(entry)
+        log(f"{proto.key}: {n_patients} patients, "
+            + (f"{on_register} on the register" if entry["on_register"] is not None else "register cannot be determined")
+            + (f"; cannot determine (codelists not supplied): {entry['cannot_determine']}" if "cannot_determine" in entry else ""))
     con.execute("UPDATE res.runs SET finished = now() WHERE run = ?", [run])
     con.close()
     return summary

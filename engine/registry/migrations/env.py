@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import engine.registry.access  # noqa: F401  (users, access log, audit snapshots ...: migration 0003)
+import engine.registry.bulk  # noqa: F401  (bulk NDJSON loads and their refused lines: migration 0010)
 import engine.registry.outputs  # noqa: F401  (registers the output tables)
 import engine.registry.pending  # noqa: F401  (evaluation outbox, data problems: migration 0005)
 import engine.registry.tables  # noqa: F401  (registers the tables on SQLModel.metadata)

@@ -1,7 +1,7 @@
 """patient_measure: each stored evaluation's measures as counts per population step
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06 06:40:00
 
 (Issue 16: the audit page decoded every stored evaluation's JSON on each request, 10-20 s with a
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0010'
-down_revision = '0009'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
@@ -32,6 +32,8 @@ def upgrade() -> None:
     sa.Column('exclusions', sa.Integer(), nullable=False),
     sa.Column('exceptions', sa.Integer(), nullable=False),
     sa.Column('numerator', sa.Integer(), nullable=False),
+    sa.Column('cannot_determine', sa.Integer(), nullable=False),
+    sa.Column('missing_codelists', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['patient_id'], ['patient.id'], name='fk_patient_measure_patient', ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )

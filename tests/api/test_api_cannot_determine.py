@@ -1,0 +1,66 @@
+"""A measure that needs a declared codelist the site has not supplied: patients it cannot be determined for are
+left out of the rate and counted apart, in the API's audit figures, the drill-down and the audit web page; care
+plans show the activity as unknown, with the reason, and raise no task for it."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.api.support import AMINA, close_api, make_api
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "declared-cluster"
+
+
+@pytest.fixture
+def footcare_api(tmp_path, monkeypatch):
+    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
+    protocols = tmp_path / "protocols"
+    protocols.mkdir()
+    shutil.copy(FIXTURE / "footcare.yaml", protocols / "footcare.yaml")
+    shutil.copytree(FIXTURE / "valuesets", protocols / "valuesets")
+    (protocols / "agreements").mkdir()
+    a = make_api(f"sqlite:///{tmp_path / 'carepath.db'}", protocols, seed=True)
+    yield a
+    close_api(a)
+
+
+def test_audit_leaves_undetermined_patients_out_of_the_rate(footcare_api):
+    api = footcare_api
+    rows = {r["measure"]: r for r in api.get("/audit/measures?unit_kind=area").json()["rows"]}
+    foot, hba1c = rows["DMFOOT"], rows["DMHBA1C"]
+    assert hba1c["denominator"] > 0 and hba1c["cannot_determine"] == 0
+    # everyone on the register is undetermined for the foot measure: none counted as not met
+    assert foot["cannot_determine"] == hba1c["denominator"] and foot["missing_codelists"] == ["FOOTEXAM_COD"]
+    assert (foot["denominator"], foot["numerator"], foot["rate"]) == (0, 0, None)
+
+    drill = api.get("/audit/measures/DMFOOT/patients?unit_kind=area").json()["patients"]
+    assert len(drill) == foot["cannot_determine"] and {p["group"] for p in drill} == {"cannot-determine"}
+    assert all("cannot determine — codelist FOOTEXAM_COD not supplied" in p["why"] for p in drill)
+
+    plan = api.get(f"/patients/{AMINA}/care-plan").json()
+    [proto] = [p for p in plan["protocols"] if p["protocol"] == "footcare-fixture"]
+    items = {i["activity"]: i for i in proto["care_plan"]}
+    assert items["foot-exam"]["status"] == "unknown"
+    assert "cannot determine — codelist FOOTEXAM_COD not supplied" in items["foot-exam"]["provenance"]["why"]
+    assert {c["id"] for c in proto["cannot_determine"]} >= {"foot-exam", "DMFOOT", "foot-exam-overdue"}
+    tasks = api.get(f"/patients/{AMINA}/care-plan").json().get("open_tasks", [])
+    assert not any("foot" in t["title"].lower() for t in tasks)
+
+
+def test_audit_page_says_how_many_cannot_be_determined(footcare_api):
+    c = footcare_api.client
+    page = c.get("/app/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    r = c.post("/app/login", data={"username": "clinical.lead", "password": "clinical.lead-demo-pw", "csrf_token": csrf},
+               follow_redirects=False)
+    assert r.status_code == 303
+    n = footcare_api.get("/audit/measures?unit_kind=area").json()["rows"]
+    n = next(r for r in n if r["measure"] == "DMFOOT")["cannot_determine"]
+    html = c.get("/app/audit?measure=DMFOOT&protocol=footcare-fixture").text
+    assert "Cannot determine" in html
+    assert re.search(rf"Cannot determine for {n} patients?: codelist FOOTEXAM_COD not supplied", html)
+    drill = c.get("/app/audit/DMFOOT/patients?protocol=footcare-fixture&unit_kind=area").text
+    assert "Cannot determine (codelist not supplied)" in drill
