@@ -108,7 +108,7 @@ def _profile_audit(url: str, n: int = 3, top: int = 25) -> dict:
     from api.security import Scope
     from engine.registry.access import UserRow
 
-    app = create_app(url, ROOT / "protocols", migrate=False)
+    app = create_app(url, ROOT / "protocols", migrate=False, cookie_secure=False)  # TestClient speaks plain HTTP
     state = app.state.carepath
     out: dict = {"requests": n}
     with TestClient(app) as client:

@@ -143,7 +143,8 @@ class Server:
     def __init__(self, url: str):
         self.port = _free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, DATABASE_URL=url, CAREPATH_PROTOCOLS=str(ROOT / "protocols"))
+        # Plain HTTP on loopback: the session cookie (Secure by default) must be sent without TLS.
+        env = dict(os.environ, DATABASE_URL=url, CAREPATH_PROTOCOLS=str(ROOT / "protocols"), CAREPATH_COOKIE_SECURE="0")
         self.proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1", "--port",
                                       str(self.port), "--log-level", "warning", "--no-access-log"], cwd=ROOT, env=env)
 

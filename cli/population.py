@@ -72,8 +72,9 @@ def evaluate_population(data: Path = typer.Option(Path("var/population"), "--dat
         if p.get("error"):
             console.print(f"  {p['protocol']}: not evaluated: {p['error']}", highlight=False)
         for m, v in (p.get("measures") or {}).items():
-            rate = f"{100 * v['numerator'] / v['denominator']:.1f} %" if v["denominator"] else "—"
-            console.print(f"  {p['protocol']} {m}: {v['numerator']} / {v['denominator']} ({rate}), "
-                          f"{v['exclusions']} excluded", highlight=False)
+            eligible = v["denominator"] - v["exclusions"] - v.get("exceptions", 0)  # as the audit's rate
+            rate = f"{100 * v['numerator'] / eligible:.1f} %" if eligible > 0 else "—"
+            console.print(f"  {p['protocol']} {m}: {v['numerator']} / {eligible} ({rate}), denominator {v['denominator']}, "
+                          f"{v['exclusions']} excluded, {v.get('exceptions', 0)} exceptions", highlight=False)
     console.print(f"{summary['patients']} patients in {summary['chunks']} chunks, {summary['seconds']} s. "
                   f"Results: {summary['results']} (run {summary['run']})", highlight=False)

@@ -8,7 +8,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from api.state import AppState
-from engine.app.audit import AREA, aggregate, figures, stored_rows, take_snapshot, unit_of
+from engine.app.audit import AREA, figures, stored_rows, take_snapshot, unit_of
+from engine.app.audit_sql import live_figures
 from api.deps import Principal, get_state, log_access, require
 from api.responses import API_ERRORS, errors
 from api.schemas import AuditOut, DataProblemOut, DrillOut, DrillPatient, MeasureFigures, ShortText, SnapshotIn, SnapshotOut, TrendOut, TrendPoint
@@ -31,20 +32,34 @@ def measures(unit_kind: UnitKind = "practice", protocol: ShortText | None = None
     the area rate on funnel limits. Aggregates only: no patient is identified. Patients whose result cannot
     be determined (a declared codelist not supplied) are left out of the counts and the rate and counted
     in `cannot_determine`, with the `missing_codelists`."""
-    with Session(state.engines.read) as s:
-        rows = stored_rows(s, protocol)
-    per_unit, area = aggregate(rows, unit_kind)
-    out = []
-    for key, c in sorted(per_unit.items()):
-        if (measure and c.measure != measure) or (unit and c.unit != unit):
-            continue
-        out.append(MeasureFigures(**figures(c, area.get(key[:2]))))
-    dates = [e.reference_date for _, e in rows]
-    with Session(state.engines.read) as s:  # aggregate only: how many patients' latest evaluation failed
+    return _measures(state, unit_kind, protocol, measure, unit)[0]
+
+
+def measures_with_area(unit_kind: UnitKind, protocol: str | None, who: Principal, state: AppState) -> tuple[AuditOut, AuditOut]:
+    """(figures per unit, figures for the area) from one aggregation: what the audit page shows (`measures`
+    for unit_kind and for the area, without summing the stored measures twice). The caller has checked that
+    `who` may read the audit (audit:read), as `measures` requires."""
+    return _measures(state, unit_kind, protocol, None, None, with_area=True)
+
+
+def _measures(state: AppState, unit_kind: str, protocol: str | None, measure: str | None, unit: str | None,
+              with_area: bool = False) -> tuple:
+    with Session(state.engines.read) as s:  # SQL sums over the stored measures (engine.app.audit_sql)
+        live = live_figures(s, unit_kind, protocol)
+        # aggregate only: how many patients' latest evaluation failed
         problems = s.exec(select(func.count(func.distinct(DataProblemRow.patient_id)))
                           .where(DataProblemRow.resolved_at.is_(None))).one()
-    return AuditOut(unit_kind=unit_kind, patients=len({p.id for p, _ in rows}), evaluated_from=min(dates, default=None),
-                    evaluated_to=max(dates, default=None), rows=out, data_problems=problems)
+    kinds = [(unit_kind, live.per_unit)] + ([(AREA, {(*k, AREA): c for k, c in live.area.items()})] if with_area else [])
+    outs = []
+    for kind, per_unit in kinds:
+        out = []
+        for key, c in sorted(per_unit.items()):
+            if (measure and c.measure != measure) or (unit and c.unit != unit):
+                continue
+            out.append(MeasureFigures(**figures(c, live.area.get(key[:2]))))
+        outs.append(AuditOut(unit_kind=kind, patients=live.patients, evaluated_from=live.evaluated_from,
+                             evaluated_to=live.evaluated_to, rows=out, data_problems=problems))
+    return tuple(outs)
 
 
 def _group(m: dict) -> str:
@@ -66,7 +81,7 @@ def drill_down(request: Request, measure: str = Path(..., pattern=r"^[A-Za-z0-9.
     """The patients behind a measure's figures, within your scope. Auditors see pseudonyms, no names."""
     groups = set(group or ("numerator", "not-met", "excluded", "cannot-determine"))
     with Session(state.engines.read) as s:
-        rows = stored_rows(s, protocol)
+        rows = stored_rows(s, protocol, measure)
     found, out, proto_seen = False, [], None
     for p, e in rows:
         m = next((x for x in (e.result or {}).get("measures", []) if x["measure"] == measure), None)

@@ -11,7 +11,8 @@ from sqlmodel import Session, select
 
 from engine.app import fhir_out
 from api.state import AppState
-from engine.app.audit import aggregate, figures, stored_rows
+from engine.app.audit import figures
+from engine.app.audit_sql import live_figures
 from api.deps import Principal, get_state, log_access, patient_in_scope, require
 from api.routers.worklists import NO_TASK
 from api.responses import API_ERRORS, errors
@@ -114,13 +115,12 @@ def summary_reports(measure: ShortText | None = None, protocol: ShortText | None
                     unit_kind: Literal["practice", "mdt", "locality", "area"] = "area", unit: ShortText | None = None,
                     who: Principal = Depends(require("audit:read")), state: AppState = Depends(get_state)):
     """Summary MeasureReports (counts and rate) per unit, from the stored evaluations."""
-    with Session(state.engines.read) as s:
-        rows = stored_rows(s, protocol)
-    per_unit, area = aggregate(rows, unit_kind)
-    ref = max((e.reference_date for _, e in rows), default=state.now().date())
+    with Session(state.engines.read) as s:  # SQL sums over the stored measures (engine.app.audit_sql)
+        live = live_figures(s, unit_kind, protocol)
+    ref = live.evaluated_to or state.now().date()
     reports = []
-    for key, c in sorted(per_unit.items()):
+    for key, c in sorted(live.per_unit.items()):
         if (measure and c.measure != measure) or (unit and c.unit != unit):
             continue
-        reports.append(fhir_out.summary_report(figures(c, area.get(key[:2])), _period(state, c.protocol, ref), state.now()))
+        reports.append(fhir_out.summary_report(figures(c, live.area.get(key[:2])), _period(state, c.protocol, ref), state.now()))
     return fhir(fhir_out.bundle(reports))

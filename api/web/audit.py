@@ -47,8 +47,7 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                measure: Short = None, who: Principal = Depends(page_user)):
     state = state_of(request)
     need(request, who, "audit:read")
-    area = aapi.measures("area", protocol or None, None, None, who, state)
-    by_unit = aapi.measures(unit_kind, protocol or None, None, None, who, state)
+    by_unit, area = aapi.measures_with_area(unit_kind, protocol or None, who, state)
     measures = sorted(area.rows, key=lambda r: (r.protocol, r.measure))
     chosen = next((r for r in measures if r.measure == measure and (not protocol or r.protocol == protocol)), None)
     if chosen is None and measures:  # the measure with the most to compare: most units with data, then most patients

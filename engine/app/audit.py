@@ -1,8 +1,10 @@
 """Audit figures: measure counts per practice / MDT / locality / area, rates with a Wilson 95%
 interval, and peer comparison against the area on funnel-plot limits (95% and 99.8%).
 
-Live figures come from the stored per-patient evaluations (`patient_evaluation.result`, one per
-patient per protocol, kept current by ingest and re-evaluation); snapshots for trends evaluate
+Live figures come from the stored per-patient evaluations (one per patient per protocol, kept current
+by ingest and re-evaluation): SQL sums over their measures' rows (`patient_measure`,
+engine/app/audit_sql.py); `aggregate` over `stored_rows` is the same computation from the stored JSON,
+one patient at a time (kept as the reference the SQL is tested against). Snapshots for trends evaluate
 everyone as of a reporting date (`take_snapshot`) and store only the counts.
 """
 from __future__ import annotations
@@ -11,13 +13,15 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 
+from sqlalchemy import exists
 from sqlmodel import Session, select
 
 from engine.evaluation.evaluator import evaluate
 from engine.language.library import Library
 from engine.registry.access import AuditSnapshotRow
 from engine.registry.ingest import iter_records
-from engine.registry.outputs import PatientEvaluationRow
+from engine.registry.measure_results import step_counts  # noqa: F401  (one reading of a stored measure's counts)
+from engine.registry.outputs import PatientEvaluationRow, PatientMeasureRow
 from engine.registry.tables import PatientRow
 
 UNIT_KINDS = ("practice", "mdt", "locality", "area")
@@ -61,20 +65,6 @@ class Counts:
     @property
     def rate(self) -> float | None:
         return self.numerator / self.eligible if self.eligible > 0 else None
-
-
-def step_counts(m) -> dict[str, int]:
-    """A measure result (stored dict or MeasureResult) as counts per population step: one patient, or
-    its episodes when the measure is episode-based."""
-    get = m.get if isinstance(m, dict) else lambda k, d=None: getattr(m, k, d)
-    counts = get("counts")
-    if get("basis") == "episode" and counts:
-        return {"initial_population": counts.get("initial_population", 0), "denominator": counts.get("denominator", 0),
-                "exclusions": counts.get("exclusion", 0), "exceptions": counts.get("exception", 0),
-                "numerator": counts.get("numerator", 0)}
-    return {"initial_population": int(bool(get("initial_population"))), "denominator": int(bool(get("denominator"))),
-            "exclusions": int(bool(get("exclusion"))), "exceptions": int(bool(get("exception"))),
-            "numerator": int(bool(get("numerator")))}
 
 
 def unit_of(p: PatientRow, kind: str) -> str | None:
@@ -140,7 +130,7 @@ class StoredMeasures:
     result: dict
 
 
-def stored_rows(s: Session, protocol: str | None = None) -> list[tuple[PatientRow, StoredMeasures]]:
+def stored_rows(s: Session, protocol: str | None = None, measure: str | None = None) -> list[tuple[PatientRow, StoredMeasures]]:
     """Every stored evaluation's measures with its patient. Only the `measures` part of each stored result
     is read (a JSON path the database extracts), not the whole evaluation (care plan, tasks, why-lines) as
     ORM objects: with 25,000 stored evaluations that took 14 s a call, decoding JSON and building objects
@@ -150,6 +140,9 @@ def stored_rows(s: Session, protocol: str | None = None) -> list[tuple[PatientRo
          .join(e, e.patient_id == PatientRow.id))
     if protocol:
         q = q.where(e.protocol == protocol)
+    if measure:  # only the evaluations that have this measure (its rows in patient_measure say which)
+        pm = PatientMeasureRow
+        q = q.where(exists().where(pm.patient_id == e.patient_id, pm.protocol == e.protocol, pm.measure == measure))
     return [(p, StoredMeasures(proto, version, ref, {"measures": measures or []}))
             for p, proto, version, ref, measures in s.exec(q.order_by(PatientRow.nhs_number))]
 

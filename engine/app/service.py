@@ -59,6 +59,7 @@ from engine.language.model import Protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
 from engine.registry.ingest import load_record
+from engine.registry.measure_results import replace_measures
 from engine.registry.outputs import (CLOSED_STATUSES, OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow,
                                      TaskRow)
 from engine.registry.tables import PatientRow, utcnow
@@ -601,11 +602,15 @@ def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation,
         data = pr.model_dump(mode="json")
         if inputs and pr.protocol in inputs:
             data[INPUTS_KEY] = inputs[pr.protocol]
-        row = rows.get(pr.protocol) or PatientEvaluationRow(patient_id=patient_id, protocol=pr.protocol, version=pr.version,
-                                                             reference_date=evaluation.reference_date, on_register=pr.on_register)
+        row = rows.get(pr.protocol)
+        before = (row.version, row.result.get("measures")) if row is not None and isinstance(row.result, dict) else None
+        row = row or PatientEvaluationRow(patient_id=patient_id, protocol=pr.protocol, version=pr.version,
+                                          reference_date=evaluation.reference_date, on_register=pr.on_register)
         row.version, row.reference_date, row.on_register, row.result, row.evaluated_at = (
             pr.version, evaluation.reference_date, pr.on_register, data, now)
         session.add(row)
+        if before != (pr.version, data.get("measures")):  # the audit's rows (patient_measure) follow the measures
+            replace_measures(session, patient_id, pr.protocol, pr.version, data.get("measures"))
 
 
 # ---- task lifecycle actions ------------------------------------------------------------------------

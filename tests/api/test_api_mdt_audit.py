@@ -96,6 +96,22 @@ def test_audit_figures_and_peer_comparison(api):
     assert {r["unit"] for r in loc} == {"central"}
 
 
+def test_the_audit_pages_one_aggregation_gives_both_endpoints_figures(api):
+    """The audit page takes its figures per unit and for the area from one aggregation
+    (api.routers.audit.measures_with_area): the same as GET /audit/measures for the unit kind and for the area."""
+    from api.deps import Principal
+    from api.routers.audit import measures_with_area
+    from api.security import Scope
+
+    state = api.client.app.state.carepath
+    who = Principal(id=0, username="auditor", role="auditor", mdt=None, practice=None, locality=None, scope=Scope())
+    for kind in ("practice", "mdt", "locality"):
+        by_unit, area = measures_with_area(kind, None, who, state)
+        assert by_unit.model_dump(mode="json") == api.get("/audit/measures", user="auditor", params={"unit_kind": kind}).json()
+        assert area.model_dump(mode="json") == api.get("/audit/measures", user="auditor", params={"unit_kind": "area"}).json()
+        assert area.rows and by_unit.rows
+
+
 def test_wilson_and_funnel():
     assert wilson(0, 0) is None and wilson(5, 10) == (0.2366, 0.7634)
     assert funnel(0.5, 100, 1.959964) == (0.402, 0.598) and funnel(None, 10, 1.96) is None

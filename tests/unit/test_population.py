@@ -111,9 +111,12 @@ def test_population_run_matches_per_patient_measures(tmp_path):
         res = evaluate(rec, protos, as_of=AS_OF, options=Options(engine="python")).protocols[0]
         on_register += res.on_register
         for m in res.measures:
-            w = want.setdefault(m.measure, {"denominator": 0, "exclusions": 0, "numerator": 0})
+            w = want.setdefault(m.measure, {"initial_population": 0, "denominator": 0, "exclusions": 0, "exceptions": 0,
+                                            "numerator": 0})
+            w["initial_population"] += m.initial_population
             w["denominator"] += m.denominator
             w["exclusions"] += m.exclusion
+            w["exceptions"] += m.exception
             w["numerator"] += m.numerator
     assert got == want
     assert summary["protocols"][0]["on_register"] == on_register > 0
@@ -303,3 +306,97 @@ def test_demo_registry_shows_sla_lateness_and_nothing_raised_in_the_future(tmp_p
     engine.dispose()
     assert raised and max(raised) <= after
     assert overdue > 0
+
+
+ECQM_KITS = ROOT.parent / "shared" / "conformance" / "ecqm"
+
+
+@pytest.mark.parametrize("kit", ["CMS122", "CMS135", "CMS144", "CMS159", "CMS165", "CMS2", "CMS22", "CMS69"])
+def test_population_run_counts_exceptions_and_episodes_as_the_per_patient_engines(tmp_path, kit):
+    """Issue 15: a population run of an eCQM protocol over its whole conformance deck counts every population
+    (denominator exceptions apart; CMS22 per episode, a case can count 2) exactly as the per-patient
+    evaluations summed, and as the deck's own expected MeasureReports summed; the audit over the stored
+    per-patient rows (measure_by_practice) counts the same."""
+    import json
+
+    import duckdb
+
+    from engine.app.audit import step_counts
+    from engine.app.conformance import find_protocol, kit_measure
+    from engine.engines.duckdb import batch
+    from engine.engines.duckdb.audit import measure_by_practice
+    from engine.engines.duckdb.columnar import load_records
+    from engine.engines.duckdb.run import evaluate_population_run
+    from engine.evaluation.evaluator import Options, evaluate
+    from engine.records.fhir_import import import_bundle
+
+    kit_dir = ECQM_KITS / kit
+    km = kit_measure(kit_dir)
+    proto, measure = find_protocol(km, ROOT / "protocols")
+    start, end = km.period_start, km.period_end
+    records, expected = [], dict.fromkeys(("initial_population", "denominator", "exclusions", "exceptions", "numerator"), 0)
+    names = {"initial-population": "initial_population", "denominator": "denominator",
+             "denominator-exclusion": "exclusions", "denominator-exception": "exceptions", "numerator": "numerator"}
+    for case in sorted((kit_dir / "cases").iterdir()):
+        (rec,) = import_bundle(json.loads((case / "bundle.json").read_text()), source_system=f"{kit}/{case.name}",
+                               single_patient=True).records
+        records.append(rec)
+        for k, v in json.loads((case / "expected.json").read_text())["populations"].items():
+            expected[names[k]] += int(v)
+    want = dict.fromkeys(expected, 0)
+    for rec in records:
+        res = evaluate(rec, [proto], as_of=end, period_start=start, options=Options(engine="python")).protocols[0]
+        (m,) = [x for x in res.measures if x.measure == measure.id]
+        for k, v in step_counts(m).items():
+            want[k] += v
+    assert want == expected  # every case passes on the per-patient engine: the deck's sums are the truth
+    con = batch.connect(str(tmp_path / "population.duckdb"))
+    load_records(con, records)
+    con.close()
+    summary = evaluate_population_run(tmp_path / "population.duckdb", [proto], end, start, workers=1,
+                                      results=tmp_path / "results.duckdb", log=lambda m: None)
+    (p,) = summary["protocols"]
+    assert p["measures"][measure.id] == want, p
+    if kit in ("CMS135", "CMS144", "CMS2", "CMS22", "CMS69"):
+        assert want["exceptions"] > 0
+    if kit == "CMS22":
+        assert want["denominator"] > len(records) // 2 and any(  # some case counts two episodes
+            json.loads((c / "expected.json").read_text())["populations"]["denominator"] > 1
+            for c in (kit_dir / "cases").iterdir())
+    res = duckdb.connect(summary["results"], read_only=True)
+    try:
+        rows = measure_by_practice(res, summary["run"], proto, measure.id)
+        assert {k: sum(r[k] for r in rows) for k in want} == want
+        assert {r["basis"] for r in rows} == {"episode" if measure.episode_based else "patient"}
+        basis = res.execute("SELECT DISTINCT basis FROM measures WHERE measure = ?", [measure.id]).fetchall()
+        assert basis == [("episode" if measure.episode_based else "patient",)]
+    finally:
+        res.close()
+
+
+def test_population_run_of_every_protocol_equals_the_per_patient_counts(tmp_path):
+    """Every protocol in force over a generated population (eCQM ones included): the run's counts of every
+    population equal the per-patient evaluations summed with the audit's own reading (engine.app.audit.step_counts).
+    (The generated people have no denominator exceptions or eCQM episodes: the conformance decks test above
+    has them.)"""
+    from engine.app.audit import step_counts
+    from engine.engines.duckdb.run import evaluate_population_run
+    from engine.evaluation.evaluator import Options, evaluate
+    from engine.language.library import load_library
+
+    as_of = dt.date(2026, 12, 31)
+    write_population(tmp_path / "pop", 150, seed=21, as_of=as_of, workers=1)
+    protos = load_library([ROOT / "protocols"]).in_force(as_of)
+    assert any(m.has_exceptions for p in protos for m in p.measures) and any(m.episode_based for p in protos for m in p.measures)
+    summary = evaluate_population_run(tmp_path / "pop", protos, as_of, workers=2, chunk_size=80, log=lambda m: None)
+    got = {p["protocol"]: p["measures"] for p in summary["protocols"] if p["measures"]}
+    want: dict = {}
+    for rec in generate(150, seed=21, as_of=as_of):
+        for res in evaluate(rec, protos, as_of=as_of, options=Options(engine="python")).protocols:
+            for m in res.measures:
+                w = want.setdefault(f"{res.protocol}@{res.version}", {}).setdefault(
+                    m.measure, dict.fromkeys(("initial_population", "denominator", "exclusions", "exceptions", "numerator"), 0))
+                for k, v in step_counts(m).items():
+                    w[k] += v
+    assert got == want
+    assert sum(v["denominator"] for ms in want.values() for v in ms.values()) > 0

@@ -11,7 +11,9 @@ Input: a population folder (`<table>/*.parquet` as written by engine/synthetic/g
     run_protocols   run, protocol, version, patients, seconds, finished          <- one row per protocol done
     fired           run, protocol, version, chunk, nhs_number, practice, deceased, fired  (condition keys that held)
     measures        run, protocol, version, chunk, measure, practice, mdt, locality,
-                    initial_population, denominator, exclusions, numerator   (evaluator._measure's logic)
+                    initial_population, denominator, exclusions, numerator, exceptions, basis
+                    (engine/ir/measure_steps.py, as the per-patient engines count them: denominator
+                    exceptions apart; a measure with basis 'episode' counts each episode, CMS22)
     registers       run, protocol, version, chunk, practice, patients
 
 Memory: the population is evaluated in chunks of patients (`pid` ranges, default 50,000): a chunk's
@@ -31,6 +33,7 @@ import datetime as dt
 import hashlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.engines.duckdb import batch
@@ -80,16 +83,32 @@ CREATE TABLE IF NOT EXISTS res.fired (run VARCHAR, protocol VARCHAR, version VAR
     nhs_number VARCHAR, practice VARCHAR, deceased BOOLEAN, fired VARCHAR[]);
 CREATE TABLE IF NOT EXISTS res.measures (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER, measure VARCHAR,
     practice VARCHAR, mdt VARCHAR, locality VARCHAR, initial_population BIGINT, denominator BIGINT, exclusions BIGINT,
-    numerator BIGINT);
+    numerator BIGINT, exceptions BIGINT, basis VARCHAR);
 CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
     practice VARCHAR, patients BIGINT);
 """
 
 
-def _measure_sql(proto: Protocol, part_sql=None) -> list[tuple[str, str, str, str, str]]:
-    """(measure, ip, den, excl, num) SQL per measure, compiled from the one description of the measure steps
-    (engine/ir/measure_steps.py) that the per-patient engines use too. `part_sql(key)` is the SQL for "condition `key` held": by default its boolean column in the
-    compiled query; engine/engines/duckdb/audit.py passes a test on the stored fired lists."""
+# The populations a run counts, as engine.app.audit names them (measure_steps keys -> columns).
+COUNTED = {"ip": "initial_population", "den": "denominator", "excl": "exclusions", "num": "numerator", "exc": "exceptions"}
+
+
+@dataclass(frozen=True)
+class MeasureSQL:
+    """One measure's counts for one patient row, as SQL integer expressions (column -> SQL): 0 / 1 for a
+    patient-based measure, the number of the patient's episodes in each population for an episode-based one."""
+    measure: str
+    basis: str  # patient | episode
+    counts: dict
+
+
+def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
+    """Each measure's counts per patient row, compiled from the one description of the measure steps
+    (engine/ir/measure_steps.py) that the per-patient engines use too: every population, denominator
+    exceptions included, and for a measure counted per episode the sum over its episodes (keys
+    `measure:<id>:<step>#k`, k = 1 .. episodes_at_most; an episode counts only from its initial population on,
+    as the evaluator counts it). `part_sql(key)` is the SQL for "condition `key` held": by default its boolean
+    column in the compiled query; engine/engines/duckdb/audit.py passes a test on the stored fired lists."""
     conds = set(batch.lowered_for(proto).conditions)
     part_sql = part_sql or batch.ident
     out = []
@@ -97,18 +116,27 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[tuple[str, str, str, st
         key = f"measure:{m.id}"
         if key in proto.undetermined:  # a missing codelist: left out (listed in the run summary), never counted as not met
             continue
-        col = lambda part: part_sql(f"{key}:{part}") if f"{key}:{part}" in conds else "FALSE"  # noqa: E731
-        sql = {name: measure_steps.to_sql(e, col, m.counts_deceased) for name, e in measure_steps.steps(m).items()}
-        ip, den, excl, num = sql["ip"], sql["den"], sql["excl"], sql["num"]
-        out.append((m.id, ip, den, excl, num))
+        steps = measure_steps.steps(m)
+        suffixes = [f"#{k}" for k in range(1, m.episodes_at_most + 1)] if m.episode_based else [""]
+        counts = {}
+        for pop, column in COUNTED.items():
+            terms = []
+            for sfx in suffixes:
+                def col(part, sfx=sfx):
+                    k = f"{key}:{part}{sfx}"
+                    return part_sql(k) if k in conds else "FALSE"
+                terms.append(f"CAST({measure_steps.to_sql(steps[pop], col, m.counts_deceased)} AS INTEGER)")
+            counts[column] = " + ".join(terms)
+        out.append(MeasureSQL(m.id, "episode" if m.episode_based else "patient", counts))
     return out
 
 
 def _stored_measures(con, run: str, proto: Protocol) -> dict:
-    rows = con.execute("SELECT measure, sum(denominator), sum(exclusions), sum(numerator) FROM res.measures "
-                       "WHERE run = ? AND protocol = ? AND version = ? GROUP BY measure ORDER BY measure",
-                       [run, proto.id, proto.version]).fetchall()
-    return {m: {"denominator": int(d), "exclusions": int(e), "numerator": int(n)} for m, d, e, n in rows}
+    rows = con.execute("SELECT measure, sum(initial_population), sum(denominator), sum(exclusions), sum(exceptions), "
+                       "sum(numerator) FROM res.measures WHERE run = ? AND protocol = ? AND version = ? "
+                       "GROUP BY measure ORDER BY measure", [run, proto.id, proto.version]).fetchall()
+    return {m: {"initial_population": int(ip), "denominator": int(d), "exclusions": int(e), "exceptions": int(x),
+                "numerator": int(n)} for m, ip, d, e, x, n in rows}
 
 
 def _open_results(con, results: Path) -> None:
@@ -121,6 +149,11 @@ def _open_results(con, results: Path) -> None:
     if not {"chunk", "deceased"} <= cols:
         raise FileNotFoundError(f"{results} was written by an older carepath (results without chunks); "
                                 f"use a new --results file")
+    cols = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = 'res' "
+                                      "AND table_name = 'measures'").fetchall()}
+    if "exceptions" not in cols:
+        raise FileNotFoundError(f"{results} was written by an older carepath (measures without denominator "
+                                f"exceptions and episode counts); use a new --results file")
 
 
 def _load_chunk(con, lo: int, hi: int) -> int:
@@ -137,19 +170,21 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
     `out` (the process holding the results file takes them in, see _commit_chunk)."""
     tables = batch.default_tables(CHUNK_PREFIX)
     t0 = time.perf_counter()
-    compiled = batch.prepare(con, proto, as_of, period_start, tables)
+    body, keys, vsm_tables = _fired_columns(con, proto, as_of, period_start, tables)
     ctx = Context.as_of(as_of, proto.period, period_start)
-    keys = compiled.conditions
     fired_list = ("flatten([" + ", ".join(f"CASE WHEN {batch.ident(k)} THEN [{batch.lit(k)}] ELSE []::VARCHAR[] END"
                                           for k in keys) + "])") if keys else "[]::VARCHAR[]"
     con.execute(f"CREATE OR REPLACE TEMP TABLE cur AS SELECT o.*, p.practice, p.mdt, p.locality, "
                 f"coalesce(p.death_date <= {batch.lit(ctx.reference_date)}, FALSE) AS deceased "
-                f"FROM ({compiled.sql}) o JOIN {tables['patients']} p USING (pid)")
+                f"FROM ({body}) o JOIN {tables['patients']} p USING (pid)")
     meta = ", ".join([batch.lit(run), batch.lit(proto.id), batch.lit(proto.version), str(int(chunk))])
     reg = "(NOT deceased AND \"population\")" if "population" in keys else "FALSE"
-    measures = [f"SELECT {meta}, {batch.lit(mid)}, practice, mdt, locality, count(*) FILTER (WHERE {ip}), "
-                f"count(*) FILTER (WHERE {den}), count(*) FILTER (WHERE {excl}), count(*) FILTER (WHERE {num}) "
-                f"FROM cur GROUP BY practice, mdt, locality" for mid, ip, den, excl, num in _measure_sql(proto)]
+    measures = []
+    for ms in _measure_sql(proto):
+        sums = ", ".join(f"CAST(coalesce(sum({ms.counts[c]}), 0) AS BIGINT)"
+                         for c in ("initial_population", "denominator", "exclusions", "numerator", "exceptions"))
+        measures.append(f"SELECT {meta}, {batch.lit(ms.measure)}, practice, mdt, locality, {sums}, {batch.lit(ms.basis)} "
+                        f"FROM cur GROUP BY practice, mdt, locality")
     out.mkdir(parents=True, exist_ok=True)
     parts = {"fired": f"SELECT {meta}, nhs_number, practice, deceased, {fired_list} FROM cur",
              "registers": f"SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) FROM cur GROUP BY practice",
@@ -161,9 +196,36 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
             con.execute(f"COPY ({sql}) TO '{files[table]}' (FORMAT parquet)")
     n, on_register = con.execute(f"SELECT count(*), count(*) FILTER (WHERE {reg}) FROM cur").fetchone()
     con.execute("DROP TABLE cur")
-    con.execute(f"DROP TABLE IF EXISTS {compiled.vsm_table}")
+    for t in vsm_tables:
+        con.execute(f"DROP TABLE IF EXISTS {t}")
     return {"protocol": proto.key, "id": proto.id, "version": proto.version, "chunk": chunk, "patients": n,
             "on_register": on_register, "files": files, "seconds": time.perf_counter() - t0}
+
+
+def _fired_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
+                   tables: dict[str, str]) -> tuple[str, list[str], set[str]]:
+    """(SQL with pid, nhs_number and one boolean column per condition key; the keys; the temporary tables to
+    drop after). One query for most protocols; a protocol with a measure counted per episode is compiled in
+    groups (batch.condition_groups: each episode's steps a query of their own, as fired_by_patient runs them),
+    each group's columns kept in a temporary table and joined on pid."""
+    groups = batch.condition_groups(proto)
+    if groups == [None]:
+        compiled = batch.prepare(con, proto, as_of, period_start, tables)
+        return compiled.sql, list(compiled.conditions), {compiled.vsm_table}
+    keys: list[str] = []
+    names, drop = [], set()
+    for i, group in enumerate(groups):
+        compiled = batch.prepare(con, proto, as_of, period_start, tables, group)
+        name = f"cur_group_{i}"
+        cols = "".join(f", {batch.ident(k)}" for k in compiled.conditions)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT pid, nhs_number{cols} FROM ({compiled.sql})")
+        keys += compiled.conditions
+        names.append((name, compiled.conditions))
+        drop |= {compiled.vsm_table, name}
+    first = names[0][0]
+    select = ", ".join([f"{first}.pid", f"{first}.nhs_number"] + [f"{n}.{batch.ident(k)}" for n, ks in names for k in ks])
+    joins = "".join(f" JOIN {n} ON {n}.pid = {first}.pid" for n, _ in names[1:])
+    return f"SELECT {select} FROM {first}{joins}", keys, drop
 
 
 def _commit_chunk(con, run: str, part: dict) -> None:

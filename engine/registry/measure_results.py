@@ -1,0 +1,84 @@
+"""Per-patient measure results as rows (`patient_measure`), so audit figures are SQL sums.
+
+The stored evaluation (`patient_evaluation.result`, JSON) stays the record of what was decided and why;
+`patient_measure` holds only its measures' counts per population step, one row per measure, written
+in the same transaction by the store path (engine.app.service._store_evaluation calls
+`replace_measures`) and filled for evaluations stored before it existed by migration 0011 (`backfill`).
+
+A measure's counts: for a patient-based measure 0 or 1 per step; for an episode-based one (CMS22)
+the number of the patient's episodes in each step (`counts` of the stored result).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlmodel import Session
+
+from engine.registry.outputs import PatientMeasureRow
+
+STEPS = ("initial_population", "denominator", "exclusions", "exceptions", "numerator")
+
+
+def step_counts(m: Any) -> dict[str, int]:
+    """A measure result (stored dict, or an object with the same attributes) as counts per population step:
+    one patient, or its episodes when the measure is episode-based."""
+    get = m.get if isinstance(m, dict) else lambda k, d=None: getattr(m, k, d)
+    counts = get("counts")
+    if get("basis") == "episode" and counts:
+        return {"initial_population": counts.get("initial_population", 0), "denominator": counts.get("denominator", 0),
+                "exclusions": counts.get("exclusion", 0), "exceptions": counts.get("exception", 0),
+                "numerator": counts.get("numerator", 0)}
+    return {"initial_population": int(bool(get("initial_population"))), "denominator": int(bool(get("denominator"))),
+            "exclusions": int(bool(get("exclusion"))), "exceptions": int(bool(get("exception"))),
+            "numerator": int(bool(get("numerator")))}
+
+
+def measure_rows(patient_id: int, protocol: str, version: str, measures: Iterable[dict] | None) -> list[dict]:
+    """The `patient_measure` rows of one stored evaluation's measures (dicts, as stored). A result that cannot
+    be determined (a declared codelist not supplied) counts in no step, only as `cannot_determine`, with the
+    missing codelists (as engine.app.audit.Counts.add counts it)."""
+    out = []
+    for m in measures or ():
+        missing = m.get("cannot_determine")
+        counts = dict.fromkeys(STEPS, 0) if missing else step_counts(m)
+        out.append(dict(patient_id=patient_id, protocol=protocol, version=version, measure=m["measure"],
+                        title=m.get("title") or m["measure"], **counts, cannot_determine=int(bool(missing)),
+                        missing_codelists=",".join(sorted(set(missing))) if missing else None))
+    return out
+
+
+def replace_measures(session: Session, patient_id: int, protocol: str, version: str, measures: Iterable[dict] | None) -> None:
+    """Make the patient's rows for `protocol` those of `measures` (the evaluation being stored). The caller commits."""
+    t = PatientMeasureRow.__table__
+    session.execute(sa.delete(t).where(t.c.patient_id == patient_id, t.c.protocol == protocol))
+    rows = measure_rows(patient_id, protocol, version, measures)
+    if rows:
+        session.execute(sa.insert(t), rows)
+
+
+COLUMNS_0011 = ("patient_id", "protocol", "version", "measure", "title", *STEPS, "cannot_determine", "missing_codelists")
+
+
+def backfill(conn: Connection, batch: int = 2000) -> int:
+    """Fill `patient_measure` from every stored evaluation (migration 0011; also a repair: it first empties the
+    table). Reads only the `measures` part of each stored result (a JSON path the database extracts).
+    The table is named by its columns as migration 0011 made them, not by the model, so the migration keeps
+    working if the model changes later. Returns the rows written."""
+    t = sa.table("patient_measure", *(sa.column(c) for c in COLUMNS_0011))
+    e = sa.table("patient_evaluation", sa.column("id", sa.Integer), sa.column("patient_id", sa.Integer),
+                 sa.column("protocol", sa.String), sa.column("version", sa.String), sa.column("result", sa.JSON))
+    conn.execute(sa.delete(t))
+    written, last = 0, 0
+    while True:
+        got = conn.execute(sa.select(e.c.id, e.c.patient_id, e.c.protocol, e.c.version, e.c.result["measures"])
+                           .where(e.c.id > last).order_by(e.c.id).limit(batch)).all()
+        if not got:
+            return written
+        rows = [r for _, pid, protocol, version, measures in got
+                for r in measure_rows(pid, protocol, version, measures if isinstance(measures, list) else None)]
+        if rows:
+            conn.execute(sa.insert(t), rows)
+        written += len(rows)
+        last = got[-1][0]
