@@ -178,7 +178,7 @@ def test_population_run_leaves_undetermined_measures_out():
     """The DuckDB population run counts measures in SQL: an undetermined one is left out, never counted as 0 %."""
     from engine.engines.duckdb.run import _measure_sql
     proto = load_protocol(FIXTURE / "footcare.yaml")
-    assert [m for m, *_ in _measure_sql(proto)] == ["DMHBA1C"]
+    assert [m.measure for m in _measure_sql(proto)] == ["DMHBA1C"]
 
 
 def test_docs_list_codelists_not_supplied():

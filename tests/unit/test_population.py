@@ -328,7 +328,7 @@ def test_population_run_counts_exceptions_and_episodes_as_the_per_patient_engine
     from engine.engines.duckdb.columnar import load_records
     from engine.engines.duckdb.run import evaluate_population_run
     from engine.evaluation.evaluator import Options, evaluate
-    from engine.records.fhir_import import import_bundle
+    from engine.records.fhir.bundle import import_bundle
 
     kit_dir = ECQM_KITS / kit
     km = kit_measure(kit_dir)
