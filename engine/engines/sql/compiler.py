@@ -178,6 +178,8 @@ class Compiled:
     props_rows: list[tuple] = field(default_factory=list)  # (vs, system, code, column, value) for count(distinct <column> ...)
     vsm_table: str = ""  # the facts matched to value sets, made by prepare() before the query runs
     vsm_sql: str = ""
+    ctes: list[tuple[str, str]] = field(default_factory=list)  # the query's parts: (name, SELECT ...), in order
+    final: str = ""  # the SELECT over the last part (`sql` = WITH <ctes> <final>)
 
 
 @dataclass
@@ -830,7 +832,8 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
     vsm_sql = c.matches_cte(extra_codes)
     with_sql = ",\n".join(f"{name} AS {dialect.materialized(name)}({sql})"
                           for name, sql in c.ctes)
-    sql = f"WITH {with_sql}\nSELECT {select} FROM summary"
+    final = f"SELECT {select} FROM summary"
+    sql = f"WITH {with_sql}\n{final}"
     vs_rows = []
     for name in sorted(c.valuesets_used):
         vs = protocol.valuesets[name]
@@ -843,5 +846,5 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
                         for (system, code), props in protocol.valuesets[vs_name].properties.items()
                         for value in props.get(col, ()))
     return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted),
-                    c.props_table, props_rows, c.vsm_table, vsm_sql)
+                    c.props_table, props_rows, c.vsm_table, vsm_sql, list(c.ctes), final)
 
