@@ -82,10 +82,33 @@ def run_parts(spark, compiled: Compiled, materialize: str = "shared"):
     return spark.sql(compiled.final)
 
 
-def query(spark, compiled: Compiled, cols: list[str], materialize: str = "shared"):
+SMALL_QUERY = 40  # parts: below this, one WITH query (inlining copies little; one job instead of many)
+
+
+def query(spark, compiled: Compiled, cols: list[str], materialize: str | None = None):
     """The compiled query's DataFrame with only `cols` (by name; names may hold any character)."""
+    if materialize is None:
+        materialize = "none" if len(compiled.ctes) < SMALL_QUERY else "shared"
     df = spark.sql(compiled.sql) if materialize == "none" else run_parts(spark, compiled, materialize)
     return df.select(*[df[f"`{c}`"] for c in cols])
+
+
+class _Scratch:
+    """Frees what one query cached (the matched facts, checkpointed parts) when it is done: local checkpoints
+    stay in the block manager for the session's life otherwise (a run over many protocols ran out of heap)."""
+
+    def __init__(self, spark):
+        self.spark = spark
+
+    def __enter__(self):
+        self.before = set(self.spark.sparkContext._jsc.getPersistentRDDs().keys())
+        return self
+
+    def __exit__(self, *exc):
+        for rdd_id, rdd in self.spark.sparkContext._jsc.getPersistentRDDs().items():
+            if rdd_id not in self.before:
+                rdd.unpersist(False)
+        return False
 
 
 def fired_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
@@ -93,9 +116,12 @@ def fired_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: dt
     """nhs_number -> keys of the conditions that held (as the DuckDB engine's fired_by_patient)."""
     out: dict[str, set[str]] = {}
     for group in condition_groups(protocol):
-        compiled = prepare(spark, protocol, as_of, period_start, tables, group)
-        keys = compiled.conditions
-        for row in query(spark, compiled, ["nhs_number"] + keys).collect():
+        with _Scratch(spark):
+            compiled = prepare(spark, protocol, as_of, period_start, tables, group)
+            keys = compiled.conditions
+            rows = query(spark, compiled, ["nhs_number"] + keys).collect()
+            spark.catalog.uncacheTable(_name(compiled.vsm_table))
+        for row in rows:
             out.setdefault(row[0], set()).update(k for k, v in zip(keys, row[1:]) if v)
     return out
 
@@ -104,9 +130,12 @@ def results_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: 
                        tables: dict[str, str] | None = None) -> dict[str, tuple[set[str], dict[str, Any]]]:
     out: dict[str, tuple[set[str], dict[str, Any]]] = {}
     for group in condition_groups(protocol):
-        compiled = prepare(spark, protocol, as_of, period_start, tables, group)
-        keys, names = compiled.conditions, list(compiled.fields)
-        for row in query(spark, compiled, ["nhs_number"] + keys + names).collect():
+        with _Scratch(spark):
+            compiled = prepare(spark, protocol, as_of, period_start, tables, group)
+            keys, names = compiled.conditions, list(compiled.fields)
+            rows = query(spark, compiled, ["nhs_number"] + keys + names).collect()
+            spark.catalog.uncacheTable(_name(compiled.vsm_table))
+        for row in rows:
             flags, values = row[1:1 + len(keys)], row[1 + len(keys):]
             fired, summary = out.setdefault(row[0], (set(), {}))
             fired.update(k for k, v in zip(keys, flags) if v)

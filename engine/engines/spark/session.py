@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 from engine.engines.spark.dialect import FORMAT_G_UDF
 
@@ -28,8 +29,8 @@ def ensure_java() -> str | None:
     return os.environ["JAVA_HOME"]
 
 
-def format_g(v):
-    return None if v is None else format(v, "g")
+# Python's '%g' (derive.result_text) as a Spark UDF; a lambda, so the worker needs no carepath import
+format_g = lambda v: None if v is None else format(v, "g")  # noqa: E731
 
 
 def get_session(master: str | None = "local[2]", shuffle_partitions: int = int(os.environ.get("CAREPATH_SPARK_PARTITIONS", "2")), memory: str = "2g"):
@@ -43,6 +44,8 @@ def get_session(master: str | None = "local[2]", shuffle_partitions: int = int(o
         spark = SparkSession.builder.getOrCreate()
     else:
         ensure_java()
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # UDF workers: this interpreter, not PATH's python
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         spark = (SparkSession.builder.master(master).appName("carepath")
                  .config("spark.ui.enabled", "false")
                  .config("spark.ui.showConsoleProgress", "false")
@@ -54,7 +57,12 @@ def get_session(master: str | None = "local[2]", shuffle_partitions: int = int(o
                  .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
                  .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
                  .config("spark.sql.execution.arrow.pyspark.enabled", "false")
-                 .getOrCreate())
+                 # the parts of a protocol's query are small per chunk: broadcast joins, no shuffles
+                 .config("spark.sql.autoBroadcastJoinThreshold", str(256 * 1024 * 1024)))
+        for kv in filter(None, os.environ.get("CAREPATH_SPARK_CONF", "").split(",")):
+            k, v = kv.split("=", 1)
+            spark = spark.config(k, v)
+        spark = spark.getOrCreate()
         spark.sparkContext.setLogLevel("ERROR")
     # the compiler's SQL: "double-quoted" identifiers, 'single-quoted' strings, errors rather than silent NULLs
     spark.conf.set("spark.sql.ansi.enabled", "true")
