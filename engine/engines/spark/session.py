@@ -33,7 +33,7 @@ def ensure_java() -> str | None:
 format_g = lambda v: None if v is None else format(v, "g")  # noqa: E731
 
 
-def get_session(master: str | None = "local[2]", shuffle_partitions: int = int(os.environ.get("CAREPATH_SPARK_PARTITIONS", "2")), memory: str = "2g"):
+def get_session(master: str | None = "local[2]", shuffle_partitions: int = int(os.environ.get("CAREPATH_SPARK_PARTITIONS", "2")), memory: str = os.environ.get("CAREPATH_SPARK_MEMORY", "2g")):
     """The process's Spark session for `master` (created once). master=None: the active session (a cluster's)."""
     from pyspark.sql import SparkSession
 

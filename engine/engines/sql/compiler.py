@@ -108,6 +108,10 @@ class Dialect:
     def not_finite(self, expr: str) -> str:
         return f"isnan({expr}) OR isinf({expr})"
 
+    def func(self, name: str, args: list[str], body) -> str:
+        """A scalar function of `args` (body(name, args) writes it, naming each argument several times)."""
+        return body(name, args)
+
 
 DUCKDB = Dialect()
 
@@ -662,6 +666,10 @@ class Compiler:
 
 
 def _func_sql(name: str, args: list[str], dialect: Dialect = DUCKDB) -> str:
+    return dialect.func(name, args, lambda n, a: _func_body(n, a, dialect))
+
+
+def _func_body(name: str, args: list[str], dialect: Dialect = DUCKDB) -> str:
     """derive.func: any argument missing -> NULL (DuckDB's least / greatest would skip it); ln of x <= 0,
     a power that is not a finite real number, and any infinite or NaN result -> NULL."""
     missing = " OR ".join(f"{a} IS NULL" for a in args)
