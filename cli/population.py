@@ -44,9 +44,29 @@ def evaluate_population(data: Path = typer.Option(Path("var/population"), "--dat
                         run: Optional[str] = typer.Option(None, "--run", help="Run id (same id resumes that run)"),
                         chunk: int = typer.Option(62500, "--chunk", min=1, help="Patients evaluated together per worker (memory follows this)"),
                         memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="DuckDB memory limit, e.g. 3GB"),
-                        format: str = typer.Option("text", "--format", help="text or json")):
-    """Evaluate every protocol in force over a whole population with the batch engine (DuckDB)."""
+                        format: str = typer.Option("text", "--format", help="text or json"),
+                        engine: str = typer.Option("duckdb", "--engine", help="duckdb or spark"),
+                        master: str = typer.Option("local[2]", "--master", help="Spark master (--engine spark): local[N], spark://host:port, or 'active' for the running session (Databricks)")):
+    """Evaluate every protocol in force over a whole population with the batch engine (DuckDB or Spark)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if engine == "spark":
+        from engine.engines.spark.run import DEFAULT_CHUNK, evaluate_population_spark
+
+        ref = _date(as_of, "--as-of")
+        summary = evaluate_population_spark(data, _library(protocols).in_force(ref), ref, _date(period_start, "--period-start"),
+                                            master=None if master == "active" else master, out=results, run=run,
+                                            chunk_size=chunk if chunk != 62500 else DEFAULT_CHUNK,
+                                            log=(lambda m: err.print(m, highlight=False)) if format != "json" else (lambda m: None))
+        if format == "json":
+            print(json.dumps(summary, indent=2))
+        else:
+            console.print(f"{summary['patients']} patients in {summary['chunks']} chunks, {summary['seconds']} s on Spark. "
+                          f"Results: {summary['results']} (run {summary['run']})", highlight=False)
+        return
+    if engine != "duckdb":
+        err.print(f"unknown engine {engine!r} (duckdb or spark)")
+        raise typer.Exit(2)
 
     from engine.engines.duckdb.run import evaluate_population_run
 
