@@ -136,3 +136,13 @@ def run(proto, rec: PatientRecord, as_of=REF, engine: str = "durable", agreement
     ev = evaluate(rec, [proto], agreements or [], as_of=day(as_of), period_start=day(period_start) if period_start else None,
                   options=Options(engine=engine))
     return ev, ev.protocols[0]
+
+
+def run_one(proto, rec, engine):
+    """One protocol's result for one patient as of REF, by one engine."""
+    return evaluate(rec, [proto], [], as_of=REF, options=Options(engine=engine)).protocols[0]
+
+
+def undetermined_ids(res):
+    """The ids a result reports as "cannot determine" (a declared codelist not supplied)."""
+    return sorted(c.id for c in res.cannot_determine)

@@ -3,25 +3,15 @@ everything that depends on it cannot be determined — on every engine, never ev
 from __future__ import annotations
 
 import pytest
-from spec_support import REF, fact, record
+from spec_support import REF, fact, record, run_one as run, undetermined_ids as ids
 
-from engine.evaluation.evaluator import Options, evaluate, fired_conditions
+from engine.evaluation.evaluator import fired_conditions
 from engine.engines.derive import Context
 
 DECLARED = {"cluster": "FOOTEXAM_COD", "refset": "999001011000230105", "publisher": "PCD"}
 
 
-@pytest.fixture(autouse=True)
-def _no_site_env(monkeypatch):
-    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
-
-
-def run(proto, rec, engine):
-    return evaluate(rec, [proto], [], as_of=REF, options=Options(engine=engine)).protocols[0]
-
-
-def ids(res):
-    return sorted(c.id for c in res.cannot_determine)
+pytestmark = pytest.mark.usefixtures("no_site_codelists")  # a site folder from the environment must not supply them
 
 
 def test_rule_on_a_missing_cluster_is_undetermined_not_false(spec, engine_name):

@@ -4,24 +4,13 @@ segments and an activity's `when`; on every engine."""
 from __future__ import annotations
 
 import pytest
-from spec_support import REF, fact, record
+from spec_support import fact, record, run_one as run, undetermined_ids as ids
 
-from engine.evaluation.evaluator import Options, evaluate
 
 DECLARED = {"cluster": "FALLSREF_COD", "refset": "999019891000230107", "publisher": "PCD"}
 
 
-@pytest.fixture(autouse=True)
-def _no_site_env(monkeypatch):
-    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
-
-
-def run(proto, rec, engine):
-    return evaluate(rec, [proto], [], as_of=REF, options=Options(engine=engine)).protocols[0]
-
-
-def ids(res):
-    return sorted(c.id for c in res.cannot_determine)
+pytestmark = pytest.mark.usefixtures("no_site_codelists")  # a site folder from the environment must not supply them
 
 
 def test_a_false_determined_part_decides_an_and(spec, engine_name):
