@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -175,40 +176,52 @@ def _login(port: int, username: str) -> str:
 
 def push(port: int, head: bytes, total: int, chunked: bool, piece: bytes = b'{"resourceType":"Basic"},' * 2600):
     """Send `head` then up to `total` body bytes until the server answers; returns (status line,
-    seconds to the answer, body bytes sent by then, whether the server then closed the connection)."""
+    seconds to the answer, body bytes sent by then, whether the server then closed the connection).
+
+    A reader thread sits in recv() from the start: a server that answers and closes while body bytes are
+    still unread makes the kernel send a reset, and a reset can discard an answer the client has not read
+    yet — so the answer must be taken the moment it arrives, not after the next send."""
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+    got = {"answer": b"", "at": None, "closed": False}
+    answered = threading.Event()
+
+    def read():
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    got["closed"] = True
+                    break
+                if got["at"] is None:
+                    got["at"] = time.monotonic()
+                got["answer"] += data
+                answered.set()
+        except (ConnectionResetError, socket.timeout, OSError):
+            got["closed"] = True
+        finally:
+            answered.set()
+
+    reader = threading.Thread(target=read, daemon=True)
     started = time.monotonic()
     s.sendall(head)
-    sent, answer = 0, b""
+    reader.start()
+    sent = 0
     try:
-        while sent < total:
-            readable, writable, _ = select.select([s], [s], [], 5)
-            if readable:
+        while sent < total and not answered.is_set():
+            _, writable, _ = select.select([], [s], [], 5)
+            if not writable:
                 break
-            if writable:
-                data = (b"%x\r\n" % len(piece) + piece + b"\r\n") if chunked else piece
-                s.send(data)
-                sent += len(piece)
-            elif not readable:
-                break
-        answer = s.recv(65536)
-        seconds = time.monotonic() - started
-        closed = False
-        try:  # the server does not read the rest: it closes the connection
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                if not s.recv(65536):
-                    closed = True
-                    break
-        except (ConnectionResetError, socket.timeout):
-            closed = True
+            data = (b"%x\r\n" % len(piece) + piece + b"\r\n") if chunked else piece
+            s.send(data)
+            sent += len(piece)
     except (BrokenPipeError, ConnectionResetError):
-        seconds, closed = time.monotonic() - started, True
-        answer = answer or b""
-    finally:
-        s.close()
-    return answer.split(b"\r\n", 1)[0].decode(), seconds, sent, closed
+        pass
+    answered.wait(10)
+    reader.join(5)  # the server does not read the rest: it closes the connection
+    s.close()
+    seconds = (got["at"] or time.monotonic()) - started
+    return got["answer"].split(b"\r\n", 1)[0].decode(), seconds, sent, got["closed"]
 
 
 def _head(path: str, extra: str, declared: int | None) -> bytes:
