@@ -132,37 +132,16 @@ def draft(protocol: Path = typer.Argument(..., help="The protocol file to start 
     Then edit the draft, run `carepath test`, `carepath impact OLD NEW --population ...`, and `carepath publish`.
     A role agreement is drafted the same way (`<agreement id>@<version>.yaml` beside it, no test cases)."""
     from engine.app.cases import case_files
-    from engine.language.errors import ProtocolError
-    from engine.language.library import _kind, load_library, version_key
-    from engine.language.loader import load_protocol
-    from engine.language.yamlsrc import SEMVER
+    from engine.language.agreements import load_agreement
+    from engine.language.library import _kind
 
     if _kind(protocol) == "agreement":
-        _draft_agreement(protocol, bump, version)
+        ag, new, target = _write_draft(protocol, load_agreement, lambda lib: lib.agreements, bump, version)
+        console.print(f"next: edit the draft; carepath validate {protocol.parent.parent}; "
+                      f"carepath publish {target} --effective YYYY-MM-DD")
         return
-    try:
-        proto = load_protocol(protocol)
-    except ProtocolError as e:
-        for p in e.problems:
-            err.print(str(p))
-        raise typer.Exit(2) from None
-    new = version or _bump(proto.version, bump)
-    if not SEMVER.match(new):
-        err.print(f"--version {new!r} is not a semantic version (MAJOR.MINOR.PATCH)")
-        raise typer.Exit(2)
-    others = [p for p in load_library([protocol.parent]).protocols if p.id == proto.id]
-    latest = max(others, key=lambda p: version_key(p.version))
-    if version_key(new) <= version_key(latest.version):
-        err.print(f"{proto.id} {new} is not newer than the latest version on file, {latest.version} ({latest.source})")
-        raise typer.Exit(2)
-    target = protocol.parent / f"{proto.id}@{new}.yaml"
-    if target.exists():
-        err.print(f"{target} already exists")
-        raise typer.Exit(2)
-    text = protocol.read_text(encoding="utf-8")
-    text = _set_line(_set_line(text, "version", new), "status", "draft")
-    target.write_text(text, encoding="utf-8")
-    console.print(f"wrote {target} ({proto.id} {new}, status: draft, copied from {proto.version})")
+    from engine.language.loader import load_protocol
+    proto, new, target = _write_draft(protocol, load_protocol, lambda lib: lib.protocols, bump, version)
     for tf in case_files([protocol]):
         out = protocol.parent / f"{proto.id}@{new}.tests.yaml"
         if out.exists():
@@ -175,34 +154,36 @@ def draft(protocol: Path = typer.Argument(..., help="The protocol file to start 
                   f"{protocol} {target} --population var/demo-bundles; carepath publish {target}")
 
 
-def _draft_agreement(path: Path, bump: str, version: Optional[str]) -> None:
-    """`carepath draft` for a role agreement: the next version beside it, status draft (never in force until published)."""
-    from engine.language.agreements import load_agreement
+def _write_draft(path: Path, load, versions_of, bump: str, version: Optional[str]):
+    """The one draft step for protocols and role agreements: load the file (errors at file:line), pick the new
+    version (newer than every version of that id on file), write `<id>@<new>.yaml` with status draft."""
     from engine.language.errors import ProtocolError
     from engine.language.library import load_library, version_key
     from engine.language.yamlsrc import SEMVER
 
     try:
-        ag = load_agreement(path)
+        doc = load(path)
     except ProtocolError as e:
         for p in e.problems:
             err.print(str(p))
         raise typer.Exit(2) from None
-    new = version or _bump(ag.version, bump)
+    new = version or _bump(doc.version, bump)
     if not SEMVER.match(new):
         err.print(f"--version {new!r} is not a semantic version (MAJOR.MINOR.PATCH)")
         raise typer.Exit(2)
-    latest = max((a for a in load_library([path.parent]).agreements if a.id == ag.id), key=lambda a: version_key(a.version))
+    latest = max((d for d in versions_of(load_library([path.parent])) if d.id == doc.id),
+                 key=lambda d: version_key(d.version))
     if version_key(new) <= version_key(latest.version):
-        err.print(f"{ag.id} {new} is not newer than the latest version on file, {latest.version} ({latest.source})")
+        err.print(f"{doc.id} {new} is not newer than the latest version on file, {latest.version} ({latest.source})")
         raise typer.Exit(2)
-    target = path.parent / f"{ag.id}@{new}.yaml"
+    target = path.parent / f"{doc.id}@{new}.yaml"
     if target.exists():
         err.print(f"{target} already exists")
         raise typer.Exit(2)
-    target.write_text(_set_line(_set_line(path.read_text(encoding="utf-8"), "version", new), "status", "draft"), encoding="utf-8")
-    console.print(f"wrote {target} ({ag.id} {new}, status: draft, copied from {ag.version})")
-    console.print(f"next: edit the draft; carepath validate {path.parent.parent}; carepath publish {target} --effective YYYY-MM-DD")
+    target.write_text(_set_line(_set_line(path.read_text(encoding="utf-8"), "version", new), "status", "draft"),
+                      encoding="utf-8")
+    console.print(f"wrote {target} ({doc.id} {new}, status: draft, copied from {doc.version})")
+    return doc, new, target
 
 
 def publish(file: Path = typer.Argument(..., help="The protocol (or role agreement) version to publish"),

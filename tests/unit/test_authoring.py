@@ -370,3 +370,19 @@ def test_validate_warns_when_words_quote_a_threshold_the_condition_no_longer_use
     fixed = draft.read_text(encoding="utf-8").replace("58 mmol/mol", "53 mmol/mol")
     draft.write_text(fixed, encoding="utf-8")
     assert "its title says" not in flat(cli("validate", lib).output)
+
+
+def test_draft_of_a_role_agreement_is_the_next_version_and_never_older(lib):
+    """`carepath draft` on a role agreement writes the next version beside it, status draft, and refuses a
+    version that is not newer than the one on file (the same draft step as for protocols)."""
+    src = lib / "agreements" / "pilot-area-roles.yaml"
+    r = cli("draft", src)
+    assert r.exit_code == 0, r.output
+    new = lib / "agreements" / "pilot-area-roles@1.1.0.yaml"
+    text = new.read_text(encoding="utf-8")
+    assert "version: 1.1.0" in text and "status: draft" in text
+    assert not list((lib / "agreements").glob("*.tests.yaml"))
+    r = cli("draft", src, "--version", "1.0.0")
+    assert r.exit_code == 2 and "is not newer than the latest version on file, 1.1.0" in flat(r.output)
+    r = cli("draft", src, "--version", "two")
+    assert r.exit_code == 2 and "is not a semantic version" in flat(r.output)
