@@ -5,7 +5,9 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from engine.app.service import Diff
 from engine.evaluation.outputs import ProtocolResult, Task
 from engine.records.model import PatientRecord
 
@@ -125,21 +127,9 @@ class DataProblemOut(BaseModel):
     detected_at: Instant | None = None
 
 
-class ChangeOut(BaseModel):
-    key: str
-    title: str
-    detail: str = ""
-    id: int | None = None
-
-
-class DiffOut(BaseModel):
-    nhs_number: str
-    tasks_opened: list[ChangeOut] = Field(default_factory=list)
-    tasks_closed: list[ChangeOut] = Field(default_factory=list)
-    tasks_updated: list[ChangeOut] = Field(default_factory=list)
-    flags_raised: list[ChangeOut] = Field(default_factory=list)
-    flags_cleared: list[ChangeOut] = Field(default_factory=list)
-    flags_changed: list[ChangeOut] = Field(default_factory=list)
+@pydantic_dataclass
+class DiffOut(Diff):
+    """A re-evaluation's changes (engine/app/service.Diff, the one definition), and its data problem if it failed."""
     data_problem: DataProblemOut | None = Field(None, description="The evaluation failed: nothing changed, the problem is "
                                                                   "recorded on the patient")
 

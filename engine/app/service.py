@@ -40,10 +40,11 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from pydantic import ValidationError
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, select
@@ -132,16 +133,19 @@ def diagnose(record: PatientRecord, protocols: list[Protocol], agreements: list[
     return EvaluationFailed(nhs, message, protocol=protocol)
 
 
-@dataclass
+# pydantic dataclasses: positional construction here, and the API answers with them as they are (schemas.DiffOut)
+@pydantic_dataclass
 class Change:
+    """One task or flag that an evaluation opened, closed, updated, raised, cleared or changed."""
     key: str
     title: str
     detail: str = ""
     id: int | None = None
 
 
-@dataclass
+@pydantic_dataclass
 class Diff:
+    """What one re-evaluation of a patient changed in their worklist and flags."""
     nhs_number: str
     tasks_opened: list[Change] = field(default_factory=list)
     tasks_closed: list[Change] = field(default_factory=list)
@@ -156,7 +160,7 @@ class Diff:
                         self.flags_cleared, self.flags_changed))
 
     def as_dict(self) -> dict:
-        return {k: ([c.__dict__ for c in v] if isinstance(v, list) else v) for k, v in self.__dict__.items()}
+        return asdict(self)
 
 
 def _patient_row(session: Session, nhs_number: str, lock: bool) -> PatientRow | None:
