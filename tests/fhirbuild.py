@@ -104,3 +104,17 @@ def bundle(*resources: dict, type: str = "collection") -> dict:
         key = f"{r['resourceType']}/{r.get('id') or uuid.uuid4()}"
         entries.append({"fullUrl": "urn:uuid:" + str(uuid.uuid5(uuid.NAMESPACE_URL, key)), "resource": r})
     return {"resourceType": "Bundle", "type": type, "entry": entries}
+
+
+def ndjson_by_type(resources: list) -> dict[str, str]:
+    """FHIR Bulk Data NDJSON as a $export writes it: one text per resource type, one resource per line
+    (a "Type:text" str is written as it is: a bad line in that type's file)."""
+    import json
+    files: dict[str, list[str]] = {}
+    for r in resources:
+        if isinstance(r, str):
+            kind, line = r.split(":", 1)
+            files.setdefault(kind, []).append(line)
+        else:
+            files.setdefault(r["resourceType"], []).append(json.dumps(r))
+    return {kind: "\n".join(lines) + "\n" for kind, lines in files.items()}

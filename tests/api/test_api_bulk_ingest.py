@@ -3,25 +3,18 @@ PostgreSQL: NDJSON files in, a background run, its report per file, the changed 
 by the service's drain, the same files again already loaded, admins only."""
 from __future__ import annotations
 
-import json
 import time
 
 from sqlmodel import Session, select
 
 from engine.registry.outputs import PatientEvaluationRow
 from engine.registry.tables import PatientRow
+from tests.fhirbuild import ndjson_by_type
 from tests.unit.test_bulk_ingest import NHS, small_export
 
 
 def ndjson_parts(resources: list) -> list:
-    files: dict[str, list[str]] = {}
-    for r in resources:
-        if isinstance(r, str):
-            kind, line = r.split(":", 1)
-            files.setdefault(kind, []).append(line)
-        else:
-            files.setdefault(r["resourceType"], []).append(json.dumps(r))
-    return [("files", (f"{k}.ndjson", ("\n".join(v) + "\n").encode(), "application/x-ndjson")) for k, v in files.items()]
+    return [("files", (f"{k}.ndjson", text.encode(), "application/x-ndjson")) for k, text in ndjson_by_type(resources).items()]
 
 
 def wait_done(api, run_id: int, timeout: float = 60) -> dict:

@@ -5,7 +5,6 @@ patients whose facts changed are re-evaluated."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from engine.registry.outputs import PatientEvaluationRow, TaskRow
 from engine.registry.pending import PendingEvaluationRow
 from engine.registry.tables import FactRow, IngestBatch, PatientRow, PatientSourceId
 from tests.api.support import copy_protocols
-from tests.fhirbuild import patient, qty, resource
+from tests.fhirbuild import ndjson_by_type, patient, qty, resource
 
 AS_OF = dt.date(2026, 11, 23)
 NHS = ["9434765919", "9434765870", "9000000009", "9990000018", "9990000026"]
@@ -34,15 +33,8 @@ def write_export(folder: Path, resources: list[dict | str]) -> Path:
     """NDJSON files as a $export writes them: one file per resource type, one resource per line
     (a str is written as it is: a bad line)."""
     folder.mkdir(parents=True, exist_ok=True)
-    files: dict[str, list[str]] = {}
-    for r in resources:
-        if isinstance(r, str):
-            kind, line = r.split(":", 1)
-            files.setdefault(kind, []).append(line)
-        else:
-            files.setdefault(r["resourceType"], []).append(json.dumps(r))
-    for kind, lines in files.items():
-        (folder / f"{kind}.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for kind, text in ndjson_by_type(resources).items():
+        (folder / f"{kind}.ndjson").write_text(text, encoding="utf-8")
     return folder
 
 
