@@ -61,3 +61,9 @@ def engine(db_url):
     e = db.make_engine(db_url)
     yield e
     e.dispose()
+
+
+@pytest.fixture
+def no_site_codelists(monkeypatch):
+    """Declared clusters stay missing: no site codelist folder from the environment."""
+    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)

@@ -28,9 +28,3 @@ def spec(tmp_path):
         return load_spec(tmp_path, **parts)
 
     return build
-
-
-@pytest.fixture
-def no_site_codelists(monkeypatch):
-    """Declared clusters stay missing: no site codelist folder from the environment."""
-    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)

@@ -19,9 +19,7 @@ runner = CliRunner()
 SYN = "https://carepath.example/CodeSystem/synthetic"
 
 
-@pytest.fixture(autouse=True)
-def _no_site_env(monkeypatch):
-    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
+pytestmark = pytest.mark.usefixtures("no_site_codelists")  # a site folder from the environment must not supply them
 
 
 def validate(path: Path):

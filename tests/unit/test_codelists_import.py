@@ -21,9 +21,7 @@ runner = CliRunner()
 GOOD = "code,term\n401191002,Diabetic foot examination\n134388005,Monofilament foot sensation test\n"
 
 
-@pytest.fixture(autouse=True)
-def _no_site_env(monkeypatch):
-    monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
+pytestmark = pytest.mark.usefixtures("no_site_codelists")  # a site folder from the environment must not supply them
 
 
 def cli(*args):
