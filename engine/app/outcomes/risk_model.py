@@ -103,8 +103,8 @@ def _efi_nodes(proto: Protocol) -> dict[str, ir.Node]:
 
 def collect(data: Path, proto: Protocol, as_of: dt.date, outcome: str = DEFAULT_OUTCOME,
             chunk_size: int = 62_500, first: int | None = None, log=None) -> list[Person]:
-    """Every person of the population at `data` with the model inputs as of `as_of` and the outcome in the
-    12 months after it (one batch-engine query per chunk and date)."""
+    """Every person of the population at `data` alive and registered at `as_of`, with the model inputs as of
+    `as_of` and the outcome in the 12 months after it (one batch-engine query per chunk and date)."""
     if proto.score is None:
         raise ValueError(f"{proto.key} has no score (section 8a): nothing to check")
     if "score" in proto.undetermined:
@@ -190,7 +190,8 @@ MODELS = {
     "efi": "Electronic Frailty Index (Clegg 2016; efi@1.0.0)",
     "hfrs": "Hospital Frailty Risk Score (Gilbert 2018)",
 }
-COHORTS = [("adults", "Adults in the protocol's population", 18, ("local",)),
+SHORT = {"adults": "Adults", "aged-65-plus": "65 and over", "aged-75-plus": "75 and over"}
+COHORTS = [("adults", "Adults in the protocol's population", 0, ("local",)),  # the protocol decides who
            ("aged-65-plus", "Aged 65 and over", 65, ("local", "efi", "hfrs")),
            ("aged-75-plus", "Aged 75 and over", 75, ("local", "efi", "hfrs"))]
 
@@ -254,7 +255,7 @@ def build_report(people: list[Person], proto: Protocol, as_of: dt.date, outcome:
         "outcome": {"definition": outcome, "text": f"emergency admissions: the protocol's '{outcome}' as of {end.isoformat()} "
                     f"(after {as_of.isoformat()} up to {end.isoformat()})",
                     "binary": "one or more emergency admissions in the 12 months"},
-        "people_in_records": len(people), "cohorts": [], "tiers": [],
+        "people_at_risk": len(people), "cohorts": [], "tiers": [],
     }
     if proto.effective and proto.effective > as_of:
         report["note"] = (f"{proto.key} took effect on {proto.effective.isoformat()}, after {as_of.isoformat()}: "
@@ -394,7 +395,8 @@ def calibration_svg(r: dict) -> str:
         top = max([0.01] + [v for p in pts for v in p]) * 1.1
         sx = lambda v: x0 + pad + (pw - pad - 10) * v / top  # noqa: E731
         sy = lambda v: 20 + (ph - pad) * (1 - v / top)  # noqa: E731
-        out.append(f'<text x="{x0 + pw / 2}" y="14" text-anchor="middle">{c["title"]}: {m["title"].split(" (")[0]}</text>')
+        out.append(f'<text x="{x0 + pw / 2}" y="14" text-anchor="middle">{SHORT.get(c["cohort"], c["title"])}: '
+                   f'{m["title"].split(" (")[0]}</text>')
         out.append(f'<rect x="{sx(0)}" y="{sy(top)}" width="{sx(top) - sx(0)}" height="{sy(0) - sy(top)}" '
                    f'fill="none" stroke="#aeb7bd"/>')
         out.append(f'<line x1="{sx(0)}" y1="{sy(0)}" x2="{sx(top)}" y2="{sy(top)}" stroke="#768692" stroke-dasharray="4 3"/>')
