@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from cli.authoring import _date
-from cli.common import DEFAULT_PROTOCOLS, _library, console, err
+from cli.common import DEFAULT_PROTOCOLS, _library, err
 
 outcomes_app = typer.Typer(help="Outcomes: what happened after the pathways (issue 19).", no_args_is_help=True)
 
@@ -47,4 +47,4 @@ def risk_model(population: Path = typer.Option(..., "--population", help="Popula
     if format == "json":
         print(json.dumps(report, indent=2))
     else:
-        console.print(render_text(report), highlight=False, markup=False)
+        typer.echo(render_text(report))

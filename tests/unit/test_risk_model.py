@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from engine.app.outcomes.risk_model import (build_report, choose_protocol, collect, hfrs_points, outcome_end,
-                                            risk_model_report)
+                                            render_text, risk_model_report)
 from engine.engines.duckdb import batch
 from engine.engines.duckdb.columnar import load_records
 from engine.evaluation.evaluator import evaluate
@@ -30,8 +30,12 @@ EMERGENCY = "183452005"  # Emergency hospital admission (GM-SDE emergency-admiss
 
 
 @pytest.fixture(scope="module")
-def proto():
-    lib = load_library([ROOT / "protocols"])
+def lib():
+    return load_library([ROOT / "protocols"])
+
+
+@pytest.fixture(scope="module")
+def proto(lib):
     return choose_protocol(lib.protocols, "risk-stratification@1.1.0", T)
 
 
@@ -172,19 +176,24 @@ def test_command_report_structure_and_sums(population, tmp_path):
     local = cohorts["adults"]["models"][0]
     assert sum(t["expected_from_local_score"] for t in tiers) == pytest.approx(local["expected"], abs=0.05)
     assert svg.read_text().startswith("<svg") and svg.read_text().count("<circle") == 10 * 5
-    text = CliRunner().invoke(app, ["outcomes", "risk-model", "--population", str(population), "--as-of", T.isoformat(),
-                                    "--protocols", str(ROOT / "protocols"), "--protocol", "risk-stratification@1.1.0"])
-    assert text.exit_code == 0, text.output
-    assert "Admissions by tier" in text.output and "DeLong" in text.output and "Caveats" in text.output
+    text = render_text(rep)
+    assert "Admissions by tier" in text and "DeLong" in text and "Caveats" in text
+    assert f"{adults['people']} people, {adults['with_admission']} with an emergency admission" in text
 
 
 def test_report_same_whatever_the_chunk_size(population, proto):
     a = risk_model_report(population, proto, T, chunk_size=400)
-    b = build_report(collect(population, proto, T, chunk_size=97), proto, T)
-    assert a == b
+    b = build_report(collect(population, proto, T, chunk_size=97), proto, T, last_record=dt.date(2026, 6, 30))
+    assert a == b and a["records_end"] == "2026-06-30" and "warning" not in a
+    late = risk_model_report(population, proto, dt.date(2025, 9, 30))  # window ends after the records do
+    assert "before the end of the outcome window" in late["warning"] and "WARNING" in render_text(late)
 
 
-def test_a_protocol_without_a_score_is_refused(population):
-    lib = load_library([ROOT / "protocols"])
+def test_choosing_the_version_and_refusing_a_protocol_without_a_score(population, lib):
+    assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2026, 12, 1)).version == "1.0.0"  # in force
+    assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2027, 5, 1)).version == "1.1.0"
+    assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2020, 1, 1)).version == "1.1.0"  # newest
+    with pytest.raises(ValueError, match="no protocol"):
+        choose_protocol(lib.protocols, "risk-stratification@9.9.9", T)
     with pytest.raises(ValueError, match="no score"):
         collect(population, lib.find("frailty", "1.1.0"), T)

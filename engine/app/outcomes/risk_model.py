@@ -92,12 +92,16 @@ def _date(v) -> dt.date | None:
 
 
 def _efi_nodes(proto: Protocol) -> dict[str, ir.Node]:
+    """The eFI as the protocol reads it: the shared efi@1.0.0 (the recorded score, else deficits / 36), or a
+    number definition `efi` of its own (risk-stratification 1.0.0)."""
     d = proto.definitions
     out = {}
     if "efi.calculated_score" in d:
         out["efi_calculated"] = d["efi.calculated_score"]
-    if "efi.recorded_score" in d:
-        out["efi_recorded"] = ir.Attr(d["efi.recorded_score"], "value")
+        if "efi.recorded_score" in d:
+            out["efi_recorded"] = ir.Attr(d["efi.recorded_score"], "value")
+    elif "efi" in d and ir.unwrap(d["efi"]).type == ir.NUMBER:
+        out["efi_calculated"] = d["efi"]
     return out
 
 
@@ -187,7 +191,7 @@ def _hfrs(con, tables: dict[str, str], as_of: dt.date) -> tuple[dict[int, float]
 # ---- the report ---------------------------------------------------------------------------------------
 MODELS = {
     "local": "Local risk score (the protocol's score)",
-    "efi": "Electronic Frailty Index (Clegg 2016; efi@1.0.0)",
+    "efi": "Electronic Frailty Index (Clegg 2016)",
     "hfrs": "Hospital Frailty Risk Score (Gilbert 2018)",
 }
 SHORT = {"adults": "Adults", "aged-65-plus": "65 and over", "aged-75-plus": "75 and over"}
@@ -220,8 +224,8 @@ def _expected(people: list[Person], xs: list[float]) -> tuple[list[float], dict]
                  "form": "log E[admissions] = log(years followed) + intercept + slope x score"}
 
 
-def _model_block(cohort: list[Person], model: str) -> tuple[dict, list[float] | None]:
-    block: dict = {"model": model, "title": MODELS[model]}
+def _model_block(cohort: list[Person], model: str, definitions: dict[str, str]) -> tuple[dict, list[float] | None]:
+    block: dict = {"model": model, "title": MODELS[model], "definition": definitions[model]}
     if model == "hfrs" and not any(p.icd10_coded for p in cohort):
         block["not_computed"] = ("no ICD-10 coded diagnoses in these records in the 2 years before the date "
                                  "(the HFRS reads hospital diagnoses coded in ICD-10)")
@@ -246,7 +250,27 @@ def _model_block(cohort: list[Person], model: str) -> tuple[dict, list[float] | 
     return block, xs
 
 
-def build_report(people: list[Person], proto: Protocol, as_of: dt.date, outcome: str = DEFAULT_OUTCOME) -> dict:
+def _definitions(proto: Protocol) -> dict[str, str]:
+    d = proto.definitions
+    efi = ("the shared eFI (efi@1.0.0): the score the GP system recorded in the last 12 months, else deficits / 36"
+           if "efi.calculated_score" in d else "the protocol's own definition 'efi'" if "efi" in d else None)
+    return {"local": f"the protocol's score '{proto.score}' (section 8a), as of the date",
+            "efi": efi or "not defined by this protocol",
+            "hfrs": "points of each distinct ICD-10 category (109, Gilbert et al. Lancet 2018) coded in the 2 years "
+                    "up to the date (protocols/valuesets/hfrs_icd10.csv)"}
+
+
+def records_end(data: Path, first: int | None = None) -> dt.date | None:
+    """The date of the latest fact in the population (the records must reach the end of the outcome window)."""
+    con = open_population(data, threads=1, first=first)
+    try:
+        return _date(con.execute("SELECT max(CAST(start AS DATE)) FROM facts").fetchone()[0])
+    finally:
+        con.close()
+
+
+def build_report(people: list[Person], proto: Protocol, as_of: dt.date, outcome: str = DEFAULT_OUTCOME,
+                 last_record: dt.date | None = None) -> dict:
     end = outcome_end(as_of)
     base = [p for p in people if p.in_population]
     report: dict = {
@@ -257,27 +281,35 @@ def build_report(people: list[Person], proto: Protocol, as_of: dt.date, outcome:
                     "binary": "one or more emergency admissions in the 12 months"},
         "people_at_risk": len(people), "cohorts": [], "tiers": [],
     }
+    if last_record is not None:
+        report["records_end"] = last_record.isoformat()
+        if last_record < end:
+            report["warning"] = (f"the records end on {last_record.isoformat()}, before the end of the outcome window "
+                                 f"({end.isoformat()}): admissions after that are missing; choose an earlier date")
     if proto.effective and proto.effective > as_of:
         report["note"] = (f"{proto.key} took effect on {proto.effective.isoformat()}, after {as_of.isoformat()}: "
                           f"it is applied retrospectively, as if it had been in force then")
     local_expected: dict[int, float] = {}
+    definitions = _definitions(proto)
     for cid, title, min_age, models in COHORTS:
         cohort = [p for p in base if p.age >= min_age]
         with_adm = [p for p in cohort if p.admissions > 0]
         c = {"cohort": cid, "title": title, "people": len(cohort), "with_admission": len(with_adm),
              "admissions": sum(p.admissions for p in cohort), "person_years": round(sum(p.exposure for p in cohort), 2),
              "died_in_follow_up": sum(p.died for p in cohort), "models": [], "comparisons": []}
-        scored: dict[str, list[float]] = {}
-        members_all = [p for p in cohort if all(_value(p, m) is not None for m in models if m != "hfrs")]
+        computed = []
         for m in models:
-            block, xs = _model_block(cohort, m)
+            block, xs = _model_block(cohort, m, definitions)
             c["models"].append(block)
             if xs is not None:
-                scored[m] = [float(_value(p, m)) for p in members_all]
+                computed.append(m)
             if cid == "adults" and m == "local" and xs is not None:
                 members = [p for p in cohort if p.score is not None]
                 exp, _ = _expected(members, xs)
                 local_expected = {p.pid: e for p, e in zip(members, exp)}
+        # discrimination on the same people for every model (those with every computed score), so they compare
+        members_all = [p for p in cohort if all(_value(p, m) is not None for m in computed)]
+        scored = {m: [float(_value(p, m)) for p in members_all] for m in computed}
         outcomes = [p.admissions > 0 for p in members_all]
         aucs, pairs = delong(scored, outcomes)
         for block in c["models"]:
@@ -325,8 +357,10 @@ CAVEATS = [
     "people (cross-fitted): calibration here checks the shape (does risk rise with the score as a log-linear "
     "model says), not whether the score's own cut-points carry a stated risk (they do not: the local score is "
     "not a predictive model).",
-    "The local score contains last year's admissions; a model containing past use usually discriminates well for "
-    "next year's use, partly by regression to the mean.",
+    "The local score contains last year's admissions: it partly predicts admissions from admissions. A good c-statistic "
+    "says the score ranks people; it is not evidence that acting on the ranking prevents any admission.",
+    "The HFRS was developed on hospital patients aged 75 and over and the eFI in primary care on people aged 65 and "
+    "over; both were published to identify frailty, not to predict emergency admissions as such.",
 ]
 
 
@@ -337,6 +371,8 @@ def _fmt(x, nd=3) -> str:
 
 def render_text(r: dict) -> str:
     w = [f"Risk model check: {r['protocol']} as of {r['as_of']}; outcome: {r['outcome']['text']}"]
+    if r.get("warning"):
+        w.append(f"WARNING: {r['warning']}")
     if r.get("note"):
         w.append(f"Note: {r['note']}")
     for c in r["cohorts"]:
@@ -368,10 +404,10 @@ def render_text(r: dict) -> str:
                          f"{_fmt(g['ratio'], 2):>6}  {_fmt(ci[0], 2)}-{_fmt(ci[1], 2)}")
     w.append("")
     w.append("Admissions by tier (adults):")
-    w.append(f"  {'tier':<40} {'people':>7} {'admitted':>9} {'admissions':>10} {'per 1,000 py':>12}  95% CI        O/E")
+    w.append(f"  {'tier':<50} {'people':>7} {'admitted':>9} {'admissions':>10} {'per 1,000 py':>12}  95% CI        O/E")
     for t in r["tiers"]:
         ci = t["rate_ci95"] or [None, None]
-        w.append(f"  {t['title']:<40} {t['people']:>7} {t['with_admission']:>9} {t['admissions']:>10} "
+        w.append(f"  {t['title']:<50} {t['people']:>7} {t['with_admission']:>9} {t['admissions']:>10} "
                  f"{_fmt(t['rate_per_1000_person_years'], 1):>12}  {_fmt(ci[0], 1)}-{_fmt(ci[1], 1):<8} "
                  f"{_fmt(t['observed_over_expected'], 2)}")
     w.append("")
@@ -414,7 +450,7 @@ def calibration_svg(r: dict) -> str:
 def risk_model_report(data: Path, proto: Protocol, as_of: dt.date, outcome: str = DEFAULT_OUTCOME,
                       chunk_size: int = 62_500, first: int | None = None, log=None) -> dict:
     people = collect(data, proto, as_of, outcome, chunk_size=chunk_size, first=first, log=log)
-    return build_report(people, proto, as_of, outcome)
+    return build_report(people, proto, as_of, outcome, last_record=records_end(data, first))
 
 
 def choose_protocol(protocols: list[Protocol], spec: str, as_of: dt.date) -> Protocol:
