@@ -58,9 +58,8 @@ def _db(tmp_path, records) -> Path:
     return path
 
 
-def test_outcome_window_hfrs_and_score_on_hand_made_records(tmp_path, proto):
+def _hand_made():
     end = outcome_end(T)
-    assert end == dt.date(2026, 6, 30)
     day = dt.timedelta(days=1)
     a = _person("9990000026", dt.date(1940, 1, 1), [
         _fact(1, EMERGENCY, T),                    # on T: in the score (as of T), not in the outcome
@@ -79,6 +78,12 @@ def test_outcome_window_hfrs_and_score_on_hand_made_records(tmp_path, proto):
     b = _person("9990000034", dt.date(1990, 5, 5), [])                                  # no history, no admissions
     c = _person("9990000042", dt.date(1950, 3, 3), [_fact(1, EMERGENCY, T + 30 * day)], death=T + 100 * day)
     d = _person("9990000050", dt.date(1950, 3, 3), [], death=T - day)                    # died before T: not at risk
+    return [a, b, c, d]
+
+
+def test_outcome_window_hfrs_and_score_on_hand_made_records(tmp_path, proto):
+    assert outcome_end(T) == dt.date(2026, 6, 30)
+    a, b, c, d = _hand_made()
     people = {p.nhs_number: p for p in collect(_db(tmp_path, [a, b, c, d]), proto, T)}
     assert set(people) == {"9990000026", "9990000034", "9990000042"}
     pa, pb, pc = people["9990000026"], people["9990000034"], people["9990000042"]
@@ -197,3 +202,26 @@ def test_choosing_the_version_and_refusing_a_protocol_without_a_score(population
         choose_protocol(lib.protocols, "risk-stratification@9.9.9", T)
     with pytest.raises(ValueError, match="no score"):
         collect(population, lib.find("frailty", "1.1.0"), T)
+
+
+def test_the_registry_records_give_the_same_report(tmp_path, proto):
+    """Without --population the command reads the registry's own records (as stored by ingest)."""
+    from engine.registry.db import make_engine, upgrade
+    from engine.registry.ingest import ingest_records
+
+    url = f"sqlite:///{tmp_path / 'registry.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    records = _hand_made()
+    ingest_records(engine, records, source="test")
+    engine.dispose()
+    r = CliRunner().invoke(app, ["outcomes", "risk-model", "--database-url", url, "--as-of", T.isoformat(),
+                                 "--protocols", str(ROOT / "protocols"), "--protocol", "risk-stratification@1.1.0",
+                                 "--format", "json"])
+    assert r.exit_code == 0, r.output
+    from_registry = json.loads(r.output)
+    direct = risk_model_report(_db(tmp_path, records), proto, T)
+    assert from_registry == direct
+    assert from_registry["cohorts"][0]["people"] == 3 and from_registry["cohorts"][0]["admissions"] == 3
+    hfrs = [m for m in from_registry["cohorts"][1]["models"] if m["model"] == "hfrs"][0]
+    assert hfrs["people_with_icd10_codes"] == 1 and "discrimination" in hfrs

@@ -453,6 +453,26 @@ def risk_model_report(data: Path, proto: Protocol, as_of: dt.date, outcome: str 
     return build_report(people, proto, as_of, outcome, last_record=records_end(data, first))
 
 
+def registry_population(url: str | None, out: Path) -> Path:
+    """The registry's records (every patient, as stored) written as a population DuckDB file at `out`, so the
+    check runs on the registry's own data: the as-of evaluation and the later outcomes come from the same records."""
+    from sqlmodel import Session
+
+    from engine.engines.duckdb.columnar import load_records
+    from engine.registry.db import make_engine
+    from engine.registry.ingest import iter_records
+
+    engine = make_engine(url)
+    con = batch.connect(str(out))
+    try:
+        with Session(engine) as session:
+            load_records(con, iter_records(session))
+    finally:
+        con.close()
+        engine.dispose()
+    return out
+
+
 def choose_protocol(protocols: list[Protocol], spec: str, as_of: dt.date) -> Protocol:
     """`id` or `id@version`: the version named; else the version in force on the date; else the newest
     active version (applied retrospectively, which the report notes)."""
