@@ -54,7 +54,7 @@ PREFIX = "rm_"
 DEFAULT_OUTCOME = "admissions_12m"
 
 
-@dataclass
+@dataclass(slots=True)
 class Person:
     pid: int
     nhs_number: str

@@ -131,8 +131,16 @@ class PoissonFit:
 
 def poisson_fit(scores: list[float], counts: list[float], exposure: list[float], iterations: int = 50) -> PoissonFit:
     """Poisson regression, log E[count] = log(exposure) + a + b * score, by IRLS (Newton's method on the
-    2 x 2 information matrix). A score that does not vary gives b = 0 and a = log(total / exposure)."""
-    pts = [(s, c, e) for s, c, e in zip(scores, counts, exposure) if e > 0]
+    2 x 2 information matrix). A score that does not vary gives b = 0 and a = log(total / exposure). People with
+    the same score are summed first (counts and exposures are sufficient statistics), so the fit costs one
+    pass over the people whatever the iterations."""
+    grouped: dict[float, list[float]] = {}  # people with the same score share a rate: their sums are sufficient
+    for s, c, e in zip(scores, counts, exposure):
+        if e > 0:
+            g = grouped.setdefault(s, [0.0, 0.0])
+            g[0] += c
+            g[1] += e
+    pts = [(s, c, e) for s, (c, e) in grouped.items()]
     total, expo = sum(c for _, c, _ in pts), sum(e for _, _, e in pts)
     if not pts or expo <= 0:
         return PoissonFit(0.0, 0.0, False)
