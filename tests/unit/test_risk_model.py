@@ -168,6 +168,9 @@ def test_command_report_structure_and_sums(population, tmp_path):
             assert sum(g["observed"] for g in m["deciles"]) == m["observed"] == c["admissions"]
             assert sum(g["people"] for g in m["deciles"]) == m["people"] == c["people"]
             assert sum(g["expected"] for g in m["deciles"]) == pytest.approx(m["expected"], abs=0.01)
+            lo, hi = m["observed_over_expected_ci95"]
+            assert m["observed_over_expected"] == pytest.approx(m["observed"] / m["expected"], abs=1e-3)
+            assert lo < m["observed_over_expected"] < hi
             d = m["discrimination"]
             assert 0 <= d["ci95"][0] <= d["auc"] <= d["ci95"][1] <= 1
             assert d["with_outcome"] == c["with_admission"]

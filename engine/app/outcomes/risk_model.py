@@ -244,6 +244,10 @@ def _model_block(cohort: list[Person], model: str, definitions: dict[str, str]) 
     block["fit"] = fit
     block["observed"] = sum(observed)
     block["expected"] = round(sum(expected), 3)
+    if sum(expected) > 0:  # calibration-in-the-large of the cross-fitted model, with the observed count's interval
+        lo, hi = poisson_ci(sum(observed))
+        block["observed_over_expected"] = round(sum(observed) / sum(expected), 3)
+        block["observed_over_expected_ci95"] = [round(lo / sum(expected), 3), round(hi / sum(expected), 3)]
     block["deciles"] = deciles(xs, observed, expected, [_tiebreak(p.nhs_number) for p in members])
     if model == "hfrs":
         block["people_with_icd10_codes"] = sum(p.icd10_coded for p in members)
@@ -379,7 +383,7 @@ def render_text(r: dict) -> str:
         w.append("")
         w.append(f"{c['title']}: {c['people']} people, {c['with_admission']} with an emergency admission "
                  f"({c['admissions']} admissions, {c['person_years']} person-years, {c['died_in_follow_up']} died in the 12 months)")
-        w.append(f"  {'model':<52} {'AUC':>6}  {'95% CI (DeLong)':<17} {'observed':>8} {'expected':>9}")
+        w.append(f"  {'model':<52} {'AUC':>6}  {'95% CI (DeLong)':<17} {'observed':>8} {'expected':>9} {'O/E':>6}")
         for m in c["models"]:
             if "not_computed" in m:
                 w.append(f"  {m['title']:<52} not computed: {m['not_computed']}")
@@ -387,7 +391,7 @@ def render_text(r: dict) -> str:
             d = m.get("discrimination") or {}
             ci = d.get("ci95") or [None, None]
             w.append(f"  {m['title']:<52} {_fmt(d.get('auc')):>6}  {_fmt(ci[0])}-{_fmt(ci[1]):<11} "
-                     f"{m['observed']:>8} {m['expected']:>9.1f}")
+                     f"{m['observed']:>8} {m['expected']:>9.1f} {_fmt(m.get('observed_over_expected'), 2):>6}")
         for cmp in c["comparisons"]:
             w.append(f"  AUC {MODELS[cmp['model']].split(' (')[0]} minus {MODELS[cmp['versus']].split(' (')[0]}: "
                      f"{cmp['difference']:+.3f} (95% CI {cmp['ci95'][0]:+.3f} to {cmp['ci95'][1]:+.3f}, p {cmp['p']:.3g})")
