@@ -323,8 +323,9 @@ def build_report(people: list[Person], proto: Protocol, as_of: dt.date, outcome:
         for (a, b), d in pairs.items():
             if a == "local":  # published model minus the local score
                 a, b = b, a
-                d = {**d, "difference": -d["difference"], "ci95": [-d["ci95"][1], -d["ci95"][0]]}
-            c["comparisons"].append({"model": a, "versus": b, **d})
+                d = {**d, "difference": 0.0 - d["difference"], "ci95": [0.0 - d["ci95"][1], 0.0 - d["ci95"][0]]}
+            c["comparisons"].append({"model": a, "versus": b, "model_title": MODELS[a].split(" (")[0],
+                                     "versus_title": MODELS[b].split(" (")[0], **d})
         report["cohorts"].append(c)
     by_tier: dict[str | None, list[Person]] = {}
     for p in base:
@@ -349,8 +350,8 @@ def build_report(people: list[Person], proto: Protocol, as_of: dt.date, outcome:
 
 
 CAVEATS = [
-    "Synthetic data: the generated population's admissions are drawn by the generator's own model; figures "
-    "describe that model, not the pilot's patients.",
+    "Synthetic data (a generated population, the demo registry): admissions are drawn by the generator's own model, "
+    "so the figures describe that model, not patients.",
     "Outcome window: admissions after the date up to 12 months after it; the data must reach that date (records "
     "that end earlier make everyone look admission-free at the end of the window).",
     "Deaths: people who died in the 12 months are kept with their admissions before death; their person-time ends "
@@ -457,7 +458,7 @@ def risk_model_report(data: Path, proto: Protocol, as_of: dt.date, outcome: str 
     return build_report(people, proto, as_of, outcome, last_record=records_end(data, first))
 
 
-def registry_population(url: str | None, out: Path) -> Path:
+def registry_population(url, out: Path) -> Path:
     """The registry's records (every patient, as stored) written as a population DuckDB file at `out`, so the
     check runs on the registry's own data: the as-of evaluation and the later outcomes come from the same records."""
     from sqlmodel import Session
@@ -466,14 +467,16 @@ def registry_population(url: str | None, out: Path) -> Path:
     from engine.registry.db import make_engine
     from engine.registry.ingest import iter_records
 
-    engine = make_engine(url)
+    own = url is None or isinstance(url, str)  # a URL (or the default): an engine of our own; else the caller's Engine
+    engine = make_engine(url) if own else url
     con = batch.connect(str(out))
     try:
         with Session(engine) as session:
             load_records(con, iter_records(session))
     finally:
         con.close()
-        engine.dispose()
+        if own:
+            engine.dispose()
     return out
 
 

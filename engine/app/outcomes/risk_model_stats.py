@@ -82,7 +82,7 @@ class AUC:
 
 
 def _r(x, nd: int = 4):
-    return None if x is None else round(x, nd)
+    return None if x is None else round(x, nd) + 0.0  # + 0.0: never "-0.0"
 
 
 def delong(scores: dict[str, list[float]], outcomes: list[bool]) -> tuple[dict[str, AUC], dict[tuple[str, str], dict]]:
