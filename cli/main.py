@@ -10,6 +10,7 @@
     carepath audit verify-log [--database-url URL]  check the access log's hash chain (exit 1 if broken)
     carepath db current | upgrade | backup FILE     schema revision, migrations, SQLite backup (cli/ops.py)
     carepath codelists list | import FILE --cluster NAME   site-supplied codelists (cli/codelists.py)
+    carepath outcomes risk-model --population DIR --as-of D   the risk score checked against admissions (cli/risk_model.py)
 """
 from __future__ import annotations
 
@@ -321,6 +322,7 @@ from cli.bench import bench_app  # noqa: E402
 from cli.population import population_cmds  # noqa: E402
 from cli.users import users_app  # noqa: E402
 from cli.ops import db_app  # noqa: E402  (carepath db current | upgrade | backup)
+from cli.risk_model import outcomes_app  # noqa: E402  (carepath outcomes risk-model)
 
 app.add_typer(db_app, name="db")
 from cli.codelists import register as _register_codelists  # noqa: E402  (carepath codelists list / import)
@@ -330,6 +332,7 @@ _register_codelists(app)
 app.add_typer(users_app, name="users")
 app.add_typer(bench_app, name="bench")
 app.add_typer(audit_app, name="audit")
+app.add_typer(outcomes_app, name="outcomes")
 app.registered_commands += population_cmds.registered_commands
 
 _register_authoring(app)

@@ -93,13 +93,14 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
 
 
 def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-            tables: dict[str, str] | None = None, keys: list[str] | None = None) -> Compiled:
+            tables: dict[str, str] | None = None, keys: list[str] | None = None, values: dict | None = None) -> Compiled:
     """Compile a protocol for the data behind `con` and create the temporary tables its SQL reads
-    (value-set codes, matched facts, unit conversions); returns the compiled SQL."""
+    (value-set codes, matched facts, unit conversions); returns the compiled SQL. `values`: extra value
+    columns (compiler.compile_protocol)."""
     tables = tables or default_tables()
     ctx = Context.as_of(as_of, protocol.period, period_start)
     extra = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1)").fetchone()[0]
-    compiled = compile_protocol(protocol, ctx, tables, extra_codes=bool(extra), keys=keys)
+    compiled = compile_protocol(protocol, ctx, tables, extra_codes=bool(extra), keys=keys, values=values)
     _ensure_tables(con, protocol, compiled, tables)
     return compiled
 

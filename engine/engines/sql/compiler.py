@@ -795,9 +795,11 @@ def _sub_lowered(lowered: Lowered, keys: list[str]) -> Lowered:
 
 
 def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | None = None,
-                     extra_codes: bool = True, keys: list[str] | None = None, dialect: Dialect = DUCKDB) -> Compiled:
+                     extra_codes: bool = True, keys: list[str] | None = None, dialect: Dialect = DUCKDB,
+                     values: dict[str, ir.Node] | None = None) -> Compiled:
     """The SQL computing every patient's summary fact and fired conditions for one protocol (only the
-    conditions `keys`, and the fields they need, when given)."""
+    conditions `keys`, and the fields they need, when given). `values`: extra number / date expressions of
+    the protocol (e.g. its score), each a column `expr:<name>` as computed (NULL when missing)."""
     tables = tables or default_tables()
     lowered = lowered_for(protocol)
     if keys is not None:
@@ -811,6 +813,9 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
     for name, spec in lowered.fields.items():
         raw[name] = c.expr(spec.node, joins)
         types[name] = spec.node.type
+    extra = [ident(f"expr:{n}") for n in (values or {})]
+    for n, node in (values or {}).items():
+        raw[f"expr:{n}"] = c.expr(ir.unwrap(node), joins)
     fields_sql = ", ".join([f"{e} AS {ident(k)}" for k, e in raw.items()])
     c.ctes.append(("fields", f"SELECT p.pid, p.nhs_number{', ' if fields_sql else ''}{fields_sql} "
                              f"FROM {tables['patients']} p{joins.sql()}"))
@@ -831,10 +836,11 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
         else:
             summary.append(f"{value} AS {col}")
         out_fields[name] = types[name]
+    summary += extra
     c.ctes.append(("summary", f"SELECT pid, nhs_number{', ' if summary else ''}{', '.join(summary)} FROM fields"))
     conds = [f"{_cond_sql(t)} AS {ident(k)}" for k, t in lowered.conditions.items()]
     field_cols = ", ".join(ident(f) for f in out_fields)
-    select = ", ".join(["pid", "nhs_number"] + conds + ([field_cols] if field_cols else []))
+    select = ", ".join(["pid", "nhs_number"] + conds + ([field_cols] if field_cols else []) + extra)
     # The one pass over the facts is a temporary table of its own (prepare() makes it): measured ~1.5x
     # faster than a materialised CTE feeding every value set's rows.
     vsm_sql = c.matches_cte(extra_codes)
