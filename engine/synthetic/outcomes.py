@@ -206,6 +206,6 @@ def add_events(p, model: OutcomeModel) -> Profile:
     for _ in range(poisson(orng, (0.03 + 0.002 * p.age) * years)):
         t = (lo + int(orng.random() * (hi - lo + 1)), 480 + int(orng.random() * 240))
         p.add("encounter", g.ENC_ADMIT, t, source="acute-pas", setting="acute", status="finished",
-              end=(t[0] + int(orng.random() * 4), 660), attrs=g.IMP)
+              end=g._plus(t, 120 + 1440 * int(orng.random() * 4)), attrs=g.IMP)
     p.profile = prof
     return prof

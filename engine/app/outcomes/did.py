@@ -140,6 +140,10 @@ def _estimate(per: dict, pilot: set[str], outcome: str, cohort: str, start: str,
         boots.sort()
         if len(boots) >= 0.9 * resamples and boots:
             ci_b = (math.exp(boots[int(0.025 * (len(boots) - 1))]), math.exp(boots[int(math.ceil(0.975 * (len(boots) - 1)))]))
+    if outcome == "bed_days":
+        ci_p = None
+        warnings.append("bed days are not independent events (a stay is many days): no Poisson interval, only the "
+                        "practice bootstrap")
     if len(prow) < 10:
         warnings.append(f"only {len(prow)} pilot practices: the practice bootstrap is unreliable with fewer than 10")
     if ratio is None:
