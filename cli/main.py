@@ -321,6 +321,7 @@ from cli.bench import bench_app  # noqa: E402
 from cli.population import population_cmds  # noqa: E402
 from cli.users import users_app  # noqa: E402
 from cli.ops import db_app  # noqa: E402  (carepath db current | upgrade | backup)
+from cli.outcomes import outcomes_app  # noqa: E402  (carepath outcomes report)
 
 app.add_typer(db_app, name="db")
 from cli.codelists import register as _register_codelists  # noqa: E402  (carepath codelists list / import)
@@ -330,6 +331,7 @@ _register_codelists(app)
 app.add_typer(users_app, name="users")
 app.add_typer(bench_app, name="bench")
 app.add_typer(audit_app, name="audit")
+app.add_typer(outcomes_app, name="outcomes")
 app.registered_commands += population_cmds.registered_commands
 
 _register_authoring(app)

@@ -276,3 +276,13 @@ def from_generator(n: int, seed: int, as_of: dt.date, model=None) -> OutcomeTabl
         t.add_person(p.practice.ods, p.practice.mdt, p.practice.locality, p.birth, p.sex,
                      max(p.registered, p.birth), p.deceased or as_of, cohorts, events)
     return t.finish()
+
+
+def from_registry(engine, as_of: dt.date) -> OutcomeTable:
+    """The table from every patient's record in the SQL registry."""
+    from sqlmodel import Session
+
+    from engine.registry.ingest import iter_records
+
+    with Session(engine) as s:
+        return from_records(iter_records(s), as_of, source="registry")
