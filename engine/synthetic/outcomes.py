@@ -74,7 +74,9 @@ class Effect:
 @dataclass(frozen=True)
 class OutcomeModel:
     """Turn the hazard model on. `record=False` draws the same people's demographics, conditions, frailty
-    and outcome events but not the rest of their record (fast: for evaluation tests and benchmarks)."""
+    and outcome events but not the rest of their record (fast: for evaluation tests and benchmarks); their
+    record then holds the acute encounters, a diabetes diagnosis code for people with diabetes and a
+    frailty code for the moderately and severely frail (so the registers can be read from codes)."""
     effect: Effect | None = None
     record: bool = True
 
@@ -207,5 +209,13 @@ def add_events(p, model: OutcomeModel) -> Profile:
         t = (lo + int(orng.random() * (hi - lo + 1)), 480 + int(orng.random() * 240))
         p.add("encounter", g.ENC_ADMIT, t, source="acute-pas", setting="acute", status="finished",
               end=g._plus(t, 120 + 1440 * int(orng.random() * 4)), attrs=g.IMP)
+    if not model.record:  # the registers the evaluation reads, without the rest of the record
+        if "dm" in conds:
+            codes = p.C["dm_t1" if p.age < 30 else "dm_t2"]
+            p.add("condition", codes[int(orng.random() * len(codes))], (p.start_day - int(orng.random() * 3650), 600),
+                  status="active", attrs=g.CONFIRMED)
+        if frail in ("moderate", "severe"):
+            codes = p.C[f"frail_{frail}"]
+            p.add("observation", codes[int(orng.random() * len(codes))], (p.last_day - int(orng.random() * 700), 600))
     p.profile = prof
     return prof

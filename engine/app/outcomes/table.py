@@ -206,38 +206,31 @@ def _emergency_admission_codes() -> frozenset[str]:
     return _codes("emergency_admission.csv") | _codes("astadmsn_cod.csv") | _codes("copdadmsn_cod.csv")
 
 
-def record_events(record) -> list[tuple[str, dt.datetime, dt.datetime | None]]:
-    """(outcome, start, end) of a PatientRecord's A&E attendances and emergency admissions."""
+def events_and_cohorts(facts, birth: dt.date, as_of: dt.date) -> tuple[list, set[str]]:
+    """From (kind, code set, start, end, status) of a person's facts: their events (outcome, start, end)
+    — A&E attendances (4525004) and emergency admissions (GM-SDE emergency admission, QOF asthma and COPD
+    emergency admission clusters) among encounters — and their cohorts on the as-of date: the diabetes
+    register (a DM_COD diagnosis) and 'older-frail' (75 or over, or a moderate / severe frailty code)."""
     emergency = _emergency_admission_codes()
-    out = []
-    for f in record.facts:
-        if f.kind != "encounter" or f.status == "entered-in-error":
-            continue
-        codes = {c.code for c in f.codes}
-        if codes & emergency:
-            out.append(("emergency_admission", f.start, f.end))
-        elif ED_ATTENDANCE in codes:
-            out.append(("ae_attendance", f.start, f.end))
-    return out
-
-
-def record_cohorts(record, as_of: dt.date) -> set[str]:
-    """Cohorts on the as-of date: the diabetes register (a DM_COD diagnosis), 75 or over or a moderate /
-    severe frailty code."""
     dm = _codes("dm_cod.csv")
     frail = _codes("frailty_cod.csv", "severity", ("moderate", "severe"))
-    out = set()
-    for f in record.facts:
-        if f.status == "entered-in-error" or f.start.date() > as_of:
+    events, cohorts = [], set()
+    for kind, codes, start, end, status in facts:
+        if status == "entered-in-error":
             continue
-        codes = {c.code for c in f.codes}
-        if f.kind == "condition" and codes & dm:
-            out.add("diabetes")
-        if codes & frail:
-            out.add("older-frail")
-    if age_on(record.patient.birth_date, as_of) >= 75:
-        out.add("older-frail")
-    return out
+        if kind == "encounter":
+            if codes & emergency:
+                events.append(("emergency_admission", start, end))
+            elif ED_ATTENDANCE in codes:
+                events.append(("ae_attendance", start, end))
+        elif start.date() <= as_of:
+            if kind == "condition" and codes & dm:
+                cohorts.add("diabetes")
+            if codes & frail:
+                cohorts.add("older-frail")
+    if age_on(birth, as_of) >= 75:
+        cohorts.add("older-frail")
+    return events, cohorts
 
 
 def from_records(records: Iterable, as_of: dt.date, source: str = "records") -> OutcomeTable:
@@ -251,8 +244,9 @@ def from_records(records: Iterable, as_of: dt.date, source: str = "records") -> 
         start = max(p.registered_on or p.birth_date, p.birth_date)
         end = min(p.death_date or as_of, as_of)
         sex = getattr(p.sex, "value", p.sex)
-        t.add_person(p.practice, p.mdt, p.locality, p.birth_date, sex, start, end, record_cohorts(r, as_of),
-                     record_events(r))
+        facts = [(f.kind, {c.code for c in f.codes}, f.start, f.end, f.status) for f in r.facts]
+        events, cohorts = events_and_cohorts(facts, p.birth_date, as_of)
+        t.add_person(p.practice, p.mdt, p.locality, p.birth_date, sex, start, end, cohorts, events)
     return t.finish()
 
 
@@ -279,10 +273,30 @@ def from_generator(n: int, seed: int, as_of: dt.date, model=None) -> OutcomeTabl
 
 
 def from_registry(engine, as_of: dt.date) -> OutcomeTable:
-    """The table from every patient's record in the SQL registry."""
-    from sqlmodel import Session
+    """The table from the SQL registry: one query for the patients, one for the facts that matter (acute
+    encounters, conditions, observations), streamed in patient order."""
+    import sqlalchemy as sa
 
-    from engine.registry.ingest import iter_records
+    from engine.registry.tables import FactRow, PatientRow
 
-    with Session(engine) as s:
-        return from_records(iter_records(s), as_of, source="registry")
+    t = OutcomeTable(as_of, source="registry")
+    P, F = PatientRow.__table__.c, FactRow.__table__.c
+    with engine.connect() as con:
+        people = {r.id: r for r in con.execute(sa.select(P.id, P.practice, P.mdt, P.locality, P.birth_date, P.sex,
+                                                          P.death_date, P.registered_on))}
+        q = (sa.select(F.patient_id, F.kind, F.codes, F.start, F.end, F.status)
+             .where(sa.or_(sa.and_(F.kind == "encounter", F.care_setting == "acute"),
+                           F.kind.in_(("condition", "observation"))))
+             .order_by(F.patient_id))
+        facts: dict[int, list] = {}
+        for pid, kind, codes, start, end, status in con.execute(q):
+            facts.setdefault(pid, []).append((kind, {c["code"] for c in codes or ()}, start, end, status))
+    for pid, p in people.items():
+        if not p.practice:
+            continue
+        birth = p.birth_date
+        events, cohorts = events_and_cohorts(facts.get(pid, ()), birth, as_of)
+        start = max(p.registered_on or birth, birth)
+        t.add_person(p.practice, p.mdt, p.locality, birth, getattr(p.sex, "value", p.sex) or "unknown", start,
+                     min(p.death_date or as_of, as_of), cohorts, events)
+    return t.finish()
