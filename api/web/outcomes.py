@@ -26,6 +26,11 @@ router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False
 Short = Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9._, -]*$")]
 Month = Annotated[str | None, Query(pattern=r"^(\d{4}-\d{2})?$")]
 LEVEL_NAMES = {"area": "Area", "locality": "Localities", "mdt": "MDTs", "practice": "Practice"}
+PLURAL = {"practice": "practices", "mdt": "MDTs", "locality": "localities"}
+
+
+def money(x: float) -> str:
+    return ("−" if x < 0 else "") + f"£{abs(x):,.0f}"
 MAX_PRACTICE_CHARTS = 1
 
 _cache: dict = {}
@@ -111,4 +116,4 @@ def outcomes_page(request: Request, cohort: Literal["all", "diabetes", "older-fr
                   cohort_names=COHORT_NAMES, outcome_names=OUTCOME_NAMES, level_names=LEVEL_NAMES,
                   rule_words=RULE_WORDS, caveats=CAVEATS, as_of=as_of, pilot_count=len(pilot_set),
                   suppress=who.role == "auditor", count=count_text, unit_label=unit_label,
-                  all_units={k: t.unit_names(k) for k in ("locality", "mdt", "practice")})
+                  all_units={k: t.unit_names(k) for k in ("locality", "mdt", "practice")}, plural=PLURAL, money=money)

@@ -90,8 +90,8 @@ def _block(bounds: tuple[int, int]) -> tuple[int, list, list, list]:
     j = _JOB
     cols, procs = j["cols"], j["procs"]
     patients, links, facts = [], [], []
-    for pid, record in enumerate(generate(hi - lo, seed=j["seed"], as_of=j["as_of"], start=lo,
-                                          outcomes=j.get("outcomes")), start=lo):
+    more = {"outcomes": j["outcomes"]} if j.get("outcomes") is not None else {}  # the hazard model, when asked for
+    for pid, record in enumerate(generate(hi - lo, seed=j["seed"], as_of=j["as_of"], start=lo, **more), start=lo):
         p, patient_id = record.patient, j["base"] + pid + 1
         patients.append(_row(dict(id=patient_id, nhs_number=p.nhs_number, **_demographics(p), created_at=j["now"],
                                   updated_at=j["now"]), cols["patient"], procs["patient"]))

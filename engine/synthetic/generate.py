@@ -43,6 +43,7 @@ from typing import Iterator
 
 from engine.records.nhs_number import check_digit
 from engine.synthetic import realcodes
+from engine.synthetic.draws import CONFIRMED, EMER, ENC_ADMIT, ENC_AE, IMP, _plus, _poisson  # noqa: F401 (re-exported)
 
 VALUESETS = Path(__file__).resolve().parents[2] / "protocols" / "valuesets"
 SCT = "http://snomed.info/sct"
@@ -59,8 +60,6 @@ AGE_BANDS = [6.5, 6.3, 6.0, 5.5, 6.8, 8.3, 8.8, 8.2, 7.3, 6.5, 6.3, 5.8, 4.8, 3.
 
 # Codes not in any shipped codelist (consultations, admissions, contacts), SNOMED CT.
 ENC_GP = ("185317003", "Telephone encounter"), ("185389009", "Follow-up visit"), ("390906007", "Follow-up encounter")
-ENC_AE = "4525004"       # Emergency department patient visit
-ENC_ADMIT = "32485007"   # Hospital admission
 ENC_COMMUNITY = "308335008"  # Patient encounter procedure (community nursing visit)
 ENC_MH = "1109421000000105"  # Mental health contact (used for mental-health service contacts)
 ENC_SOCIAL = "416038001"  # Social care assessment
@@ -75,7 +74,7 @@ COPD_INHALERS = ("tiotropium-inhaler", "ics-laba-inhaler")
 ORDER = {"intent": "order"}
 _PREFIX = {"gp-system": "gp", "pathology-lims": "lab", "acute-pas": "pas", "community-ehr": "com", "mental-health": "mh",
            "social-care": "sc", "desp": "desp"}
-AMB, EMER, IMP, CONFIRMED = {"class": "AMB"}, {"class": "EMER"}, {"class": "IMP"}, {"verification_status": "confirmed"}
+AMB = {"class": "AMB"}
 SALBUTAMOL = ("salbutamol-inhaler", "Salbutamol inhaler (synthetic code)")
 ANTIDEPRESSANT = ("sertraline", "Sertraline (synthetic code)")
 
@@ -201,11 +200,6 @@ def _ts(t: tuple[int, int]) -> str:
 
 def _dt(t: tuple[int, int]) -> dt.datetime:
     return dt.datetime.fromordinal(t[0]) + dt.timedelta(minutes=t[1])
-
-
-def _plus(t: tuple[int, int], minutes: int) -> tuple[int, int]:
-    total = t[0] * 1440 + t[1] + minutes
-    return (total // 1440, total % 1440)
 
 
 # ---- one person ---------------------------------------------------------------------------------------
@@ -733,19 +727,6 @@ def _band_cdf() -> list[float]:
         out.append(acc)
     out[-1] = 1.0
     return out
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    if lam <= 0:
-        return 0
-    if lam > 30:
-        return max(0, int(round(rng.gauss(lam, math.sqrt(lam)))))
-    L, k, p = math.exp(-lam), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p <= L:
-            return k
-        k += 1
 
 
 def person(index: int, seed: int, as_of: dt.date, outcomes=None) -> _Person:

@@ -105,7 +105,7 @@ def efi_category(deficits: int) -> str:
 def prepare(p, conditions: dict[str, bool]) -> None:
     """Before the record is drawn: the person's own stream, and their eFI deficit count (65+), which the
     record's frailty codes then use (so hazard and codes agree)."""
-    from engine.synthetic.generate import _poisson
+    from engine.synthetic.draws import _poisson
 
     p.orng = orng = random.Random(f"{p.seed}:{p.index}:outcomes")
     p.outcome_conditions = tuple(k for k, v in conditions.items() if v)
@@ -123,7 +123,7 @@ def _age(birth: dt.date, day: int) -> int:
 def add_events(p, model: OutcomeModel) -> Profile:
     """Draw the person's A&E attendances, emergency (and elective) admissions with their stays, and
     30-day readmissions, and add them to the record as acute encounters."""
-    from engine.synthetic import generate as g
+    from engine.synthetic import draws as g
     from engine.synthetic import realcodes
 
     orng, poisson = p.orng, g._poisson
