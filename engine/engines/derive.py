@@ -93,6 +93,9 @@ class Derived:
     values: dict[ir.Node, Any] = field(default_factory=dict)
     evidence: dict[ir.Node, list[Fact]] = field(default_factory=dict)
     data_problems: list[str] = field(default_factory=list)
+    # measure values (`value:`, key measure:<id>:value) as the engine that decided computed them: the
+    # per-patient engines read them from the summary fact, the SQL engines from their query's columns
+    engine_values: dict[str, Any] = field(default_factory=dict)
 
 
 class Deriver:

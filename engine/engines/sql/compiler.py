@@ -184,6 +184,17 @@ class Compiled:
     vsm_sql: str = ""
     ctes: list[tuple[str, str]] = field(default_factory=list)  # the query's parts: (name, SELECT ...), in order
     final: str = ""  # the SELECT over the last part (`sql` = WITH <ctes> <final>)
+    values: dict[str, str] = field(default_factory=dict)  # measure:<id>:value -> its summary column (`value:`)
+
+    def value_columns(self) -> list[str]:
+        """The columns holding the measure values: each value's column, then its presence column if it may be missing."""
+        return [c for name in self.values.values() for c in ([name, name + "__p"] if name + "__p" in self.fields else [name])]
+
+    def values_of(self, row) -> dict[str, float | None]:
+        """The measure values from the value_columns() of one row: None where missing (never 0 in its place)."""
+        got = dict(zip(self.value_columns(), row))
+        return {key: (float(got[name]) if got.get(name + "__p", True) and got[name] is not None else None)
+                for key, name in self.values.items()}
 
 
 @dataclass
@@ -791,7 +802,11 @@ def _sub_lowered(lowered: Lowered, keys: list[str]) -> Lowered:
 
     for t in conds.values():
         walk(t)
-    return Lowered(conditions=conds, fields={n: f for n, f in lowered.fields.items() if n in used})
+    values = {}
+    if any("#" not in k for k in keys):  # the measure values go with the conditions not per episode
+        values = dict(lowered.values)
+        used |= set(values.values())
+    return Lowered(conditions=conds, fields={n: f for n, f in lowered.fields.items() if n in used}, values=values)
 
 
 def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | None = None,
@@ -854,5 +869,5 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
                         for (system, code), props in protocol.valuesets[vs_name].properties.items()
                         for value in props.get(col, ()))
     return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted),
-                    c.props_table, props_rows, c.vsm_table, vsm_sql, list(c.ctes), final)
+                    c.props_table, props_rows, c.vsm_table, vsm_sql, list(c.ctes), final, dict(lowered.values))
 
