@@ -134,3 +134,82 @@ def test_value_and_episodes_do_not_go_together(spec):
 """
     with pytest.raises(ProtocolError, match="value: or episodes:, not both"):
         spec(valuesets=VS, measures=m)
+
+
+# ---- bed days: sum(days of x); readmissions: x within N days after end of y ----
+
+STAY_VS = {"adm": ["a1"], "hba1c": {"codes": ["h"], "unit": "mmol/mol", "analyte": "hba1c"}}
+STAYS = """
+  - id: bed-days
+    title: Emergency bed days
+    value: sum(days of adm ends during period)
+  - id: readmissions
+    title: Emergency readmissions within 30 days of discharge
+    value: count(adm during period within 30 days after end of adm)
+  - id: hba1c-total
+    title: Sum of HbA1c values (a test of sum(value of ...))
+    value: sum(value of hba1c during period)
+"""
+
+
+def _stay(start, end=None, **kw):
+    return fact("a1", start, kind="encounter", end=end, **kw)
+
+
+def test_bed_days_add_up_lengths_of_stay(spec, engine_name):
+    p = spec(valuesets=STAY_VS, measures=STAYS)
+    rec = record(_stay("2025-01-10T10:00", "2025-01-14T12:00"),      # 4 days
+                 _stay("2025-03-01T08:00", "2025-03-01T20:00"),      # same day: 0 days
+                 _stay("2024-05-01T08:00", "2024-05-03T08:00"),      # ended before the period
+                 fact("h", "2025-02-01", 50, "mmol/mol"), fact("h", "2025-04-01", 7.0, "%"))
+    _, res = run(p, rec, engine=engine_name)
+    assert _m(res, "bed-days").value == 4.0
+    assert _m(res, "hba1c-total").value == pytest.approx(50 + 53.0, abs=0.01)   # 7.0 % is 53.0 mmol/mol
+    _, res = run(p, record(), engine=engine_name)
+    assert (_m(res, "bed-days").value, _m(res, "hba1c-total").value) == (0.0, 0.0)   # nothing to add: 0
+
+
+def test_a_stay_without_an_end_makes_bed_days_missing_not_smaller(spec, engine_name):
+    p = spec(valuesets=STAY_VS, measures=STAYS)
+    rec = record(_stay("2025-01-10T10:00", "2025-01-14T12:00"), _stay("2025-06-10T10:00"),   # still in hospital
+                 fact("h", "2025-02-01", None))                                               # HbA1c without a value
+    ev, res = run(p, rec, engine=engine_name)
+    bed = _m(res, "bed-days")
+    assert bed.denominator and bed.value is None
+    assert "value missing" in bed.provenance.why
+    assert any("has no end date" in x for x in res.data_problems)
+    assert _m(res, "hba1c-total").value is None
+
+
+def test_readmission_is_an_admission_after_a_discharge_within_30_days(spec, engine_name):
+    p = spec(valuesets=STAY_VS, measures=STAYS)
+    rec = record(_stay("2025-01-01T10:00", "2025-01-05T12:00"),
+                 _stay("2025-01-20T09:00", "2025-01-22T12:00"),      # 15 days after discharge: a readmission
+                 _stay("2025-02-21T09:00", "2025-02-23T12:00"),      # 30 days after the 22nd: a readmission
+                 _stay("2025-04-01T09:00", "2025-04-01T11:00"),      # 37 days after the last: not
+                 _stay("2025-04-01T15:00", "2025-04-02T11:00"))      # the same day, after that discharge: yes
+    _, res = run(p, rec, engine=engine_name)
+    assert _m(res, "readmissions").value == 3.0
+    one = record(_stay("2025-03-01T08:00", "2025-03-01T20:00"))       # a day case is not its own readmission
+    _, res = run(p, one, engine=engine_name)
+    assert _m(res, "readmissions").value == 0.0
+    open_stay = record(_stay("2025-03-01T08:00"), _stay("2025-03-05T08:00", "2025-03-06T08:00"))
+    _, res = run(p, open_stay, engine=engine_name)                   # no discharge recorded: nothing after it
+    assert _m(res, "readmissions").value == 0.0
+
+
+@pytest.mark.parametrize("value, words", [
+    ("sum(adm)", "sum(value of ...) or sum(days of ...)"),
+    ("sum(code of adm)", "adds up values or days, not 'code'"),
+    ("count(distinct days of adm)", "no column 'days'"),
+    ("count(adm within 30 days after end of age)", "'after end of' needs events"),
+])
+def test_sum_and_after_end_errors(spec, value, words):
+    m = f"""
+  - id: bad
+    title: Bad
+    value: '{value}'
+"""
+    with pytest.raises(ProtocolError) as e:
+        spec(valuesets=STAY_VS, measures=m)
+    assert words in str(e.value)

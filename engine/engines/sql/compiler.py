@@ -362,6 +362,11 @@ class Compiler:
         if n.kind == "overlaps":
             return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day <= {lit(ctx.period_end)} "
                                     f"AND (end_day IS NULL OR end_day >= {lit(ctx.period_start)})")
+        if n.kind == "after_end":  # derive: start after the end of an anchor event, up to d after its end date
+            arows = self.rows(ir.unwrap(n.anchor))
+            up = self.d.shift_date("x.end_day", 1, n.duration)
+            return self._cte("win", f"SELECT {S_COLS} FROM {src} s WHERE EXISTS (SELECT 1 FROM {arows} x "
+                                    f"WHERE x.pid = s.pid AND x.end_ts IS NOT NULL AND s.ts > x.end_ts AND s.day <= {up})")
         if n.kind in ("after", "before"):
             if n.anchor is None or n.duration is None:
                 raise NotImplementedError(f"batch engine: window {n.kind!r} without an anchor or duration ({n!r})")
@@ -638,6 +643,17 @@ class Compiler:
         if isinstance(n, ir.CountDistinct):
             alias = joins.add(self._distinct(n))
             return f"coalesce({alias}.n, 0)"
+        if isinstance(n, ir.SumOf):  # derive._sum_of: nothing -> 0; any event without the value / end -> NULL
+            src = self.rows(n.source)
+            key = ("sumof", n.key, src)
+            if key not in self._aggs:
+                item = ("CAST(" + self.d.days_between("day", "end_day") + " AS DOUBLE)" if n.key == "days"
+                        else "CAST(value AS DOUBLE)")
+                self._aggs[key] = self._cte("sumof", f"SELECT pid, sum({item}) AS n, "
+                                                     f"max(CASE WHEN ({item}) IS NULL THEN 1 ELSE 0 END) AS miss "
+                                                     f"FROM {src} GROUP BY pid")
+            alias = joins.add(self._aggs[key])
+            return f"(CASE WHEN {alias}.miss = 1 THEN NULL ELSE coalesce({alias}.n, CAST(0.0 AS DOUBLE)) END)"
         if isinstance(n, ir.Arith):  # derive.arith: floats, missing in -> missing out, x / 0 missing
             left, right = (f"CAST(({self.expr(x, joins)}) AS DOUBLE)" for x in (n.left, n.right))
             if n.op == "/":
