@@ -78,7 +78,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
         counted = [m for m in proto.measures if m.counts_deceased]
         fired, d = fired_conditions(record, proto, ctx, options.engine) if counted else (set(), None)
         res.measures = [_measure(m, proto, fired, d) if m.counts_deceased else MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False,
-                                      exclusion=False, numerator=False,
+                                      exclusion=False, numerator=False, has_value=m.has_value,
                                       basis="episode" if m.episode_based else "patient",
                                       counts=(dict.fromkeys(("initial_population", "denominator", "exclusion",
                                                              "exception", "numerator"), 0) if m.episode_based else None),
@@ -322,7 +322,7 @@ def _undetermined_measure(m, proto: Protocol, clusters) -> MeasureResult:
     key = f"measure:{m.id}"
     return MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False, exclusion=False,
                          numerator=False, basis="episode" if m.episode_based else "patient", has_exceptions=m.has_exceptions,
-                         counts=(dict.fromkeys(("initial_population", "denominator", "exclusion", "exception", "numerator"), 0)
+                         has_value=m.has_value, counts=(dict.fromkeys(("initial_population", "denominator", "exclusion", "exception", "numerator"), 0)
                                  if m.episode_based else None),
                          cannot_determine=list(clusters), provenance=_prov(proto, key, f"{m.title}: {reason(clusters)}."))
 
