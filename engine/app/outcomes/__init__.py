@@ -8,6 +8,7 @@ localities, MDTs and practices.
     spc.py     XmR charts with the Making Data Count special-cause rules
     did.py     pilot against the rest, before and after: difference-in-differences; savings scenario
     report.py  everything above for one cohort and outcome, as plain data (the command and the pages)
+    values.py  per-person outcome values from measures with `value:` in the protocol language (o1)
 
 See docs/outcomes.md.
 """
