@@ -37,6 +37,9 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
            seed: int = typer.Option(1, "--seed", help="Synthetic population seed"),
            plant: Optional[float] = typer.Option(None, "--plant-effect", help="Synthetic only: plant this relative change (e.g. -0.10) in emergency admissions of the pilot practices from --start"),
            database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default DATABASE_URL)"),
+           from_measures: bool = typer.Option(False, "--from-measures", help="Count with the protocol language's outcome measures (pilot-outcomes, value:) instead of the direct adapter: every record is evaluated once a month, so slow"),
+           months: Optional[int] = typer.Option(None, "--months", help="With --from-measures: only the last N months"),
+           protocols: Path = typer.Option(Path("protocols"), "--protocols", help="With --from-measures: the protocol folder"),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON here"),
            fmt: str = typer.Option("text", "--format", help="text or json (to stdout)")):
     """Monthly standardised rates with an XmR chart, a funnel between units, and (with --pilot and --start)
@@ -45,7 +48,29 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
     from engine.app.outcomes.table import from_generator, from_registry
 
     ref = _date(as_of, "--as-of") or dt.date.today()
-    if synthetic:
+    if from_measures:
+        from sqlmodel import Session
+
+        from cli.common import _library
+        from engine.app.outcomes.table import from_measure_values
+        from engine.registry.ingest import iter_records
+
+        proto = _library([protocols]).find("pilot-outcomes")
+        if proto is None:
+            err.print(f"no pilot-outcomes protocol in {protocols}")
+            raise typer.Exit(2)
+        if synthetic:
+            from engine.synthetic.generate import generate
+            from engine.synthetic.outcomes import OutcomeModel
+
+            table = from_measure_values(generate(synthetic, seed=seed, as_of=ref, outcomes=OutcomeModel()), proto, ref,
+                                        months=months)
+        else:
+            from engine.registry.db import database_url as default_url, make_engine
+
+            with Session(make_engine(database_url or default_url())) as session:
+                table = from_measure_values(iter_records(session), proto, ref, months=months)
+    elif synthetic:
         from engine.synthetic.generate import practices
         from engine.synthetic.outcomes import Effect, OutcomeModel
 

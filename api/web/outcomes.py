@@ -113,7 +113,7 @@ def outcomes_page(request: Request, cohort: Literal["all", "diabetes", "older-fr
                   outcome=outcome, level=level, unit=unit or "", funnel_level=funnel_level, pilot=pilot or "",
                   start=start or "", cost=cost, charts=charts, funnel=funnel_svg, funnel_units=funnel_units,
                   area_rate=area_rate, outside=outside, comparison=comparison, scenario=scenario, error=error,
-                  cohort_names=COHORT_NAMES, outcome_names=OUTCOME_NAMES, level_names=LEVEL_NAMES,
+                  cohort_names={c: COHORT_NAMES[c] for c in t.cohorts()}, outcome_names=OUTCOME_NAMES, level_names=LEVEL_NAMES,
                   rule_words=RULE_WORDS, caveats=CAVEATS, as_of=as_of, pilot_count=len(pilot_set),
                   suppress=who.role == "auditor", count=count_text, unit_label=unit_label,
                   all_units={k: t.unit_names(k) for k in ("locality", "mdt", "practice")}, plural=PLURAL, money=money)

@@ -176,3 +176,26 @@ def test_funnel_limits():
     lo, hi = poisson_limits(100, 1.959964)
     assert lo == pytest.approx((10 - 0.979982) ** 2 / 100) and hi == pytest.approx((10 + 0.979982) ** 2 / 100)
     assert poisson_limits(0, 1.96) is None
+
+
+def test_the_protocol_measures_adapter_counts_what_the_records_hold():
+    """from_measure_values (o1's per-person values of pilot-outcomes' `value:` measures, one period a month)
+    against a direct count from the same records: people aged 75 or over at the month's start, their
+    emergency admissions starting in the month."""
+    from engine.app.outcomes.table import _codes, age_on, from_measure_values
+    from engine.language.library import load_library
+
+    proto = load_library(["protocols"]).find("pilot-outcomes")
+    records = [r for r in generate(400, seed=9, as_of=AS_OF, outcomes=OutcomeModel()) if age_on(r.patient.birth_date, AS_OF) >= 70][:30]
+    t = from_measure_values(records, proto, AS_OF, months=1)
+    assert [m.strftime("%Y-%m") for m in t.months] == ["2026-10"]
+    first, last = dt.date(2026, 10, 1), dt.date(2026, 10, 31)
+    emergency = _codes("emergency_admission.csv")  # the list pilot-outcomes reads
+    people = [r for r in records if age_on(r.patient.birth_date, first) >= 75
+              and (r.patient.death_date is None or r.patient.death_date >= first)]
+    admissions = sum(1 for r in people for f in r.facts if f.kind == "encounter" and first <= f.start.date() <= last
+                     and {c.code for c in f.codes} & emergency)
+    got = series(t, "emergency_admission", "75-plus")[0]
+    assert got.person_years == pytest.approx(len(people) * 31 / 365.25)
+    assert got.events == admissions
+    assert "75-plus" in t.cohorts() and "diabetes" in t.cohorts()

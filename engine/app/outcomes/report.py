@@ -64,8 +64,10 @@ def pilot_practices(t: OutcomeTable, spec: str) -> frozenset[str]:
 
 
 def build(t: OutcomeTable, o: Options) -> dict:
-    if o.outcome not in OUTCOME_NAMES or o.cohort not in COHORT_NAMES or o.level not in LEVELS:
-        raise ValueError("unknown outcome, cohort or level")
+    if o.outcome not in OUTCOME_NAMES or o.cohort not in t.cohorts() or o.level not in LEVELS:
+        raise ValueError(f"unknown outcome, cohort or level (cohorts here: {', '.join(t.cohorts())})")
+    if o.outcome in t.unavailable:
+        raise ValueError(f"{OUTCOME_NAMES[o.outcome]} cannot be counted: {t.unavailable[o.outcome]}")
     practices = None if o.level == "area" else t.practices(o.level, o.unit)
     if o.level != "area" and not practices:
         raise ValueError(f"no practices in {o.level} {o.unit!r}")
@@ -78,7 +80,7 @@ def build(t: OutcomeTable, o: Options) -> dict:
     units, area_rate = rates.funnel(t, o.outcome, o.cohort, o.funnel_level)
     out = {
         "schema": "carepath.outcomes/v1",
-        "as_of": t.as_of.isoformat(), "source": t.source, "people": t.people,
+        "as_of": t.as_of.isoformat(), "source": t.source, "people": t.people, "cohorts": t.cohorts(),
         "months": [t.months[0].strftime("%Y-%m"), t.months[-1].strftime("%Y-%m")],
         "cohort": o.cohort, "cohort_name": COHORT_NAMES[o.cohort],
         "outcome": o.outcome, "outcome_name": OUTCOME_NAMES[o.outcome],

@@ -83,6 +83,12 @@ class OutcomeTable:
     cells: dict[tuple, Cell] = field(default_factory=dict)  # (practice, band, sex, cohort) -> Cell
     people: int = 0
     source: str = ""
+    unavailable: dict[str, str] = field(default_factory=dict)  # outcome -> why it cannot be counted
+
+    def cohorts(self) -> list[str]:
+        """The cohorts present, in COHORT_NAMES order."""
+        have = {k[3] for k in self.cells}
+        return [c for c in COHORT_NAMES if c in have]
 
     def __post_init__(self):
         if not self.months:  # complete calendar months of the 3 years before the as-of date
@@ -299,4 +305,66 @@ def from_registry(engine, as_of: dt.date) -> OutcomeTable:
         start = max(p.registered_on or birth, birth)
         t.add_person(p.practice, p.mdt, p.locality, birth, getattr(p.sex, "value", p.sex) or "unknown", start,
                      min(p.death_date or as_of, as_of), cohorts, events)
+    return t.finish()
+
+
+# ---- the protocol language's outcome measures (engine/app/outcomes/values.py) ----------------------------
+MEASURE_OUTCOMES = {"admissions": "emergency_admission", "ae": "ae_attendance", "bed-days": "bed_days",
+                    "readmissions": "readmission_30d"}
+MEASURE_COHORTS = {"diabetes": "Diabetes register (at the month's start)", "75-plus": "Aged 75 or over",
+                   "frailty": "Moderate or severe frailty (65 or over)", "tier-3": "Risk tier 3 (case management)",
+                   "tier-2": "Risk tier 2 (disease management)", "tier-1": "Risk tier 1 (supported self-care)"}
+COHORT_NAMES.update({k: v for k, v in MEASURE_COHORTS.items() if k not in COHORT_NAMES})
+
+
+def from_measure_values(records: Iterable, protocol, as_of: dt.date, months: int | None = None,
+                        engine: str = "python") -> OutcomeTable:
+    """The table from the outcome measures written in the protocol language (protocols/pilot-outcomes.yaml,
+    measures `<outcome>-<cohort>` with `value:`): each month is one measurement period (period start = the
+    month's first day, as-of = its last), each person in a measure's cohort that month counts the month's
+    days as person-time (people who died in the month count the whole month, as the measure counts them)
+    and adds their value. `protocol`: the Protocol itself (its effective date may be later than the months
+    reported). `months`: only the last N months (every month evaluates every record again). A value that
+    cannot be determined (a site-supplied codelist missing, e.g. A&E attendances) is left out and the
+    outcome listed in `unavailable`."""
+    from engine.app.outcomes.values import person_values
+
+    t = OutcomeTable(as_of, source=f"protocol measures {protocol.id}@{protocol.version}")
+    records = list(records)
+    keep = range(len(t.months) - months if months else 0, len(t.months))
+    for m in keep:
+        first = t.months[m]
+        last = _next_month(first) - dt.timedelta(days=1)
+        years = ((last - first).days + 1) / 365.25
+        for pv in person_values(records, [protocol], last, period_start=first, engine=engine):
+            if not pv.practice:
+                continue
+            t.units.setdefault(pv.practice, (pv.mdt or "unknown", pv.locality or "unknown"))
+            sex = pv.sex if pv.sex in ("female", "male") else "other"
+            b = band(pv.age)
+            for (_pid, measure), v in pv.values.items():
+                outcome, _, cohort = measure.partition("-")
+                if measure.startswith("bed-days-"):
+                    outcome, cohort = "bed-days", measure[len("bed-days-"):]
+                outcome = MEASURE_OUTCOMES.get(outcome)
+                if outcome is None or not v.in_cohort:
+                    continue
+                if v.cannot_determine:
+                    t.unavailable[outcome] = "codelist not supplied: " + ", ".join(v.cannot_determine)
+                    continue
+                cell = t._cell((pv.practice, b, sex, cohort))
+                # person-time once per person, cohort and month (from the admissions measure, which every
+                # cohort has); the value of every outcome
+                if outcome == "emergency_admission":
+                    cell.person_years[m] += years
+                if v.value is not None:
+                    cell.counts[outcome][m] += v.value
+    t.people = len(records)
+    if months:  # report only the months evaluated
+        t.months = t.months[len(t.months) - months:]
+        for cell in t.cells.values():
+            cell.person_years = cell.person_years[-months:]
+            for o in cell.counts:
+                cell.counts[o] = cell.counts[o][-months:]
+        t.__post_init__()
     return t.finish()
