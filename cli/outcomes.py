@@ -41,6 +41,7 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
            months: Optional[int] = typer.Option(None, "--months", help="With --from-measures: only the last N months"),
            protocols: Path = typer.Option(Path("protocols"), "--protocols", help="With --from-measures: the protocol folder"),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON here"),
+           fhir: Optional[Path] = typer.Option(None, "--fhir", help="Write the monthly series as a FHIR Bundle of MeasureReports here"),
            fmt: str = typer.Option("text", "--format", help="text or json (to stdout)")):
     """Monthly standardised rates with an XmR chart, a funnel between units, and (with --pilot and --start)
     before/after and difference-in-differences with its interval and a savings scenario."""
@@ -97,6 +98,11 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
+    if fhir:
+        from engine.app.outcomes.fhir import series_bundle
+
+        fhir.parent.mkdir(parents=True, exist_ok=True)
+        fhir.write_text(json.dumps(series_bundle(rep, dt.datetime.now(dt.timezone.utc)), indent=1) + "\n")
     if fmt == "json":
         print(text)
         return
