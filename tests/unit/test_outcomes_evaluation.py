@@ -145,7 +145,8 @@ def test_rates_and_direct_standardisation_by_hand():
                   ("ae_attendance", _dtm("2024-01-20T06:00"), _dtm("2024-01-20T10:00"))])
     # practice B: a man of 80 (75-84 throughout), admitted once in January 2024; registered from 16 January
     t.add_person("B", "m2", "l1", dt.date(1946, 3, 1), "male", dt.date(2024, 1, 16), AS_OF, ["older-frail"],
-                 [("emergency_admission", _dtm("2024-01-17T10:00"), None)])
+                 [("emergency_admission", _dtm("2024-01-17T10:00"), None),
+                  ("ae_attendance", _dtm("2024-01-10T10:00"), _dtm("2024-01-10T14:00"))])  # before registering: not counted
     t.finish()
     jan = 1
     py_a, py_b = 31 / 365.25, 16 / 365.25

@@ -8,7 +8,8 @@ cohort and calendar month.
 
 Each person contributes person-time (days / 365.25, their age band on each day's month start) in every
 month between `start` and `end` to each cohort they belong to, and each event (`emergency_admission`,
-`ae_attendance`, with its start and end) to the month it starts in. Derived from the admissions:
+`ae_attendance`, with its start and end) to the month it starts in, if it starts while the person counts
+(registered and alive). Derived from the admissions:
 `bed_days` (midnights between admission and discharge, or the as-of date while still in, counted in the
 month of admission) and `readmission_30d` (an emergency admission starting within 30 days of the
 discharge from an earlier one, counted in its own month).
@@ -145,17 +146,21 @@ class OutcomeTable:
                         self._cell((practice, b, sex, c)).person_years[m] += days / 365.25
                     m += 1
         admissions = sorted((s, e) for o, s, e in events if o == "emergency_admission")
+
+        def counted(d: dt.date) -> int | None:  # events count only while the person counts (registered, alive)
+            return self.month_of(d) if lo <= d <= hi else None
+
         for o, s, e in events:
             if o != "ae_attendance":
                 continue
-            m = self.month_of(s.date())
+            m = counted(s.date())
             if m is not None:
                 b = band(age_on(birth, s.date()))
                 for c in cohorts:
                     self._cell((practice, b, sex, c)).counts["ae_attendance"][m] += 1
         last_discharge = None
         for s, e in admissions:
-            m = self.month_of(s.date())
+            m = counted(s.date())
             readmit = last_discharge is not None and 0 <= (s - last_discharge).total_seconds() <= 30 * 86400
             if m is not None:
                 b = band(age_on(birth, s.date()))
