@@ -109,10 +109,11 @@ def outcomes_page(request: Request, cohort: Literal["all", "diabetes", "older-fr
                                resamples=1000))
         comparison, scenario = rep.get("comparison"), rep.get("savings_scenario")
     outside = [u for u in funnel_units if u.comparison in ("above", "below")]
+    phi, outside_adjusted = rates.overdispersion(funnel_units)
     return render(request, "audit_outcomes.html", who, page_title="Outcomes", t=t, months=months, cohort=cohort,
                   outcome=outcome, level=level, unit=unit or "", funnel_level=funnel_level, pilot=pilot or "",
                   start=start or "", cost=cost, charts=charts, funnel=funnel_svg, funnel_units=funnel_units,
-                  area_rate=area_rate, outside=outside, comparison=comparison, scenario=scenario, error=error,
+                  area_rate=area_rate, outside=outside, phi=phi, outside_adjusted=outside_adjusted, comparison=comparison, scenario=scenario, error=error,
                   cohort_names={c: COHORT_NAMES[c] for c in t.cohorts()}, outcome_names=OUTCOME_NAMES, level_names=LEVEL_NAMES,
                   rule_words=RULE_WORDS, caveats=CAVEATS, as_of=as_of, pilot_count=len(pilot_set),
                   suppress=who.role == "auditor", count=count_text, unit_label=unit_label,

@@ -200,3 +200,20 @@ def test_the_protocol_measures_adapter_counts_what_the_records_hold():
     assert got.person_years == pytest.approx(len(people) * 31 / 365.25)
     assert got.events == admissions
     assert "75-plus" in t.cohorts() and "diabetes" in t.cohorts()
+
+
+def test_overdispersion_by_hand():
+    from engine.app.outcomes.rates import FunnelUnit, overdispersion
+
+    # twenty units each expecting 100 (sqrt 10): z-scores -2 .. 2 twice over, the largest made an outlier (5)
+    z = sorted([-2, -1.5, -1, -0.5, 0, 0, 0.5, 1, 1.5, 2] * 2)
+    z[-1] = 5
+    units = [FunnelUnit(str(i), 100 + 10 * v, 100.0, 1000.0, (100 + 10 * v) / 100, None, None, "within")
+             for i, v in enumerate(z)]
+    # winsorised at the 10th and 90th centiles (the 2nd and 19th of twenty: -2 and 2), so the outlier counts
+    # as 2: phi = (4+4 + 2.25+2.25 + 1+1 + 0.25+0.25 + 0 x 4 + 0.25+0.25 + 1+1 + 2.25+2.25 + 4+4) / 20 = 1.5
+    phi, outside = overdispersion(units)
+    assert phi == pytest.approx(1.5)
+    # 95 % limits widened by sqrt(1.5): |z| > 1.96 x 1.2247 = 2.40 -> only the outlier
+    assert outside == 1
+    assert overdispersion(units[:5]) == (None, 0)  # too few units to estimate it

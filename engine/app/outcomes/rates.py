@@ -136,3 +136,18 @@ def funnel(t: OutcomeTable, outcome: str, cohort: str, level: str, months: range
     for u in units:
         u.area_rate = area_rate
     return units, area_rate
+
+
+def overdispersion(units: list[FunnelUnit]) -> tuple[float | None, int]:
+    """Spiegelhalter's multiplicative over-dispersion factor for a funnel (Stat Med 2005;24:1185, and
+    Qual Saf Health Care 2005;14:347): phi = mean of the squared z-scores z = (O - E) / sqrt(E), with z
+    winsorised at the 10th and 90th centiles so that outliers do not set it; and how many units lie outside
+    95 % limits widened by sqrt(phi) when phi > 1 (the units that differ beyond the area's usual spread)."""
+    zs = sorted((u.observed - u.expected) / math.sqrt(u.expected) for u in units if u.expected > 0)
+    if len(zs) < 10:
+        return None, sum(u.comparison in ("above", "below") for u in units)
+    lo, hi = zs[int(0.1 * (len(zs) - 1))], zs[int(math.ceil(0.9 * (len(zs) - 1)))]
+    phi = sum(min(hi, max(lo, z)) ** 2 for z in zs) / len(zs)
+    k = math.sqrt(max(1.0, phi))
+    outside = sum(1 for u in units if u.expected > 0 and abs(u.observed - u.expected) / math.sqrt(u.expected) > Z95 * k)
+    return phi, outside

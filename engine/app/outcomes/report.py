@@ -78,6 +78,7 @@ def build(t: OutcomeTable, o: Options) -> dict:
         baseline = _month_index(t, o.start_month)
     chart = spc.xmr(values, baseline=baseline if baseline and baseline >= 12 else None)
     units, area_rate = rates.funnel(t, o.outcome, o.cohort, o.funnel_level)
+    phi, outside_adjusted = rates.overdispersion(units)
     out = {
         "schema": "carepath.outcomes/v1",
         "as_of": t.as_of.isoformat(), "source": t.source, "people": t.people, "cohorts": t.cohorts(),
@@ -98,6 +99,7 @@ def build(t: OutcomeTable, o: Options) -> dict:
         "funnel": {"level": o.funnel_level, "months": 12, "area_rate": area_rate,
                    "method": "indirectly standardised ratio (observed / expected at the area's age-sex rates), "
                              "Poisson limits (square-root approximation) at 95% and 99.8%",
+                   "overdispersion_phi": phi, "outside_95_widened_by_sqrt_phi": outside_adjusted,
                    "units": [{**asdict(u), "rate": u.rate} for u in units]},
     }
     if o.pilot and o.start_month:
