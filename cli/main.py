@@ -322,7 +322,8 @@ from cli.bench import bench_app  # noqa: E402
 from cli.population import population_cmds  # noqa: E402
 from cli.users import users_app  # noqa: E402
 from cli.ops import db_app  # noqa: E402  (carepath db current | upgrade | backup)
-from cli.risk_model import outcomes_app  # noqa: E402  (carepath outcomes risk-model)
+from cli.outcomes import outcomes_app  # noqa: E402  (carepath outcomes report)
+import cli.risk_model  # noqa: E402,F401  (adds carepath outcomes risk-model to the same group)
 
 app.add_typer(db_app, name="db")
 from cli.codelists import register as _register_codelists  # noqa: E402  (carepath codelists list / import)

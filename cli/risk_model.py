@@ -12,7 +12,7 @@ import typer
 from cli.authoring import _date
 from cli.common import DEFAULT_PROTOCOLS, _library, err
 
-outcomes_app = typer.Typer(help="Outcomes: what happened after the pathways (issue 19).", no_args_is_help=True)
+from cli.outcomes import outcomes_app  # the one `carepath outcomes` group
 
 
 @outcomes_app.command("risk-model")

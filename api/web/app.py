@@ -34,14 +34,13 @@ ROLE_HOME = {
 
 def mount(app: FastAPI) -> None:
     """Serve the pages under /app, their stylesheet under /static, and send / to the home page."""
-    from api.web import accesslog, audit, care, mdt, protocols, worklist
-    from api.web import risk_model  # the risk-model check (issue 19)
+    from api.web import accesslog, audit, care, mdt, outcomes, protocols, risk_model, worklist
 
     if not (TEMPLATES_DIR / "base.html").is_file():  # e.g. installed without the repository's templates/
         warnings.warn(f"carepath web pages not served: no templates in {TEMPLATES_DIR} (set CAREPATH_TEMPLATES)")
         return
     app.include_router(router)
-    for module in (worklist, mdt, care, audit, protocols, accesslog):
+    for module in (worklist, mdt, care, audit, outcomes, protocols, accesslog):
         app.include_router(module.router)
     app.include_router(risk_model.router)
     app.mount("/static", StaticFiles(directory=TEMPLATES_DIR / "static"), name="static")

@@ -28,7 +28,7 @@ Run by `carepath test protocols/` and by the default test run (tests/protocols/)
           flags: {code: level}                   # {} = no flags
           no_flags: [code, ...]
           goals: {goal: achieved|not-achieved}   # {} = no goal applies
-          measures: {id: {initial_population, denominator, exclusion, numerator, why: [...]}}
+          measures: {id: {initial_population, denominator, exclusion, numerator, value, why: [...]}}
           rules_fired / rules_not_fired: [rule id, ...]   # the raw condition keys
           tier: tier id | none                   # stratification protocols
           score: number | missing
@@ -73,7 +73,7 @@ EXPECT_KEYS = ("deceased", "on_register", "register_why", "care_plan", "no_care_
                "cannot_determine")
 CARE_PLAN_KEYS = ("status", "last_done", "next_due", "why", "evidence")
 TASK_KEYS = ("title", "why") + TASK_FIELDS + ASSIGN_FIELDS
-MEASURE_KEYS = MEASURE_FIELDS + ("exception", "why")
+MEASURE_KEYS = MEASURE_FIELDS + ("exception", "why", "value")  # value: a number, or null for missing (`value:` measures)
 
 
 class CaseFileError(ValueError):
@@ -441,6 +441,11 @@ def run_case(cf: CaseFile, case: Case, engine: str = "durable") -> Outcome:
         for k in MEASURE_FIELDS + ("exception",):
             if k in want:
                 need(getattr(m, k) == want[k], f"measure {mid}: expected {k} {want[k]}, got {getattr(m, k)} ({m.provenance.why})")
+        if "value" in want:
+            w = want["value"]
+            same = (m.value is None) if w is None else (m.value is not None and isinstance(w, (int, float))
+                                                         and abs(m.value - float(w)) < 1e-9)
+            need(same, f"measure {mid}: expected value {w}, got {m.value} ({m.provenance.why})")
         texts(f"measure {mid} why", m.provenance.why, want.get("why"))
 
     if "tier" in exp:

@@ -74,6 +74,13 @@ def _define_text(node) -> str:
     return ir.describe(n)
 
 
+def _value_text(node) -> str:
+    """A measure's number per person in words: a definition's label (or name), else the expression."""
+    if isinstance(node, ir.Named):
+        return f"{ir.describe(node)} ({_define_text(node)})" if node.label else ir.describe(node)
+    return _define_text(node)
+
+
 def _assignments(proto, target: str, default_role: str, agreements) -> list[str]:
     """Who does a piece of work, by locality (from the role agreements), as lines."""
     from engine.language.agreements import resolve
@@ -126,7 +133,7 @@ def tidy(text: str) -> str:
 def clinical_words(proto) -> dict[str, object]:
     """Every condition of a protocol in words, from the IR (what the engines run), keyed as the page
     asks for it: 'register' (lines), 'activity:<id>:done' / ':applies' / ':excepted', 'rule:<id>',
-    'goal:<id>:applies' / ':met', 'measure:<id>:den' / ':excl' / ':num', 'define:<name>'. The web
+    'goal:<id>:applies' / ':met', 'measure:<id>:den' / ':excl' / ':num' / ':value', 'define:<name>'. The web
     protocol page and `carepath docs` say the same thing: no expressions, no raw YAML."""
     p = proto
     out: dict[str, object] = {}
@@ -159,6 +166,9 @@ def clinical_words(proto) -> dict[str, object]:
             node = p.all_conditions.get(f"{k}:{part}")
             if node is not None and not (part == "den" and isinstance(ir.unwrap(node), ir.Const)):
                 out[f"{k}:{part}"] = plain(node)
+        value = {**p.values, **p.undetermined_values}.get(f"{k}:value")
+        if value is not None:  # `value:` a number per person
+            out[f"{k}:value"] = _value_text(value)
     for name, node in p.definitions.items():
         out[f"define:{name}"] = _define_text(node)
     return {k: [tidy(x) for x in v] if isinstance(v, list) else tidy(v) for k, v in out.items()}
@@ -272,7 +282,15 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
                 w(f"  - exclusions: {plain(p.all_conditions[f'{k}:excl{sfx}'])}" + (" (patients meeting the target are kept)" if m.achievers_kept else ""))
             if f"{k}:exc{sfx}" in p.all_conditions:
                 w(f"  - exceptions: {plain(p.all_conditions[f'{k}:exc{sfx}'])}")
-            w(f"  - numerator: {plain(p.all_conditions[f'{k}:num{sfx}'])}")
+            value = {**p.values, **p.undetermined_values}.get(f"{k}:value") if getattr(m, "has_value", False) else None
+            if value is not None:  # `value:` a number per person (the numerator may be left out)
+                ip = p.all_conditions.get(f"{k}:ip")
+                if ip is not None:
+                    w(f"  - who is counted: {plain(ip)}")
+                w(f"  - number per person: {_value_text(value)}")
+            num = p.all_conditions[f"{k}:num{sfx}"]
+            if value is None or num != ir.Const(True, ir.BOOL):
+                w(f"  - numerator: {plain(num)}")
             if m.evidence:
                 w(f"  - evidence: {'; '.join(m.evidence)}")
         w("")

@@ -90,7 +90,8 @@ def _block(bounds: tuple[int, int]) -> tuple[int, list, list, list]:
     j = _JOB
     cols, procs = j["cols"], j["procs"]
     patients, links, facts = [], [], []
-    for pid, record in enumerate(generate(hi - lo, seed=j["seed"], as_of=j["as_of"], start=lo), start=lo):
+    more = {"outcomes": j["outcomes"]} if j.get("outcomes") is not None else {}  # the hazard model, when asked for
+    for pid, record in enumerate(generate(hi - lo, seed=j["seed"], as_of=j["as_of"], start=lo, **more), start=lo):
         p, patient_id = record.patient, j["base"] + pid + 1
         patients.append(_row(dict(id=patient_id, nhs_number=p.nhs_number, **_demographics(p), created_at=j["now"],
                                   updated_at=j["now"]), cols["patient"], procs["patient"]))
@@ -104,9 +105,11 @@ def _block(bounds: tuple[int, int]) -> tuple[int, list, list, list]:
 
 def bulk_load(engine: Engine, patients: int, *, seed: int = 1, as_of: dt.date = AS_OF, start: int = 0,
               workers: int = 2, source: str | None = None, content_hash: str | None = None,
-              now: dt.datetime | None = None, log=lambda m: None) -> dict:
+              now: dt.datetime | None = None, log=lambda m: None, outcomes=None) -> dict:
     """Store people start..start+patients-1 of the generated population as one ingest batch
-    (see the module docstring). The schema must be migrated (engine.registry.db.upgrade)."""
+    (see the module docstring). The schema must be migrated (engine.registry.db.upgrade).
+    `outcomes`: an engine.synthetic.outcomes.OutcomeModel for the generator (hospital care from the
+    hazard model; with record=False only the outcome events and registers)."""
     from multiprocessing import get_context
 
     dialect = engine.dialect
@@ -123,7 +126,7 @@ def bulk_load(engine: Engine, patients: int, *, seed: int = 1, as_of: dt.date = 
     tables = {"patient": PatientRow.__table__, "link": PatientSourceId.__table__, "fact": FactRow.__table__}
     _JOB.clear()
     _JOB.update(cols=cols, procs={k: _processors(dialect, c) for k, c in cols.items()}, seed=seed, as_of=as_of,
-                base=base, now=now, batch=batch_id)
+                base=base, now=now, batch=batch_id, outcomes=outcomes)
     sql = {k: _insert_sql(dialect, tables[k], cols[k]) for k in cols}
     blocks = [(lo, min(start + patients, lo + BLOCK)) for lo in range(start, start + patients, BLOCK)]
 

@@ -93,6 +93,9 @@ class Derived:
     values: dict[ir.Node, Any] = field(default_factory=dict)
     evidence: dict[ir.Node, list[Fact]] = field(default_factory=dict)
     data_problems: list[str] = field(default_factory=list)
+    # measure values (`value:`, key measure:<id>:value) as the engine that decided computed them: the
+    # per-patient engines read them from the summary fact, the SQL engines from their query's columns
+    engine_values: dict[str, Any] = field(default_factory=dict)
 
 
 class Deriver:
@@ -155,6 +158,8 @@ class Deriver:
             return len(self._as_list(self.eval(n.source)))
         if isinstance(n, ir.CountDistinct):
             return len(self._distinct_keys(n))
+        if isinstance(n, ir.SumOf):
+            return self._sum_of(n)
         if isinstance(n, ir.Arith):
             return arith(n.op, self.eval(n.left), self.eval(n.right))
         if isinstance(n, ir.Func):
@@ -256,6 +261,23 @@ class Deriver:
         out.sort(key=lambda e: (e.fact.start, e.fact.id))
         return out
 
+    def _sum_of(self, n: ir.SumOf):
+        """sum(value of x) / sum(days of x): nothing is 0; one event without the value or end makes it missing."""
+        total = 0.0
+        for e in self._as_list(self.eval(n.source)):
+            if n.key == "days":
+                if e.fact.end is None:
+                    self.out.data_problems.append(
+                        f"{ir.describe(n.source)}: the {e.fact.kind.value} on {e.day.isoformat()} ({e.fact.source_system} "
+                        f"{e.fact.id}) has no end date, so the days cannot be added up (missing, not 0)")
+                    return None
+                total += (e.fact.end_day - e.day).days
+            else:
+                if e.value is None:
+                    return None
+                total += float(e.value)
+        return total
+
     def _window(self, n: ir.Window):
         src = self.eval(n.source)
         events = self._as_list(src)
@@ -279,6 +301,10 @@ class Deriver:
             else:
                 lo = anchor - shift(n.duration)
                 keep = [e for e in events if lo <= e.day <= anchor]
+        elif n.kind == "after_end":  # after the end of any anchor event (to the minute), up to d after its end date
+            ends = [a.fact for a in self._as_list(self.eval(n.anchor)) if a.fact.end is not None]
+            d = shift(n.duration)
+            keep = [e for e in events if any(e.fact.start > a.end and e.day <= a.end_day + d for a in ends)]
         elif n.kind == "period":
             keep = [e for e in events if self.ctx.period_start <= e.day <= self.ctx.period_end]
         elif n.kind == "overlaps":

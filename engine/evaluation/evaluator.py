@@ -78,7 +78,7 @@ def _evaluate_one(record: PatientRecord, proto: Protocol, agreements: list[Agree
         counted = [m for m in proto.measures if m.counts_deceased]
         fired, d = fired_conditions(record, proto, ctx, options.engine) if counted else (set(), None)
         res.measures = [_measure(m, proto, fired, d) if m.counts_deceased else MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False,
-                                      exclusion=False, numerator=False,
+                                      exclusion=False, numerator=False, has_value=m.has_value,
                                       basis="episode" if m.episode_based else "patient",
                                       counts=(dict.fromkeys(("initial_population", "denominator", "exclusion",
                                                              "exception", "numerator"), 0) if m.episode_based else None),
@@ -322,7 +322,7 @@ def _undetermined_measure(m, proto: Protocol, clusters) -> MeasureResult:
     key = f"measure:{m.id}"
     return MeasureResult(measure=m.id, title=m.title, initial_population=False, denominator=False, exclusion=False,
                          numerator=False, basis="episode" if m.episode_based else "patient", has_exceptions=m.has_exceptions,
-                         counts=(dict.fromkeys(("initial_population", "denominator", "exclusion", "exception", "numerator"), 0)
+                         has_value=m.has_value, counts=(dict.fromkeys(("initial_population", "denominator", "exclusion", "exception", "numerator"), 0)
                                  if m.episode_based else None),
                          cannot_determine=list(clusters), provenance=_prov(proto, key, f"{m.title}: {reason(clusters)}."))
 
@@ -365,12 +365,34 @@ def _measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:
         parts = clauses(proto.conditions[f"{key}:num"], d, pops["met"])
     cond_keys = [k for k in (f"{key}:ip", f"{key}:num", f"{key}:excl", f"{key}:exc") if k in proto.conditions]
     facts = [f for k in cond_keys for f in d.evidence(proto.conditions[k])]
+    value, head = None, _head(m, pops)
+    if m.has_value and pops["den"] and not pops["excl"]:  # the number counts for the denominator, not the excluded
+        value, steps["value"] = _measure_value(m, proto, d)
+        facts += d.evidence(proto.values[f"{key}:value"])
+        if proto.conditions.get(f"{key}:num") == ir.Const(True, ir.BOOL):  # no numerator: the value is the result
+            head, parts = f"{m.title}: in the denominator, {steps['value']}", []
+        else:
+            head = f"{head}; {steps['value']}"
     uniq = {(f.source_system, f.id): f for f in facts}
     return MeasureResult(measure=m.id, title=m.title, initial_population=pops["ip"], denominator=pops["den"],
                          exclusion=pops["excl"], numerator=pops["num"], exception=pops["exc"], why_steps=steps,
-                         has_exceptions=m.has_exceptions,
-                         provenance=_prov(proto, key, sentence(_head(m, pops), parts),
+                         has_exceptions=m.has_exceptions, value=value, has_value=m.has_value,
+                         provenance=_prov(proto, key, sentence(head, parts),
                                           evidence_items(sorted(uniq.values(), key=lambda f: f.start), proto)))
+
+
+def _measure_value(m, proto: Protocol, d: Deriver) -> tuple[float | None, str]:
+    """(the patient's value, its why) for a measure with `value:`. The number is the one the deciding engine
+    computed (Derived.engine_values: the summary fact for the per-patient engines, the query's column for the SQL
+    engines); missing stays missing, with the reason."""
+    key = f"measure:{m.id}:value"
+    node = proto.values[key]
+    value = d.out.engine_values[key] if key in d.out.engine_values else d.eval(node)
+    value = None if value is None else float(value)
+    what = ir.describe(node)
+    if value is not None:
+        return value, f"value {fmt_value(value)} ({what})"
+    return None, f"value missing ({what}): a number it needs is not recorded"
 
 
 def _episode_measure(m, proto: Protocol, fired: set[str], d: Deriver) -> MeasureResult:

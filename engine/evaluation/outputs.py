@@ -113,6 +113,10 @@ class MeasureResult(BaseModel):
     cannot_determine: list[str] = Field(default_factory=list, description="the missing codelists (clusters) that "
                                         "keep this patient's result from being determined; the population flags "
                                         "are then all false and audit leaves the patient out of the rate")
+    value: float | None = Field(default=None, description="a measure with `value:`: the patient's number (e.g. "
+                                "emergency admissions in the period), for patients in the denominator and not "
+                                "excluded; None otherwise, and None when a number it needs is missing (never 0)")
+    has_value: bool = Field(default=False, description="the measure has a value (a number per patient)")
     provenance: Provenance
 
 

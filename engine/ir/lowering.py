@@ -68,6 +68,7 @@ class Lowered:
     conditions: dict[str, Any] = field(default_factory=dict)  # key -> All/AnyOf/Cmp tree
     fields: dict[str, FieldSpec] = field(default_factory=dict)
     by_node: dict[tuple, str] = field(default_factory=dict)
+    values: dict[str, str] = field(default_factory=dict)  # measure:<id>:value -> the scalar field holding it
 
 
 class ConditionTooComplex(ValueError):
@@ -243,5 +244,19 @@ def lowered_for(protocol) -> Lowered:
     """A protocol version's lowered conditions, computed once per ruleset name (id@version#hash)."""
     name = protocol.ruleset_name
     if name not in _lowered_cache:
-        _lowered_cache[name] = lower_all(protocol.conditions)
+        lowered = lower_all(protocol.conditions)
+        for key, node in getattr(protocol, "values", {}).items():  # measure values: one number field each
+            lowered.values[key] = _field(node, "scalar", lowered).name
+        _lowered_cache[name] = lowered
     return _lowered_cache[name]
+
+
+def values_from_fact(lowered: Lowered, fact: dict[str, Any]) -> dict[str, float | None]:
+    """The measure values (`value:`) of one patient from a summary fact, however it was computed: None where
+    the value is missing (the presence field is false), never 0 in its place."""
+    out: dict[str, float | None] = {}
+    for key, name in lowered.values.items():
+        present = fact.get(name + "__p", True) if lowered.fields[name].nullable else True
+        v = fact.get(name)
+        out[key] = float(v) if present and v is not None else None
+    return out

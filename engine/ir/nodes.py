@@ -44,6 +44,8 @@ class Window:
     kind: 'ago'      (reference - d, reference]           look-back from the reference date
           'after'    [anchor, anchor + d]                  e.g. education within 12 months after diagnosis
           'before'   [anchor - d, anchor]                  (an anchor that is a list of events: any of their dates)
+          'after_end' (end, end date + d]                  after the END of any anchor event (to the minute), up
+                                                           to d after its end date: readmission after discharge
           'period'   [period start, period end]            start date during the measurement period
           'overlaps' interval [start, end or open] meets the period
     """
@@ -177,6 +179,19 @@ class CountDistinct:
     type = NUMBER
     unit = None
     nullable = False
+
+
+@dataclass(frozen=True)
+class SumOf:
+    """`sum(value of x)`: the events' values added up (in their value set's unit); `sum(days of x)`: their lengths
+    in whole days, end date minus start date (a stay admitted and discharged the same day is 0). Nothing to add
+    is 0; an event without the value (or without an end) makes the total missing, never a smaller total."""
+
+    source: "SetOrEvent"
+    key: str  # value | days
+    unit: str | None = None
+    type = NUMBER
+    nullable = True
 
 
 @dataclass(frozen=True)
@@ -352,7 +367,7 @@ class Named:
 
 
 SetOrEvent = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Named, EpisodeRef]
-Node = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Count, CountDistinct, Arith, Points, Sum, Attr,
+Node = Union[ValueSetRef, Window, Where, Timing, EventUnion, Pick, Count, CountDistinct, SumOf, Arith, Points, Sum, Attr,
              DateShift, Patient, ContextDate, Const, Exists, Present, Compare, And, Or, Not, Named, EpisodeRef, Func]
 
 
@@ -368,7 +383,7 @@ def children(node: Node) -> list[Node]:
         return [n.node]
     if isinstance(n, (Window,)):
         return [n.source] + ([n.anchor] if n.anchor is not None else [])
-    if isinstance(n, (Where, Pick, Count, CountDistinct)):
+    if isinstance(n, (Where, Pick, Count, CountDistinct, SumOf)):
         return [n.source]
     if isinstance(n, Func):
         return list(n.args)
@@ -473,6 +488,8 @@ def describe(node: Node) -> str:
             return f"{src} during the period"
         if n.kind == "overlaps":
             return f"{src} overlapping the period"
+        if n.kind == "after_end":
+            return f"{src} within {n.duration} after the end of {describe(n.anchor)}"
         return f"{src} within {n.duration} {n.kind} {describe(n.anchor)}"
     if isinstance(n, Timing):
         words = {"starts": "during", "ends": "ending during", "entirely": "entirely during", "overlaps": "overlapping"}
@@ -504,6 +521,8 @@ def describe(node: Node) -> str:
         return f"{n.name}({', '.join(describe(a) for a in n.args)})"
     if isinstance(n, Count):
         return f"number of {describe(n.source)}"
+    if isinstance(n, SumOf):
+        return f"{'days in' if n.key == 'days' else 'total value of'} {describe(n.source)}"
     if isinstance(n, CountDistinct):
         what = "codes" if n.key == "code" else f"{n.key.replace('_', ' ')}s"
         return f"number of different {what} of {describe(n.source)}"

@@ -392,6 +392,9 @@ class _Checker:
             return ir.Count(node)
         if f == "exists":
             return ir.Exists(node)
+        if f == "sum":
+            raise self.err(fn, "sum(...) adds up the values or the days of a list of events",
+                           expected="sum(value of ...) or sum(days of ...)")
         raise self.err(fn, f"unknown function {f}")
 
     def _call_many(self, t):
@@ -430,6 +433,21 @@ class _Checker:
                     raise self.err(at, f"{name}(...) needs a plain number, not a value in {u}",
                                    expected="divide by a value in the same unit first, e.g. x / (1 mmol/L)")
         return ir.Func(name, tuple(args), unit)
+
+    def _call_of(self, t):
+        """`sum(value of x)`, `sum(days of x)`: a total over a list of events (SumOf)."""
+        fn, key_tok, arg = t.children
+        key = key_tok.value
+        if fn.value != "sum":
+            raise self.err(fn, f"'{key} of' goes with sum(...), not {fn.value}(...)",
+                           expected="sum(value of ...), sum(days of ...) or count(distinct <column> of ...)")
+        if key not in ("value", "days"):
+            raise self.err(key_tok, f"sum(...) adds up values or days, not {key!r}", expected="value, days",
+                           suggestion=suggest(key, ("value", "days")))
+        node = self.check(arg)
+        if node.type not in (ir.SET, ir.EVENT):
+            raise self.err(arg, f"sum({key} of ...) needs a value set or list of events, not {TYPE_WORDS[node.type]}")
+        return ir.SumOf(node, key, getattr(node, "unit", None) if key == "value" else None)
 
     def _call_distinct(self, t):
         fn, key_tok, arg = t.children
@@ -531,6 +549,16 @@ class _Checker:
 
     def _within_before(self, t):
         return ir.Window(self.source(t.children[0]), "before", self.duration(t.children[1]), self.anchor(t.children[2]))
+
+    def _within_after_end(self, t):
+        """`x within 30 days after end of admissions`: events starting after the end of any of the anchor events
+        (to the minute, so an admission never counts as its own readmission), up to 30 days after its end date."""
+        src = self.source(t.children[0])
+        anchor = self.check(t.children[2])
+        if anchor.type not in (ir.SET, ir.EVENT):
+            raise self.err(t.children[2], f"'after end of' needs events with an end (e.g. admissions), "
+                           f"not {TYPE_WORDS[anchor.type]}", expected="a value set, a list of events or one event")
+        return ir.Window(src, "after_end", self.duration(t.children[1]), anchor)
 
     def anchor(self, t) -> ir.Node:
         """What `within N after / before X` counts from: a date, one event (its date) or a list of events

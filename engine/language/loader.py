@@ -38,8 +38,8 @@ FLAG = {"code": True, "level": True, "text": False}
 ESCALATION = {"to": True, "title": True, "priority": False}
 GOAL = {"id": True, "title": True, "when": False, "target": True, "because": False, "patient_text": False}
 MEASURE = {"id": True, "title": True, "initial_population": False, "denominator": False, "exclusions": False,
-           "exceptions": False, "numerator": True, "achievers_kept": False, "evidence": False, "ecqm": False,
-           "episodes": False, "episodes_at_most": False, "counts_deceased": False}
+           "exceptions": False, "numerator": False, "achievers_kept": False, "evidence": False, "ecqm": False,
+           "episodes": False, "episodes_at_most": False, "counts_deceased": False, "value": False}
 DEFAULT_EPISODES_AT_MOST = 10
 ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
@@ -75,6 +75,7 @@ class _Compiler:
         self.clusters: dict[str, DeclaredCluster] = {}  # declared clusters (supplied or missing)
         self.labels: dict[str, str] = {}  # definition -> `label:`
         self.vs_locs: dict[str, Location] = {}
+        self.values: dict[str, ir.Node] = {}  # measure:<id>:value -> a number per patient (`value:`)
 
     # ---- entry ---------------------------------------------------------------------------------
     def build(self) -> Protocol:
@@ -117,8 +118,10 @@ class _Compiler:
         self.p.raise_if_errors()
         from engine.language.determinacy import split
         missing = {c.valueset: c.cluster for c in self.clusters.values() if c.missing}
-        conditions, undetermined_conditions, undetermined = split(
-            self.conditions, self.definitions, missing, since, score, [t.id for t in tiers])
+        both, undetermined_both, undetermined = split(
+            {**self.conditions, **self.values}, self.definitions, missing, since, score, [t.id for t in tiers])
+        conditions = {k: v for k, v in both.items() if k not in self.values}
+        undetermined_conditions = {k: v for k, v in undetermined_both.items() if k not in self.values}
         return Protocol(
             id=pid, version=version, title=r.text(top, "title", "title"), status=status, effective=effective,
             owner=r.text(top, "owner", "owner"), evidence=evidence, source=str(self.path),
@@ -130,6 +133,8 @@ class _Compiler:
             undetermined_conditions=undetermined_conditions, undetermined=undetermined, labels=self.labels,
             variant=self._variant() + "".join(u.content_hash[:6] for u in uses), uses=uses,
             valueset_locations=self.vs_locs,
+            values={k: v for k, v in both.items() if k in self.values},
+            undetermined_values={k: v for k, v in undetermined_both.items() if k in self.values},
         )
 
     def _variant(self) -> str:
@@ -685,6 +690,13 @@ class _Compiler:
         den = (self.condition(m["denominator"], r.loc_of(m, "denominator"), f"measure {mid!r} denominator")
                if "denominator" in m else ir.Const(True, ir.BOOL))
         num = self.condition(m["numerator"], r.loc_of(m, "numerator"), f"measure {mid!r} numerator") if "numerator" in m else None
+        value = self.measure_value(m, mid)
+        if "numerator" not in m and "value" in m:
+            num = ir.Const(True, ir.BOOL)  # a value measure counts everyone in its denominator; the number is `value`
+        elif "numerator" not in m:
+            self.p.error(loc, f"measure {mid!r} needs a numerator (a condition) or a value (a number per patient)",
+                         expected="numerator: <condition>, or value: <number expression>, e.g. "
+                                  "value: count(emergency_admissions during period)")
         lists = {}
         for step, word in (("exclusions", "exclusion"), ("exceptions", "exception")):
             if step not in m:
@@ -704,8 +716,15 @@ class _Compiler:
         if not isinstance(counts_deceased, bool):
             self.p.error(r.loc_of(m, "counts_deceased"), "counts_deceased should be true or false")
         ecqm = self.ecqm(m, mid)
-        if not mid or ip is None or den is None or num is None or ("episodes" in m and episodes is None):
+        if "value" in m and "episodes" in m:
+            self.p.error(r.loc_of(m, "value"), f"measure {mid!r}: value: is a number per patient; a measure counted per "
+                         f"episode already counts its episodes", expected="value: or episodes:, not both")
             return None
+        if not mid or ip is None or den is None or num is None or ("episodes" in m and episodes is None) or (
+                "value" in m and value is None):
+            return None
+        if value is not None:
+            self.values[f"{key}:value"] = value
         steps = [("ip", ip, loc), ("den", den, loc), ("num", num, r.loc_of(m, "numerator"))]
         if excl is not None:
             steps.append(("excl", excl, r.loc_of(m, "exclusions")))
@@ -732,7 +751,29 @@ class _Compiler:
                                r.loc_of(m, "episodes"))
         return Measure(mid, r.text(m, "title", "title"), loc, bool(achievers), r.text_list(m, "evidence", "evidence"),
                        excl is not None, ecqm, has_exceptions=exc is not None, counts_deceased=bool(counts_deceased),
-                       episodes_at_most=at_most if episodes is not None else 0)
+                       episodes_at_most=at_most if episodes is not None else 0, has_value=value is not None,
+                       value_location=r.loc_of(m, "value") if value is not None else None)
+
+    def measure_value(self, m, mid) -> ir.Node | None:
+        """`value: <number expression>`: a number per patient in the denominator (eCQM continuous variable style:
+        admissions, bed days). An expression on one line; a yes/no, a date or a list of events is an error."""
+        if "value" not in m:
+            return None
+        node = Node(m["value"], self.r.loc_of(m, "value"))
+        value = self.expr(node, None, f"measure {mid!r} value")
+        if value is None:
+            return None
+        if value.type != ir.NUMBER:
+            hint = {ir.SET: "count(...) of it", ir.EVENT: "its .value, or count(...)", ir.BOOL: "a count or a sum",
+                    ir.DATE: "a number", ir.STRING: "a number"}.get(value.type, "a number")
+            self.p.error(node.loc, f"measure {mid!r} value is {'a yes/no condition' if value.type == ir.BOOL else 'a ' + value.type}"
+                         f", not a number", expected=f"a number per patient, e.g. value: count(emergency_admissions "
+                                                      f"during period) ({hint})")
+            return None
+        if ir.uses_episode(value):
+            self.p.error(node.loc, f"measure {mid!r} value refers to 'episode'")
+            return None
+        return value
 
     def ecqm(self, m, mid) -> EcqmRef | None:
         """`ecqm: {url: <canonical Measure url>, version: <measure version>}`: the published eCQM this

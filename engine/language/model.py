@@ -126,6 +126,8 @@ class Measure:
     has_exceptions: bool = False  # a denominator-exceptions step (conditions key measure:<id>:exc)
     episodes_at_most: int = 0  # > 0: counted per episode, keys measure:<id>:<step>#1 .. #episodes_at_most
     counts_deceased: bool = False  # evaluated for a patient who died (the measure's own steps use death_date)
+    has_value: bool = False  # `value:` a number per patient in the denominator (Protocol.values["measure:<id>:value"])
+    value_location: Location | None = None
 
     @property
     def episode_based(self) -> bool:
@@ -191,6 +193,10 @@ class Protocol:
     variant: str = ""
     valueset_locations: dict[str, Location] = field(default_factory=dict)  # where each value set is declared
     uses: list = field(default_factory=list)  # shared definitions it pins (engine/language/shared.py Use)
+    # measure values (`value:` on a measure, a number per patient): key measure:<id>:value -> NUMBER node; like
+    # `conditions`, what every engine computes (a value needing a missing codelist is in undetermined_values)
+    values: dict[str, ir.Node] = field(default_factory=dict)
+    undetermined_values: dict[str, ir.Node] = field(default_factory=dict)
 
     @property
     def all_conditions(self) -> dict[str, ir.Node]:

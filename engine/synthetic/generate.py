@@ -43,6 +43,7 @@ from typing import Iterator
 
 from engine.records.nhs_number import check_digit
 from engine.synthetic import realcodes
+from engine.synthetic.draws import CONFIRMED, EMER, ENC_ADMIT, ENC_AE, IMP, _plus, _poisson  # noqa: F401 (re-exported)
 
 VALUESETS = Path(__file__).resolve().parents[2] / "protocols" / "valuesets"
 SCT = "http://snomed.info/sct"
@@ -59,8 +60,6 @@ AGE_BANDS = [6.5, 6.3, 6.0, 5.5, 6.8, 8.3, 8.8, 8.2, 7.3, 6.5, 6.3, 5.8, 4.8, 3.
 
 # Codes not in any shipped codelist (consultations, admissions, contacts), SNOMED CT.
 ENC_GP = ("185317003", "Telephone encounter"), ("185389009", "Follow-up visit"), ("390906007", "Follow-up encounter")
-ENC_AE = "4525004"       # Emergency department patient visit
-ENC_ADMIT = "32485007"   # Hospital admission
 ENC_COMMUNITY = "308335008"  # Patient encounter procedure (community nursing visit)
 ENC_MH = "1109421000000105"  # Mental health contact (used for mental-health service contacts)
 ENC_SOCIAL = "416038001"  # Social care assessment
@@ -75,7 +74,7 @@ COPD_INHALERS = ("tiotropium-inhaler", "ics-laba-inhaler")
 ORDER = {"intent": "order"}
 _PREFIX = {"gp-system": "gp", "pathology-lims": "lab", "acute-pas": "pas", "community-ehr": "com", "mental-health": "mh",
            "social-care": "sc", "desp": "desp"}
-AMB, EMER, IMP, CONFIRMED = {"class": "AMB"}, {"class": "EMER"}, {"class": "IMP"}, {"verification_status": "confirmed"}
+AMB = {"class": "AMB"}
 SALBUTAMOL = ("salbutamol-inhaler", "Salbutamol inhaler (synthetic code)")
 ANTIDEPRESSANT = ("sertraline", "Sertraline (synthetic code)")
 
@@ -203,17 +202,13 @@ def _dt(t: tuple[int, int]) -> dt.datetime:
     return dt.datetime.fromordinal(t[0]) + dt.timedelta(minutes=t[1])
 
 
-def _plus(t: tuple[int, int], minutes: int) -> tuple[int, int]:
-    total = t[0] * 1440 + t[1] + minutes
-    return (total // 1440, total % 1440)
-
-
 # ---- one person ---------------------------------------------------------------------------------------
 class _Person:
     """Draws one person's record as raw rows (the shape of engine/engines/duckdb/columnar.py)."""
 
-    def __init__(self, index: int, seed: int, as_of: dt.date):
+    def __init__(self, index: int, seed: int, as_of: dt.date, outcomes=None):
         self.rng = rng = random.Random(f"{seed}:{index}")
+        self.seed, self.outcomes, self.deficits, self.profile = seed, outcomes, None, None
         self.r = rng.random
         self.index, self.as_of, self.as_of_ord = index, as_of, as_of.toordinal()
         self.start_day = as_of.toordinal() - 3 * 365  # the 3-year window of recorded care
@@ -304,6 +299,14 @@ class _Person:
             earliest = max(self.as_of.toordinal() - 700, self.birth.toordinal())  # a baby dies after its birth
             self.deceased = dt.date.fromordinal(rng.randint(earliest, self.as_of.toordinal()))
         self.last_day = self.deceased.toordinal() if self.deceased else self.as_of.toordinal()
+        if self.outcomes is not None:  # hospital outcomes from the hazard model (engine/synthetic/outcomes.py)
+            from engine.synthetic import outcomes as hazard
+
+            hazard.prepare(self, {"dm": self.dm, "hyp": self.hyp, "hf": self.hf, "copd": self.copd,
+                                  "asthma": self.asthma, "depression": self.depression, "af": self.af})
+            hazard.add_events(self, self.outcomes)
+            if not self.outcomes.record:
+                return
 
         # everyone: consultations, BP / BMI / smoking at some of them
         visits_per_year = 2.6 + 0.08 * max(age - 20, 0) + 2.0 * len(conditions)
@@ -329,19 +332,20 @@ class _Person:
                         self.add("medication", self.pick("flu_drug"), t, system=DMD, status="completed")
             if age >= 65 and self.chance(0.05):
                 self.add("procedure", self.pick("pneumo"), self.when(), status="completed")
-        # hospital and A&E
-        for _ in range(_poisson(rng, (0.25 + 0.01 * age) * 3 * (1 + 0.5 * len(conditions)) * 0.4)):
-            t = self.when(hi=self.last_day, hours=(0, 24))
-            self.add("encounter", ENC_AE, t, source="acute-pas", setting="acute", status="finished",
-                     end=_plus(t, 60 * rng.randint(1, 9)), attrs=EMER)
-        for _ in range(_poisson(rng, (0.02 + 0.004 * age) * 3 * (1 + 0.6 * len(conditions)))):
-            t = self.when(hi=self.last_day, hours=(0, 24))
-            if self.chance(0.7):  # about 70 % of admissions are emergencies (published code; in the older list too)
-                self.add_real("encounter", "emergency_admission", t, source="acute-pas", setting="acute",
-                              status="finished", end=_plus(t, 1440 * rng.randint(1, 14)), attrs=IMP)
-            else:
-                self.add("encounter", ENC_ADMIT, t, source="acute-pas", setting="acute", status="finished",
-                         end=_plus(t, 1440 * rng.randint(1, 14)), attrs=IMP)
+        if self.outcomes is None:  # the older flat rates (with an OutcomeModel: the hazard model, above)
+            # hospital and A&E
+            for _ in range(_poisson(rng, (0.25 + 0.01 * age) * 3 * (1 + 0.5 * len(conditions)) * 0.4)):
+                t = self.when(hi=self.last_day, hours=(0, 24))
+                self.add("encounter", ENC_AE, t, source="acute-pas", setting="acute", status="finished",
+                         end=_plus(t, 60 * rng.randint(1, 9)), attrs=EMER)
+            for _ in range(_poisson(rng, (0.02 + 0.004 * age) * 3 * (1 + 0.6 * len(conditions)))):
+                t = self.when(hi=self.last_day, hours=(0, 24))
+                if self.chance(0.7):  # about 70 % of admissions are emergencies (published code; in the older list too)
+                    self.add_real("encounter", "emergency_admission", t, source="acute-pas", setting="acute",
+                                  status="finished", end=_plus(t, 1440 * rng.randint(1, 14)), attrs=IMP)
+                else:
+                    self.add("encounter", ENC_ADMIT, t, source="acute-pas", setting="acute", status="finished",
+                             end=_plus(t, 1440 * rng.randint(1, 14)), attrs=IMP)
         # long-term conditions
         if self.dm:
             self.diabetes()
@@ -674,8 +678,11 @@ class _Person:
         rng = self.rng
         # eFI-style deficit count, calibrated to Clegg et al. 2016 for ages 65+: about 50 % fit, 35 % mild,
         # 11 % moderate, 4 % severe (gamma-Poisson: people differ beyond age and coded conditions)
-        lam = (3.2 + 0.1 * (self.age - 65) + 0.9 * n_conditions) * rng.gammavariate(5, 0.2)
-        deficits = min(30, _poisson(rng, lam))
+        if self.deficits is None:
+            lam = (3.2 + 0.1 * (self.age - 65) + 0.9 * n_conditions) * rng.gammavariate(5, 0.2)
+            deficits = min(30, _poisson(rng, lam))
+        else:  # drawn by the outcome model, whose hazard depends on it
+            deficits = self.deficits
         names = rng.sample(list(efi_deficits()), min(deficits, len(efi_deficits())))
         for name in names:
             self.add("condition" if rng.random() < 0.7 else "observation", rng.choice(efi_deficits()[name]),
@@ -722,33 +729,23 @@ def _band_cdf() -> list[float]:
     return out
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
-    if lam <= 0:
-        return 0
-    if lam > 30:
-        return max(0, int(round(rng.gauss(lam, math.sqrt(lam)))))
-    L, k, p = math.exp(-lam), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p <= L:
-            return k
-        k += 1
-
-
-def person(index: int, seed: int, as_of: dt.date) -> _Person:
-    p = _Person(index, seed, as_of)
+def person(index: int, seed: int, as_of: dt.date, outcomes=None) -> _Person:
+    """One person; `outcomes` (engine.synthetic.outcomes.OutcomeModel) draws their hospital care from the
+    hazard model (and can plant an effect) instead of the older flat rates."""
+    p = _Person(index, seed, as_of, outcomes)
     p.build()
     return p
 
 
 # ---- public API -----------------------------------------------------------------------------------------
-def generate(n: int, seed: int = 1, as_of: dt.date | None = None, start: int = 0) -> Iterator:
-    """PatientRecords for people start .. start+n-1 of the population (seed), one at a time."""
+def generate(n: int, seed: int = 1, as_of: dt.date | None = None, start: int = 0, outcomes=None) -> Iterator:
+    """PatientRecords for people start .. start+n-1 of the population (seed), one at a time
+    (`outcomes`: an engine.synthetic.outcomes.OutcomeModel, see person())."""
     from engine.records.model import Fact, Patient, PatientRecord
 
     as_of = as_of or dt.date.today()
     for i in range(start, start + n):
-        p = person(i, seed, as_of)
+        p = person(i, seed, as_of, outcomes)
         facts = []
         for fid, kind, system, code, st, end, value, unit, status, source, setting, exc, vcodes, attrs, extra in p.facts:
             codings = [{"system": system, "code": code}]
@@ -806,12 +803,13 @@ def _write_shard(args) -> dict:
     `<table>/part-<shard>.parquet` right away (in this worker, so conversion runs in parallel too)."""
     folder, shard, lo, hi, seed, as_of = args[:6]
     parquet = args[6] if len(args) > 6 else None
+    outcomes = args[7] if len(args) > 7 else None
     from engine.engines.duckdb.columnar import NULL, TABLES, CsvTables, read_csv_sql
 
     out = CsvTables(Path(folder), suffix=f"-{shard:04d}")
     n_facts = 0
     for i in range(lo, hi):
-        prow, facts, codings, attrs = person_rows(i, person(i, seed, as_of), null=NULL)
+        prow, facts, codings, attrs = person_rows(i, person(i, seed, as_of, outcomes), null=NULL)
         out.write_encoded("patients", [prow])
         out.write_encoded("facts", facts)
         if codings:
@@ -838,7 +836,7 @@ def _write_shard(args) -> dict:
 
 
 def write_population(out: Path | str, n: int, seed: int = 1, as_of: dt.date | None = None, workers: int | None = None,
-                     fmt: str = "parquet", shard_size: int = 25000, log=None) -> dict:
+                     fmt: str = "parquet", shard_size: int = 25000, log=None, outcomes=None) -> dict:
     """Write the population's four tables under `out`: `<table>/part-<shard>.parquet` (zstd), or a
     `population.duckdb` file with fmt='duckdb'.
 
@@ -863,7 +861,7 @@ def write_population(out: Path | str, n: int, seed: int = 1, as_of: dt.date | No
     tmp.mkdir()
     workers = workers or os.cpu_count() or 1
     parquet = str(out) if fmt != "duckdb" else None
-    jobs = [(str(tmp), k, lo, min(n, lo + shard_size), seed, as_of, parquet)
+    jobs = [(str(tmp), k, lo, min(n, lo + shard_size), seed, as_of, parquet, outcomes)
             for k, lo in enumerate(range(0, max(n, 1), shard_size))]
     t0 = time.perf_counter()
     if workers > 1 and len(jobs) > 1:

@@ -25,6 +25,11 @@ from test_spec_aggregates import (  # noqa: F401
     three_readings,
 )
 from test_spec_counts_and_scores import test_distinct_codes_of_every_fact_of_a_kind  # noqa: F401
+from test_spec_measure_values import (  # noqa: F401  (measure values: date differences and shifts in Spark SQL)
+    test_bed_days_add_up_lengths_of_stay,
+    test_readmission_is_an_admission_after_a_discharge_within_30_days,
+    test_value_is_counted_for_the_denominator,
+)
 from test_spec_order_and_age import test_age_of_someone_born_on_a_leap_day  # noqa: F401
 from test_spec_units import test_lowest_of_the_day_is_chosen_after_conversion  # noqa: F401
 from test_spec_wave2 import test_scalar_functions as _scalar_functions

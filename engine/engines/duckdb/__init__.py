@@ -10,10 +10,12 @@ from engine.language.model import Protocol
 
 
 def fired(record, protocol: Protocol, ctx: Context) -> tuple[set[str], Deriver]:
-    from engine.engines.duckdb.batch import fired_for_record
+    from engine.engines.duckdb.batch import evaluated_for_record
 
     # The deriver explains the outputs; it derives the same summary fields the other engines' derivers do,
     # so the why-lines (which read the deriver's evidence) are the same whichever engine decided.
     d = Deriver(protocol, record, ctx)
     summary_fact(lowered_for(protocol), d)
-    return fired_for_record(record, protocol, ctx), d
+    keys, values = evaluated_for_record(record, protocol, ctx)
+    d.out.engine_values = values  # the measure values as the SQL computed them, not the deriver
+    return keys, d

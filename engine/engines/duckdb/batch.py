@@ -142,6 +142,22 @@ def fired_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.d
     return out
 
 
+def evaluated_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
+                         tables: dict[str, str] | None = None) -> dict[str, tuple[set[str], dict[str, float | None]]]:
+    """nhs_number -> (keys of the conditions that held, the measure values `measure:<id>:value` as the SQL
+    computed them; None where missing)."""
+    out: dict[str, tuple[set[str], dict[str, float | None]]] = {}
+    for group in condition_groups(protocol):
+        compiled = prepare(con, protocol, as_of, period_start, tables, group)
+        keys, vcols = compiled.conditions, compiled.value_columns()
+        cols = ", ".join(ident(k) for k in keys + vcols)
+        for row in con.execute(f"SELECT nhs_number{', ' if cols else ''}{cols} FROM ({compiled.sql})").fetchall():
+            fired, values = out.setdefault(row[0], (set(), {}))
+            fired.update(k for k, v in zip(keys, row[1:1 + len(keys)]) if v)
+            values.update(compiled.values_of(row[1 + len(keys):]))
+    return out
+
+
 def summaries_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
                          tables: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """nhs_number -> the summary fact (the dict lowering.summary_fact builds), for cross-engine checks."""
@@ -153,20 +169,27 @@ _adapter: dict[str, Any] = {}
 
 def fired_for_record(record, protocol: Protocol, ctx: Context) -> set[str]:
     """The batch engine run over one patient (the adapter the shared spec suite uses)."""
+    return evaluated_for_record(record, protocol, ctx)[0]
+
+
+def evaluated_for_record(record, protocol: Protocol, ctx: Context) -> tuple[set[str], dict[str, float | None]]:
+    """The batch engine run over one patient: (condition keys that held, measure values)."""
     from engine.engines.duckdb.columnar import load_records
 
     if ctx.period_end != ctx.reference_date:
         raise NotImplementedError("batch engine: period end other than the reference date")
     pre = _adapter.get("pre", {}).get((protocol.ruleset_name, ctx))
     if pre is not None and record.patient.nhs_number in pre[0]:
-        fired, fp = pre[0][record.patient.nhs_number], pre[1].get(record.patient.nhs_number)
+        (fired, values), fp = pre[0][record.patient.nhs_number], pre[1].get(record.patient.nhs_number)
         if fp == _fingerprint(record):
-            return set(fired)
+            return set(fired), dict(values)
     con = _adapter.get("con")
     if con is None:
         con = _adapter["con"] = connect(threads=1)
     load_records(con, [record])
-    return fired_by_patient(con, protocol, ctx.reference_date, ctx.period_start).get(record.patient.nhs_number, set())
+    fired, values = evaluated_by_patient(con, protocol, ctx.reference_date, ctx.period_start).get(
+        record.patient.nhs_number, (set(), {}))
+    return fired, values
 
 
 def _fingerprint(record) -> str:
@@ -182,7 +205,7 @@ def precompute(records: list, protocol: Protocol, ctx: Context) -> None:
     con = connect(threads=2)
     try:
         load_records(con, records)
-        fired = fired_by_patient(con, protocol, ctx.reference_date, ctx.period_start)
+        fired = evaluated_by_patient(con, protocol, ctx.reference_date, ctx.period_start)
     finally:
         con.close()
     _adapter.setdefault("pre", {})[(protocol.ruleset_name, ctx)] = (

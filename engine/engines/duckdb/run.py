@@ -11,9 +11,14 @@ Input: a population folder (`<table>/*.parquet` as written by engine/synthetic/g
     run_protocols   run, protocol, version, patients, seconds, finished          <- one row per protocol done
     fired           run, protocol, version, chunk, nhs_number, practice, deceased, fired  (condition keys that held)
     measures        run, protocol, version, chunk, measure, practice, mdt, locality,
-                    initial_population, denominator, exclusions, numerator, exceptions, basis
+                    initial_population, denominator, exclusions, numerator, exceptions, basis,
+                    value_sum, value_patients, value_missing
                     (engine/ir/measure_steps.py, as the per-patient engines count them: denominator
-                    exceptions apart; a measure with basis 'episode' counts each episode, CMS22)
+                    exceptions apart; a measure with basis 'episode' counts each episode, CMS22; a measure
+                    with `value:` adds its values up over the patients in the denominator and not excluded,
+                    and counts those with a value and those whose value is missing; NULL for other measures)
+    measure_values  run, protocol, version, chunk, measure, nhs_number, practice, mdt, locality, value
+                    one row per patient counted by a measure with `value:` (NULL = missing, never 0)
     registers       run, protocol, version, chunk, practice, patients
 
 Memory: the population is evaluated in chunks of patients (`pid` ranges, default 50,000): a chunk's
@@ -83,7 +88,9 @@ CREATE TABLE IF NOT EXISTS res.fired (run VARCHAR, protocol VARCHAR, version VAR
     nhs_number VARCHAR, practice VARCHAR, deceased BOOLEAN, fired VARCHAR[]);
 CREATE TABLE IF NOT EXISTS res.measures (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER, measure VARCHAR,
     practice VARCHAR, mdt VARCHAR, locality VARCHAR, initial_population BIGINT, denominator BIGINT, exclusions BIGINT,
-    numerator BIGINT, exceptions BIGINT, basis VARCHAR);
+    numerator BIGINT, exceptions BIGINT, basis VARCHAR, value_sum DOUBLE, value_patients BIGINT, value_missing BIGINT);
+CREATE TABLE IF NOT EXISTS res.measure_values (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
+    measure VARCHAR, nhs_number VARCHAR, practice VARCHAR, mdt VARCHAR, locality VARCHAR, value DOUBLE);
 CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
     practice VARCHAR, patients BIGINT);
 """
@@ -100,6 +107,7 @@ class MeasureSQL:
     measure: str
     basis: str  # patient | episode
     counts: dict
+    counted: str | None = None  # measures with `value:`: SQL for "this patient's value counts" (denominator, not excluded)
 
 
 def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
@@ -127,7 +135,11 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
                     return part_sql(k) if k in conds else "FALSE"
                 terms.append(f"CAST({measure_steps.to_sql(steps[pop], col, m.counts_deceased)} AS INTEGER)")
             counts[column] = " + ".join(terms)
-        out.append(MeasureSQL(m.id, "episode" if m.episode_based else "patient", counts))
+        counted = None
+        if m.has_value:
+            counted = (f"({measure_steps.to_sql(steps['den'], lambda part: part_sql(f'{key}:{part}') if f'{key}:{part}' in conds else 'FALSE', m.counts_deceased)} "
+                       f"AND NOT {measure_steps.to_sql(steps['excl'], lambda part: part_sql(f'{key}:{part}') if f'{key}:{part}' in conds else 'FALSE', m.counts_deceased)})")
+        out.append(MeasureSQL(m.id, "episode" if m.episode_based else "patient", counts, counted))
     return out
 
 
@@ -154,6 +166,9 @@ def _open_results(con, results: Path) -> None:
     if "exceptions" not in cols:
         raise FileNotFoundError(f"{results} was written by an older carepath (measures without denominator "
                                 f"exceptions and episode counts); use a new --results file")
+    if "value_sum" not in cols:
+        raise FileNotFoundError(f"{results} was written by an older carepath (measures without values); "
+                                f"use a new --results file")
 
 
 def _load_chunk(con, lo: int, hi: int) -> int:
@@ -170,7 +185,7 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
     `out` (the process holding the results file takes them in, see _commit_chunk)."""
     tables = batch.default_tables(CHUNK_PREFIX)
     t0 = time.perf_counter()
-    body, keys, vsm_tables = _fired_columns(con, proto, as_of, period_start, tables)
+    body, keys, vsm_tables, values = _fired_columns(con, proto, as_of, period_start, tables)
     ctx = Context.as_of(as_of, proto.period, period_start)
     fired_list = ("flatten([" + ", ".join(f"CASE WHEN {batch.ident(k)} THEN [{batch.lit(k)}] ELSE []::VARCHAR[] END"
                                           for k in keys) + "])") if keys else "[]::VARCHAR[]"
@@ -179,16 +194,26 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
                 f"FROM ({body}) o JOIN {tables['patients']} p USING (pid)")
     meta = ", ".join([batch.lit(run), batch.lit(proto.id), batch.lit(proto.version), str(int(chunk))])
     reg = "(NOT deceased AND \"population\")" if "population" in keys else "FALSE"
-    measures = []
+    measures, per_patient = [], []
     for ms in _measure_sql(proto):
         sums = ", ".join(f"CAST(coalesce(sum({ms.counts[c]}), 0) AS BIGINT)"
                          for c in ("initial_population", "denominator", "exclusions", "numerator", "exceptions"))
-        measures.append(f"SELECT {meta}, {batch.lit(ms.measure)}, practice, mdt, locality, {sums}, {batch.lit(ms.basis)} "
-                        f"FROM cur GROUP BY practice, mdt, locality")
+        if ms.counted is not None:  # `value:`: the number where it counts, NULL where it is missing
+            col, pcol = values[f"measure:{ms.measure}:value"]
+            vsql = (f"CASE WHEN {ms.counted}{f' AND {batch.ident(pcol)}' if pcol else ''} "
+                    f"THEN CAST({batch.ident(col)} AS DOUBLE) END")
+            value_cols = (f"sum({vsql}), CAST(count({vsql}) AS BIGINT), "
+                          f"CAST(count(*) FILTER (WHERE {ms.counted} AND ({vsql}) IS NULL) AS BIGINT)")
+            per_patient.append(f"SELECT {meta}, {batch.lit(ms.measure)}, nhs_number, practice, mdt, locality, {vsql} "
+                               f"FROM cur WHERE {ms.counted}")
+        else:
+            value_cols = "CAST(NULL AS DOUBLE), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT)"
+        measures.append(f"SELECT {meta}, {batch.lit(ms.measure)}, practice, mdt, locality, {sums}, {batch.lit(ms.basis)}, "
+                        f"{value_cols} FROM cur GROUP BY practice, mdt, locality")
     out.mkdir(parents=True, exist_ok=True)
     parts = {"fired": f"SELECT {meta}, nhs_number, practice, deceased, {fired_list} FROM cur",
              "registers": f"SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) FROM cur GROUP BY practice",
-             "measures": " UNION ALL ".join(measures)}
+             "measures": " UNION ALL ".join(measures), "measure_values": " UNION ALL ".join(per_patient)}
     files = {}
     for table, sql in parts.items():
         if sql:
@@ -203,29 +228,35 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
 
 
 def _fired_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
-                   tables: dict[str, str]) -> tuple[str, list[str], set[str]]:
-    """(SQL with pid, nhs_number and one boolean column per condition key; the keys; the temporary tables to
-    drop after). One query for most protocols; a protocol with a measure counted per episode is compiled in
+                   tables: dict[str, str]) -> tuple[str, list[str], set[str], dict[str, tuple[str, str | None]]]:
+    """(SQL with pid, nhs_number and one boolean column per condition key and the measure values' columns; the
+    keys; the temporary tables to drop after; measure:<id>:value -> (its column, its presence column or None)). One query for most protocols; a protocol with a measure counted per episode is compiled in
     groups (batch.condition_groups: each episode's steps a query of their own, as fired_by_patient runs them),
     each group's columns kept in a temporary table and joined on pid."""
     groups = batch.condition_groups(proto)
     if groups == [None]:
         compiled = batch.prepare(con, proto, as_of, period_start, tables)
-        return compiled.sql, list(compiled.conditions), {compiled.vsm_table}
+        return compiled.sql, list(compiled.conditions), {compiled.vsm_table}, _value_cols(compiled)
     keys: list[str] = []
+    values: dict[str, tuple[str, str | None]] = {}
     names, drop = [], set()
     for i, group in enumerate(groups):
         compiled = batch.prepare(con, proto, as_of, period_start, tables, group)
         name = f"cur_group_{i}"
-        cols = "".join(f", {batch.ident(k)}" for k in compiled.conditions)
+        cols = "".join(f", {batch.ident(k)}" for k in compiled.conditions + compiled.value_columns())
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT pid, nhs_number{cols} FROM ({compiled.sql})")
         keys += compiled.conditions
-        names.append((name, compiled.conditions))
+        values.update(_value_cols(compiled))
+        names.append((name, compiled.conditions + compiled.value_columns()))
         drop |= {compiled.vsm_table, name}
     first = names[0][0]
     select = ", ".join([f"{first}.pid", f"{first}.nhs_number"] + [f"{n}.{batch.ident(k)}" for n, ks in names for k in ks])
     joins = "".join(f" JOIN {n} ON {n}.pid = {first}.pid" for n, _ in names[1:])
-    return f"SELECT {select} FROM {first}{joins}", keys, drop
+    return f"SELECT {select} FROM {first}{joins}", keys, drop, values
+
+
+def _value_cols(compiled) -> dict[str, tuple[str, str | None]]:
+    return {key: (name, name + "__p" if name + "__p" in compiled.fields else None) for key, name in compiled.values.items()}
 
 
 def _commit_chunk(con, run: str, part: dict) -> None:
@@ -233,7 +264,7 @@ def _commit_chunk(con, run: str, part: dict) -> None:
     key = [run, part["id"], part["version"], part["chunk"]]
     con.execute("BEGIN TRANSACTION")
     try:
-        for t in ("fired", "measures", "registers", "run_chunks"):  # defensive: a chunk is written whole or not at all
+        for t in ("fired", "measures", "measure_values", "registers", "run_chunks"):  # defensive: a chunk is written whole or not at all
             con.execute(f"DELETE FROM res.{t} WHERE run = ? AND protocol = ? AND version = ? AND chunk = ?", key)
         for table, path in part["files"].items():
             con.execute(f"INSERT INTO res.{table} SELECT * FROM read_parquet('{path}')")

@@ -10,8 +10,10 @@ from engine.language.model import Protocol
 
 
 def fired(record, protocol: Protocol, ctx: Context) -> tuple[set[str], Deriver]:
-    from engine.engines.spark.batch import fired_for_record
+    from engine.engines.spark.batch import evaluated_for_record
 
     d = Deriver(protocol, record, ctx)
     summary_fact(lowered_for(protocol), d)
-    return fired_for_record(record, protocol, ctx), d
+    keys, values = evaluated_for_record(record, protocol, ctx)
+    d.out.engine_values = values  # the measure values as Spark SQL computed them
+    return keys, d

@@ -126,6 +126,23 @@ def fired_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: dt
     return out
 
 
+def evaluated_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
+                         tables: dict[str, str] | None = None) -> dict[str, tuple[set[str], dict[str, float | None]]]:
+    """nhs_number -> (keys of the conditions that held, the measure values; as the DuckDB engine's)."""
+    out: dict[str, tuple[set[str], dict[str, float | None]]] = {}
+    for group in condition_groups(protocol):
+        with _Scratch(spark):
+            compiled = prepare(spark, protocol, as_of, period_start, tables, group)
+            keys, vcols = compiled.conditions, compiled.value_columns()
+            rows = query(spark, compiled, ["nhs_number"] + keys + vcols).collect()
+            spark.catalog.uncacheTable(_name(compiled.vsm_table))
+        for row in rows:
+            fired, values = out.setdefault(row[0], (set(), {}))
+            fired.update(k for k, v in zip(keys, row[1:1 + len(keys)]) if v)
+            values.update(compiled.values_of(list(row[1 + len(keys):])))
+    return out
+
+
 def results_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
                        tables: dict[str, str] | None = None) -> dict[str, tuple[set[str], dict[str, Any]]]:
     out: dict[str, tuple[set[str], dict[str, Any]]] = {}
@@ -159,12 +176,16 @@ def precompute(records: list, protocol: Protocol, ctx: Context, master: str = "l
 
     spark = get_session(master)
     load_records(spark, records)
-    fired = fired_by_patient(spark, protocol, ctx.reference_date, ctx.period_start)
+    fired = evaluated_by_patient(spark, protocol, ctx.reference_date, ctx.period_start)
     _adapter.setdefault("pre", {})[(protocol.ruleset_name, ctx)] = (
         fired, {r.patient.nhs_number: _fingerprint(r) for r in records})
 
 
 def fired_for_record(record, protocol: Protocol, ctx: Context) -> set[str]:
+    return evaluated_for_record(record, protocol, ctx)[0]
+
+
+def evaluated_for_record(record, protocol: Protocol, ctx: Context) -> tuple[set[str], dict[str, float | None]]:
     from engine.engines.spark.session import get_session
     from engine.engines.spark.tables import load_records
 
@@ -173,7 +194,9 @@ def fired_for_record(record, protocol: Protocol, ctx: Context) -> set[str]:
     pre = _adapter.get("pre", {}).get((protocol.ruleset_name, ctx))
     if pre is not None and record.patient.nhs_number in pre[0]:
         if pre[1].get(record.patient.nhs_number) == _fingerprint(record):
-            return set(pre[0][record.patient.nhs_number])
+            fired, values = pre[0][record.patient.nhs_number]
+            return set(fired), dict(values)
     spark = get_session()
     load_records(spark, [record])
-    return fired_by_patient(spark, protocol, ctx.reference_date, ctx.period_start).get(record.patient.nhs_number, set())
+    return evaluated_by_patient(spark, protocol, ctx.reference_date, ctx.period_start).get(
+        record.patient.nhs_number, (set(), {}))

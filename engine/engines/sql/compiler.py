@@ -184,6 +184,17 @@ class Compiled:
     vsm_sql: str = ""
     ctes: list[tuple[str, str]] = field(default_factory=list)  # the query's parts: (name, SELECT ...), in order
     final: str = ""  # the SELECT over the last part (`sql` = WITH <ctes> <final>)
+    values: dict[str, str] = field(default_factory=dict)  # measure:<id>:value -> its summary column (`value:`)
+
+    def value_columns(self) -> list[str]:
+        """The columns holding the measure values: each value's column, then its presence column if it may be missing."""
+        return [c for name in self.values.values() for c in ([name, name + "__p"] if name + "__p" in self.fields else [name])]
+
+    def values_of(self, row) -> dict[str, float | None]:
+        """The measure values from the value_columns() of one row: None where missing (never 0 in its place)."""
+        got = dict(zip(self.value_columns(), row))
+        return {key: (float(got[name]) if got.get(name + "__p", True) and got[name] is not None else None)
+                for key, name in self.values.items()}
 
 
 @dataclass
@@ -351,6 +362,11 @@ class Compiler:
         if n.kind == "overlaps":
             return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day <= {lit(ctx.period_end)} "
                                     f"AND (end_day IS NULL OR end_day >= {lit(ctx.period_start)})")
+        if n.kind == "after_end":  # derive: start after the end of an anchor event, up to d after its end date
+            arows = self.rows(ir.unwrap(n.anchor))
+            up = self.d.shift_date("x.end_day", 1, n.duration)
+            return self._cte("win", f"SELECT {S_COLS} FROM {src} s WHERE EXISTS (SELECT 1 FROM {arows} x "
+                                    f"WHERE x.pid = s.pid AND x.end_ts IS NOT NULL AND s.ts > x.end_ts AND s.day <= {up})")
         if n.kind in ("after", "before"):
             if n.anchor is None or n.duration is None:
                 raise NotImplementedError(f"batch engine: window {n.kind!r} without an anchor or duration ({n!r})")
@@ -627,6 +643,17 @@ class Compiler:
         if isinstance(n, ir.CountDistinct):
             alias = joins.add(self._distinct(n))
             return f"coalesce({alias}.n, 0)"
+        if isinstance(n, ir.SumOf):  # derive._sum_of: nothing -> 0; any event without the value / end -> NULL
+            src = self.rows(n.source)
+            key = ("sumof", n.key, src)
+            if key not in self._aggs:
+                item = ("CAST(" + self.d.days_between("day", "end_day") + " AS DOUBLE)" if n.key == "days"
+                        else "CAST(value AS DOUBLE)")
+                self._aggs[key] = self._cte("sumof", f"SELECT pid, sum({item}) AS n, "
+                                                     f"max(CASE WHEN ({item}) IS NULL THEN 1 ELSE 0 END) AS miss "
+                                                     f"FROM {src} GROUP BY pid")
+            alias = joins.add(self._aggs[key])
+            return f"(CASE WHEN {alias}.miss = 1 THEN NULL ELSE coalesce({alias}.n, CAST(0.0 AS DOUBLE)) END)"
         if isinstance(n, ir.Arith):  # derive.arith: floats, missing in -> missing out, x / 0 missing
             left, right = (f"CAST(({self.expr(x, joins)}) AS DOUBLE)" for x in (n.left, n.right))
             if n.op == "/":
@@ -791,7 +818,11 @@ def _sub_lowered(lowered: Lowered, keys: list[str]) -> Lowered:
 
     for t in conds.values():
         walk(t)
-    return Lowered(conditions=conds, fields={n: f for n, f in lowered.fields.items() if n in used})
+    values = {}
+    if any("#" not in k for k in keys):  # the measure values go with the conditions not per episode
+        values = dict(lowered.values)
+        used |= set(values.values())
+    return Lowered(conditions=conds, fields={n: f for n, f in lowered.fields.items() if n in used}, values=values)
 
 
 def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | None = None,
@@ -860,5 +891,5 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
                         for (system, code), props in protocol.valuesets[vs_name].properties.items()
                         for value in props.get(col, ()))
     return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted),
-                    c.props_table, props_rows, c.vsm_table, vsm_sql, list(c.ctes), final)
+                    c.props_table, props_rows, c.vsm_table, vsm_sql, list(c.ctes), final, dict(lowered.values))
 

@@ -1,0 +1,146 @@
+"""`carepath outcomes report`: the outcome evaluation (engine/app/outcomes) of issue 19 as JSON and text."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.authoring import _date
+from cli.common import console, err
+
+outcomes_app = typer.Typer(help="Outcomes for the pathway cohorts: SPC, funnel, pilot comparison (docs/outcomes.md).")
+
+
+def _fmt(x, nd=1) -> str:
+    return "-" if x is None else f"{x:,.{nd}f}"
+
+
+def _pct(ci) -> str:
+    return "-" if not ci else f"{ci[0] * 100:+.1f}% to {ci[1] * 100:+.1f}%"
+
+
+@outcomes_app.command("report")
+def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or older-frail"),
+           outcome: str = typer.Option("emergency_admission", "--outcome",
+                                       help="emergency_admission, ae_attendance, bed_days or readmission_30d"),
+           level: str = typer.Option("area", "--level", help="area, locality, mdt or practice (the SPC chart)"),
+           unit: Optional[str] = typer.Option(None, "--unit", help="The locality, MDT or practice code"),
+           funnel_level: str = typer.Option("practice", "--funnel-level", help="Units compared in the funnel"),
+           pilot: Optional[str] = typer.Option(None, "--pilot", help="Pilot practices: practice codes, MDTs or localities, comma-separated"),
+           start: Optional[str] = typer.Option(None, "--start", help="Pilot start month YYYY-MM"),
+           cost: float = typer.Option(2000.0, "--cost", help="Assumed average cost of an emergency admission (GBP), for the savings scenario"),
+           as_of: Optional[str] = typer.Option(None, "--as-of", help="Report on the 3 years before this date (default today)"),
+           synthetic: Optional[int] = typer.Option(None, "--synthetic", help="Use a synthetic population of N people (hazard model) instead of the registry"),
+           seed: int = typer.Option(1, "--seed", help="Synthetic population seed"),
+           plant: Optional[float] = typer.Option(None, "--plant-effect", help="Synthetic only: plant this relative change (e.g. -0.10) in emergency admissions of the pilot practices from --start"),
+           database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default DATABASE_URL)"),
+           from_measures: bool = typer.Option(False, "--from-measures", help="Count with the protocol language's outcome measures (pilot-outcomes, value:) instead of the direct adapter: every record is evaluated once a month, so slow"),
+           months: Optional[int] = typer.Option(None, "--months", help="With --from-measures: only the last N months"),
+           protocols: Path = typer.Option(Path("protocols"), "--protocols", help="With --from-measures: the protocol folder"),
+           out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON here"),
+           fhir: Optional[Path] = typer.Option(None, "--fhir", help="Write the monthly series as a FHIR Bundle of MeasureReports here"),
+           fmt: str = typer.Option("text", "--format", help="text or json (to stdout)")):
+    """Monthly standardised rates with an XmR chart, a funnel between units, and (with --pilot and --start)
+    before/after and difference-in-differences with its interval and a savings scenario."""
+    from engine.app.outcomes.report import Options, build, pilot_practices
+    from engine.app.outcomes.table import from_generator, from_registry
+
+    ref = _date(as_of, "--as-of") or dt.date.today()
+    if from_measures:
+        from sqlmodel import Session
+
+        from cli.common import _library
+        from engine.app.outcomes.table import from_measure_values
+        from engine.registry.ingest import iter_records
+
+        proto = _library([protocols]).find("pilot-outcomes")
+        if proto is None:
+            err.print(f"no pilot-outcomes protocol in {protocols}")
+            raise typer.Exit(2)
+        if synthetic:
+            from engine.synthetic.generate import generate
+            from engine.synthetic.outcomes import OutcomeModel
+
+            table = from_measure_values(generate(synthetic, seed=seed, as_of=ref, outcomes=OutcomeModel()), proto, ref,
+                                        months=months)
+        else:
+            from engine.registry.db import database_url as default_url, make_engine
+
+            with Session(make_engine(database_url or default_url())) as session:
+                table = from_measure_values(iter_records(session), proto, ref, months=months)
+    elif synthetic:
+        from engine.synthetic.generate import practices
+        from engine.synthetic.outcomes import Effect, OutcomeModel
+
+        effect = None
+        if plant is not None:
+            if not (pilot and start):
+                err.print("--plant-effect needs --pilot and --start")
+                raise typer.Exit(2)
+            chosen = {p.ods for p in practices() if {p.ods, p.mdt, p.locality} & {x.strip() for x in pilot.split(",")}}
+            effect = Effect(frozenset(chosen), dt.date.fromisoformat(start + "-01"), plant)
+        table = from_generator(synthetic, seed, ref, OutcomeModel(effect=effect, record=False))
+    else:
+        from engine.registry.db import database_url as default_url, make_engine
+
+        table = from_registry(make_engine(database_url or default_url()), ref)
+    try:
+        opts = Options(cohort=cohort, outcome=outcome, level=level, unit=unit, funnel_level=funnel_level,
+                       pilot=pilot_practices(table, pilot) if pilot else frozenset(), start_month=start, cost=cost)
+        rep = build(table, opts)
+    except ValueError as e:
+        err.print(str(e))
+        raise typer.Exit(2) from None
+    text = json.dumps(rep, indent=1, default=str)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    if fhir:
+        from engine.app.outcomes.fhir import series_bundle
+
+        fhir.parent.mkdir(parents=True, exist_ok=True)
+        fhir.write_text(json.dumps(series_bundle(rep, dt.datetime.now(dt.timezone.utc)), indent=1) + "\n")
+    if fmt == "json":
+        print(text)
+        return
+    s = rep["spc"]
+    console.print(f"{rep['outcome_name']}, {rep['cohort_name'].lower()}, {rep['unit_name']} ({rep['level']}): "
+                  f"{rep['unit']}, age-sex standardised; {rep['months'][0]} to {rep['months'][1]}; "
+                  f"{rep['people']:,} people ({rep['source']})", highlight=False)
+    console.print(f"XmR: mean {_fmt(s['mean'])}, process limits {_fmt(s['lower'])} to {_fmt(s['upper'])} "
+                  f"(from the first {s['baseline_points']} months); {s['variation']}", highlight=False)
+    for rule, pts in s["rules"].items():
+        if pts:
+            console.print(f"  {rule}: " + ", ".join(rep["series"][i]["month"] for i in pts), highlight=False)
+    f = rep["funnel"]
+    outside = [u for u in f["units"] if u["comparison"] in ("above", "below")]
+    console.print(f"Funnel ({f['level']}, last 12 months, area {_fmt(f['area_rate'])}): "
+                  f"{len(outside)} of {len(f['units'])} outside the 95% limits"
+                  + (": " + ", ".join(f"{u['label']} {u['comparison']}" for u in outside[:12]) if outside else ""),
+                  highlight=False)
+    c = rep.get("comparison")
+    if c:
+        console.print(f"Pilot ({c['pilot_practices']} practices) vs the rest ({c['other_practices']}), from {c['start_month']}: "
+                      f"pilot {_fmt(c['pilot']['rate_before'])} -> {_fmt(c['pilot']['rate_after'])}, "
+                      f"rest {_fmt(c['rest']['rate_before'])} -> {_fmt(c['rest']['rate_after'])}", highlight=False)
+        rc = c["relative_change"]
+        console.print(f"Difference-in-differences: {'-' if rc is None else f'{rc * 100:+.1f}%'}; 95% CI "
+                      f"{_pct(c['ci95_bootstrap'])} (practice bootstrap), {_pct(c['ci95_poisson'])} (Poisson)", highlight=False)
+        if "placebo" in c:
+            p = c["placebo"]
+            prc = p["relative_change"]
+            console.print(f"Placebo start {p['start_month']}: {'-' if prc is None else f'{prc * 100:+.1f}%'} "
+                          f"(95% CI {_pct(p['ci95_bootstrap'])})", highlight=False)
+        for w in c["warnings"]:
+            console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    sv = rep.get("savings_scenario")
+    if sv and sv["value_per_year"] is not None:
+        r = sv["range_per_year"]
+        console.print(f"{sv['label']}: {_fmt(sv['per_year'])} admissions a year x £{sv['cost_per_admission']:,.0f} = "
+                      f"£{sv['value_per_year']:,.0f} a year" + (f" (range £{r[0]:,.0f} to £{r[1]:,.0f})" if r else ""),
+                      highlight=False)
+    if out:
+        console.print(f"-> {out}", highlight=False)
