@@ -59,7 +59,7 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
         # Evaluate whoever is still marked for evaluation (a crash, a large delivery), in the background.
         from engine.app.service import Drainer
 
-        state.drainer = Drainer(engines.write, lambda: state.library, state.now)
+        state.drainer = Drainer(engines.write, lambda: state.library, state.now, engines.read)
         state.drainer.kick()
         yield
         if getattr(state, "bulk_runner", None) is not None:

@@ -45,6 +45,8 @@ INGEST_FACTS = Counter("carepath_ingest_facts", "Facts of accepted deliveries: a
 BULK_LINES = Counter("carepath_ingest_bulk_lines", "NDJSON lines of bulk ingest: loaded, refused, skipped, unsupported",
                      ["outcome"])
 EVALUATIONS = Counter("carepath_evaluations", "Patient re-evaluations by outcome", ["outcome"])
+EVALUATION_CONFLICTS = Counter("carepath_evaluation_conflicts", "Evaluations read again because the record changed "
+                               "between their read and their write (optimistic check)")
 EVALUATION_LATENCY = Histogram("carepath_evaluation_duration_seconds", "Time to re-evaluate one patient and store it",
                                buckets=LATENCY_BUCKETS)
 PROTOCOL_RESULTS = Counter("carepath_protocol_results", "Per-protocol results of re-evaluations: derived or reused",
