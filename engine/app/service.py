@@ -31,6 +31,15 @@ start). An evaluation that fails for one patient raises `EvaluationFailed` (nami
 caused it when it can be found); `evaluate_one` / `drain` record it as a data problem on that
 patient (`data_problem`), clear the mark and carry on with everyone else. Nothing of a failed
 evaluation is stored: the patient's earlier outputs stay as they were.
+
+Evaluation outside the write transaction (issue 17 item 1): `evaluate_one` reads the record in a
+read session (with `record_digest`, a digest of the patient row, source ids and each fact row's id
+and content hash), closes it, evaluates holding no lock, then in a short write transaction locks
+the patient (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's write lock), checks the digest and the
+stored rows any reused result rests on, and writes. A change since the read (`StaleRead`) means read
+and evaluate again, at most CONFLICT_RETRIES times; after that the patient stays marked in the
+outbox for the drain. So several worker processes on PostgreSQL evaluate in parallel and only the
+few writes of one patient's outputs are serialised.
 """
 from __future__ import annotations
 
