@@ -292,7 +292,9 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
                                                      help="Registry database (default sqlite:///var/carepath.db)"),
           protocols: Path = typer.Option(DEFAULT_PROTOCOLS, "--protocols", help="Protocol folder (publishing writes here)"),
           workers: int = typer.Option(1, "--workers", min=1,
-                                      help="uvicorn worker processes; more than 1 needs PostgreSQL")):
+                                      help="uvicorn worker processes; more than 1 needs PostgreSQL"),
+          log_format: str = typer.Option("text", "--log-format", envvar="CAREPATH_LOG_FORMAT",
+                                         help="json (one object per line) or text; every line carries its request id")):
     """Run the HTTP API (uvicorn). OpenAPI at /openapi.json, docs at /docs.
 
     `--workers N` (N > 1) runs N processes: PostgreSQL only (each evaluates outside the write
@@ -303,6 +305,10 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
 
     from engine.registry.db import database_url as default_url
     url = database_url or default_url()
+    from api.request_log import FORMATS, log_config
+    if log_format not in FORMATS:
+        console.print(f"[red]--log-format {log_format!r}: use json or text[/red]", highlight=False)
+        raise typer.Exit(2)
     problem = workers_problem(url, workers)
     if problem:
         console.print(f"[red]{problem}[/red]", highlight=False)
@@ -318,7 +324,8 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
     if workers > 1:  # migrate once here, so N workers starting at once do not all run the migrations
         from engine.registry.db import upgrade
         upgrade(url)
-    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info",
+                log_config=log_config(log_format), access_log=False)
 
 
 def workers_problem(url: str, workers: int) -> str | None:
