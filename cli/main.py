@@ -180,9 +180,10 @@ def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference da
 
 @app.command()
 def ingest(files: list[Path] = typer.Argument(None, help="FHIR R4 Bundle JSON files"),
-           ndjson: Optional[Path] = typer.Option(None, "--ndjson", metavar="DIR",
+           ndjson: Optional[Path] = typer.Option(None, "--ndjson", metavar="DIR|MANIFEST",
                                                  help="A folder of FHIR Bulk Data NDJSON files (Patient.ndjson, "
-                                                      "Condition.ndjson ...): streamed, resumable (engine/registry/bulk.py)"),
+                                                      "Condition.ndjson.gz ...; gzipped too), or a $export manifest "
+                                                      "(.json, local file URLs): streamed, resumable (engine/registry/bulk.py)"),
            force: bool = typer.Option(False, "--force", help="With --ndjson: load files again that a finished run loaded"),
            evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
                                          help="With --ndjson: evaluate the changed patients now (else the service's drain does)"),
