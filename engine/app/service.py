@@ -370,6 +370,8 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
     now = now or utcnow()
     as_of = as_of or now.date()
     for attempt in range(CONFLICT_RETRIES):
+        if attempt and read_session is not None:
+            read_session.expire_all()  # read the rows again, not the identity map's copies of the first read
         snap = _read(read_session or session, nhs_number)
         done = _compute(snap, library, as_of, now, selective)
         try:

@@ -160,3 +160,21 @@ def test_a_failing_write_leaves_the_mark_for_the_drain(engines, library, monkeyp
     monkeypatch.undo()
     assert set(drain(engines.write, library, lambda: NOW).evaluated) == {NHS_A}
     assert matches_final_facts(engines.read, library)
+
+
+def test_reevaluate_with_a_read_session_reads_a_changed_record_again(engines, library, monkeypatch):
+    """The API's POST /patients/{nhs}/reevaluate path: one read session kept across the retry."""
+    ingest_records(engines.write, [rec(dx(), hba1c(0, dt.date(2026, 1, 5)))], source="feed")
+
+    def concurrent_ingest(n):
+        if n == 1:  # the same fact corrected (content changed in place) while the first evaluation runs
+            ingest_records(engines.write, [rec(hba1c(0, dt.date(2026, 10, 2)))], source="lab-feed")
+
+    calls = during_evaluation(monkeypatch, concurrent_ingest)
+    with Session(engines.write) as s, Session(engines.read) as rs:
+        service.reevaluate(s, NHS_A, library, as_of=NOW.date(), now=NOW, read_session=rs)
+        s.commit()
+    assert len(calls) == 2
+    item = next(i for i in stored_t2dm(engines.read)["care_plan"] if i["activity"] == "hba1c")
+    assert item["last_done"] == "2026-10-02"
+    assert matches_final_facts(engines.read, library)
