@@ -12,7 +12,8 @@ names, all prefixed `carepath_`:
 - `ingest_bulk_lines_total{outcome}`: NDJSON lines `loaded`, `refused`, `skipped` (a supported resource
   with nothing usable) or `unsupported` (a resource type carepath does not import).
 - `evaluations_total{outcome}` (`evaluated`, `data-problem`, `pending`: the database stayed busy) and
-  `evaluation_duration_seconds`: one patient's re-evaluation; `protocol_results_total{how}`: per protocol,
+  `evaluation_duration_seconds`: one patient's re-evaluation; `evaluation_conflicts_total`: evaluations read and
+  done again because the record changed between their read and their write (engine/app/service.py); `protocol_results_total{how}`: per protocol,
   `derived` afresh or `reused` (its inputs' digest unchanged, engine/app/service.py).
 - `login_failures_total{reason}`: `refused` (wrong username or password, disabled) or `throttled`.
 - `evaluation_backlog` (patients marked in `pending_evaluation`) and `data_problems_open`: read from the
