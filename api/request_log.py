@@ -110,6 +110,7 @@ def log_config(fmt: str = "text", level: str = "INFO") -> dict:
             "root": {"handlers": ["stderr"], "level": level},
             "loggers": {"uvicorn": {"handlers": ["stderr"], "level": level, "propagate": False},
                         "uvicorn.error": {"level": level},
+                        "alembic": {"level": "WARNING"},  # each worker's start-up check of the migrations: quiet
                         # uvicorn's own access lines carry raw paths (NHS numbers) and no request id: off;
                         # carepath.access has the route template and the id instead.
                         "uvicorn.access": {"handlers": ["none"], "propagate": False}}}
