@@ -59,7 +59,7 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
         # Evaluate whoever is still marked for evaluation (a crash, a large delivery), in the background.
         from engine.app.service import Drainer
 
-        state.drainer = Drainer(engines.write, lambda: state.library, state.now)
+        state.drainer = Drainer(engines.write, lambda: state.library, state.now, engines.read)
         state.drainer.kick()
         yield
         if getattr(state, "bulk_runner", None) is not None:
@@ -79,6 +79,9 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
 
     operations.metrics_token()  # a CAREPATH_METRICS_TOKEN too short to be a secret stops the start
     app.add_middleware(operations.RequestMetrics, fastapi_app=app)
+    from api.request_log import RequestId  # outermost of all: every line of a request names its id (X-Request-ID)
+
+    app.add_middleware(RequestId, fastapi_app=app)
 
     from api import bulk_ingest
     from api.routers import audit, auth, fhir, ingest, mdt, patients, protocols, users, worklists

@@ -36,7 +36,7 @@ from engine.registry.bulk import BulkBusy, BulkError, BulkInterrupted, BulkLoad,
 
 log = logging.getLogger("carepath.api")
 router = APIRouter(prefix="/ingest", tags=["ingest"], responses=API_ERRORS)
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ndjson$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.ndjson(\.gz)?$")  # gzipped: engine/registry/bulk_sources.py
 MAX_FILES = 200
 
 
@@ -158,7 +158,7 @@ def _refuse(message: str) -> HTTPException:
     200: {"model": BulkRunOut, "description": "These files were loaded by a finished run: that run (nothing loaded again "
                                               "unless force=true)"},
     **errors(409, 422, **{"409": "A live process is loading these files now",
-                          "422": "No files, a file not named *.ndjson, or two files with one name"})})
+                          "422": "No files, a file not named *.ndjson / *.ndjson.gz, or two files with one name"})})
 def bulk_ingest(request: Request, response: Response,
                 files: list[UploadFile] = File(..., description="NDJSON files as a FHIR Bulk Data $export writes them "
                                                                 "(Patient.ndjson, Condition.ndjson ...)"),
@@ -174,7 +174,7 @@ def bulk_ingest(request: Request, response: Response,
     names = [Path(f.filename or "").name for f in files]
     for n in names:
         if not NAME.match(n):
-            raise _refuse(f"file name {n[:100]!r}: expected a name like Patient.ndjson (letters, digits, . _ -; ending .ndjson)")
+            raise _refuse(f"file name {n[:100]!r}: expected a name like Patient.ndjson (letters, digits, . _ -; ending .ndjson or .ndjson.gz)")
     if len(set(names)) != len(names):
         raise _refuse("two files with the same name")
     base = os.environ.get("CAREPATH_BULK_DIR") or None

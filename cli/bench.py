@@ -112,6 +112,27 @@ def bench_incremental(patients: int = typer.Option(750000, "--patients"), seed: 
     _bench_out(out, as_json, f"P2 at {rate}/s: p50 {ol.get('p50_ms')} p95 {ol.get('p95_ms')} p99 {ol.get('p99_ms')} ms")
 
 
+@bench_app.command("ingest-workers")
+def bench_ingest_workers(patients: int = typer.Option(10000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                         as_of: str = typer.Option("2026-11-20", "--as-of"),
+                         rates: str = typer.Option("50,100", "--rates", help="Offered rates, records per second"),
+                         seconds: float = typer.Option(60, "--seconds"),
+                         workers: str = typer.Option("1,2", "--workers", help="uvicorn worker counts to compare"),
+                         database_url: Optional[str] = typer.Option(
+                             None, "--database-url", help="PostgreSQL registry (default: an embedded server for the run)"),
+                         targets: int = typer.Option(500, "--targets", help="Patients the new records go to"),
+                         as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """Sustained ingest on PostgreSQL, 1 vs 2 uvicorn workers, open loop at fixed rates: p50/p95/p99, failures."""
+    from benchmarks.bench_ingest_workers import run as run_bench
+
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), tuple(float(r) for r in rates.split(",")), seconds,
+                    tuple(int(w) for w in workers.split(",")), database_url, targets,
+                    log=lambda m: err.print(m, highlight=False))
+    line = "; ".join(f"{r['workers']} worker(s) at {r['rate_target']}/s: p99 {r['p99_ms']} ms, {r['errors']} failures"
+                     for r in out["runs"])
+    _bench_out(out, as_json, line)
+
+
 @bench_app.command("durable")
 def bench_durable(evaluations: int = typer.Option(1000000, "--evaluations"),
                   patients: int = typer.Option(750000, "--patients", help="Population whose summary facts are used"),

@@ -181,9 +181,10 @@ def demo(as_of: Optional[str] = typer.Option(None, "--as-of", help="Reference da
 
 @app.command()
 def ingest(files: list[Path] = typer.Argument(None, help="FHIR R4 Bundle JSON files"),
-           ndjson: Optional[Path] = typer.Option(None, "--ndjson", metavar="DIR",
+           ndjson: Optional[Path] = typer.Option(None, "--ndjson", metavar="DIR|MANIFEST",
                                                  help="A folder of FHIR Bulk Data NDJSON files (Patient.ndjson, "
-                                                      "Condition.ndjson ...): streamed, resumable (engine/registry/bulk.py)"),
+                                                      "Condition.ndjson.gz ...; gzipped too), or a $export manifest "
+                                                      "(.json, local file URLs): streamed, resumable (engine/registry/bulk.py)"),
            force: bool = typer.Option(False, "--force", help="With --ndjson: load files again that a finished run loaded"),
            evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate",
                                          help="With --ndjson: evaluate the changed patients now (else the service's drain does)"),
@@ -292,14 +293,28 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
           database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL",
                                                      help="Registry database (default sqlite:///var/carepath.db)"),
           protocols: Path = typer.Option(DEFAULT_PROTOCOLS, "--protocols", help="Protocol folder (publishing writes here)"),
-          workers: int = typer.Option(1, "--workers", help="uvicorn worker processes")):
-    """Run the HTTP API (uvicorn). OpenAPI at /openapi.json, docs at /docs."""
+          workers: int = typer.Option(1, "--workers", min=1,
+                                      help="uvicorn worker processes; more than 1 needs PostgreSQL"),
+          log_format: str = typer.Option("text", "--log-format", envvar="CAREPATH_LOG_FORMAT",
+                                         help="json (one object per line) or text; every line carries its request id")):
+    """Run the HTTP API (uvicorn). OpenAPI at /openapi.json, docs at /docs.
+
+    `--workers N` (N > 1) runs N processes: PostgreSQL only (each evaluates outside the write
+    transaction and locks one patient row to write; SQLite has one writer for the whole file)."""
 
 
     import uvicorn
 
     from engine.registry.db import database_url as default_url
     url = database_url or default_url()
+    from api.request_log import FORMATS, log_config
+    if log_format not in FORMATS:
+        console.print(f"[red]--log-format {log_format!r}: use json or text[/red]", highlight=False)
+        raise typer.Exit(2)
+    problem = workers_problem(url, workers)
+    if problem:
+        console.print(f"[red]{problem}[/red]", highlight=False)
+        raise typer.Exit(2)
     os.environ["DATABASE_URL"] = url
     os.environ["CAREPATH_PROTOCOLS"] = str(protocols)
     if host in ("127.0.0.1", "localhost", "::1") and not os.environ.get("CAREPATH_COOKIE_SECURE"):
@@ -308,7 +323,20 @@ def serve(host: str = typer.Option("127.0.0.1", "--host"), port: int = typer.Opt
         os.environ["CAREPATH_COOKIE_SECURE"] = "0"
     console.print(f"carepath on http://{host}:{port}/ (web pages: log in there; database {make_url_safe(url)}, "
                   f"protocols {protocols}/); API docs at /docs, OpenAPI at /openapi.json", highlight=False)
-    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info")
+    if workers > 1:  # migrate once here, so N workers starting at once do not all run the migrations
+        from engine.registry.db import upgrade
+        upgrade(url)
+    uvicorn.run("api.main:app", host=host, port=port, workers=workers, log_level="info",
+                log_config=log_config(log_format), access_log=False)
+
+
+def workers_problem(url: str, workers: int) -> str | None:
+    """Why `--workers` cannot be used with this database, or None."""
+    from sqlalchemy.engine import make_url
+    if workers > 1 and make_url(url).get_backend_name() != "postgresql":
+        return (f"--workers {workers} needs PostgreSQL (DATABASE_URL=postgresql://...): SQLite allows one writer for the "
+                "whole file, so more worker processes would only queue behind each other. Use --workers 1 with SQLite.")
+    return None
 
 
 def make_url_safe(url: str) -> str:

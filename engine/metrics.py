@@ -12,7 +12,8 @@ names, all prefixed `carepath_`:
 - `ingest_bulk_lines_total{outcome}`: NDJSON lines `loaded`, `refused`, `skipped` (a supported resource
   with nothing usable) or `unsupported` (a resource type carepath does not import).
 - `evaluations_total{outcome}` (`evaluated`, `data-problem`, `pending`: the database stayed busy) and
-  `evaluation_duration_seconds`: one patient's re-evaluation; `protocol_results_total{how}`: per protocol,
+  `evaluation_duration_seconds`: one patient's re-evaluation; `evaluation_conflicts_total`: evaluations read and
+  done again because the record changed between their read and their write (engine/app/service.py); `protocol_results_total{how}`: per protocol,
   `derived` afresh or `reused` (its inputs' digest unchanged, engine/app/service.py).
 - `login_failures_total{reason}`: `refused` (wrong username or password, disabled) or `throttled`.
 - `evaluation_backlog` (patients marked in `pending_evaluation`) and `data_problems_open`: read from the
@@ -45,6 +46,8 @@ INGEST_FACTS = Counter("carepath_ingest_facts", "Facts of accepted deliveries: a
 BULK_LINES = Counter("carepath_ingest_bulk_lines", "NDJSON lines of bulk ingest: loaded, refused, skipped, unsupported",
                      ["outcome"])
 EVALUATIONS = Counter("carepath_evaluations", "Patient re-evaluations by outcome", ["outcome"])
+EVALUATION_CONFLICTS = Counter("carepath_evaluation_conflicts", "Evaluations read again because the record changed "
+                               "between their read and their write (optimistic check)")
 EVALUATION_LATENCY = Histogram("carepath_evaluation_duration_seconds", "Time to re-evaluate one patient and store it",
                                buckets=LATENCY_BUCKETS)
 PROTOCOL_RESULTS = Counter("carepath_protocol_results", "Per-protocol results of re-evaluations: derived or reused",

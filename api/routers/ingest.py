@@ -96,17 +96,17 @@ def drainer(state: AppState) -> Drainer:
     if state.drainer is None:
         with _drainer_lock:
             if state.drainer is None:
-                state.drainer = Drainer(state.engines.write, lambda: state.library, state.now)
+                state.drainer = Drainer(state.engines.write, lambda: state.library, state.now, state.engines.read)
     return state.drainer
 
 
 def _evaluate(state: AppState, delivery: set[str]) -> DrainResult:
     """Evaluate the delivery's marked patients now, or leave them to the background drain."""
-    marked = pending_patients(state.engines.write, delivery)
+    marked = pending_patients(state.engines.read, delivery)
     if len(marked) > INLINE_LIMIT:
         drainer(state).kick()
         return DrainResult(pending=set(marked))
-    result = drain(state.engines.write, state.library, state.now, nhs_numbers=marked)
+    result = drain(state.engines.write, state.library, state.now, nhs_numbers=marked, read_engine=state.engines.read)
     if result.pending:
         drainer(state).kick()
     return result

@@ -184,9 +184,9 @@ def reevaluate_patient(request: Request, nhs_number: str = NHS, who: Principal =
     with Session(state.engines.read) as s:
         patient_in_scope(s, state, request, who, nhs_number, "reevaluate")
     now = state.now()
-    with Session(state.engines.write) as s:
-        try:
-            diff, _ = reevaluate(s, nhs_number, state.library, as_of=now.date(), now=now)
+    with Session(state.engines.write) as s, Session(state.engines.read) as rs:
+        try:  # read and evaluated outside the write transaction; written after checking nothing changed
+            diff, _ = reevaluate(s, nhs_number, state.library, as_of=now.date(), now=now, read_session=rs)
         except EvaluationFailed as failed:  # this patient's data problem: recorded on them, answered, never a 500
             s.rollback()
             metrics.EVALUATIONS.labels("data-problem").inc()

@@ -31,6 +31,15 @@ start). An evaluation that fails for one patient raises `EvaluationFailed` (nami
 caused it when it can be found); `evaluate_one` / `drain` record it as a data problem on that
 patient (`data_problem`), clear the mark and carry on with everyone else. Nothing of a failed
 evaluation is stored: the patient's earlier outputs stay as they were.
+
+Evaluation outside the write transaction (issue 17 item 1): `evaluate_one` reads the record in a
+read session (with `record_digest`, a digest of the patient row, source ids and each fact row's id
+and content hash), closes it, evaluates holding no lock, then in a short write transaction locks
+the patient (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's write lock), checks the digest and the
+stored rows any reused result rests on, and writes. A change since the read (`StaleRead`) means read
+and evaluate again, at most CONFLICT_RETRIES times; after that the patient stays marked in the
+outbox for the drain. So several worker processes on PostgreSQL evaluate in parallel and only the
+few writes of one patient's outputs are serialised.
 """
 from __future__ import annotations
 
@@ -45,6 +54,7 @@ from typing import Callable
 
 from pydantic import ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+import sqlalchemy as sa
 from sqlalchemy import Engine, func
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, select
@@ -59,7 +69,7 @@ from engine.language.library import Library
 from engine.language.model import Protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
-from engine.registry.ingest import load_record
+from engine.registry.ingest import load_record_versioned, record_digest
 from engine.registry.measure_results import replace_measures
 from engine.registry.outputs import (CLOSED_STATUSES, OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow,
                                      TaskRow)
@@ -163,13 +173,6 @@ class Diff:
         return asdict(self)
 
 
-def _patient_row(session: Session, nhs_number: str, lock: bool) -> PatientRow | None:
-    stmt = select(PatientRow).where(PatientRow.nhs_number == nhs_number)
-    if lock and session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update()  # one re-evaluation of a patient at a time
-    return session.exec(stmt).first()
-
-
 INPUTS_KEY = "_inputs"  # in PatientEvaluationRow.result: the digest of what the result rests on
 _protocol_digests: dict[int, tuple[Protocol, str, "_Reads"]] = {}
 ANY_KIND = None
@@ -261,27 +264,52 @@ def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date,
     return result
 
 
-def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt.date | None = None,
-               now: dt.datetime | None = None, selective: bool = True) -> tuple[Diff, Evaluation]:
-    """Re-evaluate one patient and reconcile stored outputs. The caller commits.
+CONFLICT_RETRIES = 5  # a patient whose record keeps changing under its evaluation stays marked for the drain
 
-    With `selective`, a protocol whose inputs did not change keeps its stored result (module doc)."""
-    now = now or utcnow()
-    as_of = as_of or now.date()
-    prow = _patient_row(session, nhs_number, lock=True)
-    record = load_record(session, nhs_number)
-    if prow is None or record is None:
+
+class StaleRead(Exception):
+    """The patient's record (or the stored outputs a reused result rests on) changed between the read
+    and the write of an evaluation: nothing was written; evaluate again from a fresh read."""
+
+
+@dataclass
+class _Snapshot:
+    """What one evaluation read: the record, its digest and the outbox mark it answers."""
+    patient_id: int
+    nhs_number: str
+    record: PatientRecord
+    digest: str
+    seq: int | None
+    stored: dict[str, PatientEvaluationRow]
+    current: dict[str, TaskRow]
+
+
+@dataclass
+class _Computed:
+    evaluation: Evaluation
+    inputs: dict[str, str]
+    reused: dict[str, Protocol]  # protocol id -> protocol, for results taken from the stored row
+
+
+def _read(session: Session, nhs_number: str) -> _Snapshot:
+    got = load_record_versioned(session, nhs_number)
+    if got is None:
         raise KeyError(f"no patient with NHS number {nhs_number}")
-    seq = pending.pending_seq(session, prow.id)  # the outbox mark this evaluation answers (removed below)
+    prow, record, digest = got
+    return _Snapshot(prow.id, nhs_number, record, digest, pending.pending_seq(session, prow.id),
+                     _stored_evaluations(session, prow.id), _current_tasks(session, prow.id))
+
+
+def _compute(snap: _Snapshot, library: Library, as_of: dt.date, now: dt.datetime, selective: bool) -> _Computed:
+    """Evaluate what was read, holding no database lock (no session at all)."""
+    record = snap.record
     protocols, agreements = library.in_force(as_of), library.agreements_in_force(as_of)
-    stored = _stored_evaluations(session, prow.id)
-    current = _current_tasks(session, prow.id)
     try:
         inputs = evaluation_inputs(record, protocols, agreements, as_of)
         reused: dict[str, ProtocolResult] = {}
         if selective:
             for proto in protocols:
-                got = _reusable(stored.get(proto.id), proto, as_of, inputs[proto.id], current)
+                got = _reusable(snap.stored.get(proto.id), proto, as_of, inputs[proto.id], snap.current)
                 if got is not None:
                     reused[proto.id] = got
         metrics.PROTOCOL_RESULTS.labels("reused").inc(len(reused))
@@ -297,12 +325,67 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
         raise
     except Exception as exc:  # noqa: BLE001 - this patient's data problem, never anyone else's failure
         failed = diagnose(record, protocols, agreements, as_of, exc)
-        failed.seq = seq
+        failed.seq = snap.seq
         raise failed from exc
-    diff = store_evaluation(session, prow.id, nhs_number, evaluation, now, inputs=inputs, current=current, stored=stored)
-    pending.clear(session, prow.id, seq)
-    pending.resolve_problems(session, prow.id, now)
-    return diff, evaluation
+    return _Computed(evaluation, inputs, {p.id: p for p in protocols if p.id in reused})
+
+
+def _lock_patient(session: Session, patient_id: int) -> None:
+    """Take the patient's write lock before checking and writing: PostgreSQL locks the row (one writer
+    of a patient's outputs at a time, across worker processes); SQLite takes its database write lock
+    (a no-op update; the service's write engine already began with BEGIN IMMEDIATE)."""
+    table = PatientRow.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(table.c.id).where(table.c.id == patient_id).with_for_update())
+    else:
+        session.execute(sa.update(table).where(table.c.id == patient_id).values(updated_at=table.c.updated_at))
+
+
+def _write(session: Session, snap: _Snapshot, done: _Computed, as_of: dt.date, now: dt.datetime) -> Diff:
+    """Store an evaluation's outputs if what it read is still what is stored (optimistic check under
+    the patient's lock); StaleRead otherwise, with nothing written. The caller commits."""
+    _lock_patient(session, snap.patient_id)
+    digest = record_digest(session, snap.patient_id)
+    if digest is None:
+        raise KeyError(f"no patient with NHS number {snap.nhs_number}")
+    if digest != snap.digest:
+        raise StaleRead(f"{snap.nhs_number}: the record changed while it was being evaluated")
+    stored = _stored_evaluations(session, snap.patient_id)
+    current = _current_tasks(session, snap.patient_id)
+    for pid, proto in done.reused.items():  # a reused result must still stand on the rows stored now
+        if _reusable(stored.get(pid), proto, as_of, done.inputs[pid], current) is None:
+            raise StaleRead(f"{snap.nhs_number}: the stored {pid} result changed while it was being evaluated")
+    diff = store_evaluation(session, snap.patient_id, snap.nhs_number, done.evaluation, now, inputs=done.inputs,
+                            current=current, stored=stored)
+    pending.clear(session, snap.patient_id, snap.seq)
+    pending.resolve_problems(session, snap.patient_id, now)
+    return diff
+
+
+def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt.date | None = None,
+               now: dt.datetime | None = None, selective: bool = True,
+               read_session: Session | None = None) -> tuple[Diff, Evaluation]:
+    """Re-evaluate one patient and reconcile stored outputs. The caller commits.
+
+    Read (from `read_session`, default `session`), evaluate with no lock held, then lock the patient,
+    check the record did not change since the read and write the outputs; on a change, read again
+    (at most CONFLICT_RETRIES times, then StaleRead: nothing written, the outbox mark stays).
+    With `selective`, a protocol whose inputs did not change keeps its stored result (module doc)."""
+    now = now or utcnow()
+    as_of = as_of or now.date()
+    for attempt in range(CONFLICT_RETRIES):
+        if attempt and read_session is not None:
+            read_session.expire_all()  # read the rows again, not the identity map's copies of the first read
+        snap = _read(read_session or session, nhs_number)
+        done = _compute(snap, library, as_of, now, selective)
+        try:
+            return _write(session, snap, done, as_of, now), done.evaluation
+        except StaleRead:
+            metrics.EVALUATION_CONFLICTS.inc()
+            session.rollback()
+            if attempt == CONFLICT_RETRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluation: Evaluation, now: dt.datetime, *,
@@ -362,12 +445,13 @@ def record_failure(engine_or_session: Engine | Session, failed: EvaluationFailed
 
 
 def evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.datetime | None = None,
-                 as_of: dt.date | None = None, retries: int = 6) -> tuple[str, Diff | EvaluationFailed | None]:
+                 as_of: dt.date | None = None, retries: int = 6, read_engine: Engine | None = None) -> tuple[str, Diff | EvaluationFailed | None]:
     """Re-evaluate one patient in a transaction of its own: (EVALUATED, diff), (PROBLEM, failure,
     recorded on the patient), (GONE, None) for an unknown NHS number, or (PENDING, None) when the
     database stayed busy (the outbox mark stays, a later drain takes it)."""
     started = time.perf_counter()
-    outcome, got = _evaluate_one(engine, nhs_number, library, now=now, as_of=as_of, retries=retries)
+    outcome, got = _evaluate_one(engine, nhs_number, library, now=now, as_of=as_of, retries=retries,
+                                 read_engine=read_engine)
     if outcome != GONE:
         metrics.EVALUATIONS.labels(outcome).inc()
         metrics.EVALUATION_LATENCY.observe(time.perf_counter() - started)
@@ -375,13 +459,32 @@ def evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.d
 
 
 def _evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.datetime | None,
-                  as_of: dt.date | None, retries: int) -> tuple[str, Diff | EvaluationFailed | None]:
-    for attempt in range(retries):
+                  as_of: dt.date | None, retries: int, read_engine: Engine | None = None
+                  ) -> tuple[str, Diff | EvaluationFailed | None]:
+    """Three steps, no write lock while evaluating: read the record (a read session, closed before
+    evaluating), evaluate, then write the outputs in a short transaction of the write engine after
+    checking the record did not change (`_write`); a change means read and evaluate again, at most
+    CONFLICT_RETRIES times, after which the patient stays marked (PENDING) for the drain."""
+    now = now or utcnow()
+    as_of = as_of or now.date()
+    conflicts = 0
+    attempt = 0
+    while attempt < retries:
         try:
+            with Session(read_engine or engine) as rs:
+                snap = _read(rs, nhs_number)
+            done = _compute(snap, library, as_of, now, True)
             with Session(engine) as session:
-                diff, _ = reevaluate(session, nhs_number, library, as_of=as_of, now=now)
+                diff = _write(session, snap, done, as_of, now)
                 session.commit()
             return EVALUATED, diff
+        except StaleRead:
+            metrics.EVALUATION_CONFLICTS.inc()
+            conflicts += 1
+            if conflicts >= CONFLICT_RETRIES:
+                log.warning("evaluation of %s: the record kept changing (%d tries); it stays pending", nhs_number, conflicts)
+                return PENDING, None
+            continue  # not counted against `retries`: those are for a busy database
         except EvaluationFailed as failed:
             log.warning("evaluation of %s failed, recorded as a data problem: %s (fact %s %s)", nhs_number, failed.message,
                         failed.fact_source_system, failed.fact_source_id)
@@ -391,6 +494,7 @@ def _evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.
                 if attempt == retries - 1:
                     return PENDING, None
                 time.sleep(0.05 * (attempt + 1))
+                attempt += 1
                 continue
             return PROBLEM, failed
         except KeyError:
@@ -402,6 +506,7 @@ def _evaluate_one(engine: Engine, nhs_number: str, library: Library, *, now: dt.
         except SQLAlchemyError:
             log.exception("evaluation of %s hit a database error; it stays pending", nhs_number)
             return PENDING, None
+        attempt += 1
     return PENDING, None
 
 
@@ -426,7 +531,7 @@ def pending_patients(engine: Engine, nhs_numbers=None) -> list[str]:
 
 
 def drain(engine: Engine, library: Library | Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow, *,
-          nhs_numbers=None, stop: threading.Event | None = None) -> DrainResult:
+          nhs_numbers=None, stop: threading.Event | None = None, read_engine: Engine | None = None) -> DrainResult:
     """Evaluate every patient marked for evaluation (or those among `nhs_numbers`), one transaction
     each, as of the clock's date; failures become data problems. Stops early when `stop` is set."""
     result = DrainResult()
@@ -436,7 +541,7 @@ def drain(engine: Engine, library: Library | Callable[[], Library], clock: Calla
             continue
         now = clock()
         lib = library() if callable(library) else library
-        outcome, got = evaluate_one(engine, nhs, lib, now=now, as_of=now.date())
+        outcome, got = evaluate_one(engine, nhs, lib, now=now, as_of=now.date(), read_engine=read_engine)
         if outcome == EVALUATED:
             result.evaluated[nhs] = got
         elif outcome == PROBLEM:
@@ -451,8 +556,9 @@ class Drainer:
     start; a kick while a pass runs makes it go round again. `stop()` ends it between patients
     (whoever is left stays marked for the next start)."""
 
-    def __init__(self, engine: Engine, library: Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow):
-        self.engine, self.library, self.clock = engine, library, clock
+    def __init__(self, engine: Engine, library: Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow,
+                 read_engine: Engine | None = None):
+        self.engine, self.library, self.clock, self.read_engine = engine, library, clock, read_engine
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._again = False
@@ -481,7 +587,7 @@ class Drainer:
                     return
                 self._again = False
             try:
-                result = drain(self.engine, self.library, self.clock, stop=self._stop)
+                result = drain(self.engine, self.library, self.clock, stop=self._stop, read_engine=self.read_engine)
                 self.passes += 1
                 if result.pending and not self._stop.is_set():  # a busy database: try again shortly
                     time.sleep(0.5)

@@ -98,6 +98,33 @@ class Derived:
     engine_values: dict[str, Any] = field(default_factory=dict)
 
 
+PICK, COUNT, EXISTS = 0, 1, 2
+_EVIDENCE_NODES: dict = {}  # condition node -> its evidence-bearing nodes (the IR is immutable)
+_EVIDENCE_NODES_MAX = 100_000
+
+
+def _evidence_nodes(node: ir.Node) -> tuple:
+    """The nodes `Deriver.evidence` reads for `node`, in walk order (duplicates kept), worked out once per
+    node instead of walking the whole subtree on every call (issue 17: evidence was ~40 % of a re-evaluation):
+    (PICK, the Pick node as written), (COUNT / EXISTS, the source whose value holds the events)."""
+    got = _EVIDENCE_NODES.get(node)
+    if got is not None:
+        return got
+    out = []
+    for n in ir.walk(node):
+        u = ir.unwrap(n)
+        if isinstance(u, ir.Pick):
+            out.append((PICK, n))
+        elif isinstance(u, (ir.Count, ir.CountDistinct)):
+            out.append((COUNT, u.source))
+        elif isinstance(u, ir.Exists):
+            out.append((EXISTS, u.source))
+    if len(_EVIDENCE_NODES) >= _EVIDENCE_NODES_MAX:
+        _EVIDENCE_NODES.clear()  # library reloads leave old nodes behind: start again rather than grow
+    got = _EVIDENCE_NODES[node] = tuple(out)
+    return got
+
+
 class Deriver:
     def __init__(self, protocol: Protocol, record: PatientRecord, ctx: Context):
         self.protocol, self.record, self.ctx = protocol, record, ctx
@@ -117,16 +144,18 @@ class Deriver:
         """The facts a node's value rests on."""
         self.eval(node)
         found: dict[tuple, Fact] = {}
-        for n in ir.walk(node):
-            v = self.out.values.get(n)
-            if isinstance(ir.unwrap(n), ir.Pick) and isinstance(v, Ev):
-                found[(v.fact.source_system, v.fact.id)] = v.fact
-            elif isinstance(ir.unwrap(n), (ir.Count, ir.CountDistinct)):
-                src = self.out.values.get(ir.unwrap(n).source)
+        values = self.out.values
+        for kind, n in _evidence_nodes(node):
+            if kind == PICK:
+                v = values.get(n)
+                if isinstance(v, Ev):
+                    found[(v.fact.source_system, v.fact.id)] = v.fact
+            elif kind == COUNT:
+                src = values.get(n)
                 for e in (src or [])[:5] if isinstance(src, list) else []:
                     found[(e.fact.source_system, e.fact.id)] = e.fact
-            elif isinstance(ir.unwrap(n), ir.Exists):
-                src = self.out.values.get(ir.unwrap(n).source)
+            else:
+                src = values.get(n)
                 evs = src if isinstance(src, list) else [src] if isinstance(src, Ev) else []
                 for e in evs[-3:]:
                     found[(e.fact.source_system, e.fact.id)] = e.fact

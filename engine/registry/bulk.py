@@ -66,6 +66,7 @@ from sqlmodel import Field, Session, SQLModel, select
 
 from engine.records.fhir.bundle import PATIENT_REF, READERS, SUPPORTING_TYPES, import_bundle
 from engine.records.fhir.common import ID_SOURCE, NHS_NUMBER_SYSTEM, BundleError, _ref_key
+from engine.registry.bulk_sources import is_manifest, is_ndjson_name, manifest_files, plain_copies
 from engine.registry.ingest import IngestError, IngestSummary, ingest_records
 from engine.registry.tables import PatientRow, PatientSourceId, _fk, _json, _when, utcnow
 
@@ -142,12 +143,17 @@ class NdjsonFile:
 
 
 def ndjson_files(folder: Path) -> list[Path]:
+    """The `*.ndjson` and `*.ndjson.gz` files of a folder, or those a `$export` manifest (a `.json` file)
+    names (engine/registry/bulk_sources.py)."""
     folder = Path(folder)
+    if is_manifest(folder):
+        return manifest_files(folder, BulkError)
     if not folder.is_dir():
-        raise BulkError(f"{folder}: not a folder")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(SUFFIX))
+        raise BulkError(f"{folder}: not a folder (nor a $export manifest .json file)")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_ndjson_name(p.name))
     if not files:
-        raise BulkError(f"{folder}: no *{SUFFIX} files (FHIR Bulk Data output: Patient.ndjson, Condition.ndjson ...)")
+        raise BulkError(f"{folder}: no *{SUFFIX} or *{SUFFIX}.gz files (FHIR Bulk Data output: Patient.ndjson, "
+                        "Condition.ndjson ...)")
     return files
 
 
@@ -330,6 +336,7 @@ class BulkLoad:
 
         index = _Index(self.work_dir)
         try:
+            self.files = plain_copies(self.files, Path(index.dir), BulkError)  # *.ndjson.gz read from a plain copy
             self._index(index)
             self._load(index, c)
             self._finish(c, "done")

@@ -256,12 +256,44 @@ def _fact(row: FactRow) -> Fact:
 
 
 def load_record(session: Session, nhs_number: str) -> PatientRecord | None:
+    got = load_record_versioned(session, nhs_number)
+    return None if got is None else got[1]
+
+
+def _record_digest(row: PatientRow, links: Iterable[PatientSourceId], facts: Iterable[tuple]) -> str:
+    """What a patient's stored record is made of, as one digest: the demographics, the source ids and each
+    fact row's identity and content hash, `(id, source_system, source_id, content_hash)` in id order. Any
+    ingest that changes what `load_record` would return changes it (issue 17: evaluation outside the write
+    transaction checks it before storing outputs)."""
+    h = hashlib.sha256(json.dumps([row.id, row.nhs_number, {k: str(getattr(row, k)) for k in DEMOGRAPHICS},
+                                   sorted((x.id, x.source_system, x.source_id) for x in links)]).encode())
+    for f in facts:
+        h.update(("\x00".join(map(str, f))).encode())
+        h.update(b"\x01")
+    return h.hexdigest()
+
+
+def load_record_versioned(session: Session, nhs_number: str) -> tuple[PatientRow, PatientRecord, str] | None:
+    """The patient row, the record and the record's digest (`record_digest`), from the same rows."""
     row = session.exec(select(PatientRow).where(PatientRow.nhs_number == nhs_number)).first()
     if row is None:
         return None
     links = list(session.exec(select(PatientSourceId).where(PatientSourceId.patient_id == row.id)))
-    facts = session.exec(select(FactRow).where(FactRow.patient_id == row.id).order_by(FactRow.id))
-    return PatientRecord(patient=_patient(row, links), facts=[_fact(f) for f in facts])
+    facts = list(session.exec(select(FactRow).where(FactRow.patient_id == row.id).order_by(FactRow.id)))
+    digest = _record_digest(row, links, ((f.id, f.source_system, f.source_id, f.content_hash) for f in facts))
+    return row, PatientRecord(patient=_patient(row, links), facts=[_fact(f) for f in facts]), digest
+
+
+def record_digest(session: Session, patient_id: int) -> str | None:
+    """The digest of the patient's stored record now (None: no such patient), reading only ids and
+    content hashes: cheap enough to check just before an evaluation's outputs are written."""
+    row = session.get(PatientRow, patient_id, populate_existing=True)
+    if row is None:
+        return None
+    links = list(session.exec(select(PatientSourceId).where(PatientSourceId.patient_id == patient_id)))
+    facts = session.exec(select(FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
+                         .where(FactRow.patient_id == patient_id).order_by(FactRow.id))
+    return _record_digest(row, links, facts)
 
 
 def iter_records(session: Session, *, mdt: str | None = None, practice: str | None = None,
