@@ -51,3 +51,22 @@ def test_spark_fires_what_duckdb_fires_patient_by_patient(engines, key):
     assert not differ, f"{key}: {len(differ)} of {PATIENTS} patients differ, e.g. {differ[0]}: " \
                        f"spark {sorted(got[differ[0]] - want[differ[0]])} duckdb {sorted(want[differ[0]] - got[differ[0]])}"
     assert sum(map(len, want.values())) > PATIENTS  # the protocol fires: the comparison is not of empty sets
+
+
+def test_spark_computes_the_measure_values_duckdb_computes():
+    """The outcome numbers (`value:`) of pilot-outcomes, person by person, on a small generated population: Spark
+    SQL's date differences (bed days) and end-anchored windows (readmissions) as DuckDB's."""
+    from engine.synthetic.generate import generate
+
+    proto = next(p for p in LIB.values() if p.id == "pilot-outcomes")
+    ref = dt.date(2026, 11, 30)
+    records = list(generate(200, seed=11, as_of=ref))
+    con = duck.connect(threads=1)
+    duck_load(con, records)
+    spark = get_session()
+    spark_load(spark, records)
+    want = duck.evaluated_by_patient(con, proto, ref)
+    got = spark_batch.evaluated_by_patient(spark, proto, ref)
+    con.close()
+    assert got == want
+    assert sum(v or 0 for _, values in want.values() for v in values.values()) > 0   # some admissions: not all zero
