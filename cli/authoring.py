@@ -285,8 +285,14 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
         return
     previous = [x for x in items if x.id == item.id and x is not item and x.status == "active"]
     console.print(f"published {item.key} (effective {item.effective}); recorded in {root / checks.MANIFEST}")
-    if previous:
-        last = max(previous, key=lambda x: version_key(x.version))
+    # in force on a date: the highest active version effective on or before it (Library.in_force), so a version
+    # with the same effective date as this one is superseded on that date and never in force
+    for x in sorted((x for x in previous if x.effective == item.effective), key=lambda x: version_key(x.version)):
+        console.print(f"{x.key} has the same effective date ({item.effective}): {item.key}, the higher version, is in "
+                      f"force from then, so {x.key} never is (it stays on file, published)")
+    earlier = [x for x in previous if x.effective is None or item.effective is None or x.effective < item.effective]
+    if earlier:
+        last = max(earlier, key=lambda x: version_key(x.version))
         console.print(f"{last.key} stays on file: dates before {item.effective} are evaluated with it")
 
 

@@ -241,6 +241,20 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     # and from now on the published text cannot change
     new.write_text(text + "# a comment\n", encoding="utf-8")
     assert "hypertension@1.1.0 was published on 2026-12-01" in flat(cli("validate", lib).output)
+    new.write_text(text, encoding="utf-8")
+    # a correction published with the same effective date supersedes 1.1.0 from that date (the highest version in
+    # force wins): publish says so instead of claiming 1.1.0 is used before it
+    assert cli("draft", new).exit_code == 0
+    newer = lib / "hypertension@1.2.0.yaml"
+    r = cli("publish", newer, "--effective", "2027-01-01", "--today", "2026-12-02")
+    assert r.exit_code == 0, r.output
+    out = flat(r.output)
+    assert ("hypertension@1.1.0 has the same effective date (2027-01-01): hypertension@1.2.0, the higher version, "
+            "is in force from then, so hypertension@1.1.0 never is") in out
+    assert "hypertension@1.0.0 stays on file: dates before 2027-01-01 are evaluated with it" in out
+    lib_ = load_library([lib])
+    assert [p.key for p in lib_.in_force(dt.date(2026, 12, 31))] == ["hypertension@1.0.0"]
+    assert [p.key for p in lib_.in_force(dt.date(2027, 1, 1))] == ["hypertension@1.2.0"]
 
 
 # the first rows of NHS drug refset ACE_COD as published (opensafely/nice_gout@2d906ec38d313e1e492c520f60539073d528f571
