@@ -255,6 +255,13 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
             err.print(f"not published: {item.id} already has version {max(x.version for x in newer)} on file")
             raise typer.Exit(1)
         if kind == "protocol":
+            from engine.language.codelist_checks import made_up_code_problems  # the API's publish applies it too
+            made_up = made_up_code_problems(item)
+            for p in made_up:
+                err.print(str(p))
+            if made_up:
+                err.print(f"not published: {item.key} uses made-up codes (the synthetic code system)")
+                raise typer.Exit(1)
             from engine.language.shared import unpublished_uses
             for u in unpublished_uses(item, manifest):
                 err.print(f"not published: {item.key} uses {u.id}@{u.version}, which is not published "

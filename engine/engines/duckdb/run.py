@@ -117,12 +117,6 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
     und = proto.undetermined
     for m in proto.measures:
         key = f"measure:{m.id}"
-        if key in und:  # a missing codelist: counted apart, never as not met (listed in the run summary too)
-            alive = "TRUE" if m.counts_deceased else "(NOT deceased)"
-            counts = dict.fromkeys(COUNTED.values(), "0")
-            counts["cannot_determine"] = f"CAST({alive} AND {_blocked_sql(m, key, und, conds, part_sql)} AS INTEGER)"
-            out.append(MeasureSQL(m.id, "episode" if m.episode_based else "patient", counts))
-            continue
         steps = measure_steps.steps(m)
         suffixes = [f"#{k}" for k in range(1, m.episodes_at_most + 1)] if m.episode_based else [""]
         counts = {}
@@ -135,6 +129,11 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
                 terms.append(f"CAST({measure_steps.to_sql(steps[pop], col, m.counts_deceased)} AS INTEGER)")
             counts[column] = " + ".join(terms)
         counts["cannot_determine"] = "0"
+        if key in und:  # a missing codelist: those it leaves undecided are counted apart, never as not met
+            blocked = _blocked_sql(m, key, und, conds, part_sql)
+            counts = {c: f"(CASE WHEN {blocked} THEN 0 ELSE {sql} END)" for c, sql in counts.items()}
+            alive = "TRUE" if m.counts_deceased else "(NOT deceased)"
+            counts["cannot_determine"] = f"CAST({alive} AND {blocked} AS INTEGER)"
         out.append(MeasureSQL(m.id, "episode" if m.episode_based else "patient", counts))
     return out
 
@@ -142,7 +141,8 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
 def _blocked_sql(m, key: str, und: dict, conds: set, part_sql) -> str:
     """SQL for "this patient's result of measure `m` cannot be determined", as the evaluator decides it
     (engine.evaluation.evaluator._measure_blocked): a measure counted per episode, or a step needing a missing
-    codelist that the patient reaches (out of a determined initial population or denominator: out, decided)."""
+    codelist that the patient reaches (out of a determined initial population or denominator: out, decided, and
+    counted in those populations as usual)."""
     if m.episode_based or "population" in und:
         return "TRUE"
     reached = []
