@@ -407,3 +407,24 @@ def test_population_run_of_every_protocol_equals_the_per_patient_counts(tmp_path
     assert sum(v["denominator"] for ms in want.values() for v in ms.values()) > 0
     if as_of >= dt.date(2027, 4, 1):  # declared clusters not supplied: some results cannot be determined
         assert sum(v["cannot_determine"] for ms in want.values() for v in ms.values()) > 0
+
+
+def test_bench_p4_counts_exceptions_and_agrees_with_the_stored_run(tmp_path):
+    """The population benchmark's P4 (one measure by practice from a stored run) counts denominator exceptions
+    (QOF personalised care adjustments, t2dm-annual-care 1.3.0) and cannot-determine apart, and its plain-Python
+    reference over the stored rows agrees with the run's own aggregates."""
+    from benchmarks.bench_population import p4
+    from engine.engines.duckdb.run import evaluate_population_run
+    from engine.language.loader import load_protocol
+
+    as_of = dt.date(2026, 11, 20)  # the version given explicitly (in force from 2027-04-01); people up to this date
+    write_population(tmp_path / "pop", 400, seed=5, as_of=as_of, workers=1)
+    proto = load_protocol(ROOT / "protocols" / "t2dm-annual-care@1.3.0.yaml")
+    summary = evaluate_population_run(tmp_path / "pop", [proto], as_of, workers=1, log=lambda m: None)
+    stored = summary["protocols"][0]["measures"]
+    for measure in ("DM020", "DM036"):
+        out = p4(summary["results"], summary["run"], proto, measure, lambda m: None)
+        assert out["agrees_with_stored_aggregates"], out
+        assert {k: out[k] for k in ("denominator", "exclusions", "exceptions", "numerator", "cannot_determine")} == {
+            k: stored[measure][k] for k in ("denominator", "exclusions", "exceptions", "numerator", "cannot_determine")}
+    assert stored["DM020"]["exceptions"] > 0 and stored["DM020"]["exclusions"] == 0  # PCAs are exceptions in 1.3.0
