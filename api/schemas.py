@@ -406,7 +406,7 @@ class DrillPatient(BaseModel):
     name: str | None = None
     practice: str | None
     mdt: str | None
-    group: Literal["numerator", "not-met", "excluded", "not-in-denominator", "cannot-determine"]
+    group: Literal["numerator", "not-met", "excluded", "exception", "not-in-denominator", "cannot-determine"]
     why: str
 
 
@@ -439,6 +439,8 @@ class TrendPoint(BaseModel):
     exceptions: int = 0
     numerator: int
     rate: float | None
+    cannot_determine: int = Field(0, description="Patients whose result could not be determined on that date (a codelist "
+                                  "the measure needs was not supplied): in no count above and not in the rate")
 
 
 class TrendOut(BaseModel):

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from api.db import Engines
 from api.security import Pseudonymiser, Tokens
 from api.throttle import ThrottlePolicy
-from engine.language.library import Library, load_library, protocol_files
+from engine.language.library import Library, library_inputs, load_library
 from engine.registry.access import ServiceKeyRow
 from engine.registry.tables import utcnow
 
@@ -39,7 +39,8 @@ def env_flag(name: str, default: bool) -> bool:
 
 
 class LibraryHolder:
-    """The protocol library, reloaded when any protocol file under the folder changes."""
+    """The protocol library, reloaded when any protocol file or codelist it reads changes (library_inputs: a
+    codelist a site supplies with `carepath codelists import` takes effect without restarting the service)."""
 
     def __init__(self, root: Path, check_every: float = 1.0):
         self.root = Path(root)
@@ -51,7 +52,7 @@ class LibraryHolder:
 
     def _fp(self) -> tuple:
         out = []
-        for f in protocol_files([self.root]):
+        for f in library_inputs([self.root]):
             try:
                 st = f.stat()
             except OSError:

@@ -163,36 +163,57 @@ def p4(results: str, run: str, proto, measure: str, log) -> dict:
         t0 = time.perf_counter()
         rows = measure_by_practice(con, run, proto, measure)
         times.append(time.perf_counter() - t0)
+    counted = ("denominator", "exclusions", "exceptions", "numerator", "cannot_determine")
     stored = {r[0]: tuple(int(x) for x in r[1:]) for r in con.execute(
-        "SELECT practice, sum(denominator), sum(exclusions), sum(numerator) FROM measures WHERE run = ? AND protocol = ? "
-        "AND measure = ? GROUP BY practice", [run, proto.id, measure]).fetchall()}
-    agree = stored == {r["practice"]: (r["denominator"], r["exclusions"], r["numerator"]) for r in rows}
-    # reference: the same counts in plain Python over the same rows
+        "SELECT practice, " + ", ".join(f"sum({c})" for c in counted) + " FROM measures WHERE run = ? AND protocol = ? "
+        "AND version = ? AND measure = ? GROUP BY practice", [run, proto.id, proto.version, measure]).fetchall()}
+    agree = stored == {r["practice"]: tuple(r[c] for c in counted) for r in rows}
+    # reference: the same counts in plain Python over the same rows (QOF personalised care adjustments, i.e.
+    # denominator exceptions, apart; a measure that cannot be determined is counted apart, engine/ir/measure_steps.py)
     t0 = time.perf_counter()
-    fetched = con.execute("SELECT practice, deceased, fired FROM fired WHERE run = ? AND protocol = ?",
-                          [run, proto.id]).fetchall()
+    fetched = con.execute("SELECT practice, deceased, fired FROM fired WHERE run = ? AND protocol = ? AND version = ?",
+                          [run, proto.id, proto.version]).fetchall()
     t1 = time.perf_counter()
     m = next(x for x in proto.measures if x.id == measure)
     k = f"measure:{measure}:"
     py: dict[str, list[int]] = {}
+    und = proto.undetermined
+
+    def blocked(f: set) -> bool:  # as engine.evaluation.evaluator._measure_blocked (DM020 needs no declared cluster)
+        if f"measure:{measure}" not in und:
+            return False
+        for step in ("ip", "den"):
+            if k + step in und:
+                return True
+            if k + step not in f:
+                return False
+        return True
+
     for practice, deceased, fired in fetched:
         f = set(fired)
+        c = py.setdefault(practice, [0, 0, 0, 0, 0])
+        if blocked(f):
+            c[4] += not deceased
+            continue
         den = not deceased and k + "ip" in f and k + "den" in f
         met = den and k + "num" in f
         excl = den and k + "excl" in f and not (m.achievers_kept and met)
-        c = py.setdefault(practice, [0, 0, 0])
+        exc = den and not excl and not met and k + "exc" in f
         c[0] += den
         c[1] += excl
-        c[2] += met and not excl
+        c[2] += exc
+        c[3] += met and not excl
     t2 = time.perf_counter()
     con.close()
     agree = agree and {p: tuple(v) for p, v in py.items()} == stored
-    total = [sum(r[x] for r in rows) for x in ("denominator", "numerator")]
+    total = {x: sum(r[x] for r in rows) for x in counted}
     log(f"P4 {proto.id} {measure} by practice: {min(times) * 1000:.0f} ms best, {max(times) * 1000:.0f} ms worst; "
-        f"{len(rows)} practices, {total[1]} / {total[0]}")
+        f"{len(rows)} practices, {total['numerator']} / {total['denominator']} ({total['exceptions']} exceptions)")
     return {"protocol": proto.key, "measure": measure, "practices": len(rows), "patients_rows": len(fetched),
             "seconds_best": round(min(times), 3), "seconds_worst": round(max(times), 3), "target_seconds": 2.0,
-            "denominator": total[0], "numerator": total[1], "agrees_with_stored_aggregates": agree,
+            "denominator": total["denominator"], "numerator": total["numerator"], "exclusions": total["exclusions"],
+            "exceptions": total["exceptions"], "cannot_determine": total["cannot_determine"],
+            "agrees_with_stored_aggregates": agree,
             "reference_python_seconds": round(t2 - t1, 3), "reference_fetch_seconds": round(t1 - t0, 3)}
 
 

@@ -236,6 +236,13 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
             err.print(f"not published: {item.id} already has version {max(x.version for x in newer)} on file")
             raise typer.Exit(1)
         if kind == "protocol":
+            from engine.language.codelist_checks import made_up_code_problems  # the API's publish applies it too
+            made_up = made_up_code_problems(item)
+            for p in made_up:
+                err.print(str(p))
+            if made_up:
+                err.print(f"not published: {item.key} uses made-up codes (the synthetic code system)")
+                raise typer.Exit(1)
             from engine.language.shared import unpublished_uses
             for u in unpublished_uses(item, manifest):
                 err.print(f"not published: {item.key} uses {u.id}@{u.version}, which is not published "
@@ -266,8 +273,14 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
         return
     previous = [x for x in items if x.id == item.id and x is not item and x.status == "active"]
     console.print(f"published {item.key} (effective {item.effective}); recorded in {root / checks.MANIFEST}")
-    if previous:
-        last = max(previous, key=lambda x: version_key(x.version))
+    # in force on a date: the highest active version effective on or before it (Library.in_force), so a version
+    # with the same effective date as this one is superseded on that date and never in force
+    for x in sorted((x for x in previous if x.effective == item.effective), key=lambda x: version_key(x.version)):
+        console.print(f"{x.key} has the same effective date ({item.effective}): {item.key}, the higher version, is in "
+                      f"force from then, so {x.key} never is (it stays on file, published)")
+    earlier = [x for x in previous if x.effective is None or item.effective is None or x.effective < item.effective]
+    if earlier:
+        last = max(earlier, key=lambda x: version_key(x.version))
         console.print(f"{last.key} stays on file: dates before {item.effective} are evaluated with it")
 
 

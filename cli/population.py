@@ -95,6 +95,8 @@ def evaluate_population(data: Path = typer.Option(Path("var/population"), "--dat
             eligible = v["denominator"] - v["exclusions"] - v.get("exceptions", 0)  # as the audit's rate
             rate = f"{100 * v['numerator'] / eligible:.1f} %" if eligible > 0 else "—"
             console.print(f"  {p['protocol']} {m}: {v['numerator']} / {eligible} ({rate}), denominator {v['denominator']}, "
-                          f"{v['exclusions']} excluded, {v.get('exceptions', 0)} exceptions", highlight=False)
+                          f"{v['exclusions']} excluded, {v.get('exceptions', 0)} exceptions"
+                          + (f", cannot determine for {v['cannot_determine']} (codelist not supplied)"
+                             if v.get("cannot_determine") else ""), highlight=False)
     console.print(f"{summary['patients']} patients in {summary['chunks']} chunks, {summary['seconds']} s. "
                   f"Results: {summary['results']} (run {summary['run']})", highlight=False)

@@ -21,7 +21,7 @@ from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix="/audit", tags=["audit"], responses=API_ERRORS)
 UnitKind = Literal["practice", "mdt", "locality", "area"]
-Group = Literal["numerator", "not-met", "excluded", "not-in-denominator", "cannot-determine"]
+Group = Literal["numerator", "not-met", "excluded", "exception", "not-in-denominator", "cannot-determine"]
 
 
 @router.get("/measures", response_model=AuditOut)
@@ -69,6 +69,8 @@ def _group(m: dict) -> str:
         return "not-in-denominator"
     if m.get("exclusion"):
         return "excluded"
+    if m.get("exception"):  # a denominator exception (QOF personalised care adjustment): not met, not counted against
+        return "exception"
     return "numerator" if m.get("numerator") else "not-met"
 
 
@@ -79,7 +81,7 @@ def drill_down(request: Request, measure: str = Path(..., pattern=r"^[A-Za-z0-9.
                group: list[Group] | None = Query(None, description="Default: every group except not-in-denominator"),
                who: Principal = Depends(require("audit:drilldown")), state: AppState = Depends(get_state)):
     """The patients behind a measure's figures, within your scope. Auditors see pseudonyms, no names."""
-    groups = set(group or ("numerator", "not-met", "excluded", "cannot-determine"))
+    groups = set(group or ("numerator", "not-met", "excluded", "exception", "cannot-determine"))
     with Session(state.engines.read) as s:
         rows = stored_rows(s, protocol, measure)
     found, out, proto_seen = False, [], None
@@ -162,7 +164,7 @@ def trend(measure: ShortText, protocol: ShortText | None = None, unit_kind: Unit
     for r in rows:
         eligible = r.denominator - r.exclusions - r.exceptions
         points.append(TrendPoint(as_of=r.as_of, denominator=r.denominator, exclusions=r.exclusions, exceptions=r.exceptions,
-                                 numerator=r.numerator,
+                                 numerator=r.numerator, cannot_determine=r.cannot_determine or 0,
                                  rate=round(r.numerator / eligible, 4) if eligible > 0 else None))
     return TrendOut(protocol=protocol or (rows[0].protocol if rows else None), measure=measure, unit_kind=unit_kind, unit=unit,
                     points=points)

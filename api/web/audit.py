@@ -22,7 +22,8 @@ Short = Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9._-]*$"
 Measure = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,100}$")]
 UNIT_NAMES = {"practice": "Practice", "mdt": "MDT", "locality": "Locality", "area": "Area"}
 UNIT_PLURALS = {"practice": "Practices", "mdt": "MDTs", "locality": "Localities", "area": "Area"}
-GROUP_NAMES = {"numerator": "Met", "not-met": "Not met", "excluded": "Excluded", "not-in-denominator": "Not in denominator",
+GROUP_NAMES = {"numerator": "Met", "not-met": "Not met", "excluded": "Excluded",
+               "exception": "Exception (personalised care adjustment)", "not-in-denominator": "Not in denominator",
                "cannot-determine": "Cannot determine (codelist not supplied)"}
 MAX_TREND_UNITS = 6
 
@@ -73,7 +74,9 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                                     f"{chosen.measure}: funnel plot of {UNIT_PLURALS[unit_kind].lower()} against the area rate", suppress)
         ctx["no_eligible"] = sorted(u.label for u in units if not u.n)
         ctx["too_few"] = sum(0 < u.n < MIN_TO_RANK for u in units)
-        series = [("Area", [(p.as_of, p.rate) for p in aapi.trend(chosen.measure, chosen.protocol, "area", None, who, state).points])]
+        area_points = aapi.trend(chosen.measure, chosen.protocol, "area", None, who, state).points
+        series = [("Area", [(p.as_of, p.rate) for p in area_points])]
+        ctx["trend_area"] = area_points  # the area's exceptions and cannot-determine counts per reporting date
         for r in sorted(rows, key=lambda r: -(r.denominator - r.exclusions - r.exceptions))[:MAX_TREND_UNITS]:
             pts = aapi.trend(chosen.measure, chosen.protocol, unit_kind, r.unit, who, state).points
             if pts:
@@ -107,7 +110,7 @@ def snapshot_form(request: Request, as_of: str = Form(""), csrf_token_: str = Fo
 @router.get("/audit/{measure}/patients")
 def drill_page(request: Request, measure: Measure, protocol: Short = None,
                unit_kind: Literal["practice", "mdt", "locality", "area"] = "practice", unit: Short = None,
-               group: list[Literal["numerator", "not-met", "excluded", "not-in-denominator", "cannot-determine"]] | None = Query(None),
+               group: list[aapi.Group] | None = Query(None),
                who: Principal = Depends(page_user)):
     state = state_of(request)
     need(request, who, "audit:drilldown")

@@ -150,8 +150,10 @@ def stored_rows(s: Session, protocol: str | None = None, measure: str | None = N
 def take_snapshot(s: Session, library: Library, as_of: dt.date, taken_by: str, now: dt.datetime,
                   problems: list | None = None) -> tuple[int, int]:
     """Evaluate everyone as of `as_of` (nothing but counts is stored) and replace that date's snapshot.
-    A patient whose evaluation fails is left out of the counts and appended to `problems` (an
-    `EvaluationFailed` naming the fact when known) instead of failing the whole snapshot."""
+    A patient whose measure result cannot be determined (a declared codelist not supplied) is counted in
+    `cannot_determine` only, as the live figures count them. A patient whose evaluation fails is left out of
+    the counts and appended to `problems` (an `EvaluationFailed` naming the fact when known) instead of
+    failing the whole snapshot."""
     from engine.app.service import diagnose
 
     protocols = [p for p in library.in_force(as_of) if p.measures]
@@ -180,6 +182,9 @@ def take_snapshot(s: Session, library: Library, as_of: dt.date, taken_by: str, n
                     if row is None:
                         row = counts[key] = AuditSnapshotRow(as_of=as_of, taken_at=now, taken_by=taken_by, protocol=pr.protocol,
                                                              version=pr.version, measure=m.measure, unit_kind=kind, unit=unit)
+                    if m.cannot_determine:  # a codelist not supplied: in no population, counted apart (as Counts.add)
+                        row.cannot_determine = (row.cannot_determine or 0) + 1
+                        continue
                     for name, value in step_counts(m).items():
                         setattr(row, name, (getattr(row, name) or 0) + value)
     for old in s.exec(select(AuditSnapshotRow).where(AuditSnapshotRow.as_of == as_of)):

@@ -433,10 +433,11 @@ def run_case(cf: CaseFile, case: Case, engine: str = "durable") -> Outcome:
             problems.append(f"measure {mid}: not in the protocol's results")
             continue
         why.append(f"measure {mid}: {m.provenance.why}")
-        if isinstance(want, str):  # shorthand: numerator | denominator | excluded | out
+        if isinstance(want, str):  # shorthand: numerator | denominator | excluded | excepted | out
             want = {"numerator": dict(initial_population=True, denominator=True, exclusion=False, numerator=True),
                     "denominator": dict(initial_population=True, denominator=True, exclusion=False, numerator=False),
                     "excluded": dict(denominator=True, exclusion=True, numerator=False),
+                    "excepted": dict(denominator=True, exclusion=False, exception=True, numerator=False),
                     "out": dict(denominator=False, numerator=False)}[want]
         for k in MEASURE_FIELDS + ("exception",):
             if k in want:

@@ -28,6 +28,7 @@ from ruamel.yaml.error import YAMLError
 from engine.language.yaml_limits import yaml_problem
 from engine.app.impact import impact_of_draft
 from engine.language import checks
+from engine.language.codelist_checks import made_up_code_problems
 from engine.language.errors import Location, Problem, ProtocolError
 from engine.language.library import Library, version_key
 from engine.language.loader import load_protocol
@@ -90,6 +91,7 @@ def check(lib: Library, path: Path) -> tuple[Protocol | None, list[Problem]]:
         # e.g. ruamel's ReaderError for control characters, which read_yaml does not turn into a Problem
         return None, [Problem(loc, f"the file could not be read: {e}")]
     problems = list(proto.warnings)
+    problems += made_up_code_problems(proto)  # as `carepath publish` and `carepath validate` refuse them
     if not SAFE_ID.match(proto.id) or not SAFE_VERSION.match(proto.version):
         problems.append(Problem(loc, f"protocol id {proto.id!r} / version {proto.version!r} cannot name a file"))
         return None, problems

@@ -11,7 +11,8 @@
       per version, "published history: superseded versions may keep them";
     * the newest published version (the one in force): a warning per value set saying the version in force
       uses made-up codes and the fix is a new version with published codes (`carepath draft`).
-  Drafts get the error: `carepath publish` (which makes a draft active) refuses while validate has errors,
+  Drafts get the error (`made_up_code_problems`), and `carepath publish` and the API's publish refuse a
+  version with it (they apply the same function to the version being published, which is active by then),
   so a new version can never be published with made-up codes.
 - Rows whose `source` starts with `LOCAL:` (unverified codes written by hand): a warning per value set
   (folded into the one published-history warning for superseded versions).
@@ -72,6 +73,21 @@ def codelist_findings(proto, cache: dict | None = None) -> tuple[list[tuple[str,
     return synthetic, local
 
 
+def made_up_code_problems(proto, cache: dict | None = None) -> list[Problem]:
+    """Errors that refuse publishing `proto`: a value set using the synthetic code system (made-up codes) in a
+    protocol not marked `demo_only: true`. The one check `carepath validate` (drafts), `carepath publish` and the
+    API's publish (engine.app.protocol_store.check) apply, so no route publishes made-up codes."""
+    if proto.demo_only:
+        return []
+    synthetic, _ = codelist_findings(proto, cache)
+    return [Problem(proto.valueset_locations.get(name) or Location(proto.source, 1, 1),
+                    f"{proto.key}: value set {name!r} uses the synthetic code system ({syn} of {n} codes are made up) "
+                    f"in a protocol that is not marked demo_only",
+                    expected="codes from a published codelist, a declared cluster "
+                             "({cluster: NAME, refset: \"...\", publisher: PCD}), or demo_only: true")
+            for name, syn, n in synthetic]
+
+
 def missing_cluster_problems(proto) -> list[Problem]:
     from engine.language.determinacy import blocked_by
     out = []
@@ -117,20 +133,15 @@ def codelist_problems(lib) -> list[Problem]:
                                f"{p.key} (published history, superseded by {newer.key} from {newer.effective}) keeps "
                                f"{'; '.join(parts)}: superseded versions may keep them", severity="warning"))
             continue
-        for name, syn, n in synthetic:
+        if not published:  # a draft: refused (as carepath publish and the API's publish refuse it)
+            out += made_up_code_problems(p, cache)
+        for name, syn, n in synthetic if published and not p.demo_only else ():
             loc = p.valueset_locations.get(name) or Location(p.source, 1, 1)
             msg = f"{p.key}: value set {name!r} uses the synthetic code system ({syn} of {n} codes are made up)"
-            if p.demo_only:
-                continue  # allowed: the protocol says it is for the demo only
-            if published:
-                out.append(Problem(loc, msg + ": the published version in force evaluates real patients with "
-                                              "made-up codes (a published file is never edited)",
-                                   expected=f"a new version with published codes (carepath draft {p.source})",
-                                   severity="warning"))
-            else:
-                out.append(Problem(loc, msg + " in a protocol that is not marked demo_only",
-                                   expected="codes from a published codelist, a declared cluster "
-                                            "({cluster: NAME, refset: \"...\", publisher: PCD}), or demo_only: true"))
+            out.append(Problem(loc, msg + ": the published version in force evaluates real patients with "
+                                          "made-up codes (a published file is never edited)",
+                               expected=f"a new version with published codes (carepath draft {p.source})",
+                               severity="warning"))
         for name, n_local, n in local:
             loc = p.valueset_locations.get(name) or Location(p.source, 1, 1)
             out.append(Problem(loc, f"{p.key}: value set {name!r} has {n_local} of {n} codes from a LOCAL: source "

@@ -88,6 +88,24 @@ def protocol_files(paths: list[Path]) -> list[Path]:
     return files
 
 
+def library_inputs(paths: list[Path]) -> list[Path]:
+    """Every file a library loaded from `paths` is read from: the protocol files and the codelists (every file
+    under a `valuesets` folder beneath them, the site-supplied ones in `valuesets/site/` included, and the
+    folder $CAREPATH_SITE_CODELISTS names). A running service reloads its library when any of them changes
+    (api/state.py), so a codelist a site imports takes effect without a restart."""
+    from engine.language.site_codelists import SITE_ENV
+    import os
+    files = protocol_files(paths)
+    for p in paths:
+        p = Path(p)
+        base = p if p.is_dir() else p.parent
+        files += sorted(f for f in base.rglob("*") if "valuesets" in f.relative_to(base).parts and f.is_file())
+    env = os.environ.get(SITE_ENV, "").strip()
+    if env and Path(env).is_dir():
+        files += sorted(f for f in Path(env).iterdir() if f.is_file())
+    return files
+
+
 def load_library(paths: list[Path] | list[str]) -> Library:
     lib = Library()
     for f in protocol_files([Path(p) for p in paths]):

@@ -10,8 +10,11 @@ SARAH = "9876543210"  # HbA1c 46: below 58, above 45
 
 
 def version(text: str, v: str) -> str:
+    """t2dm 1.0.0 (the service's protocol here) as version v. 1.0.0 uses made-up codes (the synthetic code system,
+    hypoglycaemia-causing medicines): publishing refuses them unless the protocol is marked demo_only, which these
+    tests' versions are (test_publish_refuses_made_up_codes shows the refusal)."""
     assert "\nversion: 1.0.0\n" in text
-    return text.replace("\nversion: 1.0.0\n", f"\nversion: {v}\n", 1)
+    return text.replace("\nversion: 1.0.0\n", f"\nversion: {v}\ndemo_only: true\n", 1)
 
 
 def lower_threshold(text: str) -> str:
@@ -225,6 +228,25 @@ def test_publish(seeded_api):
     assert task["version"] == "1.1.0"
     log = api.get("/access-log", user="admin", params={"username": "clinical.lead", "action": "write"}).json()["items"]
     assert any(x["resource"] == "protocol" and x["detail"].get("published") == "t2dm-annual-care@1.1.0" for x in log)
+
+
+def test_publish_refuses_made_up_codes(fresh_api):
+    """The API's publish refuses the synthetic code system in a protocol not marked demo_only, as `carepath
+    publish` does (one check: engine.language.codelist_checks.made_up_code_problems); validate says so too."""
+    api = fresh_api
+    before = files(api.protocols_dir)
+    text = version(ORIGINAL, "1.1.0").replace("demo_only: true\n", "", 1)
+    for route in ("/protocols/validate", "/protocols/publish"):
+        r = api.post(route, json={"yaml": text})
+        body = r.json()
+        errors = [p for p in body["problems"] if p["severity"] == "error"]
+        assert [e["message"] for e in errors] == ["t2dm-annual-care@1.1.0: value set 'hypo_causing_medicine' uses the "
+                                                  "synthetic code system (4 of 4 codes are made up) in a protocol that "
+                                                  "is not marked demo_only"], body
+        assert errors[0]["line"] == 35
+        assert (r.status_code, body["valid"]) == ((200, False) if route.endswith("validate") else (422, False))
+    assert files(api.protocols_dir) == before  # nothing published
+    assert api.post("/protocols/publish", json={"yaml": version(ORIGINAL, "1.1.0")}).status_code == 201  # demo_only
 
 
 def test_published_versions_are_frozen_like_the_cli_ones(fresh_api):

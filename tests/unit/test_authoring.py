@@ -241,6 +241,20 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     # and from now on the published text cannot change
     new.write_text(text + "# a comment\n", encoding="utf-8")
     assert "hypertension@1.1.0 was published on 2026-12-01" in flat(cli("validate", lib).output)
+    new.write_text(text, encoding="utf-8")
+    # a correction published with the same effective date supersedes 1.1.0 from that date (the highest version in
+    # force wins): publish says so instead of claiming 1.1.0 is used before it
+    assert cli("draft", new).exit_code == 0
+    newer = lib / "hypertension@1.2.0.yaml"
+    r = cli("publish", newer, "--effective", "2027-01-01", "--today", "2026-12-02")
+    assert r.exit_code == 0, r.output
+    out = flat(r.output)
+    assert ("hypertension@1.1.0 has the same effective date (2027-01-01): hypertension@1.2.0, the higher version, "
+            "is in force from then, so hypertension@1.1.0 never is") in out
+    assert "hypertension@1.0.0 stays on file: dates before 2027-01-01 are evaluated with it" in out
+    lib_ = load_library([lib])
+    assert [p.key for p in lib_.in_force(dt.date(2026, 12, 31))] == ["hypertension@1.0.0"]
+    assert [p.key for p in lib_.in_force(dt.date(2027, 1, 1))] == ["hypertension@1.2.0"]
 
 
 # the first rows of NHS drug refset ACE_COD as published (opensafely/nice_gout@2d906ec38d313e1e492c520f60539073d528f571
@@ -333,15 +347,16 @@ def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path
     r = cli("docs", ROOT / "protocols", "--out", tmp_path / "docs", "--as-of", "2026-11-20")
     assert r.exit_code == 0, r.output
     index = (tmp_path / "docs" / "index.md").read_text(encoding="utf-8")
-    # the latest version is documented: 1.2.0 is published, in force from 2027-04-01 (not yet on 2026-11-20)
-    assert "| Type 2 diabetes annual care | 1.2.0 | active |" in index
-    t2dm = (tmp_path / "docs" / "t2dm-annual-care@1.2.0.md").read_text(encoding="utf-8")
+    # the latest version is documented: 1.3.0 is published, in force from 2027-04-01 (not yet on 2026-11-20)
+    assert "| Type 2 diabetes annual care | 1.3.0 | active |" in index
+    t2dm = (tmp_path / "docs" / "t2dm-annual-care@1.3.0.md").read_text(encoding="utf-8")
     for text in ("## Who is on it", "## What is due when, and who does it", "## What triggers action or escalation",
                  "## How it is audited", "**Evidence:** NICE NG28",
                  "### Diabetic eye screening (2-yearly, lowest risk) - only when retinal low risk",
                  "community-podiatry-north-east (routine 20 working days, urgent 2 working days) [pilot-area-roles@1.0.0]: "
                  "east-1, east-2, north-1, north-2",
-                 "- escalation: **Active foot problem - discuss at MDT** to the patient's MDT case conference (urgent)"):
+                 "- escalation: **Active foot problem - discuss at MDT** to the patient's MDT case conference (urgent)",
+                 "  - exceptions: "):  # 1.3.0: QOF personalised care adjustments are denominator exceptions
         assert text in t2dm, text
     risk = (tmp_path / "docs" / "risk-stratification@1.1.0.md").read_text(encoding="utf-8")  # the latest version
     assert "- score: **risk score** = the sum of: + ltc count; +2 if admissions 12m ≥ 1; +2 if admissions 12m ≥ 2" in risk

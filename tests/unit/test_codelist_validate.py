@@ -93,6 +93,24 @@ def test_synthetic_codes_in_a_protocol_not_marked_demo_only_is_an_error(root):
     assert code == 0 and not [p for p in problems if "synthetic" in p["message"]]
 
 
+def test_publish_refuses_made_up_codes(root):
+    """`carepath publish` makes the draft active before checking the library, where an active version's made-up
+    codes are only a warning (published history): publish itself applies the draft's check to the version it
+    publishes (the API's publish too: tests/api/test_api_protocols.py)."""
+    (root / "p.yaml").write_text(protocol("1.0.0", SYNTHETIC_VS, status="draft"), encoding="utf-8")
+    (root / "p.tests.yaml").write_text("protocol: p.yaml\ndefaults: {as_of: 2026-11-20, patient: {birth_date: 1960-05-01}}\n"
+                                       "cases:\n  - name: no diabetes\n    facts: []\n    expect: {on_register: false}\n",
+                                       encoding="utf-8")
+    r = runner.invoke(app, ["publish", str(root / "p.yaml"), "--effective", "2026-01-01"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and "not published: codes-check@1.0.0 uses made-up codes" in out
+    assert "value set 'thing' uses the synthetic code system (1 of 1 codes are made up)" in out
+    assert "status: draft" in (root / "p.yaml").read_text(encoding="utf-8") and not (root / "published.lock").exists()
+    (root / "p.yaml").write_text(protocol("1.0.0", SYNTHETIC_VS, status="draft", extra="demo_only: true\n"), encoding="utf-8")
+    r = runner.invoke(app, ["publish", str(root / "p.yaml"), "--effective", "2026-01-01"])
+    assert r.exit_code == 0, r.output
+
+
 def test_demo_only_must_be_yes_or_no(root):
     (root / "p.yaml").write_text(protocol("1.0.0", SYNTHETIC_VS, extra="demo_only: perhaps\n"), encoding="utf-8")
     code, problems = validate(root)

@@ -112,12 +112,13 @@ def test_population_run_matches_per_patient_measures(tmp_path):
         on_register += res.on_register
         for m in res.measures:
             w = want.setdefault(m.measure, {"initial_population": 0, "denominator": 0, "exclusions": 0, "exceptions": 0,
-                                            "numerator": 0})
+                                            "numerator": 0, "cannot_determine": 0})
             w["initial_population"] += m.initial_population
             w["denominator"] += m.denominator
             w["exclusions"] += m.exclusion
             w["exceptions"] += m.exception
             w["numerator"] += m.numerator
+            w["cannot_determine"] += bool(m.cannot_determine)
     assert got == want
     assert summary["protocols"][0]["on_register"] == on_register > 0
     again = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, log=lambda m: None)
@@ -356,7 +357,7 @@ def test_population_run_counts_exceptions_and_episodes_as_the_per_patient_engine
     summary = evaluate_population_run(tmp_path / "population.duckdb", [proto], end, start, workers=1,
                                       results=tmp_path / "results.duckdb", log=lambda m: None)
     (p,) = summary["protocols"]
-    assert p["measures"][measure.id] == want, p
+    assert p["measures"][measure.id] == {**want, "cannot_determine": 0}, p
     if kit in ("CMS135", "CMS144", "CMS2", "CMS22", "CMS69"):
         assert want["exceptions"] > 0
     if kit == "CMS22":
@@ -374,32 +375,59 @@ def test_population_run_counts_exceptions_and_episodes_as_the_per_patient_engine
         res.close()
 
 
-def test_population_run_of_every_protocol_equals_the_per_patient_counts(tmp_path):
+@pytest.mark.parametrize("as_of", [dt.date(2026, 12, 31), dt.date(2027, 6, 30)])
+def test_population_run_of_every_protocol_equals_the_per_patient_counts(tmp_path, as_of):
     """Every protocol in force over a generated population (eCQM ones included): the run's counts of every
     population equal the per-patient evaluations summed with the audit's own reading (engine.app.audit.step_counts).
-    (The generated people have no denominator exceptions or eCQM episodes: the conformance decks test above
-    has them.)"""
+    (The generated people have no eCQM episodes: the conformance decks test above has them.) From 2027-04-01 the
+    versions in force declare clusters the site has not supplied: the patients whose result cannot be determined
+    are counted apart (`cannot_determine`), patient by patient as the evaluator decides it."""
     from engine.app.audit import step_counts
     from engine.engines.duckdb.run import evaluate_population_run
     from engine.evaluation.evaluator import Options, evaluate
     from engine.language.library import load_library
 
-    as_of = dt.date(2026, 12, 31)
-    write_population(tmp_path / "pop", 150, seed=21, as_of=as_of, workers=1)
+    data_as_of = min(as_of, AS_OF)  # people generated up to today (no record may be dated in the future)
+    write_population(tmp_path / "pop", 150, seed=21, as_of=data_as_of, workers=1)
     protos = load_library([ROOT / "protocols"]).in_force(as_of)
     assert any(m.has_exceptions for p in protos for m in p.measures) and any(m.episode_based for p in protos for m in p.measures)
     summary = evaluate_population_run(tmp_path / "pop", protos, as_of, workers=2, chunk_size=80, log=lambda m: None)
     got = {p["protocol"]: p["measures"] for p in summary["protocols"] if p["measures"]}
     want: dict = {}
-    for rec in generate(150, seed=21, as_of=as_of):
+    for rec in generate(150, seed=21, as_of=data_as_of):
         for res in evaluate(rec, protos, as_of=as_of, options=Options(engine="python")).protocols:
             undetermined = next(p for p in protos if p.id == res.protocol).undetermined
             for m in res.measures:
                 if f"measure:{m.measure}" in undetermined:  # a codelist not supplied: the run leaves it out (section 12a)
                     continue
                 w = want.setdefault(f"{res.protocol}@{res.version}", {}).setdefault(
-                    m.measure, dict.fromkeys(("initial_population", "denominator", "exclusions", "exceptions", "numerator"), 0))
+                    m.measure, dict.fromkeys(("initial_population", "denominator", "exclusions", "exceptions", "numerator",
+                                              "cannot_determine"), 0))
                 for k, v in step_counts(m).items():
                     w[k] += v
+                w["cannot_determine"] += bool(m.cannot_determine)
     assert got == want
     assert sum(v["denominator"] for ms in want.values() for v in ms.values()) > 0
+    if as_of >= dt.date(2027, 4, 1):  # declared clusters not supplied: some results cannot be determined
+        assert sum(v["cannot_determine"] for ms in want.values() for v in ms.values()) > 0
+
+
+def test_bench_p4_counts_exceptions_and_agrees_with_the_stored_run(tmp_path):
+    """The population benchmark's P4 (one measure by practice from a stored run) counts denominator exceptions
+    (QOF personalised care adjustments, t2dm-annual-care 1.3.0) and cannot-determine apart, and its plain-Python
+    reference over the stored rows agrees with the run's own aggregates."""
+    from benchmarks.bench_population import p4
+    from engine.engines.duckdb.run import evaluate_population_run
+    from engine.language.loader import load_protocol
+
+    as_of = dt.date(2026, 11, 20)  # the version given explicitly (in force from 2027-04-01); people up to this date
+    write_population(tmp_path / "pop", 400, seed=5, as_of=as_of, workers=1)
+    proto = load_protocol(ROOT / "protocols" / "t2dm-annual-care@1.3.0.yaml")
+    summary = evaluate_population_run(tmp_path / "pop", [proto], as_of, workers=1, log=lambda m: None)
+    stored = summary["protocols"][0]["measures"]
+    for measure in ("DM020", "DM036"):
+        out = p4(summary["results"], summary["run"], proto, measure, lambda m: None)
+        assert out["agrees_with_stored_aggregates"], out
+        assert {k: out[k] for k in ("denominator", "exclusions", "exceptions", "numerator", "cannot_determine")} == {
+            k: stored[measure][k] for k in ("denominator", "exclusions", "exceptions", "numerator", "cannot_determine")}
+    assert stored["DM020"]["exceptions"] > 0 and stored["DM020"]["exclusions"] == 0  # PCAs are exceptions in 1.3.0

@@ -11,13 +11,15 @@ from engine.engines.duckdb import batch
 from engine.engines.duckdb.run import _measure_sql
 from engine.language.model import Protocol
 
-COLUMNS = ("initial_population", "denominator", "exclusions", "exceptions", "numerator")
+COLUMNS = ("initial_population", "denominator", "exclusions", "exceptions", "numerator", "cannot_determine")
 
 
 def measure_by_practice(con, run: str, proto: Protocol, measure: str) -> list[dict]:
-    """[{practice, initial_population, denominator, exclusions, exceptions, numerator, rate, basis}] for one
-    measure of one protocol in a run, from the per-patient rows of `con` (a connection to the results file).
-    The rate is over the denominator less exclusions and exceptions (as engine.app.audit.Counts.rate)."""
+    """[{practice, initial_population, denominator, exclusions, exceptions, numerator, cannot_determine, rate,
+    basis}] for one measure of one protocol in a run, from the per-patient rows of `con` (a connection to the
+    results file). The rate is over the denominator less exclusions and exceptions (as
+    engine.app.audit.Counts.rate); patients whose result cannot be determined (a declared codelist not supplied)
+    are in `cannot_determine` only."""
     parts = {ms.measure: ms for ms in _measure_sql(proto, lambda key: f"list_contains(fired, {batch.lit(key)})")}
     if measure not in parts:
         raise KeyError(f"{proto.key} has no measure {measure!r} (it has {', '.join(sorted(parts)) or 'none'})")

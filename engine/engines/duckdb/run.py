@@ -11,10 +11,12 @@ Input: a population folder (`<table>/*.parquet` as written by engine/synthetic/g
     run_protocols   run, protocol, version, patients, seconds, finished          <- one row per protocol done
     fired           run, protocol, version, chunk, nhs_number, practice, deceased, fired  (condition keys that held)
     measures        run, protocol, version, chunk, measure, practice, mdt, locality,
-                    initial_population, denominator, exclusions, numerator, exceptions, basis,
+                    initial_population, denominator, exclusions, numerator, exceptions, basis, cannot_determine,
                     value_sum, value_patients, value_missing
                     (engine/ir/measure_steps.py, as the per-patient engines count them: denominator
-                    exceptions apart; a measure with basis 'episode' counts each episode, CMS22; a measure
+                    exceptions apart; a measure with basis 'episode' counts each episode, CMS22;
+                    cannot_determine: patients whose result needs a declared codelist the site has not
+                    supplied, in no other column, as the evaluator and the live audit count them; a measure
                     with `value:` adds its values up over the patients in the denominator and not excluded,
                     and counts those with a value and those whose value is missing; NULL for other measures)
     measure_values  run, protocol, version, chunk, measure, nhs_number, practice, mdt, locality, value
@@ -88,7 +90,8 @@ CREATE TABLE IF NOT EXISTS res.fired (run VARCHAR, protocol VARCHAR, version VAR
     nhs_number VARCHAR, practice VARCHAR, deceased BOOLEAN, fired VARCHAR[]);
 CREATE TABLE IF NOT EXISTS res.measures (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER, measure VARCHAR,
     practice VARCHAR, mdt VARCHAR, locality VARCHAR, initial_population BIGINT, denominator BIGINT, exclusions BIGINT,
-    numerator BIGINT, exceptions BIGINT, basis VARCHAR, value_sum DOUBLE, value_patients BIGINT, value_missing BIGINT);
+    numerator BIGINT, exceptions BIGINT, basis VARCHAR, cannot_determine BIGINT, value_sum DOUBLE, value_patients BIGINT,
+    value_missing BIGINT);
 CREATE TABLE IF NOT EXISTS res.measure_values (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
     measure VARCHAR, nhs_number VARCHAR, practice VARCHAR, mdt VARCHAR, locality VARCHAR, value DOUBLE);
 CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version VARCHAR, chunk INTEGER,
@@ -106,7 +109,7 @@ class MeasureSQL:
     patient-based measure, the number of the patient's episodes in each population for an episode-based one."""
     measure: str
     basis: str  # patient | episode
-    counts: dict
+    counts: dict  # the COUNTED columns and "cannot_determine"
     counted: str | None = None  # measures with `value:`: SQL for "this patient's value counts" (denominator, not excluded)
 
 
@@ -120,10 +123,9 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
     conds = set(batch.lowered_for(proto).conditions)
     part_sql = part_sql or batch.ident
     out = []
+    und = proto.undetermined
     for m in proto.measures:
         key = f"measure:{m.id}"
-        if key in proto.undetermined:  # a missing codelist: left out (listed in the run summary), never counted as not met
-            continue
         steps = measure_steps.steps(m)
         suffixes = [f"#{k}" for k in range(1, m.episodes_at_most + 1)] if m.episode_based else [""]
         counts = {}
@@ -139,16 +141,40 @@ def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
         if m.has_value:
             counted = (f"({measure_steps.to_sql(steps['den'], lambda part: part_sql(f'{key}:{part}') if f'{key}:{part}' in conds else 'FALSE', m.counts_deceased)} "
                        f"AND NOT {measure_steps.to_sql(steps['excl'], lambda part: part_sql(f'{key}:{part}') if f'{key}:{part}' in conds else 'FALSE', m.counts_deceased)})")
+        counts["cannot_determine"] = "0"
+        if key in und:  # a missing codelist: those it leaves undecided are counted apart, never as not met
+            blocked = _blocked_sql(m, key, und, conds, part_sql)
+            counts = {c: f"(CASE WHEN {blocked} THEN 0 ELSE {sql} END)" for c, sql in counts.items()}
+            alive = "TRUE" if m.counts_deceased else "(NOT deceased)"
+            counts["cannot_determine"] = f"CAST({alive} AND {blocked} AS INTEGER)"
+            if counted is not None:
+                counted = f"({counted} AND NOT {blocked})"
         out.append(MeasureSQL(m.id, "episode" if m.episode_based else "patient", counts, counted))
     return out
 
 
+def _blocked_sql(m, key: str, und: dict, conds: set, part_sql) -> str:
+    """SQL for "this patient's result of measure `m` cannot be determined", as the evaluator decides it
+    (engine.evaluation.evaluator._measure_blocked): a measure counted per episode, or a step needing a missing
+    codelist that the patient reaches (out of a determined initial population or denominator: out, decided, and
+    counted in those populations as usual)."""
+    if m.episode_based or "population" in und:
+        return "TRUE"
+    reached = []
+    for step in ("ip", "den"):
+        k = f"{key}:{step}"
+        if k in und:
+            break
+        reached.append(part_sql(k) if k in conds else "FALSE")
+    return "(" + " AND ".join(reached or ["TRUE"]) + ")"
+
+
 def _stored_measures(con, run: str, proto: Protocol) -> dict:
     rows = con.execute("SELECT measure, sum(initial_population), sum(denominator), sum(exclusions), sum(exceptions), "
-                       "sum(numerator) FROM res.measures WHERE run = ? AND protocol = ? AND version = ? "
-                       "GROUP BY measure ORDER BY measure", [run, proto.id, proto.version]).fetchall()
+                       "sum(numerator), sum(cannot_determine) FROM res.measures WHERE run = ? AND protocol = ? "
+                       "AND version = ? GROUP BY measure ORDER BY measure", [run, proto.id, proto.version]).fetchall()
     return {m: {"initial_population": int(ip), "denominator": int(d), "exclusions": int(e), "exceptions": int(x),
-                "numerator": int(n)} for m, ip, d, e, x, n in rows}
+                "numerator": int(n), "cannot_determine": int(u)} for m, ip, d, e, x, n, u in rows}
 
 
 def _open_results(con, results: Path) -> None:
@@ -166,6 +192,9 @@ def _open_results(con, results: Path) -> None:
     if "exceptions" not in cols:
         raise FileNotFoundError(f"{results} was written by an older carepath (measures without denominator "
                                 f"exceptions and episode counts); use a new --results file")
+    if "cannot_determine" not in cols:
+        raise FileNotFoundError(f"{results} was written by an older carepath (measures without the count of "
+                                f"patients whose result cannot be determined); use a new --results file")
     if "value_sum" not in cols:
         raise FileNotFoundError(f"{results} was written by an older carepath (measures without values); "
                                 f"use a new --results file")
@@ -198,6 +227,7 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
     for ms in _measure_sql(proto):
         sums = ", ".join(f"CAST(coalesce(sum({ms.counts[c]}), 0) AS BIGINT)"
                          for c in ("initial_population", "denominator", "exclusions", "numerator", "exceptions"))
+        undetermined = f"CAST(coalesce(sum({ms.counts['cannot_determine']}), 0) AS BIGINT)"
         if ms.counted is not None:  # `value:`: the number where it counts, NULL where it is missing
             col, pcol = values[f"measure:{ms.measure}:value"]
             vsql = (f"CASE WHEN {ms.counted}{f' AND {batch.ident(pcol)}' if pcol else ''} "
@@ -209,7 +239,7 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
         else:
             value_cols = "CAST(NULL AS DOUBLE), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT)"
         measures.append(f"SELECT {meta}, {batch.lit(ms.measure)}, practice, mdt, locality, {sums}, {batch.lit(ms.basis)}, "
-                        f"{value_cols} FROM cur GROUP BY practice, mdt, locality")
+                        f"{undetermined}, {value_cols} FROM cur GROUP BY practice, mdt, locality")
     out.mkdir(parents=True, exist_ok=True)
     parts = {"fired": f"SELECT {meta}, nhs_number, practice, deceased, {fired_list} FROM cur",
              "registers": f"SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) FROM cur GROUP BY practice",
