@@ -32,6 +32,7 @@ def test_population_run_stores_the_values_the_per_patient_engine_gives(tmp_path,
     stored = {(nhs, m): v for nhs, m, v in con.execute("SELECT nhs_number, measure, value FROM measure_values").fetchall()}
     sums = {m: (s, c, x) for m, s, c, x in con.execute(
         "SELECT measure, sum(value_sum), sum(value_patients), sum(value_missing) FROM measures GROUP BY measure").fetchall()}
+    undetermined = dict(con.execute("SELECT measure, sum(cannot_determine) FROM measures GROUP BY measure").fetchall())
     con.close()
     want, totals = {}, {}
     for row in value_rows(generate(n, seed=19, as_of=AS_OF), [outcomes], AS_OF):
@@ -45,8 +46,14 @@ def test_population_run_stores_the_values_the_per_patient_engine_gives(tmp_path,
     for mid, (total, people) in totals.items():
         s, c, _ = sums[mid]
         assert c == people and (s or 0.0) == pytest.approx(total)
-    # A&E: the cluster is not supplied, so no person has an A&E number (cannot determine, never 0)
-    assert not any(m.startswith("ae-") for _, m in stored) and "ae-diabetes" not in sums   # left out, listed apart
+    # A&E: the cluster is not supplied, so no person has an A&E number (cannot determine, never 0): no rows,
+    # no sums, and the cohort's people counted apart as the per-patient engine says
+    blocked = {}
+    for row in value_rows(generate(n, seed=19, as_of=AS_OF), [outcomes], AS_OF):
+        if row["cannot_determine"]:  # the outcome measures count people who died in the period (counts_deceased)
+            blocked[row["measure"]] = blocked.get(row["measure"], 0) + 1
+    assert not any(m.startswith("ae-") for _, m in stored) and sums["ae-diabetes"] == (None, None, None)
+    assert {m: c for m, c in undetermined.items() if c} == blocked and blocked.get("ae-75-plus")
 
 
 def test_person_values_api(outcomes):

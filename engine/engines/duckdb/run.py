@@ -228,7 +228,9 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
         sums = ", ".join(f"CAST(coalesce(sum({ms.counts[c]}), 0) AS BIGINT)"
                          for c in ("initial_population", "denominator", "exclusions", "numerator", "exceptions"))
         undetermined = f"CAST(coalesce(sum({ms.counts['cannot_determine']}), 0) AS BIGINT)"
-        if ms.counted is not None:  # `value:`: the number where it counts, NULL where it is missing
+        # `value:`: the number where it counts, NULL where it is missing; a value needing a codelist the site
+        # has not supplied is not compiled at all (its patients are in cannot_determine): NULL columns, no rows
+        if ms.counted is not None and f"measure:{ms.measure}:value" in values:
             col, pcol = values[f"measure:{ms.measure}:value"]
             vsql = (f"CASE WHEN {ms.counted}{f' AND {batch.ident(pcol)}' if pcol else ''} "
                     f"THEN CAST({batch.ident(col)} AS DOUBLE) END")
