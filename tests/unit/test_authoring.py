@@ -316,7 +316,8 @@ def test_as_of_a_past_date_uses_the_version_then_in_force_and_outputs_name_it():
                                                     "ecqm-cms165-controlling-high-blood-pressure",
                                                     "ecqm-cms135-hf-ace-arb-arni", "ecqm-cms144-hf-beta-blocker",
                                                     "ecqm-cms2-depression-screening", "ecqm-cms159-depression-remission",
-                                                    "ecqm-cms69-bmi-screening", "ecqm-cms22-bp-screening"}
+                                                    "ecqm-cms69-bmi-screening", "ecqm-cms22-bp-screening",
+                                                    "pilot-outcomes"}  # effective 2026-04-01 (issue 19)
     assert "Refer to diabetes structured education" not in {t.title for t in t_old.tasks}
     assert "Refer to diabetes structured education" in {t.title for t in t_new.tasks}
     for p in new.protocols:
