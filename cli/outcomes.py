@@ -40,6 +40,7 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
            from_measures: bool = typer.Option(False, "--from-measures", help="Count with the protocol language's outcome measures (pilot-outcomes, value:) instead of the direct adapter: every record is evaluated once a month, so slow"),
            population: Optional[Path] = typer.Option(None, "--population", help="Count with the protocol's outcome measures (pilot-outcomes) over this population folder (`carepath generate`) with the DuckDB batch engine, month by month (cohorts: diabetes, 75-plus, frailty, tier-1..3; docs/outcomes.md)"),
            chunk: int = typer.Option(62_500, "--chunk", help="With --population: patients per chunk (memory)"),
+           workers: int = typer.Option(2, "--workers", help="With --population: worker processes"),
            months: Optional[int] = typer.Option(None, "--months", help="With --from-measures or --population: only the last N months"),
            protocols: Path = typer.Option(Path("protocols"), "--protocols", help="With --from-measures or --population: the protocol folder"),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON here"),
@@ -60,7 +61,7 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
             err.print(f"no pilot-outcomes protocol in {protocols}")
             raise typer.Exit(2)
         try:
-            table = from_population(population, proto, ref, months=months, chunk_size=chunk,
+            table = from_population(population, proto, ref, months=months, chunk_size=chunk, workers=workers,
                                     log=lambda m: err.print(m, highlight=False))
         except FileNotFoundError as e:
             err.print(str(e))

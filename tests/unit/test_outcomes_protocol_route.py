@@ -28,7 +28,7 @@ def route(tmp_path_factory):
     proto = load_protocol(ROOT / "protocols" / "pilot-outcomes.yaml")
     folder = tmp_path_factory.mktemp("pop")
     write_population(folder, N, seed=SEED, as_of=AS_OF, workers=1, outcomes=OutcomeModel())
-    table = from_population(folder, proto, AS_OF, months=MONTHS, chunk_size=150)  # 3 chunks
+    table = from_population(folder, proto, AS_OF, months=MONTHS, chunk_size=150, workers=2)  # 3 chunks, 2 processes
     records = list(generate(N, seed=SEED, as_of=AS_OF, outcomes=OutcomeModel()))
     return table, records
 

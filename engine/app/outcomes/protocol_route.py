@@ -80,10 +80,34 @@ def _month_rows(con, proto: Protocol, first: dt.date, last: dt.date) -> list[tup
     return rows
 
 
+_JOB: dict = {}  # what forked workers inherit (the protocol need not be pickled)
+
+
+def _chunk(lo: int, hi: int) -> tuple[int, list, float, float]:
+    """In a worker (or in-process): one chunk's rows for every month; (lo, [(month index, rows)], load s, months s)."""
+    job = _JOB
+    con = job.get("con")
+    if con is None:
+        con = job["con"] = open_population(job["data"], threads=1, first=job["first"])
+    t0 = time.perf_counter()
+    population_run._load_chunk(con, lo, hi)
+    t1 = time.perf_counter()
+    out = [(m, _month_rows(con, job["proto"], first, last)) for m, first, last in job["months"]]
+    return lo, out, t1 - t0, time.perf_counter() - t1
+
+
+def _chunk_task(args):
+    return _chunk(*args)
+
+
 def from_population(data: Path, proto: Protocol, as_of: dt.date, months: int | None = None,
-                    chunk_size: int = DEFAULT_CHUNK, first: int | None = None, log=None) -> OutcomeTable:
+                    chunk_size: int = DEFAULT_CHUNK, first: int | None = None, workers: int = 1,
+                    log=None) -> OutcomeTable:
     """The outcome table of the population at `data` (a `carepath generate` folder or a population.duckdb)
-    from `proto`'s outcome measures, for the complete months before `as_of` (the last `months` of them)."""
+    from `proto`'s outcome measures, for the complete months before `as_of` (the last `months` of them).
+    `workers` > 1: chunks in forked worker processes (one DuckDB thread each), as evaluate-population."""
+    from multiprocessing import get_context
+
     t = OutcomeTable(as_of, source=f"protocol measures {proto.id}@{proto.version} (DuckDB batch engine)")
     keep = list(range(len(t.months) - months if months else 0, len(t.months)))
     for m in proto.measures:  # declared clusters not supplied: the outcome cannot be determined, never 0
@@ -92,20 +116,24 @@ def from_population(data: Path, proto: Protocol, as_of: dt.date, months: int | N
         if outcome and m.has_value and key in proto.undetermined:
             t.unavailable[outcome] = "codelist not supplied: " + ", ".join(proto.undetermined[key])
     con = open_population(Path(data), threads=1, first=first)
+    lo_pid, hi_pid, t.people = con.execute("SELECT coalesce(min(pid), 0), coalesce(max(pid), -1), count(*) "
+                                            "FROM patients").fetchone()
+    con.close()
     t.timings = {"load_seconds": 0.0, "month_seconds": 0.0}
+    bounds = [(m, t.months[m], _next_month(t.months[m]) - dt.timedelta(days=1)) for m in keep]
+    tasks = [(lo, lo + chunk_size) for lo in range(lo_pid, hi_pid + 1, chunk_size)]
+    _JOB.clear()
+    _JOB.update(data=Path(data), first=first, proto=proto, months=bounds)
+    pool = get_context("fork").Pool(min(workers, len(tasks))) if workers > 1 and len(tasks) > 1 else None
     try:
-        lo_pid, hi_pid, t.people = con.execute("SELECT coalesce(min(pid), 0), coalesce(max(pid), -1), count(*) "
-                                                "FROM patients").fetchone()
-        for lo in range(lo_pid, hi_pid + 1, chunk_size):
-            t0 = time.perf_counter()
-            population_run._load_chunk(con, lo, lo + chunk_size)
-            t.timings["load_seconds"] += time.perf_counter() - t0
-            for m in keep:
-                t0 = time.perf_counter()
-                start = t.months[m]
-                end = _next_month(start) - dt.timedelta(days=1)
+        results = pool.imap_unordered(_chunk_task, tasks) if pool else map(_chunk_task, tasks)
+        for lo, per_month, load_s, month_s in results:
+            t.timings["load_seconds"] += load_s
+            t.timings["month_seconds"] += month_s
+            for m, rows in per_month:
+                start, end = t.months[m], _next_month(t.months[m]) - dt.timedelta(days=1)
                 years = ((end - start).days + 1) / 365.25
-                for measure, practice, mdt, locality, b, sex, people, vsum in _month_rows(con, proto, start, end):
+                for measure, practice, mdt, locality, b, sex, people, vsum in rows:
                     if not practice:
                         continue
                     outcome, cohort = split_measure(measure)
@@ -116,11 +144,16 @@ def from_population(data: Path, proto: Protocol, as_of: dt.date, months: int | N
                         cell.person_years[m] += people * years
                     if vsum is not None:
                         cell.counts[outcome][m] += vsum
-                t.timings["month_seconds"] += time.perf_counter() - t0
             if log:
                 log(f"people {lo}-{min(lo + chunk_size, hi_pid + 1) - 1}: {len(keep)} months done")
     finally:
-        con.close()
+        if pool:
+            pool.terminate()
+            pool.join()
+        c = _JOB.pop("con", None)
+        if c is not None:
+            c.close()
+        _JOB.clear()
     if months:  # report only the months evaluated
         t.months = t.months[len(t.months) - months:]
         for cell in t.cells.values():
