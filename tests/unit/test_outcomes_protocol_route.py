@@ -137,3 +137,23 @@ def test_ae_cannot_be_determined_without_the_sites_cluster(route):
         build(table, Options(cohort="75-plus", outcome="ae_attendance"))
     rep = build(table, Options(cohort="75-plus", outcome="emergency_admission"))
     assert rep["source"].startswith("protocol measures pilot-outcomes@")
+
+
+def test_outcomes_report_from_a_population_folder(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    write_population(tmp_path / "pop", 300, seed=SEED, as_of=AS_OF, workers=1, outcomes=OutcomeModel())
+    out = tmp_path / "report.json"
+    args = ["outcomes", "report", "--population", str(tmp_path / "pop"), "--as-of", AS_OF.isoformat(),
+            "--months", "2", "--workers", "1"]
+    r = CliRunner().invoke(app, args + ["--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(out.read_text())
+    assert rep["people"] == 300 and rep["cohort"] == "75-plus" and len(rep["series"]) == 2
+    assert rep["source"].startswith("protocol measures pilot-outcomes@1.0.0")
+    ae = CliRunner().invoke(app, args + ["--outcome", "ae_attendance"])
+    assert ae.exit_code == 2 and "AE_ATTENDANCE" in ae.output
