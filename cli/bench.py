@@ -185,3 +185,19 @@ def bench_summary(files: list[Path] = typer.Argument(..., help="Result files of 
 
 
 # ---- audit verify-log: the access log's hash chain (engine/registry/logchain.py) ---------------------------------
+
+
+@bench_app.command("outcomes")
+def bench_outcomes(patients: int = typer.Option(100000, "--patients"), months: int = typer.Option(12, "--months"),
+                   seed: int = typer.Option(1, "--seed"), as_of: str = typer.Option("2026-11-30", "--as-of"),
+                   data: Optional[Path] = typer.Option(None, "--data", help="An existing population folder (`carepath generate`)"),
+                   workers: int = typer.Option(2, "--workers"), chunk: int = typer.Option(62500, "--chunk"),
+                   as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """The outcome measures (pilot-outcomes) month by month over a population, into the outcome table."""
+    from benchmarks.bench_outcomes import run as run_bench
+
+    out = run_bench(patients, months, seed, _date(as_of, "--as-of"), data, workers, chunk,
+                    log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"outcomes {out['patients']} patients x {months} months: {out['seconds']} s "
+               f"(cpu {out['cpu_seconds']} s, load {out['load_average_before'][0]}); 750,000 extrapolated "
+               f"{out['extrapolated']['seconds_linear']} s")

@@ -38,8 +38,11 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
            plant: Optional[float] = typer.Option(None, "--plant-effect", help="Synthetic only: plant this relative change (e.g. -0.10) in emergency admissions of the pilot practices from --start"),
            database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default DATABASE_URL)"),
            from_measures: bool = typer.Option(False, "--from-measures", help="Count with the protocol language's outcome measures (pilot-outcomes, value:) instead of the direct adapter: every record is evaluated once a month, so slow"),
-           months: Optional[int] = typer.Option(None, "--months", help="With --from-measures: only the last N months"),
-           protocols: Path = typer.Option(Path("protocols"), "--protocols", help="With --from-measures: the protocol folder"),
+           population: Optional[Path] = typer.Option(None, "--population", help="Count with the protocol's outcome measures (pilot-outcomes) over this population folder (`carepath generate`) with the DuckDB batch engine, month by month (cohorts: diabetes, 75-plus, frailty, tier-1..3; docs/outcomes.md)"),
+           chunk: int = typer.Option(62_500, "--chunk", help="With --population: patients per chunk (memory)"),
+           workers: int = typer.Option(2, "--workers", help="With --population: worker processes"),
+           months: Optional[int] = typer.Option(None, "--months", help="With --from-measures or --population: only the last N months"),
+           protocols: Path = typer.Option(Path("protocols"), "--protocols", help="With --from-measures or --population: the protocol folder"),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON here"),
            fhir: Optional[Path] = typer.Option(None, "--fhir", help="Write the monthly series as a FHIR Bundle of MeasureReports here"),
            fmt: str = typer.Option("text", "--format", help="text or json (to stdout)")):
@@ -49,7 +52,27 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
     from engine.app.outcomes.table import from_generator, from_registry
 
     ref = _date(as_of, "--as-of") or dt.date.today()
-    if from_measures:
+    if population is not None:
+        from cli.common import _library
+        from engine.app.outcomes.protocol_route import from_population
+
+        proto = _library([protocols]).find("pilot-outcomes")
+        if proto is None:
+            err.print(f"no pilot-outcomes protocol in {protocols}")
+            raise typer.Exit(2)
+        try:
+            table = from_population(population, proto, ref, months=months, chunk_size=chunk, workers=workers,
+                                    log=lambda m: err.print(m, highlight=False))
+        except FileNotFoundError as e:
+            err.print(str(e))
+            raise typer.Exit(2) from None
+        if cohort == "all":  # the protocol's measures name their cohorts; there is no "everyone"
+            cohort = "75-plus"
+            err.print("pilot-outcomes has no 'everyone' cohort: showing --cohort 75-plus "
+                      f"(cohorts here: {', '.join(table.cohorts())})", highlight=False)
+        for o, why in table.unavailable.items():
+            err.print(f"cannot determine {o}: {why}", highlight=False)
+    elif from_measures:
         from sqlmodel import Session
 
         from cli.common import _library
