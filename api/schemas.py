@@ -53,6 +53,7 @@ class UserOut(BaseModel):
     mdt: str | None = None
     practice: str | None = None
     locality: str | None = None
+    clinical_roles: list[str] = Field(default_factory=list)
     active: bool = True
     created_at: Instant | None = None
     last_login_at: Instant | None = None
@@ -73,6 +74,9 @@ class UserCreate(BaseModel):
     mdt: ShortText | None = None
     practice: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][0-9]{5}$")] | None = None
     locality: ShortText | None = None
+    clinical_roles: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,59}$")]] | None = Field(
+        None, max_length=20, description="Care roles the person works in (gp, practice-nurse, care-coordinator ...): "
+        "a task can be completed only by its role, a care coordinator or a clinical lead")
 
 
 class UserUpdate(BaseModel):
@@ -83,6 +87,9 @@ class UserUpdate(BaseModel):
     practice: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][0-9]{5}$")] | None = None
     locality: ShortText | None = None
     active: bool | None = None
+    clinical_roles: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,59}$")]] | None = Field(
+        None, max_length=20, description="Care roles the person works in (gp, practice-nurse, care-coordinator ...): "
+        "a task can be completed only by its role, a care coordinator or a clinical lead")
 
 
 class AccessLogOut(BaseModel):
@@ -232,6 +239,8 @@ class TaskOut(BaseModel):
     why: str
     closed_at: Instant | None = None
     closed_reason: str | None = None
+    closed_by: str | None = Field(None, description="Who completed or declined it")
+    outcome: str | None = Field(None, description="A completion's coded outcome: done / not-done / declined-by-patient / not-appropriate")
     updated_at: Instant
 
 
@@ -258,6 +267,12 @@ class WorklistOut(BaseModel):
 
 class DeclineIn(BaseModel):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S[^\x00]*$")]
+
+
+class CompleteIn(BaseModel):
+    outcome: Literal["done", "not-done", "declined-by-patient", "not-appropriate"] = Field(
+        description="done / not done (the note says why: required) / declined by the patient / not clinically appropriate")
+    note: Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")] | None = None
 
 
 class NoteIn(BaseModel):

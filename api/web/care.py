@@ -18,6 +18,7 @@ from api.deps import Principal
 from api.routers import patients as papi
 from api.schemas import NHS_PATTERN
 from api.views import event_out, task_out, task_owners
+from api.web.worklist import COMPLETE_OUTCOMES, DECLINE_REASONS, cannot_complete
 from api.web.common import PREFIX, PageRoute, local, need, page_user, redirect, render, state_of
 from api.web.summary import SETTING_NAMES, summarise
 from engine.app.service import task_history
@@ -84,7 +85,8 @@ def care_plan_page(request: Request, nhs_number: Nhs, who: Principal = Depends(p
     off = [pr for pr in plan.protocols if not pr.on_register]
     return render(request, "care_plan.html", who, page_title=f"Care plan: {plan.patient.given_name or ''} {plan.patient.family_name or ''}".strip(),
                   plan=plan, on=on, off=off, latest=latest_out, closed=closed_out, histories=histories, summary=summary,
-                  status_words=STATUS_WORDS, settings=SETTING_NAMES, owners=owners)
+                  status_words=STATUS_WORDS, settings=SETTING_NAMES, owners=owners, outcomes=COMPLETE_OUTCOMES,
+                  decline_reasons=DECLINE_REASONS, cannot_complete=cannot_complete(who))
 
 
 @router.get("/patients/{nhs_number}/plan")

@@ -54,6 +54,8 @@ class UserRow(SQLModel, table=True):
     created_at: dt.datetime = _when(default_factory=utcnow)
     updated_at: dt.datetime = _when(default_factory=utcnow)
     last_login_at: dt.datetime | None = _when(nullable=True, default=None)
+    # migration 0012: the care roles this person works in (gp, practice-nurse, ...): who may complete which task
+    clinical_roles: Any = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, server_default="[]"))
 
 
 class AccessLogRow(SQLModel, table=True):

@@ -36,7 +36,7 @@ MATRIX = [
     ("GET", "/worklist.csv", "worklist:read", {}),
     ("GET", "/tasks/{task}", "worklist:read", {}),
     ("POST", "/tasks/{task}/accept", "task:act", {}),
-    ("POST", "/tasks/{task}/complete", "task:act", {}),
+    ("POST", "/tasks/{task}/complete", "task:act", {"json": {"outcome": "done"}}),
     ("POST", "/tasks/{task}/decline", "task:act", {"json": {"reason": "matrix"}}),
     ("POST", "/tasks/{task}/reopen", "task:act", {}),
     ("POST", "/tasks/{task}/reassign", "task:act", {"json": {}}),
