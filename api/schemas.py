@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints
 
+from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES, PRIORITIES
 from engine.evaluation.outputs import ProtocolResult, Task
 from engine.records.model import PatientRecord
 
@@ -343,11 +344,31 @@ class PlainCarePlanOut(BaseModel):
 
 
 # ---- MDT ------------------------------------------------------------------------------------------
+class ActionItemIn(BaseModel):
+    """An action agreed at the MDT: it becomes a task on the worklist (engine.app.mdt_actions)."""
+    type: Literal[tuple(ACTION_TYPES)] = Field(description="One of the fixed action types (engine.app.mdt_actions)")
+    role: Literal[ACTION_ROLES] = Field(description="The care role that does it")
+    due: Day = Field(description="Due by the end of this day (on or after the meeting, within a year)")
+    priority: Literal[PRIORITIES] = "routine"
+    detail: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = None
+
+
 class OutcomeIn(BaseModel):
     nhs_number: Annotated[str, StringConstraints(pattern=NHS_PATTERN)]
     meeting_date: Day
     outcome: Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[^\x00]*\S[^\x00]*$")]
     actions: Annotated[str, StringConstraints(max_length=4000, pattern=r"^[^\x00]*$")] | None = None
+    action_items: list[ActionItemIn] = Field(default_factory=list, max_length=10,
+                                             description="Agreed actions, each made a task on the worklist")
+
+
+class OutcomeTaskOut(BaseModel):
+    id: int
+    title: str
+    role: str
+    priority: str
+    due: Instant
+    status: str
 
 
 class OutcomeOut(BaseModel):
@@ -359,6 +380,7 @@ class OutcomeOut(BaseModel):
     actions: str | None
     recorded_by: str
     recorded_at: Instant
+    tasks: list[OutcomeTaskOut] = Field(default_factory=list, description="The tasks its agreed actions created")
 
 
 class CasePatientOut(BaseModel):

@@ -60,6 +60,7 @@ from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
 from engine.registry.ingest import load_record
 from engine.registry.measure_results import replace_measures
+from engine.app.mdt_actions import MDT_KIND
 from engine.app.task_outcomes import OutcomeError, outcome_text
 from engine.registry.outputs import (CLOSED_STATUSES, OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow,
                                      TaskRow)
@@ -551,7 +552,7 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
             row.condition_active = True  # closed by a person while the need continues: leave it closed
             session.add(row)
     for key, row in current.items():
-        if key in wanted:
+        if key in wanted or row.kind == MDT_KIND:  # an MDT's decision is not the protocol's to resolve
             continue
         if row.status in OPEN_STATUSES:
             before = row.status
