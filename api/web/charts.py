@@ -70,7 +70,9 @@ def _link(href: str | None, inner: str, label: str) -> str:
 def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False) -> Markup:
     """Units with eligible patients only (the caller lists the others in words), big ones ranked first."""
     units = rank_order([u for u in units if u.rate is not None and u.n > 0])
-    left, right, top, row = 150, 190, 34, 30
+    # room for the longest name (practice names run to ~35 characters at 13 px), within limits
+    left = max(150, min(290, 12 + 7 * max((len(u.label) for u in units), default=0)))
+    right, top, row = 190, 34, 30
     plot = 420
     width = left + plot + right
     height = top + row * max(1, len(units)) + 36
@@ -179,7 +181,9 @@ def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str
 
 
 def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], uid: str, title: str) -> Markup:
-    left, right, top, bottom = 56, 150, 20, 40
+    # room on the right for the longest end label ("Meadowbank Medical Centre (synthetic) 100.0%")
+    longest = max((len(name) for name, _ in series), default=0) + 7
+    left, right, top, bottom = 56, max(150, min(330, 16 + 7 * longest)), 20, 40
     pw, ph = 460, 220
     width, height = left + pw + right, top + ph + bottom
     dates = sorted({d for _, pts in series for d, _ in pts})
