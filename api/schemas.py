@@ -537,6 +537,7 @@ class VersionOut(BaseModel):
     published_by: str | None = None
     published_at: Instant | None = None
     note: str | None = None
+    approved_by: str | None = Field(None, description="The second person who approved the publication")
 
 
 class SourceOut(BaseModel):
@@ -645,9 +646,23 @@ class PublishOut(BaseModel):
     file: str
     status: str
     in_force: bool
-    published_by: str
+    published_by: str = Field(description="The author, who submitted the version")
     published_at: Instant
+    approved_by: str | None = Field(None, description="The second clinical lead, who approved it")
     warnings: list[ProblemOut]
+
+
+class DraftOut(BaseModel):
+    id: int
+    protocol: str
+    version: str
+    status: str = Field(description="awaiting-approval | published | withdrawn")
+    submitted_by: str
+    submitted_at: Instant
+    note: str | None = None
+    decided_by: str | None = None
+    decided_at: Instant | None = None
+    warnings: list[ProblemOut] = Field(default_factory=list)
 
 
 class HealthOut(BaseModel):
