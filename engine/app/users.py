@@ -28,6 +28,7 @@ DEMO_PASSWORD_SUFFIX = "-demo-pw"
 # The care roles (clinical_roles) decide which tasks each may complete (engine.app.task_outcomes).
 DEMO_USERS = {
     "clinical.lead": ("clinical-lead", "Dr Clara Lead", {"clinical_roles": ["gp"]}),
+    "second.lead": ("clinical-lead", "Dr Sam Second (approves protocol versions)", {"clinical_roles": ["gp"]}),
     "mdt.member": ("mdt-member", "Sam Member (Central 1 MDT)", {"mdt": "central-1", "clinical_roles": ["care-coordinator"]}),
     "practice.staff": ("practice-staff", "Pat Staff (A81001)",
                        {"practice": "A81001", "clinical_roles": ["practice-nurse", "healthcare-assistant"]}),
