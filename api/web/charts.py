@@ -226,3 +226,26 @@ def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], ui
     desc = "Line chart of the rate at each reporting date: " + "; ".join(
         f"{name}: " + ", ".join(f"{d.isoformat()} {_pct(r)}" for d, r in pts if r is not None) for name, pts in series)
     return _svg(width, height, uid, title, desc, body)
+
+
+def sparkline(points: list[tuple[dt.date, float | None]], label: str) -> Markup:
+    """A word-sized trend of one measure's area rate over its reporting snapshots (0-100 % on a fixed scale,
+    the last point marked and written beside it); the values are in its <title> for screen readers and
+    hover. One snapshot or none: the words say so instead of a line."""
+    known = [(d, r) for d, r in points if r is not None]
+    if len(known) < 2:
+        return Markup('<span class="muted small sparkline-none">' +
+                      ("one reporting date" if known else "no snapshots") + "</span>")
+    w, h, pad = 96, 22, 3
+    span = max(1, (known[-1][0] - known[0][0]).days)
+    x = lambda d: pad + (w - 2 * pad) * (d - known[0][0]).days / span  # noqa: E731
+    y = lambda r: pad + (h - 2 * pad) * (1 - r)  # noqa: E731
+    line = " ".join(f"{x(d):.1f},{y(r):.1f}" for d, r in known)
+    d, r = known[-1]
+    values = ", ".join(f"{day.day} {day:%b %Y} {_pct(rate)}" for day, rate in known)
+    return Markup(f'<svg xmlns="http://www.w3.org/2000/svg" class="sparkline" viewBox="0 0 {w} {h}" width="{w}" '
+                  f'height="{h}" role="img" aria-label="{escape(label)}: {escape(values)}">'
+                  f"<title>{escape(label)}: {escape(values)}</title>"
+                  f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#d8dde0"/>'
+                  f'<polyline points="{line}" fill="none" stroke="#005eb8" stroke-width="1.6"/>'
+                  f'<circle cx="{x(d):.1f}" cy="{y(r):.1f}" r="2.4" fill="#005eb8"/></svg>')

@@ -92,3 +92,18 @@ def test_snapshot_and_refusals(pages, server):
         page = pages.login(username)
         assert page.goto("/app/audit").status == 403
         assert page.goto("/app/audit/DM020/patients").status == 403
+
+
+def test_each_measure_has_a_trend_sparkline(pages):
+    """Issue 16: a word-sized trend of each measure's area rate over the reporting snapshots, values in words."""
+    page = pages.login("clinical.lead")
+    page.goto("/app/audit")
+    rows = page.locator("table").first.locator("tbody tr")
+    assert rows.count() >= 3
+    for i in range(rows.count()):
+        spark = rows.nth(i).locator("td.trend-cell svg.sparkline")
+        expect(spark).to_have_count(1)
+        assert spark.locator("polyline").count() == 1
+        label = spark.get_attribute("aria-label")
+        assert re.search(r"area rate over time: \d+ \w+ \d{4} \d+\.\d%, ", label), label
+    shot(page, "audit-sparklines")
