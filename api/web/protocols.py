@@ -284,6 +284,8 @@ def _impact_form(request, who, state, pid: str, **ctx):
     ctx.setdefault("source", f"file:{drafts[-1].version}" if drafts else "text")
     ctx.setdefault("as_of", state.now().date().isoformat())
     ctx.setdefault("problems", None)
+    ctx.setdefault("checked", None)
+    ctx.setdefault("listing", None)
     return render(request, "protocol_impact.html", who, page_title=f"Impact preview: {pid}", pid=pid, drafts=drafts,
                   in_force=next((p for p in state.library.in_force(state.now().date()) if p.id == pid), None), **ctx)
 
@@ -330,6 +332,27 @@ def impact_run(request: Request, protocol_id: Pid, source: str = Form("text", ma
     log_access(state, request, who, "read", "protocol-impact-run",
                detail={"run": run.id, "protocol": draft.key, "started": True, "via": "web"})
     return redirect(request, f"{PREFIX}/protocols/{protocol_id}/impact/runs/{run.id}")
+
+
+@router.post("/protocols/{protocol_id}/check")
+def check_text(request: Request, protocol_id: Pid, yaml: str = Form("", max_length=500_000),
+               csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
+    """Check the text as publishing would: the text again with line numbers, each problem at its line."""
+    check_csrf(request, csrf_token_)
+    need(request, who, "protocol:validate")
+    state = state_of(request)
+    papi._versions(state, protocol_id)
+    try:
+        v = papi.validate(YamlIn(yaml=yaml), who, state)
+    except ValidationError as e:
+        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text",
+                            problems=[err["msg"] for err in e.errors()])
+    at: dict[int, list] = {}
+    for p in v.problems:
+        at.setdefault(p.line, []).append(p)
+    listing = [(n, line, at.get(n, [])) for n, line in enumerate(yaml.split("\n"), 1)]
+    return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", checked=v, listing=listing,
+                        problems=None)
 
 
 @router.get("/protocols/{protocol_id}/impact/runs/{run_id}")

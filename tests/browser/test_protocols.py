@@ -204,3 +204,26 @@ def test_publishing_takes_two_clinical_leads(pages, server):
         else:
             lock.write_text(lock_before, encoding="utf-8")
         server.state.protocols.reload()
+
+
+def test_checking_the_text_shows_problems_at_their_numbered_lines(pages, server):
+    """Issue 16 item 9: errors cited as line:column are shown beside the text with line numbers."""
+    text = (server.protocols_dir / "t2dm-annual-care@1.1.0.yaml").read_text(encoding="utf-8")
+    bad = text.replace("version: 1.1.0", "version: 1.3.0", 1).replace("level: red", "level: crimson", 1)
+    line = next(n for n, s in enumerate(bad.split("\n"), 1) if "level: crimson" in s)
+    page = pages.login("clinical.lead")
+    page.goto("/app/protocols/t2dm-annual-care/impact")
+    page.get_by_label("Protocol text (YAML)").fill(bad)
+    page.get_by_role("button", name="Check the text").click()
+    result = page.locator("#check-result")
+    expect(result).to_contain_text("The text has 1 error(s)")
+    expect(result.get_by_role("link", name=re.compile(rf"^line {line}, column \d+$"))).to_be_visible()
+    marked = page.locator(f"ol.code-listing li#line-{line}")
+    expect(marked).to_have_class(re.compile("has-problem"))
+    expect(marked).to_contain_text("level: crimson")
+    expect(marked.locator(".line-problem")).to_contain_text(f"line {line}: error:")
+    assert page.locator("ol.code-listing li").count() == len(bad.split("\n"))
+    assert page.get_by_label("Protocol text (YAML)").input_value() == bad  # the text is kept to correct
+    result.get_by_role("link", name=re.compile(rf"^line {line},")).click()
+    expect(page).to_have_url(re.compile(rf"#line-{line}$"))
+    shot(page, "protocol-check-line-numbers")
