@@ -84,9 +84,10 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
     app.add_middleware(RequestId, fastapi_app=app)
 
     from api import bulk_ingest
-    from api.routers import audit, auth, fhir, ingest, mdt, patients, protocols, users, worklists
+    from api.routers import audit, auth, fhir, ingest, mdt, patients, protocol_drafts, protocols, users, worklists
 
-    for module in (auth, users, ingest, bulk_ingest, patients, worklists, mdt, audit, protocols, fhir, operations):
+    for module in (auth, users, ingest, bulk_ingest, patients, worklists, mdt, audit, protocol_drafts, protocols, fhir,
+                   operations):
         app.include_router(module.router)
 
     from api.web import mount as mount_pages  # the Jinja2 web pages (/app, templates/): not part of the API schema

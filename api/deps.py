@@ -38,6 +38,7 @@ class Principal:
     locality: str | None
     scope: Scope
     session: str = ""  # SHA-256 of the server-side session id (api/sessions.py)
+    clinical_roles: tuple[str, ...] = ()  # the care roles they work in (engine.app.task_outcomes)
 
     @property
     def pseudonymised(self) -> bool:
@@ -77,7 +78,8 @@ def current_user(request: Request, state: AppState = Depends(get_state), bearer:
     user, row = checked.user, checked.session
     sessions.touch(state, row)
     return Principal(id=user.id, username=user.username, role=user.role, mdt=user.mdt, practice=user.practice,
-                     locality=user.locality, scope=Scope.of(user), session=row.id_hash)
+                     locality=user.locality, scope=Scope.of(user), session=row.id_hash,
+                     clinical_roles=tuple(user.clinical_roles or ()))
 
 
 def require(permission: str):

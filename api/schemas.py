@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES, PRIORITIES
 from engine.app.service import Diff
 from engine.evaluation.outputs import ProtocolResult, Task
 from engine.records.model import PatientRecord
@@ -55,6 +56,7 @@ class UserOut(BaseModel):
     mdt: str | None = None
     practice: str | None = None
     locality: str | None = None
+    clinical_roles: list[str] = Field(default_factory=list)
     active: bool = True
     created_at: Instant | None = None
     last_login_at: Instant | None = None
@@ -75,6 +77,9 @@ class UserCreate(BaseModel):
     mdt: ShortText | None = None
     practice: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][0-9]{5}$")] | None = None
     locality: ShortText | None = None
+    clinical_roles: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,59}$")]] | None = Field(
+        None, max_length=20, description="Care roles the person works in (gp, practice-nurse, care-coordinator ...): "
+        "a task can be completed only by its role, a care coordinator or a clinical lead")
 
 
 class UserUpdate(BaseModel):
@@ -85,6 +90,9 @@ class UserUpdate(BaseModel):
     practice: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][0-9]{5}$")] | None = None
     locality: ShortText | None = None
     active: bool | None = None
+    clinical_roles: list[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,59}$")]] | None = Field(
+        None, max_length=20, description="Care roles the person works in (gp, practice-nurse, care-coordinator ...): "
+        "a task can be completed only by its role, a care coordinator or a clinical lead")
 
 
 class AccessLogOut(BaseModel):
@@ -222,6 +230,8 @@ class TaskOut(BaseModel):
     why: str
     closed_at: Instant | None = None
     closed_reason: str | None = None
+    closed_by: str | None = Field(None, description="Who completed or declined it")
+    outcome: str | None = Field(None, description="A completion's coded outcome: done / not-done / declined-by-patient / not-appropriate")
     updated_at: Instant
 
 
@@ -248,6 +258,12 @@ class WorklistOut(BaseModel):
 
 class DeclineIn(BaseModel):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S[^\x00]*$")]
+
+
+class CompleteIn(BaseModel):
+    outcome: Literal["done", "not-done", "declined-by-patient", "not-appropriate"] = Field(
+        description="done / not done (the note says why: required) / declined by the patient / not clinically appropriate")
+    note: Annotated[str, StringConstraints(max_length=2000, pattern=r"^[^\x00]*$")] | None = None
 
 
 class NoteIn(BaseModel):
@@ -318,11 +334,31 @@ class PlainCarePlanOut(BaseModel):
 
 
 # ---- MDT ------------------------------------------------------------------------------------------
+class ActionItemIn(BaseModel):
+    """An action agreed at the MDT: it becomes a task on the worklist (engine.app.mdt_actions)."""
+    type: Literal[tuple(ACTION_TYPES)] = Field(description="One of the fixed action types (engine.app.mdt_actions)")
+    role: Literal[ACTION_ROLES] = Field(description="The care role that does it")
+    due: Day = Field(description="Due by the end of this day (on or after the meeting, within a year)")
+    priority: Literal[PRIORITIES] = "routine"
+    detail: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = None
+
+
 class OutcomeIn(BaseModel):
     nhs_number: Annotated[str, StringConstraints(pattern=NHS_PATTERN)]
     meeting_date: Day
     outcome: Annotated[str, StringConstraints(min_length=1, max_length=4000, pattern=r"^[^\x00]*\S[^\x00]*$")]
     actions: Annotated[str, StringConstraints(max_length=4000, pattern=r"^[^\x00]*$")] | None = None
+    action_items: list[ActionItemIn] = Field(default_factory=list, max_length=10,
+                                             description="Agreed actions, each made a task on the worklist")
+
+
+class OutcomeTaskOut(BaseModel):
+    id: int
+    title: str
+    role: str
+    priority: str
+    due: Instant
+    status: str
 
 
 class OutcomeOut(BaseModel):
@@ -334,6 +370,7 @@ class OutcomeOut(BaseModel):
     actions: str | None
     recorded_by: str
     recorded_at: Instant
+    tasks: list[OutcomeTaskOut] = Field(default_factory=list, description="The tasks its agreed actions created")
 
 
 class CasePatientOut(BaseModel):
@@ -492,6 +529,7 @@ class VersionOut(BaseModel):
     published_by: str | None = None
     published_at: Instant | None = None
     note: str | None = None
+    approved_by: str | None = Field(None, description="The second person who approved the publication")
 
 
 class SourceOut(BaseModel):
@@ -600,9 +638,23 @@ class PublishOut(BaseModel):
     file: str
     status: str
     in_force: bool
-    published_by: str
+    published_by: str = Field(description="The author, who submitted the version")
     published_at: Instant
+    approved_by: str | None = Field(None, description="The second clinical lead, who approved it")
     warnings: list[ProblemOut]
+
+
+class DraftOut(BaseModel):
+    id: int
+    protocol: str
+    version: str
+    status: str = Field(description="awaiting-approval | published | withdrawn")
+    submitted_by: str
+    submitted_at: Instant
+    note: str | None = None
+    decided_by: str | None = None
+    decided_at: Instant | None = None
+    warnings: list[ProblemOut] = Field(default_factory=list)
 
 
 class HealthOut(BaseModel):

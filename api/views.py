@@ -40,7 +40,7 @@ def task_out(t: TaskRow, p: PatientRow, now: dt.datetime, cls=TaskOut, **extra) 
                status=t.status, raised_at=t.raised_at, due=t.due, overdue=overdue,
                sla=SlaOut(response=t.response, agreement=t.agreement, due=t.due, overdue=overdue, hours_left=hours_left),
                provider=t.provider, team=t.team, role=t.role, why=t.why, closed_at=t.closed_at,
-               closed_reason=t.closed_reason, updated_at=t.updated_at, **extra)
+               closed_reason=t.closed_reason, closed_by=t.closed_by, outcome=t.outcome, updated_at=t.updated_at, **extra)
 
 
 def event_out(e: TaskEventRow) -> TaskEventOut:

@@ -4,7 +4,7 @@
     carepath impact OLD NEW --population PATH      what a change shifts, before publishing it
     carepath docs [PATHS] [--out DIR]              a protocol as a readable summary for clinicians
     carepath draft PROTOCOL [--bump minor]         start the next version (a draft copy, with its tests)
-    carepath publish FILE [--effective DATE]       check, test, activate and record a version
+    carepath publish FILE --approved-by NAME [--effective DATE]   check, test, activate and record a version (two-person)
 """
 from __future__ import annotations
 
@@ -138,7 +138,7 @@ def draft(protocol: Path = typer.Argument(..., help="The protocol file to start 
     if _kind(protocol) == "agreement":
         ag, new, target = _write_draft(protocol, load_agreement, lambda lib: lib.agreements, bump, version)
         console.print(f"next: edit the draft; carepath validate {protocol.parent.parent}; "
-                      f"carepath publish {target} --effective YYYY-MM-DD")
+                      f"carepath publish {target} --effective YYYY-MM-DD --approved-by <a second clinical lead>")
         return
     from engine.language.loader import load_protocol
     proto, new, target = _write_draft(protocol, load_protocol, lambda lib: lib.protocols, bump, version)
@@ -151,7 +151,7 @@ def draft(protocol: Path = typer.Argument(..., help="The protocol file to start 
         console.print(f"wrote {out} (the cases of {tf.name}, now run on {new})")
         break
     console.print("next: edit the draft; carepath test " + str(protocol.parent) + "; carepath impact "
-                  f"{protocol} {target} --population var/demo-bundles; carepath publish {target}")
+                  f"{protocol} {target} --population var/demo-bundles; carepath publish {target} --approved-by <a second clinical lead>")
 
 
 def _write_draft(path: Path, load, versions_of, bump: str, version: Optional[str]):
@@ -189,12 +189,37 @@ def _write_draft(path: Path, load, versions_of, bump: str, version: Optional[str
 def publish(file: Path = typer.Argument(..., help="The protocol (or role agreement) version to publish"),
             effective: Optional[str] = typer.Option(None, "--effective", help="Date it takes effect (YYYY-MM-DD); "
                                                     "default: the file's effective date"),
-            today: Optional[str] = typer.Option(None, "--today", help="Publication date (default: today)")):
+            today: Optional[str] = typer.Option(None, "--today", help="Publication date (default: today)"),
+            approved_by: Optional[str] = typer.Option(None, "--approved-by", help="The second person (a clinical lead, "
+                                                      "not the author) who approved this version: required"),
+            author: Optional[str] = typer.Option(None, "--author", envvar="CAREPATH_USER",
+                                                 help="Who wrote the version (default: your login name)"),
+            database_url: Optional[str] = typer.Option(None, "--database-url", help="A registry: the approver must be "
+                                                       "an active clinical lead there, and the publication is written "
+                                                       "to its access log")):
     """Publish a version: it must validate with the library beside it, be newer than every version on file
-    and pass its test cases. Its status becomes active (and its effective date --effective), and its
-    content is recorded in published.lock: from then on `carepath validate` refuses any change to it.
-    Older versions stay: evaluating as of an earlier date uses the version then in force."""
+    and pass its test cases, and a second person — a clinical lead other than the author — must have approved
+    it (--approved-by). Its status becomes active (and its effective date --effective), and its content,
+    author and approver are recorded in published.lock: from then on `carepath validate` refuses any change
+    to it. Older versions stay: evaluating as of an earlier date uses the version then in force."""
+    import getpass
+
+    from engine.app import approvals
     from engine.language import checks
+
+    author = (author or getpass.getuser() or "").strip()
+    if problem := approvals.approval_problem(author, approved_by):
+        err.print(f"not published: {problem} (--approved-by NAME)")
+        raise typer.Exit(2)
+    approved_by = approved_by.strip()
+    if database_url:
+        from sqlmodel import Session
+
+        from engine.registry.db import make_engine
+        with Session(make_engine(database_url)) as s:
+            if problem := approvals.approver_problem(s, approved_by):
+                err.print(f"not published: {problem}")
+                raise typer.Exit(2)
     from engine.app.cases import case_files, load_cases, run_case
     from engine.language.library import _kind, load_library, version_key
 
@@ -262,11 +287,13 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
                     err.print(f"{f.name}:{o.case.line}: {o.case.name}: " + "; ".join(o.problems))
                 err.print(f"not published: {len(failed)} failing case(s) (carepath test {file.parent})")
                 raise typer.Exit(1)
-        checks.record_publication(root, item.key, file, when.isoformat())
+        checks.record_publication(root, item.key, file, when.isoformat(), author=author, approved_by=approved_by)
         ok = True
     finally:
         if not ok:
             file.write_text(original, encoding="utf-8")
+    if database_url:
+        _log_publication(database_url, item.key, file, author, approved_by)
     if kind == "shared":
         console.print(f"published {item.key}; recorded in {root / checks.MANIFEST} (protocols pin it with "
                       f"uses: [{item.use}])", markup=False)
@@ -282,6 +309,24 @@ def publish(file: Path = typer.Argument(..., help="The protocol (or role agreeme
     if earlier:
         last = max(earlier, key=lambda x: version_key(x.version))
         console.print(f"{last.key} stays on file: dates before {item.effective} are evaluated with it")
+
+
+def _log_publication(database_url: str, key: str, file: Path, author: str, approved_by: str) -> None:
+    """The registry's access log records the CLI publication as the API's does (hash-chained)."""
+    from sqlmodel import Session
+
+    from engine.registry.access import AccessLogRow
+    from engine.registry.db import make_engine
+    from engine.registry.logchain import seal
+    from engine.registry.tables import utcnow
+    with Session(make_engine(database_url)) as s:
+        row = AccessLogRow(username=approved_by, role="clinical-lead", action="write", method="CLI", path="carepath publish",
+                           resource="protocol", status=200, patients=[], at=utcnow(),
+                           detail={"published": key, "file": file.name, "author": author, "approved_by": approved_by,
+                                   "via": "cli"})
+        seal(s.connection(), row)
+        s.add(row)
+        s.commit()
 
 
 # ---- carepath impact -------------------------------------------------------------------------------------------------

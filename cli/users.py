@@ -44,13 +44,15 @@ def users_add(username: str = typer.Argument(...),
               mdt: Optional[str] = typer.Option(None, "--mdt", help="Scope: the user's MDT"),
               practice: Optional[str] = typer.Option(None, "--practice", help="Scope: the user's practice (ODS code)"),
               locality: Optional[str] = typer.Option(None, "--locality", help="Scope: the user's locality"),
+              clinical_role: Optional[list[str]] = typer.Option(None, "--clinical-role",
+                                                                help="A care role they work in (gp, practice-nurse, care-coordinator ...); repeat for more. Tasks are completed only by their role, a care coordinator or a clinical lead"),
               database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL")):
     """Add a user (the password is stored as an argon2 hash)."""
     from engine.app.users import UserError, add_user
     with _users_session(database_url) as s:
         try:
             row = add_user(s, username, _password(password), role, full_name=full_name, mdt=mdt, practice=practice,
-                           locality=locality)
+                           locality=locality, clinical_roles=clinical_role)
         except UserError as e:
             err.print(str(e))
             raise typer.Exit(2) from None
@@ -65,9 +67,9 @@ def users_list(database_url: Optional[str] = typer.Option(None, "--database-url"
 
     from engine.registry.access import UserRow
     with _users_session(database_url) as s:
-        t = Table("Username", "Name", "Role", "MDT", "Practice", "Locality", "Active", "Last login")
+        t = Table("Username", "Name", "Role", "Care roles", "MDT", "Practice", "Locality", "Active", "Last login")
         for u in s.exec(select(UserRow).order_by(UserRow.username)):
-            t.add_row(u.username, u.full_name or "", u.role, u.mdt or "", u.practice or "", u.locality or "",
+            t.add_row(u.username, u.full_name or "", u.role, ", ".join(u.clinical_roles or []), u.mdt or "", u.practice or "", u.locality or "",
                       "yes" if u.active else "no", str(u.last_login_at or ""))
         console.print(t)
 
@@ -79,6 +81,8 @@ def users_set(username: str = typer.Argument(...),
               active: Optional[bool] = typer.Option(None, "--active/--disabled"),
               mdt: Optional[str] = typer.Option(None, "--mdt"), practice: Optional[str] = typer.Option(None, "--practice"),
               locality: Optional[str] = typer.Option(None, "--locality"),
+              clinical_role: Optional[list[str]] = typer.Option(None, "--clinical-role",
+                                                                help="A care role they work in (gp, practice-nurse, care-coordinator ...); repeat for more. Tasks are completed only by their role, a care coordinator or a clinical lead"),
               database_url: Optional[str] = typer.Option(None, "--database-url", envvar="DATABASE_URL")):
     """Change a user's role, scope, password or status (revokes their tokens and sessions)."""
     from sqlmodel import select
@@ -92,7 +96,7 @@ def users_set(username: str = typer.Argument(...),
             raise typer.Exit(2)
         try:
             update_user(s, row, password=_password(None) if new_password else None, role=role, active=active, mdt=mdt,
-                        practice=practice, locality=locality)
+                        practice=practice, locality=locality, clinical_roles=clinical_role or None)
         except UserError as e:
             err.print(str(e))
             raise typer.Exit(2) from None

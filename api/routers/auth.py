@@ -19,7 +19,7 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 
 def user_out(u: UserRow) -> UserOut:
     return UserOut(username=u.username, full_name=u.full_name, role=u.role, mdt=u.mdt, practice=u.practice,
-                   locality=u.locality, active=u.active, created_at=u.created_at, last_login_at=u.last_login_at)
+                   locality=u.locality, clinical_roles=list(u.clinical_roles or []), active=u.active, created_at=u.created_at, last_login_at=u.last_login_at)
 
 
 def client_address(request: Request) -> str:

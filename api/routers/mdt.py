@@ -21,7 +21,8 @@ from sqlmodel import Session, select
 from api.state import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
 from api.responses import API_ERRORS, errors
-from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut
+from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut, OutcomeTaskOut
+from engine.app import mdt_actions
 from api.security import CLINICAL_LEAD
 from engine.calendar import is_working_day
 from api.views import age_on, flag_out, name_of, task_out
@@ -79,9 +80,22 @@ def _check_mdt(request: Request, state: AppState, who: Principal, mdt: str) -> N
         raise HTTPException(status_code=403, detail=f"you are not a member of MDT {mdt}")
 
 
-def outcome_out(o: MdtOutcomeRow, nhs: str) -> OutcomeOut:
+def outcome_out(o: MdtOutcomeRow, nhs: str, tasks: list[TaskRow] = ()) -> OutcomeOut:
     return OutcomeOut(id=o.id, mdt=o.mdt, nhs_number=nhs, meeting_date=o.meeting_date, outcome=o.outcome, actions=o.actions,
-                      recorded_by=o.recorded_by, recorded_at=o.recorded_at)
+                      recorded_by=o.recorded_by, recorded_at=o.recorded_at,
+                      tasks=[OutcomeTaskOut(id=t.id, title=t.title, role=t.role, priority=t.priority, due=t.due, status=t.status)
+                             for t in tasks])
+
+
+def outcome_tasks(s: Session, outcome_ids: list[int]) -> dict[int, list[TaskRow]]:
+    """outcome id -> the tasks its agreed actions created (engine.app.mdt_actions)."""
+    if not outcome_ids:
+        return {}
+    out: dict[int, list[TaskRow]] = {}
+    for t in s.exec(select(TaskRow).where(TaskRow.source.in_([f"mdt-outcome:{i}" for i in outcome_ids]))
+                    .order_by(TaskRow.id)):
+        out.setdefault(int(t.source.split(":")[1]), []).append(t)
+    return out
 
 
 @router.get("", response_model=list[MdtOut])
@@ -117,6 +131,7 @@ def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None =
         for o in (s.exec(select(MdtOutcomeRow).where(MdtOutcomeRow.mdt == mdt, MdtOutcomeRow.patient_id.in_(ids))
                          .order_by(MdtOutcomeRow.recorded_at, MdtOutcomeRow.id)) if ids else []):
             outcomes.setdefault(o.patient_id, []).append(o)
+        made = outcome_tasks(s, [o.id for os_ in outcomes.values() for o in os_ if o.meeting_date == meeting])
     by_patient: dict[int, dict] = {i: {"esc": [], "late": [], "red": []} for i in ids}
     for t in tasks:
         if t.kind == "escalation":
@@ -150,7 +165,7 @@ def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None =
                                   new_escalation=new_esc, escalations=[task_out(t, p, now) for t in b["esc"]],
                                   overdue_urgent=[task_out(t, p, now) for t in sorted(b["late"], key=lambda t: t.due)],
                                   red_flags=[flag_out(f, p) for f in b["red"]],
-                                  outcome=outcome_out(today, p.nhs_number) if today else None,
+                                  outcome=outcome_out(today, p.nhs_number, made.get(today.id, [])) if today else None,
                                   last_outcome=outcome_out(last, p.nhs_number) if last else None))
     for c in out:
         c.priority = case_priority(c)
@@ -173,13 +188,25 @@ def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Princ
         assigned = s.exec(select(TaskRow.id).where(TaskRow.patient_id == p.id, TaskRow.provider == mdt)).first()
         if p.mdt != mdt and assigned is None:
             raise HTTPException(status_code=422, detail=f"patient {p.nhs_number} is not under MDT {mdt}")
+        actions = [mdt_actions.Action(a.type, a.role, a.due, a.priority, a.detail) for a in body.action_items]
+        try:
+            mdt_actions.check(actions, body.meeting_date)
+        except mdt_actions.ActionError as e:
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        now = state.now()
         row = MdtOutcomeRow(mdt=mdt, patient_id=p.id, meeting_date=body.meeting_date, outcome=body.outcome,
-                            actions=body.actions, recorded_by=who.username, recorded_at=state.now())
+                            actions=body.actions, recorded_by=who.username, recorded_at=now)
         s.add(row)
-        log_access(state, request, who, "write", "mdt-outcome", patients=[p.nhs_number], session=s, detail={"mdt": mdt})
+        s.flush()
+        tasks = mdt_actions.create_tasks(s, outcome_id=row.id, patient_id=p.id, mdt=mdt, meeting_date=body.meeting_date,
+                                         outcome=body.outcome, actions=actions, actor=who.username, now=now)
+        log_access(state, request, who, "write", "mdt-outcome", patients=[p.nhs_number], session=s,
+                   detail={"mdt": mdt, "tasks": [t.id for t in tasks]})
         s.commit()
         s.refresh(row)
-        return outcome_out(row, p.nhs_number)
+        for t in tasks:
+            s.refresh(t)
+        return outcome_out(row, p.nhs_number, tasks)
 
 
 @router.get("/{mdt}/outcomes", response_model=list[OutcomeOut], responses=errors(**{"403": "Not your MDT"}))
@@ -193,6 +220,7 @@ def list_outcomes(request: Request, mdt: str = MDT, nhs_number: str | None = Que
         if nhs_number:
             q = q.where(PatientRow.nhs_number == nhs_number)
         rows = s.exec(q.order_by(MdtOutcomeRow.meeting_date.desc(), MdtOutcomeRow.id.desc())).all()
-    out = [outcome_out(o, p.nhs_number) for o, p in rows]
+        made = outcome_tasks(s, [o.id for o, _ in rows])
+    out = [outcome_out(o, p.nhs_number, made.get(o.id, [])) for o, p in rows]
     log_access(state, request, who, "read", "mdt-outcome", patients=[o.nhs_number for o in out], detail={"mdt": mdt})
     return out

@@ -1,4 +1,5 @@
-"""Protocols: list, view, source, version history, validate, impact preview, publish."""
+"""Protocols: list, view, source, version history, validate, impact preview; publishing (after a second
+person approves: api/routers/protocol_drafts.py)."""
 from __future__ import annotations
 
 from pathlib import Path as PPath
@@ -134,7 +135,8 @@ def versions(protocol_id: str = PID, who: Principal = Depends(require("protocol:
                        content_hash=p.content_hash, in_force=p.key == key,
                        published_by=pubs[p.version].published_by if p.version in pubs else None,
                        published_at=pubs[p.version].published_at if p.version in pubs else None,
-                       note=pubs[p.version].note if p.version in pubs else None) for p in reversed(vs)]
+                       note=pubs[p.version].note if p.version in pubs else None,
+                       approved_by=pubs[p.version].approved_by if p.version in pubs else None) for p in reversed(vs)]
 
 
 def _validation(proto, problems, pending) -> ValidationOut:
@@ -234,25 +236,25 @@ def get_impact_run(request: Request, run_id: int = Path(..., ge=1, le=2**31 - 1)
     return run_out(row)
 
 
-@router.post("/publish", response_model=PublishOut, status_code=201,
-             responses={**INVALID_PROTOCOL, **errors(**{"409": "That version was published meanwhile"})})
-def publish(body: YamlIn, request: Request, who: Principal = Depends(require("protocol:publish")),
-            state: AppState = Depends(get_state)):
-    """Publish a new protocol version: checked whole, then made visible in one step, or refused whole."""
+def publish_text(request: Request, state: AppState, yaml: str, note: str | None, *, author: str,
+                 approver: Principal) -> PublishOut | JSONResponse:
+    """Publish a version whose second person has approved it: checked whole, then made visible in one
+    step, or refused whole (422 with the validator's problems, 409 when published meanwhile). The author
+    is recorded as published_by, the approver as approved_by (the row, published.lock, the access log)."""
     with state.publish_lock:
         lib = state.protocols.reload()
-        with pending_file(target_dir(lib, state.protocols_dir, _peek_id(body.yaml)), body.yaml) as pending:
+        with pending_file(target_dir(lib, state.protocols_dir, _peek_id(yaml)), yaml) as pending:
             proto, problems = check(lib, pending)
             v = _validation(proto, problems, pending)
             if not v.valid:
-                log_access(state, request, who, "write", "protocol", status=422,
+                log_access(state, request, approver, "write", "protocol", status=422,
                            detail={"refused": v.protocol, "version": v.version,
                                    "errors": sum(p.severity == "error" for p in v.problems)})
                 return JSONResponse(status_code=422, content=v.model_dump(mode="json"))
             now = state.now()
             with Session(state.engines.write) as s:
                 row = ProtocolPublicationRow(protocol=proto.id, version=proto.version, path="", content_hash=proto.content_hash,
-                                             published_by=who.username, published_at=now, note=body.note)
+                                             published_by=author, published_at=now, note=note, approved_by=approver.username)
                 s.add(row)
                 try:
                     s.flush()
@@ -264,9 +266,11 @@ def publish(body: YamlIn, request: Request, who: Principal = Depends(require("pr
                 try:
                     row.path = _rel(state, str(target))
                     s.add(row)
-                    log_access(state, request, who, "write", "protocol", session=s,
-                               detail={"published": proto.key, "file": row.path})
-                    undo_record = record_publication(target, proto, now.date())
+                    log_access(state, request, approver, "write", "protocol", session=s,
+                               detail={"published": proto.key, "file": row.path, "author": author,
+                                       "approved_by": approver.username})
+                    undo_record = record_publication(target, proto, now.date(), author=author,
+                                                     approved_by=approver.username)
                     s.commit()
                 except Exception:
                     if undo_record is not None:
@@ -277,5 +281,5 @@ def publish(body: YamlIn, request: Request, who: Principal = Depends(require("pr
         state.protocols.reload()
     key = _in_force_key(state, proto.id)
     return PublishOut(protocol=proto.id, version=proto.version, file=published_file, status=proto.status,
-                      in_force=key == proto.key, published_by=who.username, published_at=now,
+                      in_force=key == proto.key, published_by=author, published_at=now, approved_by=approver.username,
                       warnings=[p for p in v.problems if p.severity == "warning"])

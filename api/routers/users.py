@@ -31,7 +31,7 @@ def create_user(body: UserCreate, request: Request, who: Principal = Depends(req
     with Session(state.engines.write) as s:
         try:
             row = add_user(s, body.username, body.password, body.role, full_name=body.full_name, mdt=body.mdt,
-                           practice=body.practice, locality=body.locality)
+                           practice=body.practice, locality=body.locality, clinical_roles=body.clinical_roles)
         except UserError as e:
             raise HTTPException(status_code=409 if "exists" in str(e) else 422, detail=str(e)) from None
         log_access(state, request, who, "write", "user", detail={"created": row.username, "role": row.role}, session=s)
@@ -49,7 +49,7 @@ def change_user(username: str, body: UserUpdate, request: Request, who: Principa
             raise HTTPException(status_code=404, detail=f"no user {username!r}")
         try:
             update_user(s, row, password=body.password, role=body.role, active=body.active, full_name=body.full_name,
-                        mdt=body.mdt, practice=body.practice, locality=body.locality)
+                        mdt=body.mdt, practice=body.practice, locality=body.locality, clinical_roles=body.clinical_roles)
         except UserError as e:
             raise HTTPException(status_code=422, detail=str(e)) from None
         changed = sorted(k for k, v in body.model_dump().items() if v is not None)

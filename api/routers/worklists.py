@@ -11,9 +11,10 @@ from sqlmodel import Session, select
 from api.state import AppState
 from api.deps import Principal, get_state, log_access, require, scoped
 from api.responses import API_ERRORS, errors
-from api.schemas import DeclineIn, NoteIn, ReassignIn, ShortText, TaskDetailOut, WorklistOut
+from api.schemas import CompleteIn, DeclineIn, NoteIn, ReassignIn, ShortText, TaskDetailOut, WorklistOut
 from api.views import PRIORITY_ORDER, event_out, task_out
 from engine.app.service import TaskActionError, task_action, task_history
+from engine.app.task_outcomes import completion_refusal
 from engine.reports.csv_export import csv_text
 from engine.registry.outputs import OPEN_STATUSES, TaskRow
 from engine.registry.tables import PatientRow
@@ -141,9 +142,16 @@ def get_task(request: Request, task_id: int = TASK_ID, who: Principal = Depends(
 
 def _act(request: Request, state: AppState, who: Principal, task_id: int, action: str, **kw) -> TaskDetailOut:
     with Session(state.engines.read) as s:  # refusals are logged outside the write transaction below
-        _task_in_scope(s, state, request, who, task_id)
+        t, p = _task_in_scope(s, state, request, who, task_id)
+        why = completion_refusal(t.role, who.role, who.clinical_roles) if action == "complete" else None
+    if why:
+        log_access(state, request, who, "denied", "task", patients=[p.nhs_number], status=403,
+                   detail={"task": task_id, "action": action, "reason": why})
+        raise HTTPException(status_code=403, detail=why)
     with Session(state.engines.write) as s:
         t, p = _task_in_scope(s, state, request, who, task_id, lock=True)
+        if action == "complete" and (why := completion_refusal(t.role, who.role, who.clinical_roles)):
+            raise HTTPException(status_code=409, detail=f"the task was reassigned meanwhile: {why}")
         try:
             task_action(s, task_id, action, who.username, now=state.now(), **kw)
         except TaskActionError as e:
@@ -163,10 +171,14 @@ def accept(request: Request, body: NoteIn | None = None, task_id: int = TASK_ID,
     return _act(request, state, who, task_id, "accept", reason=body.note if body else None)
 
 
-@router.post("/tasks/{task_id}/complete", response_model=TaskDetailOut, responses=RESP)
-def complete(request: Request, body: NoteIn | None = None, task_id: int = TASK_ID,
+@router.post("/tasks/{task_id}/complete", response_model=TaskDetailOut,
+             responses={**RESP, **errors(**{"403": "Only the task's role, a care coordinator or a clinical lead may complete it"})})
+def complete(body: CompleteIn, request: Request, task_id: int = TASK_ID,
              who: Principal = Depends(require("task:act")), state: AppState = Depends(get_state)):
-    return _act(request, state, who, task_id, "complete", reason=body.note if body else None)
+    """Complete with a coded outcome (done / not-done with the reason in `note` / declined-by-patient /
+    not-appropriate). Only a person working in the task's role (their care roles), a care coordinator or a
+    clinical lead may; anyone else gets 403 with the reason, and asks for the task to be reassigned."""
+    return _act(request, state, who, task_id, "complete", reason=body.note, outcome=body.outcome)
 
 
 @router.post("/tasks/{task_id}/decline", response_model=TaskDetailOut, responses=RESP)

@@ -9,12 +9,15 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from pydantic import ValidationError
+from sqlmodel import Session, select
 
 from api.deps import Principal
 from api.routers import audit as aapi
 from api.schemas import SnapshotIn
-from api.web.charts import MIN_TO_RANK, Unit, count_text, funnel_plot, rank_order, ranked_bars, trend_chart
+from api.web.charts import MIN_TO_RANK, Unit, count_text, funnel_plot, rank_order, ranked_bars, sparkline, trend_chart
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
+from engine.app.practices import practice_name
+from engine.registry.access import AuditSnapshotRow
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
 UnitKind = Literal["practice", "mdt", "locality"]
@@ -64,7 +67,8 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
     ctx: dict = {"suppress": suppress, "min_to_rank": MIN_TO_RANK}
     if chosen is not None:
         rows = [r for r in by_unit.rows if r.measure == chosen.measure and r.protocol == chosen.protocol]
-        units = [Unit(label=r.unit, rate=r.rate, n=r.denominator - r.exclusions - r.exceptions, numerator=r.numerator, ci=r.ci95,
+        name = (lambda u: practice_name(u)) if unit_kind == "practice" else (lambda u: u)  # noqa: E731
+        units = [Unit(label=name(r.unit), rate=r.rate, n=r.denominator - r.exclusions - r.exceptions, numerator=r.numerator, ci=r.ci95,
                       limits95=r.funnel95, comparison=r.comparison,
                       href=drill_url(chosen.measure, chosen.protocol, unit_kind, r.unit)) for r in rows]
         uid = f"{chosen.measure}-{unit_kind}".replace(".", "-")
@@ -80,16 +84,28 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
         for r in sorted(rows, key=lambda r: -(r.denominator - r.exclusions - r.exceptions))[:MAX_TREND_UNITS]:
             pts = aapi.trend(chosen.measure, chosen.protocol, unit_kind, r.unit, who, state).points
             if pts:
-                series.append((r.unit, [(p.as_of, p.rate) for p in pts]))
+                series.append((name(r.unit), [(p.as_of, p.rate) for p in pts]))
         ctx["trend"] = trend_chart(series, f"trend-{uid}", f"{chosen.measure}: rate over reporting dates")
         ctx["trend_rows"] = series
         order = {u.label: i for i, u in enumerate(rank_order(units))}
-        ctx["rows"] = sorted((r for r in rows if r.denominator - r.exclusions - r.exceptions > 0), key=lambda r: order[r.unit])
+        ctx["rows"] = sorted((r for r in rows if r.denominator - r.exclusions - r.exceptions > 0), key=lambda r: order[name(r.unit)])
     return render(request, "audit.html", who, page_title="Audit dashboard", measures=measures, chosen=chosen,
                   unit_kind=unit_kind, unit_names=UNIT_NAMES, unit_plurals=UNIT_PLURALS, count=count_text,
                   exception_rate=exception_rate, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
                   drill_url=drill_url, patients=area.patients, evaluated_from=area.evaluated_from,
-                  evaluated_to=area.evaluated_to, today=state.now().date(), **ctx)
+                  evaluated_to=area.evaluated_to, today=state.now().date(), sparks=_sparklines(state, measures), **ctx)
+
+
+def _sparklines(state, measures) -> dict[tuple[str, str], object]:
+    """(protocol, measure) -> a sparkline of the area rate over the reporting snapshots (one query)."""
+    points: dict[tuple[str, str], list] = {}
+    with Session(state.engines.read) as s:
+        for r in s.exec(select(AuditSnapshotRow).where(AuditSnapshotRow.unit_kind == "area")
+                        .order_by(AuditSnapshotRow.as_of)):
+            eligible = r.denominator - r.exclusions - r.exceptions
+            points.setdefault((r.protocol, r.measure), []).append((r.as_of, r.numerator / eligible if eligible > 0 else None))
+    return {(m.protocol, m.measure): sparkline(points.get((m.protocol, m.measure), []), f"{m.measure} area rate over time")
+            for m in measures}
 
 
 @router.post("/audit/snapshots")

@@ -18,8 +18,10 @@ from api.deps import Principal
 from api.routers import patients as papi
 from api.schemas import NHS_PATTERN
 from api.views import event_out, task_out, task_owners
+from api.web.worklist import COMPLETE_OUTCOMES, DECLINE_REASONS, cannot_complete
 from api.web.common import PREFIX, PageRoute, local, need, page_user, redirect, render, state_of
 from api.web.summary import SETTING_NAMES, summarise
+from engine.app import practices
 from engine.app.service import task_history
 from engine.registry.ingest import load_record
 from engine.registry.outputs import CLOSED_STATUSES, TaskRow
@@ -84,7 +86,8 @@ def care_plan_page(request: Request, nhs_number: Nhs, who: Principal = Depends(p
     off = [pr for pr in plan.protocols if not pr.on_register]
     return render(request, "care_plan.html", who, page_title=f"Care plan: {plan.patient.given_name or ''} {plan.patient.family_name or ''}".strip(),
                   plan=plan, on=on, off=off, latest=latest_out, closed=closed_out, histories=histories, summary=summary,
-                  status_words=STATUS_WORDS, settings=SETTING_NAMES, owners=owners)
+                  status_words=STATUS_WORDS, settings=SETTING_NAMES, owners=owners, outcomes=COMPLETE_OUTCOMES,
+                  decline_reasons=DECLINE_REASONS, cannot_complete=cannot_complete(who))
 
 
 @router.get("/patients/{nhs_number}/plan")
@@ -95,6 +98,6 @@ def patient_plan_page(request: Request, nhs_number: Nhs, who: Principal = Depend
     plain = papi.care_plan_plain(request, nhs_number, who, state)  # scope check + access log
     with Session(state.engines.read) as s:
         p = s.exec(select(PatientRow).where(PatientRow.nhs_number == nhs_number)).one()
-        practice = p.practice
+        practice = practices.practice(p.practice)  # name and phone from the practice table (None if unknown)
     return render(request, "patient_plan.html", who, page_title=f"Your care plan", plain=plain, practice=practice,
                   printed=local(state.now()).date())

@@ -70,7 +70,9 @@ def _link(href: str | None, inner: str, label: str) -> str:
 def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False) -> Markup:
     """Units with eligible patients only (the caller lists the others in words), big ones ranked first."""
     units = rank_order([u for u in units if u.rate is not None and u.n > 0])
-    left, right, top, row = 150, 190, 34, 30
+    # room for the longest name (practice names run to ~35 characters at 13 px), within limits
+    left = max(150, min(290, 12 + 7 * max((len(u.label) for u in units), default=0)))
+    right, top, row = 190, 34, 30
     plot = 420
     width = left + plot + right
     height = top + row * max(1, len(units)) + 36
@@ -179,7 +181,9 @@ def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str
 
 
 def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], uid: str, title: str) -> Markup:
-    left, right, top, bottom = 56, 150, 20, 40
+    # room on the right for the longest end label ("Meadowbank Medical Centre (synthetic) 100.0%")
+    longest = max((len(name) for name, _ in series), default=0) + 7
+    left, right, top, bottom = 56, max(150, min(330, 16 + 7 * longest)), 20, 40
     pw, ph = 460, 220
     width, height = left + pw + right, top + ph + bottom
     dates = sorted({d for _, pts in series for d, _ in pts})
@@ -222,3 +226,26 @@ def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], ui
     desc = "Line chart of the rate at each reporting date: " + "; ".join(
         f"{name}: " + ", ".join(f"{d.isoformat()} {_pct(r)}" for d, r in pts if r is not None) for name, pts in series)
     return _svg(width, height, uid, title, desc, body)
+
+
+def sparkline(points: list[tuple[dt.date, float | None]], label: str) -> Markup:
+    """A word-sized trend of one measure's area rate over its reporting snapshots (0-100 % on a fixed scale,
+    the last point marked and written beside it); the values are in its <title> for screen readers and
+    hover. One snapshot or none: the words say so instead of a line."""
+    known = [(d, r) for d, r in points if r is not None]
+    if len(known) < 2:
+        return Markup('<span class="muted small sparkline-none">' +
+                      ("one reporting date" if known else "no snapshots") + "</span>")
+    w, h, pad = 96, 22, 3
+    span = max(1, (known[-1][0] - known[0][0]).days)
+    x = lambda d: pad + (w - 2 * pad) * (d - known[0][0]).days / span  # noqa: E731
+    y = lambda r: pad + (h - 2 * pad) * (1 - r)  # noqa: E731
+    line = " ".join(f"{x(d):.1f},{y(r):.1f}" for d, r in known)
+    d, r = known[-1]
+    values = ", ".join(f"{day.day} {day:%b %Y} {_pct(rate)}" for day, rate in known)
+    return Markup(f'<svg xmlns="http://www.w3.org/2000/svg" class="sparkline" viewBox="0 0 {w} {h}" width="{w}" '
+                  f'height="{h}" role="img" aria-label="{escape(label)}: {escape(values)}">'
+                  f"<title>{escape(label)}: {escape(values)}</title>"
+                  f'<line x1="{pad}" y1="{h - pad}" x2="{w - pad}" y2="{h - pad}" stroke="#d8dde0"/>'
+                  f'<polyline points="{line}" fill="none" stroke="#005eb8" stroke-width="1.6"/>'
+                  f'<circle cx="{x(d):.1f}" cy="{y(r):.1f}" r="2.4" fill="#005eb8"/></svg>')

@@ -31,6 +31,7 @@ from api.state import COOKIE_NAME, AppState, _service_key
 from api.deps import Principal, current_user, log_access
 from api.security import PERMISSIONS
 from engine.app.docs import display_unit
+from engine.app.practices import practice_label, practice_name
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = Path(os.environ.get("CAREPATH_TEMPLATES", ROOT / "templates"))
@@ -112,7 +113,8 @@ def _env() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), autoescape=True,
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     env.filters.update(day=fmt_day, long_day=fmt_long_day, when=fmt_when, span=fmt_span, pct=fmt_pct,
-                       humanise=humanise, local=local, nhs=fmt_nhs, unit=display_unit)
+                       humanise=humanise, local=local, nhs=fmt_nhs, unit=display_unit,
+                       practice=practice_label, practice_name=practice_name)
     env.globals.update(PREFIX=PREFIX, CSRF_FIELD=CSRF_FIELD, urlencode=urlencode, PERMISSIONS=PERMISSIONS)
     return env
 

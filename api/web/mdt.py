@@ -18,6 +18,7 @@ from api.routers import mdt as mapi
 from api.schemas import OutcomeIn
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
 from api.web.summary import SETTING_NAMES, summarise
+from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES
 from engine.registry.ingest import load_record
 from engine.registry.outputs import PatientEvaluationRow
 from engine.registry.tables import PatientRow
@@ -73,25 +74,58 @@ def case_conference_page(request: Request, mdt: Mdt, meeting_date: dt.date | Non
         log_access(state, request, who, "read", "patient-summary", patients=[c.nhs_number for c in conf.patients],
                    detail={"mdt": mdt, "via": "web case conference"})
     return render(request, "case_conference.html", who, page_title=f"Case conference: {mdt}", conf=conf,
-                  summaries=summaries, plans=plans, settings=SETTING_NAMES)
+                  summaries=summaries, plans=plans, settings=SETTING_NAMES, action_types=ACTION_TYPES,
+                  action_roles=ACTION_ROLES)
 
 
 @router.post("/mdt/{mdt}/outcomes")
 def record_outcome_form(request: Request, mdt: Mdt, nhs_number: str = Form(...), meeting_date: str = Form(...),
                         outcome: str = Form("", max_length=4000), actions: str = Form("", max_length=4000),
+                        action_type: list[str] = Form([]), action_role: list[str] = Form([]),
+                        action_due: list[str] = Form([]), action_priority: list[str] = Form([]),
+                        action_detail: list[str] = Form([]),
                         csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
+    """Record the outcome; each filled action row (type, role, due date) becomes a task on the worklist."""
     check_csrf(request, csrf_token_)
     need(request, who, "mdt:write")
     state = state_of(request)
     back = f"{PREFIX}/mdt/{mdt}?meeting_date={meeting_date}" if _is_day(meeting_date) else f"{PREFIX}/mdt/{mdt}"
+    here = f"{back}#p-{nhs_number}" if nhs_number.isdigit() else back
+    rows = _action_rows(action_type, action_role, action_due, action_priority, action_detail)
+    if isinstance(rows, str):
+        return redirect(request, here, flash=f"The outcome was not recorded: {rows}")
     try:
         body = OutcomeIn(nhs_number=nhs_number, meeting_date=meeting_date, outcome=outcome.strip(),
-                         actions=actions.strip() or None)
-    except ValidationError:
-        return redirect(request, f"{back}#p-{nhs_number}" if nhs_number.isdigit() else back,
-                        flash="The outcome was not recorded: write what the MDT decided.")
-    out = mapi.record_outcome(body, request, mdt, who, state)  # membership + scope + access log
-    return redirect(request, f"{back}#p-{out.nhs_number}", flash=f"Outcome recorded for {out.nhs_number}.")
+                         actions=actions.strip() or None, action_items=rows)
+    except ValidationError as e:
+        problem = ("write what the MDT decided" if any(err["loc"][:1] == ("outcome",) for err in e.errors())
+                   else "check each action's type, role and due date")
+        return redirect(request, here, flash=f"The outcome was not recorded: {problem}.")
+    try:
+        out = mapi.record_outcome(body, request, mdt, who, state)  # membership + scope + access log
+    except HTTPException as e:
+        if e.status_code != 422:
+            raise
+        return redirect(request, here, flash=f"The outcome was not recorded: {e.detail}.")
+    made = f" {len(out.tasks)} task{'' if len(out.tasks) == 1 else 's'} added to the worklist." if out.tasks else ""
+    return redirect(request, f"{back}#p-{out.nhs_number}", flash=f"Outcome recorded for {out.nhs_number}.{made}")
+
+
+def _action_rows(types, roles, dues, priorities, details) -> list[dict] | str:
+    """The filled action rows of the form (a row with no action type is empty), or what is missing, in words."""
+    rows = []
+    for i, kind in enumerate(types[:10]):
+        role, due = (roles[i] if i < len(roles) else ""), (dues[i] if i < len(dues) else "")
+        if not kind.strip():
+            if role or due:
+                return f"action {i + 1} has no action type."
+            continue
+        if not role or not due:
+            return f"action {i + 1} needs who does it and a due date."
+        rows.append({"type": kind, "role": role, "due": due,
+                     "priority": (priorities[i] if i < len(priorities) else "") or "routine",
+                     "detail": ((details[i] if i < len(details) else "").replace("\x00", "").strip() or None)})
+    return rows
 
 
 def _is_day(s: str) -> bool:

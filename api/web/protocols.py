@@ -20,11 +20,15 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Reques
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 
+from sqlmodel import Session
+
 from api.deps import Principal, log_access
-from engine.app import impact_runs
+from api.routers import protocol_drafts as pd
+from api.security import PERMISSIONS
+from engine.app import approvals, impact_runs
 from engine.app.protocol_store import example_patients
 from api.routers import protocols as papi
-from api.schemas import ImpactIn, ValidationOut
+from api.schemas import DraftOut, ImpactIn, PublishOut, ValidationOut, YamlIn
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
 from engine.app.docs import clinical_words
 from engine.language.library import version_key
@@ -127,7 +131,62 @@ def protocols_page(request: Request, who: Principal = Depends(page_user)):
     protos = papi.list_protocols(who, state)
     statuses = {(p.id, v): (state.library.find(p.id, v).status if state.library.find(p.id, v) else "")
                 for p in protos for v in p.versions}
-    return render(request, "protocols.html", who, page_title="Protocols", protos=protos, statuses=statuses)
+    waiting = []
+    if who.role in PERMISSIONS["protocol:publish"]:
+        with Session(state.engines.read) as s:
+            waiting = [pd.draft_out(d) for d in approvals.awaiting(s)]
+    return render(request, "protocols.html", who, page_title="Protocols", protos=protos, statuses=statuses,
+                  waiting=waiting, approval_problem=approvals.approval_problem)
+
+
+@router.post("/protocols/{protocol_id}/drafts")
+def submit_for_approval(request: Request, protocol_id: Pid, yaml: str = Form("", max_length=500_000),
+                        note: str = Form("", max_length=200), csrf_token_: str = Form("", alias="csrf_token"),
+                        who: Principal = Depends(page_user)):
+    """Submit the text as a version for approval: nothing is published until a second clinical lead approves."""
+    check_csrf(request, csrf_token_)
+    need(request, who, "protocol:publish")
+    state = state_of(request)
+    papi._versions(state, protocol_id)
+    try:
+        body = YamlIn(yaml=yaml, note=note.strip() or None)
+    except ValidationError as e:
+        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text",
+                            problems=[err["msg"] for err in e.errors()])
+    try:
+        out = pd.submit_draft(body, request, who, state)
+    except HTTPException as e:
+        if e.status_code != 409:
+            raise
+        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", problems=[str(e.detail)])
+    if not isinstance(out, DraftOut):
+        v = ValidationOut.model_validate_json(out.body)
+        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text",
+                            problems=[p.text for p in v.problems] or ["The protocol is not valid."])
+    return redirect(request, f"{PREFIX}/protocols#awaiting",
+                    flash=f"{out.protocol} {out.version} submitted for approval: a second clinical lead must approve it "
+                          "before it is published.")
+
+
+@router.post("/protocols/drafts/{draft_id}/approve")
+def approve(request: Request, draft_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+            csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
+    """Approve a draft as the second person, which publishes it; the author cannot (the page says why)."""
+    check_csrf(request, csrf_token_)
+    need(request, who, "protocol:publish")
+    state = state_of(request)
+    back = f"{PREFIX}/protocols#awaiting"
+    try:
+        out = pd.approve_draft(request, draft_id, who, state)
+    except HTTPException as e:
+        if e.status_code not in (403, 404, 409):
+            raise
+        return redirect(request, back, flash=f"Not published: {e.detail}.")
+    if not isinstance(out, PublishOut):
+        v = ValidationOut.model_validate_json(out.body)
+        return redirect(request, back, flash="Not published: " + "; ".join(p.text for p in v.problems[:3]))
+    return redirect(request, f"{PREFIX}/protocols/{out.protocol}",
+                    flash=f"Published {out.protocol} {out.version}: written by {out.published_by}, approved by you.")
 
 
 @router.get("/protocols/{protocol_id}")
@@ -225,6 +284,8 @@ def _impact_form(request, who, state, pid: str, **ctx):
     ctx.setdefault("source", f"file:{drafts[-1].version}" if drafts else "text")
     ctx.setdefault("as_of", state.now().date().isoformat())
     ctx.setdefault("problems", None)
+    ctx.setdefault("checked", None)
+    ctx.setdefault("listing", None)
     return render(request, "protocol_impact.html", who, page_title=f"Impact preview: {pid}", pid=pid, drafts=drafts,
                   in_force=next((p for p in state.library.in_force(state.now().date()) if p.id == pid), None), **ctx)
 
@@ -271,6 +332,27 @@ def impact_run(request: Request, protocol_id: Pid, source: str = Form("text", ma
     log_access(state, request, who, "read", "protocol-impact-run",
                detail={"run": run.id, "protocol": draft.key, "started": True, "via": "web"})
     return redirect(request, f"{PREFIX}/protocols/{protocol_id}/impact/runs/{run.id}")
+
+
+@router.post("/protocols/{protocol_id}/check")
+def check_text(request: Request, protocol_id: Pid, yaml: str = Form("", max_length=500_000),
+               csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
+    """Check the text as publishing would: the text again with line numbers, each problem at its line."""
+    check_csrf(request, csrf_token_)
+    need(request, who, "protocol:validate")
+    state = state_of(request)
+    papi._versions(state, protocol_id)
+    try:
+        v = papi.validate(YamlIn(yaml=yaml), who, state)
+    except ValidationError as e:
+        return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text",
+                            problems=[err["msg"] for err in e.errors()])
+    at: dict[int, list] = {}
+    for p in v.problems:
+        at.setdefault(p.line, []).append(p)
+    listing = [(n, line, at.get(n, [])) for n, line in enumerate(yaml.split("\n"), 1)]
+    return _impact_form(request, who, state, protocol_id, yaml=yaml, source="text", checked=v, listing=listing,
+                        problems=None)
 
 
 @router.get("/protocols/{protocol_id}/impact/runs/{run_id}")

@@ -21,6 +21,7 @@ from api.routers.mdt import HIGHEST_TIER, risk_tier
 from api.routers.worklists import CSV_LIMIT, Filters, _act, _ordered, worklist_csv_response
 from api.views import age_on, task_out, task_owners
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, safe_next, state_of
+from engine.app.task_outcomes import OUTCOMES, completion_refusal
 from engine.registry.outputs import OPEN_STATUSES, PatientEvaluationRow, TaskEventRow, TaskRow
 from engine.registry.tables import PatientRow
 
@@ -194,7 +195,12 @@ def worklist_page(request: Request, v: View = Depends(), who: Principal = Depend
                   pages=pages, facets=facets, statuses=STATUSES, priorities=PRIORITIES, risks=RISKS, sorts=SORTS,
                   page_sizes=PAGE_SIZES, row_tiers=row_tiers, sla=sla, highest_tier=HIGHEST_TIER, here=here,
                   groups=group_by_patient(items, {p.nhs_number: p for _, p in rows}, now.date()), owners=owners,
-                  outcomes=COMPLETE_OUTCOMES, decline_reasons=DECLINE_REASONS)
+                  outcomes=COMPLETE_OUTCOMES, decline_reasons=DECLINE_REASONS, cannot_complete=cannot_complete(who))
+
+
+def cannot_complete(who: Principal):
+    """For the page: task -> why this user may not complete it (None when they may)."""
+    return lambda t: completion_refusal(t.role, who.role, who.clinical_roles)
 
 
 @dataclass
@@ -225,13 +231,8 @@ def group_by_patient(items: list, patients: dict, today: dt.date) -> list[Patien
     return list(groups.values())
 
 
-# Coded outcomes: what was done, or why not (the reason is stored as "label: note").
-COMPLETE_OUTCOMES = {
-    "done": "Done",
-    "booked": "Appointment booked",
-    "done-elsewhere": "Done by another service (recorded there)",
-    "reviewed-no-change": "Reviewed, no change needed",
-}
+# Coded outcomes of a completion: engine.app.task_outcomes (stored as outcome + "label: note").
+COMPLETE_OUTCOMES = OUTCOMES
 DECLINE_REASONS = {
     "patient-declined": "Patient declined",
     "not-appropriate": "Not clinically appropriate",
@@ -308,19 +309,23 @@ def task_action_form(request: Request, task_id: int = Path(..., ge=1, le=2**31 -
     back = safe_next(next, PREFIX + "/worklist")
     reason = reason.replace("\x00", "").strip()
     codes = COMPLETE_OUTCOMES if action == "complete" else DECLINE_REASONS if action == "decline" else {}
-    if code and code not in codes:
+    if code and code not in codes or action == "complete" and not code:
         return redirect(request, back, flash=f"Task {task_id}: choose one of the listed outcomes.")
     if action == "decline" and (not code and not reason or code == "other" and not reason):
         return redirect(request, back, flash=f"Task {task_id} was not declined: please give a reason.")
-    if codes and code:
+    kw = {}
+    if action == "complete":
+        kw["outcome"] = code  # the service words it (engine.app.task_outcomes.outcome_text)
+    elif codes and code:
         label = codes[code].replace(" (say why)", "")
         reason = f"{label}: {reason}" if reason and code != "other" else (reason if code == "other" else label)
     try:
-        out = _act(request, state, who, task_id, action, reason=reason or None)
+        out = _act(request, state, who, task_id, action, reason=reason or None, **kw)
     except HTTPException as e:
-        if e.status_code in (409, 422):
+        if e.status_code in (403, 409, 422):
             return redirect(request, back, flash=f"Task {task_id}: {e.detail}.")
         raise
     anchor = back if "#" in back else f"{back}#patient-{out.nhs_number}"
+    said = out.closed_reason if action == "complete" else reason
     return redirect(request, anchor, flash=f"{out.title} ({out.patient_name or out.nhs_number}): {ACTION_DONE[action]}"
-                    + (f" by you — {reason}." if action in ("complete", "decline") and reason else "."))
+                    + (f" by you — {said}." if action in ("complete", "decline") and said else "."))

@@ -120,14 +120,15 @@ def publish_file(pending: Path, proto: Protocol) -> Path:
     return target
 
 
-def record_publication(target: Path, proto: Protocol, published: dt.date) -> Callable[[], None]:
+def record_publication(target: Path, proto: Protocol, published: dt.date, *, author: str | None = None,
+                       approved_by: str | None = None) -> Callable[[], None]:
     """Record the published file in `published.lock` as `carepath publish` does (the lock in its folder
     or up to two above, else a new one beside it), so `carepath validate` refuses any later change to
     it. Returns the undo, for a publication that fails after this."""
     manifest = checks.find_manifest(target)
     before = manifest.read_text(encoding="utf-8") if manifest else None
     written = checks.record_publication(manifest.parent if manifest else target.parent, proto.key, target,
-                                        published.isoformat())
+                                        published.isoformat(), author=author, approved_by=approved_by)
 
     def undo() -> None:
         if before is None:

@@ -71,6 +71,8 @@ from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
 from engine.registry.ingest import load_record_versioned, record_digest
 from engine.registry.measure_results import replace_measures
+from engine.app.mdt_actions import MDT_KIND
+from engine.app.task_outcomes import OutcomeError, outcome_text
 from engine.registry.outputs import (CLOSED_STATUSES, OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow,
                                      TaskRow)
 from engine.registry.tables import PatientRow, utcnow
@@ -660,7 +662,7 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
             row.condition_active = True  # closed by a person while the need continues: leave it closed
             session.add(row)
     for key, row in current.items():
-        if key in wanted:
+        if key in wanted or row.kind == MDT_KIND:  # an MDT's decision is not the protocol's to resolve
             continue
         if row.status in OPEN_STATUSES:
             before = row.status
@@ -734,8 +736,9 @@ TRANSITIONS = {
 
 def task_action(session: Session, task_id: int, action: str, actor: str, *, reason: str | None = None,
                 provider: str | None = None, team: str | None = None, role: str | None = None,
-                now: dt.datetime | None = None) -> TaskRow:
-    """Accept / complete / decline (with reason) / reopen / reassign a task, keeping its history."""
+                now: dt.datetime | None = None, outcome: str | None = None) -> TaskRow:
+    """Accept / complete (with a coded outcome, engine.app.task_outcomes) / decline (with reason) / reopen /
+    reassign a task, keeping its history. Who may complete is the caller's check (`completion_refusal`)."""
     now = now or utcnow()
     row = session.get(TaskRow, task_id)
     if row is None:
@@ -758,11 +761,17 @@ def task_action(session: Session, task_id: int, action: str, actor: str, *, reas
             raise TaskActionError(f"cannot {action} a task that is {row.status}")
         if action == "decline" and not (reason and reason.strip()):
             raise TaskActionError("declining a task needs a reason")
+        if action == "complete":
+            try:
+                reason = outcome_text(outcome, reason)
+            except OutcomeError as e:
+                raise TaskActionError(str(e)) from None
         row.status = target
         if target in CLOSED_STATUSES:
-            row.closed_at, row.closed_reason = now, reason or f"{target} by {actor}"
+            row.closed_at, row.closed_reason, row.closed_by = now, reason or f"{target} by {actor}", actor
+            row.outcome = outcome if action == "complete" else None
         else:
-            row.closed_at, row.closed_reason = None, None
+            row.closed_at, row.closed_reason, row.closed_by, row.outcome = None, None, None, None
         _event(session, row, {"accept": "accepted", "complete": "completed", "decline": "declined",
                               "reopen": "reopened"}[action], actor, before, reason, now)
     row.updated_at = now

@@ -19,15 +19,19 @@ import unicodedata
 from sqlmodel import Session, select
 
 from engine.app.passwords import hash_password
+from engine.app.task_outcomes import CLINICAL_ROLE_PATTERN
 from engine.registry.access import ROLES, UserRow
 from engine.registry.tables import utcnow
 
 DEMO_PASSWORD_SUFFIX = "-demo-pw"
 # username -> (role, full name, scope); password is "<username>-demo-pw" (documented in the README).
+# The care roles (clinical_roles) decide which tasks each may complete (engine.app.task_outcomes).
 DEMO_USERS = {
-    "clinical.lead": ("clinical-lead", "Dr Clara Lead", {}),
-    "mdt.member": ("mdt-member", "Sam Member (Central 1 MDT)", {"mdt": "central-1"}),
-    "practice.staff": ("practice-staff", "Pat Staff (A81001)", {"practice": "A81001"}),
+    "clinical.lead": ("clinical-lead", "Dr Clara Lead", {"clinical_roles": ["gp"]}),
+    "second.lead": ("clinical-lead", "Dr Sam Second (approves protocol versions)", {"clinical_roles": ["gp"]}),
+    "mdt.member": ("mdt-member", "Sam Member (Central 1 MDT)", {"mdt": "central-1", "clinical_roles": ["care-coordinator"]}),
+    "practice.staff": ("practice-staff", "Pat Staff (A81001)",
+                       {"practice": "A81001", "clinical_roles": ["practice-nurse", "healthcare-assistant"]}),
     "auditor": ("auditor", "Alex Auditor", {}),
     "admin": ("admin", "Ada Admin", {}),
 }
@@ -77,7 +81,8 @@ def password_problem(password: str, username: str | None = None) -> str | None:
 
 
 def add_user(session: Session, username: str, password: str, role: str, *, full_name: str | None = None,
-             mdt: str | None = None, practice: str | None = None, locality: str | None = None) -> UserRow:
+             mdt: str | None = None, practice: str | None = None, locality: str | None = None,
+             clinical_roles: list[str] | None = None) -> UserRow:
     username = username.strip()
     if problem := username_problem(username):
         raise UserError(problem)
@@ -88,15 +93,29 @@ def add_user(session: Session, username: str, password: str, role: str, *, full_
     if session.exec(select(UserRow).where(UserRow.username == username)).first() is not None:
         raise UserError(f"user {username!r} already exists")
     row = UserRow(username=username, password_hash=hash_password(password), role=role, full_name=full_name, mdt=mdt,
-                  practice=practice.upper() if practice else None, locality=locality)
+                  practice=practice.upper() if practice else None, locality=locality,
+                  clinical_roles=_clinical_roles(clinical_roles or []))
     session.add(row)
     session.flush()
     return row
 
 
+def _clinical_roles(roles: list[str]) -> list[str]:
+    out = []
+    for r in roles:
+        r = r.strip().lower()
+        if not re.fullmatch(CLINICAL_ROLE_PATTERN, r):
+            raise UserError(f"a care role is a lower-case word or words joined by '-', e.g. practice-nurse (not {r!r})")
+        if r not in out:
+            out.append(r)
+    return out
+
+
 def update_user(session: Session, row: UserRow, *, password: str | None = None, role: str | None = None,
-                active: bool | None = None, **scope) -> UserRow:
+                active: bool | None = None, clinical_roles: list[str] | None = None, **scope) -> UserRow:
     revoke = False
+    if clinical_roles is not None:
+        row.clinical_roles = _clinical_roles(clinical_roles)
     if password is not None:
         if problem := password_problem(password, row.username):
             raise UserError(problem)

@@ -16,6 +16,7 @@ one (never a false alarm); some impossible combinations across different fields 
 from __future__ import annotations
 
 import hashlib
+import re
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,18 +399,26 @@ def publication_problems(lib, paths: list[Path]) -> list[Problem]:
     return out
 
 
-def record_publication(root: Path, key: str, file: Path, published: str) -> Path:
-    """Add `key` (protocol or agreement id@version) to <root>/published.lock; returns the manifest path."""
+def record_publication(root: Path, key: str, file: Path, published: str, *, author: str | None = None,
+                       approved_by: str | None = None) -> Path:
+    """Add `key` (protocol or agreement id@version) to <root>/published.lock, with its author and the second
+    person who approved it when given (two-person publish); returns the manifest path."""
     manifest = Path(root) / MANIFEST
     entries = read_manifest(manifest) if manifest.is_file() else {}
     entries[key] = {"file": str(Path(file).resolve().relative_to(Path(root).resolve())), "sha256": file_hash(file),
                     "published": str(published)}
+    for name, who in (("author", author), ("approved_by", approved_by)):
+        if who:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._@ -]{0,99}", who):
+                raise ValueError(f"{name} {who!r}: letters, digits, spaces and . _ @ - only")
+            entries[key][name] = who
     lines = ["# Published protocol and role-agreement versions (written by `carepath publish`; checked by",
              "# `carepath validate`). A published file never changes: publish a change as a new version.",
              ""]
     for k in sorted(entries):
         e = entries[k]
-        lines.append(f"{k}: {{file: {e['file']}, sha256: {e['sha256']}, published: {e['published']}}}")
+        extra = "".join(f", {n}: {e[n]}" for n in ("author", "approved_by") if e.get(n))
+        lines.append(f"{k}: {{file: {e['file']}, sha256: {e['sha256']}, published: {e['published']}{extra}}}")
     manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return manifest
 

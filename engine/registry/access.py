@@ -54,6 +54,8 @@ class UserRow(SQLModel, table=True):
     created_at: dt.datetime = _when(default_factory=utcnow)
     updated_at: dt.datetime = _when(default_factory=utcnow)
     last_login_at: dt.datetime | None = _when(nullable=True, default=None)
+    # migration 0012: the care roles this person works in (gp, practice-nurse, ...): who may complete which task
+    clinical_roles: Any = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, server_default="[]"))
 
 
 class AccessLogRow(SQLModel, table=True):
@@ -126,6 +128,8 @@ class ProtocolPublicationRow(SQLModel, table=True):
     published_by: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
     published_at: dt.datetime = _when(default_factory=utcnow)
     note: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    # migration 0013: two-person publish — published_by is the author, approved_by the second person
+    approved_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
 
 
 class ServiceKeyRow(SQLModel, table=True):
@@ -183,3 +187,23 @@ class ImpactRunRow(SQLModel, table=True):
     finished_at: dt.datetime | None = _when(nullable=True, default=None)
     result: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     error: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+
+
+class ProtocolDraftRow(SQLModel, table=True):
+    """A protocol version submitted for publication (migration 0013): publishing needs a second person.
+    The author submits the text; a different user with the publish permission (a clinical lead) approves
+    it, which publishes it (engine.app.approvals). Status: awaiting-approval | published | withdrawn."""
+    __tablename__ = "protocol_draft"
+    __table_args__ = (sa.Index("ix_protocol_draft_status", "status"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    protocol: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    version: str = Field(sa_column=sa.Column(sa.String(40), nullable=False))
+    content_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    yaml: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    note: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    status: str = Field(sa_column=sa.Column(sa.String(20), nullable=False))
+    submitted_by: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
+    submitted_at: dt.datetime = _when(default_factory=utcnow)
+    decided_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
+    decided_at: dt.datetime | None = _when(nullable=True, default=None)

@@ -52,6 +52,9 @@ class TaskRow(SQLModel, table=True):
     closed_at: dt.datetime | None = _when(nullable=True, default=None)
     closed_reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
     updated_at: dt.datetime = _when(default_factory=utcnow)
+    # migration 0012: the coded outcome of a completion (engine.app.task_outcomes) and who closed it
+    outcome: str | None = Field(default=None, sa_column=sa.Column(sa.String(30)))
+    closed_by: str | None = Field(default=None, sa_column=sa.Column(sa.String(100)))
 
 
 def patient_tasks_query(patient_id: int, include_closed: bool = False):

@@ -54,7 +54,7 @@ def test_closed_tasks_only_with_include_closed(seeded_api):
     api = seeded_api  # a registry of its own: this test completes a task
     open_ids = [t["id"] for t in api.get(f"/patients/{FRANK}/tasks").json()]
     done = open_ids[0]
-    assert api.post(f"/tasks/{done}/complete").status_code == 200
+    assert api.post(f"/tasks/{done}/complete", json={"outcome": "done"}).status_code == 200
     still_open = [t["id"] for t in api.get(f"/patients/{FRANK}/tasks").json()]
     assert sorted(still_open) == sorted(set(open_ids) - {done})
     every = {t["id"]: t["status"] for t in api.get(f"/patients/{FRANK}/tasks", params={"include_closed": True}).json()}

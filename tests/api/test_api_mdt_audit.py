@@ -158,3 +158,46 @@ def test_risk_tier_is_the_highest_stratification_level():
     from api.routers.mdt import risk_tier
     assert risk_tier({"t2dm-annual-care": {"tier": None}}) is None
     assert risk_tier({"risk-stratification": {"tier": {"level": 2}}, "frailty": {"tier": {"level": 3}}, "x": {}}) == 3
+
+
+def test_structured_outcome_actions_become_tasks(seeded_api):
+    """Each agreed action (type, role, due date) becomes an open task on the worklist, from the MDT, with
+    its why; a protocol re-evaluation does not resolve it; a bad action records nothing."""
+    api = seeded_api
+    meeting = next_meeting_day(api.clock().date())
+    due = meeting + dt.timedelta(days=7)
+    body = {"nhs_number": FRANK, "meeting_date": meeting.isoformat(), "outcome": "Ulcer healing; frailty concerns",
+            "action_items": [{"type": "medication-review", "role": "clinical-pharmacist", "due": due.isoformat()},
+                             {"type": "home-visit", "role": "community-matron", "due": meeting.isoformat(),
+                              "priority": "urgent", "detail": "check offloading boot"}]}
+    before = api.get("/worklist", user="mdt.other", params={"page_size": 500}).json()["total"]
+    # refused: unknown type, a role outside the list, a due date before the meeting - nothing recorded
+    for bad in ({"type": "chat"}, {"role": "plumber"}, {"due": (meeting - dt.timedelta(days=1)).isoformat()}):
+        wrong = {**body, "action_items": [{**body["action_items"][0], **bad}]}
+        assert api.post("/mdts/central-2/outcomes", user="mdt.other", json=wrong).status_code == 422, bad
+    assert api.get("/mdts/central-2/outcomes", user="mdt.other").json() == []
+    r = api.post("/mdts/central-2/outcomes", user="mdt.other", json=body)
+    assert r.status_code == 201, r.text
+    tasks = r.json()["tasks"]
+    assert [(t["title"], t["role"], t["priority"], t["status"]) for t in tasks] == [
+        ("Structured medication review", "clinical-pharmacist", "routine", "open"),
+        ("Home visit: check offloading boot", "community-matron", "urgent", "open")]
+    assert tasks[0]["due"].startswith(due.isoformat())
+    why = f"Agreed at the central-2 MDT case conference on {meeting.day} {meeting:%B %Y}: Ulcer healing; frailty concerns"
+    detail = api.get(f"/tasks/{tasks[1]['id']}", user="mdt.other").json()
+    assert (detail["why"], detail["kind"], detail["protocol"], detail["source"]) == (
+        why, "mdt-action", "mdt-case-conference", f"mdt-outcome:{r.json()['id']}")
+    assert [(h["action"], h["actor"]) for h in detail["history"]] == [("raised", "mdt.other")]
+    listed = {t["id"]: t for t in api.get("/worklist", user="mdt.other", params={"page_size": 500}).json()["items"]}
+    assert {t["id"] for t in tasks} <= set(listed) and len(listed) == before + 2
+    # the case conference shows them with the outcome, and the outcomes list too
+    conf = api.get("/mdts/central-2/case-conference", user="mdt.other").json()
+    frank = next(p for p in conf["patients"] if p["nhs_number"] == FRANK)
+    assert [t["id"] for t in frank["outcome"]["tasks"]] == [t["id"] for t in tasks]
+    assert [t["id"] for t in api.get("/mdts/central-2/outcomes", user="mdt.other").json()[0]["tasks"]] == [t["id"] for t in tasks]
+    # re-evaluating the patient leaves the MDT's tasks open (a protocol did not raise them)
+    assert api.post(f"/patients/{FRANK}/reevaluate").status_code == 200
+    assert all(api.get(f"/tasks/{t['id']}").json()["status"] == "open" for t in tasks)
+    # they are completed like any task: by their role, a coordinator or a lead
+    r = api.post(f"/tasks/{tasks[0]['id']}/complete", user="clinical.lead", json={"outcome": "done"})
+    assert r.status_code == 200 and r.json()["closed_by"] == "clinical.lead"

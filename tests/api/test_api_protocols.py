@@ -200,34 +200,77 @@ def test_large_registries_are_previewed_by_a_run(api, monkeypatch):
     assert r.status_code == 409 and "/protocols/impact/runs" in r.json()["detail"]
 
 
+def publish(api, yaml: str, note: str | None = None, author: str = "clinical.lead", approver: str = "lead.central"):
+    """Two-person publish: the author submits the version, a second clinical lead approves it (which publishes
+    it). Returns the refusal when the submission is refused, else the approval's response."""
+    r = api.post("/protocols/drafts", user=author, json={"yaml": yaml, **({"note": note} if note else {})})
+    if r.status_code != 201:
+        return r
+    return api.post(f"/protocols/drafts/{r.json()['id']}/approve", user=approver)
+
+
 def test_publish(seeded_api):
     api = seeded_api
     before = files(api.protocols_dir)
-    bad = api.post("/protocols/publish", json={"yaml": version(ORIGINAL, "1.1.0").replace("level: red", "level: crimson")})
+    bad = publish(api, version(ORIGINAL, "1.1.0").replace("level: red", "level: crimson"))
     assert bad.status_code == 422 and any(p["severity"] == "error" for p in bad.json()["problems"])
     assert files(api.protocols_dir) == before  # refused whole: no file, no pending leftovers
     assert api.get("/protocols/t2dm-annual-care").json()["version"] == "1.0.0"
 
-    r = api.post("/protocols/publish", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0")), "note": "NG28 update"})
+    r = publish(api, lower_threshold(version(ORIGINAL, "1.1.0")), note="NG28 update")
     assert r.status_code == 201, r.text
     pub = r.json()
-    assert (pub["version"], pub["file"], pub["in_force"], pub["published_by"]) == (
-        "1.1.0", "t2dm-annual-care@1.1.0.yaml", True, "clinical.lead")
+    assert (pub["version"], pub["file"], pub["in_force"], pub["published_by"], pub["approved_by"]) == (
+        "1.1.0", "t2dm-annual-care@1.1.0.yaml", True, "clinical.lead", "lead.central")
     assert files(api.protocols_dir) == before | {"t2dm-annual-care@1.1.0.yaml", "published.lock"}
     assert (api.protocols_dir / "t2dm-annual-care.yaml").read_text(encoding="utf-8") == ORIGINAL  # old version kept
     hist = api.get("/protocols/t2dm-annual-care/versions").json()
-    assert [(v["version"], v["in_force"], v["published_by"], v["note"]) for v in hist] == [
-        ("1.1.0", True, "clinical.lead", "NG28 update"), ("1.0.0", False, None, None)]
+    assert [(v["version"], v["in_force"], v["published_by"], v["approved_by"], v["note"]) for v in hist] == [
+        ("1.1.0", True, "clinical.lead", "lead.central", "NG28 update"), ("1.0.0", False, None, None, None)]
     assert api.get("/protocols/t2dm-annual-care/source", params={"version": "1.0.0"}).json()["yaml"] == ORIGINAL
     # the same version again is refused; re-evaluation now uses the new version
-    again = api.post("/protocols/publish", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0"))})
+    again = publish(api, lower_threshold(version(ORIGINAL, "1.1.0")))
     assert again.status_code == 422 and "already published" in again.text
     diff = api.post(f"/patients/{SARAH}/reevaluate").json()
     assert [c["title"] for c in diff["tasks_opened"]] == ["Review glucose-lowering therapy"]
     task = next(t for t in api.get("/worklist", params={"nhs_number": SARAH}).json()["items"] if t["role"] == "gp")
     assert task["version"] == "1.1.0"
-    log = api.get("/access-log", user="admin", params={"username": "clinical.lead", "action": "write"}).json()["items"]
-    assert any(x["resource"] == "protocol" and x["detail"].get("published") == "t2dm-annual-care@1.1.0" for x in log)
+    log = api.get("/access-log", user="admin", params={"username": "lead.central", "action": "write"}).json()["items"]
+    assert any(x["resource"] == "protocol" and x["detail"].get("published") == "t2dm-annual-care@1.1.0"
+               and x["detail"]["author"] == "clinical.lead" and x["detail"]["approved_by"] == "lead.central" for x in log)
+
+
+def test_publishing_needs_a_second_clinical_lead(seeded_api):
+    """Issue 16 item 9: the author submits; nothing is published until a different clinical lead approves;
+    the author cannot approve their own version (refused and logged)."""
+    api = seeded_api
+    before = files(api.protocols_dir)
+    r = api.post("/protocols/drafts", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0")), "note": "NG28"})
+    assert r.status_code == 201, r.text
+    draft = r.json()
+    assert (draft["status"], draft["submitted_by"], draft["version"]) == ("awaiting-approval", "clinical.lead", "1.1.0")
+    assert files(api.protocols_dir) == before  # nothing published yet
+    assert [d["id"] for d in api.get("/protocols/drafts", user="lead.central").json()] == [draft["id"]]
+    # the same version cannot wait twice
+    assert api.post("/protocols/drafts", user="lead.central",
+                    json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0"))}).status_code == 409
+    # the author cannot approve it
+    own = api.post(f"/protocols/drafts/{draft['id']}/approve")
+    assert own.status_code == 403 and "cannot approve it" in own.json()["detail"]
+    assert files(api.protocols_dir) == before and api.get("/protocols/t2dm-annual-care").json()["version"] == "1.0.0"
+    log = api.get("/access-log", user="admin", params={"username": "clinical.lead", "action": "denied"}).json()["items"]
+    assert log[0]["resource"] == "protocol-approve" and log[0]["detail"]["draft"] == draft["id"]
+    # nor may anyone without the publish permission (an MDT member)
+    assert api.post(f"/protocols/drafts/{draft['id']}/approve", user="mdt.member").status_code == 403
+    # a second clinical lead approves: published, both recorded
+    ok = api.post(f"/protocols/drafts/{draft['id']}/approve", user="lead.central")
+    assert ok.status_code == 201 and (ok.json()["published_by"], ok.json()["approved_by"]) == ("clinical.lead", "lead.central")
+    assert api.get("/protocols/drafts").json() == []
+    assert api.post(f"/protocols/drafts/{draft['id']}/approve", user="lead.central").status_code == 409  # done
+    assert api.post("/protocols/drafts/999999/approve", user="lead.central").status_code == 404
+    from engine.language.checks import read_manifest
+    entry = read_manifest(api.protocols_dir / "published.lock")["t2dm-annual-care@1.1.0"]
+    assert (entry["author"], entry["approved_by"]) == ("clinical.lead", "lead.central")
 
 
 def test_publish_refuses_made_up_codes(fresh_api):
@@ -255,14 +298,15 @@ def test_published_versions_are_frozen_like_the_cli_ones(fresh_api):
     from engine.language.checks import file_hash, read_manifest
     from engine.language.library import load_library
     api, folder = fresh_api, fresh_api.protocols_dir
-    r = api.post("/protocols/publish", json={"yaml": lower_threshold(version(ORIGINAL, "1.1.0"))})
+    r = publish(api, lower_threshold(version(ORIGINAL, "1.1.0")))
     assert r.status_code == 201, r.text
     published = folder / "t2dm-annual-care@1.1.0.yaml"
     assert read_manifest(folder / "published.lock") == {"t2dm-annual-care@1.1.0": {
-        "file": "t2dm-annual-care@1.1.0.yaml", "sha256": file_hash(published), "published": api.clock().date()}}
+        "file": "t2dm-annual-care@1.1.0.yaml", "sha256": file_hash(published), "published": api.clock().date(),
+        "author": "clinical.lead", "approved_by": "lead.central"}}
     assert not [p for p in load_library([folder]).problems if p.severity == "error"]
     # a second publication adds to the same lock
-    assert api.post("/protocols/publish", json={"yaml": lower_threshold(version(ORIGINAL, "1.2.0"))}).status_code == 201
+    assert publish(api, lower_threshold(version(ORIGINAL, "1.2.0"))).status_code == 201
     assert set(read_manifest(folder / "published.lock")) == {"t2dm-annual-care@1.1.0", "t2dm-annual-care@1.2.0"}
     # editing a published version afterwards is an error
     published.write_text(published.read_text(encoding="utf-8").replace(">= 45 mmol/mol", ">= 50 mmol/mol"), encoding="utf-8")
@@ -276,5 +320,5 @@ def test_a_second_service_sees_the_published_version(seeded_api):
     from api.state import LibraryHolder
     other = LibraryHolder(seeded_api.protocols_dir, check_every=0)
     assert [p.version for p in other.get().protocols] == ["1.0.0"]
-    seeded_api.post("/protocols/publish", json={"yaml": version(ORIGINAL, "1.0.1")})
+    assert publish(seeded_api, version(ORIGINAL, "1.0.1")).status_code == 201
     assert sorted(p.version for p in other.get().protocols) == ["1.0.0", "1.0.1"]

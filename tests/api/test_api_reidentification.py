@@ -116,7 +116,7 @@ def amina_task_id(api):
 
 
 @pytest.mark.parametrize("method,path,kw", [
-    ("GET", "/tasks/{id}", {}), ("POST", "/tasks/{id}/accept", {}), ("POST", "/tasks/{id}/complete", {}),
+    ("GET", "/tasks/{id}", {}), ("POST", "/tasks/{id}/accept", {}), ("POST", "/tasks/{id}/complete", {"json": {"outcome": "done"}}),
     ("POST", "/tasks/{id}/decline", {"json": {"reason": "probe"}}), ("POST", "/tasks/{id}/reopen", {}),
     ("POST", "/tasks/{id}/reassign", {"json": {"role": "gp"}}), ("GET", "/fhir/Task/{id}", {}),
 ])

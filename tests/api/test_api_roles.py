@@ -36,7 +36,7 @@ MATRIX = [
     ("GET", "/worklist.csv", "worklist:read", {}),
     ("GET", "/tasks/{task}", "worklist:read", {}),
     ("POST", "/tasks/{task}/accept", "task:act", {}),
-    ("POST", "/tasks/{task}/complete", "task:act", {}),
+    ("POST", "/tasks/{task}/complete", "task:act", {"json": {"outcome": "done"}}),
     ("POST", "/tasks/{task}/decline", "task:act", {"json": {"reason": "matrix"}}),
     ("POST", "/tasks/{task}/reopen", "task:act", {}),
     ("POST", "/tasks/{task}/reassign", "task:act", {"json": {}}),
@@ -57,7 +57,9 @@ MATRIX = [
     ("POST", "/protocols/impact", "protocol:impact", {"json": BAD_YAML}),
     ("POST", "/protocols/impact/runs", "protocol:impact", {"json": BAD_YAML}),
     ("GET", "/protocols/impact/runs/{run}", "protocol:impact", {}),
-    ("POST", "/protocols/publish", "protocol:publish", {"json": BAD_YAML}),
+    ("POST", "/protocols/drafts", "protocol:publish", {"json": BAD_YAML}),
+    ("GET", "/protocols/drafts", "protocol:publish", {}),
+    ("POST", "/protocols/drafts/{draft}/approve", "protocol:publish", {}),
     ("GET", "/fhir/CarePlan", "patient:read", {"params": {"patient": AMINA}}),
     ("GET", "/fhir/Task", "patient:read", {"params": {"patient": AMINA}}),
     ("GET", "/fhir/Task/{task}", "patient:read", {}),
@@ -68,7 +70,7 @@ MATRIX = [
 ]
 
 TEMPLATE = {"{nhs}": "{nhs_number}", "{task}": "{task_id}", "{mdt}": "{mdt}", "{measure}": "{measure}",
-            "{protocol}": "{protocol_id}", "{username}": "{username}", "{run}": "{run_id}"}
+            "{protocol}": "{protocol_id}", "{username}": "{username}", "{run}": "{run_id}", "{draft}": "{draft_id}"}
 
 
 def _openapi_form(path: str) -> str:
@@ -94,7 +96,7 @@ def amina_task(api):
 def _fill(path: str, task_id: int) -> str:
     return (path.replace("{nhs}", AMINA).replace("{task}", str(task_id)).replace("{mdt}", "central-1")
             .replace("{measure}", "DM020").replace("{protocol}", "t2dm-annual-care").replace("{username}", "staff.noscope")
-            .replace("{run}", "999999"))
+            .replace("{run}", "999999").replace("{draft}", "999999"))
 
 
 @pytest.mark.parametrize("role", ROLES)

@@ -84,8 +84,9 @@ def test_lifecycle_with_history(seeded_api):
     r = api.post(f"/tasks/{t['id']}/accept", user="practice.staff", json={"note": "booked for Tuesday"})
     assert r.status_code == 200 and r.json()["status"] == "accepted"
     assert api.post(f"/tasks/{t['id']}/accept", user="practice.staff").status_code == 409  # already accepted
-    r = api.post(f"/tasks/{t['id']}/complete", user="practice.staff")
+    r = api.post(f"/tasks/{t['id']}/complete", user="practice.staff", json={"outcome": "done"})
     assert r.json()["status"] == "completed" and r.json()["closed_at"]
+    assert (r.json()["outcome"], r.json()["closed_by"], r.json()["closed_reason"]) == ("done", "practice.staff", "Done")
     history = api.get(f"/tasks/{t['id']}").json()["history"]
     assert [(h["action"], h["actor"]) for h in history] == [("raised", "carepath"), ("accepted", "practice.staff"),
                                                            ("completed", "practice.staff")]
@@ -127,3 +128,56 @@ def test_task_changes_are_logged(seeded_api):
     seeded_api.post(f"/tasks/{t['id']}/accept", user="mdt.member")
     log = seeded_api.get("/access-log", user="admin", params={"username": "mdt.member", "action": "write"}).json()["items"]
     assert log[0]["resource"] == "task" and log[0]["patients"] == [AMINA] and log[0]["detail"]["action"] == "accept"
+
+
+def test_completion_needs_a_coded_outcome(seeded_api):
+    api = seeded_api
+    t = _task(api, AMINA, "Smoking")
+    assert api.post(f"/tasks/{t['id']}/complete", user="practice.staff").status_code == 422  # no outcome
+    assert api.post(f"/tasks/{t['id']}/complete", user="practice.staff", json={"outcome": "finished"}).status_code == 422
+    r = api.post(f"/tasks/{t['id']}/complete", user="practice.staff", json={"outcome": "not-done", "note": "  "})
+    assert r.status_code == 422 and "reason" in r.json()["detail"]  # not done: say why
+    assert api.get(f"/tasks/{t['id']}").json()["status"] == "open"
+    r = api.post(f"/tasks/{t['id']}/complete", user="practice.staff",
+                 json={"outcome": "not-done", "note": "patient in hospital this week"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["status"], body["outcome"], body["closed_by"]) == ("completed", "not-done", "practice.staff")
+    assert body["closed_reason"] == "Not done: patient in hospital this week"
+    assert body["history"][-1]["note"] == body["closed_reason"] and body["history"][-1]["actor"] == "practice.staff"
+    closed = {x["id"]: x for x in items(api, nhs_number=AMINA, status=["completed"])}
+    assert closed[t["id"]]["outcome"] == "not-done" and closed[t["id"]]["closed_by"] == "practice.staff"
+    # reopening clears the outcome
+    r = api.post(f"/tasks/{t['id']}/reopen", json={"note": "recorded in error"})
+    assert (r.json()["status"], r.json()["outcome"], r.json()["closed_by"]) == ("open", None, None)
+
+
+def test_only_the_assigned_role_a_coordinator_or_a_lead_may_complete(seeded_api):
+    api = seeded_api
+    gp_task = next(t for t in items(api, nhs_number=AMINA) if t["role"] == "gp")
+    # practice.staff works as practice nurse / healthcare assistant: not the GP's task
+    r = api.post(f"/tasks/{gp_task['id']}/complete", user="practice.staff", json={"outcome": "done"})
+    assert r.status_code == 403
+    assert "only a gp, a care coordinator or a clinical lead" in r.json()["detail"]
+    assert "practice nurse" in r.json()["detail"] and "reassigned" in r.json()["detail"]
+    assert api.get(f"/tasks/{gp_task['id']}").json()["status"] == "open"
+    log = api.get("/access-log", user="admin", params={"username": "practice.staff", "action": "denied"}).json()["items"]
+    assert log[0]["resource"] == "task" and log[0]["status"] == 403 and log[0]["detail"]["task"] == gp_task["id"]
+    # they may still accept it or ask for reassignment (decline as not for our team)
+    assert api.post(f"/tasks/{gp_task['id']}/accept", user="practice.staff").status_code == 200
+    # a user with no care role recorded may complete nothing
+    frank = next(t for t in items(api, nhs_number=FRANK))
+    r = api.post(f"/tasks/{frank['id']}/complete", user="practice.other", json={"outcome": "done"})
+    assert r.status_code == 403 and "no care role recorded" in r.json()["detail"]
+    # given the role, they may
+    assert api.client.patch("/users/practice.other", headers=api.h("admin"),
+                            json={"clinical_roles": [frank["role"]]}).status_code == 200
+    me = api.get("/users", user="admin").json()
+    assert next(u for u in me if u["username"] == "practice.other")["clinical_roles"] == [frank["role"]]
+    r = api.post(f"/tasks/{frank['id']}/complete", user="practice.other", json={"outcome": "declined-by-patient"})
+    assert r.status_code == 200 and r.json()["closed_reason"] == "Declined by the patient"
+    # the care coordinator (mdt.member) and the clinical lead may complete any role's task
+    r = api.post(f"/tasks/{gp_task['id']}/complete", user="mdt.member", json={"outcome": "not-appropriate", "note": "end of life"})
+    assert r.status_code == 200 and r.json()["closed_by"] == "mdt.member"
+    other = next(t for t in items(api, nhs_number=AMINA) if t["role"] != "gp")
+    assert api.post(f"/tasks/{other['id']}/complete", user="clinical.lead", json={"outcome": "done"}).status_code == 200

@@ -32,7 +32,8 @@ def test_auditor_sees_the_charts(pages):
     assert trend.locator("circle.trend-point").count() >= 4
     expect(trend.locator("title").first).to_contain_text("rate over reporting dates")
     # the same figures in a table, with the comparison written out
-    expect(page.locator("#unit-table")).to_contain_text("A81001")
+    expect(page.locator("#unit-table")).to_contain_text("The Densham Surgery (A81001)")  # names, from the practice table
+    expect(page.locator("#ranked-chart svg")).to_contain_text("The Densham Surgery")
     assert set(page.locator("#unit-table .comparison").all_text_contents()) <= {"above", "within", "below", "no data"}
     # auditors get small-number suppression: no count from 1 to 7 in the tables, "<8" instead
     expect(page.locator(".lede")).to_contain_text("small-number suppression")
@@ -52,8 +53,8 @@ def test_auditor_sees_the_charts(pages):
 def test_auditor_drill_down_is_pseudonymised(pages, server):
     page = pages.login("auditor")
     page.goto("/app/audit")
-    page.get_by_role("link", name=re.compile("Patients in A81001")).click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("DM020: patients in practice A81001")
+    page.get_by_role("link", name=re.compile("Patients in The Densham Surgery")).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("DM020: patients in The Densham Surgery (A81001)")
     expect(page.get_by_role("note")).to_contain_text("pseudonyms")
     ids = page.locator("tbody td:first-child code").all_inner_texts()
     assert ids and all(re.fullmatch(r"P-[0-9a-f]{12}", i) for i in ids)
@@ -69,7 +70,7 @@ def test_clinicians_drill_down_within_their_scope(pages):
     page = pages.login("practice.staff")  # A81001
     page.goto("/app/audit/DM020/patients?protocol=t2dm-annual-care&unit_kind=area")
     practices = set(page.locator("tbody td:nth-child(2)").all_inner_texts())
-    assert practices == {"A81001"}  # the area figure, but only this practice's patients
+    assert practices == {"The Densham Surgery (A81001)"}  # the area figure, but only this practice's patients
     page.get_by_role("link", name="Amina Begum").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Care plan: Amina Begum")
 
@@ -91,3 +92,18 @@ def test_snapshot_and_refusals(pages, server):
         page = pages.login(username)
         assert page.goto("/app/audit").status == 403
         assert page.goto("/app/audit/DM020/patients").status == 403
+
+
+def test_each_measure_has_a_trend_sparkline(pages):
+    """Issue 16: a word-sized trend of each measure's area rate over the reporting snapshots, values in words."""
+    page = pages.login("clinical.lead")
+    page.goto("/app/audit")
+    rows = page.locator("table").first.locator("tbody tr")
+    assert rows.count() >= 3
+    for i in range(rows.count()):
+        spark = rows.nth(i).locator("td.trend-cell svg.sparkline")
+        expect(spark).to_have_count(1)
+        assert spark.locator("polyline").count() == 1
+        label = spark.get_attribute("aria-label")
+        assert re.search(r"area rate over time: \d+ \w+ \d{4} \d+\.\d%, ", label), label
+    shot(page, "audit-sparklines")

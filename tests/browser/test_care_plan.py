@@ -61,8 +61,11 @@ def test_plain_language_plan_prints_cleanly(pages):
     expect(article).to_contain_text("A blood pressure check.")
     expect(article).to_contain_text("Please contact your GP practice to arrange it.")
     expect(article).to_contain_text("Your goals")
+    # the practice by name and phone number (the practice table), never its ODS code
+    expect(article.locator(".contact-practice")).to_contain_text("Contact your GP practice, The Densham Surgery, on 01642 672351.")
     text = article.inner_text()
-    assert not re.search(r"\b\d{6,}\b", text.replace(AMINA, "")), "no codes on the patient's plan"
+    assert "A81001" not in text
+    assert not re.search(r"\b\d{6,}\b", text.replace(AMINA, "").replace("01642 672351", "")), "no codes on the patient's plan"
     for jargon in ("protocol", "eGFR", "ACR", "rule:", "activity:", "SNOMED", "practice-nurse"):
         assert jargon not in text
     shot(page, "patient-plan-screen")

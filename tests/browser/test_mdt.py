@@ -2,6 +2,7 @@
 settings and current care plan, recording the outcome; only for the MDT's members (and leads)."""
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 from playwright.sync_api import expect
@@ -39,14 +40,45 @@ def test_case_conference_for_its_mdt(pages, server):
 
     # record the outcome
     frank.get_by_label("What the MDT decided").fill("Seen by podiatry today; offloading boot fitted")
-    frank.get_by_label("Actions (who does what by when)").fill("Podiatry review in 2 weeks; GP to check HbA1c")
+    frank.get_by_label("Other notes on actions (optional)").fill("Podiatry review in 2 weeks")
+    # a structured action: type, role, due date -> a task on the worklist
+    meeting = page.locator("#meeting_date").input_value()
+    due = (dt.date.fromisoformat(meeting) + dt.timedelta(days=7)).isoformat()
+    frank.get_by_label("Action 1", exact=True).select_option("investigations")
+    frank.get_by_label("Action 1: who").select_option("gp")
+    frank.get_by_label("Action 1: due by").fill(due)
+    frank.get_by_label("Action 1: priority").select_option("high")
+    frank.get_by_label("Action 1: details").fill("HbA1c and renal function")
+    shot(page, "case-conference-outcome-form")
     frank.get_by_role("button", name=re.compile("^Record outcome")).click()
-    expect(page.get_by_role("status")).to_have_text(f"Outcome recorded for {FRANK}.")
+    expect(page.get_by_role("status")).to_have_text(f"Outcome recorded for {FRANK}. 1 task added to the worklist.")
     frank = page.locator(f"#p-{FRANK}")
     expect(frank.locator(".recorded")).to_contain_text("Seen by podiatry today; offloading boot fitted")
     expect(frank.locator(".recorded")).to_contain_text("Recorded for this meeting by mdt.other")
+    expect(frank.locator(".mdt-tasks li")).to_have_count(1)
+    expect(frank.locator(".mdt-tasks li")).to_contain_text(
+        re.compile("Arrange tests or investigations: HbA1c and renal function — gp, due", re.I))
     expect(page.locator("nav.toc .tag-done")).to_have_text("outcome recorded")
     shot(page, "case-conference-outcome")
+    # the task is on the worklist, from the MDT, with its why
+    task_id = frank.locator(".mdt-tasks li").first.get_attribute("id").removeprefix("mdt-task-")
+    page.goto(f"/app/worklist?protocol=mdt-case-conference")
+    row = page.locator(f"#task-{task_id}")
+    expect(row).to_contain_text("Arrange tests or investigations: HbA1c and renal function")
+    expect(row.locator(".responsible")).to_contain_text(re.compile(r"^\s*gp", re.I))
+    row.locator("summary", has_text="Why").click()
+    expect(row.locator(".why")).to_contain_text(
+        f"Agreed at the central-2 MDT case conference on {dt.date.fromisoformat(meeting).day} "
+        f"{dt.date.fromisoformat(meeting):%B %Y}: Seen by podiatry today; offloading boot fitted")
+    shot(page, "worklist-mdt-action")
+    page.goto("/app/mdt/central-2")
+    # an action row without its role or due date: nothing is recorded, and the page says why
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    r = page.request.post("/app/mdt/central-2/outcomes", form={"csrf_token": token, "nhs_number": FRANK,
+                                                               "meeting_date": meeting, "outcome": "More",
+                                                               "action_type": "home-visit", "action_role": "",
+                                                               "action_due": ""})
+    assert "needs who does it and a due date" in r.text()
     # an empty outcome is not recorded
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
     r = page.request.post("/app/mdt/central-2/outcomes", form={"csrf_token": token, "nhs_number": FRANK,

@@ -159,3 +159,71 @@ def test_impact_preview_is_for_clinical_leads(pages):
         page = pages.login(username)
         assert page.goto("/app/protocols/t2dm-annual-care/impact").status == 403
         expect(page.get_by_role("alert")).to_contain_text("protocol:impact")
+
+
+def test_publishing_takes_two_clinical_leads(pages, server):
+    """Issue 16 item 9: the author submits a version from the impact page; it waits, unpublished; the author
+    cannot approve it; a second clinical lead approves it, which publishes it, both names in the history."""
+    folder = server.protocols_dir
+    lock = folder / "published.lock"
+    lock_before = lock.read_text(encoding="utf-8") if lock.exists() else None
+    text = (folder / "t2dm-annual-care@1.1.0.yaml").read_text(encoding="utf-8")
+    text = text.replace("version: 1.1.0", "version: 1.2.0", 1).replace("status: draft", "status: active", 1)
+    published = folder / "t2dm-annual-care@1.2.0.yaml"
+    try:
+        author = pages.login("clinical.lead")
+        author.goto("/app/protocols/t2dm-annual-care/impact")
+        author.get_by_label("Protocol text (YAML)").fill(text)
+        author.get_by_label("Note for the approver (what changed and why)").fill("HbA1c review from 53 mmol/mol")
+        author.get_by_role("button", name="Submit the text for approval").click()
+        expect(author.get_by_role("status")).to_contain_text(
+            "t2dm-annual-care 1.2.0 submitted for approval: a second clinical lead must approve it")
+        assert not published.exists()  # nothing published yet
+        row = author.locator("#awaiting-table tr", has_text="1.2.0")
+        expect(row).to_contain_text("clinical.lead")
+        expect(row.locator(".cannot-approve")).to_contain_text("clinical.lead wrote this version and cannot approve it")
+        expect(row.get_by_role("button", name=re.compile("^Approve"))).to_have_count(0)
+        shot(author, "protocols-awaiting-approval-author")
+        approver = pages.login("second.lead")
+        approver.goto("/app/protocols")
+        row = approver.locator("#awaiting-table tr", has_text="1.2.0")
+        expect(row).to_contain_text("HbA1c review from 53 mmol/mol")
+        shot(approver, "protocols-awaiting-approval-second-lead")
+        row.get_by_role("button", name="Approve and publish t2dm-annual-care 1.2.0").click()
+        expect(approver.get_by_role("status")).to_have_text(
+            "Published t2dm-annual-care 1.2.0: written by clinical.lead, approved by you.")
+        assert published.exists()
+        expect(approver.locator("body")).to_contain_text("clinical.lead, approved by second.lead")
+        shot(approver, "protocol-published-two-people")
+        log = access_log(server, resource="protocol", username="second.lead")[-1]
+        assert log.detail["author"] == "clinical.lead" and log.detail["approved_by"] == "second.lead"
+    finally:  # the protocol folder is shared by the browser tests: leave it as it was
+        published.unlink(missing_ok=True)
+        if lock_before is None:
+            lock.unlink(missing_ok=True)
+        else:
+            lock.write_text(lock_before, encoding="utf-8")
+        server.state.protocols.reload()
+
+
+def test_checking_the_text_shows_problems_at_their_numbered_lines(pages, server):
+    """Issue 16 item 9: errors cited as line:column are shown beside the text with line numbers."""
+    text = (server.protocols_dir / "t2dm-annual-care@1.1.0.yaml").read_text(encoding="utf-8")
+    bad = text.replace("version: 1.1.0", "version: 1.3.0", 1).replace("level: red", "level: crimson", 1)
+    line = next(n for n, s in enumerate(bad.split("\n"), 1) if "level: crimson" in s)
+    page = pages.login("clinical.lead")
+    page.goto("/app/protocols/t2dm-annual-care/impact")
+    page.get_by_label("Protocol text (YAML)").fill(bad)
+    page.get_by_role("button", name="Check the text").click()
+    result = page.locator("#check-result")
+    expect(result).to_contain_text("The text has 1 error(s)")
+    expect(result.get_by_role("link", name=re.compile(rf"^line {line}, column \d+$"))).to_be_visible()
+    marked = page.locator(f"ol.code-listing li#line-{line}")
+    expect(marked).to_have_class(re.compile("has-problem"))
+    expect(marked).to_contain_text("level: crimson")
+    expect(marked.locator(".line-problem")).to_contain_text(f"line {line}: error:")
+    assert page.locator("ol.code-listing li").count() == len(bad.split("\n"))
+    assert page.get_by_label("Protocol text (YAML)").input_value() == bad  # the text is kept to correct
+    result.get_by_role("link", name=re.compile(rf"^line {line},")).click()
+    expect(page).to_have_url(re.compile(rf"#line-{line}$"))
+    shot(page, "protocol-check-line-numbers")

@@ -270,3 +270,44 @@ def test_bulk_accept_and_place_kept(pages):
     page.goto("/app/worklist?status=open")
     page.get_by_role("button", name="Accept ticked tasks").click()
     expect(page.get_by_role("status")).to_have_text("Tick the tasks to accept first.")
+
+
+def test_completion_only_by_the_tasks_role_with_a_coded_outcome(pages):
+    """Practice staff working as practice nurse / healthcare assistant: a GP's task says why they cannot
+    complete it; their own needs an outcome, and 'Not done' needs the reason in words."""
+    page = pages.login("practice.staff")
+    page.goto(f"/app/worklist?role=gp")
+    gp_row = page.locator(f"#patient-{AMINA} tr.task-row").first
+    expect(gp_row.locator(".cannot-complete")).to_contain_text(
+        "Cannot complete: only a gp, a care coordinator or a clinical lead can complete this task")
+    expect(gp_row.locator(".cannot-complete")).to_contain_text("ask for it to be reassigned")
+    expect(gp_row.locator("summary", has_text="Complete")).to_have_count(0)
+    expect(gp_row.get_by_role("button", name=re.compile("^Accept"))).to_be_visible()  # they may still take it on
+    shot(page, "worklist-cannot-complete")
+    # the server refuses it too (a form posted anyway)
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    gp_id = gp_row.get_attribute("data-task")
+    r = page.request.post(f"/app/tasks/{gp_id}/complete", form={"csrf_token": token, "code": "done",
+                                                                 "next": "/app/worklist"}, max_redirects=0)
+    assert r.status == 303
+    page.goto("/app/worklist?role=gp")
+    expect(page.get_by_role("status")).to_contain_text("only a gp")
+    expect(page.locator(f"#task-{gp_id}")).to_be_visible()
+    # their own task: 'Not done' without words is refused, with words it is recorded, who and when shown
+    page.goto("/app/worklist")
+    row = page.locator(f"#patient-{AMINA} tr.task-row").filter(has_text="Smoking status recorded")
+    task_id = row.get_attribute("data-task")
+    row.locator("summary", has_text="Complete").click()
+    row.get_by_label("Outcome").select_option("not-done")
+    row.get_by_role("button", name="Complete task").click()
+    expect(page.get_by_role("status")).to_contain_text("needs the reason in words")
+    row = page.locator(f"#task-{task_id}")
+    row.locator("summary", has_text="Complete").click()
+    row.get_by_label("Outcome").select_option("not-done")
+    row.get_by_label('Note (required for "Not done")').fill("Patient did not attend")
+    row.get_by_role("button", name="Complete task").click()
+    expect(page.get_by_role("status")).to_contain_text("completed by you — Not done: Patient did not attend.")
+    page.goto("/app/worklist?status=completed")
+    expect(page.locator(f"#task-{task_id} .owner")).to_contain_text("by practice.staff")
+    expect(page.locator(f"#task-{task_id} .closed-reason")).to_have_text("Not done: Patient did not attend")
+    shot(page, "worklist-closed-with-outcome")

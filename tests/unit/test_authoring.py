@@ -207,7 +207,7 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     assert "hypertension@1.1.0.tests.yaml (hypertension@1.1.0): 17 passed, 1 failed" in out
     assert "FAIL Under 80, clinic 139/89 on treatment" in out and "expected not to fire, fired" in out and "why:" in out
     # publishing refuses while a case fails, and leaves the draft as it was
-    r = cli("publish", new, "--effective", "2027-01-01")
+    r = cli("publish", new, "--approved-by", "dr.second", "--effective", "2027-01-01")
     assert r.exit_code == 1 and "not published: 1 failing case(s)" in flat(r.output)
     assert "status: draft" in new.read_text(encoding="utf-8")
     # the impact on a small population (the demo bundles)
@@ -227,8 +227,33 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     c = cases.read_text(encoding="utf-8")
     cases.write_text(c.replace("rules_not_fired: [above-target, above-target-untreated]\n      no_tasks: [Review blood pressure treatment (step up)]",
                                "rules_fired: [above-target]", 1), encoding="utf-8")
-    r = cli("publish", new, "--effective", "2027-01-01", "--today", "2026-12-01")
+    # two-person publish: a second person must approve, never the author; with a registry, a clinical lead there
+    r = cli("publish", new, "--effective", "2027-01-01", "--today", "2026-12-01", "--author", "dr.first")
+    assert r.exit_code == 2 and "needs a second person to approve" in flat(r.output)
+    r = cli("publish", new, "--approved-by", "dr.first", "--author", "dr.first", "--effective", "2027-01-01")
+    assert r.exit_code == 2 and "dr.first wrote this version and cannot approve it" in flat(r.output)
+    from sqlmodel import Session, select
+
+    from engine.app.users import ensure_demo_users
+    from engine.registry.access import AccessLogRow
+    from engine.registry.db import make_engine, upgrade
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    engine = make_engine(registry)
+    upgrade(engine)
+    with Session(engine) as s:
+        ensure_demo_users(s)
+    r = cli("publish", new, "--approved-by", "auditor", "--author", "dr.first", "--database-url", registry)
+    assert r.exit_code == 2 and "only a clinical lead may approve" in flat(r.output)
+    assert "status: draft" in new.read_text(encoding="utf-8")
+    r = cli("publish", new, "--approved-by", "clinical.lead", "--author", "dr.first", "--effective", "2027-01-01",
+            "--today", "2026-12-01", "--database-url", registry)
     assert r.exit_code == 0, r.output
+    assert "author: dr.first, approved_by: clinical.lead}" in (lib / "published.lock").read_text(encoding="utf-8")
+    with Session(engine) as s:
+        logged = s.exec(select(AccessLogRow).where(AccessLogRow.resource == "protocol")).one()
+    assert logged.username == "clinical.lead" and logged.detail == {
+        "published": "hypertension@1.1.0", "file": "hypertension@1.1.0.yaml", "author": "dr.first",
+        "approved_by": "clinical.lead", "via": "cli"}
     assert "published hypertension@1.1.0 (effective 2027-01-01)" in flat(r.output)
     assert "hypertension@1.0.0 stays on file: dates before 2027-01-01 are evaluated with it" in flat(r.output)
     text = new.read_text(encoding="utf-8")
@@ -237,7 +262,7 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     lib_ = load_library([lib])
     assert [p.key for p in lib_.in_force(dt.date(2026, 12, 31))] == ["hypertension@1.0.0"]
     assert [p.key for p in lib_.in_force(dt.date(2027, 1, 1))] == ["hypertension@1.1.0"]
-    assert cli("publish", new).exit_code == 1  # already published
+    assert cli("publish", new, "--approved-by", "dr.second").exit_code == 1  # already published
     # and from now on the published text cannot change
     new.write_text(text + "# a comment\n", encoding="utf-8")
     assert "hypertension@1.1.0 was published on 2026-12-01" in flat(cli("validate", lib).output)

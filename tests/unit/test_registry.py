@@ -53,11 +53,11 @@ def test_migrations_build_exactly_the_model_schema(db_url):
             diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
         assert diffs == []
         head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
-        assert db.current_revision(e) == head == "0012"
+        assert db.current_revision(e) == head == "0014"
         assert set(sa.inspect(e).get_table_names()) == {"alembic_version", "patient", "patient_source_id", "fact", "ingest_batch",
                                                         "task", "task_event", "flag", "patient_evaluation", "patient_measure",
                                                         "app_user", "access_log", "audit_snapshot", "mdt_outcome",
-                                                        "protocol_publication", "service_key", "auth_session", "login_throttle",
+                                                        "protocol_publication", "protocol_draft", "service_key", "auth_session", "login_throttle",
                                                         "pending_evaluation", "data_problem", "impact_run",
                                                         "bulk_ingest_run", "bulk_ingest_refusal"}
         checks = {c["name"] for c in sa.inspect(e).get_check_constraints("fact")}

@@ -93,7 +93,7 @@ def test_a_task_a_clinician_completed_is_not_raised_again_while_the_need_continu
     with Session(engine) as s:
         t = s.exec(select(TaskRow).where(TaskRow.source == "activity:blood-pressure")).one()
         task_action(s, t.id, "accept", "nurse.jones", now=NOW)
-        task_action(s, t.id, "complete", "nurse.jones", reason="BP taken, result to follow", now=NOW)
+        task_action(s, t.id, "complete", "nurse.jones", reason="BP taken, result to follow", now=NOW, outcome="done")
         s.commit()
         tid = t.id
     diff = evaluate_now(engine, library, NOW + dt.timedelta(days=1))
@@ -136,7 +136,7 @@ def test_task_actions_are_validated(engine, library):
             task_action(s, t.id, "delete", "x")
         task_action(s, t.id, "reassign", "lead", team="phlebotomy", role="healthcare-assistant", reason="clinic capacity")
         assert (t.team, t.role, t.status) == ("phlebotomy", "healthcare-assistant", "open")
-        task_action(s, t.id, "complete", "hca")
+        task_action(s, t.id, "complete", "hca", outcome="done")
         with pytest.raises(TaskActionError, match="cannot accept a task that is completed"):
             task_action(s, t.id, "accept", "x")
         with pytest.raises(TaskActionError, match="cannot reassign"):

@@ -76,22 +76,22 @@ def test_publish_the_shared_file_first_then_the_protocol(tmp_path):
     assert code == 0, out
     assert "1 protocol(s)" in out
     # the protocol cannot be published while the definitions it pins can still change
-    code, out = cli("publish", root / "mini.yaml", "--today", "2027-03-01")
+    code, out = cli("publish", root / "mini.yaml", "--approved-by", "dr.second", "--today", "2027-03-01")
     assert code == 1 and "not published: mini@1.0.0 uses idx@1.0.0, which is not published" in out, out
     assert "status: draft" in (root / "mini.yaml").read_text(encoding="utf-8")
-    code, out = cli("publish", root / "shared" / "idx@1.0.0.yaml", "--today", "2027-03-01")
+    code, out = cli("publish", root / "shared" / "idx@1.0.0.yaml", "--approved-by", "dr.second", "--today", "2027-03-01")
     assert code == 0 and "published shared/idx@1.0.0" in out and "uses: [idx@1.0.0]" in out, out
     lock = (root / "published.lock").read_text(encoding="utf-8")
     assert "shared/idx@1.0.0: {file: shared/idx@1.0.0.yaml, sha256:" in lock
-    assert cli("publish", root / "shared" / "idx@1.0.0.yaml")[0] == 1  # already published
-    code, out = cli("publish", root / "mini.yaml", "--today", "2027-03-01")
+    assert cli("publish", root / "shared" / "idx@1.0.0.yaml", "--approved-by", "dr.second")[0] == 1  # already published
+    code, out = cli("publish", root / "mini.yaml", "--approved-by", "dr.second", "--today", "2027-03-01")
     assert code == 0 and "published mini@1.0.0 (effective 2027-04-01)" in out, out
     assert cli("validate", root)[0] == 0
 
 
 def test_a_published_shared_file_never_changes(tmp_path):
     root = library(tmp_path)
-    assert cli("publish", root / "shared" / "idx@1.0.0.yaml", "--today", "2027-03-01")[0] == 0
+    assert cli("publish", root / "shared" / "idx@1.0.0.yaml", "--approved-by", "dr.second", "--today", "2027-03-01")[0] == 0
     path = root / "shared" / "idx@1.0.0.yaml"
     path.write_text(SHARED.replace('"1912002"', '"1912002", "161898004"'), encoding="utf-8")
     code, out = cli("validate", root)

@@ -1,7 +1,7 @@
 """audit_snapshot.cannot_determine: patients whose measure result needs a codelist not supplied
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-06 09:50:00
 
 (Issue 13.) A measure resting on a declared cluster the site has not supplied is "cannot determine" for a
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0012'
-down_revision = '0011'
+revision = '0014'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
