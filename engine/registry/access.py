@@ -98,7 +98,7 @@ class AuditSnapshotRow(SQLModel, table=True):
     exclusions: int = 0
     numerator: int = 0
     exceptions: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))  # 0009
-    # patients whose result needs a codelist the site has not supplied: in no count above (0012)
+    # patients whose result needs a codelist the site has not supplied: in no count above (0014)
     cannot_determine: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
 
 
