@@ -279,7 +279,7 @@ def test_publish_refuses_made_up_codes(fresh_api):
     api = fresh_api
     before = files(api.protocols_dir)
     text = version(ORIGINAL, "1.1.0").replace("demo_only: true\n", "", 1)
-    for route in ("/protocols/validate", "/protocols/publish"):
+    for route in ("/protocols/validate", "/protocols/drafts"):  # checking, and submitting for approval
         r = api.post(route, json={"yaml": text})
         body = r.json()
         errors = [p for p in body["problems"] if p["severity"] == "error"]
@@ -288,8 +288,10 @@ def test_publish_refuses_made_up_codes(fresh_api):
                                                   "is not marked demo_only"], body
         assert errors[0]["line"] == 35
         assert (r.status_code, body["valid"]) == ((200, False) if route.endswith("validate") else (422, False))
-    assert files(api.protocols_dir) == before  # nothing published
-    assert api.post("/protocols/publish", json={"yaml": version(ORIGINAL, "1.1.0")}).status_code == 201  # demo_only
+    assert files(api.protocols_dir) == before and api.get("/protocols/drafts").json() == []  # nothing submitted
+    draft = api.post("/protocols/drafts", json={"yaml": version(ORIGINAL, "1.1.0")})  # demo_only: may be submitted
+    assert draft.status_code == 201, draft.json()
+    assert api.post(f"/protocols/drafts/{draft.json()['id']}/approve", user="lead.central").status_code == 201
 
 
 def test_published_versions_are_frozen_like_the_cli_ones(fresh_api):
