@@ -50,4 +50,4 @@ def test_spark_fires_what_duckdb_fires_patient_by_patient(engines, key):
     differ = [n for n in want if got[n] != want[n]]
     assert not differ, f"{key}: {len(differ)} of {PATIENTS} patients differ, e.g. {differ[0]}: " \
                        f"spark {sorted(got[differ[0]] - want[differ[0]])} duckdb {sorted(want[differ[0]] - got[differ[0]])}"
-    assert sum(map(len, want.values())) > PATIENTS  # the protocol fires: the comparison is not of empty sets
+    assert sum(1 for v in want.values() if v) >= PATIENTS // 100  # it fires: the comparison is not of empty sets
