@@ -76,7 +76,9 @@ def test_spark_run_resumes_per_protocol_and_chunk(runs):
     again = evaluate_population_spark(tmp / "pop", protos, AS_OF, out=tmp / "spark", run="r", chunk_size=60,
                                       log=logs.append)
     assert [(p["protocol"], p["chunk"]) for p in again["protocols"]] == [(protos[1].key, 1)]
-    assert sum("already done" in m for m in logs) == 3
+    # chunk 0 whole (not even loaded), then the protocol done in chunk 1
+    assert [m for m in logs if "already done" in m] == ["chunk 0: already done in run r, skipped",
+                                                       f"{protos[0].key} chunk 1: already done in run r, skipped"]
     con = duckdb.connect(str(tmp / "results.duckdb"), read_only=True)
     for table in RESULT_TABLES:
         assert _rows(con, table, f"read_parquet('{tmp}/spark/{table}/*/*/*.parquet', hive_partitioning = false)") \
