@@ -24,6 +24,8 @@ PATIENTS = 2000
 REF = dt.date(2026, 3, 31)
 LIB = {p.key: p for p in load_library([ROOT / "protocols"]).protocols}
 NEWEST_T2DM = max((p for p in LIB.values() if p.id == "t2dm-annual-care"), key=lambda p: tuple(map(int, p.version.split("."))))
+# eCQMs on US value sets the UK synthetic generator writes no codes of: nothing fires for anyone, in either engine
+GENERATOR_SILENT = {"ecqm-cms135-hf-ace-arb-arni", "ecqm-cms144-hf-beta-blocker", "ecqm-cms159-depression-remission"}
 KEYS = sorted(LIB) if os.environ.get("CAREPATH_SPARK_EQUIVALENCE") == "all" else [NEWEST_T2DM.key]
 
 
@@ -50,7 +52,8 @@ def test_spark_fires_what_duckdb_fires_patient_by_patient(engines, key):
     differ = [n for n in want if got[n] != want[n]]
     assert not differ, f"{key}: {len(differ)} of {PATIENTS} patients differ, e.g. {differ[0]}: " \
                        f"spark {sorted(got[differ[0]] - want[differ[0]])} duckdb {sorted(want[differ[0]] - got[differ[0]])}"
-    assert sum(map(len, want.values())) > PATIENTS  # the protocol fires: the comparison is not of empty sets
+    # it fires: the comparison is not of empty sets (except where the generator writes none of the codes)
+    assert sum(1 for v in want.values() if v) >= PATIENTS // 100 or proto.id in GENERATOR_SILENT
 
 
 def test_spark_computes_the_measure_values_duckdb_computes():

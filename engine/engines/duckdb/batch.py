@@ -63,7 +63,7 @@ def _exists(con, table: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
 
 
-def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str, str]) -> None:
+def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str, str], shared=None) -> None:
     """The value-set codes table; the facts matched to value sets (one pass over the facts); and the
     unit-conversion table: every distinct (unit, value) of the facts in a value set that declares a unit,
     converted in Python by units.converter exactly as the per-patient deriver does (so the two engines
@@ -79,7 +79,8 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
         con.execute(f"CREATE TEMP TABLE {compiled.props_table} (vs VARCHAR, system VARCHAR, code VARCHAR, col VARCHAR, "
                     f"value VARCHAR)")
         _insert(con, compiled.props_table, compiled.props_rows, ["VARCHAR"] * 5)
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vsm_table} AS {compiled.vsm_sql}")
+    vsm = shared.protocol_sql(protocol, compiled.matched) if shared is not None else compiled.vsm_sql
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vsm_table} AS {vsm}")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.conv_table} (vs VARCHAR, unit VARCHAR, value DOUBLE, cv DOUBLE)")
     if not compiled.converted:
         return
@@ -93,16 +94,38 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
 
 
 def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-            tables: dict[str, str] | None = None, keys: list[str] | None = None, values: dict | None = None) -> Compiled:
+            tables: dict[str, str] | None = None, keys: list[str] | None = None, values: dict | None = None,
+            shared=None) -> Compiled:
     """Compile a protocol for the data behind `con` and create the temporary tables its SQL reads
     (value-set codes, matched facts, unit conversions); returns the compiled SQL. `values`: extra value
-    columns (compiler.compile_protocol)."""
+    columns (compiler.compile_protocol). `shared`: the chunk's one matching pass for many protocols
+    (create_shared), copied from instead of matching the facts again."""
     tables = tables or default_tables()
     ctx = Context.as_of(as_of, protocol.period, period_start)
     extra = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1)").fetchone()[0]
     compiled = compile_protocol(protocol, ctx, tables, extra_codes=bool(extra), keys=keys, values=values)
-    _ensure_tables(con, protocol, compiled, tables)
+    _ensure_tables(con, protocol, compiled, tables, shared)
     return compiled
+
+
+def create_shared(con, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
+                  tables: dict[str, str] | None = None):
+    """Match the facts in `tables` once to every value set of `protocols` (engine/engines/sql/shared_matches.py);
+    pass the result to prepare(shared=...) / fired_by_patient(shared=...) for each of them."""
+    from engine.engines.sql import shared_matches
+
+    tables = tables or default_tables()
+    extra = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1)").fetchone()[0]
+    shared = shared_matches.plan(protocols, as_of, period_start, tables, bool(extra))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {shared.vs_table} (vs VARCHAR, system VARCHAR, code VARCHAR, any_system BOOLEAN)")
+    _insert(con, shared.vs_table, shared.vs_rows, ["VARCHAR", "VARCHAR", "VARCHAR", "BOOLEAN"])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {shared.vsm_table} AS {shared.sql}")
+    return shared
+
+
+def drop_shared(con, shared) -> None:
+    for t in (shared.vsm_table, shared.vs_table):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
 def evaluate_population(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
@@ -113,12 +136,12 @@ def evaluate_population(con, protocol: Protocol, as_of: dt.date, period_start: d
 
 
 def results_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-                       tables: dict[str, str] | None = None) -> dict[str, tuple[set[str], dict[str, Any]]]:
+                       tables: dict[str, str] | None = None, shared=None) -> dict[str, tuple[set[str], dict[str, Any]]]:
     """nhs_number -> (keys of the conditions that held, the summary fact), from one query (one per group
     of conditions_groups)."""
     out: dict[str, tuple[set[str], dict[str, Any]]] = {}
     for group in condition_groups(protocol):
-        compiled = prepare(con, protocol, as_of, period_start, tables, group)
+        compiled = prepare(con, protocol, as_of, period_start, tables, group, shared)
         keys, names = compiled.conditions, list(compiled.fields)
         cols = ", ".join(ident(k) for k in keys + names)
         for row in con.execute(f"SELECT nhs_number{', ' if cols else ''}{cols} FROM ({compiled.sql})").fetchall():
@@ -130,11 +153,11 @@ def results_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt
 
 
 def fired_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-                     tables: dict[str, str] | None = None) -> dict[str, set[str]]:
+                     tables: dict[str, str] | None = None, shared=None) -> dict[str, set[str]]:
     """nhs_number -> keys of the conditions that held (as evaluator.fired_conditions returns them)."""
     out: dict[str, set[str]] = {}
     for group in condition_groups(protocol):
-        compiled = prepare(con, protocol, as_of, period_start, tables, group)
+        compiled = prepare(con, protocol, as_of, period_start, tables, group, shared)
         keys = compiled.conditions
         cols = ", ".join(ident(k) for k in keys)
         for row in con.execute(f"SELECT nhs_number{', ' if cols else ''}{cols} FROM ({compiled.sql})").fetchall():

@@ -27,6 +27,9 @@ Memory: the population is evaluated in chunks of patients (`pid` ranges, default
 rows are copied into memory once (DuckDB skips the other Parquet files by their pid statistics) and
 every protocol runs over it. Peak memory follows the chunk size, not the population size.
 
+Each chunk's facts are matched to value sets once for every protocol (engine/engines/sql/shared_matches.py);
+each protocol's query reads its value sets' rows from that one pass.
+
 Chunks run in worker processes (one DuckDB thread each); a worker writes a chunk's rows to Parquet
 and the parent, which alone holds the results file, takes them in.
 
@@ -40,14 +43,13 @@ import datetime as dt
 import hashlib
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from engine.engines.duckdb import batch
 from engine.engines.derive import Context
 from engine.engines.duckdb.columnar import TABLES, has_population, load_parquet
+from engine.engines.sql import measures
 from engine.language.model import Protocol
-from engine.ir import measure_steps
 
 DEFAULT_CHUNK = 62_500  # 750,000 people = 12 chunks = 6 per worker on 2 cores; ~1.7 GiB per worker (docs/population.md)
 CHUNK_PREFIX = "chunk_"  # the in-memory copy of one chunk's four tables
@@ -99,74 +101,8 @@ CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version
 """
 
 
-# The populations a run counts, as engine.app.audit names them (measure_steps keys -> columns).
-COUNTED = {"ip": "initial_population", "den": "denominator", "excl": "exclusions", "num": "numerator", "exc": "exceptions"}
-
-
-@dataclass(frozen=True)
-class MeasureSQL:
-    """One measure's counts for one patient row, as SQL integer expressions (column -> SQL): 0 / 1 for a
-    patient-based measure, the number of the patient's episodes in each population for an episode-based one."""
-    measure: str
-    basis: str  # patient | episode
-    counts: dict  # the COUNTED columns and "cannot_determine"
-    counted: str | None = None  # measures with `value:`: SQL for "this patient's value counts" (denominator, not excluded)
-
-
-def _measure_sql(proto: Protocol, part_sql=None) -> list[MeasureSQL]:
-    """Each measure's counts per patient row, compiled from the one description of the measure steps
-    (engine/ir/measure_steps.py) that the per-patient engines use too: every population, denominator
-    exceptions included, and for a measure counted per episode the sum over its episodes (keys
-    `measure:<id>:<step>#k`, k = 1 .. episodes_at_most; an episode counts only from its initial population on,
-    as the evaluator counts it). `part_sql(key)` is the SQL for "condition `key` held": by default its boolean
-    column in the compiled query; engine/engines/duckdb/audit.py passes a test on the stored fired lists."""
-    conds = set(batch.lowered_for(proto).conditions)
-    part_sql = part_sql or batch.ident
-    out = []
-    und = proto.undetermined
-    for m in proto.measures:
-        key = f"measure:{m.id}"
-        steps = measure_steps.steps(m)
-        suffixes = [f"#{k}" for k in range(1, m.episodes_at_most + 1)] if m.episode_based else [""]
-        counts = {}
-        for pop, column in COUNTED.items():
-            terms = []
-            for sfx in suffixes:
-                def col(part, sfx=sfx):
-                    k = f"{key}:{part}{sfx}"
-                    return part_sql(k) if k in conds else "FALSE"
-                terms.append(f"CAST({measure_steps.to_sql(steps[pop], col, m.counts_deceased)} AS INTEGER)")
-            counts[column] = " + ".join(terms)
-        counted = None
-        if m.has_value:
-            counted = (f"({measure_steps.to_sql(steps['den'], lambda part: part_sql(f'{key}:{part}') if f'{key}:{part}' in conds else 'FALSE', m.counts_deceased)} "
-                       f"AND NOT {measure_steps.to_sql(steps['excl'], lambda part: part_sql(f'{key}:{part}') if f'{key}:{part}' in conds else 'FALSE', m.counts_deceased)})")
-        counts["cannot_determine"] = "0"
-        if key in und:  # a missing codelist: those it leaves undecided are counted apart, never as not met
-            blocked = _blocked_sql(m, key, und, conds, part_sql)
-            counts = {c: f"(CASE WHEN {blocked} THEN 0 ELSE {sql} END)" for c, sql in counts.items()}
-            alive = "TRUE" if m.counts_deceased else "(NOT deceased)"
-            counts["cannot_determine"] = f"CAST({alive} AND {blocked} AS INTEGER)"
-            if counted is not None:
-                counted = f"({counted} AND NOT {blocked})"
-        out.append(MeasureSQL(m.id, "episode" if m.episode_based else "patient", counts, counted))
-    return out
-
-
-def _blocked_sql(m, key: str, und: dict, conds: set, part_sql) -> str:
-    """SQL for "this patient's result of measure `m` cannot be determined", as the evaluator decides it
-    (engine.evaluation.evaluator._measure_blocked): a measure counted per episode, or a step needing a missing
-    codelist that the patient reaches (out of a determined initial population or denominator: out, decided, and
-    counted in those populations as usual)."""
-    if m.episode_based or "population" in und:
-        return "TRUE"
-    reached = []
-    for step in ("ip", "den"):
-        k = f"{key}:{step}"
-        if k in und:
-            break
-        reached.append(part_sql(k) if k in conds else "FALSE")
-    return "(" + " AND ".join(reached or ["TRUE"]) + ")"
+# One definition of the measure counts for every SQL engine (engine/engines/sql/measures.py).
+COUNTED, MeasureSQL, _measure_sql = measures.COUNTED, measures.MeasureSQL, measures.measure_sql
 
 
 def _stored_measures(con, run: str, proto: Protocol) -> dict:
@@ -209,12 +145,12 @@ def _load_chunk(con, lo: int, hi: int) -> int:
 
 
 def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, period_start: dt.date | None,
-                    out: Path) -> dict:
+                    out: Path, shared=None) -> dict:
     """One protocol over the loaded chunk; its fired / registers / measures rows go to Parquet files in
     `out` (the process holding the results file takes them in, see _commit_chunk)."""
     tables = batch.default_tables(CHUNK_PREFIX)
     t0 = time.perf_counter()
-    body, keys, vsm_tables, values = _fired_columns(con, proto, as_of, period_start, tables)
+    body, keys, vsm_tables, values = _fired_columns(con, proto, as_of, period_start, tables, shared)
     ctx = Context.as_of(as_of, proto.period, period_start)
     fired_list = ("flatten([" + ", ".join(f"CASE WHEN {batch.ident(k)} THEN [{batch.lit(k)}] ELSE []::VARCHAR[] END"
                                           for k in keys) + "])") if keys else "[]::VARCHAR[]"
@@ -222,30 +158,12 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
                 f"coalesce(p.death_date <= {batch.lit(ctx.reference_date)}, FALSE) AS deceased "
                 f"FROM ({body}) o JOIN {tables['patients']} p USING (pid)")
     meta = ", ".join([batch.lit(run), batch.lit(proto.id), batch.lit(proto.version), str(int(chunk))])
-    reg = "(NOT deceased AND \"population\")" if "population" in keys else "FALSE"
-    measures, per_patient = [], []
-    for ms in _measure_sql(proto):
-        sums = ", ".join(f"CAST(coalesce(sum({ms.counts[c]}), 0) AS BIGINT)"
-                         for c in ("initial_population", "denominator", "exclusions", "numerator", "exceptions"))
-        undetermined = f"CAST(coalesce(sum({ms.counts['cannot_determine']}), 0) AS BIGINT)"
-        # `value:`: the number where it counts, NULL where it is missing; a value needing a codelist the site
-        # has not supplied is not compiled at all (its patients are in cannot_determine): NULL columns, no rows
-        if ms.counted is not None and f"measure:{ms.measure}:value" in values:
-            col, pcol = values[f"measure:{ms.measure}:value"]
-            vsql = (f"CASE WHEN {ms.counted}{f' AND {batch.ident(pcol)}' if pcol else ''} "
-                    f"THEN CAST({batch.ident(col)} AS DOUBLE) END")
-            value_cols = (f"sum({vsql}), CAST(count({vsql}) AS BIGINT), "
-                          f"CAST(count(*) FILTER (WHERE {ms.counted} AND ({vsql}) IS NULL) AS BIGINT)")
-            per_patient.append(f"SELECT {meta}, {batch.lit(ms.measure)}, nhs_number, practice, mdt, locality, {vsql} "
-                               f"FROM cur WHERE {ms.counted}")
-        else:
-            value_cols = "CAST(NULL AS DOUBLE), CAST(NULL AS BIGINT), CAST(NULL AS BIGINT)"
-        measures.append(f"SELECT {meta}, {batch.lit(ms.measure)}, practice, mdt, locality, {sums}, {batch.lit(ms.basis)}, "
-                        f"{undetermined}, {value_cols} FROM cur GROUP BY practice, mdt, locality")
+    reg = measures.register_sql(keys)
     out.mkdir(parents=True, exist_ok=True)
     parts = {"fired": f"SELECT {meta}, nhs_number, practice, deceased, {fired_list} FROM cur",
              "registers": f"SELECT {meta}, practice, count(*) FILTER (WHERE {reg}) FROM cur GROUP BY practice",
-             "measures": " UNION ALL ".join(measures), "measure_values": " UNION ALL ".join(per_patient)}
+             "measures": measures.measures_select(proto, meta, "cur", values),
+             "measure_values": measures.measure_values_select(proto, meta, "cur", values)}
     files = {}
     for table, sql in parts.items():
         if sql:
@@ -260,20 +178,21 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
 
 
 def _fired_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
-                   tables: dict[str, str]) -> tuple[str, list[str], set[str], dict[str, tuple[str, str | None]]]:
+                   tables: dict[str, str], shared=None) -> tuple[str, list[str], set[str], dict[str, tuple[str, str | None]]]:
     """(SQL with pid, nhs_number and one boolean column per condition key and the measure values' columns; the
-    keys; the temporary tables to drop after; measure:<id>:value -> (its column, its presence column or None)). One query for most protocols; a protocol with a measure counted per episode is compiled in
+    keys; the temporary tables to drop after; measure:<id>:value -> (its column, its presence column or None)).
+    One query for most protocols; a protocol with a measure counted per episode is compiled in
     groups (batch.condition_groups: each episode's steps a query of their own, as fired_by_patient runs them),
     each group's columns kept in a temporary table and joined on pid."""
     groups = batch.condition_groups(proto)
     if groups == [None]:
-        compiled = batch.prepare(con, proto, as_of, period_start, tables)
+        compiled = batch.prepare(con, proto, as_of, period_start, tables, shared=shared)
         return compiled.sql, list(compiled.conditions), {compiled.vsm_table}, _value_cols(compiled)
     keys: list[str] = []
     values: dict[str, tuple[str, str | None]] = {}
     names, drop = [], set()
     for i, group in enumerate(groups):
-        compiled = batch.prepare(con, proto, as_of, period_start, tables, group)
+        compiled = batch.prepare(con, proto, as_of, period_start, tables, group, shared)
         name = f"cur_group_{i}"
         cols = "".join(f", {batch.ident(k)}" for k in compiled.conditions + compiled.value_columns())
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT pid, nhs_number{cols} FROM ({compiled.sql})")
@@ -323,17 +242,21 @@ def _chunk_job(task: tuple) -> list[dict]:
                                            first=job["first"])
     t0 = time.perf_counter()
     _load_chunk(con, lo, hi)
+    # one value-set matching pass for every protocol over this chunk (engine/engines/sql/shared_matches.py)
+    shared = batch.create_shared(con, [job["protocols"][key] for key in keys], job["as_of"], job["period_start"],
+                                 batch.default_tables(CHUNK_PREFIX))
     load_s = time.perf_counter() - t0
     out = []
     for key in keys:
         proto = job["protocols"][key]
         try:
             part = _evaluate_chunk(con, job["run"], proto, k, job["as_of"], job["period_start"],
-                                   job["parts"] / f"chunk-{k}" / key.replace("@", "_"))
+                                   job["parts"] / f"chunk-{k}" / key.replace("@", "_"), shared)
             part["seconds"] += load_s / len(keys)
         except NotImplementedError as e:
             part = {"protocol": key, "chunk": k, "error": str(e)}
         out.append(part)
+    batch.drop_shared(con, shared)
     return out
 
 

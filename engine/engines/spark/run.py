@@ -3,13 +3,21 @@ generate` writes, or a real extract with the same columns), chunk by chunk, resu
 
     carepath evaluate-population --engine spark [--master local[2]] --data var/population --as-of 2026-11-20
 
-Output (`<data>/results-spark/` by default): `fired/protocol=<id>@<version>/chunk=<k>/` Parquet files with
-the columns of the DuckDB run's `fired` table (run, protocol, version, chunk, nhs_number, practice, deceased,
-fired = the condition keys that held; a protocol whose measures are counted per episode
-has one row per patient and condition group, under `group=<g>`), and `run_chunks.jsonl` (one line per (protocol, chunk) done).
+Output (`<data>/results-spark/` by default): the result tables of the DuckDB run (engine/engines/duckdb/run.py),
+same columns, one Parquet folder each, partitioned by protocol and chunk:
+
+    fired/protocol=<id>@<version>/chunk=<k>/      run, protocol, version, chunk, nhs_number, practice, deceased,
+                                                  fired (the condition keys that held; one row per patient)
+    measures/protocol=<id>@<version>/chunk=<k>/   run, protocol, version, chunk, measure, practice, mdt, locality,
+                                                  initial_population, denominator, exclusions, numerator,
+                                                  exceptions, basis (engine/engines/sql/measures.py: the DuckDB
+                                                  run's definition)
+    registers/protocol=<id>@<version>/chunk=<k>/  run, protocol, version, chunk, practice, patients
+    run_chunks.jsonl                              one line per (protocol, chunk) done
+
 Resumable: a (protocol, chunk) whose line is in run_chunks.jsonl is skipped when the same run id runs again;
-a chunk's files are written to a temporary folder and renamed into place before its line is added.
-Not yet here (the DuckDB run has them): the measures and registers tables (docs/scale.md)."""
+a chunk's three tables are written to a temporary folder and renamed into place before its line is added
+(a run killed in between writes that (protocol, chunk) again, replacing what was there)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -21,18 +29,48 @@ from pathlib import Path
 from engine.engines.spark import batch
 from engine.engines.spark.session import get_session
 from engine.engines.spark.tables import load_parquet
+from engine.engines.sql import measures
 from engine.engines.sql.compiler import condition_groups, ident, lit
 from engine.language.model import Protocol
 
 DEFAULT_CHUNK = 250_000  # Spark's fixed cost per query is high: large chunks (memory is the cluster's)
+RESULT_TABLES = ("fired", "measures", "registers")
 
 
-def _fired_sql(compiled, as_of: dt.date, chunk: int, protocol: Protocol, run: str) -> str:
-    keys = compiled.conditions
-    arr = ", ".join(f"CASE WHEN q.{ident(k)} THEN {lit(k)} END" for k in keys) or "CAST(NULL AS STRING)"
-    return (f"SELECT {lit(run)} AS run, {lit(protocol.id)} AS protocol, {lit(protocol.version)} AS version, "
-            f"{int(chunk)} AS chunk, q.nhs_number, p.practice, coalesce(p.death_date <= {lit(as_of)}, FALSE) AS deceased, "
-            f"filter(array({arr}), x -> x IS NOT NULL) AS fired FROM __q q JOIN patients p ON p.pid = q.pid")
+def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | None) -> list[str]:
+    """Register `__cur`: one row per patient of the chunk with pid, nhs_number, one boolean column per
+    condition key, practice, mdt, locality and deceased (each condition group's query checkpointed, then
+    joined on pid, as the DuckDB run joins its groups). Returns the condition keys."""
+    keys: list[str] = []
+    frames = []
+    for group in condition_groups(proto):
+        compiled = batch.prepare(spark, proto, as_of, period_start, keys=group)
+        df = batch.query(spark, compiled, ["pid"] + compiled.conditions).localCheckpoint(eager=True)
+        spark.catalog.uncacheTable(batch._name(compiled.vsm_table))
+        keys += compiled.conditions
+        frames.append(df)
+    for i, df in enumerate(frames):
+        df.createOrReplaceTempView(f"__g{i}")
+    cols = ", ".join(f"__g{i}.{ident(k)}" for i, df in enumerate(frames) for k in df.columns[1:])
+    joins = "".join(f" JOIN __g{i} ON __g{i}.pid = p.pid" for i in range(len(frames)))
+    spark.sql(f"SELECT p.pid, p.nhs_number, p.practice, p.mdt, p.locality, "
+              f"coalesce(p.death_date <= {lit(as_of)}, FALSE) AS deceased{', ' if cols else ''}{cols} "
+              f"FROM patients p{joins}").localCheckpoint(eager=True).createOrReplaceTempView("__cur")
+    return keys
+
+
+def _result_sql(proto: Protocol, keys: list[str], chunk: int, run: str) -> dict[str, str]:
+    meta = (f"{lit(run)} AS run, {lit(proto.id)} AS protocol, {lit(proto.version)} AS version, "
+            f"CAST({int(chunk)} AS INT) AS chunk")
+    arr = ", ".join(f"CASE WHEN {ident(k)} THEN {lit(k)} END" for k in keys) or "CAST(NULL AS STRING)"
+    out = {"fired": f"SELECT {meta}, nhs_number, practice, deceased, "
+                    f"filter(array({arr}), x -> x IS NOT NULL) AS fired FROM __cur",
+           "registers": f"SELECT {meta}, practice, count_if({measures.register_sql(keys)}) AS patients "
+                        f"FROM __cur GROUP BY practice"}
+    m = measures.measures_select(proto, meta, "__cur")
+    if m:
+        out["measures"] = m
+    return out
 
 
 def evaluate_population_spark(data: Path, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
@@ -56,6 +94,9 @@ def evaluate_population_spark(data: Path, protocols: list[Protocol], as_of: dt.d
     chunks = [(k, a, min(a + chunk_size, hi + 1)) for k, a in enumerate(range(lo, hi + 1, chunk_size))]
     summary = {"run": run, "patients": n, "chunks": len(chunks), "protocols": [], "results": str(out)}
     for k, a, b in chunks:
+        if all((proto.key, k) in done for proto in protocols):
+            log(f"chunk {k}: already done in run {run}, skipped")
+            continue
         for t in ("patients", "facts", "fact_codings", "fact_attrs"):
             df = spark.sql(f"SELECT * FROM all_{t} WHERE pid >= {a} AND pid < {b}").cache()
             if spark.catalog.tableExists(t):
@@ -66,22 +107,31 @@ def evaluate_population_spark(data: Path, protocols: list[Protocol], as_of: dt.d
                 log(f"{proto.key} chunk {k}: already done in run {run}, skipped")
                 continue
             t1 = time.perf_counter()
-            target = out / "fired" / f"protocol={proto.key}" / f"chunk={k}"
-            tmp = out / "fired" / f".tmp-{proto.key}-{k}"
+            tmp = out / f".tmp-{proto.key}-{k}"
             shutil.rmtree(tmp, ignore_errors=True)
-            for g, group in enumerate(condition_groups(proto)):
-                with batch._Scratch(spark):
-                    compiled = batch.prepare(spark, proto, as_of, period_start, keys=group)
-                    batch.query(spark, compiled, ["pid", "nhs_number"] + compiled.conditions).createOrReplaceTempView("__q")
-                    spark.sql(_fired_sql(compiled, as_of, k, proto, run)).write.mode("append").parquet(str(tmp / f"group={g}"))
-                    spark.catalog.uncacheTable(batch._name(compiled.vsm_table))
-            shutil.rmtree(target, ignore_errors=True)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp.rename(target)
+            with batch._Scratch(spark):
+                keys = _columns(spark, proto, as_of, period_start)
+                for table, sql in _result_sql(proto, keys, k, run).items():
+                    spark.sql(sql).write.mode("overwrite").parquet(str(tmp / table))
+                patients = spark.sql("SELECT count(*) FROM __cur").first()[0]
+            for table in RESULT_TABLES:
+                target = out / table / f"protocol={proto.key}" / f"chunk={k}"
+                shutil.rmtree(target, ignore_errors=True)
+                if (tmp / table).exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    (tmp / table).rename(target)
+            shutil.rmtree(tmp, ignore_errors=True)
             secs = round(time.perf_counter() - t1, 3)
             with ledger.open("a") as fh:
-                fh.write(json.dumps({"run": run, "protocol": proto.key, "chunk": k, "patients": b - a, "seconds": secs}) + "\n")
+                fh.write(json.dumps({"run": run, "protocol": proto.key, "chunk": k, "patients": patients,
+                                     "seconds": secs}) + "\n")
             summary["protocols"].append({"protocol": proto.key, "chunk": k, "seconds": secs})
-            log(f"{proto.key} chunk {k}: {b - a} patients in {secs} s")
+            log(f"{proto.key} chunk {k}: {patients} patients in {secs} s")
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
+
+
+def read_results(spark, out: Path, table: str):
+    """One result table of a Spark run as one DataFrame (its leaf folders read as they are: protocol and chunk
+    are columns of the rows, so the `protocol=` / `chunk=` folder names are not read as partition columns)."""
+    return spark.read.parquet(*[str(p) for p in sorted((Path(out) / table).glob("protocol=*/chunk=*"))])

@@ -185,6 +185,7 @@ class Compiled:
     ctes: list[tuple[str, str]] = field(default_factory=list)  # the query's parts: (name, SELECT ...), in order
     final: str = ""  # the SELECT over the last part (`sql` = WITH <ctes> <final>)
     values: dict[str, str] = field(default_factory=dict)  # measure:<id>:value -> its summary column (`value:`)
+    matched: list[str] = field(default_factory=list)  # the value sets the vsm table holds rows of
 
     def value_columns(self) -> list[str]:
         """The columns holding the measure values: each value's column, then its presence column if it may be missing."""
@@ -208,6 +209,53 @@ class _Joins:
 
     def sql(self) -> str:
         return "".join(f" LEFT JOIN {cte} {alias} ON {alias}.pid = p.pid" for alias, cte in self.items.items())
+
+
+def matches_sql(valuesets: dict, names: list[str], vs_table: str, tables: dict[str, str], reference_date: dt.date,
+                dialect: Dialect, extra_codes: bool) -> str:
+    """Every fact (started by the reference date, not entered in error) with each value set of `names` it
+    belongs to (by any of its codings), read from `vs_table` (vs, system, code, any_system). One protocol's
+    pass (Compiler.matches_cte), or one pass for many protocols (shared_matches.py: `vs` is then a value
+    set's content id)."""
+    facts, codings = tables["facts"], tables["fact_codings"]
+    in_names = ", ".join(lit(v) for v in names) or "NULL"
+    cols = (f"v.vs, f.pid, f.seq, f.seq AS ord, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, f.value AS raw, "
+            f"f.unit, CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts")
+    live = (f"CAST(f.start AS DATE) <= {lit(reference_date)} "
+            f"AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
+    on = "AND (x.system = v.system OR (v.any_system AND v.system = ''))"
+    kinds = kind_test(valuesets, "v.vs", "f.kind")
+    sql = (f"SELECT {cols} FROM {facts} f JOIN {vs_table} v ON f.code = v.code {on.replace('x.', 'f.')} "
+           f"WHERE v.vs IN ({in_names}) AND {live}{kinds}")
+    if extra_codes:
+        sql = dialect.distinct_on("vs, pid, seq", f"{sql} UNION ALL SELECT {cols} FROM {codings} x "
+                                  f"JOIN {vs_table} v ON x.role = 'code' AND x.code = v.code {on} "
+                                  f"JOIN {facts} f ON f.pid = x.pid AND f.seq = x.seq WHERE v.vs IN ({in_names}) AND {live}{kinds}")
+    for name in names:  # `kind:` alone: every fact of the kinds, whatever its code
+        vs = valuesets[name]
+        if vs.any_code:
+            sql += (f" UNION ALL SELECT {cols.replace('v.vs', lit(name) + ' AS vs', 1)} FROM {facts} f "
+                    f"WHERE f.kind IN ({', '.join(lit(k) for k in sorted(vs.kinds))}) AND {live}")
+    return sql
+
+
+def valueset_rows(name: str, vs) -> list[tuple]:
+    """A value set's rows of the codes table: (name, system, code, any_system)."""
+    rows = []
+    for system, code in sorted(vs.codes):
+        if vs.any_system and system != "" and ("", code) in vs.codes:
+            continue  # ('', code) already matches every system: one row per fact and value set
+        rows.append((name, system, code, bool(vs.any_system)))
+    return rows
+
+
+def kind_test(valuesets: dict, vs_col: str, kind_col: str) -> str:
+    """` AND ...` keeping only facts of the kinds a value set declares (`kind:`), or ''."""
+    limited = [(v, valuesets[v].kinds) for v in sorted(valuesets) if valuesets[v].kinds and not valuesets[v].any_code]
+    if not limited:
+        return ""
+    whens = " ".join(f"WHEN {lit(v)} THEN {kind_col} IN ({', '.join(lit(k) for k in sorted(ks))})" for v, ks in limited)
+    return f" AND CASE {vs_col} {whens} ELSE TRUE END"
 
 
 class Compiler:
@@ -282,35 +330,8 @@ class Compiler:
     def matches_cte(self, extra_codes: bool) -> str:
         """The one pass over the facts: every fact (as of the reference date, not entered in error) with
         each value set it belongs to (by any of its codings)."""
-        facts, codings = self.t["facts"], self.t["fact_codings"]
-        names = ", ".join(lit(v) for v in sorted(self.event_valuesets)) or "NULL"
-        cols = (f"v.vs, f.pid, f.seq, f.seq AS ord, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, f.value AS raw, "
-                f"f.unit, CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts")
-        live = (f"CAST(f.start AS DATE) <= {lit(self.ctx.reference_date)} "
-                f"AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
-        on = "AND (x.system = v.system OR (v.any_system AND v.system = ''))"
-        kinds = self._kind_test("v.vs", "f.kind")
-        sql = (f"SELECT {cols} FROM {facts} f JOIN {self.vs_table} v ON f.code = v.code {on.replace('x.', 'f.')} "
-               f"WHERE v.vs IN ({names}) AND {live}{kinds}")
-        if extra_codes:
-            sql = self.d.distinct_on("vs, pid, seq", f"{sql} UNION ALL SELECT {cols} FROM {codings} x "
-                                     f"JOIN {self.vs_table} v ON x.role = 'code' AND x.code = v.code {on} "
-                                     f"JOIN {facts} f ON f.pid = x.pid AND f.seq = x.seq WHERE v.vs IN ({names}) AND {live}{kinds}")
-        for name in sorted(self.event_valuesets):  # `kind:` alone: every fact of the kinds, whatever its code
-            vs = self.p.valuesets[name]
-            if vs.any_code:
-                sql += (f" UNION ALL SELECT {cols.replace('v.vs', lit(name) + ' AS vs', 1)} FROM {facts} f "
-                        f"WHERE f.kind IN ({', '.join(lit(k) for k in sorted(vs.kinds))}) AND {live}")
-        return sql
-
-    def _kind_test(self, vs_col: str, kind_col: str) -> str:
-        """` AND ...` keeping only facts of the kinds a value set declares (`kind:`), or ''."""
-        limited = [(v, self.p.valuesets[v].kinds) for v in sorted(self.p.valuesets)
-                   if self.p.valuesets[v].kinds and not self.p.valuesets[v].any_code]
-        if not limited:
-            return ""
-        whens = " ".join(f"WHEN {lit(v)} THEN {kind_col} IN ({', '.join(lit(k) for k in sorted(ks))})" for v, ks in limited)
-        return f" AND CASE {vs_col} {whens} ELSE TRUE END"
+        return matches_sql(self.p.valuesets, sorted(self.event_valuesets), self.vs_table, self.t,
+                           self.ctx.reference_date, self.d, extra_codes)
 
     def _distinct(self, n: ir.CountDistinct) -> str:
         """(pid, n): derive.Deriver._distinct_keys counted: each event's key values from the first of its base
@@ -879,17 +900,12 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
                           for name, sql in c.ctes)
     final = f"SELECT {select} FROM summary"
     sql = f"WITH {with_sql}\n{final}"
-    vs_rows = []
-    for name in sorted(c.valuesets_used):
-        vs = protocol.valuesets[name]
-        for system, code in sorted(vs.codes):
-            if vs.any_system and system != "" and ("", code) in vs.codes:
-                continue  # ('', code) already matches every system: one row per fact and value set
-            vs_rows.append((name, system, code, bool(vs.any_system)))
+    vs_rows = [r for name in sorted(c.valuesets_used) for r in valueset_rows(name, protocol.valuesets[name])]
     props_rows = sorted((vs_name, system, code, col, value)
                         for vs_name, col in c.props_used
                         for (system, code), props in protocol.valuesets[vs_name].properties.items()
                         for value in props.get(col, ()))
     return Compiled(sql, out_fields, list(lowered.conditions), vs_table, vs_rows, c.conv_table, sorted(c.converted),
-                    c.props_table, props_rows, c.vsm_table, vsm_sql, list(c.ctes), final, dict(lowered.values))
+                    c.props_table, props_rows, c.vsm_table, vsm_sql, list(c.ctes), final, dict(lowered.values),
+                    sorted(c.event_valuesets))
 
