@@ -174,11 +174,17 @@ def test_unknown_top_level_key(tmp_path):
         load_cases(path)
 
 
-def test_population_run_leaves_undetermined_measures_out():
-    """The DuckDB population run counts measures in SQL: an undetermined one is left out, never counted as 0 %."""
+def test_population_run_counts_undetermined_results_apart():
+    """The DuckDB population run counts measures in SQL: a measure resting on a codelist not supplied counts the
+    patients it leaves undecided in cannot_determine only, never as not met (0 %); a determined one has none."""
     from engine.engines.duckdb.run import _measure_sql
     proto = load_protocol(FIXTURE / "footcare.yaml")
-    assert [m.measure for m in _measure_sql(proto)] == ["DMHBA1C"]
+    sql = {m.measure: m.counts for m in _measure_sql(proto)}
+    assert set(sql) == {"DMHBA1C", "DMFOOT"}
+    assert sql["DMHBA1C"]["cannot_determine"] == "0"
+    assert sql["DMFOOT"]["cannot_determine"] != "0"
+    assert all(v.startswith("(CASE WHEN ") and " THEN 0 ELSE " in v
+               for c, v in sql["DMFOOT"].items() if c != "cannot_determine")
 
 
 def test_docs_list_codelists_not_supplied():

@@ -40,6 +40,7 @@ from engine.app.outcomes.table import (AGE_EDGES, MEASURE_OUTCOMES, OutcomeTable
 from engine.engines.duckdb import batch
 from engine.engines.duckdb import run as population_run
 from engine.engines.duckdb.run import DEFAULT_CHUNK, open_population
+from engine.engines.sql import measures as sql_measures
 from engine.language.model import Protocol
 
 
@@ -67,10 +68,9 @@ def _month_rows(con, proto: Protocol, first: dt.date, last: dt.date) -> list[tup
     parts = []
     band = _band_sql("oc_birth", last)
     for ms in population_run._measure_sql(proto):
-        if ms.counted is None or split_measure(ms.measure)[0] is None:
+        v = sql_measures.value_sql(ms, values)  # None: no value, or one resting on a codelist not supplied (A&E)
+        if v is None or split_measure(ms.measure)[0] is None:
             continue
-        col, pcol = values[f"measure:{ms.measure}:value"]
-        v = f"CASE WHEN TRUE{f' AND {batch.ident(pcol)}' if pcol else ''} THEN CAST({batch.ident(col)} AS DOUBLE) END"
         parts.append(f"SELECT {batch.lit(ms.measure)}, practice, mdt, locality, {band}, CAST(oc_sex AS VARCHAR), "
                      f"count(*), sum({v}) FROM oc_cur WHERE {ms.counted} GROUP BY ALL")
     rows = con.execute(" UNION ALL ".join(parts)).fetchall() if parts else []

@@ -94,8 +94,8 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
 
 
 def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-            tables: dict[str, str] | None = None, keys: list[str] | None = None, values: dict | None = None,
-            shared=None) -> Compiled:
+            tables: dict[str, str] | None = None, keys: list[str] | None = None, shared=None,
+            values: dict | None = None) -> Compiled:
     """Compile a protocol for the data behind `con` and create the temporary tables its SQL reads
     (value-set codes, matched facts, unit conversions); returns the compiled SQL. `values`: extra value
     columns (compiler.compile_protocol). `shared`: the chunk's one matching pass for many protocols
