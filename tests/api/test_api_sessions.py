@@ -123,7 +123,7 @@ def test_serve_on_loopback_turns_secure_off_only_there(monkeypatch):
     for host, expected in (("127.0.0.1", "0"), ("0.0.0.0", None)):
         monkeypatch.delenv("CAREPATH_COOKIE_SECURE", raising=False)
         seen.clear()
-        cli.serve(host=host, port=8999, database_url="sqlite:///unused.db", protocols=cli.DEFAULT_PROTOCOLS, workers=1)
+        cli.serve(host=host, port=8999, database_url="sqlite:///unused.db", protocols=cli.DEFAULT_PROTOCOLS, workers=1, log_format="text")
         assert seen["secure"] == expected, host
 
 

@@ -271,7 +271,7 @@ def test_newcomer_flow_draft_change_test_impact_publish(lib, tmp_path):
     # force wins): publish says so instead of claiming 1.1.0 is used before it
     assert cli("draft", new).exit_code == 0
     newer = lib / "hypertension@1.2.0.yaml"
-    r = cli("publish", newer, "--effective", "2027-01-01", "--today", "2026-12-02")
+    r = cli("publish", newer, "--effective", "2027-01-01", "--today", "2026-12-02", "--approved-by", "dr.second")
     assert r.exit_code == 0, r.output
     out = flat(r.output)
     assert ("hypertension@1.1.0 has the same effective date (2027-01-01): hypertension@1.2.0, the higher version, "
