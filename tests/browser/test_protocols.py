@@ -168,7 +168,8 @@ def test_publishing_takes_two_clinical_leads(pages, server):
     lock = folder / "published.lock"
     lock_before = lock.read_text(encoding="utf-8") if lock.exists() else None
     text = (folder / "t2dm-annual-care@1.1.0.yaml").read_text(encoding="utf-8")
-    text = text.replace("version: 1.1.0", "version: 1.2.0", 1).replace("status: draft", "status: active", 1)
+    # 1.1.0 keeps made-up hypoglycaemia-medicine codes (the synthetic code system): publishable only as demo_only
+    text = text.replace("version: 1.1.0", "version: 1.2.0\ndemo_only: true", 1).replace("status: draft", "status: active", 1)
     published = folder / "t2dm-annual-care@1.2.0.yaml"
     try:
         author = pages.login("clinical.lead")

@@ -101,13 +101,13 @@ def test_publish_refuses_made_up_codes(root):
     (root / "p.tests.yaml").write_text("protocol: p.yaml\ndefaults: {as_of: 2026-11-20, patient: {birth_date: 1960-05-01}}\n"
                                        "cases:\n  - name: no diabetes\n    facts: []\n    expect: {on_register: false}\n",
                                        encoding="utf-8")
-    r = runner.invoke(app, ["publish", str(root / "p.yaml"), "--effective", "2026-01-01"])
+    r = runner.invoke(app, ["publish", str(root / "p.yaml"), "--effective", "2026-01-01", "--approved-by", "dr.second"])
     out = " ".join(r.output.split())
     assert r.exit_code == 1 and "not published: codes-check@1.0.0 uses made-up codes" in out
     assert "value set 'thing' uses the synthetic code system (1 of 1 codes are made up)" in out
     assert "status: draft" in (root / "p.yaml").read_text(encoding="utf-8") and not (root / "published.lock").exists()
     (root / "p.yaml").write_text(protocol("1.0.0", SYNTHETIC_VS, status="draft", extra="demo_only: true\n"), encoding="utf-8")
-    r = runner.invoke(app, ["publish", str(root / "p.yaml"), "--effective", "2026-01-01"])
+    r = runner.invoke(app, ["publish", str(root / "p.yaml"), "--effective", "2026-01-01", "--approved-by", "dr.second"])
     assert r.exit_code == 0, r.output
 
 
