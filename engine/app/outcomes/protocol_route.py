@@ -154,11 +154,4 @@ def from_population(data: Path, proto: Protocol, as_of: dt.date, months: int | N
         if c is not None:
             c.close()
         _JOB.clear()
-    if months:  # report only the months evaluated
-        t.months = t.months[len(t.months) - months:]
-        for cell in t.cells.values():
-            cell.person_years = cell.person_years[-months:]
-            for o in cell.counts:
-                cell.counts[o] = cell.counts[o][-months:]
-        t.__post_init__()
-    return t.finish()
+    return t.keep_last(months).finish()

@@ -176,6 +176,17 @@ class OutcomeTable:
             else:
                 last_discharge = None
 
+    def keep_last(self, months: int | None) -> "OutcomeTable":
+        """Keep only the last `months` months (the months evaluated; None or 0: all of them)."""
+        if months:
+            self.months = self.months[len(self.months) - months:]
+            for cell in self.cells.values():
+                cell.person_years = cell.person_years[-months:]
+                for o in cell.counts:
+                    cell.counts[o] = cell.counts[o][-months:]
+            self.__post_init__()
+        return self
+
     def finish(self) -> "OutcomeTable":
         """Spread the whole-window people over the months (call once, after the last add_person)."""
         month_years = [((_next_month(m) - m).days) / 365.25 for m in self.months]
@@ -365,11 +376,4 @@ def from_measure_values(records: Iterable, protocol, as_of: dt.date, months: int
                 if v.value is not None:
                     cell.counts[outcome][m] += v.value
     t.people = len(records)
-    if months:  # report only the months evaluated
-        t.months = t.months[len(t.months) - months:]
-        for cell in t.cells.values():
-            cell.person_years = cell.person_years[-months:]
-            for o in cell.counts:
-                cell.counts[o] = cell.counts[o][-months:]
-        t.__post_init__()
-    return t.finish()
+    return t.keep_last(months).finish()
