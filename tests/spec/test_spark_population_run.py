@@ -24,7 +24,7 @@ AS_OF = dt.date(2026, 11, 20)
 PATIENTS = 120
 COLS = {"fired": "run, protocol, version, chunk, nhs_number, practice, deceased, list_sort(fired)",
         "measures": "run, protocol, version, chunk, measure, practice, mdt, locality, initial_population, denominator, "
-                    "exclusions, numerator, exceptions, basis",
+                    "exclusions, numerator, exceptions, basis, cannot_determine, value_sum, value_patients, value_missing",
         "registers": "run, protocol, version, chunk, practice, patients"}
 
 
