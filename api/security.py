@@ -51,7 +51,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "metrics:read": {ADMIN},              # GET /metrics (or the CAREPATH_METRICS_TOKEN, api/operations.py)
 }
 
-from engine.app.passwords import DUMMY_HASH, hash_password, verify_password  # noqa: E402,F401
+from engine.app.passwords import hash_password, verify_password  # noqa: E402,F401
 
 
 class Tokens:

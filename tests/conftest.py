@@ -17,6 +17,7 @@ import os
 
 import pytest
 
+import tests.cheap_hashes  # noqa: F401  (every test process hashes passwords with argon2's cheapest parameters)
 from tests.pg_support import POSTGRES_ENV, EmbeddedPostgres, EmbeddedPostgresError, schema_url
 
 

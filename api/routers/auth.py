@@ -10,7 +10,7 @@ from api.state import COOKIE_NAME, AppState
 from api.deps import Principal, current_user, get_state, log_access
 from api.responses import errors
 from api.schemas import TokenOut, UserOut
-from api.security import DUMMY_HASH, verify_password
+from api.security import verify_password
 from engine import metrics
 from engine.registry.access import UserRow
 
@@ -46,7 +46,7 @@ def _authenticate(state: AppState, request: Request, username: str, password: st
         raise _throttled(state, request, name, wait)
     with Session(state.engines.read) as s:
         user = s.exec(select(UserRow).where(UserRow.username == name)).first()
-    ok, rehash = verify_password(user.password_hash if user else DUMMY_HASH, password[:1000])
+    ok, rehash = verify_password(user.password_hash if user else None, password[:1000])
     if user is None or not ok or not user.active:
         metrics.LOGIN_FAILURES.labels("refused").inc()
         log_access(state, request, None, "login", "auth", status=401, detail={"result": "refused"}, username=name)

@@ -12,8 +12,15 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(stored_hash: str, password: str) -> tuple[bool, str | None]:
-    """(ok, new hash to store if the parameters changed)."""
+def verify_password(stored_hash: str | None, password: str) -> tuple[bool, str | None]:
+    """(ok, new hash to store if the parameters changed). `stored_hash` None: no such user — the password
+    is still checked, against a hash made with the current parameters, so timing does not reveal usernames."""
+    if stored_hash is None:
+        try:
+            _hasher.verify(_dummy_hash(), password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            pass
+        return False, None
     try:
         _hasher.verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
@@ -21,5 +28,11 @@ def verify_password(stored_hash: str, password: str) -> tuple[bool, str | None]:
     return True, (_hasher.hash(password) if _hasher.check_needs_rehash(stored_hash) else None)
 
 
-# A hash to verify against when the user does not exist, so timing does not reveal usernames.
-DUMMY_HASH = _hasher.hash("carepath-no-such-user")
+_dummy_hashes: dict[int, str] = {}
+
+
+def _dummy_hash() -> str:
+    """Made once per hasher (lazily: importing this module costs no hashing)."""
+    if id(_hasher) not in _dummy_hashes:
+        _dummy_hashes[id(_hasher)] = _hasher.hash("carepath-no-such-user")
+    return _dummy_hashes[id(_hasher)]

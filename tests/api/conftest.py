@@ -10,14 +10,8 @@ Each service gets its own copy of the shipped diabetes protocol, role agreement 
 from __future__ import annotations
 
 import pytest
-from argon2 import PasswordHasher
 
-import api.security
 from tests.api.support import _pg_schema, close_api, copy_protocols, make_api
-
-# Production hashes are argon2id with argon2-cffi's defaults (~0.25 s each here, by design);
-# the tests make dozens of users and logins, so they hash with the cheapest parameters.
-api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])

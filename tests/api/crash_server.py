@@ -4,21 +4,19 @@
         python -m uvicorn --factory tests.api.crash_server:app --port P
 
 A fixed clock, so every run (interrupted or not) stamps the same times and outputs compare exactly;
-the demo users with the tests' cheap password hashing (see tests/api/conftest.py)."""
+the demo users with the tests' cheap password hashing (tests/cheap_hashes.py)."""
 from __future__ import annotations
 
 import datetime as dt
 import os
 from pathlib import Path
 
-from argon2 import PasswordHasher
 from sqlmodel import Session
 
-import api.security
 from api.app import create_app
 from engine.app.users import ensure_demo_users
 
-api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+import tests.cheap_hashes  # noqa: E402,F401  (argon2's cheapest parameters)
 
 
 def _paced(seconds: float) -> None:

@@ -110,9 +110,7 @@ SERVER = textwrap.dedent("""
     import sys
     from pathlib import Path
     import uvicorn
-    from argon2 import PasswordHasher
-    import api.security
-    api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    import tests.cheap_hashes  # noqa: F401
     from sqlmodel import Session
     from api.app import create_app
     from engine.app.users import ensure_demo_users

@@ -11,15 +11,11 @@ import os
 import re
 
 import pytest
-from argon2 import PasswordHasher
 
-import api.security
 from engine.registry.tables import utcnow
 from tests.browser.support import (CHROMIUM_ARGS, CLOCK_AHEAD, SHOTS, Clock, chromium_path, copy_database, copy_protocols,
                                    seed, start_server)
 
-# Logins hash with argon2; the tests log in a few dozen times, so they hash cheaply (as tests/api does).
-api.security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 PASSWORD_SUFFIX = "-demo-pw"
 
 
