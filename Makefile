@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test bench clean
+.PHONY: install run test test-costs bench clean
 
 $(BIN)/carepath: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,14 @@ run: install
 	$(BIN)/carepath demo
 	$(BIN)/carepath serve --host $(HOST) --port $(PORT)
 
+# Two workers, a module on one (module fixtures are set up once), the costliest modules first and the Spark
+# modules together (tests/xdist_schedule.py).
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # two workers, a module on one (the browser tests no longer need it: each has its own service and registry; the other modules are not yet checked split)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# Re-measure the seconds per module that order `make test` (after adding slow tests).
+test-costs: install
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --module-seconds-out tests/module_seconds.json
 
 # Every benchmark of issue 8 (not part of the test run; ~1 h at 750,000 patients on 2 cores; results in
 # benchmarks/results/). PATIENTS=100000 for a quicker look.

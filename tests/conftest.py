@@ -68,3 +68,25 @@ def engine(db_url):
 def no_site_codelists(monkeypatch):
     """Declared clusters stay missing: no site codelist folder from the environment."""
     monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
+
+
+# ---- how `make test` shares modules between its workers: tests/xdist_schedule.py ---------------------------
+def pytest_addoption(parser):
+    parser.addoption("--module-seconds-out", default=None,
+                     help="write seconds per test module to this JSON file (tests/module_seconds.json orders make test's modules)")
+
+
+def pytest_configure(config):
+    out = config.getoption("--module-seconds-out")
+    if out and not hasattr(config, "workerinput"):  # the controller sees every worker's reports
+        from pathlib import Path
+
+        from tests.xdist_schedule import ModuleSeconds
+        config.pluginmanager.register(ModuleSeconds(Path(out)), "carepath-module-seconds")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") == "loadfile":
+        from tests.xdist_schedule import CostliestFirstScheduling
+        return CostliestFirstScheduling(config, log)
+    return None
