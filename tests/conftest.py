@@ -90,3 +90,14 @@ def pytest_xdist_make_scheduler(config, log):
         from tests.xdist_schedule import CostliestFirstScheduling
         return CostliestFirstScheduling(config, log)
     return None
+
+
+@pytest.hookimpl(tryfirst=True)  # a parametrize mark, added before pytest reads the marks and the fixtures' params
+def pytest_generate_tests(metafunc):
+    """A module that tests no database behaviour (HTTP limits, the role matrix, log lines, CSV text) says so with
+    `DATABASES = ["sqlite"]`; the others run on SQLite and PostgreSQL (`db_url`, tests/api's `backend`)."""
+    only = getattr(metafunc.module, "DATABASES", None)
+    if only:
+        for name, scope in (("db_url", "function"), ("backend", "session")):
+            if name in metafunc.fixturenames:
+                metafunc.definition.add_marker(pytest.mark.parametrize(name, only, indirect=True, scope=scope))

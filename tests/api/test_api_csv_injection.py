@@ -13,6 +13,8 @@ from engine.app.users import DEMO_PASSWORD_SUFFIX
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.reports.csv_export import csv_text, neutralise
 
+DATABASES = ["sqlite"]  # the CSV writer's text: no database behaviour (tests/conftest.py)
+
 SCT = "http://snomed.info/sct"
 T2DM = "44054006"
 HYPERLINK = '=HYPERLINK("http://x","y")'

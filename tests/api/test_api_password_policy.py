@@ -8,6 +8,8 @@ from engine.app.users import DEMO_PASSWORD_SUFFIX, DEMO_USERS, password_problem
 from cli.main import app as cli
 from tests.api.support import EXTRA_USERS
 
+DATABASES = ["sqlite"]  # password and username rules are checked before anything is stored (tests/conftest.py)
+
 WEAK = ["12345678", "password", " " * 8, " " * 12, "password1234", "123456789012", "qwertyuiopasdf",
         "aaaaaaaaaaaaaaaa", "carepath2026!", "nurse.new2026", "x" * 129]
 GOOD = ["correct horse battery", "long enough pw", "Winter frost on 9 hedges", "ünïcödé pässwörd lång", "a" * 5 + " 7 tigers ate my sofa" + "z" * 100]

@@ -16,6 +16,8 @@ from api.request_log import JsonFormatter, RequestIdFilter
 from engine.app import service
 from tests.api.test_api_concurrency import NHS, delivery
 
+DATABASES = ["sqlite"]  # request ids and log lines: no database behaviour (tests/conftest.py)
+
 ROOT_LOGGER = logging.getLogger()
 
 

@@ -9,6 +9,8 @@ from api.security import PERMISSIONS
 from engine.registry.access import ROLES
 from tests.api.support import AMINA, ROLE_USER
 
+DATABASES = ["sqlite"]  # the permission table is checked before any query: no database behaviour (tests/conftest.py)
+
 PUBLIC = {("GET", "/health"), ("GET", "/ready"), ("POST", "/auth/token"), ("POST", "/auth/login")}
 ANY_ROLE = "any-role"
 BAD_YAML = {"yaml": "protocol: t2dm-annual-care\nversion: 9.9.9\n"}  # invalid: allowed roles get 422, nothing published
