@@ -79,7 +79,7 @@ def _word_label(key: str, proto) -> str:
     ident, _, part = rest.partition(":")
     titles = {"activity": {a.id: a.title for a in proto.activities}, "rule": {r.id: r.title for r in proto.rules},
               "goal": {g.id: g.title for g in proto.goals}, "measure": {m.id: f"{m.id} {m.title}" for m in proto.measures}}
-    parts = {"done": "done when", "applies": "applies when", "excepted": "not needed when", "met": "met when", "den": "denominator",
+    parts = {"done": "done when", "applies": "applies when", "excepted": "not needed when", "met": "met when", "ip": "initial population", "den": "denominator",
              "excl": "exclusions", "num": "numerator", "exc": "exceptions", "": "when"}
     if kind == "register":
         return "Register"
