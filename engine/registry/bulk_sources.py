@@ -94,6 +94,10 @@ def manifest_targets(data, where: str, base: Path, error=ValueError, *, within: 
         here = f"{where}: output[{i}]"
         if not isinstance(item, dict) or not isinstance(item.get("url"), str) or not isinstance(item.get("type"), str):
             raise error(f"{here}: expected {{\"type\": \"Patient\", \"url\": \"file:///.../Patient.ndjson\"}}")
+        try:
+            item["url"].encode("utf-8")
+        except UnicodeEncodeError:
+            raise error(f"{here}: the url is not valid text (a lone surrogate)") from None
         shown = item["url"][:300]
         url = urlparse(item["url"])
         if url.scheme in ("http", "https"):
@@ -127,7 +131,7 @@ def _confined(target: Path, roots: tuple, real_root: Path, where: str, error) ->
         raise error(outside)
     try:
         real = lexical.resolve(strict=True)
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):  # ValueError: a name the file system cannot encode
         raise error(f"{where}: no such file") from None
     if not real.is_relative_to(real_root):
         raise error(outside)  # a symbolic link out of the folder

@@ -43,7 +43,8 @@ def manifest(outputs: list[dict]) -> dict:
 
 
 def post(api, body, user: str = "admin", **params):
-    return api.post("/ingest/bulk/manifest", user=user, json=body, params=params)
+    return api.client.post("/ingest/bulk/manifest", params=params, content=json.dumps(body),  # ASCII: escapes kept
+                           headers={**api.h(user), "content-type": "application/json"})
 
 
 def test_a_manifest_of_files_in_the_import_folder_loads_them_and_reports_refused_lines(sqlite_api, import_dir):
@@ -123,6 +124,7 @@ def test_what_the_service_will_not_read(sqlite_api, import_dir, tmp_path):
     assert "not a regular file" in refused("pipe.ndjson")
     assert "no such file" in refused("ok/Missing.ndjson")
     assert "not a file name" in refused("ok/Patient%00.ndjson")
+    assert "not valid text" in refused("ok/Patient\ud800.ndjson")  # a lone surrogate: no file name, nor UTF-8
     assert "needs an `output` list" in post(api, {"output": []}, source_system="refusals").json()["detail"]
     too_many = manifest([{"type": "Patient", "url": f"x{i}.ndjson"} for i in range(201)])
     assert "at most 200 files" in post(api, too_many, source_system="refusals").json()["detail"]
