@@ -15,6 +15,7 @@ files again resumes it after its last stored patient. Admin only (`ingest:bulk`)
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.state import AppState
@@ -33,6 +35,7 @@ from api.deps import Principal, get_state, log_access, require
 from api.responses import API_ERRORS, errors
 from api.schemas import Instant
 from engine.registry.bulk import BulkBusy, BulkError, BulkInterrupted, BulkLoad, claim, describe_files, release, run_report
+from engine.registry.bulk_sources import manifest_targets
 
 log = logging.getLogger("carepath.api")
 router = APIRouter(prefix="/ingest", tags=["ingest"], responses=API_ERRORS)
@@ -103,7 +106,8 @@ class BulkRunner:
         self._stop = threading.Event()
         self.threads: list[threading.Thread] = []
 
-    def start(self, load: BulkLoad, folder: Path, who: Principal) -> None:
+    def start(self, load: BulkLoad, folder: Path | None, who: Principal) -> None:
+        """Load in a worker thread; `folder` (the uploaded copies) is removed at the end."""
         def on_line(_n: int) -> None:
             if self._stop.is_set():
                 raise BulkInterrupted()
@@ -131,7 +135,8 @@ class BulkRunner:
                 log.exception("bulk run %s failed", load.claimed.run_id)
             finally:
                 release(load.claimed)
-                shutil.rmtree(folder, ignore_errors=True)
+                if folder is not None:
+                    shutil.rmtree(folder, ignore_errors=True)
 
         t = threading.Thread(target=work, name=f"carepath-bulk-{load.claimed.run_id}", daemon=True)
         self.threads = [x for x in self.threads if x.is_alive()] + [t]
@@ -152,6 +157,30 @@ def runner(state: AppState) -> BulkRunner:
 
 def _refuse(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
+
+
+def _claim_and_start(request: Request, response: Response, state: AppState, who: Principal, described: list,
+                     source_system: str, force: bool, folder: Path | None, base: str | None, **detail) -> BulkRunOut:
+    """Claim the run of these files (409 while a live process loads them; a finished run: 200 and that run)
+    and start loading it in the background (202). Raises BulkError for files that cannot be loaded."""
+    try:
+        c = claim(state.engines.write, described, source_system, force=force, created_by=who.username)
+    except BulkBusy as e:
+        raise HTTPException(status_code=409, detail=str(e)) from None
+    log_access(state, request, who, "write", "ingest-bulk",
+               detail={"run": c.run_id, "state": c.state, "files": [f.name for f in described], **detail})
+    if c.state == "already-loaded":
+        response.status_code = 200
+        return _out(run_report(state.engines.read, c.run_id), c.state)
+    load = BulkLoad(state.engines.write, described, source_system=source_system, created_by=who.username, claimed=c,
+                    work_dir=Path(base) if base else None)
+    try:
+        runner(state).start(load, folder, who)
+    except BaseException:
+        release(c)
+        raise
+    response.headers["Location"] = f"/ingest/bulk/{c.run_id}"
+    return _out(run_report(state.engines.read, c.run_id), c.state)
 
 
 @router.post("/bulk", response_model=BulkRunOut, status_code=202, responses={
@@ -189,31 +218,74 @@ def bulk_ingest(request: Request, response: Response,
             with open(path, "wb") as out:
                 shutil.copyfileobj(upload.file, out, 1 << 20)
             paths.append(path)
-        described = describe_files(paths)
-        try:
-            c = claim(state.engines.write, described, source_system, force=force, created_by=who.username)
-        except BulkBusy as e:
-            raise HTTPException(status_code=409, detail=str(e)) from None
-        log_access(state, request, who, "write", "ingest-bulk",
-                   detail={"run": c.run_id, "state": c.state, "files": [f.name for f in described]})
-        if c.state == "already-loaded":
-            response.status_code = 200
-            return _out(run_report(state.engines.read, c.run_id), c.state)
-        load = BulkLoad(state.engines.write, described, source_system=source_system, created_by=who.username, claimed=c,
-                        work_dir=Path(base) if base else None)
-        try:
-            runner(state).start(load, folder, who)
-        except BaseException:
-            release(c)
-            raise
-        started = True
-        response.headers["Location"] = f"/ingest/bulk/{c.run_id}"
-        return _out(run_report(state.engines.read, c.run_id), c.state)
+        out = _claim_and_start(request, response, state, who, describe_files(paths), source_system, force, folder, base)
+        started = out.state != "already-loaded"
+        return out
     except BulkError as e:
         raise _refuse(str(e)) from None
     finally:
         if not started:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+MANIFEST_TYPES = ("application/json", "application/fhir+json")
+
+
+@router.post("/bulk/manifest", response_model=BulkRunOut, status_code=202, responses={
+    200: {"model": BulkRunOut, "description": "The manifest's files were loaded by a finished run: that run (nothing "
+                                              "loaded again unless force=true)"},
+    **errors(409, 415, 422, **{
+        "409": "A live process is loading these files now, or this service reads no $export files "
+               "(CAREPATH_BULK_IMPORT_DIR is not set)",
+        "415": "Not a JSON body",
+        "422": "Not a $export manifest, or an output the service may not read (a web URL, a file outside "
+               "CAREPATH_BULK_IMPORT_DIR, no such file, not *.ndjson / *.ndjson.gz, two files with one name)"})},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["output"], "description": "A FHIR Bulk Data $export completion manifest",
+        "properties": {"transactionTime": {"type": "string"}, "request": {"type": "string"},
+                       "requiresAccessToken": {"type": "boolean"},
+                       "output": {"type": "array", "items": {"type": "object", "required": ["type", "url"], "properties": {
+                           "type": {"type": "string"}, "url": {"type": "string"}}}},
+                       "error": {"type": "array", "items": {"type": "object"}}}}}}}})
+async def bulk_ingest_manifest(request: Request, response: Response,
+                               source_system: str = Query("fhir", pattern=r"^[A-Za-z0-9._:-]{1,100}$",
+                                                          description="The feed the files come from (part of each "
+                                                                      "fact's identity)"),
+                               force: bool = Query(False, description="Load files again that a finished run loaded"),
+                               who: Principal = Depends(require("ingest:bulk")),
+                               state: AppState = Depends(get_state)):
+    """Load the NDJSON files a FHIR Bulk Data `$export` manifest names (`output: [{type, url}]`) in the
+    background, as POST /ingest/bulk does with uploaded files: 202 with the run, GET /ingest/bulk/{id} for
+    its progress and refused lines. The service fetches nothing: each `url` must be a `file://` URL (or a
+    path relative to that folder) of a file inside CAREPATH_BULK_IMPORT_DIR; anything else is refused."""
+    root = os.environ.get("CAREPATH_BULK_IMPORT_DIR") or None
+    if root is None:
+        raise HTTPException(status_code=409, detail="this service reads no $export files: set CAREPATH_BULK_IMPORT_DIR "
+                                                    "to the folder the exports are written to, or send the files to "
+                                                    "POST /ingest/bulk")
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in MANIFEST_TYPES:
+        raise HTTPException(status_code=415, detail="send the $export manifest as application/json")
+    body = await request.body()  # the login was checked and the size capped before this (api/limits.py)
+    try:
+        data = json.loads(body)
+    except ValueError as e:
+        raise _refuse(f"not a JSON $export manifest ({e})") from None
+    if isinstance(data, dict) and isinstance(data.get("output"), list) and len(data["output"]) > MAX_FILES:
+        raise _refuse(f"a manifest may name at most {MAX_FILES} files")
+    base = os.environ.get("CAREPATH_BULK_DIR") or None
+
+    def work() -> BulkRunOut:
+        try:
+            paths = manifest_targets(data, "manifest", Path(root), BulkError, within=Path(root))
+            if base:
+                Path(base).mkdir(parents=True, exist_ok=True)
+            return _claim_and_start(request, response, state, who, describe_files(paths), source_system, force, None,
+                                    base, manifest=True)
+        except BulkError as e:
+            raise _refuse(str(e)) from None
+
+    return await run_in_threadpool(work)
 
 
 @router.get("/bulk/{run_id}", response_model=BulkRunOut, responses=errors(404, **{"404": "No such bulk run"}))

@@ -9,7 +9,8 @@ For every HTTP request, in this order and before the application sees it:
    pages under /app: 303 to the login page) at once; the body is never read.
 2. `Content-Length` above the limit: 413 at once. The limit is `CAREPATH_MAX_INGEST_BYTES`
    (default 32 MiB) for `/ingest/...`, `CAREPATH_MAX_BULK_BYTES` (default 1 GiB) for `/ingest/bulk` (NDJSON
-   files, spooled to disk) and `CAREPATH_MAX_BODY_BYTES` (default 1 MiB) for the rest.
+   files, spooled to disk) and `CAREPATH_MAX_BODY_BYTES` (default 1 MiB) for the rest, the `$export`
+   manifests of `/ingest/bulk/manifest` included.
 3. The body is counted as it streams in (chunked bodies have no Content-Length): past the limit,
    413 at once and the rest is not read.
 4. A JSON body (`application/json`, `...+json` or no content type) nested deeper than `CAREPATH_MAX_JSON_DEPTH`
@@ -106,6 +107,8 @@ class RequestGuard:
     def limit_for(self, path: str) -> int:
         if path == "/ingest/bulk":
             return self.max_bulk
+        if path == "/ingest/bulk/manifest":  # a small JSON manifest naming files on the server
+            return self.max_body
         return self.max_ingest if path.startswith("/ingest/") else self.max_body
 
     async def __call__(self, scope, receive, send):

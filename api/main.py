@@ -4,7 +4,9 @@
     CAREPATH_PROTOCOLS     protocol folder (default protocols/)
     CAREPATH_SECRET_KEY    token signing key (default: a random key kept in the database)
     CAREPATH_TOKEN_TTL     token / session lifetime in seconds (default 8 hours)
-    CAREPATH_COOKIE_SECURE set to 1 behind HTTPS so the session cookie is Secure
+    CAREPATH_COOKIE_SECURE the session cookie is Secure (default; `carepath serve` on loopback sets 0)
+
+The full list: docs/operations.md, "Settings".
 """
 from __future__ import annotations
 

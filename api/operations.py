@@ -10,32 +10,31 @@
   Prometheus server's scrape config; no session, not in the access log) or the session of a user
   whose role has `metrics:read` (admin). Metrics hold counts by route template and outcome, never
   an NHS number or a name; still, they describe the service's use, so they are not public.
-- `RequestMetrics`: a pure ASGI middleware (outermost, so it also counts what the request guard
-  refuses) that counts and times every HTTP request by its route template.
+- `RequestMetrics`: a pure ASGI middleware (outside all but the request id, so it also counts what the
+  request guard refuses) that counts and times every HTTP request by its route template
+  (api/observed_request.py).
 """
 from __future__ import annotations
 
 import hmac
 import logging
 import os
-import time
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, text
 from sqlmodel import Session, select
-from starlette.routing import Match, Mount
 
 from api.state import AppState
 from api.deps import current_user, get_state, oauth2, require
+from api.observed_request import ObservedRequest
 from api.responses import errors
 from engine import metrics
 
 log = logging.getLogger("carepath.api")
 METRICS_TOKEN_ENV = "CAREPATH_METRICS_TOKEN"
 MIN_TOKEN_LENGTH = 16
-UNMATCHED = "<unmatched>"
 
 router = APIRouter(tags=["service"])
 
@@ -144,59 +143,9 @@ def prometheus_metrics(_who: str = Depends(metrics_access), state: AppState = De
 
 
 # ---- request metrics -------------------------------------------------------------------------------------
-def _matching_route(routes, scope):
-    for candidate in routes:
-        inner = getattr(candidate, "original_router", None)  # FastAPI's wrapper of an included router
-        if inner is not None:
-            found = _matching_route(inner.routes, scope)
-            if found is not None:
-                return found
-            continue
-        try:
-            match, child = candidate.matches(scope)
-        except Exception:  # noqa: BLE001 - a route that cannot judge this scope
-            continue
-        if match in (Match.FULL, Match.PARTIAL):
-            return child.get("route") or candidate
-    return None
-
-
-def route_template(app, scope) -> str:
-    """The template of the route that answered (`/patients/{nhs_number}`), `<unmatched>` if none.
-    When the request guard answered before routing, the routes are matched here."""
-    route = scope.get("route")
-    if route is None and app is not None:
-        route = _matching_route(app.router.routes, {**scope, "type": "http", "app": app})
-    if route is None:
-        return UNMATCHED
-    path = getattr(route, "path", None) or UNMATCHED
-    if isinstance(route, Mount):
-        path = path.rstrip("/") + "/{path}"
-    return path
-
-
-class RequestMetrics:
+class RequestMetrics(ObservedRequest):
     """Pure ASGI middleware: `carepath_http_requests_total` and `..._duration_seconds` by route template."""
 
-    def __init__(self, app, fastapi_app=None):
-        self.app = app
-        self.fastapi_app = fastapi_app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        status = {"code": 500}
-        started = time.perf_counter()
-
-        async def counting_send(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            route = route_template(self.fastapi_app, scope)
-            method = scope.get("method", "GET")
-            metrics.HTTP_REQUESTS.labels(method, route, str(status["code"])).inc()
-            metrics.HTTP_LATENCY.labels(method, route).observe(time.perf_counter() - started)
+    def finished(self, scope, method: str, route: str, status: int, seconds: float, begun) -> None:
+        metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(method, route).observe(seconds)

@@ -19,8 +19,9 @@ import datetime as dt
 import json
 import logging
 import re
-import time
 import uuid
+
+from api.observed_request import ObservedRequest
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("carepath_request_id", default=None)
 HEADER = "X-Request-ID"
@@ -36,38 +37,22 @@ def request_id_from(value: str | None) -> str:
     return uuid.uuid4().hex
 
 
-class RequestId:
+class RequestId(ObservedRequest):
     """Pure ASGI middleware: the request id (module doc) and one access line per request."""
 
-    def __init__(self, app, fastapi_app=None):
-        self.app = app
-        self.fastapi_app = fastapi_app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+    def begin(self, scope):
         given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k.lower() == b"x-request-id"), None)
         rid = request_id_from(given)
-        token = REQUEST_ID.set(rid)
-        status = {"code": 500}
-        started = time.perf_counter()
+        return rid, REQUEST_ID.set(rid)
 
-        async def send_with_id(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                message = {**message, "headers": headers + [(b"x-request-id", rid.encode("latin-1"))]}
-            await send(message)
+    def response_start(self, message: dict, begun) -> dict:
+        headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+        return {**message, "headers": headers + [(b"x-request-id", begun[0].encode("latin-1"))]}
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            from api.operations import route_template
-            route = route_template(self.fastapi_app, scope)
-            access_log.info("%s %s %s", scope.get("method", "GET"), route, status["code"],
-                            extra={"method": scope.get("method", "GET"), "route": route, "status": status["code"],
-                                   "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
-            REQUEST_ID.reset(token)
+    def finished(self, scope, method: str, route: str, status: int, seconds: float, begun) -> None:
+        access_log.info("%s %s %s", method, route, status,
+                        extra={"method": method, "route": route, "status": status, "duration_ms": round(seconds * 1000, 1)})
+        REQUEST_ID.reset(begun[1])
 
 
 class RequestIdFilter(logging.Filter):

@@ -6,6 +6,10 @@
   around the area rate;
 - `trend_chart`: rates over reporting dates (one line per series).
 
+The pieces every chart here and in api/web/outcome_charts.py draws alike are helpers: `svg_chart` (the
+frame), `axes` (grid, tick labels, axis title and lines of a plot area), `control_limit`, `reference_line`
+and `funnel_point` (the funnel plots' curves, centre line and points), `link`.
+
 Every chart is an <svg role="img"> with a <title> and <desc>, each mark has its own <title>
 (hover text), comparisons are written out as well as coloured, and the page shows the same figures
 in a table.
@@ -25,6 +29,8 @@ SUPPRESS_BELOW = 8  # counts 1-7 shown as "<8" where small-number suppression ap
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
 COLOURS = {"above": "#007f3b", "within": "#005eb8", "below": "#d5281b", "no-data": "#768692"}
 MARKS = {"above": "▲", "below": "▼", "within": "", "no-data": ""}
+GRID, TICK, INK = "#d8dde0", "#425563", "#212b32"  # grid lines; tick labels and axes; text and lines
+FUNNEL_LIMITS = ((Z95, "6 3", "95%"), (Z998, "2 3", "99.8%"))  # z, dash, name of the funnel plots' control limits
 
 
 @dataclass
@@ -54,14 +60,81 @@ def rank_order(units: list["Unit"]) -> list["Unit"]:
     return sorted(units, key=lambda u: (u.rate is None, u.n < MIN_TO_RANK, -(u.rate or 0), u.label))
 
 
-def _svg(width: int, height: int, uid: str, title: str, desc: str, body: list[str]) -> Markup:
+@dataclass(frozen=True)
+class Plot:
+    """A chart's plot area in SVG units: the axes' corner at (left, top + height)."""
+    left: int
+    top: int
+    width: int
+    height: int
+
+    @property
+    def right(self) -> int:
+        return self.left + self.width
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.height
+
+
+def axes(plot: Plot, y_ticks, x_ticks=(), x_title: str | None = None, title_y: int | None = None,
+         lines: bool = False) -> list[str]:
+    """A grid line across `plot` at each y tick with its label left of it, each x tick's label below the plot,
+    the x axis title (baseline at `title_y`) and, with `lines`, the x and y axis lines. Ticks are
+    (position in SVG units, label)."""
+    out = []
+    for gy, text in y_ticks:
+        out.append(f'<line x1="{plot.left}" y1="{gy:.1f}" x2="{plot.right}" y2="{gy:.1f}" stroke="{GRID}"/>')
+        out.append(f'<text x="{plot.left - 6}" y="{gy + 4:.1f}" text-anchor="end" fill="{TICK}">{escape(text)}</text>')
+    for gx, text in x_ticks:
+        out.append(f'<text x="{gx:.1f}" y="{plot.bottom + 18}" text-anchor="middle" fill="{TICK}">{escape(text)}</text>')
+    if x_title:
+        out.append(f'<text x="{plot.left + plot.width / 2:.1f}" y="{title_y}" text-anchor="middle" fill="{INK}">'
+                   f'{escape(x_title)}</text>')
+    if lines:
+        out.append(f'<line x1="{plot.left}" y1="{plot.bottom}" x2="{plot.right}" y2="{plot.bottom}" stroke="{TICK}"/>')
+        out.append(f'<line x1="{plot.left}" y1="{plot.top}" x2="{plot.left}" y2="{plot.bottom}" stroke="{TICK}"/>')
+    return out
+
+
+def control_limit(plot: Plot, name: str, dash: str, upper, lower, label_y: float) -> list[str]:
+    """A funnel plot's control limit: its upper and lower curves ((x, y) points in SVG units) and its name
+    at the right of the plot, at `label_y`."""
+    out = []
+    for pts, side in ((upper, "upper"), (lower, "lower")):
+        line = " ".join(f"{px:.1f},{py:.1f}" for px, py in pts)
+        out.append(f'<polyline points="{line}" fill="none" stroke="#768692" stroke-width="1.5" '
+                   f'stroke-dasharray="{dash}" class="funnel-{name}"><title>{name} {side} control limit</title></polyline>')
+    out.append(f'<text x="{plot.right + 6}" y="{label_y + 4:.1f}" fill="{TICK}">{name}</text>')
+    return out
+
+
+def reference_line(plot: Plot, y: float, title: str, label: str) -> list[str]:
+    """The area's line across a funnel plot (class area-rate), with its hover title and its label at the right."""
+    return [f'<line x1="{plot.left}" y1="{y:.1f}" x2="{plot.right}" y2="{y:.1f}" stroke="{INK}" '
+            f'stroke-width="2" class="area-rate"><title>{escape(title)}</title></line>',
+            f'<text x="{plot.right + 6}" y="{y + 4:.1f}" fill="{INK}" font-weight="bold">{escape(label)}</text>']
+
+
+def funnel_point(px: float, py: float, r: int, colour: str, tip: str, label: str, comparison: str,
+                 href: str | None, link_label: str) -> str:
+    """One unit on a funnel plot: a dot with its hover text, named on the plot only when outside the limits
+    (dozens of labels within them overprint each other; every point names itself on hover and in the table)."""
+    inner = (f'<title>{escape(tip)}</title><circle cx="{px:.1f}" cy="{py:.1f}" r="{r}" fill="{colour}" '
+             f'stroke="#fff" stroke-width="1.5"/>')
+    if comparison in ("above", "below"):
+        inner += f'<text x="{px + r + 3:.1f}" y="{py - r - 1:.1f}" fill="{INK}" class="point-label">{escape(label)}</text>'
+    return '<g class="point">' + link(href, inner, link_label) + "</g>"
+
+
+def svg_chart(width: int, height: int, uid: str, title: str, desc: str, body: list[str]) -> Markup:
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
             f'role="img" aria-labelledby="{uid}-t {uid}-d" class="chart" {FONT} font-size="13">'
             f'<title id="{uid}-t">{escape(title)}</title><desc id="{uid}-d">{escape(desc)}</desc>')
     return Markup(head + "".join(body) + "</svg>")
 
 
-def _link(href: str | None, inner: str, label: str) -> str:
+def link(href: str | None, inner: str, label: str) -> str:
     if not href:
         return inner
     return f'<a href="{escape(href)}" aria-label="{escape(label)}">{inner}</a>'
@@ -111,7 +184,7 @@ def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str
             parts.append(f'<text x="{left + plot + 8}" y="{cy + 4:.1f}" fill="#212b32">{escape(text)}</text>')
         else:
             parts.append(f'<text x="{left + 4}" y="{cy + 4:.1f}" fill="#425563">no eligible patients</text>')
-        body.append('<g class="bar">' + _link(u.href, "".join(parts), f"Patients behind {u.label}") + "</g>")
+        body.append('<g class="bar">' + link(u.href, "".join(parts), f"Patients behind {u.label}") + "</g>")
     if area_rate is not None:
         ax = x(area_rate)
         body.append(f'<line x1="{ax:.1f}" y1="{top - 10}" x2="{ax:.1f}" y2="{height - 30}" stroke="#212b32" '
@@ -121,85 +194,58 @@ def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str
     desc = ("Horizontal bars, one per unit, ranked by rate; whiskers are 95% confidence intervals, the shaded band "
             "is the range expected from the area rate at that unit's size (95% funnel limits), and the dashed line "
             "is the area rate. The table below has the same figures.")
-    return _svg(width, height, uid, title, desc, body)
+    return svg_chart(width, height, uid, title, desc, body)
 
 
 def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False) -> Markup:
-    left, right, top, bottom = 56, 150, 20, 48
-    pw, ph = 460, 280
-    width, height = left + pw + right, top + ph + bottom
+    plot = Plot(56, 20, 460, 280)
+    width, height = plot.right + 150, plot.bottom + 48
     max_n = max([u.n for u in units if u.n] + [10])
     max_n = int(math.ceil(max_n * 1.15 / 5.0) * 5)
-    x = lambda n: left + pw * n / max_n  # noqa: E731
-    y = lambda r: top + ph * (1 - r)  # noqa: E731
-    body = []
-    for i in range(0, 11, 2):
-        gy = y(i / 10)
-        body.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" stroke="#d8dde0"/>')
-        body.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" fill="#425563">{i * 10}%</text>')
-    for i in range(0, 6):
-        n = max_n * i / 5
-        body.append(f'<text x="{x(n):.1f}" y="{top + ph + 18}" text-anchor="middle" fill="#425563">{n:.0f}</text>')
-    body.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#212b32">'
-                f'Eligible patients (denominator minus exclusions)</text>')
-    body.append(f'<line x1="{left}" y1="{top + ph}" x2="{left + pw}" y2="{top + ph}" stroke="#425563"/>')
-    body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + ph}" stroke="#425563"/>')
+    x = lambda n: plot.left + plot.width * n / max_n  # noqa: E731
+    y = lambda r: plot.top + plot.height * (1 - r)  # noqa: E731
+    body = axes(plot, [(y(i / 10), f"{i * 10}%") for i in range(0, 11, 2)],
+                [(x(max_n * i / 5), f"{max_n * i / 5:.0f}") for i in range(0, 6)],
+                "Eligible patients (denominator minus exclusions)", height - 8, lines=True)
     if area_rate is not None:
-        for z, dash, name in (((Z95, "6 3", "95%"), (Z998, "2 3", "99.8%")) if 0 < area_rate < 1 else ()):
+        for z, dash, name in (FUNNEL_LIMITS if 0 < area_rate < 1 else ()):
             upper, lower = [], []
-            steps = 80
-            for k in range(0, steps + 1):
-                n = max(0.5, max_n * k / steps)  # continuous in n, so the limits are smooth curves
+            for k in range(0, 81):
+                n = max(0.5, max_n * k / 80)  # continuous in n, so the limits are smooth curves
                 half = z * math.sqrt(area_rate * (1 - area_rate) / n)
-                upper.append(f"{x(n):.1f},{y(min(1.0, area_rate + half)):.1f}")
-                lower.append(f"{x(n):.1f},{y(max(0.0, area_rate - half)):.1f}")
-            for pts, side in ((upper, "upper"), (lower, "lower")):
-                body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#768692" stroke-width="1.5" '
-                            f'stroke-dasharray="{dash}" class="funnel-{name}"><title>{name} {side} control limit</title></polyline>')
-            body.append(f'<text x="{left + pw + 6}" y="{y(funnel(area_rate, max_n, z)[1]) + 4:.1f}" fill="#425563">{name}</text>')
-        body.append(f'<line x1="{left}" y1="{y(area_rate):.1f}" x2="{left + pw}" y2="{y(area_rate):.1f}" stroke="#212b32" '
-                    f'stroke-width="2" class="area-rate"><title>Area rate {_pct(area_rate)}</title></line>')
-        body.append(f'<text x="{left + pw + 6}" y="{y(area_rate) + 4:.1f}" fill="#212b32" font-weight="bold">area {_pct(area_rate)}</text>')
+                upper.append((x(n), y(min(1.0, area_rate + half))))
+                lower.append((x(n), y(max(0.0, area_rate - half))))
+            body += control_limit(plot, name, dash, upper, lower, y(funnel(area_rate, max_n, z)[1]))
+        body += reference_line(plot, y(area_rate), f"Area rate {_pct(area_rate)}", f"area {_pct(area_rate)}")
     for u in units:
         if u.rate is None or not u.n:
             continue
-        colour = COLOURS.get(u.comparison, COLOURS["no-data"])
-        px, py = x(u.n), y(u.rate)
         tip = (f"{u.label}: {_pct(u.rate)} ({count_text(u.numerator, suppress)} of {count_text(u.n, suppress)}), "
                f"{u.comparison} the area's 95% limits")
-        inner = (f"<title>{escape(tip)}</title><circle cx=\"{px:.1f}\" cy=\"{py:.1f}\" r=\"6\" fill=\"{colour}\" "
-                 f"stroke=\"#fff\" stroke-width=\"1.5\"/>")
-        # Only units outside the limits are named on the plot (dozens of labels within them overprint each
-        # other); every point names itself on hover and in the table.
-        if u.comparison in ("above", "below"):
-            inner += f"<text x=\"{px + 9:.1f}\" y=\"{py - 7:.1f}\" fill=\"#212b32\" class=\"point-label\">{escape(u.label)}</text>"
-        body.append('<g class="point">' + _link(u.href, inner, f"Patients behind {u.label}") + "</g>")
+        body.append(funnel_point(x(u.n), y(u.rate), 6, COLOURS.get(u.comparison, COLOURS["no-data"]), tip, u.label,
+                                 u.comparison, u.href, f"Patients behind {u.label}"))
     desc = ("Funnel plot: each unit is a point at its number of eligible patients and its rate; the solid line is "
             "the area rate, dashed lines the 95% and dotted lines the 99.8% control limits. Points outside the "
             "lines differ from the area by more than chance would explain.")
-    return _svg(width, height, uid, title, desc, body)
+    return svg_chart(width, height, uid, title, desc, body)
 
 
 def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], uid: str, title: str) -> Markup:
     # room on the right for the longest end label ("Meadowbank Medical Centre (synthetic) 100.0%")
     longest = max((len(name) for name, _ in series), default=0) + 7
-    left, right, top, bottom = 56, max(150, min(330, 16 + 7 * longest)), 20, 40
-    pw, ph = 460, 220
-    width, height = left + pw + right, top + ph + bottom
+    plot = Plot(56, 20, 460, 220)
+    left, top, pw, ph = plot.left, plot.top, plot.width, plot.height
+    width, height = plot.right + max(150, min(330, 16 + 7 * longest)), plot.bottom + 40
     dates = sorted({d for _, pts in series for d, _ in pts})
-    body = []
     y = lambda r: top + ph * (1 - r)  # noqa: E731
-    for i in range(0, 11, 2):
-        gy = y(i / 10)
-        body.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" stroke="#d8dde0"/>')
-        body.append(f'<text x="{left - 6}" y="{gy + 4:.1f}" text-anchor="end" fill="#425563">{i * 10}%</text>')
+    y_ticks = [(y(i / 10), f"{i * 10}%") for i in range(0, 11, 2)]
     if not dates:
-        body.append(f'<text x="{left + 10}" y="{top + ph / 2}" fill="#425563">No reporting snapshots yet</text>')
-        return _svg(width, height, uid, title, "No data.", body)
+        body = axes(plot, y_ticks)
+        body.append(f'<text x="{left + 10}" y="{top + ph / 2}" fill="{TICK}">No reporting snapshots yet</text>')
+        return svg_chart(width, height, uid, title, "No data.", body)
     span = max(1, (dates[-1] - dates[0]).days)
     x = (lambda d: left + pw * (d - dates[0]).days / span) if len(dates) > 1 else (lambda d: left + pw / 2)
-    for d in dates:
-        body.append(f'<text x="{x(d):.1f}" y="{top + ph + 18}" text-anchor="middle" fill="#425563">{d.day} {d:%b %Y}</text>')
+    body = axes(plot, y_ticks, [(x(d), f"{d.day} {d:%b %Y}") for d in dates])
     # Distinct colours for up to 7 series (NHS identity palette); end labels spread so they never overprint.
     palette = ["#212b32", "#005eb8", "#ae2573", "#007f3b", "#ed8b00", "#330072", "#00a499"]
     ends = []
@@ -225,7 +271,7 @@ def trend_chart(series: list[tuple[str, list[tuple[dt.date, float | None]]]], ui
         height = max(height, int(ends[-1][0]) + 8)
     desc = "Line chart of the rate at each reporting date: " + "; ".join(
         f"{name}: " + ", ".join(f"{d.isoformat()} {_pct(r)}" for d, r in pts if r is not None) for name, pts in series)
-    return _svg(width, height, uid, title, desc, body)
+    return svg_chart(width, height, uid, title, desc, body)
 
 
 def sparkline(points: list[tuple[dt.date, float | None]], label: str) -> Markup:

@@ -1,5 +1,5 @@
 """Server-rendered SVG charts for the outcome pages (no JavaScript), in the style of api/web/charts.py
-(whose frame, colours and links they reuse):
+(whose frame, axes, funnel curves and points, colours and links they reuse):
 
 - `spc_chart`: an XmR chart in the NHS "Making Data Count" style — the monthly rate, the mean (solid),
   the process limits (dashed), special-cause points marked (orange: higher, blue: lower, as in the
@@ -13,8 +13,8 @@ import math
 
 from markupsafe import Markup, escape
 
-from api.web.charts import COLOURS, _link, _svg
-from engine.app.outcomes.rates import Z95, Z998, poisson_limits
+from api.web.charts import COLOURS, FUNNEL_LIMITS, Plot, axes, control_limit, funnel_point, reference_line, svg_chart
+from engine.app.outcomes.rates import poisson_limits
 
 RULE_WORDS = {"outside": "outside the process limits", "shift": "7 or more in a row on one side of the mean",
               "trend": "6 or more in a row rising or falling"}
@@ -33,23 +33,16 @@ def _nice_max(v: float) -> float:
 
 def spc_chart(months: list[str], values: list[float | None], chart, uid: str, title: str, unit: str,
               start_index: int | None = None) -> Markup:
-    left, right, top, bottom = 56, 120, 20, 44
-    pw, ph = 560, 230
-    width, height = left + pw + right, top + ph + bottom
+    plot = Plot(56, 20, 560, 230)
+    left, top, pw, ph = plot.left, plot.top, plot.width, plot.height
+    width, height = plot.right + 120, plot.bottom + 44
     known = [v for v in values if v is not None]
     ymax = _nice_max(max(known + [chart.upper, chart.mean]) * 1.05)
     n = len(values)
     x = lambda i: left + (pw * i / (n - 1) if n > 1 else pw / 2)  # noqa: E731
     y = lambda v: top + ph * (1 - v / ymax)  # noqa: E731
-    body = []
-    for k in range(0, 6):
-        v = ymax * k / 5
-        body.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{left + pw}" y2="{y(v):.1f}" stroke="#d8dde0"/>')
-        body.append(f'<text x="{left - 6}" y="{y(v) + 4:.1f}" text-anchor="end" fill="#425563">{v:g}</text>')
-    for i, m in enumerate(months):
-        if i % 6 == 0 or i == n - 1:
-            body.append(f'<text x="{x(i):.1f}" y="{top + ph + 18}" text-anchor="middle" fill="#425563">{escape(m)}</text>')
-    body.append(f'<text x="{left + pw / 2:.1f}" y="{height - 6}" text-anchor="middle" fill="#212b32">Month ({escape(unit)})</text>')
+    body = axes(plot, [(y(ymax * k / 5), f"{ymax * k / 5:g}") for k in range(0, 6)],
+                [(x(i), m) for i, m in enumerate(months) if i % 6 == 0 or i == n - 1], f"Month ({unit})", height - 6)
     if start_index is not None and 0 <= start_index < n:
         sx = x(start_index)
         body.append(f'<line x1="{sx:.1f}" y1="{top}" x2="{sx:.1f}" y2="{top + ph}" stroke="#330072" stroke-width="1.5" '
@@ -76,54 +69,32 @@ def spc_chart(months: list[str], values: list[float | None], chart, uid: str, ti
     desc = (f"XmR chart: mean {chart.mean:.1f}, process limits {chart.lower:.1f} to {chart.upper:.1f} {unit}; "
             f"{chart.variation}. " + " ".join(
                 f"{RULE_WORDS[r].capitalize()}: {', '.join(months[i] for i in idx)}." for r, idx in chart.rules.items() if idx))
-    return _svg(width, height, uid, title, desc, body)
+    return svg_chart(width, height, uid, title, desc, body)
 
 
 def ratio_funnel(units, uid: str, title: str, hrefs: dict[str, str] | None = None) -> Markup:
     """units: rates.FunnelUnit (observed, expected, ratio, comparison)."""
-    left, right, top, bottom = 56, 150, 20, 48
-    pw, ph = 460, 280
-    width, height = left + pw + right, top + ph + bottom
+    plot = Plot(56, 20, 460, 280)
+    width, height = plot.right + 150, plot.bottom + 48
     shown = [u for u in units if u.ratio is not None]
     max_e = _nice_max(max([u.expected for u in shown] + [1.0]) * 1.1)
     ymax = max(2.0, math.ceil(max([u.ratio for u in shown] + [1.0]) * 1.1 * 2) / 2)
-    x = lambda e: left + pw * e / max_e  # noqa: E731
-    y = lambda r: top + ph * (1 - r / ymax)  # noqa: E731
-    body = []
-    for k in range(0, int(ymax * 2) + 1):
-        r = k / 2
-        body.append(f'<line x1="{left}" y1="{y(r):.1f}" x2="{left + pw}" y2="{y(r):.1f}" stroke="#d8dde0"/>')
-        body.append(f'<text x="{left - 6}" y="{y(r) + 4:.1f}" text-anchor="end" fill="#425563">{r:g}</text>')
-    for k in range(0, 6):
-        e = max_e * k / 5
-        body.append(f'<text x="{x(e):.1f}" y="{top + ph + 18}" text-anchor="middle" fill="#425563">{e:g}</text>')
-    body.append(f'<text x="{left + pw / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#212b32">'
-                f'Expected events (at the area\'s rates for the same age and sex)</text>')
-    for z, dash, name in ((Z95, "6 3", "95%"), (Z998, "2 3", "99.8%")):
-        upper, lower = [], []
-        for k in range(1, 81):
-            e = max_e * k / 80
-            lo, hi = poisson_limits(e, z)
-            upper.append(f"{x(e):.1f},{y(min(ymax, hi)):.1f}")
-            lower.append(f"{x(e):.1f},{y(lo):.1f}")
-        for pts, side in ((upper, "upper"), (lower, "lower")):
-            body.append(f'<polyline points="{" ".join(pts)}" fill="none" stroke="#768692" stroke-width="1.5" '
-                        f'stroke-dasharray="{dash}" class="funnel-{name}"><title>{name} {side} control limit</title></polyline>')
-        body.append(f'<text x="{left + pw + 6}" y="{y(poisson_limits(max_e, z)[1]) + 4:.1f}" fill="#425563">{name}</text>')
-    body.append(f'<line x1="{left}" y1="{y(1):.1f}" x2="{left + pw}" y2="{y(1):.1f}" stroke="#212b32" stroke-width="2" '
-                f'class="area-rate"><title>The area (ratio 1)</title></line>')
-    body.append(f'<text x="{left + pw + 6}" y="{y(1) + 4:.1f}" fill="#212b32" font-weight="bold">area</text>')
+    x = lambda e: plot.left + plot.width * e / max_e  # noqa: E731
+    y = lambda r: plot.top + plot.height * (1 - r / ymax)  # noqa: E731
+    body = axes(plot, [(y(k / 2), f"{k / 2:g}") for k in range(0, int(ymax * 2) + 1)],
+                [(x(max_e * k / 5), f"{max_e * k / 5:g}") for k in range(0, 6)],
+                "Expected events (at the area's rates for the same age and sex)", height - 8)
+    for z, dash, name in FUNNEL_LIMITS:
+        limits = [(x(max_e * k / 80), poisson_limits(max_e * k / 80, z)) for k in range(1, 81)]
+        body += control_limit(plot, name, dash, [(px, y(min(ymax, hi))) for px, (lo, hi) in limits],
+                              [(px, y(lo)) for px, (lo, hi) in limits], y(poisson_limits(max_e, z)[1]))
+    body += reference_line(plot, y(1), "The area (ratio 1)", "area")
     for u in shown:
-        colour = COLOURS.get(u.comparison, COLOURS["no-data"])
-        px, py = x(u.expected), y(min(u.ratio, ymax))
         tip = (f"{u.label}: {u.observed:.0f} observed, {u.expected:.1f} expected, ratio {u.ratio:.2f} "
                f"({u.comparison} the area's 95% limits)")
-        inner = (f'<title>{escape(tip)}</title><circle cx="{px:.1f}" cy="{py:.1f}" r="5" fill="{colour}" '
-                 f'stroke="#fff" stroke-width="1.5"/>')
-        if u.comparison in ("above", "below"):
-            inner += f'<text x="{px + 8:.1f}" y="{py - 6:.1f}" fill="#212b32" class="point-label">{escape(u.label)}</text>'
-        body.append('<g class="point">' + _link((hrefs or {}).get(u.label), inner, f"Outcomes for {u.label}") + "</g>")
+        body.append(funnel_point(x(u.expected), y(min(u.ratio, ymax)), 5, COLOURS.get(u.comparison, COLOURS["no-data"]),
+                                 tip, u.label, u.comparison, (hrefs or {}).get(u.label), f"Outcomes for {u.label}"))
     desc = ("Funnel plot: each unit at its expected number of events (from the area's age-sex rates) and its ratio "
             "of observed to expected; 1 is the area, dashed lines the 95% and dotted lines the 99.8% limits. Points "
             "outside differ from the area by more than chance would explain.")
-    return _svg(width, height, uid, title, desc, body)
+    return svg_chart(width, height, uid, title, desc, body)

@@ -79,7 +79,7 @@ def _word_label(key: str, proto) -> str:
     ident, _, part = rest.partition(":")
     titles = {"activity": {a.id: a.title for a in proto.activities}, "rule": {r.id: r.title for r in proto.rules},
               "goal": {g.id: g.title for g in proto.goals}, "measure": {m.id: f"{m.id} {m.title}" for m in proto.measures}}
-    parts = {"done": "done when", "applies": "applies when", "excepted": "not needed when", "met": "met when", "den": "denominator",
+    parts = {"done": "done when", "applies": "applies when", "excepted": "not needed when", "met": "met when", "ip": "initial population", "den": "denominator",
              "excl": "exclusions", "num": "numerator", "exc": "exceptions", "": "when"}
     if kind == "register":
         return "Register"
@@ -124,6 +124,16 @@ def _assignments(state, pid: str, target: str) -> list[dict]:
     return out
 
 
+def _protocol_form(request: Request, who: Principal, protocol_id: str, permission: str, csrf_token: str):
+    """What every form posted about one protocol (submit, impact, check) checks first: the form's CSRF token,
+    the user's permission, the protocol (404 when unknown). Returns the app state."""
+    check_csrf(request, csrf_token)
+    need(request, who, permission)
+    state = state_of(request)
+    papi._versions(state, protocol_id)
+    return state
+
+
 @router.get("/protocols")
 def protocols_page(request: Request, who: Principal = Depends(page_user)):
     state = state_of(request)
@@ -144,10 +154,7 @@ def submit_for_approval(request: Request, protocol_id: Pid, yaml: str = Form("",
                         note: str = Form("", max_length=200), csrf_token_: str = Form("", alias="csrf_token"),
                         who: Principal = Depends(page_user)):
     """Submit the text as a version for approval: nothing is published until a second clinical lead approves."""
-    check_csrf(request, csrf_token_)
-    need(request, who, "protocol:publish")
-    state = state_of(request)
-    papi._versions(state, protocol_id)
+    state = _protocol_form(request, who, protocol_id, "protocol:publish", csrf_token_)
     try:
         body = YamlIn(yaml=yaml, note=note.strip() or None)
     except ValidationError as e:
@@ -303,10 +310,7 @@ def impact_run(request: Request, protocol_id: Pid, source: str = Form("text", ma
                yaml: str = Form("", max_length=500_000), as_of: str = Form(""),
                csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
     """Start a background run (engine/app/impact_runs.py) of the chosen draft, then show its page."""
-    check_csrf(request, csrf_token_)
-    need(request, who, "protocol:impact")
-    state = state_of(request)
-    papi._versions(state, protocol_id)
+    state = _protocol_form(request, who, protocol_id, "protocol:impact", csrf_token_)
     try:
         day = dt.date.fromisoformat(as_of) if as_of else state.now().date()
     except ValueError:
@@ -338,10 +342,7 @@ def impact_run(request: Request, protocol_id: Pid, source: str = Form("text", ma
 def check_text(request: Request, protocol_id: Pid, yaml: str = Form("", max_length=500_000),
                csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
     """Check the text as publishing would: the text again with line numbers, each problem at its line."""
-    check_csrf(request, csrf_token_)
-    need(request, who, "protocol:validate")
-    state = state_of(request)
-    papi._versions(state, protocol_id)
+    state = _protocol_form(request, who, protocol_id, "protocol:validate", csrf_token_)
     try:
         v = papi.validate(YamlIn(yaml=yaml), who, state)
     except ValidationError as e:

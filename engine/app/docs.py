@@ -130,10 +130,25 @@ def tidy(text: str) -> str:
     return text.replace("_", " ").replace("  ", " ").strip()
 
 
+def own_initial_population(proto, measure) -> ir.Node | None:
+    """A measure's own initial population (`initial_population:`), None when it is the register (no
+    `initial_population:`, or one the same as the protocol's `population:`). For a measure counted per episode,
+    the first episode's (its steps are `measure:<id>:ip#k` = that episode exists and the initial population)."""
+    k = f"measure:{measure.id}"
+    if measure.episode_based:
+        ip = proto.all_conditions.get(f"{k}:ip#1")
+        if isinstance(ip, ir.And) and len(ip.items) == 2 and isinstance(ip.items[0], ir.Exists):
+            ip = ip.items[1]
+    else:
+        ip = proto.all_conditions.get(f"{k}:ip")
+    return None if ip is None or ip == proto.all_conditions.get("population") else ip
+
+
 def clinical_words(proto) -> dict[str, object]:
     """Every condition of a protocol in words, from the IR (what the engines run), keyed as the page
     asks for it: 'register' (lines), 'activity:<id>:done' / ':applies' / ':excepted', 'rule:<id>',
-    'goal:<id>:applies' / ':met', 'measure:<id>:den' / ':excl' / ':num' / ':value', 'define:<name>'. The web
+    'goal:<id>:applies' / ':met', 'measure:<id>:ip' (only a measure's own initial population: without it
+    the register) / ':den' / ':excl' / ':num' / ':value', 'define:<name>'. The web
     protocol page and `carepath docs` say the same thing: no expressions, no raw YAML."""
     p = proto
     out: dict[str, object] = {}
@@ -162,6 +177,9 @@ def clinical_words(proto) -> dict[str, object]:
         out[f"rule:{r.id}"] = plain(p.all_conditions[f"rule:{r.id}"])
     for m in p.measures:
         k = f"measure:{m.id}"
+        ip = own_initial_population(p, m)
+        if ip is not None:
+            out[f"{k}:ip"] = plain(ip)
         for part in ("den", "excl", "num"):
             node = p.all_conditions.get(f"{k}:{part}")
             if node is not None and not (part == "den" and isinstance(ir.unwrap(node), ir.Const)):
@@ -276,8 +294,12 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
             sfx = "#1" if getattr(m, "episode_based", False) else ""  # per episode: the steps of the first one
             den = p.all_conditions.get(f"{k}:den{sfx}")
             w(f"- **{m.id}** {m.title}" + (" (counted per episode)" if sfx else ""))
+            own_ip = own_initial_population(p, m)
+            who = plain(own_ip) if own_ip is not None else "on the register"
             if den is not None and not isinstance(ir.unwrap(den), ir.Const):
-                w(f"  - denominator: on the register and {plain(den)}")
+                w(f"  - denominator: {who} and {plain(den)}")
+            elif own_ip is not None:
+                w(f"  - denominator: {who}")
             if f"{k}:excl{sfx}" in p.all_conditions:
                 w(f"  - exclusions: {plain(p.all_conditions[f'{k}:excl{sfx}'])}" + (" (patients meeting the target are kept)" if m.achievers_kept else ""))
             if f"{k}:exc{sfx}" in p.all_conditions:
@@ -285,7 +307,7 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
             value = {**p.values, **p.undetermined_values}.get(f"{k}:value") if getattr(m, "has_value", False) else None
             if value is not None:  # `value:` a number per person (the numerator may be left out)
                 ip = p.all_conditions.get(f"{k}:ip")
-                if ip is not None:
+                if ip is not None and own_ip is None:  # an own initial population is in the denominator line
                     w(f"  - who is counted: {plain(ip)}")
                 w(f"  - number per person: {_value_text(value)}")
             num = p.all_conditions[f"{k}:num{sfx}"]

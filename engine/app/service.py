@@ -69,6 +69,7 @@ from engine.language.library import Library
 from engine.language.model import Protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
+from engine.registry.evaluation_claims import claim_patient
 from engine.registry.ingest import load_record_versioned, record_digest
 from engine.registry.measure_results import replace_measures
 from engine.app.mdt_actions import MDT_KIND
@@ -517,33 +518,58 @@ class DrainResult:
     evaluated: dict[str, Diff] = field(default_factory=dict)
     problems: dict[str, EvaluationFailed] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)  # still marked (busy database, or the drain was stopped)
+    skipped: set[str] = field(default_factory=set)  # another drain was evaluating them, or already had
 
 
 def pending_patients(engine: Engine, nhs_numbers=None) -> list[str]:
     """NHS numbers marked for evaluation, oldest mark first (optionally only among `nhs_numbers`)."""
-    q = (select(PatientRow.nhs_number).join(pending.PendingEvaluationRow, pending.PendingEvaluationRow.patient_id == PatientRow.id)
+    return [nhs for nhs, _ in _pending_ids(engine, nhs_numbers)]
+
+
+def _pending_ids(engine: Engine, nhs_numbers=None) -> list[tuple[str, int]]:
+    q = (select(PatientRow.nhs_number, PatientRow.id)
+         .join(pending.PendingEvaluationRow, pending.PendingEvaluationRow.patient_id == PatientRow.id)
          .order_by(pending.PendingEvaluationRow.queued_at, PatientRow.id))
     with Session(engine) as s:
         if nhs_numbers is None:
-            return list(s.exec(q))
+            return [tuple(r) for r in s.exec(q)]
         wanted, out = sorted(set(nhs_numbers)), []
         for i in range(0, len(wanted), 500):
-            out += list(s.exec(q.where(PatientRow.nhs_number.in_(wanted[i:i + 500]))))
+            out += [tuple(r) for r in s.exec(q.where(PatientRow.nhs_number.in_(wanted[i:i + 500])))]
         return out
+
+
+def _still_marked(engine: Engine, patient_id: int) -> bool:
+    with Session(engine) as s:
+        return pending.pending_seq(s, patient_id) is not None
 
 
 def drain(engine: Engine, library: Library | Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow, *,
           nhs_numbers=None, stop: threading.Event | None = None, read_engine: Engine | None = None) -> DrainResult:
     """Evaluate every patient marked for evaluation (or those among `nhs_numbers`), one transaction
-    each, as of the clock's date; failures become data problems. Stops early when `stop` is set."""
+    each, as of the clock's date; failures become data problems. Stops early when `stop` is set.
+
+    A drain of the whole outbox claims each patient first (engine/registry/evaluation_claims.py) and
+    skips one that another drain is evaluating now or that is no longer marked (evaluated since this
+    drain listed the outbox): several workers draining at their start share the backlog instead of
+    each evaluating all of it. A drain of given patients (a delivery's, in its request) evaluates
+    them as before."""
     result = DrainResult()
-    for nhs in pending_patients(engine, nhs_numbers):
+    whole_outbox = nhs_numbers is None
+    for nhs, patient_id in _pending_ids(engine, nhs_numbers):
         if stop is not None and stop.is_set():
             result.pending.add(nhs)
             continue
         now = clock()
         lib = library() if callable(library) else library
-        outcome, got = evaluate_one(engine, nhs, lib, now=now, as_of=now.date(), read_engine=read_engine)
+        if whole_outbox:
+            with claim_patient(engine, patient_id) as mine:
+                if not mine or not _still_marked(read_engine or engine, patient_id):
+                    result.skipped.add(nhs)
+                    continue
+                outcome, got = evaluate_one(engine, nhs, lib, now=now, as_of=now.date(), read_engine=read_engine)
+        else:
+            outcome, got = evaluate_one(engine, nhs, lib, now=now, as_of=now.date(), read_engine=read_engine)
         if outcome == EVALUATED:
             result.evaluated[nhs] = got
         elif outcome == PROBLEM:

@@ -26,6 +26,7 @@ MATRIX = [
     ("POST", "/ingest/fhir", "ingest", {"json": {"resourceType": "Bundle", "type": "collection", "entry": [{}]}}),
     ("POST", "/ingest/records", "ingest", {"json": {"source": "matrix", "records": []}}),
     ("POST", "/ingest/bulk", "ingest:bulk", {"files": [("files", ("not-ndjson.txt", b"{}"))]}),
+    ("POST", "/ingest/bulk/manifest", "ingest:bulk", {"json": {"output": []}}),
     ("GET", "/ingest/bulk/{run}", "ingest:bulk", {}),
     ("GET", "/patients", "patient:read", {}),
     ("GET", "/patients/{nhs}", "patient:read", {}),

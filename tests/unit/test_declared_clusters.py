@@ -177,9 +177,9 @@ def test_unknown_top_level_key(tmp_path):
 def test_population_run_counts_undetermined_results_apart():
     """The DuckDB population run counts measures in SQL: a measure resting on a codelist not supplied counts the
     patients it leaves undecided in cannot_determine only, never as not met (0 %); a determined one has none."""
-    from engine.engines.duckdb.run import _measure_sql
+    from engine.engines.sql.measures import measure_sql
     proto = load_protocol(FIXTURE / "footcare.yaml")
-    sql = {m.measure: m.counts for m in _measure_sql(proto)}
+    sql = {m.measure: m.counts for m in measure_sql(proto)}
     assert set(sql) == {"DMHBA1C", "DMFOOT"}
     assert sql["DMHBA1C"]["cannot_determine"] == "0"
     assert sql["DMFOOT"]["cannot_determine"] != "0"

@@ -61,13 +61,13 @@ def _band_sql(birth: str, on: dt.date) -> str:
 def _month_rows(con, proto: Protocol, first: dt.date, last: dt.date) -> list[tuple]:
     """(measure, practice, mdt, locality, band, sex, people, value_sum) for one month over the loaded chunk."""
     tables = batch.default_tables(population_run.CHUNK_PREFIX)
-    body, _keys, drop, values = population_run._fired_columns(con, proto, last, first, tables)
+    body, _keys, drop, values = population_run.patient_columns(con, proto, last, first, tables)
     con.execute(f"CREATE OR REPLACE TEMP TABLE oc_cur AS SELECT o.*, p.practice, p.mdt, p.locality, "
                 f"p.birth_date AS oc_birth, p.sex AS oc_sex, "
                 f"coalesce(p.death_date <= {batch.lit(last)}, FALSE) AS deceased FROM ({body}) o JOIN {tables['patients']} p USING (pid)")
     parts = []
     band = _band_sql("oc_birth", last)
-    for ms in population_run._measure_sql(proto):
+    for ms in sql_measures.measure_sql(proto):
         v = sql_measures.value_sql(ms, values)  # None: no value, or one resting on a codelist not supplied (A&E)
         if v is None or split_measure(ms.measure)[0] is None:
             continue
@@ -90,7 +90,7 @@ def _chunk(lo: int, hi: int) -> tuple[int, list, float, float]:
     if con is None:
         con = job["con"] = open_population(job["data"], threads=1, first=job["first"])
     t0 = time.perf_counter()
-    population_run._load_chunk(con, lo, hi)
+    population_run.load_chunk(con, lo, hi)
     t1 = time.perf_counter()
     out = [(m, _month_rows(con, job["proto"], first, last)) for m, first, last in job["months"]]
     return lo, out, t1 - t0, time.perf_counter() - t1

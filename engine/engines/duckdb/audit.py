@@ -1,14 +1,14 @@
 """Audit over a population run's persisted results (engine/engines/duckdb/run.py's results file).
 
 A measure by practice (or MDT / locality) is counted from the per-patient rows (`fired` lists and
-`deceased`) with the same measure logic the run used for its own aggregates (run._measure_sql: every
+`deceased`) with the same measure logic the run used for its own aggregates (engine/engines/sql/measures.py's measure_sql: every
 population, denominator exceptions apart, episodes counted for a measure counted per episode), so an
 audit can slice the stored run any way without evaluating again.
 """
 from __future__ import annotations
 
 from engine.engines.duckdb import batch
-from engine.engines.duckdb.run import _measure_sql
+from engine.engines.sql.measures import measure_sql
 from engine.language.model import Protocol
 
 COLUMNS = ("initial_population", "denominator", "exclusions", "exceptions", "numerator", "cannot_determine")
@@ -20,7 +20,7 @@ def measure_by_practice(con, run: str, proto: Protocol, measure: str) -> list[di
     results file). The rate is over the denominator less exclusions and exceptions (as
     engine.app.audit.Counts.rate); patients whose result cannot be determined (a declared codelist not supplied)
     are in `cannot_determine` only."""
-    parts = {ms.measure: ms for ms in _measure_sql(proto, lambda key: f"list_contains(fired, {batch.lit(key)})")}
+    parts = {ms.measure: ms for ms in measure_sql(proto, lambda key: f"list_contains(fired, {batch.lit(key)})")}
     if measure not in parts:
         raise KeyError(f"{proto.key} has no measure {measure!r} (it has {', '.join(sorted(parts)) or 'none'})")
     ms = parts[measure]

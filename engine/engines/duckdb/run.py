@@ -44,6 +44,7 @@ import hashlib
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from engine.engines.duckdb import batch
 from engine.engines.derive import Context
@@ -101,10 +102,6 @@ CREATE TABLE IF NOT EXISTS res.registers (run VARCHAR, protocol VARCHAR, version
 """
 
 
-# One definition of the measure counts for every SQL engine (engine/engines/sql/measures.py).
-COUNTED, MeasureSQL, _measure_sql = measures.COUNTED, measures.MeasureSQL, measures.measure_sql
-
-
 def _stored_measures(con, run: str, proto: Protocol) -> dict:
     rows = con.execute("SELECT measure, sum(initial_population), sum(denominator), sum(exclusions), sum(exceptions), "
                        "sum(numerator), sum(cannot_determine) FROM res.measures WHERE run = ? AND protocol = ? "
@@ -136,8 +133,9 @@ def _open_results(con, results: Path) -> None:
                                 f"use a new --results file")
 
 
-def _load_chunk(con, lo: int, hi: int) -> int:
-    """Copy patients lo <= pid < hi of the four tables into memory; returns the number of patients."""
+def load_chunk(con, lo: int, hi: int) -> int:
+    """Copy patients lo <= pid < hi of the four tables into memory (as the tables named by
+    `batch.default_tables(CHUNK_PREFIX)`); returns the number of patients."""
     for t in TABLES:
         con.execute(f'CREATE OR REPLACE TEMP TABLE "{CHUNK_PREFIX}{t}" AS SELECT * FROM "{t}" '
                     f"WHERE pid >= {int(lo)} AND pid < {int(hi)}")
@@ -150,7 +148,7 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
     `out` (the process holding the results file takes them in, see _commit_chunk)."""
     tables = batch.default_tables(CHUNK_PREFIX)
     t0 = time.perf_counter()
-    body, keys, vsm_tables, values = _fired_columns(con, proto, as_of, period_start, tables, shared)
+    body, keys, vsm_tables, values = patient_columns(con, proto, as_of, period_start, tables, shared)
     ctx = Context.as_of(as_of, proto.period, period_start)
     fired_list = ("flatten([" + ", ".join(f"CASE WHEN {batch.ident(k)} THEN [{batch.lit(k)}] ELSE []::VARCHAR[] END"
                                           for k in keys) + "])") if keys else "[]::VARCHAR[]"
@@ -177,17 +175,25 @@ def _evaluate_chunk(con, run: str, proto: Protocol, chunk: int, as_of: dt.date, 
             "on_register": on_register, "files": files, "seconds": time.perf_counter() - t0}
 
 
-def _fired_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
-                   tables: dict[str, str], shared=None) -> tuple[str, list[str], set[str], dict[str, tuple[str, str | None]]]:
-    """(SQL with pid, nhs_number and one boolean column per condition key and the measure values' columns; the
-    keys; the temporary tables to drop after; measure:<id>:value -> (its column, its presence column or None)).
-    One query for most protocols; a protocol with a measure counted per episode is compiled in
-    groups (batch.condition_groups: each episode's steps a query of their own, as fired_by_patient runs them),
-    each group's columns kept in a temporary table and joined on pid."""
+class PatientColumns(NamedTuple):
+    """A protocol compiled over the loaded chunk: one row per patient."""
+    sql: str  # SELECT with pid, nhs_number, one boolean column per condition key and the measure values' columns
+    keys: list[str]  # the condition keys (those boolean columns)
+    temp_tables: set[str]  # temporary tables the query reads; drop them after use
+    values: dict[str, tuple[str, str | None]]  # measure:<id>:value -> (its column, its presence column or None)
+
+
+def patient_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
+                    tables: dict[str, str], shared=None) -> PatientColumns:
+    """`proto` compiled over `tables` (usually `batch.default_tables(CHUNK_PREFIX)` after load_chunk) as of
+    `as_of`: the per-patient query with the condition keys that held and the measure values, which
+    engine/engines/sql/measures.py counts. One query for most protocols; a protocol with a measure counted
+    per episode is compiled in groups (batch.condition_groups: each episode's steps a query of their own, as
+    fired_by_patient runs them), each group's columns kept in a temporary table and joined on pid."""
     groups = batch.condition_groups(proto)
     if groups == [None]:
         compiled = batch.prepare(con, proto, as_of, period_start, tables, shared=shared)
-        return compiled.sql, list(compiled.conditions), {compiled.vsm_table}, _value_cols(compiled)
+        return PatientColumns(compiled.sql, list(compiled.conditions), {compiled.vsm_table}, _value_cols(compiled))
     keys: list[str] = []
     values: dict[str, tuple[str, str | None]] = {}
     names, drop = [], set()
@@ -203,7 +209,7 @@ def _fired_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date |
     first = names[0][0]
     select = ", ".join([f"{first}.pid", f"{first}.nhs_number"] + [f"{n}.{batch.ident(k)}" for n, ks in names for k in ks])
     joins = "".join(f" JOIN {n} ON {n}.pid = {first}.pid" for n, _ in names[1:])
-    return f"SELECT {select} FROM {first}{joins}", keys, drop, values
+    return PatientColumns(f"SELECT {select} FROM {first}{joins}", keys, drop, values)
 
 
 def _value_cols(compiled) -> dict[str, tuple[str, str | None]]:
@@ -241,7 +247,7 @@ def _chunk_job(task: tuple) -> list[dict]:
         con = job["con"] = open_population(job["data"], threads=job["threads"], memory_limit=job["memory_limit"],
                                            first=job["first"])
     t0 = time.perf_counter()
-    _load_chunk(con, lo, hi)
+    load_chunk(con, lo, hi)
     # one value-set matching pass for every protocol over this chunk (engine/engines/sql/shared_matches.py)
     shared = batch.create_shared(con, [job["protocols"][key] for key in keys], job["as_of"], job["period_start"],
                                  batch.default_tables(CHUNK_PREFIX))
