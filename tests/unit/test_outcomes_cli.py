@@ -12,20 +12,20 @@ PILOT = {p.ods for p in practices() if p.locality in ("central", "north")}
 
 def test_outcomes_report_command(tmp_path):
     out, fhir = tmp_path / "report.json", tmp_path / "series.json"
-    r = CliRunner().invoke(app, ["outcomes", "report", "--synthetic", "600", "--as-of", "2026-11-01", "--months", "6",
+    r = CliRunner().invoke(app, ["outcomes", "report", "--synthetic", "800", "--as-of", "2026-11-01", "--months", "12",
                                  "--workers", "1", "--level", "mdt", "--unit", "central-1", "--pilot", "central,north",
-                                 "--start", "2026-08", "--plant-effect", "-0.10", "--out", str(out), "--fhir", str(fhir)])
+                                 "--start", "2026-05", "--plant-effect", "-0.10", "--out", str(out), "--fhir", str(fhir)])
     assert r.exit_code == 0, r.output
     rep = json.loads(out.read_text())
-    assert rep["schema"] == "carepath.outcomes/v1" and rep["people"] == 600 and rep["unit_name"] == "central-1"
-    assert rep["source"].startswith("synthetic population: 600 people, seed 1; protocol measures pilot-outcomes@")
+    assert rep["schema"] == "carepath.outcomes/v1" and rep["people"] == 800 and rep["unit_name"] == "central-1"
+    assert rep["source"].startswith("synthetic population: 800 people, seed 1; protocol measures pilot-outcomes@")
     assert rep["cohort"] == "75-plus" and "tier-3" in rep["cohorts"]
-    assert len(rep["series"]) == 6 and 0 < rep["comparison"]["pilot_practices"] <= len(PILOT)
+    assert len(rep["series"]) == 12 and 0 < rep["comparison"]["pilot_practices"] <= len(PILOT)
     assert "XmR" in r.output and "Difference-in-differences" in r.output and "Scenario (not a measured saving)" in r.output
     b = json.loads(fhir.read_text())
-    assert b["resourceType"] == "Bundle" and b["total"] == 6
+    assert b["resourceType"] == "Bundle" and b["total"] == 12
     first = b["entry"][0]["resource"]
-    assert first["resourceType"] == "MeasureReport" and first["period"] == {"start": "2026-05-01", "end": "2026-05-31"}
+    assert first["resourceType"] == "MeasureReport" and first["period"] == {"start": "2025-11-01", "end": "2025-11-30"}
     assert first["group"][0]["measureScore"]["value"] == round(rep["series"][0]["standardised"], 3)
     marked = {i for idx in rep["spc"]["rules"].values() for i in idx}
     flagged = {i for i, e in enumerate(b["entry"]) if any(x["url"].endswith("spc-special-cause") for x in e["resource"]["extension"])}
