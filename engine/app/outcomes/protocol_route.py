@@ -28,16 +28,16 @@ Definitions (the protocol's, which differ from the tests' direct reference count
 tests/outcomes_reference.py events_and_cohorts):
 - cohorts are fixed at each month's start (codes dated before it, age at it), not at the report's as-of date;
   the cohorts are the protocol's (diabetes, 75-plus, frailty, tier-1..3), there is no "all";
-- emergency admissions are the GM-SDE emergency admission code set only (the direct adapter adds the QOF
+- emergency admissions are the GM-SDE emergency admission code set only (the direct reference adds the QOF
   asthma and COPD emergency admission clusters);
 - bed days count in the month the stay ENDS (`days of emergency_admission where end exists ends during
-  period`), stays not yet ended count nothing; the direct adapter counts them in the month of admission,
+  period`), stays not yet ended count nothing; the direct reference counts them in the month of admission,
   up to the as-of date while still in;
 - A&E attendances: the protocol declares a cluster the site supplies (AE_ATTENDANCE, LOCAL); until it is
   supplied the A&E measures cannot be determined and the outcome is listed in `unavailable` (never 0, and
-  no code is put in its place; the direct adapter uses SNOMED CT 4525004);
+  no code is put in its place; the direct reference uses SNOMED CT 4525004);
 - person-time: the whole month for everyone alive at its start (registration dates are not read); the
-  direct adapter counts days registered and alive.
+  direct reference counts days registered and alive.
 """
 from __future__ import annotations
 
