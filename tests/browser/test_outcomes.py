@@ -75,7 +75,7 @@ def test_outcome_spc_charts_funnel_and_pilot_comparison(outcome_pages, outcome_r
     page.get_by_role("link", name=re.compile("Outcomes: emergency admissions")).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Outcomes: emergency admissions", timeout=300_000)
     page.set_default_timeout(15_000)  # later visits are served from the kept table
-    expect(page.locator(".lede")).to_contain_text("aged 75 or over")
+    expect(page.locator(".lede")).to_contain_text("Aged 75 or over: emergency admissions")
     expect(page.locator(".lede")).to_contain_text("counted by the outcome measures of the protocol pilot-outcomes@1.0.0")
     expect(page.locator(".lede")).to_contain_text("age-sex standardised")
 
