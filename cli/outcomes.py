@@ -23,7 +23,7 @@ def _pct(ci) -> str:
 
 
 @outcomes_app.command("report")
-def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or older-frail"),
+def report(cohort: str = typer.Option("75-plus", "--cohort", help="A pilot-outcomes cohort: diabetes, 75-plus, frailty, tier-3, tier-2 or tier-1"),
            outcome: str = typer.Option("emergency_admission", "--outcome",
                                        help="emergency_admission, ae_attendance, bed_days or readmission_30d"),
            level: str = typer.Option("area", "--level", help="area, locality, mdt or practice (the SPC chart)"),
@@ -33,56 +33,51 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
            start: Optional[str] = typer.Option(None, "--start", help="Pilot start month YYYY-MM"),
            cost: float = typer.Option(2000.0, "--cost", help="Assumed average cost of an emergency admission (GBP), for the savings scenario"),
            as_of: Optional[str] = typer.Option(None, "--as-of", help="Report on the 3 years before this date (default today)"),
-           synthetic: Optional[int] = typer.Option(None, "--synthetic", help="Use a synthetic population of N people (hazard model) instead of the registry"),
+           synthetic: Optional[int] = typer.Option(None, "--synthetic", help="Use a generated population of N people (records with hospital care from the hazard model) instead of the registry"),
            seed: int = typer.Option(1, "--seed", help="Synthetic population seed"),
            plant: Optional[float] = typer.Option(None, "--plant-effect", help="Synthetic only: plant this relative change (e.g. -0.10) in emergency admissions of the pilot practices from --start"),
            database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default DATABASE_URL)"),
-           from_measures: bool = typer.Option(False, "--from-measures", help="Count with the protocol language's outcome measures (pilot-outcomes, value:) instead of the direct adapter: every record is evaluated once a month, so slow"),
+           from_measures: bool = typer.Option(False, "--from-measures", help="Evaluate record by record with the reference evaluator (the same pilot-outcomes measures) instead of the DuckDB batch engine: slow"),
            population: Optional[Path] = typer.Option(None, "--population", help="Count with the protocol's outcome measures (pilot-outcomes) over this population folder (`carepath generate`) with the DuckDB batch engine, month by month (cohorts: diabetes, 75-plus, frailty, tier-1..3; docs/outcomes.md)"),
            chunk: int = typer.Option(62_500, "--chunk", help="With --population: patients per chunk (memory)"),
-           workers: int = typer.Option(2, "--workers", help="With --population: worker processes"),
-           months: Optional[int] = typer.Option(None, "--months", help="With --from-measures or --population: only the last N months"),
-           protocols: Path = typer.Option(Path("protocols"), "--protocols", help="With --from-measures or --population: the protocol folder"),
+           workers: int = typer.Option(2, "--workers", help="With --population or --synthetic: worker processes"),
+           months: Optional[int] = typer.Option(None, "--months", help="Only the last N months (each month is one evaluation of the protocol)"),
+           protocols: Path = typer.Option(Path("protocols"), "--protocols", help="The protocol folder (pilot-outcomes)"),
            out: Optional[Path] = typer.Option(None, "--out", help="Write the report as JSON here"),
            fhir: Optional[Path] = typer.Option(None, "--fhir", help="Write the monthly series as a FHIR Bundle of MeasureReports here"),
            fmt: str = typer.Option("text", "--format", help="text or json (to stdout)")):
-    """Monthly standardised rates with an XmR chart, a funnel between units, and (with --pilot and --start)
+    """Counted by the pilot-outcomes protocol's outcome measures (docs/outcomes.md). Monthly standardised rates with an XmR chart, a funnel between units, and (with --pilot and --start)
     before/after and difference-in-differences with its interval and a savings scenario."""
+    from cli.common import _library
+    from engine.app.outcomes import protocol_route
     from engine.app.outcomes.report import Options, build, pilot_practices
-    from engine.app.outcomes.table import from_generator, from_registry
 
     ref = _date(as_of, "--as-of") or dt.date.today()
+    proto = _library([protocols]).find("pilot-outcomes")
+    if proto is None:
+        err.print(f"no pilot-outcomes protocol in {protocols}")
+        raise typer.Exit(2)
+    log = (lambda m: err.print(m, highlight=False))
+    cohorts = protocol_route.cohorts_of(proto)
+    if cohort != "all" and cohort not in cohorts:  # said before any counting
+        err.print(f"no cohort {cohort!r} in {proto.id}@{proto.version} (cohorts: {', '.join(cohorts)})")
+        raise typer.Exit(2)
+    if plant is not None and not (synthetic and pilot and start):
+        err.print("--plant-effect needs --synthetic, --pilot and --start")
+        raise typer.Exit(2)
     if population is not None:
-        from cli.common import _library
-        from engine.app.outcomes.protocol_route import from_population
-
-        proto = _library([protocols]).find("pilot-outcomes")
-        if proto is None:
-            err.print(f"no pilot-outcomes protocol in {protocols}")
-            raise typer.Exit(2)
         try:
-            table = from_population(population, proto, ref, months=months, chunk_size=chunk, workers=workers,
-                                    log=lambda m: err.print(m, highlight=False))
+            table = protocol_route.from_population(population, proto, ref, months=months, chunk_size=chunk,
+                                                   workers=workers, log=log)
         except FileNotFoundError as e:
             err.print(str(e))
             raise typer.Exit(2) from None
-        if cohort == "all":  # the protocol's measures name their cohorts; there is no "everyone"
-            cohort = "75-plus"
-            err.print("pilot-outcomes has no 'everyone' cohort: showing --cohort 75-plus "
-                      f"(cohorts here: {', '.join(table.cohorts())})", highlight=False)
-        for o, why in table.unavailable.items():
-            err.print(f"cannot determine {o}: {why}", highlight=False)
     elif from_measures:
         from sqlmodel import Session
 
-        from cli.common import _library
         from engine.app.outcomes.table import from_measure_values
         from engine.registry.ingest import iter_records
 
-        proto = _library([protocols]).find("pilot-outcomes")
-        if proto is None:
-            err.print(f"no pilot-outcomes protocol in {protocols}")
-            raise typer.Exit(2)
         if synthetic:
             from engine.synthetic.generate import generate
             from engine.synthetic.outcomes import OutcomeModel
@@ -100,16 +95,24 @@ def report(cohort: str = typer.Option("all", "--cohort", help="all, diabetes or 
 
         effect = None
         if plant is not None:
-            if not (pilot and start):
-                err.print("--plant-effect needs --pilot and --start")
-                raise typer.Exit(2)
             chosen = {p.ods for p in practices() if {p.ods, p.mdt, p.locality} & {x.strip() for x in pilot.split(",")}}
             effect = Effect(frozenset(chosen), dt.date.fromisoformat(start + "-01"), plant)
-        table = from_generator(synthetic, seed, ref, OutcomeModel(effect=effect, record=False))
+        table = protocol_route.from_synthetic(synthetic, seed, ref, proto, OutcomeModel(effect=effect),
+                                              months=months, workers=workers)
     else:
         from engine.registry.db import database_url as default_url, make_engine
 
-        table = from_registry(make_engine(database_url or default_url()), ref)
+        engine = make_engine(database_url or default_url())
+        try:
+            table = protocol_route.from_registry(engine, proto, ref, months=months)
+        finally:
+            engine.dispose()
+    if cohort == "all":  # the protocol's measures name their cohorts; there is no "everyone"
+        cohort = "75-plus"
+        err.print("pilot-outcomes has no 'everyone' cohort: showing --cohort 75-plus "
+                  f"(cohorts here: {', '.join(table.cohorts())})", highlight=False)
+    for o, why in table.unavailable.items():
+        err.print(f"cannot determine {o}: {why}", highlight=False)
     try:
         opts = Options(cohort=cohort, outcome=outcome, level=level, unit=unit, funnel_level=funnel_level,
                        pilot=pilot_practices(table, pilot) if pilot else frozenset(), start_month=start, cost=cost)

@@ -114,7 +114,8 @@ def individual_reports(request: Request, patient: str = PATIENT, measure: ShortT
 def summary_reports(measure: ShortText | None = None, protocol: ShortText | None = None,
                     unit_kind: Literal["practice", "mdt", "locality", "area"] = "area", unit: ShortText | None = None,
                     who: Principal = Depends(require("audit:read")), state: AppState = Depends(get_state)):
-    """Summary MeasureReports (counts and rate) per unit, from the stored evaluations."""
+    """Summary MeasureReports (counts and rate; for a measure with `value:` the values added up) per unit, from
+    the stored evaluations."""
     with Session(state.engines.read) as s:  # SQL sums over the stored measures (engine.app.audit_sql)
         live = live_figures(s, unit_kind, protocol)
     ref = live.evaluated_to or state.now().date()
@@ -122,5 +123,8 @@ def summary_reports(measure: ShortText | None = None, protocol: ShortText | None
     for key, c in sorted(live.per_unit.items()):
         if (measure and c.measure != measure) or (unit and c.unit != unit):
             continue
-        reports.append(fhir_out.summary_report(figures(c, live.area.get(key[:2])), _period(state, c.protocol, ref), state.now()))
+        proto = state.library.find(c.protocol, c.version)  # a measure with `value:`: a continuous-variable report
+        has_value = proto is not None and any(m.id == c.measure and m.has_value for m in proto.measures)
+        reports.append(fhir_out.summary_report(figures(c, live.area.get(key[:2])), _period(state, c.protocol, ref),
+                                               state.now(), has_value=has_value))
     return fhir(fhir_out.bundle(reports))

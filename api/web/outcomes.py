@@ -1,8 +1,10 @@
 """The outcomes view of the audit pages (issue 19): for a cohort and an outcome, XmR charts of the
 monthly age-sex standardised rate for the area or each locality / MDT / a practice, the funnel between
 units, and — given pilot practices and a start month — the before/after and difference-in-differences
-comparison with its caveats and the savings scenario. Figures come from engine.app.outcomes over the
-registry's records (docs/outcomes.md)."""
+comparison with its caveats and the savings scenario. Figures are the outcome measures of the pilot-outcomes
+protocol (`value:` measures, its cohorts) over the registry's records, counted by the protocol route
+(engine/app/outcomes/protocol_route.py from_registry; docs/outcomes.md). The table is kept for the same
+registry content, date and protocol version, so only the first visit after a change waits for it."""
 from __future__ import annotations
 
 import datetime as dt
@@ -19,7 +21,9 @@ from api.web.common import PREFIX, PageRoute, need, page_user, render, state_of
 from api.web.outcome_charts import RULE_WORDS, ratio_funnel, spc_chart
 from engine.app.outcomes import rates, spc
 from engine.app.outcomes.report import CAVEATS, DEFAULT_COST, Options, build, pilot_practices
-from engine.app.outcomes.table import COHORT_NAMES, OUTCOME_NAMES, OutcomeTable, from_registry
+from engine.app.outcomes.protocol_route import from_registry
+from engine.app.outcomes.risk_model import choose_protocol
+from engine.app.outcomes.table import COHORT_NAMES, OUTCOME_NAMES, OutcomeTable
 from engine.registry.tables import FactRow, PatientRow
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
@@ -32,27 +36,32 @@ PLURAL = {"practice": "practices", "mdt": "MDTs", "locality": "localities"}
 def money(x: float) -> str:
     return ("−" if x < 0 else "") + f"£{abs(x):,.0f}"
 MAX_PRACTICE_CHARTS = 1
+PROTOCOL = "pilot-outcomes"  # the outcome measures the page counts with
+DEFAULT_COHORT = "75-plus"
+MONTHS: int | None = None  # months evaluated (None: every complete month of the 3 years reported)
 
 _cache: dict = {}
 _lock = threading.Lock()
 
 
 def outcome_table(state, as_of: dt.date) -> OutcomeTable:
-    """The registry's outcome table for an as-of date, rebuilt only when patients or facts changed."""
+    """The registry's outcome table for an as-of date by the protocol route (the pilot-outcomes version in
+    force then), rebuilt only when patients, facts or the protocol version changed."""
     eng = state.engines.read
+    proto = choose_protocol(state.library.protocols, PROTOCOL, as_of)
     with eng.connect() as con:
         stamp = (con.execute(sa.select(sa.func.count(), sa.func.max(FactRow.__table__.c.id))).one(),
                  con.execute(sa.select(sa.func.count(), sa.func.max(PatientRow.__table__.c.updated_at))).one())
-    key = (str(eng.url), as_of, tuple(stamp[0]), tuple(stamp[1]))
+    key = (str(eng.url), as_of, proto.key, MONTHS, tuple(stamp[0]), tuple(stamp[1]))
     with _lock:
         if _cache.get("key") != key:
             _cache.clear()
-            _cache.update(key=key, table=from_registry(eng, as_of))
+            _cache.update(key=key, table=from_registry(eng, proto, as_of, months=MONTHS))
         return _cache["table"]
 
 
 @router.get("/audit/outcomes")
-def outcomes_page(request: Request, cohort: Literal["all", "diabetes", "older-frail"] = "all",
+def outcomes_page(request: Request, cohort: Short = DEFAULT_COHORT,
                   outcome: Literal["emergency_admission", "ae_attendance", "bed_days", "readmission_30d"] = "emergency_admission",
                   level: Literal["area", "locality", "mdt", "practice"] = "area", unit: Short = None,
                   funnel_level: Literal["practice", "mdt", "locality"] = "practice",
@@ -61,9 +70,23 @@ def outcomes_page(request: Request, cohort: Literal["all", "diabetes", "older-fr
     state = state_of(request)
     need(request, who, "audit:read")
     as_of = state.now().date()
-    t = outcome_table(state, as_of)
+    try:
+        t = outcome_table(state, as_of)
+    except ValueError as e:  # no pilot-outcomes protocol in the library
+        return render(request, "audit_outcomes.html", who, page_title="Outcomes", t=None, error=str(e),
+                      outcome=outcome, outcome_names=OUTCOME_NAMES)
+    if not t.cohorts():
+        return render(request, "audit_outcomes.html", who, page_title="Outcomes", t=None, outcome=outcome,
+                      outcome_names=OUTCOME_NAMES, error="No one in the registry is in a pilot cohort yet.")
     months = [m.strftime("%Y-%m") for m in t.months]
     error = None
+    if cohort not in t.cohorts():
+        error, cohort = (f"No cohort {cohort!r} here: the cohorts are {', '.join(t.cohorts())}.",
+                         DEFAULT_COHORT if DEFAULT_COHORT in t.cohorts() else t.cohorts()[0])
+    unavailable = t.unavailable.get(outcome)
+    if unavailable:
+        error = (f"{OUTCOME_NAMES[outcome]} cannot be counted: {unavailable}. No chart is drawn until the site "
+                 f"supplies it (carepath codelists import); nothing is counted as 0 in its place.")
     pilot_set: frozenset[str] = frozenset()
     if pilot:
         try:
@@ -80,6 +103,8 @@ def outcomes_page(request: Request, cohort: Literal["all", "diabetes", "older-fr
     elif unit and unit in units:
         units = [unit]
     unit_label = "per 1,000 people a year"
+    if unavailable:
+        units = []
     charts = []
     start_index = months.index(start) if start else None
     for name in units:
@@ -104,7 +129,7 @@ def outcomes_page(request: Request, cohort: Literal["all", "diabetes", "older-fr
                               f"{OUTCOME_NAMES[outcome]}: {LEVEL_NAMES[funnel_level].lower()} against the area, last 12 months",
                               hrefs)
     comparison = scenario = None
-    if pilot_set and start and not error:
+    if pilot_set and start and not error and not unavailable:
         rep = build(t, Options(cohort=cohort, outcome=outcome, pilot=pilot_set, start_month=start, cost=cost,
                                resamples=1000))
         comparison, scenario = rep.get("comparison"), rep.get("savings_scenario")
@@ -115,6 +140,7 @@ def outcomes_page(request: Request, cohort: Literal["all", "diabetes", "older-fr
                   start=start or "", cost=cost, charts=charts, funnel=funnel_svg, funnel_units=funnel_units,
                   area_rate=area_rate, outside=outside, phi=phi, outside_adjusted=outside_adjusted, comparison=comparison, scenario=scenario, error=error,
                   cohort_names={c: COHORT_NAMES[c] for c in t.cohorts()}, outcome_names=OUTCOME_NAMES, level_names=LEVEL_NAMES,
-                  rule_words=RULE_WORDS, caveats=CAVEATS, as_of=as_of, pilot_count=len(pilot_set),
+                  rule_words=RULE_WORDS, caveats=CAVEATS, as_of=as_of, pilot_count=len(pilot_set), unavailable=unavailable,
+                  protocol_label=t.source.split('protocol measures ')[-1].split(' ')[0],
                   suppress=who.role == "auditor", count=count_text, unit_label=unit_label,
                   all_units={k: t.unit_names(k) for k in ("locality", "mdt", "practice")}, plural=PLURAL, money=money)

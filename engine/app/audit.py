@@ -20,7 +20,7 @@ from engine.evaluation.evaluator import evaluate
 from engine.language.library import Library
 from engine.registry.access import AuditSnapshotRow
 from engine.registry.ingest import iter_records
-from engine.registry.measure_results import step_counts  # noqa: F401  (one reading of a stored measure's counts)
+from engine.registry.measure_results import measure_value, step_counts  # one reading of a stored measure's counts
 from engine.registry.outputs import PatientEvaluationRow, PatientMeasureRow
 from engine.registry.tables import PatientRow
 
@@ -45,6 +45,8 @@ class Counts:
     versions: set = field(default_factory=set)
     cannot_determine: int = 0  # patients whose result needs a codelist the site has not supplied: not in the rate
     missing_codelists: set = field(default_factory=set)
+    value_sum: float = 0.0  # a measure with `value:`: the counted patients' values added up (issue 19)
+    value_patients: int = 0  # ... and how many counted patients had one (the others' are missing)
 
     def add(self, m: dict) -> None:
         """One stored measure result: a patient's booleans, or an episode measure's counts (a patient can
@@ -53,8 +55,13 @@ class Counts:
             self.cannot_determine += 1
             self.missing_codelists.update(m["cannot_determine"])
             return
-        for name, value in step_counts(m).items():
+        counts = step_counts(m)
+        for name, value in counts.items():
             setattr(self, name, getattr(self, name) + value)
+        v = measure_value(m, counts, None)
+        if v is not None:
+            self.value_sum += v
+            self.value_patients += 1
 
     @property
     def eligible(self) -> int:
@@ -115,6 +122,8 @@ def figures(c: Counts, area: Counts | None) -> dict:
                ci95=wilson(c.numerator, c.eligible), area_rate=round(p0, 4) if p0 is not None else None,
                funnel95=funnel(p0, c.eligible, Z95), funnel998=funnel(p0, c.eligible, Z998), comparison="no-data",
                cannot_determine=c.cannot_determine, missing_codelists=sorted(c.missing_codelists))
+    if c.value_patients:  # a measure with `value:` (only then: other measures' figures are unchanged)
+        out.update(value_sum=c.value_sum, value_patients=c.value_patients)
     if c.rate is not None and out["funnel95"]:
         lo, hi = out["funnel95"]
         out["comparison"] = "above" if c.rate > hi else "below" if c.rate < lo else "within"

@@ -46,6 +46,7 @@ def live_figures(s: Session, unit_kind: str, protocol: str | None = None) -> Liv
         raise ValueError(f"unknown unit kind {unit_kind!r}")
     m = PatientMeasureRow.__table__
     sums = [sa.func.sum(m.c[name]).label(name) for name in (*STEPS, "cannot_determine")]
+    sums += [sa.func.sum(m.c.value).label("value_sum"), sa.func.count(m.c.value).label("value_patients")]
     keys = [m.c.protocol, m.c.measure, m.c.version, m.c.title, m.c.missing_codelists]
     if unit_kind == AREA:
         q = sa.select(*keys, *sums)
@@ -74,6 +75,9 @@ def live_figures(s: Session, unit_kind: str, protocol: str | None = None) -> Liv
             c.versions.add(row["version"])
             for name in (*STEPS, "cannot_determine"):
                 setattr(c, name, getattr(c, name) + int(row[name] or 0))
+            if row["value_patients"]:
+                c.value_sum += float(row["value_sum"])
+                c.value_patients += int(row["value_patients"])
             if row["missing_codelists"]:
                 c.missing_codelists.update(row["missing_codelists"].split(","))
     e = PatientEvaluationRow.__table__

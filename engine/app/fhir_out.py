@@ -6,7 +6,13 @@
 - Task      a worklist task: status, priority, owner, due (restriction.period.end), reason = why,
             history as notes.
 - Flag      a clinical or compliance flag.
-- MeasureReport  individual (one patient, one measure) and summary (counts and rate per unit).
+- MeasureReport  individual (one patient, one measure) and summary (counts and rate per unit). A measure
+            with `value:` (issue 19) is a continuous-variable measure in FHIR's terms: its populations are
+            initial-population, measure-population, measure-population-exclusion and measure-observation
+            (the patients with a value), and measureScore is the patient's value (individual) or the values
+            added up (summary, aggregate method "sum", as the Quality Measure IG's cqfm-aggregateMethod says).
+            One summary builder (`summary_resource`) serves the audit's summaries and the outcome series
+            (engine/app/outcomes/fhir.py).
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from fhir.resources.R4B import get_fhir_model_class
 
 from engine.evaluation.outputs import ProtocolResult
 from engine.records.fhir.common import NHS_NUMBER_SYSTEM, ODS_SYSTEM
+from engine.registry.measure_results import measure_value, step_counts
 from engine.registry.outputs import FlagRow, TaskEventRow, TaskRow
 from engine.registry.tables import PatientRow
 
@@ -30,6 +37,7 @@ TASK_STATUS = {"open": "requested", "accepted": "accepted", "completed": "comple
 TASK_PRIORITY = {"urgent": "urgent", "high": "asap", "routine": "routine", "low": "routine"}
 ACTIVITY_STATUS = {"met": "completed", "due": "scheduled", "overdue": "not-started", "excepted": "cancelled", "unknown": "unknown"}
 POPULATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/measure-population"
+AGGREGATE_METHOD = "http://hl7.org/fhir/us/cqfmeasures/StructureDefinition/cqfm-aggregateMethod"
 
 
 def instant(d: dt.datetime | None) -> str | None:
@@ -134,20 +142,31 @@ def _population(code: str, count: int) -> dict:
 
 def individual_report(p: PatientRow, protocol: str, version: str, m: dict, period: tuple[dt.date, dt.date],
                       evaluated_at: dt.datetime) -> dict:
+    group: dict[str, Any] = {"code": {"text": m.get("title")}, "population": _individual_populations(m)}
+    if m.get("has_value"):
+        v = measure_value(m, step_counts(m), m.get("cannot_determine"))
+        if v is not None:
+            group["measureScore"] = {"value": v}
     return validated(_clean({
         "resourceType": "MeasureReport", "id": f"{p.nhs_number}-{protocol}-{m['measure']}",
         "status": "complete", "type": "individual", "measure": measure_url(protocol, m["measure"]) + f"|{version}",
         "subject": patient_ref(p), "date": instant(evaluated_at),
         "period": {"start": period[0].isoformat(), "end": period[1].isoformat()},
-        "group": [{"code": {"text": m.get("title")}, "population": _individual_populations(m)}],
+        "group": [group],
         "extension": [{"url": BASE + "StructureDefinition/why", "valueString": m["provenance"]["why"]}]}))
 
 
 def _individual_populations(m: dict) -> list[dict]:
     """The patient's populations: 0/1 each, or for a measure counted per episode how many of the patient's
-    episodes are in each; denominator-exception when the measure has an exceptions step."""
+    episodes are in each; denominator-exception when the measure has an exceptions step. A measure with a
+    value: the continuous-variable populations (measure-observation: 1 when the patient's value counts)."""
     counts = m.get("counts")
-    if counts:
+    if m.get("has_value"):
+        c = step_counts(m)
+        observed = measure_value(m, c, m.get("cannot_determine")) is not None
+        n = {"initial-population": c["initial_population"], "measure-population": c["denominator"],
+             "measure-population-exclusion": c["exclusions"], "measure-observation": int(observed)}
+    elif counts:
         n = {"initial-population": counts["initial_population"], "denominator": counts["denominator"],
              "denominator-exclusion": counts["exclusion"], "denominator-exception": counts.get("exception", 0),
              "numerator": counts["numerator"]}
@@ -155,28 +174,56 @@ def _individual_populations(m: dict) -> list[dict]:
         n = {"initial-population": int(bool(m["initial_population"])), "denominator": int(bool(m["denominator"])),
              "denominator-exclusion": int(bool(m["exclusion"])), "denominator-exception": int(bool(m.get("exception"))),
              "numerator": int(bool(m["numerator"]))}
-    if not (m.get("has_exceptions") or counts):
+    if not (m.get("has_exceptions") or counts) and "denominator-exception" in n:
         del n["denominator-exception"]
     return [_population(code, count) for code, count in n.items()]
 
 
-def summary_report(fig: dict, period: tuple[dt.date, dt.date], now: dt.datetime) -> dict:
+def reporter(unit_kind: str, unit: str) -> dict:
+    """Who the summary is for: a practice by its ODS code, else the MDT, locality or area by name."""
+    if unit_kind == "practice":
+        return {"identifier": {"system": ODS_SYSTEM, "value": unit}, "display": unit}
+    return {"display": "area" if unit_kind == "area" else f"{unit_kind} {unit}"}
+
+
+def summary_resource(measure: str, unit_kind: str, unit: str, period: tuple[dt.date, dt.date], group: dict,
+                     now: dt.datetime, extension: list[dict] | None = None, id: str | None = None,
+                     improvement: str | None = None) -> dict:
+    """The one summary MeasureReport builder: `measure` (a canonical URL), the unit it reports on, the period,
+    its group (populations, measureScore), extensions; validated."""
+    notation = ({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
+                             "code": improvement}]} if improvement else None)
+    return validated(_clean({
+        "resourceType": "MeasureReport", "id": id, "status": "complete", "type": "summary", "measure": measure,
+        "date": instant(now), "reporter": reporter(unit_kind, unit),
+        "period": {"start": period[0].isoformat(), "end": period[1].isoformat()}, "improvementNotation": notation,
+        "group": [group], "extension": extension or None}))
+
+
+def summary_report(fig: dict, period: tuple[dt.date, dt.date], now: dt.datetime, has_value: bool = False) -> dict:
+    """A unit's audit figures (engine.app.audit.figures). `has_value`: the measure has `value:` — a
+    continuous-variable report (its patients' values added up as measureScore), not a proportion."""
     exceptions = fig.get("exceptions", 0)
+    if has_value:
+        group: dict[str, Any] = {"code": {"text": fig["title"]}, "population": [
+            _population("initial-population", fig["initial_population"]), _population("measure-population", fig["denominator"]),
+            _population("measure-population-exclusion", fig["exclusions"]),
+            _population("measure-observation", fig.get("value_patients", 0))]}
+        if fig.get("value_patients"):
+            group["measureScore"] = {"value": fig["value_sum"], "extension": [{"url": AGGREGATE_METHOD, "valueCode": "sum"}]}
+        return summary_resource(measure_url(fig["protocol"], fig["measure"]), fig["unit_kind"], fig["unit"], period,
+                                group, now)
     eligible = fig["denominator"] - fig["exclusions"] - exceptions
-    group: dict[str, Any] = {"code": {"text": fig["title"]}, "population": [
+    group = {"code": {"text": fig["title"]}, "population": [
         _population("initial-population", fig["initial_population"]), _population("denominator", fig["denominator"]),
         _population("denominator-exclusion", fig["exclusions"]), _population("denominator-exception", exceptions),
         _population("numerator", fig["numerator"])]}
     if eligible > 0:
         group["measureScore"] = {"value": round(fig["numerator"] / eligible, 4), "unit": "proportion"}
-    reporter = ({"identifier": {"system": ODS_SYSTEM, "value": fig["unit"]}, "display": fig["unit"]}
-                if fig["unit_kind"] == "practice" else {"display": f"{fig['unit_kind']} {fig['unit']}"})
-    return validated(_clean({
-        "resourceType": "MeasureReport", "status": "complete", "type": "summary",
-        "measure": measure_url(fig["protocol"], fig["measure"]), "date": instant(now), "reporter": reporter,
-        "period": {"start": period[0].isoformat(), "end": period[1].isoformat()}, "group": [group],
-        "extension": [{"url": BASE + "StructureDefinition/area-rate", "valueDecimal": fig["area_rate"]}]
-        if fig.get("area_rate") is not None else None}))
+    ext = ([{"url": BASE + "StructureDefinition/area-rate", "valueDecimal": fig["area_rate"]}]
+           if fig.get("area_rate") is not None else None)
+    return summary_resource(measure_url(fig["protocol"], fig["measure"]), fig["unit_kind"], fig["unit"], period,
+                            group, now, extension=ext)
 
 
 def bundle(resources: list[dict]) -> dict:

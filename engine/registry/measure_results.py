@@ -6,7 +6,10 @@ in the same transaction by the store path (engine.app.service._store_evaluation 
 `replace_measures`) and filled for evaluations stored before it existed by migration 0011 (`backfill`).
 
 A measure's counts: for a patient-based measure 0 or 1 per step; for an episode-based one (CMS22)
-the number of the patient's episodes in each step (`counts` of the stored result).
+the number of the patient's episodes in each step (`counts` of the stored result). A measure with `value:`
+(issue 19) keeps the patient's number in `value` when they are counted (denominator, not excluded, not
+"cannot determine"); NULL otherwise or when a number it needs is missing. Migration 0015 fills it for the
+evaluations stored before it (`backfill_values`).
 """
 from __future__ import annotations
 
@@ -45,8 +48,18 @@ def measure_rows(patient_id: int, protocol: str, version: str, measures: Iterabl
         counts = dict.fromkeys(STEPS, 0) if missing else step_counts(m)
         out.append(dict(patient_id=patient_id, protocol=protocol, version=version, measure=m["measure"],
                         title=m.get("title") or m["measure"], **counts, cannot_determine=int(bool(missing)),
-                        missing_codelists=",".join(sorted(set(missing))) if missing else None))
+                        missing_codelists=",".join(sorted(set(missing))) if missing else None,
+                        value=measure_value(m, counts, missing)))
     return out
+
+
+def measure_value(m: dict, counts: dict, missing) -> float | None:
+    """The patient's number of a measure with `value:` when they are counted (in the denominator and not
+    excluded, not "cannot determine"); None otherwise, or when the number is missing (never 0 in its place)."""
+    v = m.get("value")
+    if v is None or missing or not counts["denominator"] or counts["exclusions"]:
+        return None
+    return float(v)
 
 
 def replace_measures(session: Session, patient_id: int, protocol: str, version: str, measures: Iterable[dict] | None) -> None:
@@ -76,9 +89,34 @@ def backfill(conn: Connection, batch: int = 2000) -> int:
                            .where(e.c.id > last).order_by(e.c.id).limit(batch)).all()
         if not got:
             return written
-        rows = [r for _, pid, protocol, version, measures in got
+        rows = [{c: r[c] for c in COLUMNS_0011} for _, pid, protocol, version, measures in got
                 for r in measure_rows(pid, protocol, version, measures if isinstance(measures, list) else None)]
         if rows:
             conn.execute(sa.insert(t), rows)
+        written += len(rows)
+        last = got[-1][0]
+
+
+def backfill_values(conn: Connection, batch: int = 2000) -> int:
+    """Set `patient_measure.value` from every stored evaluation's measures (migration 0015): the value each
+    stored result already holds, for the patients it counts. Returns the rows given a value."""
+    e = sa.table("patient_evaluation", sa.column("id", sa.Integer), sa.column("patient_id", sa.Integer),
+                 sa.column("protocol", sa.String), sa.column("result", sa.JSON))
+    t = sa.table("patient_measure", sa.column("patient_id"), sa.column("protocol"), sa.column("measure"),
+                 sa.column("value"))
+    update = (sa.update(t).where(t.c.patient_id == sa.bindparam("p"), t.c.protocol == sa.bindparam("proto"),
+                                 t.c.measure == sa.bindparam("m")).values(value=sa.bindparam("v")))
+    written, last = 0, 0
+    while True:
+        got = conn.execute(sa.select(e.c.id, e.c.patient_id, e.c.protocol, e.c.result["measures"])
+                           .where(e.c.id > last).order_by(e.c.id).limit(batch)).all()
+        if not got:
+            return written
+        rows = [{"p": r["patient_id"], "proto": r["protocol"], "m": r["measure"], "v": r["value"]}
+                for _, pid, protocol, measures in got
+                for r in measure_rows(pid, protocol, "", measures if isinstance(measures, list) else None)
+                if r["value"] is not None]
+        if rows:
+            conn.execute(update, rows)
         written += len(rows)
         last = got[-1][0]

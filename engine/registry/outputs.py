@@ -144,3 +144,7 @@ class PatientMeasureRow(SQLModel, table=True):
     # `missing_codelists` names the codelists, comma-separated and sorted (engine.app.audit.Counts.add)
     cannot_determine: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     missing_codelists: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    # a measure with `value:` (issue 19): the patient's number (e.g. emergency admissions in the period) when
+    # they are in the denominator and not excluded; NULL when the measure has no value, the patient is not
+    # counted, or a number it needs is missing (never 0 in its place). Migration 0015.
+    value: float | None = Field(default=None, sa_column=sa.Column(sa.Float))

@@ -8,7 +8,8 @@ import pytest
 from engine.app.outcomes.did import did, savings
 from engine.app.outcomes.rates import poisson_limits, series, standard
 from engine.app.outcomes.report import Options, build, pilot_practices
-from engine.app.outcomes.table import OutcomeTable, from_generator, from_records
+from engine.app.outcomes.table import OutcomeTable
+from tests.outcomes_reference import from_generator, from_records
 from engine.synthetic.generate import generate, person, practices
 from engine.synthetic.outcomes import Effect, OutcomeModel
 
@@ -183,7 +184,8 @@ def test_the_protocol_measures_adapter_counts_what_the_records_hold():
     """from_measure_values (o1's per-person values of pilot-outcomes' `value:` measures, one period a month)
     against a direct count from the same records: people aged 75 or over at the month's start, their
     emergency admissions starting in the month."""
-    from engine.app.outcomes.table import _codes, age_on, from_measure_values
+    from engine.app.outcomes.table import age_on, from_measure_values
+    from tests.outcomes_reference import _codes
     from engine.language.library import load_library
 
     proto = load_library(["protocols"]).find("pilot-outcomes")

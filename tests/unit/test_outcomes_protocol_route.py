@@ -1,6 +1,6 @@
 """The protocol route of the outcome table (engine/app/outcomes/protocol_route.py, issue 19): pilot-outcomes
 month by month over a population with the DuckDB batch engine. Its emergency admissions per practice-month
-agree with o2's direct adapter's admissions (table.events_and_cohorts) once the documented definitional
+agree with the tests' direct reference count (tests/outcomes_reference.py events_and_cohorts) once the documented definitional
 differences are applied — and only those: cohort at each month's start, alive at the month's start (whole
 month of person-time), the GM-SDE emergency admission code set alone (no QOF asthma / COPD admission
 clusters). Bed days count in the month the stay ends. A&E cannot be determined without the site's cluster."""
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from engine.app.outcomes.protocol_route import from_population, split_measure
-from engine.app.outcomes.table import _codes, _next_month, age_on, events_and_cohorts, from_records
+from engine.app.outcomes.table import _next_month, age_on
+from tests.outcomes_reference import _codes, events_and_cohorts, from_records
 from engine.language.loader import load_protocol
 from engine.synthetic.generate import generate, write_population
 from engine.synthetic.outcomes import OutcomeModel

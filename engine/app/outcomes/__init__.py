@@ -2,8 +2,10 @@
 emergency bed days and 30-day readmissions per 1,000 people per year, by month, for the area, its
 localities, MDTs and practices.
 
-    table.py   the input: person-time and events by practice, age band, sex, cohort and month, and the
-               adapters that fill it (from PatientRecords, or from the synthetic hazard model)
+    table.py   the input: person-time and events by practice, age band, sex, cohort and month
+    protocol_route.py  fills it from the pilot-outcomes protocol's `value:` measures (the one definition
+               carepath reports) with the DuckDB batch engine: a population folder, the registry, or a
+               generated population (tests/outcomes_reference.py keeps a direct count as the tests' reference)
     rates.py   monthly crude and directly age-sex standardised rates; funnel comparison between units
     spc.py     XmR charts with the Making Data Count special-cause rules
     did.py     pilot against the rest, before and after: difference-in-differences; savings scenario

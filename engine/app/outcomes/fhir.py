@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from engine.app.fhir_out import BASE, ODS_SYSTEM, _clean, bundle, instant, measure_url, validated
+from engine.app.fhir_out import BASE, bundle, measure_url, summary_resource
 
 EXT = BASE + "StructureDefinition/"
 
@@ -30,8 +30,6 @@ def series_reports(report: dict, now: dt.datetime) -> list[dict]:
         for i in idx:
             marks.setdefault(i, []).append(rule)
     level, unit = report["level"], report["unit_name"]
-    reporter = ({"identifier": {"system": ODS_SYSTEM, "value": unit}, "display": unit} if level == "practice"
-                else {"display": "area" if level == "area" else f"{level} {unit}"})
     out = []
     for i, p in enumerate(report["series"]):
         ext = [{"url": EXT + "outcome-events", "valueDecimal": p["events"]},
@@ -45,14 +43,11 @@ def series_reports(report: dict, now: dt.datetime) -> list[dict]:
         group = {"code": {"text": f"{report['outcome_name']}: {report['cohort_name']}"}}
         if p["standardised"] is not None:
             group["measureScore"] = {"value": round(p["standardised"], 3), "unit": "per 1,000 people per year"}
-        out.append(validated(_clean({
-            "resourceType": "MeasureReport", "id": _id(f"{report['outcome']}-{report['cohort']}-{level}-{unit}-{p['month']}"),
-            "status": "complete", "type": "summary",
-            "measure": measure_url("outcomes", f"{report['outcome']}-{report['cohort']}"), "date": instant(now),
-            "reporter": reporter, "period": {"start": p["month"] + "-01", "end": _month_end(p["month"]).isoformat()},
-            "improvementNotation": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
-                                                "code": "decrease"}]},
-            "group": [group], "extension": ext})))
+        first = dt.date.fromisoformat(p["month"] + "-01")
+        out.append(summary_resource(
+            measure_url("outcomes", f"{report['outcome']}-{report['cohort']}"), level, unit, (first, _month_end(p["month"])),
+            group, now, extension=ext, id=_id(f"{report['outcome']}-{report['cohort']}-{level}-{unit}-{p['month']}"),
+            improvement="decrease"))
     return out
 
 

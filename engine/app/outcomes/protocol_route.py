@@ -2,6 +2,14 @@
 engine (issue 19: "the outcome measures run over 750,000 people").
 
     table = from_population(Path("var/population"), proto, as_of=dt.date(2026, 11, 30), months=12)
+    table = from_registry(engine_or_url, proto, as_of)         # the registry's records (the outcomes page)
+    table = from_synthetic(3000, seed=1, as_of=..., proto=proto)  # a generated population (`--synthetic`)
+
+This is the one definition of the outcome counts carepath reports (the page, `carepath outcomes report`,
+the FHIR series): the protocol's `value:` measures. The registry is read by exporting its records to a
+population DuckDB file (engine.app.outcomes.risk_model.registry_population, as the risk-model check does)
+and running the same DuckDB route over it. tests/outcomes_reference.py keeps a direct count (records ->
+events, no protocol) only as the tests' independent reference.
 
 `proto` is pilot-outcomes (measures `<outcome>-<cohort>` with `value:`). Each reported month is one
 measurement period (period start = the month's first day, as-of = its last), as
@@ -16,23 +24,25 @@ One query per month, not one pass for all months: the compiled SQL has the perio
 constants (cohorts at the period start, windows such as `during period`); a pass over all months at once
 would need the compiler to take the period from a joined months table.
 
-Definitions (the protocol's, which differ from o2's direct adapter, table.events_and_cohorts):
+Definitions (the protocol's, which differ from the tests' direct reference count,
+tests/outcomes_reference.py events_and_cohorts):
 - cohorts are fixed at each month's start (codes dated before it, age at it), not at the report's as-of date;
   the cohorts are the protocol's (diabetes, 75-plus, frailty, tier-1..3), there is no "all";
-- emergency admissions are the GM-SDE emergency admission code set only (the direct adapter adds the QOF
+- emergency admissions are the GM-SDE emergency admission code set only (the direct reference adds the QOF
   asthma and COPD emergency admission clusters);
 - bed days count in the month the stay ENDS (`days of emergency_admission where end exists ends during
-  period`), stays not yet ended count nothing; the direct adapter counts them in the month of admission,
+  period`), stays not yet ended count nothing; the direct reference counts them in the month of admission,
   up to the as-of date while still in;
 - A&E attendances: the protocol declares a cluster the site supplies (AE_ATTENDANCE, LOCAL); until it is
   supplied the A&E measures cannot be determined and the outcome is listed in `unavailable` (never 0, and
-  no code is put in its place; the direct adapter uses SNOMED CT 4525004);
+  no code is put in its place; the direct reference uses SNOMED CT 4525004);
 - person-time: the whole month for everyone alive at its start (registration dates are not read); the
-  direct adapter counts days registered and alive.
+  direct reference counts days registered and alive.
 """
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +60,16 @@ def split_measure(measure: str) -> tuple[str | None, str]:
         if measure.startswith(prefix + "-"):
             return outcome, measure[len(prefix) + 1:]
     return None, measure
+
+
+def cohorts_of(proto: Protocol) -> list[str]:
+    """The cohorts the protocol's outcome measures name, in their order ('75-plus', 'diabetes', ...)."""
+    out: list[str] = []
+    for m in proto.measures:
+        outcome, cohort = split_measure(m.id)
+        if outcome and m.has_value and cohort not in out:
+            out.append(cohort)
+    return out
 
 
 def _band_sql(birth: str, on: dt.date) -> str:
@@ -155,3 +175,30 @@ def from_population(data: Path, proto: Protocol, as_of: dt.date, months: int | N
             c.close()
         _JOB.clear()
     return t.keep_last(months).finish()
+
+
+def from_registry(engine_or_url, proto: Protocol, as_of: dt.date, months: int | None = None,
+                  log=None) -> OutcomeTable:
+    """The outcome table of the registry's records (every patient, as stored) by the protocol route: the
+    records are exported to a temporary population DuckDB file and from_population runs over it."""
+    from engine.app.outcomes.risk_model import registry_population
+
+    with tempfile.TemporaryDirectory(prefix="carepath-outcomes-") as tmp:
+        data = registry_population(engine_or_url, Path(tmp) / "population.duckdb")
+        t = from_population(data, proto, as_of, months=months, log=log)
+    t.source = f"registry; {t.source}"
+    return t
+
+
+def from_synthetic(n: int, seed: int, as_of: dt.date, proto: Protocol, model=None, months: int | None = None,
+                   workers: int = 1, log=None) -> OutcomeTable:
+    """The outcome table of a generated population of `n` people (records with hospital care from the
+    synthetic hazard model `model`, e.g. with a planted effect) by the protocol route."""
+    from engine.synthetic.generate import write_population
+    from engine.synthetic.outcomes import OutcomeModel
+
+    with tempfile.TemporaryDirectory(prefix="carepath-outcomes-") as tmp:
+        write_population(Path(tmp), n, seed=seed, as_of=as_of, workers=1, outcomes=model or OutcomeModel())
+        t = from_population(Path(tmp), proto, as_of, months=months, workers=workers, log=log)
+    t.source = f"synthetic population: {n} people, seed {seed}; {t.source}"
+    return t

@@ -23,8 +23,9 @@ CAVEATS = [
     "hospital policy) is mixed into the estimate.",
     "Rates are crude in the difference-in-differences (age and sex mix within each group changes little over "
     "the period); the charts are directly age-sex standardised to the area cohort.",
-    "Cohort membership is taken on the report's as-of date, so people who joined or left a cohort during the "
-    "period are counted as if they had been in it throughout.",
+    "Cohort membership is fixed at the start of each month (codes recorded before it, age on that day), so "
+    "each month counts the people in the cohort then; people who registered or moved away during a month "
+    "count for the whole month.",
     "The intervals allow for chance only; they do not cover bias, missing hospital data or coding changes. "
     "Looking at many cohorts, outcomes and units makes some 'significant' results likely by chance alone.",
 ]

@@ -2,28 +2,22 @@
 cohort and calendar month.
 
     t = OutcomeTable(as_of)                      # complete months of the 3 years before as_of
-    t.add_person(practice, mdt, locality, birth, sex, start, end, cohorts, events)   # the one input row
-    from_records(records, as_of)                 # adapter: PatientRecords (registry, FHIR, generator)
-    from_generator(n, seed, as_of, model)        # adapter: the synthetic hazard model's own people (fast)
+    t.add_person(practice, mdt, locality, birth, sex, start, end, cohorts, events)   # one person's row
+    from_measure_values(records, protocol, as_of, months)   # the protocol's measures, record by record
 
-Each person contributes person-time (days / 365.25, their age band on each day's month start) in every
-month between `start` and `end` to each cohort they belong to, and each event (`emergency_admission`,
-`ae_attendance`, with its start and end) to the month it starts in, if it starts while the person counts
-(registered and alive). Derived from the admissions:
-`bed_days` (midnights between admission and discharge, or the as-of date while still in, counted in the
-month of admission) and `readmission_30d` (an emergency admission starting within 30 days of the
-discharge from an earlier one, counted in its own month).
-
-The adapters are the only place that reads records; swapping in per-person values computed by the
-protocol language's outcome measures changes `from_records` alone.
+What carepath reports is counted by the outcome measures written in the protocol language
+(protocols/pilot-outcomes.yaml, measures with `value:`): over a population or the registry with the DuckDB
+batch engine (engine/app/outcomes/protocol_route.py: from_population, from_registry), or record by record
+with any engine (from_measure_values below). `add_person` is the table's plain input (events with their
+start and end; used by the tests' independent reference adapter, tests/outcomes_reference.py): each
+person contributes person-time (days / 365.25, their age band on each day's month start) in every month
+between `start` and `end` to each cohort they belong to, and each event to the month it starts in.
 """
 from __future__ import annotations
 
 import bisect
-import csv
 import datetime as dt
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
@@ -39,7 +33,6 @@ BAND_NAMES = ("0-17", "18-44", "45-64", "65-74", "75-84", "85+")
 SEXES = ("female", "male", "other")
 
 VALUESETS = Path(__file__).resolve().parents[3] / "protocols" / "valuesets"
-ED_ATTENDANCE = "4525004"  # Emergency department patient visit (protocols/valuesets/clinical_local.csv, ed-attendance)
 
 
 def band(age: int) -> int:
@@ -213,115 +206,6 @@ class OutcomeTable:
             return sorted(self.units)
         i = {"mdt": 0, "locality": 1}[level]
         return sorted({u[i] for u in self.units.values()})
-
-
-# ---- adapters ---------------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
-def _codes(file: str, column: str | None = None, keep: tuple = ()) -> frozenset[str]:
-    with (VALUESETS / file).open(newline="", encoding="utf-8-sig") as fh:
-        return frozenset(r["code"].strip() for r in csv.DictReader(fh)
-                         if column is None or (r.get(column) or "").strip() in keep)
-
-
-def _emergency_admission_codes() -> frozenset[str]:
-    # GM-SDE emergency admission, and the QOF emergency admission clusters for asthma and COPD
-    return _codes("emergency_admission.csv") | _codes("astadmsn_cod.csv") | _codes("copdadmsn_cod.csv")
-
-
-def events_and_cohorts(facts, birth: dt.date, as_of: dt.date) -> tuple[list, set[str]]:
-    """From (kind, code set, start, end, status) of a person's facts: their events (outcome, start, end)
-    — A&E attendances (4525004) and emergency admissions (GM-SDE emergency admission, QOF asthma and COPD
-    emergency admission clusters) among encounters — and their cohorts on the as-of date: the diabetes
-    register (a DM_COD diagnosis) and 'older-frail' (75 or over, or a moderate / severe frailty code)."""
-    emergency = _emergency_admission_codes()
-    dm = _codes("dm_cod.csv")
-    frail = _codes("frailty_cod.csv", "severity", ("moderate", "severe"))
-    events, cohorts = [], set()
-    for kind, codes, start, end, status in facts:
-        if status == "entered-in-error":
-            continue
-        if kind == "encounter":
-            if codes & emergency:
-                events.append(("emergency_admission", start, end))
-            elif ED_ATTENDANCE in codes:
-                events.append(("ae_attendance", start, end))
-        elif start.date() <= as_of:
-            if kind == "condition" and codes & dm:
-                cohorts.add("diabetes")
-            if codes & frail:
-                cohorts.add("older-frail")
-    if age_on(birth, as_of) >= 75:
-        cohorts.add("older-frail")
-    return events, cohorts
-
-
-def from_records(records: Iterable, as_of: dt.date, source: str = "records") -> OutcomeTable:
-    """The table from PatientRecords: person-time from registration (or the start of the window) to death
-    or the as-of date, events from the acute encounters."""
-    t = OutcomeTable(as_of, source=source)
-    for r in records:
-        p = r.patient
-        if not p.practice:
-            continue
-        start = max(p.registered_on or p.birth_date, p.birth_date)
-        end = min(p.death_date or as_of, as_of)
-        sex = getattr(p.sex, "value", p.sex)
-        facts = [(f.kind, {c.code for c in f.codes}, f.start, f.end, f.status) for f in r.facts]
-        events, cohorts = events_and_cohorts(facts, p.birth_date, as_of)
-        t.add_person(p.practice, p.mdt, p.locality, p.birth_date, sex, start, end, cohorts, events)
-    return t.finish()
-
-
-def from_generator(n: int, seed: int, as_of: dt.date, model=None) -> OutcomeTable:
-    """The table straight from the synthetic generator's hazard model (outcome-only people: no record is
-    built, so cohorts come from the person's drawn conditions and frailty, not from codes)."""
-    from engine.synthetic.generate import _dt, person
-    from engine.synthetic.outcomes import OutcomeModel
-
-    model = model or OutcomeModel(record=False)
-    t = OutcomeTable(as_of, source=f"synthetic population: {n} people, seed {seed}")
-    for i in range(n):
-        p = person(i, seed, as_of, model)
-        prof = p.profile
-        cohorts = set()
-        if "dm" in prof.conditions:
-            cohorts.add("diabetes")
-        if p.age >= 75 or prof.frailty in ("moderate", "severe"):
-            cohorts.add("older-frail")
-        events = [(o, _dt(s), _dt(e) if e else None) for o, s, e in prof.events]
-        t.add_person(p.practice.ods, p.practice.mdt, p.practice.locality, p.birth, p.sex,
-                     max(p.registered, p.birth), p.deceased or as_of, cohorts, events)
-    return t.finish()
-
-
-def from_registry(engine, as_of: dt.date) -> OutcomeTable:
-    """The table from the SQL registry: one query for the patients, one for the facts that matter (acute
-    encounters, conditions, observations), streamed in patient order."""
-    import sqlalchemy as sa
-
-    from engine.registry.tables import FactRow, PatientRow
-
-    t = OutcomeTable(as_of, source="registry")
-    P, F = PatientRow.__table__.c, FactRow.__table__.c
-    with engine.connect() as con:
-        people = {r.id: r for r in con.execute(sa.select(P.id, P.practice, P.mdt, P.locality, P.birth_date, P.sex,
-                                                          P.death_date, P.registered_on))}
-        q = (sa.select(F.patient_id, F.kind, F.codes, F.start, F.end, F.status)
-             .where(sa.or_(sa.and_(F.kind == "encounter", F.care_setting == "acute"),
-                           F.kind.in_(("condition", "observation"))))
-             .order_by(F.patient_id))
-        facts: dict[int, list] = {}
-        for pid, kind, codes, start, end, status in con.execute(q):
-            facts.setdefault(pid, []).append((kind, {c["code"] for c in codes or ()}, start, end, status))
-    for pid, p in people.items():
-        if not p.practice:
-            continue
-        birth = p.birth_date
-        events, cohorts = events_and_cohorts(facts.get(pid, ()), birth, as_of)
-        start = max(p.registered_on or birth, birth)
-        t.add_person(p.practice, p.mdt, p.locality, birth, getattr(p.sex, "value", p.sex) or "unknown", start,
-                     min(p.death_date or as_of, as_of), cohorts, events)
-    return t.finish()
 
 
 # ---- the protocol language's outcome measures (engine/app/outcomes/values.py) ----------------------------
