@@ -434,8 +434,11 @@ def run_case(cf: CaseFile, case: Case, engine: str = "durable") -> Outcome:
             continue
         why.append(f"measure {mid}: {m.provenance.why}")
         if isinstance(want, str):  # shorthand: numerator | denominator | excluded | excepted | out
-            want = {"numerator": dict(initial_population=True, denominator=True, exclusion=False, numerator=True),
-                    "denominator": dict(initial_population=True, denominator=True, exclusion=False, numerator=False),
+            # numerator / denominator also say "not excepted": an excepted patient is not "denominator, not met"
+            want = {"numerator": dict(initial_population=True, denominator=True, exclusion=False, exception=False,
+                                      numerator=True),
+                    "denominator": dict(initial_population=True, denominator=True, exclusion=False, exception=False,
+                                        numerator=False),
                     "excluded": dict(denominator=True, exclusion=True, numerator=False),
                     "excepted": dict(denominator=True, exclusion=False, exception=True, numerator=False),
                     "out": dict(denominator=False, numerator=False)}[want]
