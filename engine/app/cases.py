@@ -61,6 +61,14 @@ from engine.records.nhs_number import check_digit
 TASK_FIELDS = ("kind", "priority", "raised_at", "due")
 ASSIGN_FIELDS = ("provider", "team", "role", "response", "agreement")
 MEASURE_FIELDS = ("initial_population", "denominator", "exclusion", "numerator")
+# `measures: {HYP008: denominator}` in a case file; numerator / denominator also say "not excepted" (an excepted
+# patient is not "in the denominator, not met")
+MEASURE_SHORTHAND = {
+    "numerator": dict(initial_population=True, denominator=True, exclusion=False, exception=False, numerator=True),
+    "denominator": dict(initial_population=True, denominator=True, exclusion=False, exception=False, numerator=False),
+    "excluded": dict(denominator=True, exclusion=True, numerator=False),
+    "excepted": dict(denominator=True, exclusion=False, exception=True, numerator=False),
+    "out": dict(denominator=False, numerator=False)}
 SUFFIXES = (".tests.yaml", ".tests.yml")
 
 # the keys a case file may use, at each level (anything else is an error with file:line)
@@ -434,11 +442,7 @@ def run_case(cf: CaseFile, case: Case, engine: str = "durable") -> Outcome:
             continue
         why.append(f"measure {mid}: {m.provenance.why}")
         if isinstance(want, str):  # shorthand: numerator | denominator | excluded | excepted | out
-            want = {"numerator": dict(initial_population=True, denominator=True, exclusion=False, numerator=True),
-                    "denominator": dict(initial_population=True, denominator=True, exclusion=False, numerator=False),
-                    "excluded": dict(denominator=True, exclusion=True, numerator=False),
-                    "excepted": dict(denominator=True, exclusion=False, exception=True, numerator=False),
-                    "out": dict(denominator=False, numerator=False)}[want]
+            want = MEASURE_SHORTHAND[want]
         for k in MEASURE_FIELDS + ("exception",):
             if k in want:
                 need(getattr(m, k) == want[k], f"measure {mid}: expected {k} {want[k]}, got {getattr(m, k)} ({m.provenance.why})")

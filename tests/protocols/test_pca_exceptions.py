@@ -13,11 +13,12 @@ the move changes nothing for a patient meeting the numerator.
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import pytest
-from protocol_cases import load_cases
+from protocol_cases import MEASURE_SHORTHAND, load_cases, run_case
 
 from engine.evaluation.evaluator import Options, evaluate
 from engine.language.loader import load_protocol
@@ -27,11 +28,7 @@ PROTOCOLS = ROOT / "protocols"
 SITE = ROOT / "tests" / "fixtures" / "supplied-clusters"
 SITE_ENV = "CAREPATH_SITE_CODELISTS"
 FIELDS = ("initial_population", "denominator", "exclusion", "exception", "numerator")
-SHORTHAND = {"numerator": dict(initial_population=True, denominator=True, exclusion=False, numerator=True),
-             "denominator": dict(initial_population=True, denominator=True, exclusion=False, numerator=False),
-             "excluded": dict(denominator=True, exclusion=True, numerator=False),
-             "excepted": dict(denominator=True, exclusion=False, exception=True, numerator=False),
-             "out": dict(denominator=False, numerator=False)}
+SHORTHAND = MEASURE_SHORTHAND  # the case files' shorthand, as `carepath test` reads it
 
 # new case file -> (old protocol file, site codelists folder or None)
 PAIRS = {
@@ -95,3 +92,16 @@ def test_pca_case_on_the_old_version(new, case, engine):
         expected = _old_expectation(case.name, want) if i == 0 else want
         got = {k: getattr(results[mid], k) for k in expected}
         assert got == expected, f"{old.key} {mid}: {results[mid].provenance.why}"
+
+
+def test_denominator_shorthand_fails_for_an_excepted_patient():
+    """`denominator` (and `numerator`) in a case file also check "not excepted": before, an excepted patient
+    passed `measures: {HYP009: denominator}`, so a case could not show that a PCA no longer applies."""
+    new = PROTOCOLS / "hypertension@1.2.0.tests.yaml"
+    cf = LOADED[new][0]
+    case = next(c for c in cf.cases if c.name.startswith("(PCA) Aged 84, clinic 162/95, two invitations"))
+    assert run_case(cf, case, "python").passed  # HYP009: excepted
+    wrong = copy.deepcopy(case)
+    wrong.expect["measures"]["HYP009"] = "denominator"
+    outcome = run_case(cf, wrong, "python")
+    assert any("expected exception False, got True" in p for p in outcome.problems), outcome.problems
