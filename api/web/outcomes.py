@@ -3,8 +3,11 @@ monthly age-sex standardised rate for the area or each locality / MDT / a practi
 units, and — given pilot practices and a start month — the before/after and difference-in-differences
 comparison with its caveats and the savings scenario. Figures are the outcome measures of the pilot-outcomes
 protocol (`value:` measures, its cohorts) over the registry's records, counted by the protocol route
-(engine/app/outcomes/protocol_route.py from_registry; docs/outcomes.md). The table is kept for the same
-registry content, date and protocol version, so only the first visit after a change waits for it."""
+(engine/app/outcomes/protocol_route.py from_registry; docs/outcomes.md). The table is counted once a day (per
+as-of date and protocol version) and kept: the figures are complete months, which change only as late
+records arrive, while the registry changes with every delivery — a table keyed by its content would be
+recounted (~20-30 s for three years of months) on nearly every visit of a live service. The page says when
+it was counted."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +15,6 @@ import threading
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, Query, Request
 
 from api.deps import Principal
@@ -24,7 +26,6 @@ from engine.app.outcomes.report import CAVEATS, DEFAULT_COST, Options, build, pi
 from engine.app.outcomes.protocol_route import from_registry
 from engine.app.outcomes.risk_model import choose_protocol
 from engine.app.outcomes.table import COHORT_NAMES, OUTCOME_NAMES, OutcomeTable
-from engine.registry.tables import FactRow, PatientRow
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
 Short = Annotated[str | None, Query(max_length=400, pattern=r"^[A-Za-z0-9._, -]*$")]
@@ -44,20 +45,17 @@ _cache: dict = {}
 _lock = threading.Lock()
 
 
-def outcome_table(state, as_of: dt.date) -> OutcomeTable:
+def outcome_table(state, as_of: dt.date) -> tuple[OutcomeTable, dt.datetime]:
     """The registry's outcome table for an as-of date by the protocol route (the pilot-outcomes version in
-    force then), rebuilt only when patients, facts or the protocol version changed."""
+    force then), counted once per date and protocol version; (table, when it was counted)."""
     eng = state.engines.read
     proto = choose_protocol(state.library.protocols, PROTOCOL, as_of)
-    with eng.connect() as con:
-        stamp = (con.execute(sa.select(sa.func.count(), sa.func.max(FactRow.__table__.c.id))).one(),
-                 con.execute(sa.select(sa.func.count(), sa.func.max(PatientRow.__table__.c.updated_at))).one())
-    key = (str(eng.url), as_of, proto.key, MONTHS, tuple(stamp[0]), tuple(stamp[1]))
+    key = (str(eng.url), as_of, proto.key, MONTHS)
     with _lock:
         if _cache.get("key") != key:
             _cache.clear()
-            _cache.update(key=key, table=from_registry(eng, proto, as_of, months=MONTHS))
-        return _cache["table"]
+            _cache.update(key=key, table=from_registry(eng, proto, as_of, months=MONTHS), counted_at=state.now())
+        return _cache["table"], _cache["counted_at"]
 
 
 @router.get("/audit/outcomes")
@@ -71,7 +69,7 @@ def outcomes_page(request: Request, cohort: Short = DEFAULT_COHORT,
     need(request, who, "audit:read")
     as_of = state.now().date()
     try:
-        t = outcome_table(state, as_of)
+        t, counted_at = outcome_table(state, as_of)
     except ValueError as e:  # no pilot-outcomes protocol in the library
         return render(request, "audit_outcomes.html", who, page_title="Outcomes", t=None, error=str(e),
                       outcome=outcome, outcome_names=OUTCOME_NAMES)
@@ -140,7 +138,7 @@ def outcomes_page(request: Request, cohort: Short = DEFAULT_COHORT,
                   start=start or "", cost=cost, charts=charts, funnel=funnel_svg, funnel_units=funnel_units,
                   area_rate=area_rate, outside=outside, phi=phi, outside_adjusted=outside_adjusted, comparison=comparison, scenario=scenario, error=error,
                   cohort_names={c: COHORT_NAMES[c] for c in t.cohorts()}, outcome_names=OUTCOME_NAMES, level_names=LEVEL_NAMES,
-                  rule_words=RULE_WORDS, caveats=CAVEATS, as_of=as_of, pilot_count=len(pilot_set), unavailable=unavailable,
+                  rule_words=RULE_WORDS, caveats=CAVEATS, as_of=as_of, counted_at=counted_at, pilot_count=len(pilot_set), unavailable=unavailable,
                   protocol_label=t.source.split('protocol measures ')[-1].split(' ')[0],
                   suppress=who.role == "auditor", count=count_text, unit_label=unit_label,
                   all_units={k: t.unit_names(k) for k in ("locality", "mdt", "practice")}, plural=PLURAL, money=money)

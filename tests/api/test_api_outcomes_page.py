@@ -5,6 +5,8 @@ the registry export and the same route, not through a second definition. A&E, wh
 supplied, is said to be not countable, with no chart of zeros. Three months only (api.web.outcomes.MONTHS)."""
 from __future__ import annotations
 
+import datetime as dt
+
 import html
 import re
 import shutil
@@ -35,13 +37,17 @@ def outcomes_api(tmp_path_factory):
     write_population(tmp / "pop", N, seed=SEED, as_of=today, workers=1, outcomes=OutcomeModel())
     proto = load_protocol(protocols / "pilot-outcomes.yaml")
     route = from_population(tmp / "pop", proto, today, months=MONTHS)
+    _web_login(api)
+    yield api, route
+    close_api(api)
+
+
+def _web_login(api) -> None:
     c = api.client
     page = c.get("/app/login")
     csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     assert c.post("/app/login", data={"username": "clinical.lead", "password": "clinical.lead-demo-pw",
                                       "csrf_token": csrf}, follow_redirects=False).status_code == 303
-    yield api, route
-    close_api(api)
 
 
 def _rows(text: str) -> list[list[str]]:
@@ -63,6 +69,27 @@ def test_the_page_shows_the_protocol_routes_figures(outcomes_api, monkeypatch, c
             for p in series(route, outcome, cohort)]
     assert sum(int(w[1]) for w in want) > 0  # something to compare
     assert [row[:5] for row in _rows(r.text)] == want
+
+
+def test_the_table_is_counted_once_a_day_and_says_when(outcomes_api, monkeypatch):
+    """A delivery does not make the next visit wait for a recount (complete months change only as late records
+    arrive); the page says when it counted, and counts again on the next day."""
+    api, _ = outcomes_api
+    monkeypatch.setattr(outcomes_page, "MONTHS", MONTHS)
+    first = api.client.get("/app/audit/outcomes")
+    assert first.status_code == 200 and 'id="counted-at"' in first.text
+    counted = re.search(r'<span id="counted-at">Counted ([^<]+) from the registry', first.text).group(1)
+    table = outcomes_page._cache["table"]
+    r = api.post("/ingest/records", user="admin", json={"source": "test", "records": [
+        {"patient": {"nhs_number": "9990000999", "birth_date": "1940-01-01", "sex": "female", "practice": "A81001"},
+         "facts": []}]})
+    assert r.status_code == 200, r.text
+    assert outcomes_page._cache["table"] is table and counted in api.client.get("/app/audit/outcomes").text
+    monkeypatch.setattr(api.clock, "offset", api.clock.offset + dt.timedelta(days=1))  # the session ends too
+    _web_login(api)
+    again = api.client.get("/app/audit/outcomes")
+    assert again.status_code == 200 and 'id="spc-table"' in again.text
+    assert outcomes_page._cache["table"] is not table and outcomes_page._cache["key"][1] == table.as_of + dt.timedelta(days=1)
 
 
 def test_ae_is_not_countable_until_the_site_supplies_its_codelist(outcomes_api, monkeypatch):
