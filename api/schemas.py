@@ -4,9 +4,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints, computed_field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from engine.app import practices
 from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES, PRIORITIES
 from engine.app.service import Diff
 from engine.evaluation.outputs import ProtocolResult, Task
@@ -26,6 +27,22 @@ def _reasonable_date(d: dt.date) -> dt.date:
 
 
 Day = Annotated[dt.date, AfterValidator(_reasonable_date)]
+
+
+class PracticeNamed(BaseModel):
+    """A body with a patient's `practice` (ODS code) also carries the practice's name beside it (issue 16):
+    from the one practice table (engine.app.practices), "Practice X12345" for a code the table lacks.
+    Subclasses declare `practice` where it belongs in their body."""
+
+    @computed_field(description="The practice's name (engine/app/data/practices.csv), beside its ODS code")  # type: ignore[prop-decorator]
+    @property
+    def practice_name(self) -> str | None:
+        return practices.practice_name(getattr(self, "practice", None)) or None
+
+
+def unit_name(unit_kind: str, unit: str | None) -> str | None:
+    """An audit unit in words: a practice by its name, an MDT or locality as it is."""
+    return (practices.practice_name(unit) or None) if unit_kind == "practice" else unit
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
@@ -49,7 +66,7 @@ class ErrorOut(BaseModel):
 
 
 # ---- auth / users --------------------------------------------------------------------------------
-class UserOut(BaseModel):
+class UserOut(PracticeNamed):
     username: str
     full_name: str | None = None
     role: Role
@@ -120,7 +137,7 @@ class RecordsIn(BaseModel):
     records: list[PatientRecord] = Field(min_length=1, max_length=1000)
 
 
-class DataProblemOut(BaseModel):
+class DataProblemOut(PracticeNamed):
     """An evaluation that failed for one patient, and the fact that caused it when known."""
     nhs_number: str | None = Field(None, description="Absent where the reader sees pseudonyms")
     patient: str | None = Field(None, description="Pseudonym, for auditors")
@@ -174,7 +191,7 @@ class IngestOut(BaseModel):
 
 
 # ---- patients and care plans ----------------------------------------------------------------------
-class PatientOut(BaseModel):
+class PatientOut(PracticeNamed):
     nhs_number: str
     given_name: str | None = None
     family_name: str | None = None
@@ -206,7 +223,7 @@ class SlaOut(BaseModel):
     hours_left: float = Field(description="Negative when overdue")
 
 
-class TaskOut(BaseModel):
+class TaskOut(PracticeNamed):
     id: int
     key: str
     nhs_number: str
@@ -373,7 +390,7 @@ class OutcomeOut(BaseModel):
     tasks: list[OutcomeTaskOut] = Field(default_factory=list, description="The tasks its agreed actions created")
 
 
-class CasePatientOut(BaseModel):
+class CasePatientOut(PracticeNamed):
     nhs_number: str
     name: str | None
     practice: str | None
@@ -428,6 +445,11 @@ class MeasureFigures(BaseModel):
                                   "of every count above and of the rate")
     missing_codelists: list[str] = Field(default_factory=list, description="The clusters not supplied, e.g. FOOTEXAM_COD")
 
+    @computed_field(description="The unit in words: a practice's name (engine/app/data/practices.csv); an MDT or locality as it is")  # type: ignore[prop-decorator]
+    @property
+    def unit_name(self) -> str | None:
+        return unit_name(self.unit_kind, self.unit)
+
 
 class AuditOut(BaseModel):
     unit_kind: str
@@ -438,7 +460,7 @@ class AuditOut(BaseModel):
     data_problems: int = Field(0, description="Patients whose latest evaluation failed (not in these figures' update)")
 
 
-class DrillPatient(BaseModel):
+class DrillPatient(PracticeNamed):
     patient: str = Field(description="NHS number, or a pseudonym for auditors")
     name: str | None = None
     practice: str | None
@@ -486,6 +508,11 @@ class TrendOut(BaseModel):
     unit_kind: str
     unit: str
     points: list[TrendPoint]
+
+    @computed_field(description="The unit in words: a practice's name (engine/app/data/practices.csv); an MDT or locality as it is")  # type: ignore[prop-decorator]
+    @property
+    def unit_name(self) -> str | None:
+        return unit_name(self.unit_kind, self.unit)
 
 
 # ---- protocols ------------------------------------------------------------------------------------
@@ -573,7 +600,7 @@ class AddedRemoved(BaseModel):
     removed: int
 
 
-class ImpactExample(BaseModel):
+class ImpactExample(PracticeNamed):
     nhs_number: str
     practice: str | None
     change: str = Field(description="What changes for this patient, e.g. 'task added: ...', 'clinical flag added: ...'")

@@ -21,6 +21,7 @@ from api.routers.mdt import HIGHEST_TIER, risk_tier
 from api.routers.worklists import CSV_LIMIT, Filters, _act, _ordered, worklist_csv_response
 from api.views import age_on, task_out, task_owners
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, safe_next, state_of
+from engine.app import practices
 from engine.app.task_outcomes import OUTCOMES, completion_refusal
 from engine.registry.outputs import OPEN_STATUSES, PatientEvaluationRow, TaskEventRow, TaskRow
 from engine.registry.tables import PatientRow
@@ -129,6 +130,11 @@ def _facet(s: Session, q, column) -> dict:
     return {k: n for k, n in s.exec(_joined(column, func.count()).where(q.whereclause).group_by(column)).all()}
 
 
+def _by_practice_name(counts: dict) -> dict:
+    """The practice facet in the order people look for a practice: by name (codes without a patient last)."""
+    return {code: counts[code] for code, _ in practices.by_name(counts)} | counts
+
+
 def _ordered_by(q, sort: str):
     if sort == "priority":
         return _ordered(q)
@@ -167,7 +173,8 @@ def worklist_page(request: Request, v: View = Depends(), who: Principal = Depend
             "status": _facet(s, _with_risk(v.query(who, now, status=list(STATUSES)), v.risk, tiers), TaskRow.status),
             "priority": _facet(s, _with_risk(v.query(who, now, priority=None), v.risk, tiers), TaskRow.priority),
             "role": _facet(s, _with_risk(v.query(who, now, role=None), v.risk, tiers), TaskRow.role),
-            "practice": _facet(s, _with_risk(v.query(who, now, practice=None), v.risk, tiers), PatientRow.practice),
+            "practice": _by_practice_name(_facet(s, _with_risk(v.query(who, now, practice=None), v.risk, tiers),
+                                                 PatientRow.practice)),
             "protocol": _facet(s, _with_risk(v.query(who, now, protocol=None), v.risk, tiers), TaskRow.protocol),
             "mdt": _facet(s, _with_risk(v.query(who, now, mdt=None), v.risk, tiers), PatientRow.mdt),
         }
