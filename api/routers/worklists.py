@@ -15,7 +15,7 @@ from api.schemas import CompleteIn, DeclineIn, NoteIn, ReassignIn, ShortText, Ta
 from api.views import PRIORITY_ORDER, event_out, task_out
 from engine.app import practices
 from engine.app.service import TaskActionError, task_action, task_history
-from engine.app.task_outcomes import completion_refusal
+from engine.app.task_outcomes import CLOSING_ACTIONS, completion_refusal
 from engine.reports.csv_export import csv_text
 from engine.registry.outputs import OPEN_STATUSES, TaskRow
 from engine.registry.tables import PatientRow
@@ -145,14 +145,14 @@ def get_task(request: Request, task_id: int = TASK_ID, who: Principal = Depends(
 def _act(request: Request, state: AppState, who: Principal, task_id: int, action: str, **kw) -> TaskDetailOut:
     with Session(state.engines.read) as s:  # refusals are logged outside the write transaction below
         t, p = _task_in_scope(s, state, request, who, task_id)
-        why = completion_refusal(t.role, who.role, who.clinical_roles) if action == "complete" else None
+        why = completion_refusal(t.role, who.role, who.clinical_roles, action) if action in CLOSING_ACTIONS else None
     if why:
         log_access(state, request, who, "denied", "task", patients=[p.nhs_number], status=403,
                    detail={"task": task_id, "action": action, "reason": why})
         raise HTTPException(status_code=403, detail=why)
     with Session(state.engines.write) as s:
         t, p = _task_in_scope(s, state, request, who, task_id, lock=True)
-        if action == "complete" and (why := completion_refusal(t.role, who.role, who.clinical_roles)):
+        if action in CLOSING_ACTIONS and (why := completion_refusal(t.role, who.role, who.clinical_roles, action)):
             raise HTTPException(status_code=409, detail=f"the task was reassigned meanwhile: {why}")
         try:
             task_action(s, task_id, action, who.username, now=state.now(), **kw)
@@ -183,10 +183,12 @@ def complete(body: CompleteIn, request: Request, task_id: int = TASK_ID,
     return _act(request, state, who, task_id, "complete", reason=body.note, outcome=body.outcome)
 
 
-@router.post("/tasks/{task_id}/decline", response_model=TaskDetailOut, responses=RESP)
+@router.post("/tasks/{task_id}/decline", response_model=TaskDetailOut,
+             responses={**RESP, **errors(**{"403": "Only the task's role, a care coordinator or a clinical lead may decline it"})})
 def decline(body: DeclineIn, request: Request, task_id: int = TASK_ID, who: Principal = Depends(require("task:act")),
             state: AppState = Depends(get_state)):
-    """Decline with a reason (required); the task is not raised again while the same need continues."""
+    """Decline with a reason (required); the task is not raised again while the same need continues. The same
+    people who may complete it may decline it; anyone else gets 403 and asks for it to be reassigned."""
     return _act(request, state, who, task_id, "decline", reason=body.reason)
 
 

@@ -206,8 +206,8 @@ def worklist_page(request: Request, v: View = Depends(), who: Principal = Depend
 
 
 def cannot_complete(who: Principal):
-    """For the page: task -> why this user may not complete it (None when they may)."""
-    return lambda t: completion_refusal(t.role, who.role, who.clinical_roles)
+    """For the page: task -> why this user may not complete or decline it (None when they may)."""
+    return lambda t: completion_refusal(t.role, who.role, who.clinical_roles, "complete or decline")
 
 
 @dataclass
