@@ -8,7 +8,8 @@ from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringCo
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from engine.app import practices
-from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES, PRIORITIES
+from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES, MAX_CHANGES, PRIORITIES
+from engine.app.task_outcomes import OUTCOMES
 from engine.app.service import Diff
 from engine.evaluation.outputs import ProtocolResult, Task
 from engine.records.model import PatientRecord
@@ -360,6 +361,19 @@ class ActionItemIn(BaseModel):
     detail: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = None
 
 
+class TaskChangeIn(BaseModel):
+    """A change the case conference makes to one of the patient's open tasks (engine.app.mdt_actions)."""
+    task_id: int = Field(ge=1, le=2**31 - 1)
+    change: Literal["reassign", "close"]
+    role: Literal[ACTION_ROLES] | None = Field(None, description="reassign: the care role it goes to")
+    team: Annotated[str, StringConstraints(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = Field(
+        None, description="reassign: the team, in words (optional)")
+    outcome: Literal[tuple(OUTCOMES)] | None = Field(None, description="close: the coded outcome (done / not-done / "
+                                                     "declined-by-patient / not-appropriate)")
+    note: Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")] | None = Field(
+        None, description="The MDT's words (required to close as not-done)")
+
+
 class OutcomeIn(BaseModel):
     nhs_number: Annotated[str, StringConstraints(pattern=NHS_PATTERN)]
     meeting_date: Day
@@ -367,6 +381,8 @@ class OutcomeIn(BaseModel):
     actions: Annotated[str, StringConstraints(max_length=4000, pattern=r"^[^\x00]*$")] | None = None
     action_items: list[ActionItemIn] = Field(default_factory=list, max_length=10,
                                              description="Agreed actions, each made a task on the worklist")
+    task_changes: list[TaskChangeIn] = Field(default_factory=list, max_length=MAX_CHANGES,
+                                             description="The patient's open tasks to reassign or close")
 
 
 class OutcomeTaskOut(BaseModel):
@@ -376,6 +392,16 @@ class OutcomeTaskOut(BaseModel):
     priority: str
     due: Instant
     status: str
+
+
+class TaskChangeOut(BaseModel):
+    task_id: int
+    title: str
+    change: Literal["reassign", "close"]
+    role: str | None = Field(None, description="reassign: the role it went to")
+    team: str | None = None
+    outcome: str | None = Field(None, description="close: the coded outcome")
+    text: str = Field(description="What the task's history says: from / to, or the outcome and the MDT's words")
 
 
 class OutcomeOut(BaseModel):
@@ -388,6 +414,8 @@ class OutcomeOut(BaseModel):
     recorded_by: str
     recorded_at: Instant
     tasks: list[OutcomeTaskOut] = Field(default_factory=list, description="The tasks its agreed actions created")
+    task_changes: list[TaskChangeOut] = Field(default_factory=list,
+                                              description="Existing tasks it reassigned or closed")
 
 
 class CasePatientOut(PracticeNamed):
