@@ -180,6 +180,8 @@ def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | N
         url = reg["url"]
         _users(url)
         registry = {"kind": "generated", **{k: reg.get(k) for k in ("key", "path", "facts", "mdt")}}
+        if registry.get("path") and Path(registry["path"]).is_relative_to(ROOT):
+            registry["path"] = str(Path(registry["path"]).relative_to(ROOT))  # results carry repo-relative paths
         from engine.registry.db import make_engine
         engine = make_engine(url)
         registry.update(registry_counts(engine, reg["mdt"]))
