@@ -96,13 +96,21 @@ class View:
         return q
 
 
-def _tiers(s: Session, q) -> dict[int, int | None]:
+def _tiers(s: Session, q, library=None) -> dict[int, int | None]:
     """patient id -> risk tier (the API's `risk_tier`: the highest tier any stratification protocol
-    stored for the patient), for the patients with tasks under the query's filters."""
+    stored for the patient), for the patients with tasks under the query's filters. Given the protocol
+    library, only the stored results of protocols with tiers (in any version) are read: reading every
+    protocol's result was nine tenths of the page's time for an MDT of 638 patients (bench pages)."""
     pids = _joined(TaskRow.patient_id).where(q.whereclause)
+    query = select(PatientEvaluationRow.patient_id, PatientEvaluationRow.protocol,
+                   PatientEvaluationRow.result).where(PatientEvaluationRow.patient_id.in_(pids))
+    if library is not None:
+        tiered = sorted({p.id for p in library.protocols if getattr(p, "tiers", None)})
+        if not tiered:
+            return {}
+        query = query.where(PatientEvaluationRow.protocol.in_(tiered))
     results: dict[int, dict[str, dict]] = {}
-    for pid, protocol, result in s.exec(select(PatientEvaluationRow.patient_id, PatientEvaluationRow.protocol,
-                                               PatientEvaluationRow.result).where(PatientEvaluationRow.patient_id.in_(pids))):
+    for pid, protocol, result in s.exec(query):
         results.setdefault(pid, {})[protocol] = result
     return {pid: risk_tier(r) for pid, r in results.items()}
 
@@ -161,7 +169,7 @@ def worklist_page(request: Request, v: View = Depends(), who: Principal = Depend
     need(request, who, "worklist:read")
     now = state.now()
     with Session(state.engines.read) as s:
-        tiers = _tiers(s, v.query(who, now, status=list(STATUSES)))
+        tiers = _tiers(s, v.query(who, now, status=list(STATUSES)), state.library)
         base = _with_risk(v.query(who, now), v.risk, tiers)
         total = _count(s, base)
         pages = max(1, -(-total // v.size))
@@ -266,7 +274,7 @@ def worklist_csv(request: Request, v: View = Depends(), who: Principal = Depends
     now = state.now()
     with Session(state.engines.read) as s:
         q = v.query(who, now)
-        tiers = _tiers(s, q) if v.risk else {}
+        tiers = _tiers(s, q, state.library) if v.risk else {}
         q = _with_risk(q, v.risk, tiers)
         items = [task_out(t, p, now) for t, p in s.exec(_ordered_by(q, v.sort).limit(CSV_LIMIT)).all()]
     log_access(state, request, who, "read", "worklist-csv", patients=[i.nhs_number for i in items],
