@@ -4,10 +4,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, PlainSerializer, StringConstraints, computed_field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES, PRIORITIES
+from engine.app import practices
+from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES, MAX_CHANGES, PRIORITIES
+from engine.app.task_outcomes import OUTCOMES
 from engine.app.service import Diff
 from engine.evaluation.outputs import ProtocolResult, Task
 from engine.records.model import PatientRecord
@@ -26,6 +28,22 @@ def _reasonable_date(d: dt.date) -> dt.date:
 
 
 Day = Annotated[dt.date, AfterValidator(_reasonable_date)]
+
+
+class PracticeNamed(BaseModel):
+    """A body with a patient's `practice` (ODS code) also carries the practice's name beside it (issue 16):
+    from the one practice table (engine.app.practices), "Practice X12345" for a code the table lacks.
+    Subclasses declare `practice` where it belongs in their body."""
+
+    @computed_field(description="The practice's name (engine/app/data/practices.csv), beside its ODS code")  # type: ignore[prop-decorator]
+    @property
+    def practice_name(self) -> str | None:
+        return practices.practice_name(getattr(self, "practice", None)) or None
+
+
+def unit_name(unit_kind: str, unit: str | None) -> str | None:
+    """An audit unit in words: a practice by its name, an MDT or locality as it is."""
+    return (practices.practice_name(unit) or None) if unit_kind == "practice" else unit
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
@@ -49,7 +67,7 @@ class ErrorOut(BaseModel):
 
 
 # ---- auth / users --------------------------------------------------------------------------------
-class UserOut(BaseModel):
+class UserOut(PracticeNamed):
     username: str
     full_name: str | None = None
     role: Role
@@ -120,7 +138,7 @@ class RecordsIn(BaseModel):
     records: list[PatientRecord] = Field(min_length=1, max_length=1000)
 
 
-class DataProblemOut(BaseModel):
+class DataProblemOut(PracticeNamed):
     """An evaluation that failed for one patient, and the fact that caused it when known."""
     nhs_number: str | None = Field(None, description="Absent where the reader sees pseudonyms")
     patient: str | None = Field(None, description="Pseudonym, for auditors")
@@ -174,7 +192,7 @@ class IngestOut(BaseModel):
 
 
 # ---- patients and care plans ----------------------------------------------------------------------
-class PatientOut(BaseModel):
+class PatientOut(PracticeNamed):
     nhs_number: str
     given_name: str | None = None
     family_name: str | None = None
@@ -206,7 +224,7 @@ class SlaOut(BaseModel):
     hours_left: float = Field(description="Negative when overdue")
 
 
-class TaskOut(BaseModel):
+class TaskOut(PracticeNamed):
     id: int
     key: str
     nhs_number: str
@@ -343,6 +361,19 @@ class ActionItemIn(BaseModel):
     detail: Annotated[str, StringConstraints(max_length=200, pattern=r"^[^\x00]*$")] | None = None
 
 
+class TaskChangeIn(BaseModel):
+    """A change the case conference makes to one of the patient's open tasks (engine.app.mdt_actions)."""
+    task_id: int = Field(ge=1, le=2**31 - 1)
+    change: Literal["reassign", "close"]
+    role: Literal[ACTION_ROLES] | None = Field(None, description="reassign: the care role it goes to")
+    team: Annotated[str, StringConstraints(max_length=100, pattern=r"^[^\x00-\x1f\x7f]*$")] | None = Field(
+        None, description="reassign: the team, in words (optional)")
+    outcome: Literal[tuple(OUTCOMES)] | None = Field(None, description="close: the coded outcome (done / not-done / "
+                                                     "declined-by-patient / not-appropriate)")
+    note: Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")] | None = Field(
+        None, description="The MDT's words (required to close as not-done)")
+
+
 class OutcomeIn(BaseModel):
     nhs_number: Annotated[str, StringConstraints(pattern=NHS_PATTERN)]
     meeting_date: Day
@@ -350,6 +381,8 @@ class OutcomeIn(BaseModel):
     actions: Annotated[str, StringConstraints(max_length=4000, pattern=r"^[^\x00]*$")] | None = None
     action_items: list[ActionItemIn] = Field(default_factory=list, max_length=10,
                                              description="Agreed actions, each made a task on the worklist")
+    task_changes: list[TaskChangeIn] = Field(default_factory=list, max_length=MAX_CHANGES,
+                                             description="The patient's open tasks to reassign or close")
 
 
 class OutcomeTaskOut(BaseModel):
@@ -359,6 +392,16 @@ class OutcomeTaskOut(BaseModel):
     priority: str
     due: Instant
     status: str
+
+
+class TaskChangeOut(BaseModel):
+    task_id: int
+    title: str
+    change: Literal["reassign", "close"]
+    role: str | None = Field(None, description="reassign: the role it went to")
+    team: str | None = None
+    outcome: str | None = Field(None, description="close: the coded outcome")
+    text: str = Field(description="What the task's history says: from / to, or the outcome and the MDT's words")
 
 
 class OutcomeOut(BaseModel):
@@ -371,9 +414,11 @@ class OutcomeOut(BaseModel):
     recorded_by: str
     recorded_at: Instant
     tasks: list[OutcomeTaskOut] = Field(default_factory=list, description="The tasks its agreed actions created")
+    task_changes: list[TaskChangeOut] = Field(default_factory=list,
+                                              description="Existing tasks it reassigned or closed")
 
 
-class CasePatientOut(BaseModel):
+class CasePatientOut(PracticeNamed):
     nhs_number: str
     name: str | None
     practice: str | None
@@ -428,6 +473,11 @@ class MeasureFigures(BaseModel):
                                   "of every count above and of the rate")
     missing_codelists: list[str] = Field(default_factory=list, description="The clusters not supplied, e.g. FOOTEXAM_COD")
 
+    @computed_field(description="The unit in words: a practice's name (engine/app/data/practices.csv); an MDT or locality as it is")  # type: ignore[prop-decorator]
+    @property
+    def unit_name(self) -> str | None:
+        return unit_name(self.unit_kind, self.unit)
+
 
 class AuditOut(BaseModel):
     unit_kind: str
@@ -438,7 +488,7 @@ class AuditOut(BaseModel):
     data_problems: int = Field(0, description="Patients whose latest evaluation failed (not in these figures' update)")
 
 
-class DrillPatient(BaseModel):
+class DrillPatient(PracticeNamed):
     patient: str = Field(description="NHS number, or a pseudonym for auditors")
     name: str | None = None
     practice: str | None
@@ -486,6 +536,11 @@ class TrendOut(BaseModel):
     unit_kind: str
     unit: str
     points: list[TrendPoint]
+
+    @computed_field(description="The unit in words: a practice's name (engine/app/data/practices.csv); an MDT or locality as it is")  # type: ignore[prop-decorator]
+    @property
+    def unit_name(self) -> str | None:
+        return unit_name(self.unit_kind, self.unit)
 
 
 # ---- protocols ------------------------------------------------------------------------------------
@@ -573,7 +628,7 @@ class AddedRemoved(BaseModel):
     removed: int
 
 
-class ImpactExample(BaseModel):
+class ImpactExample(PracticeNamed):
     nhs_number: str
     practice: str | None
     change: str = Field(description="What changes for this patient, e.g. 'task added: ...', 'clinical flag added: ...'")

@@ -1,9 +1,11 @@
 """Benchmark: web page latency (issue 16), through a real uvicorn server on loopback.
 
-    carepath bench pages [--patients N] [--requests 50] [--profile]     (or: python benchmarks/bench_pages.py ...)
+    carepath bench pages [--patients N] [--requests 50] [--profile] [--note TEXT]
 
 - Pages: /app/protocols/t2dm-annual-care, /app/protocols/frailty and /app/audit, each as the demo
-  clinical lead and as the demo auditor (session cookie from POST /auth/login, like a browser).
+  clinical lead and as the demo auditor (session cookie from POST /auth/login, like a browser); and the
+  MDT worklist, /app/worklist?mdt=<the MDT with most patients> (grouped rows, facet counts, risk tiers),
+  as the clinical lead only (auditors do not read worklists).
 - Registry: with --patients 0 (the default) the demo registry, seeded as `carepath demo --population 0`
   does (the six demo patients ingested and evaluated with every protocol in force, the demo users,
   audit snapshots at the last reporting dates), in a fresh SQLite file under benchmarks/.data/.
@@ -15,7 +17,11 @@
   (benchmarks.bench_worklist.Server); warm-up requests, then `requests` GETs per page and
   user over one keep-alive connection; p50 / p95 / p99 per page and user.
 - Targets: protocol page p95 <= 300 ms (issue 16), audit page p95 <= 500 ms (our choice: the audit
-  page aggregates every stored evaluation, so it gets more room than a single-document page).
+  page aggregates every stored evaluation, so it gets more room than a single-document page), MDT
+  worklist page p95 <= 500 ms (our choice: the API's worklist, issue 8, is 100 ms; the page also counts
+  every facet and reads each listed patient's risk tier).
+- `--note` is kept in the result (e.g. that the machine was shared with other jobs); the 1-minute load
+  average at the end and the machine's cores are recorded whatever the note says.
 - With --profile (or when the audit page misses its target) the audit page is profiled in-process
   (cProfile over a few requests through the ASGI app, no HTTP): the top functions by cumulative time.
 Results go to benchmarks/results/pages-<demo|patients>-<timestamp>.json with machine information.
@@ -35,7 +41,26 @@ from benchmarks.bench_worklist import Server, _stats
 PAGES = ("/app/protocols/t2dm-annual-care", "/app/protocols/frailty", "/app/audit")
 USERS = ("clinical.lead", "auditor")
 TARGET_P95_MS = {"/app/protocols/t2dm-annual-care": 300.0, "/app/protocols/frailty": 300.0, "/app/audit": 500.0}
+WORKLIST = "/app/worklist?mdt={mdt}"
+WORKLIST_USERS = ("clinical.lead",)
+WORKLIST_TARGET_P95_MS = 500.0
 WARMUP = 3
+
+
+def _largest_mdt(url: str) -> str:
+    """The MDT with the most patients: its worklist is the one measured."""
+    from sqlmodel import Session, func, select
+
+    from engine.registry.db import make_engine
+    from engine.registry.tables import PatientRow
+
+    engine = make_engine(url)
+    try:
+        with Session(engine) as s:
+            return s.exec(select(PatientRow.mdt).where(PatientRow.mdt.is_not(None)).group_by(PatientRow.mdt)
+                          .order_by(func.count().desc(), PatientRow.mdt)).first()
+    finally:
+        engine.dispose()
 
 
 def _demo_registry(as_of: dt.date, log) -> str:
@@ -144,7 +169,7 @@ def _profile_audit(url: str, n: int = 3, top: int = 25) -> dict:
 
 
 def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | None = None, workers: int = 2,
-        profile: bool = False, write: bool = True, log=lambda m: None) -> dict:
+        profile: bool = False, write: bool = True, note: str | None = None, log=lambda m: None) -> dict:
     import httpx
 
     t0 = time.perf_counter()
@@ -155,6 +180,8 @@ def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | N
         url = reg["url"]
         _users(url)
         registry = {"kind": "generated", **{k: reg.get(k) for k in ("key", "path", "facts", "mdt")}}
+        if registry.get("path") and Path(registry["path"]).is_relative_to(ROOT):
+            registry["path"] = str(Path(registry["path"]).relative_to(ROOT))  # results carry repo-relative paths
         from engine.registry.db import make_engine
         engine = make_engine(url)
         registry.update(registry_counts(engine, reg["mdt"]))
@@ -164,9 +191,14 @@ def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | N
         url = _demo_registry(as_of, log)
         registry = {"kind": "demo", "path": str(Path(url.removeprefix("sqlite:///")).relative_to(ROOT))}
     registry.update(_sizes(url))
+    mdt = (registry.get("mdt") if patients else None) or _largest_mdt(url)
+    worklist = WORKLIST.format(mdt=mdt)
+    targets = {**TARGET_P95_MS, worklist: WORKLIST_TARGET_P95_MS}
     out: dict = {"benchmark": "pages", "patients": patients or "demo", "seed": seed, "as_of": as_of.isoformat(),
-                 "requests": requests, "targets_p95_ms": TARGET_P95_MS, "registry": registry,
+                 "requests": requests, "targets_p95_ms": targets, "registry": registry, "mdt": mdt,
                  "registry_seconds": round(time.perf_counter() - t0, 1), "pages": {}}
+    if note:
+        out["note"] = note
     server = Server(url)
     try:
         for user in USERS:
@@ -174,7 +206,7 @@ def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | N
                 server.wait(client)
                 r = client.post(server.base + "/auth/login", data={"username": user, "password": user + "-demo-pw"})
                 r.raise_for_status()
-                for page in PAGES:
+                for page in PAGES + ((worklist,) if user in WORKLIST_USERS else ()):
                     for _ in range(WARMUP):
                         client.get(server.base + page).raise_for_status()
                     ms = []
@@ -186,10 +218,10 @@ def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | N
                         r.raise_for_status()
                         size = len(r.content)
                     st = _stats(ms)
-                    st.update(bytes=size, target_p95_ms=TARGET_P95_MS[page], meets_target=st["p95_ms"] <= TARGET_P95_MS[page])
+                    st.update(bytes=size, target_p95_ms=targets[page], meets_target=st["p95_ms"] <= targets[page])
                     out["pages"].setdefault(page, {})[user] = st
                     log(f"{page} as {user}: p50 {st['p50_ms']} ms, p95 {st['p95_ms']} ms, p99 {st['p99_ms']} ms "
-                        f"(target p95 <= {TARGET_P95_MS[page]:.0f})")
+                        f"(target p95 <= {targets[page]:.0f})")
     finally:
         server.stop()
     out["meets_targets"] = all(st["meets_target"] for by_user in out["pages"].values() for st in by_user.values())
@@ -198,6 +230,7 @@ def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | N
         log("profiling the audit page in-process ...")
         out["audit_profile"] = _profile_audit(url)
     out["load_average_1min"] = round(os.getloadavg()[0], 2)
+    out["cpu_count"] = os.cpu_count()
     return finish(out, f"pages-{patients or 'demo'}", write)
 
 

@@ -21,7 +21,7 @@ from sqlmodel import Session, select
 from api.state import AppState
 from api.deps import Principal, get_state, log_access, patient_in_scope, require, scoped
 from api.responses import API_ERRORS, errors
-from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut, OutcomeTaskOut
+from api.schemas import CaseConferenceOut, CasePatientOut, Day, MdtOut, OutcomeIn, OutcomeOut, OutcomeTaskOut, TaskChangeOut
 from engine.app import mdt_actions
 from api.security import CLINICAL_LEAD
 from engine.calendar import is_working_day
@@ -84,7 +84,8 @@ def outcome_out(o: MdtOutcomeRow, nhs: str, tasks: list[TaskRow] = ()) -> Outcom
     return OutcomeOut(id=o.id, mdt=o.mdt, nhs_number=nhs, meeting_date=o.meeting_date, outcome=o.outcome, actions=o.actions,
                       recorded_by=o.recorded_by, recorded_at=o.recorded_at,
                       tasks=[OutcomeTaskOut(id=t.id, title=t.title, role=t.role, priority=t.priority, due=t.due, status=t.status)
-                             for t in tasks])
+                             for t in tasks],
+                      task_changes=[TaskChangeOut(**{k: c.get(k) for k in TaskChangeOut.model_fields}) for c in o.task_changes or []])
 
 
 def outcome_tasks(s: Session, outcome_ids: list[int]) -> dict[int, list[TaskRow]]:
@@ -179,12 +180,17 @@ def case_conference(request: Request, mdt: str = MDT, meeting_date: Day | None =
                                  "422": "Invalid request, or the patient is not under this MDT"}))
 def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Principal = Depends(require("mdt:write")),
                    state: AppState = Depends(get_state)):
-    """Record what the case conference decided for one patient."""
+    """Record what the case conference decided for one patient: agreed actions become new tasks
+    (`action_items`); the patient's open tasks may be reassigned to another care role or closed with a coded
+    outcome (`task_changes`), in the MDT's name by the person recording it (kept in each task's history)."""
     _check_mdt(request, state, who, mdt)
     with Session(state.engines.read) as s:  # refusals are logged outside the write transaction below
         patient_in_scope(s, state, request, who, body.nhs_number, "mdt-outcome")
     with Session(state.engines.write) as s:
         p = s.exec(select(PatientRow).where(PatientRow.nhs_number == body.nhs_number)).one()
+        if body.task_changes and s.get_bind().dialect.name == "postgresql":
+            # the lock re-evaluation and task actions take: a change and the engine never interleave
+            s.exec(select(PatientRow).where(PatientRow.id == p.id).with_for_update()).first()
         assigned = s.exec(select(TaskRow.id).where(TaskRow.patient_id == p.id, TaskRow.provider == mdt)).first()
         if p.mdt != mdt and assigned is None:
             raise HTTPException(status_code=422, detail=f"patient {p.nhs_number} is not under MDT {mdt}")
@@ -200,8 +206,17 @@ def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Princ
         s.flush()
         tasks = mdt_actions.create_tasks(s, outcome_id=row.id, patient_id=p.id, mdt=mdt, meeting_date=body.meeting_date,
                                          outcome=body.outcome, actions=actions, actor=who.username, now=now)
+        changes = [mdt_actions.TaskChange(c.task_id, c.change, c.role, c.team, c.outcome, c.note) for c in body.task_changes]
+        try:
+            row.task_changes = mdt_actions.apply_task_changes(s, patient_id=p.id, mdt=mdt, meeting_date=body.meeting_date,
+                                                              changes=changes, actor=who.username, now=now)
+        except mdt_actions.ActionError as e:
+            s.rollback()
+            raise HTTPException(status_code=422, detail=str(e)) from None
+        s.add(row)
         log_access(state, request, who, "write", "mdt-outcome", patients=[p.nhs_number], session=s,
-                   detail={"mdt": mdt, "tasks": [t.id for t in tasks]})
+                   detail={"mdt": mdt, "tasks": [t.id for t in tasks],
+                           "task_changes": [[c["task_id"], c["change"]] for c in row.task_changes]})
         s.commit()
         s.refresh(row)
         for t in tasks:

@@ -15,6 +15,7 @@ from api.schemas import (NHS_PATTERN, CarePlanOut, DataProblemOut, DiffOut, Flag
                          PlainCarePlanOut, PlainItem, PlainSection, ProtocolPlanOut, ShortText, TaskOut)
 from api.views import flag_out, name_of, patient_out, task_out
 from engine import metrics
+from engine.app import practices
 from engine.app.service import EvaluationFailed, record_failure, reevaluate
 from engine.registry.pending import open_problems, pending_seq
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow, patient_tasks_query
@@ -26,7 +27,7 @@ NOT_FOUND = errors(**{"404": "No patient with that NHS number in your scope (abs
 
 
 @router.get("", response_model=PatientPage)
-def list_patients(request: Request, practice: ShortText | None = None, mdt: ShortText | None = None,
+def list_patients(request: Request, practice: ShortText | None = Query(None, description="ODS code, or words of the practice's name, e.g. 'densham'"), mdt: ShortText | None = None,
                   locality: ShortText | None = None, page: int = Query(1, ge=1, le=100000),
                   page_size: int = Query(50, ge=1, le=500),
                   who: Principal = Depends(require("patient:read")), state: AppState = Depends(get_state),
@@ -39,8 +40,8 @@ def list_patients(request: Request, practice: ShortText | None = None, mdt: Shor
         q = q.where(or_(func.lower(PatientRow.family_name).like(like), func.lower(PatientRow.given_name).like(like)))
     if born:
         q = q.where(PatientRow.birth_date == born)
-    if practice:
-        q = q.where(PatientRow.practice == practice.upper())
+    if practice:  # an ODS code, or (part of) the practice's name
+        q = q.where(PatientRow.practice.in_(practices.codes_for(practice)))
     if mdt:
         q = q.where(PatientRow.mdt == mdt)
     if locality:

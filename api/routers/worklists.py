@@ -13,8 +13,9 @@ from api.deps import Principal, get_state, log_access, require, scoped
 from api.responses import API_ERRORS, errors
 from api.schemas import CompleteIn, DeclineIn, NoteIn, ReassignIn, ShortText, TaskDetailOut, WorklistOut
 from api.views import PRIORITY_ORDER, event_out, task_out
+from engine.app import practices
 from engine.app.service import TaskActionError, task_action, task_history
-from engine.app.task_outcomes import completion_refusal
+from engine.app.task_outcomes import CLOSING_ACTIONS, completion_refusal
 from engine.reports.csv_export import csv_text
 from engine.registry.outputs import OPEN_STATUSES, TaskRow
 from engine.registry.tables import PatientRow
@@ -30,7 +31,7 @@ class Filters:
     def __init__(self, provider: ShortText | None = Query(None, description="Assigned provider, e.g. gp-practices"),
                  team: ShortText | None = Query(None), role: ShortText | None = Query(None, description="Assigned role, e.g. gp"),
                  mdt: ShortText | None = Query(None, description="The patient's MDT (or tasks assigned to that MDT)"),
-                 practice: ShortText | None = Query(None, description="The patient's practice (ODS code)"),
+                 practice: ShortText | None = Query(None, description="The patient's practice: ODS code, or words of its name"),
                  status: list[Status] | None = Query(None, description="Default: open and accepted"),
                  priority: list[Priority] | None = Query(None),
                  overdue: bool | None = Query(None, description="Only tasks past their SLA due time (or only those not)"),
@@ -45,8 +46,8 @@ class Filters:
                            (TaskRow.protocol, self.protocol), (PatientRow.nhs_number, self.nhs_number)):
             if value:
                 q = q.where(col == value)
-        if self.practice:
-            q = q.where(PatientRow.practice == self.practice.upper())
+        if self.practice:  # an ODS code, or (part of) the practice's name
+            q = q.where(PatientRow.practice.in_(practices.codes_for(self.practice)))
         if self.mdt:
             q = q.where(or_(PatientRow.mdt == self.mdt, TaskRow.provider == self.mdt))
         if self.priority:
@@ -78,14 +79,15 @@ def worklist(request: Request, f: Filters = Depends(), page: int = Query(1, ge=1
     return WorklistOut(total=total, page=page, page_size=page_size, items=items)
 
 
-CSV_COLUMNS = ["task_id", "priority", "due", "overdue", "status", "title", "nhs_number", "patient", "practice", "mdt",
+CSV_COLUMNS = ["task_id", "priority", "due", "overdue", "status", "title", "nhs_number", "patient", "practice",
+               "practice_name", "mdt",
                "provider", "team", "role", "response", "protocol", "version", "why"]
 
 
 def worklist_csv_response(items: list) -> Response:
     """The worklist CSV for the API and the web page alike (engine.reports.csv_export: formulas neutralised)."""
     rows = ([i.id, i.priority, i.due.isoformat(sep=" ", timespec="minutes"), "yes" if i.overdue else "no", i.status,
-             i.title, i.nhs_number, i.patient_name, i.practice, i.mdt, i.provider, i.team, i.role, i.sla.response,
+             i.title, i.nhs_number, i.patient_name, i.practice, i.practice_name, i.mdt, i.provider, i.team, i.role, i.sla.response,
              i.protocol, i.version, i.why] for i in items)
     return Response(csv_text(CSV_COLUMNS, rows), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="worklist.csv"', "Cache-Control": "no-store"})
@@ -143,14 +145,14 @@ def get_task(request: Request, task_id: int = TASK_ID, who: Principal = Depends(
 def _act(request: Request, state: AppState, who: Principal, task_id: int, action: str, **kw) -> TaskDetailOut:
     with Session(state.engines.read) as s:  # refusals are logged outside the write transaction below
         t, p = _task_in_scope(s, state, request, who, task_id)
-        why = completion_refusal(t.role, who.role, who.clinical_roles) if action == "complete" else None
+        why = completion_refusal(t.role, who.role, who.clinical_roles, action) if action in CLOSING_ACTIONS else None
     if why:
         log_access(state, request, who, "denied", "task", patients=[p.nhs_number], status=403,
                    detail={"task": task_id, "action": action, "reason": why})
         raise HTTPException(status_code=403, detail=why)
     with Session(state.engines.write) as s:
         t, p = _task_in_scope(s, state, request, who, task_id, lock=True)
-        if action == "complete" and (why := completion_refusal(t.role, who.role, who.clinical_roles)):
+        if action in CLOSING_ACTIONS and (why := completion_refusal(t.role, who.role, who.clinical_roles, action)):
             raise HTTPException(status_code=409, detail=f"the task was reassigned meanwhile: {why}")
         try:
             task_action(s, task_id, action, who.username, now=state.now(), **kw)
@@ -181,10 +183,12 @@ def complete(body: CompleteIn, request: Request, task_id: int = TASK_ID,
     return _act(request, state, who, task_id, "complete", reason=body.note, outcome=body.outcome)
 
 
-@router.post("/tasks/{task_id}/decline", response_model=TaskDetailOut, responses=RESP)
+@router.post("/tasks/{task_id}/decline", response_model=TaskDetailOut,
+             responses={**RESP, **errors(**{"403": "Only the task's role, a care coordinator or a clinical lead may decline it"})})
 def decline(body: DeclineIn, request: Request, task_id: int = TASK_ID, who: Principal = Depends(require("task:act")),
             state: AppState = Depends(get_state)):
-    """Decline with a reason (required); the task is not raised again while the same need continues."""
+    """Decline with a reason (required); the task is not raised again while the same need continues. The same
+    people who may complete it may decline it; anyone else gets 403 and asks for it to be reassigned."""
     return _act(request, state, who, task_id, "decline", reason=body.reason)
 
 

@@ -12,9 +12,10 @@ import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from sqlalchemy import func
 from sqlmodel import Session, select
 
-from api.deps import Principal
+from api.deps import Principal, scoped
 from api.routers import patients as papi
 from api.schemas import NHS_PATTERN
 from api.views import event_out, task_out, task_owners
@@ -55,7 +56,14 @@ def patients_page(request: Request, practice: Short = None, mdt: Short = None,
         return redirect(request, f"{PREFIX}/patients/{out.items[0].nhs_number}")
     pages = max(1, -(-out.total // out.page_size))
     return render(request, "patients.html", who, page_title="Patients", out=out, pages=pages, practice=practice or "",
-                  mdt=mdt or "", name=name or "", born=born or "")
+                  mdt=mdt or "", name=name or "", born=born or "", practice_options=_practice_options(state, who))
+
+
+def _practice_options(state, who: Principal) -> list[tuple[str, str, int]]:
+    """The practices of the patients in the user's scope, by name: (code, "Name (code)", patients)."""
+    with Session(state.engines.read) as s:
+        counts = dict(s.exec(scoped(select(PatientRow.practice, func.count()).group_by(PatientRow.practice), who)).all())
+    return [(code, label, counts[code]) for code, label in practices.by_name(counts)]
 
 
 def _tasks(s: Session, patient_id: int, now):

@@ -18,9 +18,11 @@ from api.routers import mdt as mapi
 from api.schemas import OutcomeIn
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
 from api.web.summary import SETTING_NAMES, summarise
-from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES
+from api.views import PRIORITY_ORDER
+from engine.app.mdt_actions import ACTION_ROLES, ACTION_TYPES, MAX_CHANGES
+from engine.app.task_outcomes import OUTCOMES
 from engine.registry.ingest import load_record
-from engine.registry.outputs import PatientEvaluationRow
+from engine.registry.outputs import OPEN_STATUSES, PatientEvaluationRow, TaskRow
 from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix=PREFIX, route_class=PageRoute, include_in_schema=False)
@@ -61,7 +63,7 @@ def case_conference_page(request: Request, mdt: Mdt, meeting_date: dt.date | Non
     if meeting_date is not None and not dt.date(1900, 1, 1) <= meeting_date <= dt.date(2200, 12, 31):
         raise HTTPException(status_code=422, detail="meeting date out of range")
     conf = mapi.case_conference(request, mdt, meeting_date, who, state)  # membership + scope + access log
-    summaries, plans = {}, {}
+    summaries, plans, open_tasks = {}, {}, {}
     with Session(state.engines.read) as s:
         for c in conf.patients:
             rec = load_record(s, c.nhs_number)
@@ -70,12 +72,20 @@ def case_conference_page(request: Request, mdt: Mdt, meeting_date: dt.date | Non
             pid = s.exec(select(PatientRow.id).where(PatientRow.nhs_number == c.nhs_number)).one()
             plans[c.nhs_number] = _plan_at_a_glance(list(s.exec(select(PatientEvaluationRow).where(
                 PatientEvaluationRow.patient_id == pid).order_by(PatientEvaluationRow.protocol))))
+            open_tasks[c.nhs_number] = _ordered_tasks(s.exec(select(TaskRow).where(
+                TaskRow.patient_id == pid, TaskRow.status.in_(OPEN_STATUSES))).all())[:MAX_CHANGES]
     if conf.patients:
         log_access(state, request, who, "read", "patient-summary", patients=[c.nhs_number for c in conf.patients],
                    detail={"mdt": mdt, "via": "web case conference"})
     return render(request, "case_conference.html", who, page_title=f"Case conference: {mdt}", conf=conf,
                   summaries=summaries, plans=plans, settings=SETTING_NAMES, action_types=ACTION_TYPES,
-                  action_roles=ACTION_ROLES)
+                  action_roles=ACTION_ROLES, open_tasks=open_tasks, close_outcomes=OUTCOMES)
+
+
+def _ordered_tasks(rows) -> list:
+    """A patient's open tasks as the MDT reads them: most urgent, then earliest due, first."""
+    rank = {p: i for i, p in enumerate(PRIORITY_ORDER)}
+    return sorted(rows, key=lambda t: (rank.get(t.priority, len(rank)), t.due, t.id))
 
 
 @router.post("/mdt/{mdt}/outcomes")
@@ -84,8 +94,12 @@ def record_outcome_form(request: Request, mdt: Mdt, nhs_number: str = Form(...),
                         action_type: list[str] = Form([]), action_role: list[str] = Form([]),
                         action_due: list[str] = Form([]), action_priority: list[str] = Form([]),
                         action_detail: list[str] = Form([]),
+                        change_task: list[str] = Form([]), change_kind: list[str] = Form([]),
+                        change_role: list[str] = Form([]), change_outcome: list[str] = Form([]),
+                        change_note: list[str] = Form([]),
                         csrf_token_: str = Form("", alias="csrf_token"), who: Principal = Depends(page_user)):
-    """Record the outcome; each filled action row (type, role, due date) becomes a task on the worklist."""
+    """Record the outcome; each filled action row (type, role, due date) becomes a task on the worklist, each
+    existing task marked "reassign" or "close" is changed in the MDT's name."""
     check_csrf(request, csrf_token_)
     need(request, who, "mdt:write")
     state = state_of(request)
@@ -94,11 +108,16 @@ def record_outcome_form(request: Request, mdt: Mdt, nhs_number: str = Form(...),
     rows = _action_rows(action_type, action_role, action_due, action_priority, action_detail)
     if isinstance(rows, str):
         return redirect(request, here, flash=f"The outcome was not recorded: {rows}")
+    changes = _change_rows(change_task, change_kind, change_role, change_outcome, change_note)
+    if isinstance(changes, str):
+        return redirect(request, here, flash=f"The outcome was not recorded: {changes}")
     try:
         body = OutcomeIn(nhs_number=nhs_number, meeting_date=meeting_date, outcome=outcome.strip(),
-                         actions=actions.strip() or None, action_items=rows)
+                         actions=actions.strip() or None, action_items=rows, task_changes=changes)
     except ValidationError as e:
-        problem = ("write what the MDT decided" if any(err["loc"][:1] == ("outcome",) for err in e.errors())
+        locs = [err["loc"][:1] for err in e.errors()]
+        problem = ("write what the MDT decided" if ("outcome",) in locs
+                   else "check each changed task's new role or outcome" if ("task_changes",) in locs
                    else "check each action's type, role and due date")
         return redirect(request, here, flash=f"The outcome was not recorded: {problem}.")
     try:
@@ -108,6 +127,9 @@ def record_outcome_form(request: Request, mdt: Mdt, nhs_number: str = Form(...),
             raise
         return redirect(request, here, flash=f"The outcome was not recorded: {e.detail}.")
     made = f" {len(out.tasks)} task{'' if len(out.tasks) == 1 else 's'} added to the worklist." if out.tasks else ""
+    for kind, words in (("reassign", "reassigned"), ("close", "closed")):
+        n = sum(c.change == kind for c in out.task_changes)
+        made += f" {n} task{'' if n == 1 else 's'} {words}." if n else ""
     return redirect(request, f"{back}#p-{out.nhs_number}", flash=f"Outcome recorded for {out.nhs_number}.{made}")
 
 
@@ -125,6 +147,27 @@ def _action_rows(types, roles, dues, priorities, details) -> list[dict] | str:
         rows.append({"type": kind, "role": role, "due": due,
                      "priority": (priorities[i] if i < len(priorities) else "") or "routine",
                      "detail": ((details[i] if i < len(details) else "").replace("\x00", "").strip() or None)})
+    return rows
+
+
+def _change_rows(tasks, kinds, roles, outcomes, notes) -> list[dict] | str:
+    """The existing tasks marked to reassign or close (a row left at "no change" is skipped), or what is
+    missing, in words."""
+    rows = []
+    for i, task in enumerate(tasks[:MAX_CHANGES]):
+        kind = (kinds[i] if i < len(kinds) else "").strip()
+        if not kind:
+            continue
+        if not task.isdigit():
+            return "a changed task is not one of the listed tasks."
+        role, code = (roles[i] if i < len(roles) else ""), (outcomes[i] if i < len(outcomes) else "")
+        note = (notes[i] if i < len(notes) else "").replace("\x00", "").strip() or None
+        if kind == "reassign" and not role:
+            return f"changed task {i + 1}: choose the role it goes to."
+        if kind == "close" and not code:
+            return f"changed task {i + 1}: choose the outcome it is closed with."
+        rows.append({"task_id": int(task), "change": kind, "role": role or None if kind == "reassign" else None,
+                     "outcome": code or None if kind == "close" else None, "note": note})
     return rows
 
 

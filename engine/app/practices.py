@@ -114,3 +114,22 @@ def practice_name(code: str | None) -> str:
         return code
     p = practice(code)
     return p.name if p else f"Practice {code}"
+
+
+def codes_for(text: str) -> list[str]:
+    """The practice codes a person means by `text` (a filter or search box): an ODS code as it is (any case),
+    otherwise every practice in the table whose name contains the words, in any case and order
+    ("densham" -> A81001). Sorted; empty when nothing matches."""
+    text = " ".join(text.split())
+    if ODS_PRACTICE.fullmatch(text.upper()):
+        return [text.upper()]
+    words = text.lower().split()
+    if not words:
+        return []
+    return sorted(code for code, p in table().items() if all(w in p.name.lower() for w in words))
+
+
+def by_name(codes) -> list[tuple[str, str]]:
+    """(code, "Name (code)") for a dropdown, ordered by name as people look for a practice."""
+    labels = [(c, practice_label(c)) for c in {c for c in codes if c}]
+    return sorted(labels, key=lambda cl: (practice_name(cl[0]).lower(), cl[0]))

@@ -1,9 +1,9 @@
-"""Completing a task: who may, and the coded outcome they record (issue 16 item 2).
+"""Completing or declining a task: who may, and the coded outcome they record (issue 16 item 2).
 
 A task is assigned to a care role by the role agreements (gp, practice-nurse, podiatrist, ...). Only a
 person who works in that role may complete it; a clinical lead or a care coordinator may complete any
 task (the coordinator closes the loop for the MDT). Everyone else is told why not and asks for the task
-to be reassigned (or declines it as "not for our team"). Tasks for the MDT itself (role "mdt") may be
+to be reassigned (declining is closing too, so it follows the same rule). Tasks for the MDT itself (role "mdt") may be
 completed by an MDT member.
 
 Completing needs an outcome from a fixed list; "not done" needs the reason in words. The outcome, who
@@ -34,15 +34,21 @@ def role_words(role: str) -> str:
     return role.replace("-", " ")
 
 
-def completion_refusal(task_role: str, user_role: str, clinical_roles: Iterable[str] | None) -> str | None:
-    """Why this person may not complete a task assigned to `task_role`, in words; None when they may."""
+CLOSING_ACTIONS = ("complete", "decline")  # both close a task for its role: the same people may do either
+
+
+def completion_refusal(task_role: str, user_role: str, clinical_roles: Iterable[str] | None,
+                       action: str = "complete") -> str | None:
+    """Why this person may not complete (or decline: `action`) a task assigned to `task_role`, in words;
+    None when they may. Declining follows the same rule as completing: a task is closed, either way, only
+    by its role, a care coordinator or a clinical lead; anyone else asks for it to be reassigned."""
     mine = set(clinical_roles or ())
     if user_role in LEAD_ROLES or mine & COORDINATOR_ROLES or task_role in mine:
         return None
     if task_role == MDT_ROLE and user_role == MDT_MEMBER:
         return None
     yours = ", ".join(role_words(r) for r in sorted(mine)) or "no care role recorded"
-    return (f"only a {role_words(task_role)}, a care coordinator or a clinical lead can complete this task "
+    return (f"only a {role_words(task_role)}, a care coordinator or a clinical lead can {action} this task "
             f"(your roles: {yours}); ask for it to be reassigned")
 
 

@@ -112,6 +112,8 @@ class MdtOutcomeRow(SQLModel, table=True):
     meeting_date: dt.date
     outcome: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     actions: str | None = Field(default=None, sa_column=sa.Column(sa.Text))
+    # existing tasks the outcome reassigned or closed (engine.app.mdt_actions.apply_task_changes)
+    task_changes: Any = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False, server_default="[]"))
     recorded_by: str = Field(sa_column=sa.Column(sa.String(100), nullable=False))
     recorded_at: dt.datetime = _when(default_factory=utcnow)
 

@@ -201,3 +201,51 @@ def test_structured_outcome_actions_become_tasks(seeded_api):
     # they are completed like any task: by their role, a coordinator or a lead
     r = api.post(f"/tasks/{tasks[0]['id']}/complete", user="clinical.lead", json={"outcome": "done"})
     assert r.status_code == 200 and r.json()["closed_by"] == "clinical.lead"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # nothing database-specific: SQLite only
+def test_outcome_reassigns_and_closes_existing_tasks(seeded_api):
+    """Issue 16 item 6: a case-conference outcome can reassign one of the patient's open tasks to another
+    care role or close it with a coded outcome; who, when and the meeting are kept on the task and shown
+    in the closed view; a bad change records nothing."""
+    api = seeded_api
+    meeting = next_meeting_day(api.clock().date())
+    open_tasks = api.get("/worklist", user="mdt.other", params={"nhs_number": FRANK, "page_size": 500}).json()["items"]
+    move = next(t for t in open_tasks if t["role"] != "podiatrist")
+    close = next(t for t in open_tasks if t["id"] != move["id"])
+    other_patient = api.get("/worklist", params={"nhs_number": AMINA}).json()["items"][0]
+    body = {"nhs_number": FRANK, "meeting_date": meeting.isoformat(), "outcome": "Podiatry to lead; eye check not wanted",
+            "task_changes": [{"task_id": move["id"], "change": "reassign", "role": "podiatrist", "team": "Community podiatry"},
+                             {"task_id": close["id"], "change": "close", "outcome": "not-appropriate",
+                              "note": "palliative, agreed with family"}]}
+    for bad in ({"task_id": other_patient["id"]},           # not this patient's task
+                {"outcome": None}, {"outcome": "not-done", "note": " "},  # close needs an outcome; not done, the words
+                {"change": "reassign", "role": None}):      # to whom?
+        wrong = {**body, "task_changes": [body["task_changes"][0], {**body["task_changes"][1], **bad}]}
+        r = api.post("/mdts/central-2/outcomes", user="mdt.other", json=wrong)
+        assert r.status_code == 422, (bad, r.text)
+    assert api.get("/mdts/central-2/outcomes", user="mdt.other").json() == []  # nothing recorded
+    assert api.get(f"/tasks/{move['id']}").json()["role"] == move["role"]       # nothing changed
+    r = api.post("/mdts/central-2/outcomes", user="mdt.other", json=body)
+    assert r.status_code == 201, r.text
+    when = f"agreed at the central-2 MDT case conference on {meeting.day} {meeting:%B %Y}"
+    changes = r.json()["task_changes"]
+    assert [(c["task_id"], c["change"]) for c in changes] == [(move["id"], "reassign"), (close["id"], "close")]
+    moved = api.get(f"/tasks/{move['id']}").json()
+    assert (moved["role"], moved["team"], moved["status"], moved["due"]) == ("podiatrist", "Community podiatry", move["status"], move["due"])
+    assert moved["history"][-1]["action"] == "reassigned" and moved["history"][-1]["actor"] == "mdt.other"
+    assert moved["history"][-1]["note"].endswith(f"to Community podiatry / podiatrist: A{when[1:]}")
+    closed = api.get(f"/tasks/{close['id']}").json()
+    assert (closed["status"], closed["outcome"], closed["closed_by"]) == ("completed", "not-appropriate", "mdt.other")
+    assert closed["closed_reason"] == f"Not clinically appropriate: palliative, agreed with family ({when})"
+    assert closed["closed_at"] and closed["history"][-1]["at"] == closed["closed_at"]
+    # the worklist's closed view shows who closed it and why; the outcomes list keeps the changes
+    done = {t["id"]: t for t in api.get("/worklist", user="mdt.other", params={"status": ["completed"]}).json()["items"]}
+    assert done[close["id"]]["closed_by"] == "mdt.other" and when in done[close["id"]]["closed_reason"]
+    assert [c["task_id"] for c in api.get("/mdts/central-2/outcomes", user="mdt.other").json()[0]["task_changes"]] == \
+        [move["id"], close["id"]]
+    # a closed task cannot be changed again; re-evaluation leaves it closed while the need continues
+    again = {**body, "task_changes": [body["task_changes"][1]]}
+    assert "already completed" in api.post("/mdts/central-2/outcomes", user="mdt.other", json=again).json()["detail"]
+    assert api.post(f"/patients/{FRANK}/reevaluate").status_code == 200
+    assert api.get(f"/tasks/{close['id']}").json()["status"] == "completed"

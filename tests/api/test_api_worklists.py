@@ -163,7 +163,11 @@ def test_only_the_assigned_role_a_coordinator_or_a_lead_may_complete(seeded_api)
     assert api.get(f"/tasks/{gp_task['id']}").json()["status"] == "open"
     log = api.get("/access-log", user="admin", params={"username": "practice.staff", "action": "denied"}).json()["items"]
     assert log[0]["resource"] == "task" and log[0]["status"] == 403 and log[0]["detail"]["task"] == gp_task["id"]
-    # they may still accept it or ask for reassignment (decline as not for our team)
+    # declining closes the task too: the same rule (issue 16: declining was open to any clinical role)
+    r = api.post(f"/tasks/{gp_task['id']}/decline", user="practice.staff", json={"reason": "not for our team"})
+    assert r.status_code == 403 and "can decline this task" in r.json()["detail"] and "reassigned" in r.json()["detail"]
+    assert api.get(f"/tasks/{gp_task['id']}").json()["status"] == "open"
+    # they may still accept it, or ask for it to be reassigned
     assert api.post(f"/tasks/{gp_task['id']}/accept", user="practice.staff").status_code == 200
     # a user with no care role recorded may complete nothing
     frank = next(t for t in items(api, nhs_number=FRANK))

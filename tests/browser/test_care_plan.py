@@ -92,6 +92,15 @@ def test_find_a_patient_by_name_and_date_of_birth(pages):
     page.goto("/app/patients?name=zzz-nobody")
     expect(page.get_by_role("table")).to_contain_text("No patients.")
     shot(page, "patients-search-none")
+    # the practice filter is a list of the practices by name (not a box for an ODS code)
+    page.goto("/app/patients")
+    expect(page.locator("#practice option[value=A81002]")).to_have_text(re.compile(r"^Queens Park Medical Centre \(A81002\) \(\d+\)$"))
+    page.get_by_label("Practice").select_option("A81002")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_label("Practice")).to_have_value("A81002")
+    expect(page.get_by_role("table")).to_contain_text("Queens Park Medical Centre (A81002)")
+    expect(page.get_by_role("table")).not_to_contain_text("Begum")
+    shot(page, "patients-practice-filter")
     # outside the user's scope nothing is found, as if absent
     other = pages.login("mdt.other")  # central-2: Amina is in central-1
     other.goto("/app/patients?name=amina")

@@ -86,6 +86,48 @@ def test_case_conference_for_its_mdt(pages, server):
     assert "was not recorded" in r.text()
 
 
+def test_outcome_reassigns_and_closes_existing_tasks(pages):
+    """Issue 16 item 6: at the meeting, an open task is reassigned to another role and another closed with a
+    coded outcome and the reason; the closed view of the worklist shows who closed it, when and why."""
+    page = pages.login("mdt.other")  # central-2
+    page.goto("/app/mdt/central-2")
+    frank = page.locator(f"#p-{FRANK}")
+    rows = frank.locator("fieldset.mdt-task-changes tr.change-row")
+    expect(rows.first).to_be_visible()
+    move, close = rows.filter(has_text="Refer to multidisciplinary foot care"), rows.filter(has_text="Diabetic eye screening")
+    move_id, close_id = move.get_attribute("data-task"), close.get_attribute("data-task")
+    frank.get_by_label("What the MDT decided").fill("Matron to lead foot care; retinal screening not wanted")
+    move.get_by_label(re.compile(": change$")).select_option("reassign")
+    move.get_by_label(re.compile(": to role$")).select_option("community-matron")
+    close.get_by_label(re.compile(": change$")).select_option("close")
+    close.get_by_label(re.compile(": outcome$")).select_option("declined-by-patient")
+    close.get_by_label(re.compile(": reason or note$")).fill("does not want it, capacity confirmed")
+    shot(page, "case-conference-task-changes-form")
+    frank.get_by_role("button", name=re.compile("^Record outcome")).click()
+    expect(page.get_by_role("status")).to_have_text(f"Outcome recorded for {FRANK}. 1 task reassigned. 1 task closed.")
+    frank = page.locator(f"#p-{FRANK}")
+    expect(frank.locator(f"#mdt-change-{move_id}")).to_contain_text(re.compile("^Reassigned: .* to community-matron"))
+    expect(frank.locator(f"#mdt-change-{close_id}")).to_contain_text("Closed: ")
+    expect(frank.locator(f"#mdt-change-{close_id}")).to_contain_text(
+        "Declined by the patient: does not want it, capacity confirmed (agreed at the central-2 MDT case conference on")
+    expect(frank.locator(f"tr.change-row[data-task='{close_id}']")).to_have_count(0)  # closed: no longer offered
+    shot(page, "case-conference-task-changes")
+    # the worklist: the closed view says who closed it and why; the reassigned task is with its new role
+    page.goto("/app/worklist?status=completed")
+    row = page.locator(f"#task-{close_id}")
+    expect(row.locator(".owner")).to_contain_text("by mdt.other")
+    expect(row.locator(".closed-reason")).to_contain_text("Declined by the patient: does not want it, capacity confirmed")
+    shot(page, "worklist-closed-by-mdt")
+    page.goto("/app/worklist?role=community-matron")
+    expect(page.locator(f"#task-{move_id} .responsible")).to_contain_text(re.compile("community matron", re.I))
+    # a close without its outcome: nothing is recorded, and the page says why
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    r = page.request.post("/app/mdt/central-2/outcomes", form={"csrf_token": token, "nhs_number": FRANK,
+                                                               "meeting_date": "2026-01-05", "outcome": "More",
+                                                               "change_task": move_id, "change_kind": "close"})
+    assert "choose the outcome it is closed with" in r.text()
+
+
 def test_admissions_from_hospital_records(pages):
     page = pages.login("mdt.member")  # central-1
     page.goto("/app/mdt/central-1")

@@ -279,9 +279,10 @@ def test_completion_only_by_the_tasks_role_with_a_coded_outcome(pages):
     page.goto(f"/app/worklist?role=gp")
     gp_row = page.locator(f"#patient-{AMINA} tr.task-row").first
     expect(gp_row.locator(".cannot-complete")).to_contain_text(
-        "Cannot complete: only a gp, a care coordinator or a clinical lead can complete this task")
+        "Cannot complete or decline: only a gp, a care coordinator or a clinical lead can complete or decline this task")
     expect(gp_row.locator(".cannot-complete")).to_contain_text("ask for it to be reassigned")
     expect(gp_row.locator("summary", has_text="Complete")).to_have_count(0)
+    expect(gp_row.locator("summary", has_text="Decline")).to_have_count(0)  # declining closes it too: same rule
     expect(gp_row.get_by_role("button", name=re.compile("^Accept"))).to_be_visible()  # they may still take it on
     shot(page, "worklist-cannot-complete")
     # the server refuses it too (a form posted anyway)
@@ -292,6 +293,12 @@ def test_completion_only_by_the_tasks_role_with_a_coded_outcome(pages):
     assert r.status == 303
     page.goto("/app/worklist?role=gp")
     expect(page.get_by_role("status")).to_contain_text("only a gp")
+    expect(page.locator(f"#task-{gp_id}")).to_be_visible()
+    r = page.request.post(f"/app/tasks/{gp_id}/decline", form={"csrf_token": token, "code": "not-our-team",
+                                                                "next": "/app/worklist"}, max_redirects=0)
+    assert r.status == 303
+    page.goto("/app/worklist?role=gp")
+    expect(page.get_by_role("status")).to_contain_text("can decline this task")
     expect(page.locator(f"#task-{gp_id}")).to_be_visible()
     # their own task: 'Not done' without words is refused, with words it is recorded, who and when shown
     page.goto("/app/worklist")

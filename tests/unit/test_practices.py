@@ -67,3 +67,16 @@ def test_a_bad_table_is_refused_with_its_line(tmp_path, text, problem):
     f.write_text(text)
     with pytest.raises(ValueError, match=problem):
         load(f)
+
+
+def test_a_practice_is_found_by_code_or_by_words_of_its_name():
+    assert practices.codes_for("a81001") == ["A81001"]           # a code, any case
+    assert practices.codes_for("densham") == ["A81001"]          # a word of the name
+    assert practices.codes_for("  park   QUEENS ") == ["A81002"]  # words in any order and case
+    assert practices.codes_for("no such surgery") == [] and practices.codes_for("   ") == []
+
+
+def test_practices_for_a_dropdown_are_ordered_by_name():
+    assert practices.by_name(["A81001", "A81002", None, "A81001"]) == [
+        ("A81002", "Queens Park Medical Centre (A81002)"), ("A81001", "The Densham Surgery (A81001)")]
+    assert practices.by_name(["Z99999"]) == [("Z99999", "Practice Z99999")]  # unknown: the code, never a name
