@@ -74,9 +74,13 @@ class Api:
         return self.client.app.state.carepath
 
     def token(self, username: str) -> str:
-        # One login per user and clock setting: a test that moves the service's clock days on would
-        # otherwise find its sessions ended by the idle timeout (as they should be).
+        # One login per user until the service's clock is moved: a session used across a move may have been
+        # ended by the idle timeout (as it should be) — and a login at the moved time ends the others that have
+        # been idle too long then, so after a test moves the clock and back, every user logs in again.
         key = (username, self.clock.offset)
+        if self._tokens.get("__offset__") != self.clock.offset:
+            self._tokens.clear()
+            self._tokens["__offset__"] = self.clock.offset
         if key not in self._tokens:
             self._tokens[key] = self.login(username)
         return self._tokens[key]
