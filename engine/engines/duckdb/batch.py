@@ -152,11 +152,32 @@ def results_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt
     return out
 
 
+def _episode_fired(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None, tables, shared,
+                   out: dict) -> list:
+    """The conditions of every episode (keys `#k`) from one query over (patient, episode) rows
+    (engine/engines/duckdb/episodes.py) added to `out` (nhs_number -> (fired keys, ...)); returns the condition
+    groups left to run (all of them when the protocol has no episode steps compiled that way)."""
+    from engine.engines.duckdb import episodes
+
+    groups = condition_groups(protocol)
+    got = episodes.episode_table(con, protocol, as_of, period_start, tables or default_tables(), shared)
+    if got is None:
+        return groups
+    table, keys, drop = got
+    for row in con.execute(f"SELECT nhs_number, {', '.join(ident(k) for k in keys)} FROM {table}").fetchall():
+        out.setdefault(row[0], (set(), {}))[0].update(k for k, v in zip(keys, row[1:]) if v)
+    for t in drop:
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return [g for g in groups if not any("#" in k for k in g)]
+
+
 def fired_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
                      tables: dict[str, str] | None = None, shared=None) -> dict[str, set[str]]:
     """nhs_number -> keys of the conditions that held (as evaluator.fired_conditions returns them)."""
-    out: dict[str, set[str]] = {}
-    for group in condition_groups(protocol):
+    pairs: dict[str, tuple[set[str], dict]] = {}
+    groups = _episode_fired(con, protocol, as_of, period_start, tables, shared, pairs)
+    out: dict[str, set[str]] = {k: v[0] for k, v in pairs.items()}
+    for group in groups:
         compiled = prepare(con, protocol, as_of, period_start, tables, group, shared)
         keys = compiled.conditions
         cols = ", ".join(ident(k) for k in keys)
@@ -170,7 +191,7 @@ def evaluated_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: 
     """nhs_number -> (keys of the conditions that held, the measure values `measure:<id>:value` as the SQL
     computed them; None where missing)."""
     out: dict[str, tuple[set[str], dict[str, float | None]]] = {}
-    for group in condition_groups(protocol):
+    for group in _episode_fired(con, protocol, as_of, period_start, tables, None, out):
         compiled = prepare(con, protocol, as_of, period_start, tables, group)
         keys, vcols = compiled.conditions, compiled.value_columns()
         cols = ", ".join(ident(k) for k in keys + vcols)
