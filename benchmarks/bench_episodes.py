@@ -33,7 +33,7 @@ def _rows(con, files: dict) -> dict:
 
 def run(patients: int = 20000, seed: int = 1, protocol_id: str = "ecqm-cms22-bp-screening", rounds: int = 2,
         threads: int = 1, data_dir: Path | None = None, write: bool = True, log=lambda m: None) -> dict:
-    from engine.engines.duckdb import batch, episodes, run as prun
+    from engine.engines.duckdb import batch, run as prun
     from engine.engines.duckdb.columnar import has_population
     from engine.language.library import load_library
     from engine.synthetic.generate import write_population
@@ -56,7 +56,7 @@ def run(patients: int = 20000, seed: int = 1, protocol_id: str = "ecqm-cms22-bp-
     out: dict = {"benchmark": "episodes", "protocol": proto.key, "patients": n, "seed": seed, "as_of": AS_OF.isoformat(),
                  "threads": threads, "rounds": rounds, "shared_matching_seconds": round(time.perf_counter() - t0, 3),
                  "command": f"carepath bench episodes --patients {patients} --rounds {rounds} --protocol {protocol_id}"}
-    real_table = episodes.episode_table
+    real_table = batch.episode_table
     ways = {"per_episode": lambda *a, **k: None, "episode_rows": real_table}
     times: dict = {w: {"cpu": [], "wall": []} for w in ways}
     outputs: dict = {}
@@ -64,7 +64,7 @@ def run(patients: int = 20000, seed: int = 1, protocol_id: str = "ecqm-cms22-bp-
         with tempfile.TemporaryDirectory(prefix="carepath-bench-ep-") as tmp:
             for r in range(rounds):
                 for way, fn in ways.items():
-                    episodes.episode_table = fn
+                    batch.episode_table = fn
                     w0, c0 = time.perf_counter(), time.process_time()
                     part = prun._evaluate_chunk(con, "bench", proto, 0, AS_OF, None, Path(tmp) / f"{way}-{r}", shared)
                     times[way]["wall"].append(round(time.perf_counter() - w0, 2))
@@ -74,7 +74,7 @@ def run(patients: int = 20000, seed: int = 1, protocol_id: str = "ecqm-cms22-bp-
                         raise AssertionError(f"round {r}: {way} differs from the other way: {got} vs {outputs[r]}")
                     log(f"round {r + 1} {way}: cpu {times[way]['cpu'][-1]} s, wall {times[way]['wall'][-1]} s")
     finally:
-        episodes.episode_table = real_table
+        batch.episode_table = real_table
         con.close()
     for way, t in times.items():
         out[way] = {"cpu_seconds": t["cpu"], "wall_seconds": t["wall"], "cpu_best": min(t["cpu"]), "wall_best": min(t["wall"])}

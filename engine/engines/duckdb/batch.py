@@ -14,6 +14,9 @@ import hashlib
 from typing import Any
 
 from engine.engines.derive import Context
+from engine.engines.sql import episodes
+from engine.engines.sql.compiler import matches_sql
+from engine.engines.sql.records import TABLES
 from engine.engines.sql.compiler import (  # noqa: F401  (re-exported: the names this module has always offered)
     DUCKDB, ORDINAL_EPOCH, ROW_COLS, S_COLS, Compiled, Compiler, Dialect, _Joins, _attr_match, _cond_sql,
     _func_sql, _interval, _sub_lowered, _text_match, age_sql, compile_protocol, condition_groups,
@@ -152,15 +155,45 @@ def results_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt
     return out
 
 
+def episode_table(con, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
+                  tables: dict[str, str], shared=None) -> tuple[str, list[str], set[str]] | None:
+    """Evaluate every `#k` condition of `proto` (its measures counted per episode) into a temporary table
+    (pid, nhs_number, one boolean column per `#k` key, as the per-episode queries give them). Returns
+    (its name, the keys, the temporary tables to drop after), or None when the protocol has no episode steps
+    compiled this way (engine.engines.sql.episodes.plan)."""
+    p = episodes.plan(proto)
+    if p is None:
+        return None
+    ctx = Context.as_of(as_of, proto.period, period_start)
+    tag = "ep_" + hashlib.sha1(proto.ruleset_name.encode()).hexdigest()[:12]
+    slots, out = ident(f"{tag}_slots"), ident(f"{tag}_rows")
+    counted = prepare(con, proto, as_of, period_start, tables, keys=[], shared=shared, values=p.count_values())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {slots} AS {episodes.slots_sql(p, counted.sql)}")
+    copied = {t: ident(f"{tag}_{t}") for t in TABLES}
+    extra = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1)").fetchone()[0]
+    compiled = compile_protocol(proto, ctx, copied, extra_codes=bool(extra), keys=p.keys, episode_sets=frozenset(p.sets))
+    if shared is not None:
+        real = shared.protocol_sql
+    else:  # the protocol's own pass over the chunk's facts (the codes table is made first by _ensure_tables)
+        def real(protocol, names):
+            return matches_sql(protocol.valuesets, names, compiled.vs_table, tables, ctx.reference_date, DUCKDB,
+                               bool(extra))
+    _ensure_tables(con, proto, compiled, copied, episodes.CopiedMatches(real, slots))
+    for t in TABLES:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {copied[t]} AS "
+                    f"{episodes.table_sql(t, tables[t], slots, compiled.vsm_table)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {episodes.per_patient_sql(p, compiled.sql, slots)}")
+    keys = [k for ks in p.out.values() for k in ks]
+    return out, keys, {slots, compiled.vsm_table, out, *copied.values()}
+
+
 def _episode_fired(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None, tables, shared,
                    out: dict) -> list:
     """The conditions of every episode (keys `#k`) from one query over (patient, episode) rows
-    (engine/engines/duckdb/episodes.py) added to `out` (nhs_number -> (fired keys, ...)); returns the condition
+    (episode_table) added to `out` (nhs_number -> (fired keys, ...)); returns the condition
     groups left to run (all of them when the protocol has no episode steps compiled that way)."""
-    from engine.engines.duckdb import episodes
-
     groups = condition_groups(protocol)
-    got = episodes.episode_table(con, protocol, as_of, period_start, tables or default_tables(), shared)
+    got = episode_table(con, protocol, as_of, period_start, tables or default_tables(), shared)
     if got is None:
         return groups
     table, keys, drop = got

@@ -45,7 +45,7 @@ import os
 import time
 from pathlib import Path
 
-from engine.engines.duckdb import batch, episodes
+from engine.engines.duckdb import batch
 from engine.engines.derive import Context
 from engine.engines.duckdb.columnar import TABLES, has_population, load_parquet
 from engine.engines.sql import measures
@@ -183,7 +183,7 @@ def _fired_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date |
     keys; the temporary tables to drop after; measure:<id>:value -> (its column, its presence column or None)).
     One query for most protocols; a protocol with a measure counted per episode is compiled in
     groups (batch.condition_groups): the steps of every episode in one query over (patient, episode) rows
-    (engine/engines/duckdb/episodes.py), the rest another, each group's columns kept in a temporary table and
+    (batch.episode_table), the rest another, each group's columns kept in a temporary table and
     joined on pid."""
     groups = batch.condition_groups(proto)
     if groups == [None]:
@@ -192,8 +192,8 @@ def _fired_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date |
     order = [k for g in groups for k in g]  # the keys in the order the groups give them, whatever computes them
     values: dict[str, tuple[str, str | None]] = {}
     names, drop = [], set()
-    # every episode's steps in one query over (patient, episode) rows (engine/engines/duckdb/episodes.py)
-    per_episode = episodes.episode_table(con, proto, as_of, period_start, tables, shared)
+    # every episode's steps in one query over (patient, episode) rows (batch.episode_table)
+    per_episode = batch.episode_table(con, proto, as_of, period_start, tables, shared)
     if per_episode is not None:
         table, ep_keys, ep_drop = per_episode
         groups = [g for g in groups if not any("#" in k for k in g)]

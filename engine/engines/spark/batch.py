@@ -51,13 +51,14 @@ def _ensure_tables(spark, protocol: Protocol, compiled: Compiled, shared=None) -
 
 
 def prepare(spark, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-            tables: dict[str, str] | None = None, keys: list[str] | None = None, shared=None) -> Compiled:
+            tables: dict[str, str] | None = None, keys: list[str] | None = None, shared=None,
+            values: dict | None = None) -> Compiled:
     """Compile a protocol and make the tables its SQL reads. `shared`: the chunk's one matching pass for many
     protocols (create_shared), copied from instead of matching the facts again."""
     tables = tables or VIEWS
     ctx = Context.as_of(as_of, protocol.period, period_start)
     extra = spark.sql(f"SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1").count() > 0
-    compiled = compile_protocol(protocol, ctx, tables, extra_codes=extra, keys=keys, dialect=SPARK)
+    compiled = compile_protocol(protocol, ctx, tables, extra_codes=extra, keys=keys, dialect=SPARK, values=values)
     _ensure_tables(spark, protocol, compiled, shared)
     return compiled
 

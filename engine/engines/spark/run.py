@@ -26,7 +26,7 @@ import shutil
 import time
 from pathlib import Path
 
-from engine.engines.spark import batch
+from engine.engines.spark import batch, episodes
 from engine.engines.spark.session import get_session
 from engine.engines.spark.tables import load_parquet
 from engine.engines.sql import measures
@@ -40,10 +40,22 @@ RESULT_TABLES = ("fired", "measures", "registers")
 def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | None, shared=None) -> list[str]:
     """Register `__cur`: one row per patient of the chunk with pid, nhs_number, one boolean column per
     condition key, practice, mdt, locality and deceased (each condition group's query checkpointed, then
-    joined on pid, as the DuckDB run joins its groups). Returns the condition keys."""
+    joined on pid, as the DuckDB run joins its groups; the steps of every episode one query over (patient,
+    episode) rows). Returns the condition keys."""
     keys: list[str] = []
     frames = []
-    for group in condition_groups(proto):
+    groups = condition_groups(proto)
+    # every episode's steps in one query over (patient, episode) rows (engine/engines/spark/episodes.py)
+    per_episode = episodes.episode_frame(spark, proto, as_of, period_start, shared)
+    for group in groups:
+        if per_episode is not None and any("#" in k for k in group):
+            if per_episode[0] is not None:  # all `#k` columns at the place of the first episode's group
+                df, ep_keys = per_episode
+                ep_keys = [k for g in groups for k in g if "#" in k]  # in the groups' order, as the DuckDB run
+                keys += ep_keys
+                frames.append(df.select(*[df[f"`{c}`"] for c in ["pid"] + ep_keys]))
+                per_episode = (None, ep_keys)
+            continue
         compiled = batch.prepare(spark, proto, as_of, period_start, keys=group, shared=shared)
         df = batch.query(spark, compiled, ["pid"] + compiled.conditions).localCheckpoint(eager=True)
         spark.catalog.uncacheTable(batch._name(compiled.vsm_table))

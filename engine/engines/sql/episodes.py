@@ -13,7 +13,7 @@ turned back to one row per patient with the `#k` columns the per-episode queries
     #k = the row (patient, k) when the patient has it (k <= their episodes, at most episodes_at_most), else row 0
 
 so everything after (fired lists, measures) is unchanged. The SQL is portable (both dialects); the engines run
-it (engine/engines/duckdb/episodes.py). Equal by test: tests/unit/test_episode_rows.py (against the
+it (engine/engines/duckdb/batch.py episode_table, engine/engines/spark/episodes.py). Equal by test: tests/spec/test_episode_rows.py (against the
 per-episode queries and the per-patient engine), the population-run and eCQM conformance tests.
 """
 from __future__ import annotations
@@ -109,3 +109,14 @@ def per_patient_sql(p: EpisodePlan, query: str, slots: str) -> str:
             cols.append(f"coalesce(bool_or(CASE WHEN e.k = {j} THEN {c} END), {none}) AS {ident(key)}")
     return (f"SELECT e.pid, max(q.nhs_number) AS nhs_number, {', '.join(cols)} "
             f"FROM ({query}) q JOIN {slots} e ON e.vpid = q.pid GROUP BY e.pid")
+
+
+class CopiedMatches:
+    """The `shared` role of the engines' prepare(): a protocol's matched facts copied per (patient, episode) row.
+    `real_sql(protocol, names)` is the SQL of its matched facts on the chunk's own rows."""
+
+    def __init__(self, real_sql, slots: str):
+        self.real_sql, self.slots = real_sql, slots
+
+    def protocol_sql(self, protocol: Protocol, names: list[str]) -> str:
+        return vsm_sql(self.real_sql(protocol, names), self.slots)
