@@ -65,6 +65,20 @@ def bench_population(patients: int = typer.Option(750000, "--patients"), seed: i
                f"{out['p1']['seconds']} s, peak RSS {out['p1']['peak_rss_mib']} MiB; P4 {out['p4']['seconds_best']} s")
 
 
+@bench_app.command("episodes")
+def bench_episodes(patients: int = typer.Option(20000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                   protocol: str = typer.Option("ecqm-cms22-bp-screening", "--protocol"),
+                   rounds: int = typer.Option(2, "--rounds", help="Each way this many times, alternating"),
+                   data: Optional[Path] = typer.Option(None, "--data", help="A population folder (default: generated)"),
+                   as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """Measures counted per episode: one query over (patient, episode) rows vs one query per episode."""
+    from benchmarks.bench_episodes import run as run_bench
+
+    out = run_bench(patients, seed, protocol, rounds, data_dir=data, log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"{out['protocol']} over {out['patients']} patients: CPU {out['per_episode']['cpu_best']} s "
+                             f"per episode -> {out['episode_rows']['cpu_best']} s in (patient, episode) rows")
+
+
 @bench_app.command("worklist")
 def bench_worklist(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
                    as_of: str = typer.Option("2026-11-20", "--as-of"), mdt: Optional[str] = typer.Option(None, "--mdt"),

@@ -14,6 +14,9 @@ import hashlib
 from typing import Any
 
 from engine.engines.derive import Context
+from engine.engines.sql import episodes
+from engine.engines.sql.compiler import matches_sql
+from engine.engines.sql.records import TABLES
 from engine.engines.sql.compiler import (  # noqa: F401  (re-exported: the names this module has always offered)
     DUCKDB, ORDINAL_EPOCH, ROW_COLS, S_COLS, Compiled, Compiler, Dialect, _Joins, _attr_match, _cond_sql,
     _func_sql, _interval, _sub_lowered, _text_match, age_sql, compile_protocol, condition_groups,
@@ -152,11 +155,62 @@ def results_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt
     return out
 
 
+def episode_table(con, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
+                  tables: dict[str, str], shared=None) -> tuple[str, list[str], set[str]] | None:
+    """Evaluate every `#k` condition of `proto` (its measures counted per episode) into a temporary table
+    (pid, nhs_number, one boolean column per `#k` key, as the per-episode queries give them). Returns
+    (its name, the keys, the temporary tables to drop after), or None when the protocol has no episode steps
+    compiled this way (engine.engines.sql.episodes.plan)."""
+    p = episodes.plan(proto)
+    if p is None:
+        return None
+    ctx = Context.as_of(as_of, proto.period, period_start)
+    tag = "ep_" + hashlib.sha1(proto.ruleset_name.encode()).hexdigest()[:12]
+    slots, out = ident(f"{tag}_slots"), ident(f"{tag}_rows")
+    counted = prepare(con, proto, as_of, period_start, tables, keys=[], shared=shared, values=p.count_values())
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {slots} AS {episodes.slots_sql(p, counted.sql)}")
+    copied = {t: ident(f"{tag}_{t}") for t in TABLES}
+    extra = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1)").fetchone()[0]
+    compiled = compile_protocol(proto, ctx, copied, extra_codes=bool(extra), keys=p.keys, episode_sets=frozenset(p.sets))
+    if shared is not None:
+        real = shared.protocol_sql
+    else:  # the protocol's own pass over the chunk's facts (the codes table is made first by _ensure_tables)
+        def real(protocol, names):
+            return matches_sql(protocol.valuesets, names, compiled.vs_table, tables, ctx.reference_date, DUCKDB,
+                               bool(extra))
+    _ensure_tables(con, proto, compiled, copied, episodes.CopiedMatches(real, slots))
+    for t in TABLES:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {copied[t]} AS "
+                    f"{episodes.table_sql(t, tables[t], slots, compiled.vsm_table)}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS {episodes.per_patient_sql(p, compiled.sql, slots)}")
+    keys = [k for ks in p.out.values() for k in ks]
+    return out, keys, {slots, compiled.vsm_table, out, *copied.values()}
+
+
+def _episode_fired(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None, tables, shared,
+                   out: dict) -> list:
+    """The conditions of every episode (keys `#k`) from one query over (patient, episode) rows
+    (episode_table) added to `out` (nhs_number -> (fired keys, ...)); returns the condition
+    groups left to run (all of them when the protocol has no episode steps compiled that way)."""
+    groups = condition_groups(protocol)
+    got = episode_table(con, protocol, as_of, period_start, tables or default_tables(), shared)
+    if got is None:
+        return groups
+    table, keys, drop = got
+    for row in con.execute(f"SELECT nhs_number, {', '.join(ident(k) for k in keys)} FROM {table}").fetchall():
+        out.setdefault(row[0], (set(), {}))[0].update(k for k, v in zip(keys, row[1:]) if v)
+    for t in drop:
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+    return [g for g in groups if not any("#" in k for k in g)]
+
+
 def fired_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
                      tables: dict[str, str] | None = None, shared=None) -> dict[str, set[str]]:
     """nhs_number -> keys of the conditions that held (as evaluator.fired_conditions returns them)."""
-    out: dict[str, set[str]] = {}
-    for group in condition_groups(protocol):
+    pairs: dict[str, tuple[set[str], dict]] = {}
+    groups = _episode_fired(con, protocol, as_of, period_start, tables, shared, pairs)
+    out: dict[str, set[str]] = {k: v[0] for k, v in pairs.items()}
+    for group in groups:
         compiled = prepare(con, protocol, as_of, period_start, tables, group, shared)
         keys = compiled.conditions
         cols = ", ".join(ident(k) for k in keys)
@@ -170,7 +224,7 @@ def evaluated_by_patient(con, protocol: Protocol, as_of: dt.date, period_start: 
     """nhs_number -> (keys of the conditions that held, the measure values `measure:<id>:value` as the SQL
     computed them; None where missing)."""
     out: dict[str, tuple[set[str], dict[str, float | None]]] = {}
-    for group in condition_groups(protocol):
+    for group in _episode_fired(con, protocol, as_of, period_start, tables, None, out):
         compiled = prepare(con, protocol, as_of, period_start, tables, group)
         keys, vcols = compiled.conditions, compiled.value_columns()
         cols = ", ".join(ident(k) for k in keys + vcols)

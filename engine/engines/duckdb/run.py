@@ -188,28 +188,39 @@ def patient_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date 
     """`proto` compiled over `tables` (usually `batch.default_tables(CHUNK_PREFIX)` after load_chunk) as of
     `as_of`: the per-patient query with the condition keys that held and the measure values, which
     engine/engines/sql/measures.py counts. One query for most protocols; a protocol with a measure counted
-    per episode is compiled in groups (batch.condition_groups: each episode's steps a query of their own, as
-    fired_by_patient runs them), each group's columns kept in a temporary table and joined on pid."""
+    per episode is compiled in groups (batch.condition_groups): the steps of every episode in one query over
+    (patient, episode) rows (batch.episode_table), the rest another, each group's columns kept in a temporary
+    table and joined on pid."""
     groups = batch.condition_groups(proto)
     if groups == [None]:
         compiled = batch.prepare(con, proto, as_of, period_start, tables, shared=shared)
         return PatientColumns(compiled.sql, list(compiled.conditions), {compiled.vsm_table}, _value_cols(compiled))
-    keys: list[str] = []
+    order = [k for g in groups for k in g]  # the keys in the order the groups give them, whatever computes them
     values: dict[str, tuple[str, str | None]] = {}
     names, drop = [], set()
+    # every episode's steps in one query over (patient, episode) rows (batch.episode_table)
+    per_episode = batch.episode_table(con, proto, as_of, period_start, tables, shared)
+    if per_episode is not None:
+        table, ep_keys, ep_drop = per_episode
+        groups = [g for g in groups if not any("#" in k for k in g)]
+        names.append((table, ep_keys))
+        drop |= ep_drop
     for i, group in enumerate(groups):
         compiled = batch.prepare(con, proto, as_of, period_start, tables, group, shared)
         name = f"cur_group_{i}"
         cols = "".join(f", {batch.ident(k)}" for k in compiled.conditions + compiled.value_columns())
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT pid, nhs_number{cols} FROM ({compiled.sql})")
-        keys += compiled.conditions
         values.update(_value_cols(compiled))
         names.append((name, compiled.conditions + compiled.value_columns()))
         drop |= {compiled.vsm_table, name}
+    owner = {k: n for n, ks in names for k in ks}
     first = names[0][0]
-    select = ", ".join([f"{first}.pid", f"{first}.nhs_number"] + [f"{n}.{batch.ident(k)}" for n, ks in names for k in ks])
+    cols = [f"{owner[k]}.{batch.ident(k)}" for k in order]
+    in_order = set(order)
+    cols += [f"{n}.{batch.ident(k)}" for n, ks in names for k in ks if k not in in_order]  # the value columns
+    select = ", ".join([f"{first}.pid", f"{first}.nhs_number"] + cols)
     joins = "".join(f" JOIN {n} ON {n}.pid = {first}.pid" for n, _ in names[1:])
-    return PatientColumns(f"SELECT {select} FROM {first}{joins}", keys, drop, values)
+    return PatientColumns(f"SELECT {select} FROM {first}{joins}", order, drop, values)
 
 
 def _value_cols(compiled) -> dict[str, tuple[str, str | None]]:

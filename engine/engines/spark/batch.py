@@ -32,13 +32,13 @@ def _replace_view(spark, table: str, df, cache: bool = False) -> None:
     df.createOrReplaceTempView(name)
 
 
-def _ensure_tables(spark, protocol: Protocol, compiled: Compiled) -> None:
+def _ensure_tables(spark, protocol: Protocol, compiled: Compiled, shared=None) -> None:
     _replace_view(spark, compiled.vs_table, spark.createDataFrame(
         compiled.vs_rows, "vs STRING, system STRING, code STRING, any_system BOOLEAN"))
     if compiled.props_table:
         _replace_view(spark, compiled.props_table, spark.createDataFrame(
             compiled.props_rows, "vs STRING, system STRING, code STRING, col STRING, value STRING"))
-    vsm = spark.sql(compiled.vsm_sql)
+    vsm = spark.sql(shared.protocol_sql(protocol, compiled.matched) if shared is not None else compiled.vsm_sql)
     _replace_view(spark, compiled.vsm_table, vsm, cache=True)
     rows = []
     if compiled.converted:
@@ -51,13 +51,41 @@ def _ensure_tables(spark, protocol: Protocol, compiled: Compiled) -> None:
 
 
 def prepare(spark, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-            tables: dict[str, str] | None = None, keys: list[str] | None = None) -> Compiled:
+            tables: dict[str, str] | None = None, keys: list[str] | None = None, shared=None,
+            values: dict | None = None) -> Compiled:
+    """Compile a protocol and make the tables its SQL reads. `shared`: the chunk's one matching pass for many
+    protocols (create_shared), copied from instead of matching the facts again."""
     tables = tables or VIEWS
     ctx = Context.as_of(as_of, protocol.period, period_start)
     extra = spark.sql(f"SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1").count() > 0
-    compiled = compile_protocol(protocol, ctx, tables, extra_codes=extra, keys=keys, dialect=SPARK)
-    _ensure_tables(spark, protocol, compiled)
+    compiled = compile_protocol(protocol, ctx, tables, extra_codes=extra, keys=keys, dialect=SPARK, values=values)
+    _ensure_tables(spark, protocol, compiled, shared)
     return compiled
+
+
+def create_shared(spark, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
+                  tables: dict[str, str] | None = None):
+    """Match the facts in `tables` once to every value set of `protocols` (engine/engines/sql/shared_matches.py,
+    as the DuckDB run does), cached now (outside any _Scratch, which would free it); pass it to
+    prepare(shared=...) for each of them and drop_shared() it after."""
+    from engine.engines.sql import shared_matches
+
+    tables = tables or VIEWS
+    extra = spark.sql(f"SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1").count() > 0
+    shared = shared_matches.plan(protocols, as_of, period_start, tables, extra, SPARK)
+    _replace_view(spark, shared.vs_table, spark.createDataFrame(
+        shared.vs_rows, "vs STRING, system STRING, code STRING, any_system BOOLEAN"))
+    _replace_view(spark, shared.vsm_table, spark.sql(shared.sql), cache=True)
+    spark.table(_name(shared.vsm_table)).count()  # computed once, here
+    return shared
+
+
+def drop_shared(spark, shared) -> None:
+    for t in (shared.vsm_table, shared.vs_table):
+        name = _name(t)
+        if spark.catalog.tableExists(name):
+            spark.catalog.uncacheTable(name)
+            spark.catalog.dropTempView(name)
 
 
 def run_parts(spark, compiled: Compiled, materialize: str = "shared"):

@@ -26,7 +26,7 @@ import shutil
 import time
 from pathlib import Path
 
-from engine.engines.spark import batch
+from engine.engines.spark import batch, episodes
 from engine.engines.spark.session import get_session
 from engine.engines.spark.tables import load_parquet
 from engine.engines.sql import measures
@@ -37,14 +37,26 @@ DEFAULT_CHUNK = 250_000  # Spark's fixed cost per query is high: large chunks (m
 RESULT_TABLES = ("fired", "measures", "registers")
 
 
-def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | None) -> list[str]:
+def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | None, shared=None) -> list[str]:
     """Register `__cur`: one row per patient of the chunk with pid, nhs_number, one boolean column per
     condition key, practice, mdt, locality and deceased (each condition group's query checkpointed, then
-    joined on pid, as the DuckDB run joins its groups). Returns the condition keys."""
+    joined on pid, as the DuckDB run joins its groups; the steps of every episode one query over (patient,
+    episode) rows). Returns the condition keys."""
     keys: list[str] = []
     frames = []
-    for group in condition_groups(proto):
-        compiled = batch.prepare(spark, proto, as_of, period_start, keys=group)
+    groups = condition_groups(proto)
+    # every episode's steps in one query over (patient, episode) rows (engine/engines/spark/episodes.py)
+    per_episode = episodes.episode_frame(spark, proto, as_of, period_start, shared)
+    for group in groups:
+        if per_episode is not None and any("#" in k for k in group):
+            if per_episode[0] is not None:  # all `#k` columns at the place of the first episode's group
+                df, ep_keys = per_episode
+                ep_keys = [k for g in groups for k in g if "#" in k]  # in the groups' order, as the DuckDB run
+                keys += ep_keys
+                frames.append(df.select(*[df[f"`{c}`"] for c in ["pid"] + ep_keys]))
+                per_episode = (None, ep_keys)
+            continue
+        compiled = batch.prepare(spark, proto, as_of, period_start, keys=group, shared=shared)
         df = batch.query(spark, compiled, ["pid"] + compiled.conditions).localCheckpoint(eager=True)
         spark.catalog.uncacheTable(batch._name(compiled.vsm_table))
         keys += compiled.conditions
@@ -102,6 +114,8 @@ def evaluate_population_spark(data: Path, protocols: list[Protocol], as_of: dt.d
             if spark.catalog.tableExists(t):
                 spark.catalog.uncacheTable(t)
             df.createOrReplaceTempView(t)
+        # one value-set matching pass over this chunk for every protocol still to run (as the DuckDB run)
+        shared = batch.create_shared(spark, [p for p in protocols if (p.key, k) not in done], as_of, period_start)
         for proto in protocols:
             if (proto.key, k) in done:
                 log(f"{proto.key} chunk {k}: already done in run {run}, skipped")
@@ -110,7 +124,7 @@ def evaluate_population_spark(data: Path, protocols: list[Protocol], as_of: dt.d
             tmp = out / f".tmp-{proto.key}-{k}"
             shutil.rmtree(tmp, ignore_errors=True)
             with batch._Scratch(spark):
-                keys = _columns(spark, proto, as_of, period_start)
+                keys = _columns(spark, proto, as_of, period_start, shared)
                 for table, sql in _result_sql(proto, keys, k, run).items():
                     spark.sql(sql).write.mode("overwrite").parquet(str(tmp / table))
                 patients = spark.sql("SELECT count(*) FROM __cur").first()[0]
@@ -127,6 +141,7 @@ def evaluate_population_spark(data: Path, protocols: list[Protocol], as_of: dt.d
                                      "seconds": secs}) + "\n")
             summary["protocols"].append({"protocol": proto.key, "chunk": k, "seconds": secs})
             log(f"{proto.key} chunk {k}: {patients} patients in {secs} s")
+        batch.drop_shared(spark, shared)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return summary
 

@@ -62,6 +62,10 @@ ROW_COLS = "pid, seq, ord, day, ts, fid, value, end_day, end_ts"
 S_COLS = ", ".join("s." + c.strip() for c in ROW_COLS.split(","))
 _SQL_OPS = {"==": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 ORDINAL_EPOCH = "DATE '0001-01-01'"  # date.toordinal() == days since this + 1
+# (patient, episode) rows (engine/engines/sql/episodes.py): row pid = patient pid * EPISODE_SLOTS + episode number
+# (0 = no episode); a measure counts at most 50 episodes (loader), so the number fits
+EPISODE_SLOTS = 64
+EPISODE_INDEX = f"(pid % {EPISODE_SLOTS})"
 
 
 class Dialect:
@@ -277,6 +281,9 @@ class Compiler:
         self.props_table = vs_table[:-1] + '_props"'
         self.props_used: set[tuple[str, str]] = set()  # (value set, column) read by count(distinct <column> ...)
         self.extra_codes = True  # facts may have codings beyond their first (fact_codings rows)
+        # the lists of events a measure counts per episode, when compiled over (patient, episode) rows
+        # (engine/engines/sql/episodes.py): their `nth` pick is the row's own episode, not a fixed one
+        self.episode_sets: frozenset = frozenset()
 
     # ---- plumbing ----
     def _cte(self, prefix: str, sql: str) -> str:
@@ -572,9 +579,14 @@ class Compiler:
             "max": (self.d.arg_max, ["value", "ts", "fid", "(-ord)"]),
         }
         if n.how == "nth":  # derive: the index-th event in (start, id) order
+            index = int(n.index)
+            if ir.unwrap(n.source) in self.episode_sets:  # one row per (patient, episode): the row's own episode
+                if index != 1:
+                    raise NotImplementedError(f"batch engine: episode {index} over (patient, episode) rows")
+                index = EPISODE_INDEX
             return self._cte("pick", self.d.qualify(ROW_COLS, f"FROM {src}",
                                                     "row_number() OVER (PARTITION BY pid ORDER BY ts, fid, ord)",
-                                                    int(n.index)))
+                                                    index))
         if n.how not in keys:
             raise NotImplementedError(f"batch engine: pick {n.how!r} ({n!r})")
         fn, parts = keys[n.how]
@@ -848,10 +860,12 @@ def _sub_lowered(lowered: Lowered, keys: list[str]) -> Lowered:
 
 def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | None = None,
                      extra_codes: bool = True, keys: list[str] | None = None, dialect: Dialect = DUCKDB,
-                     values: dict[str, ir.Node] | None = None) -> Compiled:
+                     values: dict[str, ir.Node] | None = None, episode_sets: frozenset = frozenset()) -> Compiled:
     """The SQL computing every patient's summary fact and fired conditions for one protocol (only the
     conditions `keys`, and the fields they need, when given). `values`: extra number / date expressions of
-    the protocol (e.g. its score), each a column `expr:<name>` as computed (NULL when missing)."""
+    the protocol (e.g. its score), each a column `expr:<name>` as computed (NULL when missing). `episode_sets`:
+    compiled over (patient, episode) rows, the `nth` pick of these lists is each row's own episode
+    (engine/engines/sql/episodes.py)."""
     tables = tables or default_tables()
     lowered = lowered_for(protocol)
     if keys is not None:
@@ -859,6 +873,7 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
     vs_table = ident("vs_codes_" + hashlib.sha1(protocol.ruleset_name.encode()).hexdigest()[:12])
     c = Compiler(protocol, ctx, tables, vs_table, dialect)
     c.extra_codes = extra_codes
+    c.episode_sets = frozenset(ir.unwrap(x) for x in episode_sets)
     joins = _Joins()
     raw: dict[str, str] = {}
     types: dict[str, str] = {}
