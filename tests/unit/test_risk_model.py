@@ -160,8 +160,13 @@ def test_command_report_structure_and_sums(population, tmp_path):
     assert cohorts["aged-65-plus"]["people"] <= adults["people"]
     for c in rep["cohorts"]:
         models = {m["model"]: m for m in c["models"]}
-        if "hfrs" in models and "deciles" not in models["hfrs"]:  # the generator writes no ICD-10 codes (yet)
-            assert "ICD-10" in models["hfrs"]["not_computed"]
+        if "hfrs" in models:  # the generator's emergency admissions carry ICD-10 diagnoses (synthetic/diagnoses.py)
+            h = models["hfrs"]
+            assert "not_computed" not in h and h["people_with_icd10_codes"] > 0 and "discrimination" in h
+            assert [b["band"] for b in h["bands"]] == ["low", "intermediate", "high"]
+            assert all(b["people"] > 0 for b in h["bands"]), h["bands"]  # someone in every published risk group
+            assert sum(b["people"] for b in h["bands"]) == h["people"] == c["people"]
+            assert sum(b["admissions"] for b in h["bands"]) == c["admissions"]
         for m in c["models"]:
             if "deciles" not in m:
                 continue
@@ -188,6 +193,7 @@ def test_command_report_structure_and_sums(population, tmp_path):
     assert panels >= 5 and svg.read_text().startswith("<svg") and svg.read_text().count("<circle") == 10 * panels
     text = render_text(rep)
     assert "Admissions by tier" in text and "DeLong" in text and "Caveats" in text
+    assert "HFRS High risk (over 15 points)" in text
     assert f"{adults['people']} people, {adults['with_admission']} with an emergency admission" in text
 
 
