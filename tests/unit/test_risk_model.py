@@ -108,6 +108,7 @@ def test_hfrs_table_rows_as_published():
     assert len(rows) == 110 and all(r.endswith(",GILBERT-LANCET-2018:HFRS:1") for r in rows[1:])
     pts = hfrs_points()
     assert (pts["F00"], pts["G81"], pts["R50"]) == (7.1, 4.4, 0.1)  # first, second and last rows of the table
+    assert all(",hannesill/m4@d8f97260,GILBERT" in r for r in rows[1:])  # every row's points cross-checked
 
 
 @pytest.fixture(scope="module")
