@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import random
 from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 
 VALUESETS = Path(__file__).resolve().parents[2] / "protocols" / "valuesets"
@@ -91,6 +92,18 @@ def _tables():
     return acute_w, frail
 
 
+@lru_cache(maxsize=None)
+def _acute_cum() -> tuple[float, ...]:
+    return tuple(accumulate(_tables()[0]))
+
+
+@lru_cache(maxsize=None)
+def _frail_chances(intensity: float) -> tuple[tuple[str, float], ...]:
+    """(HFRS category, chance it is coded at one admission) for a person of this intensity."""
+    return tuple((c, min(0.6, intensity * share)) for c, share in _tables()[1])
+
+
+@lru_cache(maxsize=None)
 def _emergency_codes() -> frozenset[str]:
     from engine.synthetic import realcodes
 
@@ -100,7 +113,7 @@ def _emergency_codes() -> frozenset[str]:
 def admissions(p) -> list[list]:
     """The person's emergency admissions (fact rows), in the order they were written."""
     codes = _emergency_codes()
-    return [f for f in p.facts if f[1] == "encounter" and f[10] == "acute" and f[3] in codes]
+    return [f for f in p.facts if f[3] in codes and f[1] == "encounter" and f[10] == "acute"]
 
 
 def _conditions(p) -> list[str]:
@@ -112,14 +125,14 @@ def add(p) -> int:
     adm = admissions(p)
     if not adm:
         return 0
-    acute_w, frail = _tables()
+    acute_cum = _acute_cum()
     rng = random.Random(f"{p.seed}:{p.index}:icd10")
     r = rng.random
     conds = _conditions(p)
     category = getattr(p, "frailty_category", None) or "fit"
     if p.age < 65:
         category = "fit"
-    intensity = INTENSITY["young" if p.age < 65 else category]
+    frail = _frail_chances(INTENSITY["young" if p.age < 65 else category])
     type1 = getattr(p, "dm_type1", None)
     dm_code = "E10" if (type1 if type1 is not None else p.age < 30) else "E11"
     weights = [(c, PRIMARY_WEIGHT[c]) for c in conds if c in PRIMARY_WEIGHT]
@@ -142,15 +155,15 @@ def add(p) -> int:
             codes.append(INJURIES[int(r() * len(INJURIES))])
             codes.append(FALLS[int(r() * len(FALLS))])
         else:
-            codes.append(rng.choices(ACUTE, weights=acute_w)[0])
+            codes.append(rng.choices(ACUTE, cum_weights=acute_cum)[0])
         for c in conds:
             if r() < SECONDARY_CONDITION:
                 sec = (dm_code,) if c == "dm" else CONDITION_CODES[c][1]
                 code = sec[int(r() * len(sec))]
                 if code not in codes:
                     codes.append(code)
-        for code, share in frail:
-            if r() < min(0.6, intensity * share) and code not in codes:
+        for code, chance in frail:
+            if r() < chance and code not in codes:
                 codes.append(code)
         for i, code in enumerate(codes):
             p.add("condition", code, start, system=ICD10, source="acute-pas", setting="acute", status="active",
