@@ -6,7 +6,8 @@ Score on synthetic data).
 Each emergency admission (an acute inpatient encounter coded from emergency_admission.csv, by either the flat
 rates or the hazard model of outcomes.py) gets ICD-10 diagnoses as `condition` facts: system ICD-10, from the
 acute PAS, at the admission's start, `attrs` {"diagnosis": "primary" | "secondary", "encounter": <the
-admission's fact id>} (the hospital episode's diagnosis fields, as HES APC holds them).
+admission's fact id>}, ending when the stay ends (the hospital episode's diagnosis fields, as HES APC holds
+them; on patient pages they are past diagnoses with their published term, not current conditions).
 
 They are drawn from a random stream of their own (`"{seed}:{index}:icd10"`) and appended after every other
 fact of the person, so every other draw, fact and fact id is exactly what it was without them: take the ICD-10
@@ -62,6 +63,14 @@ CONDITION_CODES = {
 def hfrs_rows() -> dict[str, dict]:
     with (VALUESETS / "hfrs_icd10.csv").open(newline="", encoding="utf-8-sig") as fh:
         return {r["code"].strip(): r for r in csv.DictReader(fh)}
+
+
+@lru_cache(maxsize=None)
+def terms() -> dict[str, str]:
+    """ICD-10 code -> its term in the published list it comes from (shown on patient pages)."""
+    with (VALUESETS / "icd10_admission_diagnoses.csv").open(newline="", encoding="utf-8-sig") as fh:
+        out = {r["code"].strip(): r["term"].strip() for r in csv.DictReader(fh)}
+    return {**{c: r["term"].strip() for c, r in hfrs_rows().items()}, **out}
 
 
 @lru_cache(maxsize=None)
@@ -165,8 +174,8 @@ def add(p) -> int:
         for code, chance in frail:
             if r() < chance and code not in codes:
                 codes.append(code)
-        for i, code in enumerate(codes):
-            p.add("condition", code, start, system=ICD10, source="acute-pas", setting="acute", status="active",
+        for i, code in enumerate(codes):  # a diagnosis of this stay: it ends with the stay (open while still in)
+            p.add("condition", code, start, system=ICD10, source="acute-pas", setting="acute", end=enc[5],
                   attrs={"diagnosis": "primary" if i == 0 else "secondary", "encounter": fid})
             added += 1
     return added

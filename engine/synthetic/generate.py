@@ -752,6 +752,8 @@ def generate(n: int, seed: int = 1, as_of: dt.date | None = None, start: int = 0
         facts = []
         for fid, kind, system, code, st, end, value, unit, status, source, setting, exc, vcodes, attrs, extra in p.facts:
             codings = [{"system": system, "code": code}]
+            if system == diagnoses.ICD10:  # a hospital diagnosis: its published term (patient pages show it)
+                codings[0]["display"] = diagnoses.terms().get(code)
             if extra:
                 codings += [{"system": s, "code": c} for s, c in extra]
             facts.append(Fact(id=fid, kind=kind, codes=codings, start=_dt(st),

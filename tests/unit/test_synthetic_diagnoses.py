@@ -59,7 +59,7 @@ def test_every_emergency_admission_has_one_primary_and_codes_from_published_list
             assert f[3] in listed, f[3]
             assert f[1] == "condition" and f[9] == "acute-pas" and f[10] == "acute"
             enc = adm[f[13]["encounter"]]  # the admission it belongs to, at its start
-            assert f[4] == enc[4]
+            assert f[4] == enc[4] and f[5] == enc[5]  # a diagnosis of the stay: from admission to discharge
         for fid in adm:
             mine = [f for f in dx if f[13]["encounter"] == fid]
             assert [f[13]["diagnosis"] for f in mine][:1] == ["primary"]
@@ -91,3 +91,19 @@ def test_conditions_and_frailty_show_in_the_diagnoses(people):
 def test_the_codes_the_model_names_are_in_their_lists():
     acute_w, frail = diagnoses._tables()  # raises if a named code is missing from hfrs_icd10.csv / the ICD-10 list
     assert len(frail) == 109 and len(acute_w) == len(diagnoses.ACUTE) and all(w > 0 for w in acute_w)
+
+
+def test_the_records_carry_the_published_term():
+    """Patient pages show a diagnosis by its term (a clinician cannot read J18), as a past diagnosis."""
+    from engine.synthetic.generate import generate
+
+    terms = diagnoses.terms()
+    seen = 0
+    for rec in generate(80, seed=5, as_of=AS_OF):
+        for f in rec.facts:
+            c = f.codes[0]
+            if c.system == ICD10:
+                assert c.display == terms[c.code] and c.display
+                assert f.end is not None or f.status is None
+                seen += 1
+    assert seen > 5 and terms["J18"] == "Pneumonia, organism unspecified" and terms["I500"] == "Congestive heart failure"
