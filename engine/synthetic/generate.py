@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Iterator
 
 from engine.records.nhs_number import check_digit
-from engine.synthetic import realcodes
+from engine.synthetic import diagnoses, realcodes
 from engine.synthetic.draws import CONFIRMED, EMER, ENC_ADMIT, ENC_AE, IMP, _plus, _poisson  # noqa: F401 (re-exported)
 
 VALUESETS = Path(__file__).resolve().parents[2] / "protocols" / "valuesets"
@@ -580,6 +580,7 @@ class _Person:
     def diabetes(self):
         rng = self.rng
         type1 = self.age < 40 and self.chance(0.35) or self.chance(0.06)
+        self.dm_type1 = type1  # read by diagnoses.py (E10 / E11)
         onset_lo = max(self.birth_ord + 365 * (5 if type1 else 25), self.as_of.toordinal() - 365 * 25)
         onset = self.when(onset_lo, self.last_day)
         self.add("condition", self.pick("dm_t1" if type1 else "dm_t2"), onset, status="active",
@@ -689,6 +690,7 @@ class _Person:
                      self.when(self.start_day - 365 * 3, self.last_day))
         efi = deficits / 36
         cat = "fit" if efi <= 0.12 else "mild" if efi <= 0.24 else "moderate" if efi <= 0.36 else "severe"
+        self.frailty_category = cat  # read by diagnoses.py
         if self.chance(0.45):  # the eFI the GP system calculates, recorded (EFI_COD)
             self.add_real("observation", "efi_score", self.when(self.last_day - 330, self.last_day), round(min(efi, 1.0), 2),
                           status="final")
@@ -734,6 +736,7 @@ def person(index: int, seed: int, as_of: dt.date, outcomes=None) -> _Person:
     hazard model (and can plant an effect) instead of the older flat rates."""
     p = _Person(index, seed, as_of, outcomes)
     p.build()
+    diagnoses.add(p)  # ICD-10 diagnoses of the emergency admissions: a stream of their own, appended last
     return p
 
 
@@ -749,6 +752,8 @@ def generate(n: int, seed: int = 1, as_of: dt.date | None = None, start: int = 0
         facts = []
         for fid, kind, system, code, st, end, value, unit, status, source, setting, exc, vcodes, attrs, extra in p.facts:
             codings = [{"system": system, "code": code}]
+            if system == diagnoses.ICD10:  # a hospital diagnosis: its published term (patient pages show it)
+                codings[0]["display"] = diagnoses.terms().get(code)
             if extra:
                 codings += [{"system": s, "code": c} for s, c in extra]
             facts.append(Fact(id=fid, kind=kind, codes=codings, start=_dt(st),

@@ -108,6 +108,7 @@ def test_hfrs_table_rows_as_published():
     assert len(rows) == 110 and all(r.endswith(",GILBERT-LANCET-2018:HFRS:1") for r in rows[1:])
     pts = hfrs_points()
     assert (pts["F00"], pts["G81"], pts["R50"]) == (7.1, 4.4, 0.1)  # first, second and last rows of the table
+    assert all(",hannesill/m4@d8f97260,GILBERT" in r for r in rows[1:])  # every row's points cross-checked
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +161,13 @@ def test_command_report_structure_and_sums(population, tmp_path):
     assert cohorts["aged-65-plus"]["people"] <= adults["people"]
     for c in rep["cohorts"]:
         models = {m["model"]: m for m in c["models"]}
-        if "hfrs" in models and "deciles" not in models["hfrs"]:  # the generator writes no ICD-10 codes (yet)
-            assert "ICD-10" in models["hfrs"]["not_computed"]
+        if "hfrs" in models:  # the generator's emergency admissions carry ICD-10 diagnoses (synthetic/diagnoses.py)
+            h = models["hfrs"]
+            assert "not_computed" not in h and h["people_with_icd10_codes"] > 0 and "discrimination" in h
+            assert [b["band"] for b in h["bands"]] == ["low", "intermediate", "high"]
+            assert all(b["people"] > 0 for b in h["bands"]), h["bands"]  # someone in every published risk group
+            assert sum(b["people"] for b in h["bands"]) == h["people"] == c["people"]
+            assert sum(b["admissions"] for b in h["bands"]) == c["admissions"]
         for m in c["models"]:
             if "deciles" not in m:
                 continue
@@ -188,6 +194,7 @@ def test_command_report_structure_and_sums(population, tmp_path):
     assert panels >= 5 and svg.read_text().startswith("<svg") and svg.read_text().count("<circle") == 10 * panels
     text = render_text(rep)
     assert "Admissions by tier" in text and "DeLong" in text and "Caveats" in text
+    assert "HFRS High risk (over 15 points)" in text
     assert f"{adults['people']} people, {adults['with_admission']} with an emergency admission" in text
 
 

@@ -13,8 +13,10 @@
    counts both in the score (as of T) and in the outcome.
 3. Beside the local score, published models on the same people: the eFI (Clegg 2016) and the Hospital
    Frailty Risk Score (Gilbert 2018: 109 ICD-10 three-character categories with published points,
-   protocols/valuesets/hfrs_icd10.csv) from ICD-10 coded diagnoses in the 2 years before T. Records without
-   ICD-10 codes (the synthetic population, most GP records) give no HFRS: the report says so and leaves it out.
+   protocols/valuesets/hfrs_icd10.csv) from ICD-10 coded diagnoses in the 2 years before T, with people,
+   admissions and rates in its published risk groups (low < 5, intermediate 5-15, high > 15 points). Records
+   without ICD-10 codes (most GP records) give no HFRS: the report says so and leaves it out. The synthetic
+   population's emergency admissions carry ICD-10 diagnoses (engine/synthetic/diagnoses.py).
 4. Discrimination: the c-statistic (AUC) for "one or more emergency admissions in the 12 months", with
    DeLong's 95 % interval, and the paired DeLong difference between each published model and the local score.
    Calibration: a Poisson model of the number of admissions on the score (log-linear, person-time offset),
@@ -251,7 +253,30 @@ def _model_block(cohort: list[Person], model: str, definitions: dict[str, str]) 
     block["deciles"] = deciles(xs, observed, expected, [_tiebreak(p.nhs_number) for p in members])
     if model == "hfrs":
         block["people_with_icd10_codes"] = sum(p.icd10_coded for p in members)
+        block["bands"] = hfrs_bands(members)
     return block, xs
+
+
+HFRS_BANDS = (("low", "Low risk (under 5 points)", None, 5.0),
+              ("intermediate", "Intermediate risk (5 to 15 points)", 5.0, 15.0),
+              ("high", "High risk (over 15 points)", 15.0, None))
+
+
+def hfrs_band(score: float) -> str:
+    """Gilbert et al. 2018's risk groups: low < 5, intermediate 5-15, high > 15 points."""
+    return "low" if score < 5 else "intermediate" if score <= 15 else "high"
+
+
+def hfrs_bands(people: list[Person]) -> list[dict]:
+    """People, admissions and the admission rate per 1,000 person-years in each published HFRS risk group."""
+    out = []
+    for band, title, lo, hi in HFRS_BANDS:
+        group = [p for p in people if hfrs_band(p.hfrs) == band]
+        adm, py = sum(p.admissions for p in group), sum(p.exposure for p in group)
+        out.append({"band": band, "title": title, "points_from": lo, "points_to": hi, "people": len(group),
+                    "with_admission": sum(p.admissions > 0 for p in group), "admissions": adm,
+                    "person_years": round(py, 2), "rate_per_1000_person_years": round(1000 * adm / py, 1) if py else None})
+    return out
 
 
 def _definitions(proto: Protocol) -> dict[str, str]:
@@ -351,7 +376,8 @@ def build_report(people: list[Person], proto: Protocol, as_of: dt.date, outcome:
 
 CAVEATS = [
     "Synthetic data (a generated population, the demo registry): admissions are drawn by the generator's own model, "
-    "so the figures describe that model, not patients.",
+    "so the figures describe that model, not patients. Its ICD-10 diagnoses are drawn from each person's conditions "
+    "and frailty (engine/synthetic/diagnoses.py): the HFRS there reflects those assumptions.",
     "Outcome window: admissions after the date up to 12 months after it; the data must reach that date (records "
     "that end earlier make everyone look admission-free at the end of the window).",
     "Deaths: people who died in the 12 months are kept with their admissions before death; their person-time ends "
@@ -393,6 +419,10 @@ def render_text(r: dict) -> str:
             ci = d.get("ci95") or [None, None]
             w.append(f"  {m['title']:<52} {_fmt(d.get('auc')):>6}  {_fmt(ci[0])}-{_fmt(ci[1]):<11} "
                      f"{m['observed']:>8} {m['expected']:>9.1f} {_fmt(m.get('observed_over_expected'), 2):>6}")
+        for m in c["models"]:
+            for b in m.get("bands") or ():
+                w.append(f"  HFRS {b['title']}: {b['people']} people, {b['with_admission']} admitted, "
+                         f"{_fmt(b['rate_per_1000_person_years'], 1)} admissions per 1,000 person-years")
         for cmp in c["comparisons"]:
             w.append(f"  AUC {MODELS[cmp['model']].split(' (')[0]} minus {MODELS[cmp['versus']].split(' (')[0]}: "
                      f"{cmp['difference']:+.3f} (95% CI {cmp['ci95'][0]:+.3f} to {cmp['ci95'][1]:+.3f}, p {cmp['p']:.3g})")
