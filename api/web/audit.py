@@ -52,7 +52,10 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
     state = state_of(request)
     need(request, who, "audit:read")
     by_unit, area = aapi.measures_with_area(unit_kind, protocol or None, who, state)
-    measures = sorted(area.rows, key=lambda r: (r.protocol, r.measure))
+    # outcome measures (`value:`, e.g. admissions per person) are counts, not proportions: the outcomes page
+    # shows them; here their "rate" would read as a 0 % process measure
+    outcome_measures = sorted({r.measure for r in area.rows if _is_value_measure(state, r)})
+    measures = sorted((r for r in area.rows if not _is_value_measure(state, r)), key=lambda r: (r.protocol, r.measure))
     chosen = next((r for r in measures if r.measure == measure and (not protocol or r.protocol == protocol)), None)
     if chosen is None and measures:  # the measure with the most to compare: most units with data, then most patients
         units_with_data: dict[tuple, int] = {}
@@ -93,7 +96,13 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                   unit_kind=unit_kind, unit_names=UNIT_NAMES, unit_plurals=UNIT_PLURALS, count=count_text,
                   exception_rate=exception_rate, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
                   drill_url=drill_url, patients=area.patients, evaluated_from=area.evaluated_from,
-                  evaluated_to=area.evaluated_to, today=state.now().date(), sparks=_sparklines(state, measures), **ctx)
+                  evaluated_to=area.evaluated_to, today=state.now().date(), sparks=_sparklines(state, measures),
+                  outcome_measures=outcome_measures, **ctx)
+
+
+def _is_value_measure(state, row) -> bool:
+    proto = state.library.find(row.protocol, row.version)
+    return proto is not None and any(m.id == row.measure and m.has_value for m in proto.measures)
 
 
 def _sparklines(state, measures) -> dict[tuple[str, str], object]:

@@ -99,3 +99,25 @@ def test_ae_is_not_countable_until_the_site_supplies_its_codelist(outcomes_api, 
     assert r.status_code == 200
     assert "A&amp;E attendances cannot be counted: codelist not supplied: AE_ATTENDANCE" in r.text
     assert 'id="spc-table"' not in r.text and "spc-figure" not in r.text
+
+
+def test_the_process_audit_page_leaves_outcome_measures_to_the_outcomes_page(tmp_path):
+    """A `value:` measure counts events per person: on the process audit page its "rate" read as a process
+    measure (admissions-75-plus at 100 % on the demo patients), so it is not listed there and the page points
+    to the outcomes page instead."""
+    protocols = copy_protocols(tmp_path / "protocols")
+    shutil.copy(ROOT / "protocols" / "pilot-outcomes.yaml", protocols / "pilot-outcomes.yaml")
+    shutil.copytree(ROOT / "protocols" / "shared", protocols / "shared")
+    api = make_api(f"sqlite:///{tmp_path / 'carepath.db'}", protocols, seed=True)  # the demo patients, evaluated
+    try:
+        stored = {x["measure"] for x in api.get("/audit/measures").json()["rows"] if x["protocol"] == "pilot-outcomes"}
+        assert "admissions-75-plus" in stored  # the outcome measures are stored and in the figures
+        _web_login(api)
+        r = api.client.get("/app/audit")
+        assert r.status_code == 200, r.text
+        note = re.search(r'<p class="small" id="outcome-measures-note">(.*?)</p>', r.text, re.S)
+        assert note and "admissions-75-plus" in note.group(1) and "/app/audit/outcomes" in note.group(1)
+        assert "measure=admissions-75-plus" not in r.text  # not offered as a process measure to chart
+        assert "measure=DM020" in r.text  # the diabetes pathway's measures still are
+    finally:
+        close_api(api)
