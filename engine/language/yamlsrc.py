@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,31 @@ DURATION = re.compile(r"^\s*(\d+)\s*(day|days|week|weeks|month|months|year|years
 WORKING = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(hour|hours|working day|working days|day|days|week|weeks)\s*$")
 
 
+_PARSED: OrderedDict[bytes, Any] = OrderedDict()  # file content -> its parsed document (most recent last)
+_PARSED_KEPT = 512
+_PARSED_LOCK = threading.Lock()
+
+
 def read_yaml(path: Path) -> tuple[Any, bytes]:
+    """(the parsed document, the file's bytes). The same content is parsed once per process: parsing is most of
+    the cost of loading a protocol, and a library, a case file's versions and a conformance kit read the same
+    files again and again. Keyed by the content itself, so an edited file is parsed afresh; the loaders only
+    read the document, never change it."""
     raw = path.read_bytes()
+    with _PARSED_LOCK:
+        hit = _PARSED.get(raw)
+        if hit is not None:
+            _PARSED.move_to_end(raw)
+            return hit, raw
+    data = _parse(path, raw)
+    with _PARSED_LOCK:
+        _PARSED[raw] = data
+        while len(_PARSED) > _PARSED_KEPT:
+            _PARSED.popitem(last=False)
+    return data, raw
+
+
+def _parse(path: Path, raw: bytes) -> Any:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     try:
@@ -38,7 +63,7 @@ def read_yaml(path: Path) -> tuple[Any, bytes]:
                                      expected="plain text")]) from None
     except UnicodeDecodeError:
         raise ProtocolError([Problem(Location(str(path), 1, 1), "the file is not UTF-8 text")]) from None
-    return data, raw
+    return data
 
 
 class Node:
