@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from protocol_cases import case_files, load_cases, run_case
+from protocol_cases import case_files, load_cases, run_case, shipped_library
 
-from engine.language.library import load_library, version_key
+from engine.language.library import version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = ROOT / "protocols"
@@ -30,7 +30,7 @@ def test_case(file_name, case):
 
 
 def _latest_pathways():
-    lib = load_library([PROTOCOLS])
+    lib = shipped_library()
     latest = {}
     for p in lib.protocols:
         if "ecqm" in Path(p.source).parts or p.status == "retired":
