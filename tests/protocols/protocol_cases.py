@@ -14,3 +14,17 @@ PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
 def shipped_library() -> Library:
     """The shipped protocol library (protocols/), loaded once per test process; the tests only read it."""
     return load_library([PROTOCOLS])
+
+
+def shipped_cases(path: Path) -> CaseFile:
+    """A case file, loaded once per test process for the same file and $CAREPATH_SITE_CODELISTS (the codelists
+    its protocol versions read). Shared: a test that changes a case changes a deep copy of it."""
+    import os
+
+    from engine.language.site_codelists import SITE_ENV
+    return _cases(Path(path).resolve(), os.environ.get(SITE_ENV, "").strip())
+
+
+@lru_cache(maxsize=None)
+def _cases(path: Path, site: str) -> CaseFile:
+    return load_cases(path)

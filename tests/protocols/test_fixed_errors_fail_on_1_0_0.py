@@ -7,14 +7,14 @@ import copy
 from pathlib import Path
 
 import pytest
-from protocol_cases import load_cases, run_case
+from protocol_cases import run_case, shipped_cases
 
 from engine.language.loader import load_protocol
 
 PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
 PAIRS = {"asthma@1.1.0.tests.yaml": "asthma.yaml", "copd@1.1.0.tests.yaml": "copd.yaml",
          "depression@1.1.0.tests.yaml": "depression.yaml"}
-FILES = {new: load_cases(PROTOCOLS / new) for new in PAIRS}
+FILES = {new: shipped_cases(PROTOCOLS / new) for new in PAIRS}
 OLD = {old: load_protocol(PROTOCOLS / old) for old in PAIRS.values()}
 CASES = [(new, old, c) for new, old in PAIRS.items() for c in FILES[new].cases if c.name.startswith("1.0.0 error")]
 

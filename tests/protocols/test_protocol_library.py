@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from protocol_cases import case_files, load_cases, run_case, shipped_library
+from protocol_cases import case_files, run_case, shipped_cases, shipped_library
 
 from engine.language.library import version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = ROOT / "protocols"
 COVERED_ELSEWHERE = {"t2dm-annual-care.tests.yaml"}  # tests/protocols/test_t2dm.py
-FILES = {f.name: load_cases(f) for f in case_files([PROTOCOLS])}
+FILES = {f.name: shipped_cases(f) for f in case_files([PROTOCOLS])}
 CASES = [(name, c) for name, cf in sorted(FILES.items()) if name not in COVERED_ELSEWHERE for c in cf.cases]
 
 

@@ -15,7 +15,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from protocol_cases import load_cases, shipped_library
+from protocol_cases import shipped_cases, shipped_library
 
 from engine.calendar import parse_response
 from engine.evaluation.evaluator import Options, evaluate
@@ -37,7 +37,7 @@ SATURDAY_2300 = dt.datetime(2026, 11, 21, 23, 0)
 
 def _case(file_name: str, name_start: str):
     if file_name not in _FILES:
-        _FILES[file_name] = load_cases(PROTOCOLS / file_name)
+        _FILES[file_name] = shipped_cases(PROTOCOLS / file_name)
     cf = _FILES[file_name]
     case = next(c for c in cf.cases if c.name.startswith(name_start))
     return cf, case
