@@ -23,7 +23,7 @@ WORKING = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(hour|hours|working day|working day
 
 
 _PARSED: OrderedDict[tuple[str, bytes], Any] = OrderedDict()  # (flavour, file content) -> parsed document
-_PARSED_KEPT = 512
+_PARSED_KEPT = 256  # the shipped library is ~40 files (~7 MB parsed)
 _PARSED_LOCK = threading.Lock()
 
 
