@@ -44,6 +44,7 @@ A failing case says what was expected and what came out, and the why-lines of wh
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ from engine.engines.derive import Context
 from engine.evaluation.evaluator import Options, evaluate, fired_conditions
 from engine.language.agreements import load_agreement
 from engine.language.loader import load_protocol
+from engine.language.yamlsrc import parsed_once
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.records.nhs_number import check_digit
 
@@ -284,7 +286,8 @@ def check_keys(path: Path, data) -> None:
 def load_cases(path: str | Path) -> CaseFile:
     path = Path(path)
     try:
-        data = YAML(typ="rt").load(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+        data = parsed_once("cases", raw, lambda: YAML(typ="rt").load(raw.decode("utf-8")))
     except Exception as e:  # noqa: BLE001 - report any YAML problem with the file name
         raise CaseFileError(f"{path}: not valid YAML ({e})") from None
     if not isinstance(data, dict) or "protocol" not in data or "cases" not in data:
@@ -325,7 +328,8 @@ def load_cases(path: str | Path) -> CaseFile:
             record = PatientRecord(patient=Patient(**patient), facts=facts)
         except (KeyError, ValueError, TypeError) as e:
             raise CaseFileError(f"{path}:{line}: case {name!r}: {e}") from None
-        out.cases.append(Case(name, _date(c.get("as_of", defaults.get("as_of"))), record, dict(c.get("expect") or {}),
+        out.cases.append(Case(name, _date(c.get("as_of", defaults.get("as_of"))), record,
+                              copy.deepcopy(dict(c.get("expect") or {})),  # the parsed file is shared (parsed_once)
                               version, line))
     return out
 

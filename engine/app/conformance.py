@@ -21,7 +21,7 @@ from typing import Any
 
 from engine.engines.derive import Context, Deriver, Ev
 from engine.evaluation.evaluator import Options, evaluate
-from engine.language.library import load_library
+from engine.language.library import Library, library_fingerprint, load_library
 from engine.language.model import Measure, Protocol
 
 POPULATIONS = ("initial-population", "denominator", "denominator-exclusion", "denominator-exception", "numerator")
@@ -79,9 +79,29 @@ def kit_measure(kit_dir: Path) -> KitMeasure:
     return KitMeasure(m["url"], m.get("version"), _date(period.get("start")), _date(period.get("end")))
 
 
+_LIBRARIES: dict[str, tuple[tuple, Library]] = {}  # resolved protocols folder -> (fingerprint, library)
+_LIBRARIES_KEPT = 4
+
+
+def _library(protocols_dir: Path) -> Library:
+    """The library under protocols_dir, loaded once and reused while none of the files it reads changes (several
+    kits, or one kit on several engines, read the same library; loading it is most of a kit run's time)."""
+    key = str(protocols_dir.resolve())
+    fp = library_fingerprint([protocols_dir])
+    hit = _LIBRARIES.get(key)
+    if hit is not None and hit[0] == fp:
+        return hit[1]
+    lib = load_library([protocols_dir])
+    _LIBRARIES.pop(key, None)
+    while len(_LIBRARIES) >= _LIBRARIES_KEPT:
+        _LIBRARIES.pop(next(iter(_LIBRARIES)))
+    _LIBRARIES[key] = (fp, lib)
+    return lib
+
+
 def find_protocol(km: KitMeasure, protocols_dir: Path) -> tuple[Protocol, Measure]:
     """The protocol + measure whose `ecqm` declaration names the kit's measure url (and version, if declared)."""
-    lib = load_library([protocols_dir])
+    lib = _library(Path(protocols_dir))
     matches = [(p, m) for p in lib.protocols for m in p.measures if m.ecqm is not None and m.ecqm.url == km.url]
     if not matches:
         hint = "; ".join(str(p) for p in lib.errors[:5])

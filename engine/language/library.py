@@ -106,6 +106,29 @@ def library_inputs(paths: list[Path]) -> list[Path]:
     return files
 
 
+def library_fingerprint(paths: list[Path]) -> tuple:
+    """(file, mtime_ns, size) for every input a library loaded from `paths` reads (library_inputs, plus the
+    `shared/` folders above a root that `uses:` may reach) and $CAREPATH_SITE_CODELISTS itself: equal
+    fingerprints, equal libraries. For callers that keep a loaded library and reuse it until a file changes."""
+    from engine.language.shared import search_dirs
+    from engine.language.site_codelists import SITE_ENV
+    import os
+    files = list(library_inputs(paths))
+    for p in paths:
+        base = Path(p) if Path(p).is_dir() else Path(p).parent
+        for d in search_dirs(base / "_"):
+            if d.is_dir():
+                files += sorted(d.glob("*@*.y*ml"))
+    out: list[tuple] = [("env", os.environ.get(SITE_ENV, "").strip())]
+    for f in files:
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        out.append((str(f), st.st_mtime_ns, st.st_size))
+    return tuple(out)
+
+
 def load_library(paths: list[Path] | list[str]) -> Library:
     lib = Library()
     for f in protocol_files([Path(p) for p in paths]):

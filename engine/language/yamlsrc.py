@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
@@ -20,8 +22,37 @@ DURATION = re.compile(r"^\s*(\d+)\s*(day|days|week|weeks|month|months|year|years
 WORKING = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(hour|hours|working day|working days|day|days|week|weeks)\s*$")
 
 
+_PARSED: OrderedDict[tuple[str, bytes], Any] = OrderedDict()  # (flavour, file content) -> parsed document
+_PARSED_KEPT = 256  # the shipped library is ~40 files (~7 MB parsed)
+_PARSED_LOCK = threading.Lock()
+
+
+def parsed_once(flavour: str, raw: bytes, parse: Callable[[], Any]) -> Any:
+    """parse() of a file's content, once per process for the same (flavour, content): parsing YAML is most of the
+    cost of loading a protocol, and a library, a case file's versions and a conformance kit read the same files
+    again and again. Keyed by the content itself, so an edited file is parsed afresh; an error is never kept.
+    Callers only read the document they get (it is shared), never change it."""
+    key = (flavour, raw)
+    with _PARSED_LOCK:
+        hit = _PARSED.get(key)
+        if hit is not None:
+            _PARSED.move_to_end(key)
+            return hit
+    data = parse()
+    with _PARSED_LOCK:
+        _PARSED[key] = data
+        while len(_PARSED) > _PARSED_KEPT:
+            _PARSED.popitem(last=False)
+    return data
+
+
 def read_yaml(path: Path) -> tuple[Any, bytes]:
+    """(the parsed document, the file's bytes); see parsed_once."""
     raw = path.read_bytes()
+    return parsed_once("protocol", raw, lambda: _parse(path, raw)), raw
+
+
+def _parse(path: Path, raw: bytes) -> Any:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
     try:
@@ -38,7 +69,7 @@ def read_yaml(path: Path) -> tuple[Any, bytes]:
                                      expected="plain text")]) from None
     except UnicodeDecodeError:
         raise ProtocolError([Problem(Location(str(path), 1, 1), "the file is not UTF-8 text")]) from None
-    return data, raw
+    return data
 
 
 class Node:

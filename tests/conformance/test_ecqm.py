@@ -140,3 +140,21 @@ def test_cli_engines_protocols_and_failing_case_whys(tmp_path):
     assert "[excl] exclusion: no" in res.output and "[num] numerator: no" in res.output
     res = CliRunner().invoke(app, ["conformance", kit, "--protocols", str(tmp_path / "nowhere")])
     assert res.exit_code == 2
+
+
+def test_a_changed_protocol_file_is_read_again(tmp_path):
+    """The kits share one loaded library (engine/app/conformance.py keeps it while none of its files changes):
+    an edited protocol file is loaded afresh, not answered from the kept library."""
+    from engine.app.conformance import find_protocol
+
+    src = (PROTOCOLS / "ecqm" / "cms2-depression-screening.yaml").read_text(encoding="utf-8")
+    (tmp_path / "valuesets").symlink_to(PROTOCOLS / "ecqm" / "valuesets")
+    (tmp_path / "cms2.yaml").write_text(src, encoding="utf-8")
+    km = kit_measure(KITS_ROOT / "CMS2")
+    proto, measure = find_protocol(km, tmp_path)
+    assert measure.has_exceptions
+    assert find_protocol(km, tmp_path)[0] is proto  # nothing changed: the kept library
+    (tmp_path / "cms2.yaml").write_text(src.replace("    exceptions:\n      - has_reason_not_screened\n", ""),
+                                        encoding="utf-8")
+    proto2, measure2 = find_protocol(km, tmp_path)
+    assert proto2 is not proto and not measure2.has_exceptions

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 import pytest
-from protocol_cases import MEASURE_SHORTHAND, load_cases, run_case
+from protocol_cases import MEASURE_SHORTHAND, run_case, shipped_cases
 
 from engine.evaluation.evaluator import Options, evaluate
 from engine.language.loader import load_protocol
@@ -45,7 +45,7 @@ def _load(path: Path, site: Path | None):
     else:
         os.environ.pop(SITE_ENV, None)
     try:
-        return path.name.endswith(".tests.yaml") and load_cases(path) or load_protocol(path)
+        return path.name.endswith(".tests.yaml") and shipped_cases(path) or load_protocol(path)
     finally:
         if before is None:
             os.environ.pop(SITE_ENV, None)

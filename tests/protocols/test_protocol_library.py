@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from protocol_cases import case_files, load_cases, run_case
+from protocol_cases import case_files, run_case, shipped_cases, shipped_library
 
-from engine.language.library import load_library, version_key
+from engine.language.library import version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = ROOT / "protocols"
 COVERED_ELSEWHERE = {"t2dm-annual-care.tests.yaml"}  # tests/protocols/test_t2dm.py
-FILES = {f.name: load_cases(f) for f in case_files([PROTOCOLS])}
+FILES = {f.name: shipped_cases(f) for f in case_files([PROTOCOLS])}
 CASES = [(name, c) for name, cf in sorted(FILES.items()) if name not in COVERED_ELSEWHERE for c in cf.cases]
 
 
@@ -30,7 +30,7 @@ def test_case(file_name, case):
 
 
 def _latest_pathways():
-    lib = load_library([PROTOCOLS])
+    lib = shipped_library()
     latest = {}
     for p in lib.protocols:
         if "ecqm" in Path(p.source).parts or p.status == "retired":

@@ -15,12 +15,12 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from protocol_cases import load_cases
+from protocol_cases import shipped_cases, shipped_library
 
 from engine.calendar import parse_response
 from engine.evaluation.evaluator import Options, evaluate
 from engine.language.agreements import load_agreement, resolve
-from engine.language.library import load_library, version_key
+from engine.language.library import version_key
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = ROOT / "protocols"
@@ -37,7 +37,7 @@ SATURDAY_2300 = dt.datetime(2026, 11, 21, 23, 0)
 
 def _case(file_name: str, name_start: str):
     if file_name not in _FILES:
-        _FILES[file_name] = load_cases(PROTOCOLS / file_name)
+        _FILES[file_name] = shipped_cases(PROTOCOLS / file_name)
     cf = _FILES[file_name]
     case = next(c for c in cf.cases if c.name.startswith(name_start))
     return cf, case
@@ -186,13 +186,13 @@ def test_a_deadline_on_a_bank_holiday_moves_to_the_last_opening_time_before_it()
 
 # ---- the library: which version is in force, and every pathway assigned ---------------------------------------------
 def test_the_new_agreements_take_effect_on_1_april_2027():
-    lib = load_library([PROTOCOLS])
+    lib = shipped_library()
     assert {a.key for a in lib.agreements_in_force(dt.date(2027, 3, 31))} == {"central-locality-roles@1.0.0", "pilot-area-roles@1.0.0"}
     assert {a.key for a in lib.agreements_in_force(dt.date(2027, 4, 1))} == {"central-locality-roles@1.1.0", "pilot-area-roles@1.1.0"}
 
 
 def test_every_pathway_task_is_assigned_in_every_mdt_to_a_party_with_opening_hours():
-    lib = load_library([PROTOCOLS])
+    lib = shipped_library()
     latest = {}
     for p in lib.protocols:
         if "ecqm" not in Path(p.source).parts and (p.id not in latest or version_key(p.version) > version_key(latest[p.id].version)):

@@ -4,11 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from protocol_cases import check_case, load_cases
+from protocol_cases import check_case, shipped_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES_FILE = ROOT / "protocols" / "t2dm-annual-care.tests.yaml"
-CASES = load_cases(CASES_FILE)
+CASES = shipped_cases(CASES_FILE)
 
 
 def test_the_case_file_covers_enough():
