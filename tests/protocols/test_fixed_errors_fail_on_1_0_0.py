@@ -15,21 +15,13 @@ from engine.language.library import version_key
 from engine.language.loader import load_protocol
 
 PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
-<<<<<<< HEAD
 # new case file -> (the published version before it, the prefix of the cases that show the fix)
 PAIRS = {"asthma@1.1.0.tests.yaml": ("asthma.yaml", "1.0.0 error"), "copd@1.1.0.tests.yaml": ("copd.yaml", "1.0.0 error"),
          "depression@1.1.0.tests.yaml": ("depression.yaml", "1.0.0 error"),
          "hypertension@1.3.0.tests.yaml": ("hypertension@1.2.0.yaml", "(1.3.0 fix)")}
-FILES = {new: load_cases(PROTOCOLS / new) for new in PAIRS}
+FILES = {new: shipped_cases(PROTOCOLS / new) for new in PAIRS}
 OLD = {old: load_protocol(PROTOCOLS / old) for old, _ in PAIRS.values()}
 CASES = [(new, old, c) for new, (old, prefix) in PAIRS.items() for c in FILES[new].cases if c.name.startswith(prefix)]
-=======
-PAIRS = {"asthma@1.1.0.tests.yaml": "asthma.yaml", "copd@1.1.0.tests.yaml": "copd.yaml",
-         "depression@1.1.0.tests.yaml": "depression.yaml"}
-FILES = {new: shipped_cases(PROTOCOLS / new) for new in PAIRS}
-OLD = {old: load_protocol(PROTOCOLS / old) for old in PAIRS.values()}
-CASES = [(new, old, c) for new, old in PAIRS.items() for c in FILES[new].cases if c.name.startswith("1.0.0 error")]
->>>>>>> r2b
 
 
 def test_every_fixed_protocol_has_fix_cases():
