@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from api.db import Engines
 from api.security import Pseudonymiser, Tokens
 from api.throttle import ThrottlePolicy
-from engine.language.library import Library, library_inputs, load_library
+from engine.language.library import Library, library_fingerprint, load_library
 from engine.registry.access import ServiceKeyRow
 from engine.registry.tables import utcnow
 
@@ -39,7 +39,7 @@ def env_flag(name: str, default: bool) -> bool:
 
 
 class LibraryHolder:
-    """The protocol library, reloaded when any protocol file or codelist it reads changes (library_inputs: a
+    """The protocol library, reloaded when any protocol file or codelist it reads changes (library_fingerprint: a
     codelist a site supplies with `carepath codelists import` takes effect without restarting the service)."""
 
     def __init__(self, root: Path, check_every: float = 1.0):
@@ -50,22 +50,12 @@ class LibraryHolder:
         self._checked = 0.0
         self._library: Library | None = None
 
-    def _fp(self) -> tuple:
-        out = []
-        for f in library_inputs([self.root]):
-            try:
-                st = f.stat()
-            except OSError:
-                continue
-            out.append((str(f), st.st_mtime_ns, st.st_size))
-        return tuple(out)
-
     def get(self, force: bool = False) -> Library:
         now = time.monotonic()
         if not force and self._library is not None and now - self._checked < self.check_every:
             return self._library
         with self._lock:
-            fp = self._fp()
+            fp = library_fingerprint([self.root])  # shared definitions above the folder and the site codelists too
             self._checked = time.monotonic()
             if force or self._library is None or fp != self._fingerprint:
                 self._library = load_library([self.root])
