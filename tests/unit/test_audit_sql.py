@@ -16,13 +16,13 @@ from sqlmodel import Session, func, select
 from engine.app.audit import UNIT_KINDS, aggregate, figures, stored_rows
 from engine.app.audit_sql import live_figures
 from engine.app.service import reevaluate_many
-from engine.language.library import load_library
 from engine.registry import db
 from engine.registry.ingest import ingest_fhir_bundle, ingest_records
 from engine.registry.measure_results import backfill
 from engine.registry.outputs import PatientMeasureRow
 from engine.registry.tables import PatientRow
 from engine.synthetic.generate import generate
+from tests.unit.cached import shipped_library
 
 ROOT = Path(__file__).resolve().parents[2]
 ECQM = ROOT.parent / "shared" / "conformance" / "ecqm"
@@ -74,7 +74,7 @@ def _case_paths() -> list[Path]:
 
 def test_sql_audit_figures_equal_the_per_patient_computation(engine, monkeypatch):
     monkeypatch.delenv("CAREPATH_SITE_CODELISTS", raising=False)
-    lib = load_library([ROOT / "protocols"])
+    lib = shipped_library()
     records = list(generate(40, seed=5, as_of=LATE))
     ingest_records(engine, records, source="generated")
     generated = [r.patient.nhs_number for r in records]
@@ -136,7 +136,7 @@ def test_sql_audit_figures_equal_the_per_patient_computation(engine, monkeypatch
 def test_an_unchanged_reevaluation_keeps_the_rows(engine):
     """Re-evaluating with nothing changed (selective re-evaluation reuses the stored results) does not rewrite
     the patient's measure rows; a changed result does."""
-    lib = load_library([ROOT / "protocols"])
+    lib = shipped_library()
     records = list(generate(3, seed=11, as_of=LATE))
     ingest_records(engine, records, source="generated")
     nhs = [r.patient.nhs_number for r in records]
