@@ -31,7 +31,7 @@ def protocols():
 
 @pytest.fixture(scope="module")
 def records():
-    return list(generate(240, seed=11, as_of=AS_OF))
+    return list(generate(160, seed=11, as_of=AS_OF))  # 16 of them with diabetes; 4 chunks of 40 below
 
 
 @pytest.fixture(scope="module")

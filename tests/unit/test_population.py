@@ -216,10 +216,10 @@ def test_evaluate_population_command(tmp_path, shipped_library_once):
 
     write_population(tmp_path / "pop", 60, seed=5, as_of=AS_OF, workers=1)
     res = CliRunner().invoke(app, ["evaluate-population", "--data", str(tmp_path / "pop"), "--as-of", AS_OF.isoformat(),
-                                   "--chunk", "25", "--workers", "2", "--format", "json"])
+                                   "--chunk", "30", "--workers", "2", "--format", "json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout[res.stdout.index("{"):])
-    assert out["patients"] == 60 and out["chunks"] == 3
+    assert out["patients"] == 60 and out["chunks"] == 2
     assert {p["protocol"] for p in out["protocols"]} >= {"t2dm-annual-care@1.0.0"}
     assert all("error" not in p for p in out["protocols"])
     missing = CliRunner().invoke(app, ["evaluate-population", "--data", str(tmp_path / "none"), "--as-of", "2026-04-30"])
