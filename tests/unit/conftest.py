@@ -13,8 +13,8 @@ _LOADERS = ("cli.common", "cli.main", "engine.app.conformance", "engine.app.demo
 @pytest.fixture
 def shipped_library_once(monkeypatch):
     """The shipped protocols/ library, loaded once per test process, also for the code under test (CLI commands,
-    the conformance runner, the demo seeding) when it asks for protocols/: loading it costs 8-15 s a time on
-    a loaded machine. Any other folder is still loaded from its files (tests/unit/cached.py)."""
+    the conformance runner, the demo seeding) when it asks for protocols/: loading it costs ~2 s of CPU (8-15 s on
+    a loaded machine) each time. Any other folder is still loaded from its files (tests/unit/cached.py)."""
     import importlib
 
     for name in _LOADERS:
