@@ -165,7 +165,7 @@ def test_population_run_survives_kill_9_and_resumes(tmp_path):
     protos = [p for p in shipped_library().in_force(AS_OF)
               if p.id in ("t2dm-annual-care", "ecqm-cms22-bp-screening", "pilot-outcomes")]
     assert len(protos) == 3
-    # the killed process gets the protocols in force as loaded here (pickled: loading the library is most of
+    # the killed process gets these protocols as loaded here (pickled: loading the library would be most of
     # its start-up time)
     (tmp_path / "protocols.pickle").write_bytes(pickle.dumps(protos))
     script = f"""
