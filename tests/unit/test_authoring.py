@@ -83,7 +83,7 @@ def mini(root: Path, rules: str, name: str = "mini.yaml") -> Path:
 
 
 # ---- validate ---------------------------------------------------------------------------------------------------
-def test_shipped_library_validates_clean():
+def test_shipped_library_validates_clean(shipped_library_once):
     """No errors; the only warnings are about where codes come from (issue 13: made-up and unverified codes in
     published versions, which are never edited, and declared clusters not supplied), none of any other kind."""
     r = cli("validate", ROOT / "protocols", "--format", "json")
@@ -311,7 +311,7 @@ def _demo_bundles(folder: Path) -> None:
         (folder / f"{rec.patient.nhs_number}.json").write_text(json.dumps(export_patient_bundle(rec)), encoding="utf-8")
 
 
-def test_impact_from_a_registry_and_for_a_new_pathway(tmp_path, lib):
+def test_impact_from_a_registry_and_for_a_new_pathway(tmp_path, lib, shipped_library_once):
     from engine.synthetic.demo import demo_records
     from engine.registry.db import make_engine, upgrade
     from engine.registry.ingest import ingest_records
@@ -339,11 +339,10 @@ def test_impact_from_a_registry_and_for_a_new_pathway(tmp_path, lib):
 
 
 # ---- versions "as of" a date ------------------------------------------------------------------------------------------
-def test_as_of_a_past_date_uses_the_version_then_in_force_and_outputs_name_it():
+def test_as_of_a_past_date_uses_the_version_then_in_force_and_outputs_name_it(shipped_library_once):
     from engine.synthetic.demo import demo_records
     from engine.evaluation.evaluator import evaluate
-    from engine.language.library import load_library
-    lib = load_library([ROOT / "protocols"])
+    lib = shipped_library_once
     rec = next(r for r in demo_records(dt.date(2026, 11, 20)) if r.patient.nhs_number == "9990000026")
     before, after = dt.date(2026, 10, 31), dt.date(2026, 11, 20)
     old = evaluate(rec, lib.in_force(before), lib.agreements_in_force(before), as_of=before)
@@ -368,7 +367,7 @@ def test_as_of_a_past_date_uses_the_version_then_in_force_and_outputs_name_it():
 
 
 # ---- docs ------------------------------------------------------------------------------------------------------------
-def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path):
+def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path, shipped_library_once):
     r = cli("docs", ROOT / "protocols", "--out", tmp_path / "docs", "--as-of", "2026-11-20")
     assert r.exit_code == 0, r.output
     index = (tmp_path / "docs" / "index.md").read_text(encoding="utf-8")

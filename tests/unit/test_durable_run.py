@@ -15,7 +15,7 @@ from engine.ir.lowering import lowered_for
 from engine.ir.lowering import summary_fact
 from engine.engines.durable.pool import run_facts, run_records
 from engine.synthetic.generate import generate
-from engine.language.library import load_library
+from tests.unit.cached import shipped_library
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = dt.date(2026, 4, 30)
@@ -24,14 +24,14 @@ KEYS = ("t2dm-annual-care@1.1.0", "hypertension@1.0.0", "asthma@1.0.0")
 
 @pytest.fixture(scope="module")
 def protocols():
-    lib = load_library([ROOT / "protocols"])
+    lib = shipped_library()
     by_key = {p.key: p for p in lib.protocols}
     return [by_key[k] for k in KEYS]
 
 
 @pytest.fixture(scope="module")
 def records():
-    return list(generate(240, seed=11, as_of=AS_OF))
+    return list(generate(160, seed=11, as_of=AS_OF))  # 16 of them with diabetes; 4 chunks of 40 below
 
 
 @pytest.fixture(scope="module")

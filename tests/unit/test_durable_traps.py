@@ -19,7 +19,7 @@ from engine.engines.derive import Context
 from engine.evaluation.evaluator import Options, evaluate, fired_conditions
 from engine.ir.lowering import lowered_for
 from engine.ir.lowering import All, AnyOf, Cmp, Lowered
-from engine.language.library import load_library
+from tests.unit.cached import shipped_library
 from engine.language.loader import load_protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.records.nhs_number import check_digit
@@ -256,7 +256,7 @@ def test_raw_field_absent_inside_or_hangs():
 
 
 def shipped_protocols():
-    lib = load_library([ROOT / "protocols"])
+    lib = shipped_library()
     assert not lib.errors, [str(e) for e in lib.errors]
     assert any(p.id == "t2dm-annual-care" for p in lib.protocols)
     return lib.protocols

@@ -10,7 +10,7 @@ from pathlib import Path
 from engine.engines.derive import Context, Deriver, Ev
 from engine.evaluation.evaluator import fired_conditions
 from engine.ir import nodes as ir
-from engine.language.library import load_library
+from tests.unit.cached import shipped_library
 from engine.synthetic.demo import demo_records
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +37,7 @@ def walked_evidence(d: Deriver, node: ir.Node) -> list:
 
 
 def test_evidence_is_what_the_full_walk_gave():
-    lib = load_library([ROOT / "protocols"])
+    lib = shipped_library()
     compared = with_facts = 0
     for day in (dt.date(2026, 12, 6), dt.date(2027, 6, 1)):
         for record in demo_records(day):

@@ -10,10 +10,10 @@ import duckdb
 import pytest
 
 from engine.ir import measure_steps
-from engine.language.library import load_library
+from tests.unit.cached import shipped_library
 
 ROOT = Path(__file__).resolve().parents[2]
-LIBRARY = load_library([ROOT / "protocols"])
+LIBRARY = shipped_library()
 MEASURES = [(p, m) for p in LIBRARY.protocols for m in p.measures]
 
 

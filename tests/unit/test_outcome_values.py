@@ -34,8 +34,9 @@ def test_population_run_stores_the_values_the_per_patient_engine_gives(tmp_path,
         "SELECT measure, sum(value_sum), sum(value_patients), sum(value_missing) FROM measures GROUP BY measure").fetchall()}
     undetermined = dict(con.execute("SELECT measure, sum(cannot_determine) FROM measures GROUP BY measure").fetchall())
     con.close()
+    rows = list(value_rows(generate(n, seed=19, as_of=AS_OF), [outcomes], AS_OF))
     want, totals = {}, {}
-    for row in value_rows(generate(n, seed=19, as_of=AS_OF), [outcomes], AS_OF):
+    for row in rows:
         if row["in_cohort"] and not row["cannot_determine"]:
             want[(row["nhs_number"], row["measure"])] = row["value"]
             t = totals.setdefault(row["measure"], [0.0, 0])
@@ -49,7 +50,7 @@ def test_population_run_stores_the_values_the_per_patient_engine_gives(tmp_path,
     # A&E: the cluster is not supplied, so no person has an A&E number (cannot determine, never 0): no rows,
     # no sums, and the cohort's people counted apart as the per-patient engine says
     blocked = {}
-    for row in value_rows(generate(n, seed=19, as_of=AS_OF), [outcomes], AS_OF):
+    for row in rows:
         if row["cannot_determine"]:  # the outcome measures count people who died in the period (counts_deceased)
             blocked[row["measure"]] = blocked.get(row["measure"], 0) + 1
     assert not any(m.startswith("ae-") for _, m in stored) and sums["ae-diabetes"] == (None, None, None)

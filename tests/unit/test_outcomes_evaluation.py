@@ -186,10 +186,13 @@ def test_the_protocol_measures_adapter_counts_what_the_records_hold():
     emergency admissions starting in the month."""
     from engine.app.outcomes.table import age_on, from_measure_values
     from tests.outcomes_reference import _codes
-    from engine.language.library import load_library
+    from tests.unit.cached import shipped_library
 
-    proto = load_library(["protocols"]).find("pilot-outcomes")
-    records = [r for r in generate(400, seed=9, as_of=AS_OF, outcomes=OutcomeModel()) if age_on(r.patient.birth_date, AS_OF) >= 70][:30]
+    proto = shipped_library().find("pilot-outcomes")
+    # the people aged 70 or over chosen on the generator's raw person, then only they built as records
+    old = [i for i in range(400) if age_on(person(i, 9, AS_OF, OutcomeModel()).birth, AS_OF) >= 70][:30]
+    records = [next(generate(1, seed=9, as_of=AS_OF, start=i, outcomes=OutcomeModel())) for i in old]
+    assert len(records) == 30 and all(age_on(r.patient.birth_date, AS_OF) >= 70 for r in records)
     t = from_measure_values(records, proto, AS_OF, months=1)
     assert [m.strftime("%Y-%m") for m in t.months] == ["2026-10"]
     first, last = dt.date(2026, 10, 1), dt.date(2026, 10, 31)

@@ -10,7 +10,7 @@ import pytest
 
 from api.routers.mdt import next_meeting_day
 from api.web.summary import clean_term, summarise, unit_display
-from engine.language.library import load_library
+from tests.unit.cached import shipped_library
 from engine.records.model import Coding, Fact, Patient, PatientRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +20,7 @@ SCT = "http://snomed.info/sct"
 
 @pytest.fixture(scope="module")
 def library():
-    return load_library([ROOT / "protocols"])
+    return shipped_library()
 
 
 def fact(fid, kind, code, when, *, end=None, value=None, unit=None, display=None, setting="gp", **attrs):

@@ -15,7 +15,7 @@ from engine.synthetic.generate import generate
 from engine.registry import db
 from engine.registry.ingest import ingest_records, load_record
 
-N, SEED, AS_OF = 200, 3, dt.date(2026, 11, 20)
+N, SEED, AS_OF = 120, 3, dt.date(2026, 11, 20)  # 3 blocks of the loader (BLOCK below)
 NOW = dt.datetime(2026, 11, 20, 9, 30)
 
 FACT_COLUMNS = ('source_system, source_id, kind, start, "end", value, unit, status, care_setting, exception_type, '
@@ -58,7 +58,7 @@ def test_bulk_load_stores_what_ingest_records_stores(db_url, monkeypatch):
         reference = snapshot(engine, nhs)
         wipe(engine)
 
-        monkeypatch.setattr(registry_load, "BLOCK", 70)  # several blocks, so the worker pool is used
+        monkeypatch.setattr(registry_load, "BLOCK", 45)  # several blocks, so the worker pool is used
         monkeypatch.setattr(registry_load, "COMMIT_EVERY", 2)
         result = registry_load.bulk_load(engine, N, seed=SEED, as_of=AS_OF, workers=2, now=NOW)
         assert (result["patients"], result["facts"]) == (N, summary.added)
@@ -80,9 +80,9 @@ def test_bulk_load_stores_what_ingest_records_stores(db_url, monkeypatch):
 def test_populate_outputs_stores_what_reevaluate_stores(tmp_path):
     from engine.app.service import reevaluate_many
     from benchmarks.bench_batch import ROOT
-    from engine.language.library import load_library
+    from tests.unit.cached import shipped_library
 
-    library = load_library([ROOT / "protocols"])
+    library = shipped_library()
     records = list(generate(60, seed=SEED, as_of=AS_OF))
     mdt = max({r.patient.mdt for r in records}, key=lambda m: sum(r.patient.mdt == m for r in records))
     members = sorted(r.patient.nhs_number for r in records if r.patient.mdt == mdt)

@@ -17,9 +17,9 @@ from engine.app.outcomes.risk_model import (build_report, choose_protocol, colle
 from engine.engines.duckdb import batch
 from engine.engines.duckdb.columnar import load_records
 from engine.evaluation.evaluator import evaluate
-from engine.language.library import load_library
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.synthetic.generate import generate, write_population
+from tests.unit.cached import shipped_library
 
 ROOT = Path(__file__).resolve().parents[2]
 T = dt.date(2025, 6, 30)
@@ -31,7 +31,7 @@ EMERGENCY = "183452005"  # Emergency hospital admission (GM-SDE emergency-admiss
 
 @pytest.fixture(scope="module")
 def lib():
-    return load_library([ROOT / "protocols"])
+    return shipped_library()
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,7 @@ def _emergency_codes() -> set[str]:
     return {ln.split(",")[0] for ln in lines}
 
 
-def test_command_report_structure_and_sums(population, tmp_path):
+def test_command_report_structure_and_sums(population, tmp_path, shipped_library_once):
     svg = tmp_path / "calibration.svg"
     r = CliRunner().invoke(app, ["outcomes", "risk-model", "--population", str(population), "--as-of", T.isoformat(),
                                  "--protocols", str(ROOT / "protocols"), "--protocol", "risk-stratification@1.1.0",
@@ -218,7 +218,7 @@ def test_choosing_the_version_and_refusing_a_protocol_without_a_score(population
         collect(population, lib.find("frailty", "1.1.0"), T)
 
 
-def test_the_registry_records_give_the_same_report(tmp_path, proto):
+def test_the_registry_records_give_the_same_report(tmp_path, proto, shipped_library_once):
     """Without --population the command reads the registry's own records (as stored by ingest)."""
     from engine.registry.db import make_engine, upgrade
     from engine.registry.ingest import ingest_records

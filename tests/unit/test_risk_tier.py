@@ -6,7 +6,7 @@ from pathlib import Path
 
 from engine.evaluation.evaluator import evaluate
 from engine.evaluation.risk import mdt_reasons, patient_tier, worklist_priority
-from engine.language.library import load_library
+from tests.unit.cached import shipped_library
 from engine.records.model import Fact, Patient, PatientRecord
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ def _fact(fid, code, day, **kw):
 
 
 def test_tier_from_an_evaluation_and_from_the_stored_result():
-    lib = load_library([ROOT / "protocols"])
+    lib = shipped_library()
     rec = _patient(_fact("c", "195951007", "2015-01-01"), _fact("h", "10633002", "2019-01-01"),
                    _fact("a1", "32485007", "2026-03-01", kind="encounter", care_setting="acute"),
                    _fact("a2", "32485007", "2026-08-01", kind="encounter", care_setting="acute"))

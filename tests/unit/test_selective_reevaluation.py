@@ -27,12 +27,12 @@ from sqlmodel import Session, select
 
 from engine.app import service
 from engine.app.service import reevaluate, task_action
-from engine.synthetic.generate import generate
-from engine.language.library import load_library
+from engine.synthetic.generate import generate, person
 from engine.records.model import CareSetting, Fact, FactKind, PatientRecord
 from engine.registry import db
 from engine.registry.ingest import ingest_records, load_record
 from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskEventRow, TaskRow
+from tests.unit.cached import shipped_library
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_OF = dt.date(2026, 11, 20)
@@ -41,7 +41,7 @@ EXAMPLES = int(os.environ.get("CAREPATH_SELECTIVE_EXAMPLES", "20"))
 
 @pytest.fixture(scope="module")
 def library():
-    lib = load_library([ROOT / "protocols"])
+    lib = shipped_library()
     assert not lib.errors
     assert len(lib.in_force(AS_OF)) >= 8
     return lib
@@ -50,8 +50,10 @@ def library():
 @pytest.fixture(scope="module")
 def people():
     # People with something to evaluate: a condition on at least one register, or aged 65+ (frailty).
-    out = [r for r in generate(400, seed=5, as_of=AS_OF)
-           if r.patient.death_date is None and len(r.facts) >= 30][:40]
+    # (chosen on the generator's raw person, then only those built as records: the same people, cheaper)
+    chosen = [i for i in range(400) if (p := person(i, 5, AS_OF)).deceased is None and len(p.facts) >= 30][:40]
+    out = [next(generate(1, seed=5, as_of=AS_OF, start=i)) for i in chosen]
+    assert all(r.patient.death_date is None and len(r.facts) >= 30 for r in out)
     assert len(out) >= 20
     return out
 

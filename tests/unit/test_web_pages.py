@@ -130,9 +130,9 @@ def test_every_shipped_protocol_reads_in_clinical_words():
     from pathlib import Path
 
     from engine.app.docs import clinical_words
-    from engine.language.library import load_library
+    from tests.unit.cached import shipped_library
 
-    lib = load_library([Path(__file__).resolve().parents[2] / "protocols"])
+    lib = shipped_library()
     for p in lib.protocols:
         words = clinical_words(p)
         assert words["register"], p.key
