@@ -628,9 +628,10 @@ class AddedRemoved(BaseModel):
     removed: int
 
 
-class ImpactExample(PracticeNamed):
+class ImpactExample(BaseModel):
     nhs_number: str
     practice: str | None
+    practice_name: str | None = Field(None, description="The practice's name beside its ODS code (engine.app.impact: the CLI's JSON carries it too)")
     change: str = Field(description="What changes for this patient, e.g. 'task added: ...', 'clinical flag added: ...'")
     why: str = Field(description="The why-line of what changed")
 

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from engine.app import practices
 from engine.evaluation.evaluator import Options, evaluate
 from engine.records.model import PatientRecord
 
@@ -83,6 +84,7 @@ class Example:
     practice: str | None
     change: str
     why: str
+    practice_name: str | None = None  # beside the ODS code, from the one practice table (engine/app/practices.py)
 
 
 PRACTICE_COLUMNS = ("entering", "leaving", "tasks_added", "tasks_removed", "clinical_flags_added",
@@ -160,7 +162,8 @@ def impact(old, new, records: Iterable[PatientRecord], agreements: list, as_of: 
     def example(rec, change: str, why: str) -> None:
         if shown[change] < examples_per_change and len(rep.examples) < max_examples:
             shown[change] += 1
-            rep.examples.append(Example(rec.patient.nhs_number, rec.patient.practice, change, why))
+            rep.examples.append(Example(rec.patient.nhs_number, rec.patient.practice, change, why,
+                                        practices.practice_name(rec.patient.practice) or None))
 
     for rec in records:
         if progress is not None and rep.patients:
@@ -306,4 +309,4 @@ def render_text(rep: Report, console) -> None:
     if rep.examples:
         console.print("Examples (patient, practice: what changed - why):", highlight=False)
         for e in rep.examples:
-            console.print(f"  {e.nhs_number} {e.practice or ''}: {e.change} - {e.why}", highlight=False, markup=False)
+            console.print(f"  {e.nhs_number} {e.practice_name or e.practice or ''}: {e.change} - {e.why}", highlight=False, markup=False)
