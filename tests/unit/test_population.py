@@ -104,25 +104,28 @@ def test_population_run_matches_per_patient_measures(tmp_path):
     lib = shipped_library()
     protos = [p for p in lib.protocols if p.id == "t2dm-annual-care"]
     summary = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, log=lambda m: None)
-    got = summary["protocols"][0]["measures"]
-    want: dict = {}
-    on_register = 0
+    want: list[dict] = [{} for _ in protos]  # every version's counts (the run stores each version's)
+    on_register = [0 for _ in protos]
     for rec in generate(250, seed=8, as_of=AS_OF):
-        res = evaluate(rec, protos, as_of=AS_OF, options=Options(engine="python")).protocols[0]
-        on_register += res.on_register
-        for m in res.measures:
-            w = want.setdefault(m.measure, {"initial_population": 0, "denominator": 0, "exclusions": 0, "exceptions": 0,
-                                            "numerator": 0, "cannot_determine": 0})
-            w["initial_population"] += m.initial_population
-            w["denominator"] += m.denominator
-            w["exclusions"] += m.exclusion
-            w["exceptions"] += m.exception
-            w["numerator"] += m.numerator
-            w["cannot_determine"] += bool(m.cannot_determine)
-    assert got == want
-    assert summary["protocols"][0]["on_register"] == on_register > 0
+        for i, res in enumerate(evaluate(rec, protos, as_of=AS_OF, options=Options(engine="python")).protocols):
+            on_register[i] += res.on_register
+            for m in res.measures:
+                w = want[i].setdefault(m.measure, {"initial_population": 0, "denominator": 0, "exclusions": 0,
+                                                   "exceptions": 0, "numerator": 0, "cannot_determine": 0})
+                w["initial_population"] += m.initial_population
+                w["denominator"] += m.denominator
+                w["exclusions"] += m.exclusion
+                w["exceptions"] += m.exception
+                w["numerator"] += m.numerator
+                w["cannot_determine"] += bool(m.cannot_determine)
+    by_key = {r["protocol"]: r for r in summary["protocols"]}
+    assert set(by_key) == {p.key for p in protos} and len(protos) > 1
+    for i, proto in enumerate(protos):
+        assert by_key[proto.key]["measures"] == want[i], proto.key
+        assert by_key[proto.key]["on_register"] == on_register[i] > 0, proto.key
     again = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, log=lambda m: None)
-    assert again["protocols"][0]["skipped"] and again["protocols"][0]["measures"] == want
+    assert all(r["skipped"] for r in again["protocols"])
+    assert {r["protocol"]: r["measures"] for r in again["protocols"]} == {p.key: want[i] for i, p in enumerate(protos)}
 
     # the audit over the stored per-patient rows counts the same, practice by practice
     import duckdb
@@ -130,7 +133,7 @@ def test_population_run_matches_per_patient_measures(tmp_path):
     from engine.engines.duckdb.audit import measure_by_practice
 
     con = duckdb.connect(summary["results"], read_only=True)
-    for mid, w in want.items():
+    for mid, w in want[0].items():
         rows = measure_by_practice(con, summary["run"], protos[0], mid)
         assert {k: sum(r[k] for r in rows) for k in w} == w
         stored = con.execute("SELECT practice, sum(numerator) FROM measures WHERE measure = ? AND version = ? "
