@@ -123,8 +123,7 @@ def summary_reports(measure: ShortText | None = None, protocol: ShortText | None
     for key, c in sorted(live.per_unit.items()):
         if (measure and c.measure != measure) or (unit and c.unit != unit):
             continue
-        proto = state.library.find(c.protocol, c.version)  # a measure with `value:`: a continuous-variable report
-        has_value = proto is not None and any(m.id == c.measure and m.has_value for m in proto.measures)
+        has_value = state.library.is_value_measure(c.protocol, c.version, c.measure)  # a continuous-variable report
         reports.append(fhir_out.summary_report(figures(c, live.area.get(key[:2])), _period(state, c.protocol, ref),
                                                state.now(), has_value=has_value))
     return fhir(fhir_out.bundle(reports))

@@ -54,8 +54,10 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
     by_unit, area = aapi.measures_with_area(unit_kind, protocol or None, who, state)
     # outcome measures (`value:`, e.g. admissions per person) are counts, not proportions: the outcomes page
     # shows them; here their "rate" would read as a 0 % process measure
-    outcome_measures = sorted({r.measure for r in area.rows if _is_value_measure(state, r)})
-    measures = sorted((r for r in area.rows if not _is_value_measure(state, r)), key=lambda r: (r.protocol, r.measure))
+    lib = state.library
+    is_outcome = {id(r): lib.is_value_measure(r.protocol, r.version, r.measure) for r in area.rows}
+    outcome_measures = sorted({r.measure for r in area.rows if is_outcome[id(r)]})
+    measures = sorted((r for r in area.rows if not is_outcome[id(r)]), key=lambda r: (r.protocol, r.measure))
     chosen = next((r for r in measures if r.measure == measure and (not protocol or r.protocol == protocol)), None)
     if chosen is None and measures:  # the measure with the most to compare: most units with data, then most patients
         units_with_data: dict[tuple, int] = {}
@@ -98,11 +100,6 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                   drill_url=drill_url, patients=area.patients, evaluated_from=area.evaluated_from,
                   evaluated_to=area.evaluated_to, today=state.now().date(), sparks=_sparklines(state, measures),
                   outcome_measures=outcome_measures, **ctx)
-
-
-def _is_value_measure(state, row) -> bool:
-    proto = state.library.find(row.protocol, row.version)
-    return proto is not None and any(m.id == row.measure and m.has_value for m in proto.measures)
 
 
 def _sparklines(state, measures) -> dict[tuple[str, str], object]:

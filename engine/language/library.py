@@ -54,6 +54,11 @@ class Library:
         matches = [p for p in self.protocols if p.id == protocol_id and (version is None or p.version == version)]
         return max(matches, key=lambda p: version_key(p.version)) if matches else None
 
+    def is_value_measure(self, protocol_id: str, version: str | None, measure: str) -> bool:
+        """The measure has `value:` (an outcome counted per person, e.g. admissions), not a proportion."""
+        proto = self.find(protocol_id, version)
+        return proto is not None and any(m.id == measure and m.has_value for m in proto.measures)
+
 
 def _kind(path: Path) -> str | None:
     try:
