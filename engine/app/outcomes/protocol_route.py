@@ -78,10 +78,33 @@ def _band_sql(birth: str, on: dt.date) -> str:
     return "CASE " + " ".join(f"WHEN {age} < {e} THEN {i}" for i, e in enumerate(AGE_EDGES)) + f" ELSE {len(AGE_EDGES)} END"
 
 
-def _month_rows(con, proto: Protocol, first: dt.date, last: dt.date) -> list[tuple]:
-    """(measure, practice, mdt, locality, band, sex, people, value_sum) for one month over the loaded chunk."""
+class _MatchedUpTo:
+    """One month's matched facts out of the chunk's one matching pass (`shared`, made as of the last month's
+    end): the rows of facts started by `ref`, the month's as-of date. The same rows as the month's own pass
+    (compiler.matches_sql keeps facts started on or before the reference date; `day` is that start date), so
+    results are identical; the chunk's facts are matched to the value sets once, not once a month. Passed to
+    population_run.patient_columns as its `shared` (batch.prepare copies the protocol's rows from it)."""
+
+    def __init__(self, shared, ref: dt.date):
+        self.shared, self.ref = shared, ref
+
+    def protocol_sql(self, protocol: Protocol, names: list[str]) -> str:
+        return f"SELECT * FROM ({self.shared.protocol_sql(protocol, names)}) WHERE day <= {batch.lit(self.ref)}"
+
+
+def _match_chunk(con, proto: Protocol, last: dt.date):
+    """The loaded chunk's facts matched once to the protocol's value sets, as of `last` (the last month's
+    end; engine/engines/sql/shared_matches.py, as the population run shares its pass between protocols)."""
+    return batch.create_shared(con, [proto], last, None, batch.default_tables(population_run.CHUNK_PREFIX))
+
+
+def _month_rows(con, proto: Protocol, first: dt.date, last: dt.date, shared=None) -> list[tuple]:
+    """(measure, practice, mdt, locality, band, sex, people, value_sum) for one month over the loaded chunk.
+    `shared`: the chunk's one matching pass (_match_chunk, as of this month's end or later); without it the
+    month's query matches the chunk's facts itself."""
     tables = batch.default_tables(population_run.CHUNK_PREFIX)
-    body, _keys, drop, values = population_run.patient_columns(con, proto, last, first, tables)
+    body, _keys, drop, values = population_run.patient_columns(
+        con, proto, last, first, tables, _MatchedUpTo(shared, last) if shared is not None else None)
     con.execute(f"CREATE OR REPLACE TEMP TABLE oc_cur AS SELECT o.*, p.practice, p.mdt, p.locality, "
                 f"p.birth_date AS oc_birth, p.sex AS oc_sex, "
                 f"coalesce(p.death_date <= {batch.lit(last)}, FALSE) AS deceased FROM ({body}) o JOIN {tables['patients']} p USING (pid)")
@@ -112,7 +135,13 @@ def _chunk(lo: int, hi: int) -> tuple[int, list, float, float]:
     t0 = time.perf_counter()
     population_run.load_chunk(con, lo, hi)
     t1 = time.perf_counter()
-    out = [(m, _month_rows(con, job["proto"], first, last)) for m, first, last in job["months"]]
+    if not job["months"]:
+        return lo, [], t1 - t0, 0.0
+    shared = _match_chunk(con, job["proto"], max(last for _m, _first, last in job["months"]))
+    try:
+        out = [(m, _month_rows(con, job["proto"], first, last, shared)) for m, first, last in job["months"]]
+    finally:
+        batch.drop_shared(con, shared)
     return lo, out, t1 - t0, time.perf_counter() - t1
 
 

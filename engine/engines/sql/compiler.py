@@ -439,10 +439,12 @@ class Compiler:
             role = "code" if fld == "code" else "value_code"
             all_codes = (f"(SELECT pid, seq, system, code FROM {codings} WHERE role = '{role}'"
                          + (f" UNION ALL SELECT pid, seq, system, code FROM {facts})" if fld == "code" else ")"))
-            if op == "in-valueset":
-                m = self._vs_match(value, "c.system", "c.code")
-            else:
-                m = _text_match("c.code", op, value, n)
+            if op == "in-valueset":  # one join, not an EXISTS in an EXISTS: DuckDB then joins the few event
+                self.valuesets_used.add(value)  # rows first instead of testing every coding of the chunk
+                return (f"EXISTS (SELECT 1 FROM {all_codes} c JOIN {self.vs_table} vsc ON vsc.code = c.code "
+                        f"AND (vsc.system = c.system OR (vsc.any_system AND vsc.system = '')) "
+                        f"WHERE vsc.vs = {lit(value)} AND c.pid = s.pid AND c.seq = s.seq)"), ""
+            m = _text_match("c.code", op, value, n)
             return f"EXISTS (SELECT 1 FROM {all_codes} c WHERE c.pid = s.pid AND c.seq = s.seq AND {m})", ""
         column = {"status": "status", "setting": "care_setting", "kind": "kind", "source": "source_system"}.get(fld)
         if column is not None:
