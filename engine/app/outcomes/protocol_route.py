@@ -141,7 +141,8 @@ def _chunk(lo: int, hi: int) -> tuple[int, list, float, float]:
     try:
         out = [(m, _month_rows(con, job["proto"], first, last, shared)) for m, first, last in job["months"]]
     finally:
-        batch.drop_shared(con, shared)
+        if shared is not None:
+            batch.drop_shared(con, shared)
     return lo, out, t1 - t0, time.perf_counter() - t1
 
 
