@@ -14,15 +14,20 @@ events, no protocol) only as the tests' independent reference.
 `proto` is pilot-outcomes (measures `<outcome>-<cohort>` with `value:`). Each reported month is one
 measurement period (period start = the month's first day, as-of = its last), as
 engine.app.outcomes.table.from_measure_values does per record; here the population is read in chunks of
-patients (engine/engines/duckdb/run.py's chunking) and, per chunk and month, the protocol's compiled query
-runs once and its measure values are summed in SQL by (practice, age band, sex, cohort) — no per-person
-rows leave DuckDB. Person-time: each person in a measure's cohort that month (its denominator, not
-excluded) counts the whole month (people who die in the month too, as the measure counts them); the
-age band is the age on the month's last day (as from_measure_values).
+patients (engine/engines/duckdb/run.py's chunking). Per chunk, its facts are matched to the protocol's value
+sets once, as of the last month's end (batch.create_shared, engine/engines/sql/shared_matches.py, the population
+run's shared pass); per month the protocol's compiled query runs once, reading the rows of facts started by
+the month's end from that pass (_MatchedUpTo: the rows the month's own pass would make, so results are
+identical to matching month by month; tests/unit/test_outcomes_route_one_match.py), and its measure values are
+summed in SQL by (practice, age band, sex, cohort) — no per-person rows leave DuckDB. Person-time: each person
+in a measure's cohort that month (its denominator, not excluded) counts the whole month (people who die in the
+month too, as the measure counts them); the age band is the age on the month's last day (as
+from_measure_values).
 
-One query per month, not one pass for all months: the compiled SQL has the period start and as-of as
+Still one query per month, not one pass for all months: the compiled SQL has the period start and as-of as
 constants (cohorts at the period start, windows such as `during period`); a pass over all months at once
-would need the compiler to take the period from a joined months table.
+would need the compiler to take the period from a joined months table. Cost and measurements: docs/outcomes.md
+("The protocol route at population scale").
 
 Definitions (the protocol's, which differ from the tests' direct reference count,
 tests/outcomes_reference.py events_and_cohorts):
