@@ -5,8 +5,9 @@ DuckDB batch engine (engine/app/outcomes/protocol_route.py), into the outcome ta
 
 Times the whole route (chunks loaded, their facts matched to the value sets once per chunk, one compiled query
 per chunk and month, sums by practice, age band, sex and cohort) end to end, with the CPU seconds of the
-workers, the machine's load average before and after (the machine may be shared), and a linear extrapolation to 750,000 people (the route is linear in people:
-chunks are independent and the per-chunk cost is per patient plus a fixed compile cost per month).
+workers, the machine's load average before and after (the machine may be shared), and a linear extrapolation
+to 750,000 people (the route is linear in people: chunks are independent and the per-chunk cost is per patient
+plus a fixed compile cost per month).
 """
 from __future__ import annotations
 
