@@ -207,13 +207,14 @@ def _siblings(base: Path, pid: str) -> dict:
         except OSError:
             continue
         if not any(line.strip() in (f"protocol: {pid}", f"protocol: '{pid}'", f'protocol: "{pid}"')
-                   for line in text.splitlines()[:40]):
+                   for line in text.splitlines()):  # anywhere: a version history in the header can be long
             continue
         try:
             proto = load_protocol(f)
         except ProtocolError:
             continue
-        out[proto.version] = proto
+        if proto.id == pid:
+            out[proto.version] = proto
     return out
 
 

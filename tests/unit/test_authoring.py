@@ -371,16 +371,16 @@ def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path
     r = cli("docs", ROOT / "protocols", "--out", tmp_path / "docs", "--as-of", "2026-11-20")
     assert r.exit_code == 0, r.output
     index = (tmp_path / "docs" / "index.md").read_text(encoding="utf-8")
-    # the latest version is documented: 1.3.0 is published, in force from 2027-04-01 (not yet on 2026-11-20)
-    assert "| Type 2 diabetes annual care | 1.3.0 | active |" in index
-    t2dm = (tmp_path / "docs" / "t2dm-annual-care@1.3.0.md").read_text(encoding="utf-8")
+    # the latest version is documented: 1.4.0 is published, in force from 2027-04-01 (not yet on 2026-11-20)
+    assert "| Type 2 diabetes annual care | 1.4.0 | active |" in index
+    t2dm = (tmp_path / "docs" / "t2dm-annual-care@1.4.0.md").read_text(encoding="utf-8")
     for text in ("## Who is on it", "## What is due when, and who does it", "## What triggers action or escalation",
                  "## How it is audited", "**Evidence:** NICE NG28",
                  "### Diabetic eye screening (2-yearly, lowest risk) - only when retinal low risk",
                  "community-podiatry-north-east (routine 20 working days, urgent 2 working days) [pilot-area-roles@1.0.0]: "
                  "east-1, east-2, north-1, north-2",
                  "- escalation: **Active foot problem - discuss at MDT** to the patient's MDT case conference (urgent)",
-                 "  - exceptions: "):  # 1.3.0: QOF personalised care adjustments are denominator exceptions
+                 "  - exceptions: "):  # since 1.3.0: QOF personalised care adjustments are denominator exceptions
         assert text in t2dm, text
     risk = (tmp_path / "docs" / "risk-stratification@1.1.0.md").read_text(encoding="utf-8")  # the latest version
     assert "- score: **risk score** = the sum of: + ltc count; +2 if admissions 12m ≥ 1; +2 if admissions 12m ≥ 2" in risk

@@ -16,7 +16,7 @@ from engine.synthetic.generate import ENC_AE, ENC_ADMIT, ENC_COMMUNITY, ENC_GP, 
 ROOT = Path(__file__).resolve().parents[2]
 VALUESETS = ROOT / "protocols" / "valuesets"
 AS_OF = dt.date(2027, 6, 30)
-NEW = ["t2dm-annual-care@1.3.0", "hypertension@1.3.0", "heart-failure@1.1.0", "asthma@1.1.0", "copd@1.2.0",
+NEW = ["t2dm-annual-care@1.4.0", "hypertension@1.3.0", "heart-failure@1.1.0", "asthma@1.1.0", "copd@1.2.0",
        "depression@1.1.0", "frailty@1.1.0", "risk-stratification@1.1.0", "ckd", "atrial-fibrillation"]
 # first codings that are in no codelist at all: encounter and pulse codes (SNOMED CT, documented in generate.py)
 UNLISTED = {ENC_AE, ENC_ADMIT, ENC_COMMUNITY, ENC_MH, ENC_SOCIAL, PULSE} | {c for c, _ in ENC_GP}

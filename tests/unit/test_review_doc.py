@@ -10,7 +10,7 @@ from engine.app.review_doc import provenance, render_review, thresholds
 from engine.language.loader import load_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
-NEW = ["t2dm-annual-care@1.3.0", "hypertension@1.3.0", "heart-failure@1.1.0", "asthma@1.1.0", "copd@1.2.0",
+NEW = ["t2dm-annual-care@1.4.0", "hypertension@1.3.0", "heart-failure@1.1.0", "asthma@1.1.0", "copd@1.2.0",
        "depression@1.1.0", "frailty@1.1.0", "risk-stratification@1.1.0", "ckd", "atrial-fibrillation"]
 
 
