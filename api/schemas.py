@@ -486,6 +486,8 @@ class AuditOut(BaseModel):
     evaluated_to: dt.date | None
     rows: list[MeasureFigures]
     data_problems: int = Field(0, description="Patients whose latest evaluation failed (not in these figures' update)")
+    counted_at: dt.datetime | None = Field(None, description="When these figures were counted: they are kept until a "
+                                           "stored evaluation changes")
 
 
 class DrillPatient(PracticeNamed):

@@ -11,7 +11,8 @@
   audit snapshots at the last reporting dates), in a fresh SQLite file under benchmarks/.data/.
   With --patients N a generated registry (engine.app.registry_load.build_registry, reused
   from benchmarks/.data/ when built before: N people and their facts, the largest MDT's patients
-  evaluated with every protocol and their outputs stored), plus the demo users (no audit snapshots:
+  evaluated with every protocol and their outputs stored; with --database-url, the one there, e.g. a copy
+  of a registry built by another checkout), plus the demo users (no audit snapshots:
   taking one evaluates every patient).
 - The server: the real app (api.main:app) under uvicorn in a subprocess, one worker
   (benchmarks.bench_worklist.Server); warm-up requests, then `requests` GETs per page and
@@ -169,17 +170,20 @@ def _profile_audit(url: str, n: int = 3, top: int = 25) -> dict:
 
 
 def run(patients: int = 0, requests: int = 50, seed: int = 1, as_of: dt.date | None = None, workers: int = 2,
-        profile: bool = False, write: bool = True, note: str | None = None, log=lambda m: None) -> dict:
+        profile: bool = False, write: bool = True, note: str | None = None, database_url: str | None = None,
+        log=lambda m: None) -> dict:
     import httpx
 
     t0 = time.perf_counter()
     if patients:
         from engine.app.registry_load import AS_OF, build_registry, registry_counts
         as_of = as_of or AS_OF
-        reg = build_registry(patients, seed=seed, as_of=as_of, workers=workers, log=log)
+        reg = build_registry(patients, seed=seed, as_of=as_of, workers=workers, database_url=database_url, log=log)
         url = reg["url"]
         _users(url)
         registry = {"kind": "generated", **{k: reg.get(k) for k in ("key", "path", "facts", "mdt")}}
+        if database_url and database_url.startswith("sqlite:///"):  # e.g. a copy of a registry built elsewhere
+            registry["path"] = database_url.removeprefix("sqlite:///")
         if registry.get("path") and Path(registry["path"]).is_relative_to(ROOT):
             registry["path"] = str(Path(registry["path"]).relative_to(ROOT))  # results carry repo-relative paths
         from engine.registry.db import make_engine

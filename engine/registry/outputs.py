@@ -105,7 +105,9 @@ class PatientEvaluationRow(SQLModel, table=True):
     """The latest evaluation of one protocol for one patient (care plan, goals, measures, why)."""
 
     __tablename__ = "patient_evaluation"
-    __table_args__ = (sa.UniqueConstraint("patient_id", "protocol", name="uq_patient_evaluation"),)
+    __table_args__ = (sa.UniqueConstraint("patient_id", "protocol", name="uq_patient_evaluation"),
+                      # the latest store, one index look-up: the audit's cached figures' mark (engine.app.audit_cache)
+                      sa.Index("ix_patient_evaluation_evaluated_at", "evaluated_at"))
 
     id: int | None = Field(default=None, primary_key=True)
     patient_id: int = _fk("patient.id", "fk_patient_evaluation_patient")
