@@ -746,6 +746,7 @@ def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation,
                                           reference_date=evaluation.reference_date, on_register=pr.on_register)
         row.version, row.reference_date, row.on_register, row.result, row.evaluated_at = (
             pr.version, evaluation.reference_date, pr.on_register, data, now)
+        row.tier_level = pr.tier.level if pr.tier is not None else None  # the worklist reads it as a column
         session.add(row)
         note_stored(session)  # the audit's cached figures are counted again after this commits (engine.app.audit_cache)
         if before != (pr.version, data.get("measures")):  # the audit's rows (patient_measure) follow the measures

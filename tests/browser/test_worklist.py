@@ -223,14 +223,15 @@ def test_csv_export_has_the_filtered_list(pages):
 
 
 def test_risk_tier_filter(pages, server):
-    """Tiers come from any stratification protocol's stored result (`tier.level`): give Frank tier 3."""
+    """Tiers come from any stratification protocol's stored result (`tier.level`, kept as `tier_level` by the
+    store path): give Frank tier 3."""
     from sqlmodel import Session, select
 
     from engine.registry.outputs import PatientEvaluationRow
     from engine.registry.tables import PatientRow
     with Session(server.state.engines.write) as s:
         frank = s.exec(select(PatientRow).where(PatientRow.nhs_number == FRANK)).one()
-        s.add(PatientEvaluationRow(patient_id=frank.id, protocol="risk-test", version="1.0.0",
+        s.add(PatientEvaluationRow(patient_id=frank.id, protocol="risk-test", version="1.0.0", tier_level=3,
                                    reference_date=server.state.now().date(), on_register=True,
                                    result={"protocol": "risk-test", "version": "1.0.0", "title": "Risk (test)",
                                            "on_register": True, "register_why": "test",

@@ -5,6 +5,7 @@ and always the figures the SQL sums give at that moment."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -40,6 +41,11 @@ def test_kept_until_an_evaluation_is_stored(tmp_path):
     lib = shipped_library()
     nhs = sorted(r.patient.nhs_number for r in records)
     reevaluate_many(engine, nhs, lib, as_of=AS_OF, now=NOW)
+
+    with engine.connect() as c:  # the store path keeps each result's tier level as a column (the worklist's)
+        stored = c.execute(sa.text("SELECT tier_level, result FROM patient_evaluation")).all()
+    levels = [(json.loads(r) if isinstance(r, str) else r).get("tier") for _, r in stored]
+    assert [t for t, _ in stored] == [(t or {}).get("level") for t in levels] and any(levels)
 
     first = counted_figures(engine, "practice", "t2dm-annual-care", NOW)
     assert not first.cached and first.counted_at == NOW and _figs(first.figures) == _live(engine)
