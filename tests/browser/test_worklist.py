@@ -173,6 +173,7 @@ def test_accept_then_decline_with_a_reason(pages):
     # "my tasks": the ones I accepted
     page.goto("/app/worklist?mine=yes")
     expect(page.locator(f"#task-{task_id}")).to_be_visible()
+    shot(page, "worklist-my-tasks")
     assert _total(page) == _rows(page).count() >= 1
     page.goto("/app/worklist?status=accepted")
     row = page.locator(f"#task-{task_id}")
