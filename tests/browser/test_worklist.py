@@ -268,6 +268,7 @@ def test_bulk_accept_and_place_kept(pages):
     page.goto("/app/worklist?status=accepted")
     for i in ids:
         expect(page.locator(f"#task-{i} .owner")).to_contain_text("by mdt.member")
+    shot(page, "worklist-bulk-accepted")  # who accepted each
     # nothing ticked: nothing done, and it says so
     page.goto("/app/worklist?status=open")
     page.get_by_role("button", name="Accept ticked tasks").click()
