@@ -29,7 +29,7 @@ class TaskRow(SQLModel, table=True):
         sa.Index("ix_task_role_status", "role", "status"),
         # Every column the worklist page filters and counts by (api.web.worklist facets): its dozen counts read
         # this index alone, not the task rows with their why and evidence (10-25 times faster; migration 0017).
-        sa.Index("ix_task_worklist", "status", "patient_id", "provider", "priority", "role", "protocol", "due", "team"),
+        sa.Index("ix_task_worklist", "status", "due", "patient_id", "provider", "priority", "role", "protocol", "team"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

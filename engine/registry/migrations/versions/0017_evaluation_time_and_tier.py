@@ -24,7 +24,7 @@ down_revision = '0016'
 branch_labels = None
 depends_on = None
 
-WORKLIST_COLUMNS = ["status", "patient_id", "provider", "priority", "role", "protocol", "due", "team"]
+WORKLIST_COLUMNS = ["status", "due", "patient_id", "provider", "priority", "role", "protocol", "team"]
 
 
 def upgrade() -> None:
