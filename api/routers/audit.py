@@ -60,7 +60,7 @@ def _measures(state: AppState, unit_kind: str, protocol: str | None, measure: st
             out.append(MeasureFigures(**figures(c, live.area.get(key[:2]))))
         outs.append(AuditOut(unit_kind=kind, patients=live.patients, evaluated_from=live.evaluated_from,
                              evaluated_to=live.evaluated_to, rows=out, data_problems=problems,
-                             counted_at=counted.counted_at))
+                             counted_at=counted.counted_at, recounting=counted.recounting))
     return tuple(outs)
 
 

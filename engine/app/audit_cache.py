@@ -15,13 +15,16 @@ stored evaluation changes, so they are kept per database engine, unit kind and p
   not change, counted again in their new unit). Nothing deletes patients or their evaluations; migrations
   that refill `patient_measure` run before the service starts.
 
-A mark that differs counts the figures again (the next request pays for it); the page says when the
-figures it shows were counted. Kept in this process only (each server worker counts for itself).
+A mark that differs counts the figures again: in the request when counting is quick; when the last count
+took more than a second (tens of thousands of stored evaluations), in a background thread while requests
+are served the figures last counted, marked as being counted again. The page says when the figures it
+shows were counted. Kept in this process only (each server worker counts for itself).
 """
 from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ class Counted:
     figures: LiveFigures
     counted_at: dt.datetime  # when these figures were counted (the service's clock)
     cached: bool  # True when served from the cache (counted by an earlier request)
+    recounting: bool = False  # the stored evaluations changed since: being counted again in the background
 
 
 def registry_mark(s: Session) -> tuple:
@@ -54,25 +58,82 @@ def registry_mark(s: Session) -> tuple:
     return (stores_committed(), *last)
 
 
+BACKGROUND_AFTER = 1.0  # seconds: figures whose last count took longer are counted again in the background
+
+
+@dataclass
+class _Entry:
+    mark: tuple
+    figures: LiveFigures
+    counted_at: dt.datetime
+    seconds: float  # how long the count took
+
+
 _caches: "weakref.WeakKeyDictionary[Engine, OrderedDict]" = weakref.WeakKeyDictionary()
-_lock = threading.Lock()  # one count at a time: concurrent requests for the same figures wait, then share them
+_lock = threading.Lock()  # guards the caches and the sets below (held briefly, never while counting)
+_counting: dict = {}  # (id(engine), key) -> a lock held while those figures are counted: one count at a time
+_recounting: set = set()  # (id(engine), key) being counted again in the background now
+
+
+def _counting_lock(engine: Engine, key: tuple) -> threading.Lock:
+    with _lock:
+        return _counting.setdefault((id(engine), key), threading.Lock())
+
+
+def _count(engine: Engine, key: tuple, now: dt.datetime) -> _Entry:
+    t0 = time.perf_counter()
+    with Session(engine) as s:
+        mark = registry_mark(s)  # before counting: a store committed meanwhile makes the next request count again
+        figures = live_figures(s, *key)
+    entry = _Entry(mark, figures, now, time.perf_counter() - t0)
+    with _lock:
+        cache = _caches.setdefault(engine, OrderedDict())
+        cache[key] = entry
+        cache.move_to_end(key)
+        while len(cache) > KEEP:
+            cache.popitem(last=False)
+    return entry
+
+
+def _recount(engine: Engine, key: tuple, now: dt.datetime) -> None:
+    try:
+        with _counting_lock(engine, key):
+            _count(engine, key, now)
+    finally:
+        with _lock:
+            _recounting.discard((id(engine), key))
+
+
+def _cached(engine: Engine, key: tuple) -> _Entry | None:
+    with _lock:
+        hit = _caches.get(engine, {}).get(key)
+        if hit is not None:
+            _caches[engine].move_to_end(key)
+        return hit
 
 
 def counted_figures(engine: Engine, unit_kind: str, protocol: str | None, now: dt.datetime) -> Counted:
     """The live figures (engine.app.audit_sql.live_figures) for `unit_kind` and `protocol`, from this
-    engine's cache when the stored evaluations have not changed since they were counted."""
-    with _lock:
-        with Session(engine) as s:
-            mark = registry_mark(s)
-            cache = _caches.setdefault(engine, OrderedDict())
-            key = (unit_kind, protocol or None)
-            hit = cache.get(key)
-            if hit is not None and hit[0] == mark:
-                cache.move_to_end(key)
-                return Counted(hit[1], hit[2], True)
-            figures = live_figures(s, unit_kind, protocol)
-        cache[key] = (mark, figures, now)
-        cache.move_to_end(key)
-        while len(cache) > KEEP:
-            cache.popitem(last=False)
-        return Counted(figures, now, False)
+    engine's cache when the stored evaluations have not changed since they were counted. When they have
+    changed and the last count took more than BACKGROUND_AFTER seconds (a large registry), the figures last
+    counted are served, marked `recounting`, while a background thread counts them again; otherwise (and
+    the first time) they are counted now."""
+    key = (unit_kind, protocol or None)
+    with Session(engine) as s:
+        mark = registry_mark(s)
+    hit = _cached(engine, key)
+    if hit is not None and hit.mark == mark:
+        return Counted(hit.figures, hit.counted_at, True)
+    if hit is not None and hit.seconds > BACKGROUND_AFTER:
+        with _lock:
+            start = (id(engine), key) not in _recounting
+            _recounting.add((id(engine), key))
+        if start:
+            threading.Thread(target=_recount, args=(engine, key, now), name="audit-recount", daemon=True).start()
+        return Counted(hit.figures, hit.counted_at, True, recounting=True)
+    with _counting_lock(engine, key):
+        hit = _cached(engine, key)  # counted by another request while this one waited?
+        if hit is not None and hit.mark == mark:
+            return Counted(hit.figures, hit.counted_at, True)
+        entry = _count(engine, key, now)
+    return Counted(entry.figures, entry.counted_at, False)

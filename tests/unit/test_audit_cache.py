@@ -1,16 +1,19 @@
 """The audit figures kept between requests (engine.app.audit_cache, issue 16): served again while the stored
 evaluations are unchanged, counted again when this process stores an evaluation (even at the same clock
 time, with the same row ids) or when another process's store shows in the database (a later evaluated_at),
-and always the figures the SQL sums give at that moment."""
+and always the figures the SQL sums give at that moment; when counting takes long, counted again in the
+background while the last figures are served, marked as being counted again."""
 from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from engine.app.audit import figures
+from engine.app import audit_cache
 from engine.app.audit_cache import counted_figures
 from engine.app.audit_sql import live_figures
 from engine.app.service import reevaluate_many
@@ -33,7 +36,7 @@ def _live(engine, kind="practice") -> dict:
         return _figs(live_figures(s, kind, "t2dm-annual-care"))
 
 
-def test_kept_until_an_evaluation_is_stored(tmp_path):
+def test_kept_until_an_evaluation_is_stored(tmp_path, monkeypatch):
     engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     upgrade(engine)
     records = demo_records(AS_OF)
@@ -74,6 +77,21 @@ def test_kept_until_an_evaluation_is_stored(tmp_path):
     assert not recounted.cached
     assert any(k[2] == "A81099" for k in recounted.figures.per_unit) and _figs(recounted.figures) == _live(engine)
     assert counted_figures(engine, "practice", "t2dm-annual-care", later).cached
+
+    # a count that takes long (here: any) is done again in the background; meanwhile the last figures are served
+    monkeypatch.setattr(audit_cache, "BACKGROUND_AFTER", -1.0)
+    with engine.begin() as c:
+        c.execute(sa.text("UPDATE patient SET practice = 'A81098' WHERE id = :p"), {"p": pid})
+        c.execute(sa.text("UPDATE patient_evaluation SET evaluated_at = :t WHERE patient_id = :p"),
+                  {"t": dt.datetime(2026, 11, 22, 8, 0), "p": pid})
+    stale = counted_figures(engine, "practice", "t2dm-annual-care", dt.datetime(2026, 11, 22, 9, 0))
+    assert stale.recounting and stale.figures is recounted.figures and stale.counted_at == later
+    for t in threading.enumerate():
+        if t.name == "audit-recount":
+            t.join(60)
+    fresh = counted_figures(engine, "practice", "t2dm-annual-care", dt.datetime(2026, 11, 22, 9, 5))
+    assert fresh.cached and not fresh.recounting and fresh.counted_at == dt.datetime(2026, 11, 22, 9, 0)
+    assert any(k[2] == "A81098" for k in fresh.figures.per_unit) and _figs(fresh.figures) == _live(engine)
     engine.dispose()
 
 
