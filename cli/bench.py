@@ -100,13 +100,16 @@ def bench_pages(patients: int = typer.Option(0, "--patients", help="0: the demo 
                 seed: int = typer.Option(1, "--seed"), workers: int = typer.Option(2, "--workers"),
                 profile: bool = typer.Option(False, "--profile", help="Profile the audit page in-process too"),
                 note: Optional[str] = typer.Option(None, "--note", help="Kept in the result, e.g. that the machine was shared"),
+                database_url: Optional[str] = typer.Option(
+                    None, "--database-url", help="With --patients: the generated registry there (e.g. a copy of one "
+                    "built elsewhere: the run adds the demo users and the service migrates it) instead of benchmarks/.data/"),
                 as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
     """p50 / p95 / p99 of the protocol pages and the audit page (as clinical lead and auditor) and the MDT
     worklist page (as clinical lead), through a real uvicorn server on loopback (targets: protocol page
     p95 <= 300 ms, audit page and MDT worklist page p95 <= 500 ms)."""
     from benchmarks.bench_pages import run as run_bench
 
-    out = run_bench(patients, requests, seed, workers=workers, profile=profile, note=note,
+    out = run_bench(patients, requests, seed, workers=workers, profile=profile, note=note, database_url=database_url,
                     log=lambda m: err.print(m, highlight=False))
     worst = {p: max(st["p95_ms"] for st in by_user.values()) for p, by_user in out["pages"].items()}
     _bench_out(out, as_json, f"pages ({out['patients']}): worst p95 " + ", ".join(f"{p} {v} ms" for p, v in worst.items())

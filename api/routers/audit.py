@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 
 from api.state import AppState
 from engine.app.audit import AREA, figures, stored_rows, take_snapshot, unit_of
-from engine.app.audit_sql import live_figures
+from engine.app.audit_cache import counted_figures
 from api.deps import Principal, get_state, log_access, require
 from api.responses import API_ERRORS, errors
 from api.schemas import AuditOut, DataProblemOut, DrillOut, DrillPatient, MeasureFigures, ShortText, SnapshotIn, SnapshotOut, TrendOut, TrendPoint
@@ -44,9 +44,10 @@ def measures_with_area(unit_kind: UnitKind, protocol: str | None, who: Principal
 
 def _measures(state: AppState, unit_kind: str, protocol: str | None, measure: str | None, unit: str | None,
               with_area: bool = False) -> tuple:
-    with Session(state.engines.read) as s:  # SQL sums over the stored measures (engine.app.audit_sql)
-        live = live_figures(s, unit_kind, protocol)
-        # aggregate only: how many patients' latest evaluation failed
+    # SQL sums over the stored measures (engine.app.audit_sql), kept until the stored evaluations change
+    counted = counted_figures(state.engines.read, unit_kind, protocol, state.now())
+    live = counted.figures
+    with Session(state.engines.read) as s:  # aggregate only: how many patients' latest evaluation failed
         problems = s.exec(select(func.count(func.distinct(DataProblemRow.patient_id)))
                           .where(DataProblemRow.resolved_at.is_(None))).one()
     kinds = [(unit_kind, live.per_unit)] + ([(AREA, {(*k, AREA): c for k, c in live.area.items()})] if with_area else [])
@@ -58,7 +59,8 @@ def _measures(state: AppState, unit_kind: str, protocol: str | None, measure: st
                 continue
             out.append(MeasureFigures(**figures(c, live.area.get(key[:2]))))
         outs.append(AuditOut(unit_kind=kind, patients=live.patients, evaluated_from=live.evaluated_from,
-                             evaluated_to=live.evaluated_to, rows=out, data_problems=problems))
+                             evaluated_to=live.evaluated_to, rows=out, data_problems=problems,
+                             counted_at=counted.counted_at, recounting=counted.recounting))
     return tuple(outs)
 
 

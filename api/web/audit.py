@@ -98,7 +98,7 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                   unit_kind=unit_kind, unit_names=UNIT_NAMES, unit_plurals=UNIT_PLURALS, count=count_text,
                   exception_rate=exception_rate, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
                   drill_url=drill_url, patients=area.patients, evaluated_from=area.evaluated_from,
-                  evaluated_to=area.evaluated_to, today=state.now().date(), sparks=_sparklines(state, measures),
+                  evaluated_to=area.evaluated_to, counted_at=area.counted_at, recounting=area.recounting, today=state.now().date(), sparks=_sparklines(state, measures),
                   outcome_measures=outcome_measures, **ctx)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
-from sqlalchemy import func
+from sqlalchemy import and_, case, func
 from sqlmodel import Session, select
 
 from api.state import AppState
@@ -98,12 +98,12 @@ class View:
 
 def _tiers(s: Session, q) -> dict[int, int | None]:
     """patient id -> risk tier (the API's `risk_tier`: the highest `tier.level` any stratification protocol
-    stored for the patient), for the patients with tasks under the query's filters that have one. The
-    database picks the levels out of the stored results (JSON path, SQLite and PostgreSQL alike): loading
-    every protocol's whole result to read one number was nine tenths of the page's time for an MDT of 638
-    patients (bench pages)."""
+    stored for the patient), for the patients with tasks under the query's filters that have one. The level
+    is a column of the stored evaluation (`tier_level`, kept with `result.tier.level`), read from an index:
+    loading every protocol's whole result to read one number was nine tenths of the page's time for an MDT
+    of 638 patients, and picking it out of the stored JSON still 0.25 s of 0.4 s for 2,472 (bench pages)."""
     pids = _joined(TaskRow.patient_id).where(q.whereclause)
-    level = PatientEvaluationRow.result[("tier", "level")].as_integer()
+    level = PatientEvaluationRow.tier_level
     rows = s.exec(select(PatientEvaluationRow.patient_id, func.max(level))
                   .where(PatientEvaluationRow.patient_id.in_(pids), level.is_not(None))
                   .group_by(PatientEvaluationRow.patient_id)).all()
@@ -131,6 +131,46 @@ def _count(s: Session, q) -> int:
 def _facet(s: Session, q, column) -> dict:
     """Counts by one column, under the query's filters."""
     return {k: n for k, n in s.exec(_joined(column, func.count()).where(q.whereclause).group_by(column)).all()}
+
+
+FACET_COLUMNS = {"status": TaskRow.status, "priority": TaskRow.priority, "role": TaskRow.role,
+                 "protocol": TaskRow.protocol, "practice": PatientRow.practice}
+
+
+def _facets_in_one_pass(s: Session, v: View, who: Principal, now) -> dict | None:
+    """The status, priority, role, practice, protocol and overdue counts (each with every other filter applied)
+    and the total, from one GROUP BY over those columns, filtered here: a dozen counting queries read the
+    same tasks (~0.35 s for an MDT with 35,000 tasks). None when a filter cannot be applied to the grouped
+    counts (risk tier, my tasks): then each is counted by itself."""
+    if v.risk or v.mine:
+        return None
+    late = case((and_(TaskRow.due < now, TaskRow.status.in_(OPEN_STATUSES)), 1), else_=0)
+    q = v.query(who, now, status=list(STATUSES), priority=None, role=None, practice=None, protocol=None, overdue=None)
+    cols = list(FACET_COLUMNS.values())
+    grouped = s.execute(_joined(*cols, late, func.count()).where(q.whereclause).group_by(*cols, late)).all()
+    wanted = {"status": set(v.status or OPEN_STATUSES), "priority": set(v.priority) if v.priority else None,
+              "role": {v.role} if v.role else None, "protocol": {v.protocol} if v.protocol else None,
+              "practice": set(practices.codes_for(v.practice)) if v.practice else None}
+    overdue = {"yes": 1, "no": 0}.get(v.overdue)
+
+    def kept(row, skip: str | None) -> bool:
+        values = dict(zip(FACET_COLUMNS, row))
+        return (all(allowed is None or values[k] in allowed for k, allowed in wanted.items() if k != skip)
+                and (skip == "overdue" or overdue is None or row[5] == overdue))
+
+    def by(name: str) -> dict:
+        out: dict = {}
+        i = list(FACET_COLUMNS).index(name)
+        for row in grouped:
+            if kept(row, name):
+                out[row[i]] = out.get(row[i], 0) + row[6]
+        return dict(sorted(out.items(), key=lambda kv: (kv[0] is None, kv[0] or "")))
+
+    facets = {name: by(name) for name in FACET_COLUMNS}
+    n_late = sum(r[6] for r in grouped if kept(r, "overdue") and r[5])
+    facets["overdue"] = {"yes": n_late, "no": sum(r[6] for r in grouped if kept(r, "overdue")) - n_late}
+    facets["total"] = sum(r[6] for r in grouped if kept(r, None))
+    return facets
 
 
 def _by_practice_name(counts: dict) -> dict:
@@ -166,26 +206,36 @@ def worklist_page(request: Request, v: View = Depends(), who: Principal = Depend
     with Session(state.engines.read) as s:
         tiers = _tiers(s, v.query(who, now, status=list(STATUSES)))
         base = _with_risk(v.query(who, now), v.risk, tiers)
-        total = _count(s, base)
+        one_pass = _facets_in_one_pass(s, v, who, now)
+        total = one_pass.pop("total") if one_pass is not None else _count(s, base)
         pages = max(1, -(-total // v.size))
         page = min(v.page, pages)
-        rows = s.exec(_ordered_by(base, v.sort).offset((page - 1) * v.size).limit(v.size)).all()
+        # the page's task ids first (sorted from the worklist index), then only their rows: sorting the whole
+        # rows (why, evidence) of every task of a large MDT to keep 50 read them all
+        ids = list(s.execute(_ordered_by(base.with_only_columns(TaskRow.id), v.sort)
+                             .offset((page - 1) * v.size).limit(v.size)).scalars())
+        by_id = {t.id: (t, p) for t, p in s.exec(base.where(TaskRow.id.in_(ids))).all()} if ids else {}
+        rows = [by_id[i] for i in ids]
         items = [task_out(t, p, now) for t, p in rows]
         # counts per filter: each facet counted with every other filter applied
-        facets = {
-            "status": _facet(s, _with_risk(v.query(who, now, status=list(STATUSES)), v.risk, tiers), TaskRow.status),
-            "priority": _facet(s, _with_risk(v.query(who, now, priority=None), v.risk, tiers), TaskRow.priority),
-            "role": _facet(s, _with_risk(v.query(who, now, role=None), v.risk, tiers), TaskRow.role),
-            "practice": _by_practice_name(_facet(s, _with_risk(v.query(who, now, practice=None), v.risk, tiers),
-                                                 PatientRow.practice)),
-            "protocol": _facet(s, _with_risk(v.query(who, now, protocol=None), v.risk, tiers), TaskRow.protocol),
-            "mdt": _facet(s, _with_risk(v.query(who, now, mdt=None), v.risk, tiers), PatientRow.mdt),
-        }
-        no_late = _with_risk(v.query(who, now, overdue=None), v.risk, tiers)
-        late = (TaskRow.due < now) & TaskRow.status.in_(OPEN_STATUSES)
-        n_late = _count(s, no_late.where(late))
-        n_all = _count(s, no_late)
-        facets["overdue"] = {"yes": n_late, "no": n_all - n_late}
+        if one_pass is not None:
+            facets = one_pass
+            facets["practice"] = _by_practice_name(facets["practice"])
+        else:
+            facets = {
+                "status": _facet(s, _with_risk(v.query(who, now, status=list(STATUSES)), v.risk, tiers), TaskRow.status),
+                "priority": _facet(s, _with_risk(v.query(who, now, priority=None), v.risk, tiers), TaskRow.priority),
+                "role": _facet(s, _with_risk(v.query(who, now, role=None), v.risk, tiers), TaskRow.role),
+                "practice": _by_practice_name(_facet(s, _with_risk(v.query(who, now, practice=None), v.risk, tiers),
+                                                     PatientRow.practice)),
+                "protocol": _facet(s, _with_risk(v.query(who, now, protocol=None), v.risk, tiers), TaskRow.protocol),
+            }
+            no_late = _with_risk(v.query(who, now, overdue=None), v.risk, tiers)
+            late = (TaskRow.due < now) & TaskRow.status.in_(OPEN_STATUSES)
+            n_late = _count(s, no_late.where(late))
+            n_all = _count(s, no_late)
+            facets["overdue"] = {"yes": n_late, "no": n_all - n_late}
+        facets["mdt"] = _facet(s, _with_risk(v.query(who, now, mdt=None), v.risk, tiers), PatientRow.mdt)
         facets["mine"] = _count(s, _with_risk(v.query(who, now, mine=True), v.risk, tiers))
         per_patient = _facet(s, v.query(who, now), TaskRow.patient_id)
         risk_counts: dict[str, int] = {}

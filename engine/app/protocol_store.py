@@ -105,6 +105,8 @@ def check(lib: Library, path: Path) -> tuple[Protocol | None, list[Problem]]:
         if version_key(proto.version) <= version_key(latest.version):
             problems.append(Problem(loc, f"version {proto.version} is not newer than the latest, {latest.version}",
                                     expected=f"a version above {latest.version}"))
+    from engine.language.quoted_numbers import quoted_number_problems
+    problems += quoted_number_problems(proto)  # words quoting a number the condition no longer uses (as `validate`)
     if lib.agreements:  # the library's own cross-file checks (unassigned activities ...), as warnings
         from engine.language.library import _cross_checks
         trial = Library(protocols=[proto], agreements=list(lib.agreements))

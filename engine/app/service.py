@@ -71,7 +71,7 @@ from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
 from engine.registry.evaluation_claims import claim_patient
 from engine.registry.ingest import load_record_versioned, record_digest
-from engine.registry.measure_results import replace_measures
+from engine.registry.measure_results import note_stored, replace_measures
 from engine.app.mdt_actions import MDT_KIND
 from engine.app.task_outcomes import OutcomeError, outcome_text
 from engine.registry.outputs import (CLOSED_STATUSES, OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskEventRow,
@@ -746,7 +746,9 @@ def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation,
                                           reference_date=evaluation.reference_date, on_register=pr.on_register)
         row.version, row.reference_date, row.on_register, row.result, row.evaluated_at = (
             pr.version, evaluation.reference_date, pr.on_register, data, now)
+        row.tier_level = pr.tier.level if pr.tier is not None else None  # the worklist reads it as a column
         session.add(row)
+        note_stored(session)  # the audit's cached figures are counted again after this commits (engine.app.audit_cache)
         if before != (pr.version, data.get("measures")):  # the audit's rows (patient_measure) follow the measures
             replace_measures(session, patient_id, pr.protocol, pr.version, data.get("measures"))
 

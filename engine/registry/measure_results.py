@@ -13,10 +13,12 @@ evaluations stored before it (`backfill_values`).
 """
 from __future__ import annotations
 
+import itertools
 from typing import Any, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 from engine.registry.outputs import PatientMeasureRow
@@ -62,8 +64,37 @@ def measure_value(m: dict, counts: dict, missing) -> float | None:
     return float(v)
 
 
+# ---- stores committed in this process (engine.app.audit_cache keeps the audit figures until the next) --------
+_STORED = "carepath.evaluations_stored"  # Session.info flag: this transaction stored an evaluation
+_commits = itertools.count(1)
+_generation = [0]
+
+
+def note_stored(session: Session) -> None:
+    """This session's transaction stores an evaluation: when it commits, `stores_committed` moves on."""
+    session.info[_STORED] = True
+
+
+def stores_committed() -> int:
+    """A number that changes whenever a transaction of this process that stored an evaluation commits."""
+    return _generation[0]
+
+
+@sa.event.listens_for(OrmSession, "after_commit")
+def _after_commit(session) -> None:
+    if session.info.pop(_STORED, False):
+        _generation[0] = next(_commits)
+
+
+@sa.event.listens_for(OrmSession, "after_soft_rollback")
+def _after_rollback(session, previous_transaction) -> None:
+    if not session.in_transaction():  # the whole transaction rolled back (not a savepoint inside it)
+        session.info.pop(_STORED, None)
+
+
 def replace_measures(session: Session, patient_id: int, protocol: str, version: str, measures: Iterable[dict] | None) -> None:
     """Make the patient's rows for `protocol` those of `measures` (the evaluation being stored). The caller commits."""
+    note_stored(session)
     t = PatientMeasureRow.__table__
     session.execute(sa.delete(t).where(t.c.patient_id == patient_id, t.c.protocol == protocol))
     rows = measure_rows(patient_id, protocol, version, measures)

@@ -105,10 +105,14 @@ def test_the_audit_pages_one_aggregation_gives_both_endpoints_figures(api):
 
     state = api.client.app.state.carepath
     who = Principal(id=0, username="auditor", role="auditor", mdt=None, practice=None, locality=None, scope=Scope())
+    def figures(out: dict) -> dict:  # the figures, not when each was counted (the area's own are counted apart)
+        return {k: v for k, v in out.items() if k != "counted_at"}
+
     for kind in ("practice", "mdt", "locality"):
         by_unit, area = measures_with_area(kind, None, who, state)
         assert by_unit.model_dump(mode="json") == api.get("/audit/measures", user="auditor", params={"unit_kind": kind}).json()
-        assert area.model_dump(mode="json") == api.get("/audit/measures", user="auditor", params={"unit_kind": "area"}).json()
+        assert figures(area.model_dump(mode="json")) == figures(
+            api.get("/audit/measures", user="auditor", params={"unit_kind": "area"}).json())
         assert area.rows and by_unit.rows
 
 

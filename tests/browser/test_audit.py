@@ -42,12 +42,26 @@ def test_auditor_sees_the_charts(pages):
     assert any(c == "<8" for c in cells)
     expect(page.get_by_label("Compare", exact=True).locator("option")).to_have_text(["Practices", "MDTs", "Localities"])
     shot(page, "audit-auditor-practices")
+    # legible at 1024 px too (issue 16 item 4): the charts fit the narrower page, no sideways scrolling
+    page.set_viewport_size({"width": 1024, "height": 900})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1024
+    for chart in ("#ranked-chart svg", "#funnel-chart svg", "#trend-chart svg"):
+        box = page.locator(chart).bounding_box()
+        assert box and box["x"] >= 0 and box["x"] + box["width"] <= 1024, (chart, box)
+    shot(page, "audit-auditor-practices-1024")
+    page.set_viewport_size({"width": 1440, "height": 1000})
     # compare MDTs instead
     page.get_by_label("Compare", exact=True).select_option("mdt")
     page.get_by_role("button", name="Show").first.click()
     expect(page).to_have_url(re.compile("unit_kind=mdt"))
     assert set(page.locator("#unit-table tbody th").all_inner_texts()) == {"central-1", "central-2"}
     shot(page, "audit-auditor-mdts")
+    # and localities (their trend lines, "Localities" spelt right)
+    page.get_by_label("Compare", exact=True).select_option("locality")
+    page.get_by_role("button", name="Show").first.click()
+    expect(page).to_have_url(re.compile("unit_kind=locality"))
+    assert "Localitys" not in page.locator("main").inner_text()
+    shot(page, "audit-auditor-localities")
 
 
 def test_auditor_drill_down_is_pseudonymised(pages, server):

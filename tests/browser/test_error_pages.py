@@ -26,6 +26,7 @@ def test_unknown_page_action_url_and_bad_address_are_pages(pages):
     shot(page, "error-404")
     r = page.goto("/app/tasks/1/complete")
     _is_page(page, r, 405, "Not a page", "for a button on a page")
+    shot(page, "error-405")
     r = page.goto("/app/worklist?sort=banana")
     _is_page(page, r, 422, "Check what you entered", "‘sort’ in the page address")
     assert "query.sort" not in page.locator("main").inner_text()

@@ -139,7 +139,17 @@ def test_admissions_from_hospital_records(pages):
     expect(george.locator("section", has=page.get_by_role("heading", name="Latest key results"))).to_contain_text("eGFR")
     amina = page.locator(f"#p-{AMINA}")
     expect(amina.locator("section", has=page.get_by_role("heading", name="Admissions"))).to_contain_text("No hospital admissions")
+    expect(george.get_by_role("heading", name="Current medicines")).to_be_visible()
     shot(page, "case-conference-central-1")
+    # at 1024 px (issue 16 item 6): the results table stays in its column, clear of the admissions beside or below it
+    page.set_viewport_size({"width": 1024, "height": 900})
+    results = george.locator("section", has=page.get_by_role("heading", name="Latest key results")).locator("table")
+    table, adm = results.bounding_box(), admissions.bounding_box()
+    apart = (table["x"] + table["width"] <= adm["x"] or adm["x"] + adm["width"] <= table["x"]
+             or table["y"] + table["height"] <= adm["y"] or adm["y"] + adm["height"] <= table["y"])
+    assert apart, (table, adm)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1024
+    shot(page, "case-conference-central-1-1024")
 
 
 def test_other_mdts_and_other_roles_are_refused(pages, server):

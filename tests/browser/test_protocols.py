@@ -228,3 +228,12 @@ def test_checking_the_text_shows_problems_at_their_numbered_lines(pages, server)
     result.get_by_role("link", name=re.compile(rf"^line {line},")).click()
     expect(page).to_have_url(re.compile(rf"#line-{line}$"))
     shot(page, "protocol-check-line-numbers")
+    # issue 16 item 9: the threshold changed (58 -> 53) but the rule's title still says 58: the check says so, at the line
+    draft = text.replace("version: 1.1.0", "version: 1.3.0", 1).replace("title: HbA1c 53 mmol/mol or more", "title: HbA1c 58 mmol/mol or more", 1)
+    page.get_by_label("Protocol text (YAML)").fill(draft)
+    page.get_by_role("button", name="Check the text").click()
+    warned = page.locator("ol.code-listing li.has-warning .line-problem",
+                          has_text="its title says 58 mmol/mol but its condition uses 53 mmol/mol")
+    expect(warned).to_have_count(1)
+    warned.scroll_into_view_if_needed()
+    shot(page, "protocol-check-quoted-number")

@@ -173,6 +173,7 @@ def test_accept_then_decline_with_a_reason(pages):
     # "my tasks": the ones I accepted
     page.goto("/app/worklist?mine=yes")
     expect(page.locator(f"#task-{task_id}")).to_be_visible()
+    shot(page, "worklist-my-tasks")
     assert _total(page) == _rows(page).count() >= 1
     page.goto("/app/worklist?status=accepted")
     row = page.locator(f"#task-{task_id}")
@@ -223,14 +224,15 @@ def test_csv_export_has_the_filtered_list(pages):
 
 
 def test_risk_tier_filter(pages, server):
-    """Tiers come from any stratification protocol's stored result (`tier.level`): give Frank tier 3."""
+    """Tiers come from any stratification protocol's stored result (`tier.level`, kept as `tier_level` by the
+    store path): give Frank tier 3."""
     from sqlmodel import Session, select
 
     from engine.registry.outputs import PatientEvaluationRow
     from engine.registry.tables import PatientRow
     with Session(server.state.engines.write) as s:
         frank = s.exec(select(PatientRow).where(PatientRow.nhs_number == FRANK)).one()
-        s.add(PatientEvaluationRow(patient_id=frank.id, protocol="risk-test", version="1.0.0",
+        s.add(PatientEvaluationRow(patient_id=frank.id, protocol="risk-test", version="1.0.0", tier_level=3,
                                    reference_date=server.state.now().date(), on_register=True,
                                    result={"protocol": "risk-test", "version": "1.0.0", "title": "Risk (test)",
                                            "on_register": True, "register_why": "test",
@@ -266,6 +268,7 @@ def test_bulk_accept_and_place_kept(pages):
     page.goto("/app/worklist?status=accepted")
     for i in ids:
         expect(page.locator(f"#task-{i} .owner")).to_contain_text("by mdt.member")
+    shot(page, "worklist-bulk-accepted")  # who accepted each
     # nothing ticked: nothing done, and it says so
     page.goto("/app/worklist?status=open")
     page.get_by_role("button", name="Accept ticked tasks").click()

@@ -53,7 +53,7 @@ def test_migrations_build_exactly_the_model_schema(db_url):
             diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
         assert diffs == []
         head = ScriptDirectory.from_config(db.alembic_config()).get_current_head()
-        assert db.current_revision(e) == head == "0016"
+        assert db.current_revision(e) == head == "0017"
         assert set(sa.inspect(e).get_table_names()) == {"alembic_version", "patient", "patient_source_id", "fact", "ingest_batch",
                                                         "task", "task_event", "flag", "patient_evaluation", "patient_measure",
                                                         "app_user", "access_log", "audit_snapshot", "mdt_outcome",

@@ -1,11 +1,16 @@
-"""The worklist page's risk tiers are picked out of the stored results by the database (a JSON path, which
-SQLite and PostgreSQL spell differently: so on both): the highest `tier.level` of any protocol's stored result,
-patients without one left out, a `tier` of null or no `tier` at all ignored."""
+"""The worklist page's risk tiers: the highest `tier.level` of any protocol's stored result, patients without one
+left out, a `tier` of null or no `tier` at all ignored. The level is a column of the stored evaluation
+(`tier_level`), kept by the store path and filled by migration 0017 from the stored JSON of evaluations stored
+before it (a JSON path, which SQLite and PostgreSQL spell differently: so on both)."""
 from __future__ import annotations
 
 import datetime as dt
 
+import sqlalchemy as sa
+from alembic import command
 from sqlmodel import Session, select
+
+from engine.registry import db
 from engine.registry.db import upgrade
 from engine.registry.outputs import PatientEvaluationRow, TaskRow
 from engine.registry.tables import PatientRow
@@ -29,5 +34,14 @@ def test_the_highest_stored_tier_level_per_patient(engine):
         ev(ps[1], "c", {"tier": None}); ev(ps[1], "d", {"x": 1})
         ev(ps[2], "a", {"tier": {"level": 2}})
         s.commit()
+        pids = [p.id for p in ps]
+    # stored before migration 0017 (no tier_level column): the migration picks the levels out of the JSON
+    cfg = db.alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0016")
+    assert "tier_level" not in {c["name"] for c in sa.inspect(engine).get_columns("patient_evaluation")}
+    upgrade(engine)
+    with Session(engine) as s:
         q = select(TaskRow, PatientRow).join(PatientRow, PatientRow.id == TaskRow.patient_id).where(TaskRow.status == "open")
-        assert _tiers(s, q) == {ps[0].id: 3, ps[2].id: 2}
+        assert _tiers(s, q) == {pids[0]: 3, pids[2]: 2}
