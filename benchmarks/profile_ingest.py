@@ -247,5 +247,5 @@ def run(patients: int = 5000, requests: int = 200, seed: int = 1, as_of: dt.date
 
     asyncio.run(main())
     out["load_average_1min_after"] = round(os.getloadavg()[0], 2)
-    app.state.carepath.engines.write.dispose() if hasattr(app.state, "carepath") else None
+    app.state.carepath.engines.dispose()
     return finish(out, f"ingest-profile-{patients}-{dialect}", write)
