@@ -188,11 +188,12 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
     # The outbox, in this transaction: the changed patients, and anyone of this delivery never
     # evaluated (stored by a delivery whose evaluation was lost before the outbox existed).
     evaluated: set[int] = set()
-    id_list = list(ids.values())
+    affected = summary.affected
+    id_list = [pid for nhs, pid in ids.items() if nhs not in affected]  # the affected are marked whatever was stored
     for i in range(0, len(id_list), 500):
         evaluated.update(session.exec(select(PatientEvaluationRow.patient_id)
                                       .where(PatientEvaluationRow.patient_id.in_(id_list[i:i + 500])).distinct()))
-    summary.queued = {nhs for nhs, pid in ids.items() if nhs in summary.affected or pid not in evaluated}
+    summary.queued = {nhs for nhs, pid in ids.items() if nhs in affected or pid not in evaluated}
     pending.queue(session, [ids[n] for n in summary.queued], batch_id=batch.id, now=now)
     session.flush()
     return summary
