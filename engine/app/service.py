@@ -770,7 +770,8 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
             diff.tasks_opened.append(Change(key, t.title, t.provenance.why, new.id))
         elif row.status in OPEN_STATUSES:
             changed = (row.title, row.priority, row.why, row.version) != (t.title, t.priority, t.provenance.why, t.provenance.version)
-            row.condition_active = True
+            if not row.condition_active:  # (setting an ORM attribute to the value it has costs; it writes nothing)
+                row.condition_active = True
             if changed:
                 row.title, row.priority, row.why, row.version = t.title, t.priority, t.provenance.why, t.provenance.version
                 row.evidence = [e.model_dump(mode="json") for e in t.provenance.evidence]
@@ -778,7 +779,7 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
                 _event(session, row, "updated", SYSTEM, row.status, t.provenance.why, now)
                 diff.tasks_updated.append(Change(key, t.title, t.provenance.why, row.id))
             session.add(row)
-        else:
+        elif not row.condition_active:
             row.condition_active = True  # closed by a person while the need continues: leave it closed
             session.add(row)
     for key, row in current.items():
@@ -813,7 +814,9 @@ def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff:
             diff.flags_raised.append(Change(key, f.text, f.level, row.id))
         elif row.level != f.level:
             diff.flags_changed.append(Change(key, f.text, f"{row.level} -> {f.level}", row.id))
-        row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
+        if (row.level, row.text, row.why, row.evidence, row.version) != (f.level, f.text, f.provenance.why, evidence,
+                                                                          f.provenance.version):
+            row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
         session.add(row)
     for key, row in rows.items():
         if key not in wanted and row.active:
