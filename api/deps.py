@@ -72,7 +72,7 @@ def _unauthorised(message: str) -> HTTPException:
 
 def current_user(request: Request, state: AppState = Depends(get_state), bearer: str | None = Depends(oauth2)) -> Principal:
     token = bearer or request.cookies.get(COOKIE_NAME)
-    checked = sessions.check(state, token)
+    checked = sessions.check_request(state, request.scope, token)
     if checked.problem:
         raise _unauthorised(checked.problem)
     user, row = checked.user, checked.session

@@ -163,6 +163,7 @@ class RequestGuard:
                 else:
                     await answer(401, {"detail": checked.problem}, [(b"www-authenticate", b"Bearer")])
                 return
+            sessions.remember(scope, token, checked)  # the route's login dependency uses it (same request)
 
         # 2. the declared size
         limit = self.limit_for(path)

@@ -74,6 +74,23 @@ def check(state, token: str | None) -> Checked:
         return Checked(user, row, None)
 
 
+CHECKED_KEY = "carepath_checked_session"  # in the ASGI scope's state: (token, Checked) of this request
+
+
+def remember(scope: dict, token: str | None, checked: Checked) -> None:
+    """Keep a request's login check for the rest of the same request (api/limits.py checks the login
+    before reading the body; the route's dependency then need not read the user and session again)."""
+    scope.setdefault("state", {})[CHECKED_KEY] = (token, checked)
+
+
+def check_request(state, scope: dict, token: str | None) -> Checked:
+    """`check`, or the check this request made already for the same token."""
+    got = (scope.get("state") or {}).get(CHECKED_KEY)
+    if got is not None and got[0] == token and got[1].problem is None:
+        return got[1]
+    return check(state, token)
+
+
 def touch(state, row: AuthSessionRow) -> None:
     """Record that the session was used (for the idle timeout), at most once a minute. Never makes a
     read wait behind a long write: on SQLite it gives up after 0.2 s if the database is busy (a later

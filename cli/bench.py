@@ -152,6 +152,25 @@ def bench_ingest_workers(patients: int = typer.Option(10000, "--patients"), seed
     _bench_out(out, as_json, line)
 
 
+@bench_app.command("ingest-profile")
+def bench_ingest_profile(patients: int = typer.Option(5000, "--patients"), seed: int = typer.Option(1, "--seed"),
+                         as_of: str = typer.Option("2026-11-20", "--as-of"),
+                         requests: int = typer.Option(200, "--requests", help="Requests measured (and again under cProfile)"),
+                         database_url: Optional[str] = typer.Option(
+                             None, "--database-url", help="Registry (default: the SQLite one under benchmarks/.data)"),
+                         prime: bool = typer.Option(True, "--prime/--no-prime", help="Re-evaluate the targets once first"),
+                         profile: bool = typer.Option(True, "--profile/--no-profile"),
+                         note: str = typer.Option("", "--note"),
+                         as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """CPU, SQL statements and where the time goes per POST /ingest/records, in process (benchmarks/profile_ingest.py)."""
+    from benchmarks.profile_ingest import run as run_bench
+
+    out = run_bench(patients, requests, seed, _date(as_of, "--as-of"), database_url, prime=prime, profile=profile,
+                    note=note, log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"{out['database']}: {out['cpu_ms_per_request']} ms CPU, "
+                             f"{out['statements_per_request']} SQL statements per request")
+
+
 @bench_app.command("durable")
 def bench_durable(evaluations: int = typer.Option(1000000, "--evaluations"),
                   patients: int = typer.Option(750000, "--patients", help="Population whose summary facts are used"),

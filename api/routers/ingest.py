@@ -32,7 +32,7 @@ from api.responses import API_ERRORS, errors
 from api.schemas import DataProblemOut, DiffOut, IngestOut, PatientChangeOut, RecordsIn
 from api.security import ADMIN
 from engine import metrics
-from engine.app.service import DrainResult, Drainer, drain, pending_patients
+from engine.app.service import DrainResult, Drainer, drain, pending_ids
 from engine.records.fhir.bundle import BundleError, import_bundle
 from engine.records.model import PatientRecord
 from engine.registry.ingest import IngestError, IngestSummary, content_hash_of, ingest_records
@@ -102,11 +102,13 @@ def drainer(state: AppState) -> Drainer:
 
 def _evaluate(state: AppState, delivery: set[str]) -> DrainResult:
     """Evaluate the delivery's marked patients now, or leave them to the background drain."""
-    marked = pending_patients(state.engines.read, delivery)
+    listed = pending_ids(state.engines.read, delivery)
+    marked = [nhs for nhs, _ in listed]
     if len(marked) > INLINE_LIMIT:
         drainer(state).kick()
         return DrainResult(pending=set(marked))
-    result = drain(state.engines.write, state.library, state.now, nhs_numbers=marked, read_engine=state.engines.read)
+    result = drain(state.engines.write, state.library, state.now, nhs_numbers=marked, read_engine=state.engines.read,
+                   listed=listed)
     if result.pending:
         drainer(state).kick()
     return result

@@ -229,23 +229,71 @@ def _protocol_digest(proto: Protocol) -> tuple[str, _Reads]:
     return digest, reads
 
 
+class _ReadsIndex:
+    """Which of a list of protocols see each fact, by one lookup per coding: `seen_by(fact)` is exactly
+    `{i for i, r in enumerate(reads) if r.sees(fact)}` (one dictionary lookup per coding instead of one
+    `sees` per protocol: a record's facts times the protocols in force, on every evaluation)."""
+
+    def __init__(self, reads: list[_Reads]):
+        self.codes: dict[tuple[str, str], list[tuple[int, set | None]]] = {}
+        self.bare: dict[str, list[tuple[int, set | None]]] = {}
+        self.any_code: list[tuple[int, set | None]] = []
+        for i, r in enumerate(reads):
+            if r.any_code is not False:
+                self.any_code.append((i, r.any_code))
+            for key, kinds in r.codes.items():
+                self.codes.setdefault(key, []).append((i, kinds))
+            for code, kinds in r.bare.items():
+                self.bare.setdefault(code, []).append((i, kinds))
+
+    def seen_by(self, fact) -> set[int]:
+        kind = fact.kind.value
+        out: set[int] = set()
+        if fact.codes:
+            out.update(i for i, kinds in self.any_code if kinds is None or kind in kinds)
+        for c in fact.codes:
+            for i, kinds in (*self.codes.get((c.system, c.code), ()), *self.bare.get(c.code, ())):
+                if kinds is None or kind in kinds:
+                    out.add(i)
+        return out
+
+
+_reads_indexes: dict[tuple[int, ...], tuple[tuple[Protocol, ...], _ReadsIndex]] = {}
+
+
+def _reads_index(protocols: list[Protocol], reads: list[_Reads]) -> _ReadsIndex:
+    key = tuple(id(p) for p in protocols)
+    got = _reads_indexes.get(key)
+    if got is not None and all(a is b for a, b in zip(got[0], protocols)):
+        return got[1]
+    if len(_reads_indexes) > 64:  # libraries reloaded many times: keep only the recent ones
+        _reads_indexes.clear()
+    index = _ReadsIndex(reads)
+    _reads_indexes[key] = (tuple(protocols), index)
+    return index
+
+
 def evaluation_inputs(record: PatientRecord, protocols: list[Protocol], agreements: list[Agreement],
                       as_of: dt.date) -> dict[str, str]:
     """Per protocol id: a digest of everything its result for this patient can depend on (module doc)."""
     common = json.dumps([as_of.isoformat(), record.patient.model_dump(mode="json"),
                          [(a.id, a.version, a.content_hash) for a in agreements]], sort_keys=True)
-    contents: list[str | None] = [None] * len(record.facts)
+    digests = [_protocol_digest(proto) for proto in protocols]
+    index = _reads_index(protocols, [reads for _digest, reads in digests])
+    seen: list[list[bytes]] = [[] for _ in protocols]  # per protocol, the contents of the facts it sees, in record order
+    for f in record.facts:
+        who = index.seen_by(f)
+        if who:
+            content = f.model_dump_json().encode()
+            for j in who:
+                seen[j].append(content)
     out = {}
-    for proto in protocols:
-        digest, reads = _protocol_digest(proto)
+    for proto, (digest, _reads), contents in zip(protocols, digests, seen):
         h = hashlib.sha256(common.encode())
         h.update(digest.encode())
-        for i, f in enumerate(record.facts):
-            if reads.sees(f):
-                if contents[i] is None:
-                    contents[i] = f.model_dump_json()
-                h.update(contents[i].encode())
-                h.update(b"\x00")
+        for content in contents:
+            h.update(content)
+            h.update(b"\x00")
         out[proto.id] = h.hexdigest()
     return out
 
@@ -260,11 +308,34 @@ def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date,
     result = ProtocolResult.model_validate({k: v for k, v in row.result.items() if k != INPUTS_KEY})
     if result.protocol != proto.id or result.version != proto.version:
         return None
+    return result if _tasks_stand(result, current) else None
+
+
+def _tasks_stand(result: ProtocolResult, current: dict[str, TaskRow]) -> bool:
+    """Each of the result's tasks still has its current row (open, or closed while the need continues)."""
     for t in result.tasks:
         task_row = current.get(t.key)
         if task_row is None or (task_row.status in CLOSED_STATUSES and not task_row.condition_active):
-            return None  # it would be raised anew, with this evaluation's time: evaluate it
-    return result
+            return False  # it would be raised anew, with this evaluation's time: evaluate it
+    return True
+
+
+@dataclass
+class _StoredHead:
+    """A stored evaluation row without its result: what the write checks a reused result against."""
+    id: int
+    version: str
+    reference_date: dt.date
+    inputs: str | None
+
+
+def _stored_heads(session: Session, patient_id: int) -> dict[str, _StoredHead]:
+    """protocol -> the id, version, reference date and inputs digest of each stored evaluation, read
+    without the results themselves (the digest by the JSON path `result._inputs`)."""
+    t = PatientEvaluationRow
+    rows = session.exec(select(t.id, t.protocol, t.version, t.reference_date, t.result[INPUTS_KEY].as_string())
+                        .where(t.patient_id == patient_id))
+    return {protocol: _StoredHead(id_, version, ref, inputs) for id_, protocol, version, ref, inputs in rows}
 
 
 CONFLICT_RETRIES = 5  # a patient whose record keeps changing under its evaluation stays marked for the drain
@@ -333,33 +404,46 @@ def _compute(snap: _Snapshot, library: Library, as_of: dt.date, now: dt.datetime
     return _Computed(evaluation, inputs, {p.id: p for p in protocols if p.id in reused})
 
 
-def _lock_patient(session: Session, patient_id: int) -> None:
+def _lock_patient(session: Session, patient_id: int) -> PatientRow | None:
     """Take the patient's write lock before checking and writing: PostgreSQL locks the row (one writer
-    of a patient's outputs at a time, across worker processes); SQLite takes its database write lock
-    (a no-op update; the service's write engine already began with BEGIN IMMEDIATE)."""
+    of a patient's outputs at a time, across worker processes) and returns it, read afresh in the same
+    statement; SQLite takes its database write lock (a no-op update; the service's write engine
+    already began with BEGIN IMMEDIATE) and returns None."""
     table = PatientRow.__table__
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.select(table.c.id).where(table.c.id == patient_id).with_for_update())
-    else:
-        session.execute(sa.update(table).where(table.c.id == patient_id).values(updated_at=table.c.updated_at))
+        row = session.get(PatientRow, patient_id, with_for_update=True, populate_existing=True)
+        if row is None:
+            raise KeyError(f"no patient with id {patient_id}")
+        return row
+    session.execute(sa.update(table).where(table.c.id == patient_id).values(updated_at=table.c.updated_at))
+    return None
 
 
 def _write(session: Session, snap: _Snapshot, done: _Computed, as_of: dt.date, now: dt.datetime) -> Diff:
     """Store an evaluation's outputs if what it read is still what is stored (optimistic check under
     the patient's lock); StaleRead otherwise, with nothing written. The caller commits."""
-    _lock_patient(session, snap.patient_id)
-    digest = record_digest(session, snap.patient_id)
+    locked = _lock_patient(session, snap.patient_id)
+    digest = record_digest(session, snap.patient_id, locked)
     if digest is None:
         raise KeyError(f"no patient with NHS number {snap.nhs_number}")
     if digest != snap.digest:
         raise StaleRead(f"{snap.nhs_number}: the record changed while it was being evaluated")
-    stored = _stored_evaluations(session, snap.patient_id)
+    # A reused result must still stand on the rows stored now: the same inputs digest (read by JSON path,
+    # not the whole stored results) and each of its tasks' rows. Only the rows of the protocols
+    # derived again are read whole, to be rewritten; the reused ones keep their stored result.
+    heads = _stored_heads(session, snap.patient_id)
     current = _current_tasks(session, snap.patient_id)
-    for pid, proto in done.reused.items():  # a reused result must still stand on the rows stored now
-        if _reusable(stored.get(pid), proto, as_of, done.inputs[pid], current) is None:
+    results = {pr.protocol: pr for pr in done.evaluation.protocols}
+    for pid, proto in done.reused.items():
+        head = heads.get(pid)
+        if (head is None or head.version != proto.version or head.reference_date != as_of
+                or head.inputs != done.inputs[pid] or not _tasks_stand(results[pid], current)):
             raise StaleRead(f"{snap.nhs_number}: the stored {pid} result changed while it was being evaluated")
+    derived = [pid for pid in results if pid not in done.reused and pid in heads]
+    stored = {r.protocol: r for r in session.exec(select(PatientEvaluationRow).where(
+        PatientEvaluationRow.patient_id == snap.patient_id, PatientEvaluationRow.protocol.in_(derived)))} if derived else {}
     diff = store_evaluation(session, snap.patient_id, snap.nhs_number, done.evaluation, now, inputs=done.inputs,
-                            current=current, stored=stored)
+                            current=current, stored=stored, reused={pid: heads[pid].id for pid in done.reused})
     pending.clear(session, snap.patient_id, snap.seq)
     pending.resolve_problems(session, snap.patient_id, now)
     return diff
@@ -393,12 +477,14 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
 
 def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluation: Evaluation, now: dt.datetime, *,
                      inputs: dict[str, str] | None = None, current: dict[str, TaskRow] | None = None,
-                     stored: dict[str, PatientEvaluationRow] | None = None) -> Diff:
+                     stored: dict[str, PatientEvaluationRow] | None = None, reused: dict[str, int] | None = None) -> Diff:
     """Reconcile a patient's stored tasks and flags with an evaluation and keep it as the latest; the
     caller commits. `reevaluate` evaluates and calls this; the benchmark registry builder
     (engine/app/registry_load.py) calls it with evaluations made in worker processes.
     `inputs` (from `evaluation_inputs`) are kept with the results so a later re-evaluation can
-    reuse a result whose inputs did not change; `current` / `stored` are rows already read."""
+    reuse a result whose inputs did not change; `current` / `stored` are rows already read; `reused`
+    (protocol -> stored row id) names results taken unchanged from their stored rows: those rows keep
+    their result and only get the evaluation time (one UPDATE), `stored` need not hold them."""
     diff = Diff(nhs_number)
     rows = _reconcile_tasks(session, patient_id, evaluation.tasks, diff, now, current)
     for t in evaluation.tasks:  # the stored result names the task row's SLA clock, never the evaluation's
@@ -406,7 +492,7 @@ def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluat
         if row is not None:
             t.raised_at, t.due = row.raised_at, row.due
     _reconcile_flags(session, patient_id, evaluation.flags, diff, now)
-    _store_evaluation(session, patient_id, evaluation, now, stored, inputs)
+    _store_evaluation(session, patient_id, evaluation, now, stored, inputs, reused)
     return diff
 
 
@@ -526,6 +612,12 @@ def pending_patients(engine: Engine, nhs_numbers=None) -> list[str]:
     return [nhs for nhs, _ in _pending_ids(engine, nhs_numbers)]
 
 
+def pending_ids(engine: Engine, nhs_numbers=None) -> list[tuple[str, int]]:
+    """(NHS number, patient id) of the patients marked for evaluation, oldest mark first (optionally only
+    among `nhs_numbers`): what `drain(..., listed=)` takes so it need not list them again."""
+    return _pending_ids(engine, nhs_numbers)
+
+
 def _pending_ids(engine: Engine, nhs_numbers=None) -> list[tuple[str, int]]:
     q = (select(PatientRow.nhs_number, PatientRow.id)
          .join(pending.PendingEvaluationRow, pending.PendingEvaluationRow.patient_id == PatientRow.id)
@@ -545,7 +637,8 @@ def _still_marked(engine: Engine, patient_id: int) -> bool:
 
 
 def drain(engine: Engine, library: Library | Callable[[], Library], clock: Callable[[], dt.datetime] = utcnow, *,
-          nhs_numbers=None, stop: threading.Event | None = None, read_engine: Engine | None = None) -> DrainResult:
+          nhs_numbers=None, stop: threading.Event | None = None, read_engine: Engine | None = None,
+          listed: list[tuple[str, int]] | None = None) -> DrainResult:
     """Evaluate every patient marked for evaluation (or those among `nhs_numbers`), one transaction
     each, as of the clock's date; failures become data problems. Stops early when `stop` is set.
 
@@ -553,10 +646,11 @@ def drain(engine: Engine, library: Library | Callable[[], Library], clock: Calla
     skips one that another drain is evaluating now or that is no longer marked (evaluated since this
     drain listed the outbox): several workers draining at their start share the backlog instead of
     each evaluating all of it. A drain of given patients (a delivery's, in its request) evaluates
-    them as before."""
+    them as before; `listed` is that list of (NHS number, patient id) when the caller has just read it
+    from the outbox (`pending_ids`), so it is not read twice."""
     result = DrainResult()
-    whole_outbox = nhs_numbers is None
-    for nhs, patient_id in _pending_ids(engine, nhs_numbers):
+    whole_outbox = nhs_numbers is None and listed is None
+    for nhs, patient_id in (listed if listed is not None else _pending_ids(engine, nhs_numbers)):
         if stop is not None and stop.is_set():
             result.pending.add(nhs)
             continue
@@ -676,7 +770,8 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
             diff.tasks_opened.append(Change(key, t.title, t.provenance.why, new.id))
         elif row.status in OPEN_STATUSES:
             changed = (row.title, row.priority, row.why, row.version) != (t.title, t.priority, t.provenance.why, t.provenance.version)
-            row.condition_active = True
+            if not row.condition_active:  # (setting an ORM attribute to the value it has costs; it writes nothing)
+                row.condition_active = True
             if changed:
                 row.title, row.priority, row.why, row.version = t.title, t.priority, t.provenance.why, t.provenance.version
                 row.evidence = [e.model_dump(mode="json") for e in t.provenance.evidence]
@@ -684,7 +779,7 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
                 _event(session, row, "updated", SYSTEM, row.status, t.provenance.why, now)
                 diff.tasks_updated.append(Change(key, t.title, t.provenance.why, row.id))
             session.add(row)
-        else:
+        elif not row.condition_active:
             row.condition_active = True  # closed by a person while the need continues: leave it closed
             session.add(row)
     for key, row in current.items():
@@ -719,7 +814,9 @@ def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff:
             diff.flags_raised.append(Change(key, f.text, f.level, row.id))
         elif row.level != f.level:
             diff.flags_changed.append(Change(key, f.text, f"{row.level} -> {f.level}", row.id))
-        row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
+        if (row.level, row.text, row.why, row.evidence, row.version) != (f.level, f.text, f.provenance.why, evidence,
+                                                                          f.provenance.version):
+            row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
         session.add(row)
     for key, row in rows.items():
         if key not in wanted and row.active:
@@ -734,9 +831,16 @@ def _stored_evaluations(session: Session, patient_id: int) -> dict[str, PatientE
 
 
 def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation, now: dt.datetime,
-                      rows: dict[str, PatientEvaluationRow] | None = None, inputs: dict[str, str] | None = None) -> None:
+                      rows: dict[str, PatientEvaluationRow] | None = None, inputs: dict[str, str] | None = None,
+                      reused: dict[str, int] | None = None) -> None:
     rows = _stored_evaluations(session, patient_id) if rows is None else rows
+    reused = reused or {}
+    if reused:  # unchanged results: only the time they were last confirmed moves (version, date, result are the row's)
+        table = PatientEvaluationRow.__table__
+        session.execute(sa.update(table).where(table.c.id.in_(sorted(reused.values()))).values(evaluated_at=now))
     for pr in evaluation.protocols:
+        if pr.protocol in reused:
+            continue
         data = pr.model_dump(mode="json")
         if inputs and pr.protocol in inputs:
             data[INPUTS_KEY] = inputs[pr.protocol]

@@ -154,22 +154,29 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
                     raise IngestError(f"{system} patient id {sid!r} already belongs to NHS number {owner.nhs_number}; "
                                       f"refusing to attach it to {p.nhs_number} (resolve the identity first)", p.nhs_number)
 
-            existing = {(f.source_system, f.source_id): f for f in session.exec(select(FactRow).where(FactRow.patient_id == row.id))}
+            # What is stored, by identity: the content hash and row id only (a row is read whole only to update it).
+            existing: dict[tuple[str, str], FactRow | tuple[int, str]] = {
+                (system, sid): (fid, h) for fid, system, sid, h in session.exec(
+                    select(FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
+                    .where(FactRow.patient_id == row.id))}
             for fact in record.facts:
                 values = fact_values(fact)
-                stored = existing.get((fact.source_system, fact.id))
-                if stored is not None and stored.content_hash == values["content_hash"]:
+                key = (fact.source_system, fact.id)
+                got = existing.get(key)
+                if got is not None and (got.content_hash if isinstance(got, FactRow) else got[1]) == values["content_hash"]:
                     change.unchanged += 1
                     continue
                 values.update(ingested_at=now, batch_id=batch.id)
-                if stored is None:
+                if got is None:
                     stored = FactRow(patient_id=row.id, source_system=fact.source_system, source_id=fact.id, **values)
                     session.add(stored)
-                    existing[(fact.source_system, fact.id)] = stored
+                    existing[key] = stored
                     change.added += 1
                 else:
-                    for key, value in values.items():
-                        setattr(stored, key, value)
+                    stored = got if isinstance(got, FactRow) else session.get(FactRow, got[0])
+                    existing[key] = stored
+                    for k, value in values.items():
+                        setattr(stored, k, value)
                     change.updated += 1
             session.flush()  # surface constraint violations here, naming the patient
         except DBAPIError as exc:
@@ -181,11 +188,12 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
     # The outbox, in this transaction: the changed patients, and anyone of this delivery never
     # evaluated (stored by a delivery whose evaluation was lost before the outbox existed).
     evaluated: set[int] = set()
-    id_list = list(ids.values())
+    affected = summary.affected
+    id_list = [pid for nhs, pid in ids.items() if nhs not in affected]  # the affected are marked whatever was stored
     for i in range(0, len(id_list), 500):
         evaluated.update(session.exec(select(PatientEvaluationRow.patient_id)
                                       .where(PatientEvaluationRow.patient_id.in_(id_list[i:i + 500])).distinct()))
-    summary.queued = {nhs for nhs, pid in ids.items() if nhs in summary.affected or pid not in evaluated}
+    summary.queued = {nhs for nhs, pid in ids.items() if nhs in affected or pid not in evaluated}
     pending.queue(session, [ids[n] for n in summary.queued], batch_id=batch.id, now=now)
     session.flush()
     return summary
@@ -248,7 +256,8 @@ def _patient(row: PatientRow, links: list[PatientSourceId]) -> Patient:
                                        family_name=row.family_name, source_ids=source_ids), context=TRUSTED)
 
 
-def _fact(row: FactRow) -> Fact:
+def _fact(row) -> Fact:
+    """A fact from its stored row (a FactRow, or a plain row of the fact table)."""
     return Fact.model_validate(dict(id=row.source_id, kind=row.kind, codes=row.codes, start=row.start, end=row.end, value=row.value,
                                     unit=row.unit, value_codes=row.value_codes, status=row.status,
                                     exception_type=row.exception_type, source_system=row.source_system,
@@ -279,15 +288,19 @@ def load_record_versioned(session: Session, nhs_number: str) -> tuple[PatientRow
     if row is None:
         return None
     links = list(session.exec(select(PatientSourceId).where(PatientSourceId.patient_id == row.id)))
-    facts = list(session.exec(select(FactRow).where(FactRow.patient_id == row.id).order_by(FactRow.id)))
+    # Plain rows, not ORM objects: the record is read once and never changed through them (one
+    # ORM object per fact cost more than building the facts).
+    table = FactRow.__table__
+    facts = list(session.execute(select(table).where(table.c.patient_id == row.id).order_by(table.c.id)))
     digest = _record_digest(row, links, ((f.id, f.source_system, f.source_id, f.content_hash) for f in facts))
     return row, PatientRecord(patient=_patient(row, links), facts=[_fact(f) for f in facts]), digest
 
 
-def record_digest(session: Session, patient_id: int) -> str | None:
+def record_digest(session: Session, patient_id: int, row: PatientRow | None = None) -> str | None:
     """The digest of the patient's stored record now (None: no such patient), reading only ids and
-    content hashes: cheap enough to check just before an evaluation's outputs are written."""
-    row = session.get(PatientRow, patient_id, populate_existing=True)
+    content hashes: cheap enough to check just before an evaluation's outputs are written. `row`: the
+    patient row just read afresh in this transaction (e.g. locked with it), else it is read here."""
+    row = row if row is not None else session.get(PatientRow, patient_id, populate_existing=True)
     if row is None:
         return None
     links = list(session.exec(select(PatientSourceId).where(PatientSourceId.patient_id == patient_id)))
