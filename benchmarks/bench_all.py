@@ -40,7 +40,7 @@ def summary(res: dict) -> list[dict]:
                      "met": None if measured is None else bool(met), **({"note": note} if note else {})})
 
     s = _get(pop, "p1", "seconds")
-    add("P1 all protocols, seconds", 180, s, s is not None and s <= 180,
+    add("P1 all protocols, seconds", 60, s, s is not None and s <= 60,
         f"{_get(pop, 'p1', 'patients')} patients x {_get(pop, 'p1', 'protocols')} protocols")
     m = _get(pop, "p1", "peak_rss_mib")
     add("P1 peak RSS of the process tree, MiB", 4096, m, m is not None and m <= 4096)

@@ -108,11 +108,12 @@ def p1(data: Path, protocols, as_of: dt.date, patients: int, workers: int, chunk
     seconds = time.perf_counter() - t0
     c1 = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = sum(b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime for a, b in zip(c0, c1))
+    parent_cpu = c1[0].ru_utime + c1[0].ru_stime - c0[0].ru_utime - c0[0].ru_stime  # taking the rows in (+ the RSS sampler)
     size = results.stat().st_size
     out = {"patients": summary["patients"], "protocols": len(protocols), "seconds": round(seconds, 2),
-           "cpu_seconds": round(cpu, 2), "patients_per_second": round(summary["patients"] / seconds),
+           "cpu_seconds": round(cpu, 2), "parent_cpu_seconds": round(parent_cpu, 2), "patients_per_second": round(summary["patients"] / seconds),
            "peak_rss_mib": round(rss.peak, 1), "results_mib": round(size / 2**20, 1), "workers": workers,
-           "chunk": chunk, "chunks": summary["chunks"],
+           "chunk": summary["chunk_size"], "chunks": summary["chunks"],
            "errors": {p["protocol"]: p["error"] for p in summary["protocols"] if p.get("error")},
            "on_register": {p["protocol"]: p.get("on_register") for p in summary["protocols"]}}
     out["_results"] = str(results)  # used (then dropped) while the file still exists
@@ -218,7 +219,7 @@ def p4(results: str, run: str, proto, measure: str, log) -> dict:
 
 
 def run(patients: int = 750_000, seed: int = 1, as_of: dt.date = AS_OF, workers: int | None = None,
-        chunk: int = 62_500, scaling: tuple[int, ...] = (10_000, 100_000), reference_sample: int = 1000,
+        chunk: int | None = None, scaling: tuple[int, ...] = (10_000, 100_000), reference_sample: int = 1000,
         measure: tuple[str, str] = ("t2dm-annual-care", "DM020"), write: bool = True, log=lambda m: None) -> dict:
     import shutil
 
@@ -230,7 +231,7 @@ def run(patients: int = 750_000, seed: int = 1, as_of: dt.date = AS_OF, workers:
     data, gen_s = population_dir(patients, seed, as_of, workers, log)  # smaller runs read its first N
     out: dict = {"benchmark": "population", "patients": patients, "seed": seed, "as_of": as_of.isoformat(),
                  "protocols": [p.key for p in protocols], "generate_seconds": gen_s,
-                 "targets": {"p1_seconds": 180, "p1_peak_rss_mib": 4096, "p4_seconds": 2.0}}
+                 "targets": {"p1_seconds": 60, "p1_peak_rss_mib": 4096, "p4_seconds": 2.0}}
     out["scaling"] = []
     for n in sorted({n for n in scaling if n < patients}):
         r, tmp = p1(data, protocols, as_of, n, workers, chunk, log)

@@ -51,7 +51,7 @@ def _bench_out(out: dict, as_json: bool, line: str) -> None:
 def bench_population(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
                      as_of: str = typer.Option("2026-11-20", "--as-of"),
                      workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: CPUs)"),
-                     chunk: int = typer.Option(62500, "--chunk"),
+                     chunk: Optional[int] = typer.Option(None, "--chunk", help="Default: as evaluate-population (balanced, at most 31,250)"),
                      scaling: str = typer.Option("10000,100000", "--scaling", help="Smaller runs for the growth figures"),
                      reference_sample: int = typer.Option(1000, "--reference-sample"),
                      as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):

@@ -42,7 +42,7 @@ def evaluate_population(data: Path = typer.Option(Path("var/population"), "--dat
                         protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols"),
                         results: Optional[Path] = typer.Option(None, "--results", help="DuckDB results file (default <data>/results.duckdb)"),
                         run: Optional[str] = typer.Option(None, "--run", help="Run id (same id resumes that run)"),
-                        chunk: int = typer.Option(62500, "--chunk", min=1, help="Patients evaluated together per worker (memory follows this)"),
+                        chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Patients evaluated together per worker (memory follows this; default: equal chunks of at most 31,250, a multiple of the workers)"),
                         memory_limit: Optional[str] = typer.Option(None, "--memory-limit", help="DuckDB memory limit, e.g. 3GB"),
                         format: str = typer.Option("text", "--format", help="text or json"),
                         engine: str = typer.Option("duckdb", "--engine", help="duckdb or spark"),
@@ -56,7 +56,7 @@ def evaluate_population(data: Path = typer.Option(Path("var/population"), "--dat
         ref = _date(as_of, "--as-of")
         summary = evaluate_population_spark(data, _library(protocols).in_force(ref), ref, _date(period_start, "--period-start"),
                                             master=None if master == "active" else master, out=results, run=run,
-                                            chunk_size=chunk if chunk != 62500 else DEFAULT_CHUNK,
+                                            chunk_size=chunk or DEFAULT_CHUNK,
                                             log=(lambda m: err.print(m, highlight=False)) if format != "json" else (lambda m: None))
         if format == "json":
             print(json.dumps(summary, indent=2))

@@ -436,3 +436,18 @@ def test_bench_p4_counts_exceptions_and_agrees_with_the_stored_run(tmp_path):
         assert {k: out[k] for k in ("denominator", "exclusions", "exceptions", "numerator", "cannot_determine")} == {
             k: stored[measure][k] for k in ("denominator", "exclusions", "exceptions", "numerator", "cannot_determine")}
     assert stored["DM020"]["exceptions"] > 0 and stored["DM020"]["exclusions"] == 0  # PCAs are exceptions in 1.3.0
+
+
+def test_default_chunks_are_equal_and_a_multiple_of_the_workers():
+    """Without --chunk a run takes equal chunks of at most DEFAULT_CHUNK, as many as a multiple of the workers
+    (an odd number of chunks on 2 workers leaves one core idle for the last)."""
+    from engine.engines.duckdb.run import DEFAULT_CHUNK, balanced_chunk
+
+    assert balanced_chunk(750_000, 2) == DEFAULT_CHUNK == 31_250  # 24 chunks, 12 per worker
+    assert balanced_chunk(100_000, 2) == 25_000  # not 3 x 31,250 and a last chunk of 6,250
+    assert balanced_chunk(62_500, 2) == 31_250 and balanced_chunk(62_501, 2) == 15_626  # 4 chunks, the last 15,623
+    assert balanced_chunk(100, 1) == 100 and balanced_chunk(100, 2) == 50 and balanced_chunk(0, 2) == 1
+    for n, w in [(750_000, 2), (99_999, 2), (1_000_003, 3), (7, 4)]:
+        size = balanced_chunk(n, w)
+        chunks = -(-n // size)
+        assert size <= DEFAULT_CHUNK and (chunks % w == 0 or chunks < w)

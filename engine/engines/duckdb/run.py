@@ -23,7 +23,8 @@ Input: a population folder (`<table>/*.parquet` as written by engine/synthetic/g
                     one row per patient counted by a measure with `value:` (NULL = missing, never 0)
     registers       run, protocol, version, chunk, practice, patients
 
-Memory: the population is evaluated in chunks of patients (`pid` ranges, default 50,000): a chunk's
+Memory: the population is evaluated in chunks of patients (`pid` ranges; by default equal chunks of at most 31,250, as many
+as a multiple of the workers: balanced_chunk): a chunk's
 rows are copied into memory once (DuckDB skips the other Parquet files by their pid statistics) and
 every protocol runs over it. Peak memory follows the chunk size, not the population size.
 
@@ -52,7 +53,10 @@ from engine.engines.duckdb.columnar import TABLES, has_population, load_parquet
 from engine.engines.sql import measures
 from engine.language.model import Protocol
 
-DEFAULT_CHUNK = 62_500  # 750,000 people = 12 chunks = 6 per worker on 2 cores; ~1.7 GiB per worker (docs/population.md)
+# The largest chunk a run takes unless told (chunk_size=None): memory follows it (a worker holds the chunk, its
+# shared matches and one protocol query's intermediates: ~1.7 GiB at 31,250, ~3 GiB at 62,500, whose two workers
+# went over P1's 4 GiB at 17 protocols). 750,000 people = 24 chunks = 12 per worker on 2 cores (docs/population.md).
+DEFAULT_CHUNK = 31_250
 CHUNK_PREFIX = "chunk_"  # the in-memory copy of one chunk's four tables
 
 
@@ -75,6 +79,16 @@ def open_population(data: Path, threads: int | None = None, memory_limit: str | 
         for t in TABLES:
             con.execute(f'CREATE VIEW "{t}" AS SELECT * FROM "all_{t}" WHERE pid < {int(first)}')
     return con
+
+
+def balanced_chunk(patients: int, workers: int, largest: int = DEFAULT_CHUNK) -> int:
+    """The chunk size for `patients` (a pid span) on `workers` processes when none is asked: the fewest chunks no
+    larger than `largest`, rounded up to a multiple of `workers`, all of one size (so no core idles at the end
+    while another takes a last chunk alone). 750,000 on 2 workers: 24 chunks of 31,250; 100,000: 4 of 25,000."""
+    patients, workers = max(1, int(patients)), max(1, int(workers))
+    n = -(-patients // max(1, int(largest)))
+    n = -(-n // workers) * workers
+    return -(-patients // n)
 
 
 def run_id_for(as_of: dt.date, period_start: dt.date | None, protocols: list[Protocol]) -> str:
@@ -279,11 +293,12 @@ def _chunk_job(task: tuple) -> list[dict]:
 
 def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
                             workers: int | None = None, results: Path | None = None, run: str | None = None,
-                            chunk_size: int = DEFAULT_CHUNK, memory_limit: str | None = None,
+                            chunk_size: int | None = None, memory_limit: str | None = None,
                             log=print, progress=None, first: int | None = None) -> dict:
     """Evaluate each protocol over the population at `data` chunk by chunk in `workers` processes (one
     DuckDB thread each: chunks are independent, so processes scale better than threads over one query);
-    store results; return a summary. `progress(done, total)` is called after each (protocol, chunk)."""
+    store results; return a summary. `progress(done, total)` is called after each (protocol, chunk).
+    `chunk_size`: patients per chunk (None: balanced_chunk, at most DEFAULT_CHUNK)."""
     import shutil
     import uuid
     from multiprocessing import get_context
@@ -299,6 +314,8 @@ def evaluate_population_run(data: Path, protocols: list[Protocol], as_of: dt.dat
     _open_results(con, results)
     run = run or run_id_for(as_of, period_start, protocols)
     row = con.execute("SELECT chunk_size FROM res.runs WHERE run = ?", [run]).fetchone()
+    if chunk_size is None:
+        chunk_size = balanced_chunk(hi_pid - lo_pid + 1, workers)
     if row is None:
         con.execute("INSERT INTO res.runs VALUES (?, ?, ?, ?, now(), NULL)", [run, as_of, period_start, chunk_size])
     else:
