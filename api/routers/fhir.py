@@ -125,5 +125,6 @@ def summary_reports(measure: ShortText | None = None, protocol: ShortText | None
             continue
         has_value = state.library.is_value_measure(c.protocol, c.version, c.measure)  # a continuous-variable report
         reports.append(fhir_out.summary_report(figures(c, live.area.get(key[:2])), _period(state, c.protocol, ref),
-                                               state.now(), has_value=has_value))
+                                               state.now(), has_value=has_value,
+                                               improvement=state.library.improvement(c.protocol, c.version, c.measure)))
     return fhir(fhir_out.bundle(reports))

@@ -14,7 +14,8 @@ from sqlmodel import Session, select
 from api.deps import Principal
 from api.routers import audit as aapi
 from api.schemas import SnapshotIn
-from api.web.charts import MIN_TO_RANK, Unit, count_text, funnel_plot, rank_order, ranked_bars, sparkline, trend_chart
+from api.web.charts import (MIN_TO_RANK, Unit, count_text, funnel_plot, judgement, rank_order, ranked_bars, sparkline,
+                            trend_chart)
 from api.web.common import PREFIX, PageRoute, check_csrf, need, page_user, redirect, render, state_of
 from engine.app.practices import practice_name
 from engine.registry.access import AuditSnapshotRow
@@ -69,8 +70,11 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
     # Small-number suppression for those outside the care team (auditors see aggregates only):
     # counts 1-7 shown as "<8", as NHS statistical publications do.
     suppress = who.role == "auditor"
-    ctx: dict = {"suppress": suppress, "min_to_rank": MIN_TO_RANK}
+    # inverse measures (`improvement: decrease`, e.g. CMS122 poor HbA1c control): lower is better
+    lower = {(r.protocol, r.measure) for r in measures if lib.improvement(r.protocol, r.version, r.measure) == "decrease"}
+    ctx: dict = {"suppress": suppress, "min_to_rank": MIN_TO_RANK, "lower_is_better": False}
     if chosen is not None:
+        lower_is_better = ctx["lower_is_better"] = (chosen.protocol, chosen.measure) in lower
         rows = [r for r in by_unit.rows if r.measure == chosen.measure and r.protocol == chosen.protocol]
         name = (lambda u: practice_name(u)) if unit_kind == "practice" else (lambda u: u)  # noqa: E731
         units = [Unit(label=name(r.unit), rate=r.rate, n=r.denominator - r.exclusions - r.exceptions, numerator=r.numerator, ci=r.ci95,
@@ -78,9 +82,11 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                       href=drill_url(chosen.measure, chosen.protocol, unit_kind, r.unit)) for r in rows]
         uid = f"{chosen.measure}-{unit_kind}".replace(".", "-")
         ctx["bars"] = ranked_bars(units, chosen.rate, f"bars-{uid}",
-                                  f"{chosen.measure} by {UNIT_NAMES[unit_kind].lower()}, ranked, against the area rate", suppress)
+                                  f"{chosen.measure} by {UNIT_NAMES[unit_kind].lower()}, ranked, against the area rate"
+                                  + (" (lower is better)" if lower_is_better else ""), suppress, lower_is_better)
         ctx["funnel"] = funnel_plot(units, chosen.rate, f"funnel-{uid}",
-                                    f"{chosen.measure}: funnel plot of {UNIT_PLURALS[unit_kind].lower()} against the area rate", suppress)
+                                    f"{chosen.measure}: funnel plot of {UNIT_PLURALS[unit_kind].lower()} against the area rate"
+                                    + (" (lower is better)" if lower_is_better else ""), suppress, lower_is_better)
         ctx["no_eligible"] = sorted(u.label for u in units if not u.n)
         ctx["too_few"] = sum(0 < u.n < MIN_TO_RANK for u in units)
         area_points = aapi.trend(chosen.measure, chosen.protocol, "area", None, who, state).points
@@ -92,14 +98,14 @@ def audit_page(request: Request, unit_kind: UnitKind = "practice", protocol: Sho
                 series.append((name(r.unit), [(p.as_of, p.rate) for p in pts]))
         ctx["trend"] = trend_chart(series, f"trend-{uid}", f"{chosen.measure}: rate over reporting dates")
         ctx["trend_rows"] = series
-        order = {u.label: i for i, u in enumerate(rank_order(units))}
+        order = {u.label: i for i, u in enumerate(rank_order(units, lower_is_better))}
         ctx["rows"] = sorted((r for r in rows if r.denominator - r.exclusions - r.exceptions > 0), key=lambda r: order[name(r.unit)])
     return render(request, "audit.html", who, page_title="Audit dashboard", measures=measures, chosen=chosen,
                   unit_kind=unit_kind, unit_names=UNIT_NAMES, unit_plurals=UNIT_PLURALS, count=count_text,
                   exception_rate=exception_rate, protocol=protocol or "", snapshots=aapi.snapshots(who, state),
                   drill_url=drill_url, patients=area.patients, evaluated_from=area.evaluated_from,
                   evaluated_to=area.evaluated_to, counted_at=area.counted_at, recounting=area.recounting, today=state.now().date(), sparks=_sparklines(state, measures),
-                  outcome_measures=outcome_measures, **ctx)
+                  outcome_measures=outcome_measures, lower_measures=lower, judgement=judgement, **ctx)
 
 
 def _sparklines(state, measures) -> dict[tuple[str, str], object]:

@@ -29,6 +29,9 @@ SUPPRESS_BELOW = 8  # counts 1-7 shown as "<8" where small-number suppression ap
 FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
 COLOURS = {"above": "#007f3b", "within": "#005eb8", "below": "#d5281b", "no-data": "#768692"}
 MARKS = {"above": "▲", "below": "▼", "within": "", "no-data": ""}
+# a unit's comparison judged by which way is better for the measure (its `improvement:`)
+JUDGED_COLOURS = {"better": COLOURS["above"], "worse": COLOURS["below"], "within": COLOURS["within"],
+                  "no-data": COLOURS["no-data"]}
 GRID, TICK, INK = "#d8dde0", "#425563", "#212b32"  # grid lines; tick labels and axes; text and lines
 FUNNEL_LIMITS = ((Z95, "6 3", "95%"), (Z998, "2 3", "99.8%"))  # z, dash, name of the funnel plots' control limits
 
@@ -54,10 +57,23 @@ def count_text(n: int, suppress: bool) -> str:
     return f"<{SUPPRESS_BELOW}" if suppress and 0 < n < SUPPRESS_BELOW else str(n)
 
 
-def rank_order(units: list["Unit"]) -> list["Unit"]:
-    """Ranked by rate among units big enough to rank, then the small ones by rate, then those with
-    no eligible patients (kept out of the chart by the caller)."""
-    return sorted(units, key=lambda u: (u.rate is None, u.n < MIN_TO_RANK, -(u.rate or 0), u.label))
+def judgement(comparison: str, lower_is_better: bool = False) -> str:
+    """A unit's comparison with the area ("above", "below" its funnel limits, "within", "no-data") judged by the
+    measure's direction: "better", "worse", "within" or "no-data". Above is better unless lower is better
+    (an inverse measure, `improvement: decrease`, e.g. poor HbA1c control), where above is the concerning side."""
+    if comparison == "above":
+        return "worse" if lower_is_better else "better"
+    if comparison == "below":
+        return "better" if lower_is_better else "worse"
+    return comparison if comparison in JUDGED_COLOURS else "no-data"
+
+
+def rank_order(units: list["Unit"], lower_is_better: bool = False) -> list["Unit"]:
+    """Ranked best first among units big enough to rank (highest rate first; lowest first when lower is
+    better), then the small ones the same way, then those with no eligible patients (kept out of the chart
+    by the caller)."""
+    sign = 1 if lower_is_better else -1
+    return sorted(units, key=lambda u: (u.rate is None, u.n < MIN_TO_RANK, sign * (u.rate or 0), u.label))
 
 
 @dataclass(frozen=True)
@@ -140,9 +156,10 @@ def link(href: str | None, inner: str, label: str) -> str:
     return f'<a href="{escape(href)}" aria-label="{escape(label)}">{inner}</a>'
 
 
-def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False) -> Markup:
-    """Units with eligible patients only (the caller lists the others in words), big ones ranked first."""
-    units = rank_order([u for u in units if u.rate is not None and u.n > 0])
+def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False,
+                lower_is_better: bool = False) -> Markup:
+    """Units with eligible patients only (the caller lists the others in words), big ones ranked best first."""
+    units = rank_order([u for u in units if u.rate is not None and u.n > 0], lower_is_better)
     # room for the longest name (practice names run to ~35 characters at 13 px), within limits
     left = max(150, min(290, 12 + 7 * max((len(u.label) for u in units), default=0)))
     right, top, row = 190, 34, 30
@@ -172,14 +189,17 @@ def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str
             parts.append(f'<rect x="{x(lo):.1f}" y="{y + 3}" width="{max(1.0, x(hi) - x(lo)):.1f}" height="{row - 6}" '
                          f'fill="#e8edee" stroke="#aeb7bd" stroke-dasharray="3 2"/>')
         if u.rate is not None:
-            colour = COLOURS["no-data"] if small else COLOURS.get(u.comparison, COLOURS["no-data"])
-            parts.append(f'<rect x="{left}" y="{y + 8}" width="{max(1.0, plot * u.rate):.1f}" height="{row - 16}" fill="{colour}"/>')
+            judged = "no-data" if small else judgement(u.comparison, lower_is_better)
+            parts.append(f'<rect x="{left}" y="{y + 8}" width="{max(1.0, plot * u.rate):.1f}" height="{row - 16}" '
+                         f'fill="{JUDGED_COLOURS[judged]}" class="bar-{judged}"/>')
             if u.ci:
                 parts.append(f'<line x1="{x(u.ci[0]):.1f}" y1="{cy:.1f}" x2="{x(u.ci[1]):.1f}" y2="{cy:.1f}" stroke="#212b32" stroke-width="1.5"/>'
                              f'<line x1="{x(u.ci[0]):.1f}" y1="{cy - 5:.1f}" x2="{x(u.ci[0]):.1f}" y2="{cy + 5:.1f}" stroke="#212b32"/>'
                              f'<line x1="{x(u.ci[1]):.1f}" y1="{cy - 5:.1f}" x2="{x(u.ci[1]):.1f}" y2="{cy + 5:.1f}" stroke="#212b32"/>')
             mark = "" if small else MARKS.get(u.comparison, "")
             note = "not ranked" if small else (mark + " " + u.comparison if mark else "")
+            if lower_is_better and judged in ("better", "worse"):
+                note += f" ({judged})"  # in words too: above the limits is the concerning side here
             text = f"{_pct(u.rate)} ({count_text(u.numerator, suppress)}/{count_text(u.n, suppress)}) {note}"
             parts.append(f'<text x="{left + plot + 8}" y="{cy + 4:.1f}" fill="#212b32">{escape(text)}</text>')
         else:
@@ -191,13 +211,14 @@ def ranked_bars(units: list[Unit], area_rate: float | None, uid: str, title: str
                     f'stroke-width="2" stroke-dasharray="6 3" class="area-rate"><title>Area rate {_pct(area_rate)}</title></line>')
         body.append(f'<text x="{ax:.1f}" y="{top - 14}" text-anchor="middle" fill="#212b32" font-weight="bold">'
                     f'area {_pct(area_rate)}</text>')
-    desc = ("Horizontal bars, one per unit, ranked by rate; whiskers are 95% confidence intervals, the shaded band "
+    desc = ("Horizontal bars, one per unit, ranked by rate" + (" lowest first (lower is better)" if lower_is_better else "") + "; whiskers are 95% confidence intervals, the shaded band "
             "is the range expected from the area rate at that unit's size (95% funnel limits), and the dashed line "
             "is the area rate. The table below has the same figures.")
     return svg_chart(width, height, uid, title, desc, body)
 
 
-def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False) -> Markup:
+def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str, suppress: bool = False,
+                lower_is_better: bool = False) -> Markup:
     plot = Plot(56, 20, 460, 280)
     width, height = plot.right + 150, plot.bottom + 48
     max_n = max([u.n for u in units if u.n] + [10])
@@ -222,7 +243,7 @@ def funnel_plot(units: list[Unit], area_rate: float | None, uid: str, title: str
             continue
         tip = (f"{u.label}: {_pct(u.rate)} ({count_text(u.numerator, suppress)} of {count_text(u.n, suppress)}), "
                f"{u.comparison} the area's 95% limits")
-        body.append(funnel_point(x(u.n), y(u.rate), 6, COLOURS.get(u.comparison, COLOURS["no-data"]), tip, u.label,
+        body.append(funnel_point(x(u.n), y(u.rate), 6, JUDGED_COLOURS[judgement(u.comparison, lower_is_better)], tip, u.label,
                                  u.comparison, u.href, f"Patients behind {u.label}"))
     desc = ("Funnel plot: each unit is a point at its number of eligible patients and its rate; the solid line is "
             "the area rate, dashed lines the 95% and dotted lines the 99.8% control limits. Points outside the "

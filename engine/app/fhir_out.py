@@ -200,9 +200,11 @@ def summary_resource(measure: str, unit_kind: str, unit: str, period: tuple[dt.d
         "group": [group], "extension": extension or None}))
 
 
-def summary_report(fig: dict, period: tuple[dt.date, dt.date], now: dt.datetime, has_value: bool = False) -> dict:
+def summary_report(fig: dict, period: tuple[dt.date, dt.date], now: dt.datetime, has_value: bool = False,
+                   improvement: str = "increase") -> dict:
     """A unit's audit figures (engine.app.audit.figures). `has_value`: the measure has `value:` — a
-    continuous-variable report (its patients' values added up as measureScore), not a proportion."""
+    continuous-variable report (its patients' values added up as measureScore), not a proportion.
+    `improvement`: the measure's declared direction (`improvement:`), written as improvementNotation."""
     exceptions = fig.get("exceptions", 0)
     if has_value:
         group: dict[str, Any] = {"code": {"text": fig["title"]}, "population": [
@@ -212,7 +214,7 @@ def summary_report(fig: dict, period: tuple[dt.date, dt.date], now: dt.datetime,
         if fig.get("value_patients"):
             group["measureScore"] = {"value": fig["value_sum"], "extension": [{"url": AGGREGATE_METHOD, "valueCode": "sum"}]}
         return summary_resource(measure_url(fig["protocol"], fig["measure"]), fig["unit_kind"], fig["unit"], period,
-                                group, now)
+                                group, now, improvement=improvement)
     eligible = fig["denominator"] - fig["exclusions"] - exceptions
     group = {"code": {"text": fig["title"]}, "population": [
         _population("initial-population", fig["initial_population"]), _population("denominator", fig["denominator"]),
@@ -223,7 +225,7 @@ def summary_report(fig: dict, period: tuple[dt.date, dt.date], now: dt.datetime,
     ext = ([{"url": BASE + "StructureDefinition/area-rate", "valueDecimal": fig["area_rate"]}]
            if fig.get("area_rate") is not None else None)
     return summary_resource(measure_url(fig["protocol"], fig["measure"]), fig["unit_kind"], fig["unit"], period,
-                            group, now, extension=ext)
+                            group, now, extension=ext, improvement=improvement)
 
 
 def bundle(resources: list[dict]) -> dict:

@@ -59,6 +59,13 @@ class Library:
         proto = self.find(protocol_id, version)
         return proto is not None and any(m.id == measure and m.has_value for m in proto.measures)
 
+    def improvement(self, protocol_id: str, version: str | None, measure: str) -> str:
+        """Which way is better for the measure as declared (`improvement:`): "increase" (the default) or
+        "decrease" (an inverse measure: a lower rate is better)."""
+        proto = self.find(protocol_id, version)
+        found = next((m for m in proto.measures if m.id == measure), None) if proto is not None else None
+        return found.improvement if found is not None else "increase"
+
 
 def _kind(path: Path) -> str | None:
     try:

@@ -39,7 +39,9 @@ ESCALATION = {"to": True, "title": True, "priority": False}
 GOAL = {"id": True, "title": True, "when": False, "target": True, "because": False, "patient_text": False}
 MEASURE = {"id": True, "title": True, "initial_population": False, "denominator": False, "exclusions": False,
            "exceptions": False, "numerator": False, "achievers_kept": False, "evidence": False, "ecqm": False,
-           "episodes": False, "episodes_at_most": False, "counts_deceased": False, "value": False}
+           "episodes": False, "episodes_at_most": False, "counts_deceased": False, "value": False,
+           "improvement": False}
+IMPROVEMENT = ("increase", "decrease")  # FHIR measure-improvement-notation: which way is better
 DEFAULT_EPISODES_AT_MOST = 10
 ECQM = {"url": True, "version": False}
 VALUESET = {"codelist": False, "fhir": False, "codes": False, "system": False, "column": False, "where": False,
@@ -716,6 +718,12 @@ class _Compiler:
         if not isinstance(counts_deceased, bool):
             self.p.error(r.loc_of(m, "counts_deceased"), "counts_deceased should be true or false")
         ecqm = self.ecqm(m, mid)
+        improvement = m.get("improvement", "increase")
+        if improvement not in IMPROVEMENT:
+            self.p.error(r.loc_of(m, "improvement"), f"measure {mid!r}: improvement {improvement!r} is not a direction",
+                         expected="improvement: increase (a higher rate is better, the default) or decrease "
+                                  "(a lower rate is better, e.g. poor control)")
+            improvement = "increase"
         if "value" in m and "episodes" in m:
             self.p.error(r.loc_of(m, "value"), f"measure {mid!r}: value: is a number per patient; a measure counted per "
                          f"episode already counts its episodes", expected="value: or episodes:, not both")
@@ -752,7 +760,7 @@ class _Compiler:
         return Measure(mid, r.text(m, "title", "title"), loc, bool(achievers), r.text_list(m, "evidence", "evidence"),
                        excl is not None, ecqm, has_exceptions=exc is not None, counts_deceased=bool(counts_deceased),
                        episodes_at_most=at_most if episodes is not None else 0, has_value=value is not None,
-                       value_location=r.loc_of(m, "value") if value is not None else None)
+                       value_location=r.loc_of(m, "value") if value is not None else None, improvement=improvement)
 
     def measure_value(self, m, mid) -> ir.Node | None:
         """`value: <number expression>`: a number per patient in the denominator (eCQM continuous variable style:

@@ -128,6 +128,11 @@ class Measure:
     counts_deceased: bool = False  # evaluated for a patient who died (the measure's own steps use death_date)
     has_value: bool = False  # `value:` a number per patient in the denominator (Protocol.values["measure:<id>:value"])
     value_location: Location | None = None
+    improvement: str = "increase"  # `improvement: decrease`: a lower rate is better (an inverse measure, e.g. CMS122)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.improvement == "decrease"
 
     @property
     def episode_based(self) -> bool:
