@@ -147,12 +147,19 @@ def _open_results(con, results: Path) -> None:
                                 f"use a new --results file")
 
 
+# The attributes in key order: the compiled queries test one key at a time (`where intent == "order"`,
+# `verification_status`, `reason in valueset`, ...), each a scan of the chunk's attributes; stored by key, a scan
+# reads only the row groups holding its key (their min/max). Measured on 25,000 people (docs/population.md):
+# the protocols' CPU 11-14 % lower, for ~0.26 s of sorting; results identical. No query depends on row order.
+_CHUNK_ORDER = {"fact_attrs": " ORDER BY key"}
+
+
 def load_chunk(con, lo: int, hi: int) -> int:
     """Copy patients lo <= pid < hi of the four tables into memory (as the tables named by
     `batch.default_tables(CHUNK_PREFIX)`); returns the number of patients."""
     for t in TABLES:
         con.execute(f'CREATE OR REPLACE TEMP TABLE "{CHUNK_PREFIX}{t}" AS SELECT * FROM "{t}" '
-                    f"WHERE pid >= {int(lo)} AND pid < {int(hi)}")
+                    f"WHERE pid >= {int(lo)} AND pid < {int(hi)}{_CHUNK_ORDER.get(t, '')}")
     return con.execute(f'SELECT count(*) FROM "{CHUNK_PREFIX}patients"').fetchone()[0]
 
 
