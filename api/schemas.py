@@ -486,7 +486,7 @@ class AuditOut(BaseModel):
     evaluated_to: dt.date | None
     rows: list[MeasureFigures]
     data_problems: int = Field(0, description="Patients whose latest evaluation failed (not in these figures' update)")
-    counted_at: dt.datetime | None = Field(None, description="When these figures were counted: they are kept until a "
+    counted_at: Instant | None = Field(None, description="When these figures were counted: they are kept until a "
                                            "stored evaluation changes")
     recounting: bool = Field(False, description="The stored evaluations changed since counted_at: the figures are "
                                                 "being counted again (served meanwhile: counting a large registry takes a while)")

@@ -682,7 +682,11 @@ def run_report(engine: Engine, run_id: int, *, limit: int | None = REPORT_LIMIT,
         shown = list(s.exec(q))
     status = row.status
     if status == "running" and not owner_alive(row.owner, row.updated_at):
-        status = "interrupted"
+        # The loader writes its final status before it lets go of the run: read the row again, or a run
+        # that finished while this report was being read would be called interrupted.
+        with Session(engine) as s:
+            row = s.get(BulkRunRow, run_id)
+        status = "interrupted" if row.status == "running" else row.status
     files = []
     for f in row.files or []:
         got = per_file.get(f["name"], {})

@@ -93,7 +93,7 @@ def test_an_interrupted_run_resumes_when_its_manifest_is_posted_again(sqlite_api
     r = post(api, body, source_system="nightly")
     assert r.status_code == 202 and r.json()["state"] == "resumed", r.text
     done = wait_done(api, r.json()["id"])
-    assert done["status"] == "done" and done["resumed"] == 1 and done["patients_done"] == 2
+    assert done["status"] == "done" and done["resumed"] == 1 and done["patients_done"] == 2, done
 
 
 def test_what_the_service_will_not_read(sqlite_api, import_dir, tmp_path):

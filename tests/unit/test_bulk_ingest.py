@@ -300,3 +300,21 @@ def test_a_killed_process_leaves_a_run_that_resumes(tmp_path):
         assert resumed["patients_done"] == 5 and resumed["lines_loaded"] == 20 and resumed["facts_added"] == 15
     finally:
         engine.dispose()
+
+
+def test_a_run_that_finishes_while_its_report_is_read_is_not_called_interrupted(engine, tmp_path, monkeypatch):
+    # The loader commits "done" and then lets go of the run; a report that read "running" before the
+    # commit and asked whether the owner is alive after the release must not answer "interrupted".
+    folder = write_export(tmp_path / "export", small_export(2))
+    done = BulkLoad(engine, describe_files(ndjson_files(folder))).run()
+    table = bulk.BulkRunRow.__table__
+    with engine.begin() as c:
+        c.execute(table.update().where(table.c.id == done["id"]).values(status="running"))
+
+    def finishes_meanwhile(owner, updated_at, now=None):
+        with engine.begin() as c:
+            c.execute(table.update().where(table.c.id == done["id"]).values(status="done"))
+        return False  # released after the commit
+
+    monkeypatch.setattr(bulk, "owner_alive", finishes_meanwhile)
+    assert run_report(engine, done["id"])["status"] == "done"
