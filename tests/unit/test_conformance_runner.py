@@ -12,6 +12,7 @@ from rich.console import Console
 from engine.app.conformance import KitError, render_json, render_text, run_kit
 from engine.language.errors import ProtocolError
 from engine.language.loader import load_protocol
+from tests.one_measure_protocol import one_measure_protocol
 
 ROOT = Path(__file__).parents[2]
 KIT = (ROOT / ".." / "shared" / "conformance" / "ecqm" / "CMS122").resolve()
@@ -69,25 +70,6 @@ def test_a_version_mismatch_is_reported(small_kit):
         run_kit(small_kit, PROTOCOLS)
 
 
-def _measure_protocol(tmp_path, ecqm: str) -> Path:
-    p = tmp_path / "m.yaml"
-    p.write_text(f"""protocol: m
-version: 1.0.0
-title: M
-status: draft
-effective: 2026-01-01
-owner: tests
-evidence: [tests]
-valuesets: {{x: {{codes: [x1]}}}}
-population: x exists
-measures:
-  - id: M1
-    title: M one
-    numerator: x exists
-{ecqm}""")
-    return p
-
-
 def test_ecqm_metadata_is_read():
     proto = load_protocol(PROTOCOLS / "ecqm" / "cms165-controlling-bp.yaml")
     (m,) = proto.measures
@@ -104,7 +86,7 @@ def test_ecqm_metadata_is_read():
 ])
 def test_ecqm_metadata_is_validated(tmp_path, ecqm, message):
     with pytest.raises(ProtocolError) as e:
-        load_protocol(_measure_protocol(tmp_path, ecqm))
+        load_protocol(one_measure_protocol(tmp_path, ecqm))
     assert message in str(e.value) and "m.yaml:" in str(e.value)
 
 

@@ -15,42 +15,24 @@ from engine.app.fhir_out import summary_report
 from engine.language.errors import ProtocolError
 from engine.language.library import load_library
 from engine.language.loader import load_protocol
+from tests.one_measure_protocol import one_measure_protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 NS = {"svg": "http://www.w3.org/2000/svg"}
 GREEN, RED = COLOURS["above"], COLOURS["below"]
 
 
-def _protocol(tmp_path, extra: str) -> Path:
-    p = tmp_path / "m.yaml"
-    p.write_text(f"""protocol: m
-version: 1.0.0
-title: M
-status: draft
-effective: 2026-01-01
-owner: tests
-evidence: [tests]
-valuesets: {{x: {{codes: [x1]}}}}
-population: x exists
-measures:
-  - id: M1
-    title: M one
-    numerator: x exists
-{extra}""")
-    return p
-
-
 def test_improvement_defaults_to_increase_and_reads_decrease(tmp_path):
-    (m,) = load_protocol(_protocol(tmp_path, "")).measures
+    (m,) = load_protocol(one_measure_protocol(tmp_path, "")).measures
     assert (m.improvement, m.lower_is_better) == ("increase", False)
-    (m,) = load_protocol(_protocol(tmp_path, "    improvement: decrease\n")).measures
+    (m,) = load_protocol(one_measure_protocol(tmp_path, "    improvement: decrease\n")).measures
     assert (m.improvement, m.lower_is_better) == ("decrease", True)
 
 
 @pytest.mark.parametrize("value", ["lower", "Decrease", "[decrease]", "1"])
 def test_an_unknown_improvement_is_an_error_with_its_line(tmp_path, value):
     with pytest.raises(ProtocolError) as e:
-        load_protocol(_protocol(tmp_path, f"    improvement: {value}\n"))
+        load_protocol(one_measure_protocol(tmp_path, f"    improvement: {value}\n"))
     text = str(e.value)
     assert "improvement" in text and "is not a direction" in text
     assert "m.yaml:14:" in text  # the line of the key, like every other key's error
