@@ -65,6 +65,20 @@ def bench_population(patients: int = typer.Option(750000, "--patients"), seed: i
                f"{out['p1']['seconds']} s, peak RSS {out['p1']['peak_rss_mib']} MiB; P4 {out['p4']['seconds_best']} s")
 
 
+@bench_app.command("p5")
+def bench_p5(patients: int = typer.Option(200000, "--patients"),
+             python: Optional[str] = typer.Option(None, "--python", help="A Python with numpy, polars, pyarrow, psutil "
+                                                  "for the reference's files (default: this one, else /tmp/perfref)"),
+             as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """P5: the compiled batch engine against the hand-written DuckDB query (perf-reference), same protocol and data."""
+    from benchmarks.bench_p5 import run as run_bench
+
+    out = run_bench(patients, python, log=lambda m: err.print(m, highlight=False))
+    _bench_out(out, as_json, f"P5 {out['patients']} patients: hand-written {out['hand_written']['patients_per_s']}/s, "
+                             f"compiled {out['compiled']['patients_per_s']}/s, ratio {out['ratio']} (target "
+                             f"{out['target']}), mismatches {out['agreement']['mismatches']}")
+
+
 @bench_app.command("episodes")
 def bench_episodes(patients: int = typer.Option(20000, "--patients"), seed: int = typer.Option(1, "--seed"),
                    protocol: str = typer.Option("ecqm-cms22-bp-screening", "--protocol"),
