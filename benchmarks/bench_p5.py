@@ -3,7 +3,7 @@ protocol, same data, same run.
 
     carepath bench p5 [--patients 200000] [--json]
 
-The yardstick is /work/shared/perf-reference (read-only; its README): a 16-rule diabetes protocol written by hand as
+The yardstick is ../shared/perf-reference beside the repository (read-only; its README): a 16-rule diabetes protocol written by hand as
 one DuckDB query (protocol_sql.py, timed by bench_duckdb.py) over data from its generator (gen_data.py). This
 benchmark only runs those files (copied to a scratch folder, because they write `data/` and `results/` beside
 themselves); none of their code is in the project. One run:
@@ -37,7 +37,7 @@ from pathlib import Path
 
 from benchmarks.bench_batch import ROOT, finish
 
-REFERENCE = Path(os.environ.get("CAREPATH_PERF_REFERENCE", "/work/shared/perf-reference"))
+REFERENCE = Path(os.environ.get("CAREPATH_PERF_REFERENCE", ROOT.parent / "shared" / "perf-reference"))  # beside the repository
 PROTOCOL = ROOT / "benchmarks" / "perf_reference" / "perfref-diabetes.yaml"
 REF_VENV = Path("/tmp/perfref")
 AS_OF = dt.date(2025, 1, 1)  # the reference's evaluation date
