@@ -298,12 +298,25 @@ def evaluation_inputs(record: PatientRecord, protocols: list[Protocol], agreemen
     return out
 
 
+@dataclass
+class _StoredHead:
+    """A stored evaluation row without its result: what the write checks a reused result against."""
+    id: int
+    version: str
+    reference_date: dt.date
+    inputs: str | None
+
+    def stands_for(self, proto: Protocol, as_of: dt.date, digest: str) -> bool:
+        """Evaluated with this version of the protocol, as of this date, from inputs with this digest."""
+        return self.version == proto.version and self.reference_date == as_of and self.inputs == digest
+
+
 def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date, digest: str,
               current: dict[str, TaskRow]) -> ProtocolResult | None:
     """The stored result of `proto` when nothing it reads changed and reconciling it raises no new task."""
-    if row is None or row.version != proto.version or row.reference_date != as_of or not isinstance(row.result, dict):
+    if row is None or not isinstance(row.result, dict):
         return None
-    if row.result.get(INPUTS_KEY) != digest:
+    if not _StoredHead(row.id, row.version, row.reference_date, row.result.get(INPUTS_KEY)).stands_for(proto, as_of, digest):
         return None
     result = ProtocolResult.model_validate({k: v for k, v in row.result.items() if k != INPUTS_KEY})
     if result.protocol != proto.id or result.version != proto.version:
@@ -318,15 +331,6 @@ def _tasks_stand(result: ProtocolResult, current: dict[str, TaskRow]) -> bool:
         if task_row is None or (task_row.status in CLOSED_STATUSES and not task_row.condition_active):
             return False  # it would be raised anew, with this evaluation's time: evaluate it
     return True
-
-
-@dataclass
-class _StoredHead:
-    """A stored evaluation row without its result: what the write checks a reused result against."""
-    id: int
-    version: str
-    reference_date: dt.date
-    inputs: str | None
 
 
 def _stored_heads(session: Session, patient_id: int) -> dict[str, _StoredHead]:
@@ -436,8 +440,7 @@ def _write(session: Session, snap: _Snapshot, done: _Computed, as_of: dt.date, n
     results = {pr.protocol: pr for pr in done.evaluation.protocols}
     for pid, proto in done.reused.items():
         head = heads.get(pid)
-        if (head is None or head.version != proto.version or head.reference_date != as_of
-                or head.inputs != done.inputs[pid] or not _tasks_stand(results[pid], current)):
+        if head is None or not head.stands_for(proto, as_of, done.inputs[pid]) or not _tasks_stand(results[pid], current):
             raise StaleRead(f"{snap.nhs_number}: the stored {pid} result changed while it was being evaluated")
     derived = [pid for pid in results if pid not in done.reused and pid in heads]
     stored = {r.protocol: r for r in session.exec(select(PatientEvaluationRow).where(
@@ -609,16 +612,12 @@ class DrainResult:
 
 def pending_patients(engine: Engine, nhs_numbers=None) -> list[str]:
     """NHS numbers marked for evaluation, oldest mark first (optionally only among `nhs_numbers`)."""
-    return [nhs for nhs, _ in _pending_ids(engine, nhs_numbers)]
+    return [nhs for nhs, _ in pending_ids(engine, nhs_numbers)]
 
 
 def pending_ids(engine: Engine, nhs_numbers=None) -> list[tuple[str, int]]:
     """(NHS number, patient id) of the patients marked for evaluation, oldest mark first (optionally only
     among `nhs_numbers`): what `drain(..., listed=)` takes so it need not list them again."""
-    return _pending_ids(engine, nhs_numbers)
-
-
-def _pending_ids(engine: Engine, nhs_numbers=None) -> list[tuple[str, int]]:
     q = (select(PatientRow.nhs_number, PatientRow.id)
          .join(pending.PendingEvaluationRow, pending.PendingEvaluationRow.patient_id == PatientRow.id)
          .order_by(pending.PendingEvaluationRow.queued_at, PatientRow.id))
@@ -650,7 +649,7 @@ def drain(engine: Engine, library: Library | Callable[[], Library], clock: Calla
     from the outbox (`pending_ids`), so it is not read twice."""
     result = DrainResult()
     whole_outbox = nhs_numbers is None and listed is None
-    for nhs, patient_id in (listed if listed is not None else _pending_ids(engine, nhs_numbers)):
+    for nhs, patient_id in (listed if listed is not None else pending_ids(engine, nhs_numbers)):
         if stop is not None and stop.is_set():
             result.pending.add(nhs)
             continue
