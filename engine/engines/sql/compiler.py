@@ -215,6 +215,12 @@ class _Joins:
         return "".join(f" LEFT JOIN {cte} {alias} ON {alias}.pid = p.pid" for alias, cte in self.items.items())
 
 
+def system_rule(vs: str, system: str) -> str:
+    """A value-set row `vs` (alias of the value-set codes table) holds a coding of code system `system`: the
+    same system, or a row with no system in a value set that takes its codes from any system (`any_system`)."""
+    return f"({vs}.system = {system} OR ({vs}.any_system AND {vs}.system = ''))"
+
+
 def matches_sql(valuesets: dict, names: list[str], vs_table: str, tables: dict[str, str], reference_date: dt.date,
                 dialect: Dialect, extra_codes: bool) -> str:
     """Every fact (started by the reference date, not entered in error) with each value set of `names` it
@@ -227,7 +233,7 @@ def matches_sql(valuesets: dict, names: list[str], vs_table: str, tables: dict[s
             f"f.unit, CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts")
     live = (f"CAST(f.start AS DATE) <= {lit(reference_date)} "
             f"AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
-    on = "AND (x.system = v.system OR (v.any_system AND v.system = ''))"
+    on = f"AND {system_rule('v', 'x.system')}"
     kinds = kind_test(valuesets, "v.vs", "f.kind")
     sql = (f"SELECT {cols} FROM {facts} f JOIN {vs_table} v ON f.code = v.code {on.replace('x.', 'f.')} "
            f"WHERE v.vs IN ({in_names}) AND {live}{kinds}")
@@ -295,7 +301,7 @@ class Compiler:
     def _vs_match(self, vs: str, system: str, code: str) -> str:
         self.valuesets_used.add(vs)
         return (f"EXISTS (SELECT 1 FROM {self.vs_table} vsc WHERE vsc.vs = {lit(vs)} AND vsc.code = {code} "
-                f"AND (vsc.system = {system} OR (vsc.any_system AND vsc.system = '')))")
+                f"AND {system_rule('vsc', system)})")
 
     # ---- event rows ----
     def rows(self, node: ir.Node) -> str:
@@ -365,7 +371,7 @@ class Compiler:
             parts.append(f"SELECT s.pid, s.seq, {i} AS idx, c.pos, {lit(name)} AS vsn, c.system, c.code FROM {src} s "
                          f"{join_f} JOIN {all_codes} c ON c.pid = s.pid AND c.seq = s.seq "
                          f"JOIN {self.vs_table} v ON v.vs = {lit(name)} AND v.code = c.code "
-                         f"AND (v.system = c.system OR (v.any_system AND v.system = '')) WHERE TRUE{kinds}")
+                         f"AND {system_rule('v', 'c.system')} WHERE TRUE{kinds}")
         m = self.d.struct([("vsn", "vsn"), ("s", "system"), ("c", "code")])
         first = (f"SELECT pid, seq, {self.d.arg_min}({m}, {self.d.struct([('a', 'idx'), ('b', 'pos')])}) AS m "
                  f"FROM ({' UNION ALL '.join(parts)}) GROUP BY pid, seq")
@@ -442,7 +448,7 @@ class Compiler:
             if op == "in-valueset":  # one join, not an EXISTS in an EXISTS: DuckDB then joins the few event
                 self.valuesets_used.add(value)  # rows first instead of testing every coding of the chunk
                 return (f"EXISTS (SELECT 1 FROM {all_codes} c JOIN {self.vs_table} vsc ON vsc.code = c.code "
-                        f"AND (vsc.system = c.system OR (vsc.any_system AND vsc.system = '')) "
+                        f"AND {system_rule('vsc', 'c.system')} "
                         f"WHERE vsc.vs = {lit(value)} AND c.pid = s.pid AND c.seq = s.seq)"), ""
             m = _text_match("c.code", op, value, n)
             return f"EXISTS (SELECT 1 FROM {all_codes} c WHERE c.pid = s.pid AND c.seq = s.seq AND {m})", ""
