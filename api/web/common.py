@@ -30,7 +30,7 @@ from starlette.templating import Jinja2Templates
 from api.state import COOKIE_NAME, AppState, _service_key
 from api.deps import Principal, current_user, log_access
 from api.security import PERMISSIONS
-from engine.app.docs import display_unit
+from engine.ir.unit_display import display_unit
 from engine.app.practices import practice_label, practice_name
 
 ROOT = Path(__file__).resolve().parents[2]

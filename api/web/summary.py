@@ -7,7 +7,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
-from engine.app.docs import display_unit
+from engine.ir.unit_display import display_unit
 from engine.language.library import Library
 from engine.records.model import Fact, PatientRecord
 
@@ -44,7 +44,7 @@ class Item:
     end: dt.date | None = None
 
 
-unit_display = display_unit  # one table of display units: engine.app.docs
+unit_display = display_unit  # one table of display units: engine.ir.unit_display
 
 def clean_term(text: str) -> str:
     return TERM_MARKER.sub("", text).strip()

@@ -10,6 +10,7 @@ import datetime as dt
 from collections import defaultdict
 
 from engine.ir import nodes as ir
+from engine.ir.unit_display import display_unit, display_units_in
 OPS = {">": ">", ">=": "≥", "<": "<", "<=": "≤", "==": "=", "!=": "≠"}
 NEG = {">": "≤", ">=": "<", "<": "≥", "<=": ">", "==": "≠", "!=": "="}
 
@@ -109,22 +110,14 @@ def _assignments(proto, target: str, default_role: str, agreements) -> list[str]
     return [f"{k}: {', '.join(v)}" for k, v in groups.items()]
 
 
-# UCUM as written in protocols -> as clinicians write it; comparison symbols of filters -> words.
-UNIT_DISPLAY = {"mm[Hg]": "mmHg", "mL/min/{1.73_m2}": "mL/min/1.73m²", "ml/min/1.73m2": "mL/min/1.73m²",
-                "kg/m2": "kg/m²", "kg/m^2": "kg/m²", "10*9/L": "×10⁹/L", "{score}": ""}
+# comparison symbols of filters -> words (units: engine.ir.unit_display, the one table)
 _WORDS = ((" == ", " is "), (" != ", " is not "), (" >= ", " ≥ "), (" <= ", " ≤ "))
-
-
-def display_unit(unit: str | None) -> str:
-    """A UCUM unit as a clinician writes it (mm[Hg] -> mmHg)."""
-    return UNIT_DISPLAY.get(unit or "", unit or "")
 
 
 def tidy(text: str) -> str:
     """A condition in words, for a clinician: units as written on a results report, 'is' rather than
     '==', names without underscores."""
-    for a, b in UNIT_DISPLAY.items():
-        text = text.replace(a, b)
+    text = display_units_in(text)
     for a, b in _WORDS:
         text = text.replace(a, b)
     return text.replace("_", " ").replace("  ", " ").strip()
@@ -328,7 +321,7 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         src = vs.source.split("/")[-1]
         kinds = f", {'/'.join(sorted(vs.kinds))} only" if vs.kinds else ""
         what = f"every {'/'.join(sorted(vs.kinds))} record" if vs.any_code else f"{len(vs)} code(s) from {src}{kinds}"
-        unit = f", values in {vs.unit}" if vs.unit else ""
+        unit = f", values in {display_unit(vs.unit)}" if display_unit(vs.unit) else ""
         w(f"- {name.replace('_', ' ')}: {what}{unit}")
     missing = p.missing_clusters
     if missing:

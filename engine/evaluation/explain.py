@@ -11,6 +11,7 @@ import datetime as dt
 from engine.ir import nodes as ir
 from engine.engines.derive import Deriver, Ev
 from engine.ir.lowering import compare
+from engine.ir.unit_display import with_unit
 from engine.evaluation.outputs import Evidence
 from engine.records.model import Fact
 
@@ -37,7 +38,7 @@ def fmt_value(v, unit: str | None = None) -> str:
         text = v.isoformat()
     else:
         text = str(v)
-    return f"{text} {unit}" if unit and unit not in ("1", "a") else text
+    return with_unit(text, unit)
 
 
 def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from typing import Union
+from engine.ir.unit_display import with_unit
 
 SET, EVENT, NUMBER, DATE, STRING, BOOL = "set", "event", "number", "date", "string", "bool"
 
@@ -34,6 +35,7 @@ class ValueSetRef:
     name: str
     unit: str | None = None
     analyte: str | None = None
+    label: str | None = field(default=None, compare=False)  # what it is in words (its cluster's), for why-lines
     type = SET
 
 
@@ -69,6 +71,7 @@ class Where:
     op: str  # comparison operator, 'in' with a tuple of literals, 'in-valueset', or 'exists' (the field is recorded)
     value: object
     negate: bool = False  # keep the events for which the test does NOT hold (a missing field included)
+    label: str | None = field(default=None, compare=False)  # 'in-valueset': the value set in words (its cluster's)
 
     @property
     def type(self) -> str:
@@ -477,9 +480,9 @@ def describe(node: Node) -> str:
     """Plain words for a node, used in why-lines."""
     n = node
     if isinstance(n, Named):
-        return n.label or n.name.replace("_", " ")
+        return n.label or derived_words(n) or n.name.replace("_", " ")
     if isinstance(n, ValueSetRef):
-        return n.name.replace("_", " ")
+        return n.label or n.name.replace("_", " ")
     if isinstance(n, Window):
         src = describe(n.source)
         if n.kind == "ago":
@@ -501,16 +504,18 @@ def describe(node: Node) -> str:
     if isinstance(n, Present):
         return f"{describe(n.item)} recorded"
     if isinstance(n, Where) and n.negate:
-        inner = describe(Where(n.source, n.field, n.op, n.value)).replace(f"{describe(n.source)} with ", "", 1)
+        import dataclasses
+        inner = describe(dataclasses.replace(n, negate=False)).replace(f"{describe(n.source)} with ", "", 1)
         return f"{describe(n.source)} without {inner}"
     if isinstance(n, Where):
+        fld = n.field.replace("_", " ")
         if n.op == "exists":
-            return f"{describe(n.source)} with a {n.field.replace('_', ' ')} recorded"
+            return f"{describe(n.source)} with a {fld} recorded"
         if n.op == "in-valueset":
-            return f"{describe(n.source)} with {n.field} in {n.value}"
+            return f"{describe(n.source)} with {fld} in {n.label or str(n.value).replace('_', ' ')}"
         if n.op == "in":
-            return f"{describe(n.source)} with {n.field} in {', '.join(map(str, n.value))}"
-        return f"{describe(n.source)} with {n.field} {n.op} {n.value}"
+            return f"{describe(n.source)} with {fld} in {', '.join(map(str, n.value))}"
+        return f"{describe(n.source)} with {fld} {n.op} {n.value}"
     if isinstance(n, Pick):
         if n.how == "nth":
             return f"episode {n.index} ({describe(n.source)})"
@@ -553,6 +558,27 @@ def describe(node: Node) -> str:
     return str(n)
 
 
+# A definition with no `label:` reads as what it is ("statin in the last 6 months") when that is short; a
+# longer one (a condition, a chain of definitions) keeps its identifier, read as words.
+DERIVED_WORDS_MAX = 60
+
+
+def derived_words(n: "Named") -> str | None:
+    """The words of an unlabelled definition of events or a number, from its expression (value sets in their
+    clusters' words); None for a yes/no definition (its why-line gives its parts) or when they would be long."""
+    if n.label or n.type == BOOL:
+        return None
+    words = _DERIVED.get(n)
+    if words is None:
+        text = describe(n.node)
+        words = text if len(text) <= DERIVED_WORDS_MAX and not any(c in text for c in "[(") else ""
+        _DERIVED[n] = words
+    return words or None
+
+
+_DERIVED: dict = {}
+
+
 def describe_span(sp: Span) -> str:
     if sp.kind == "period":
         return "the period"
@@ -565,7 +591,7 @@ def describe_span(sp: Span) -> str:
             return f"on or before {describe(sp.end)}"
         if sp.end is None:
             return f"on or after {describe(sp.start)}"
-        return f"[{describe(sp.start)}, {describe(sp.end)}]"
+        return f"the days from {describe(sp.start)} to {describe(sp.end)}"
     return describe(sp.events)
 
 
@@ -573,7 +599,7 @@ def format_const(c: Const) -> str:
     if c.type == NUMBER:
         v = c.value
         text = f"{v:g}" if isinstance(v, float) else str(v)
-        return f"{text} {c.unit}" if c.unit and c.unit not in ("1", "a") else text
+        return with_unit(text, c.unit)
     return str(c.value)
 
 

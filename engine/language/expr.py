@@ -62,6 +62,7 @@ class ValueSetDecl:
     analyte: str | None = None
     columns: tuple[str, ...] = ()  # property columns of its codelist (for `count(distinct <column> of ...)`)
     any_code: bool = False  # `kind:` alone: every fact of a kind, not a list of codes
+    words: str | None = None  # what it is, in words (its cluster's), for why-lines; None: its identifier
 
 
 class ExprError(Exception):
@@ -366,7 +367,7 @@ class _Checker:
             return ir.Named(name, node, getattr(self.scope, "labels", {}).get(name))
         if name in self.scope.valuesets:
             d = self.scope.valuesets[name]
-            return ir.ValueSetRef(name, d.unit, d.analyte)
+            return ir.ValueSetRef(name, d.unit, d.analyte, getattr(d, "words", None))
         if name in PATIENT_ATTRS or name in AGE_AT:
             return ir.Patient(name)
         if name in CONTEXT_DATES:
@@ -726,7 +727,7 @@ class _Checker:
         if self.scope.valuesets[vs_name].any_code:
             raise self.err(vs_tok, f"{vs_name!r} is every fact of a kind, not a list of codes to match a field with",
                            expected="a value set with a codelist, fhir or codes")
-        return ir.Where(src, fld, "in-valueset", vs_name, negate)
+        return ir.Where(src, fld, "in-valueset", vs_name, negate, getattr(self.scope.valuesets[vs_name], "words", None))
 
     def _where_not_in_valueset(self, t):
         return self._where_in_valueset(t, negate=True)

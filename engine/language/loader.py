@@ -187,7 +187,7 @@ class _Compiler:
             if "cluster" in vm and not any(k in vm for k in ("codelist", "fhir", "codes")):
                 vs = self._declared_cluster(name, vm, loc)
                 if vs is None:  # missing: expressions may use it; what depends on it cannot be determined
-                    self.decls[name] = ValueSetDecl(name, unit, analyte, (), False)
+                    self.decls[name] = ValueSetDecl(name, unit, analyte, (), False, _words(vm, None))
                     continue
             else:
                 vs = self._load_one(name, vm, loc, kinds)
@@ -205,7 +205,7 @@ class _Compiler:
             elif "incomplete" in vm:
                 self.p.warning(loc, f"value set {name!r} is marked incomplete but its expansion is complete")
             self.valuesets[name] = vs
-            self.decls[name] = ValueSetDecl(name, unit, analyte, vs.columns, vs.any_code)
+            self.decls[name] = ValueSetDecl(name, unit, analyte, vs.columns, vs.any_code, _words(vm, vs))
 
     def _declared_cluster(self, name: str, vm, loc: Location) -> ValueSet | None:
         """`{cluster: FOOTEXAM_COD, refset: "...", publisher: PCD}` with no codes: the site's file
@@ -858,3 +858,16 @@ def load_protocols(paths: list[Path], valueset_dirs: list[Path] | None = None) -
 
 
 shared.register_compiler(_Compiler)  # shared definitions files are compiled by the same compiler
+
+
+def _words(vm, vs) -> str | None:
+    """A value set's words in why-lines: its cluster's (the one it declares, else those of its codes'
+    `source`), None when it is a subset or has none (it then reads as its identifier)."""
+    from engine.language.valueset_words import valueset_words
+    where = vm.get("where") if hasattr(vm, "get") else None
+    where = {str(k): [str(x).strip() for x in (v if isinstance(v, list) else str(v).split(","))]
+             for k, v in where.items()} if hasattr(where, "items") else None
+    declared = str(vm.get("cluster") or "").strip() if "cluster" in vm and not any(
+        k in vm for k in ("codelist", "fhir", "codes")) else None
+    clusters = {declared} if declared else (vs.clusters if vs is not None else ())
+    return valueset_words(clusters, where)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+from engine.ir.unit_display import display_unit  # noqa: F401  how a unit is shown to people: one table, there
+
 # unit -> (dimension, factor to the dimension's base unit)
 _SCALE: dict[str, tuple[str, float]] = {
     "mmol/L": ("substance-concentration", 1.0),

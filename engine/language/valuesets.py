@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.records.model import Coding, canonical_system
+from engine.language.valueset_words import source_cluster
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class ValueSet:
     columns: tuple[str, ...] = ()  # the property columns the codelist has
     # FHIR expansion.total when the file holds fewer entries than that (a truncated expansion), else None
     expansion_total: int | None = field(default=None, compare=False, hash=False)
+    # the clusters its codes come from (the `source` column's PUBLISHER:CLUSTER:VERSION): its words in why-lines
+    clusters: frozenset[str] = field(default=frozenset(), compare=False, hash=False)
 
     def matches(self, codings: list[Coding]) -> Coding | None:
         if self.any_code:
@@ -79,7 +82,7 @@ def _cell_in(cell: str, wanted: list[str]) -> bool:
 
 def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code",
              where: dict[str, list[str]] | None = None, require_source: bool = False) -> ValueSet:
-    codes, terms, props = set(), {}, {}
+    codes, terms, props, clusters = set(), {}, {}, set()
     sysuri = canonical_system(system)
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
@@ -100,6 +103,9 @@ def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code"
             if where and not all(_cell_in((row.get(k) or "").strip(), v) for k, v in where.items()):
                 continue
             codes.add((sysuri, code))
+            cluster = source_cluster(row.get("source") or "")
+            if cluster:
+                clusters.add(cluster)
             term = row.get("term") or row.get("description") or row.get("display")
             if term:
                 terms[(sysuri, code)] = term
@@ -110,7 +116,8 @@ def load_csv(path: Path, name: str, system: str = "snomed", column: str = "code"
                     mine[col] = mine.get(col, ()) + (v,)
     if not codes:
         raise ValueSetFileError(f"{path}: no codes selected")
-    return ValueSet(name, str(path), frozenset(codes), terms, properties=props, columns=tuple(extra))
+    return ValueSet(name, str(path), frozenset(codes), terms, properties=props, columns=tuple(extra),
+                    clusters=frozenset(clusters))
 
 
 def load_fhir_valueset(path: Path, name: str) -> ValueSet:
