@@ -558,15 +558,25 @@ def describe(node: Node) -> str:
     return str(n)
 
 
-# A definition with no `label:` reads as what it is ("statin in the last 6 months") when that is short; a
-# longer one (a condition, a chain of definitions) keeps its identifier, read as words.
+# A definition with no `label:` whose identifier is not words ("last_sbp", "invites_12m", "on_doac": an
+# abbreviation, a number glued to a word, a state rather than a thing) reads as what it is ("latest systolic
+# blood pressure in the last 12 months") when that is short; an identifier in words ("newly_diagnosed") and a
+# long expression (a condition, a chain of definitions) keep the identifier, read as words.
 DERIVED_WORDS_MAX = 60
+ABBREVIATIONS = frozenset({"bp", "sbp", "dbp", "acr", "egfr", "hba1c", "doac", "sglt2i", "acei", "arb", "ics", "saba",
+                           "mrc", "hf", "ae", "ed", "cvd", "chd", "pad", "tia", "af", "ckd", "qrisk", "bmi", "fev1",
+                           "fvc", "phq9", "spo2", "mra", "arni", "hyp", "dm", "rx", "meds", "dx", "vs", "on"})
+
+
+def _identifier_unclear(name: str) -> bool:
+    tokens = name.lower().replace(".", "_").split("_")
+    return any(t in ABBREVIATIONS or (any(c.isdigit() for c in t) and any(c.isalpha() for c in t)) for t in tokens)
 
 
 def derived_words(n: "Named") -> str | None:
     """The words of an unlabelled definition of events or a number, from its expression (value sets in their
     clusters' words); None for a yes/no definition (its why-line gives its parts) or when they would be long."""
-    if n.label or n.type == BOOL:
+    if n.label or n.type == BOOL or not _identifier_unclear(n.name):
         return None
     words = _DERIVED.get(n)
     if words is None:
