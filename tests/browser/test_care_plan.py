@@ -29,7 +29,7 @@ def test_care_plan_for_a_clinician_in_scope(pages, server):
     # why, with the evidence fact it rests on
     bp.get_by_text("Why").click()
     expect(bp.locator("details.why")).to_contain_text("Blood pressure check overdue since")
-    expect(bp.locator(".evidence")).to_contain_text("142 mm[Hg]")
+    expect(bp.locator(".evidence")).to_contain_text("142 mmHg")
     hba1c.get_by_text("Why").click()
     expect(hba1c.locator(".evidence")).to_contain_text("78 mmol/mol")
     expect(page.locator(".flags")).to_contain_text("HbA1c above 75 mmol/mol")

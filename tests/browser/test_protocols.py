@@ -115,7 +115,7 @@ def test_impact_preview_of_a_draft(pages, server, monkeypatch):
     example = result.get_by_role("row", name=re.compile(f"{FRANK[:3]} {FRANK[3:6]} {FRANK[6:]}")).filter(
         has_text="task added: Review blood pressure treatment")  # NHS number shown 3-3-4
     expect(example).to_have_count(1)
-    expect(example).to_contain_text("last systolic value 138 mm[Hg] on 2026-06-06 (at least 130 mm[Hg])")  # and why
+    expect(example).to_contain_text("last systolic value 138 mmHg on 2026-06-06 (at least 130 mmHg)")  # and why
     shot(page, "protocol-impact")
     shown = access_log(server, resource="protocol-impact", username="clinical.lead")
     assert shown and FRANK in shown[-1].patients
