@@ -525,7 +525,7 @@ def describe(node: Node) -> str:
     if isinstance(n, Func):
         return f"{n.name}({', '.join(describe(a) for a in n.args)})"
     if isinstance(n, Count):
-        return f"number of {describe(n.source)}"
+        return f"number of {_plural_head(n.source)}"
     if isinstance(n, SumOf):
         return f"{'days in' if n.key == 'days' else 'total value of'} {describe(n.source)}"
     if isinstance(n, CountDistinct):
@@ -587,6 +587,20 @@ def derived_words(n: "Named") -> str | None:
 
 
 _DERIVED: dict = {}
+
+
+def _plural_head(source: Node) -> str:
+    """A list of events counted, its value set in the plural: "number of emergency admissions in the last 12
+    months" (a word ending in a capital, a digit or an s stays as it is: HbA1c, eGFR)."""
+    text = describe(source)
+    base = unwrap(source)
+    while not isinstance(base, ValueSetRef) and hasattr(base, "source") and not isinstance(base, Named):
+        base = unwrap(base.source)
+    if isinstance(base, ValueSetRef):
+        head = describe(base)
+        if text.startswith(head) and head[-1:].islower() and not head.endswith("s"):
+            return head + "s" + text[len(head):]
+    return text
 
 
 def describe_span(sp: Span) -> str:

@@ -50,10 +50,10 @@ def test_thresholds_carry_the_guideline_reference():
     p = _load("t2dm-annual-care@1.2.0")
     review = render_review(p)
     row = next(x for x in review.splitlines() if x.startswith("| Rule: HbA1c 58 mmol/mol or more"))
-    assert "last hba1c value ≥ 58 mmol/mol" in row and "NG28 §1.6" in row
+    assert "latest HbA1c in the last 12 months value ≥ 58 mmol/mol" in row and "NG28 §1.6" in row
     # a threshold inside a definition is found through the definition that holds it
     found = thresholds(p.all_conditions["rule:bp-above-target-under-80"])
-    assert ("last home sbp value ≥ 135 mmHg", "home_above_under_80") in found
+    assert ("latest home systolic in the last 12 months value ≥ 135 mmHg", "home_above_under_80") in found
 
 
 def test_old_version_with_unverified_codes_is_flagged():
