@@ -11,6 +11,7 @@ from collections import defaultdict
 
 from engine.ir import nodes as ir
 from engine.ir.unit_display import display_unit, display_units_in
+from engine.ir.words import identifier_words
 OPS = {">": ">", ">=": "≥", "<": "<", "<=": "≤", "==": "=", "!=": "≠"}
 NEG = {">": "≤", ">=": "<", "<": "≥", "<=": ">", "==": "≠", "!=": "="}
 
@@ -19,7 +20,7 @@ def plain(node, neg: bool = False) -> str:
     """A condition in words; definitions keep their names (explained under Definitions)."""
     n = node
     if isinstance(n, ir.Named):
-        name = n.name.replace("_", " ")
+        name = identifier_words(n.name)
         if n.type == ir.BOOL:
             return f"not {name}" if neg else name
         return name
@@ -313,7 +314,7 @@ def render(proto, agreements=(), in_force: bool | None = None) -> str:
         w("## Definitions")
         w("")
         for name, node in p.definitions.items():
-            w(f"- **{name.replace('_', ' ')}**: {_define_text(node)}")
+            w(f"- **{identifier_words(name)}**: {_define_text(node)}")
         w("")
     w("## Codes")
     w("")

@@ -12,6 +12,7 @@ from engine.ir import nodes as ir
 from engine.engines.derive import Deriver, Ev
 from engine.ir.lowering import compare
 from engine.ir.unit_display import with_unit
+from engine.ir.words import identifier_words
 from engine.evaluation.outputs import Evidence
 from engine.records.model import Fact
 
@@ -47,7 +48,7 @@ def clauses(node: ir.Node, d: Deriver, truth: bool | None = None) -> list[str]:
     truth = bool(value) if truth is None else truth
     if isinstance(n, ir.Named) and n.type == ir.BOOL:
         inner = _unique(clauses(n.node, d, truth))
-        label = n.label or n.name.replace("_", " ")
+        label = n.label or identifier_words(n.name)
         if isinstance(ir.unwrap(n.node), (ir.And, ir.Or, ir.Not)):
             head = f"{label}: {'yes' if truth else 'no'}"
             return [f"{head} ({'; '.join(inner)})"] if inner else [head]

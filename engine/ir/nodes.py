@@ -13,6 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Union
 from engine.ir.unit_display import with_unit
+from engine.ir.words import identifier_is_words, identifier_words
 
 SET, EVENT, NUMBER, DATE, STRING, BOOL = "set", "event", "number", "date", "string", "bool"
 
@@ -480,9 +481,9 @@ def describe(node: Node) -> str:
     """Plain words for a node, used in why-lines."""
     n = node
     if isinstance(n, Named):
-        return n.label or derived_words(n) or n.name.replace("_", " ")
+        return n.label or derived_words(n) or identifier_words(n.name)
     if isinstance(n, ValueSetRef):
-        return n.label or n.name.replace("_", " ")
+        return n.label or identifier_words(n.name)
     if isinstance(n, Window):
         src = describe(n.source)
         if n.kind == "ago":
@@ -512,7 +513,7 @@ def describe(node: Node) -> str:
         if n.op == "exists":
             return f"{describe(n.source)} with a {fld} recorded"
         if n.op == "in-valueset":
-            return f"{describe(n.source)} with {fld} in {n.label or str(n.value).replace('_', ' ')}"
+            return f"{describe(n.source)} with {fld} in {n.label or identifier_words(str(n.value))}"
         if n.op == "in":
             return f"{describe(n.source)} with {fld} in {', '.join(map(str, n.value))}"
         return f"{describe(n.source)} with {fld} {n.op} {n.value}"
@@ -563,25 +564,17 @@ def describe(node: Node) -> str:
 # blood pressure in the last 12 months") when that is short; an identifier in words ("newly_diagnosed") and a
 # long expression (a condition, a chain of definitions) keep the identifier, read as words.
 DERIVED_WORDS_MAX = 60
-ABBREVIATIONS = frozenset({"bp", "sbp", "dbp", "acr", "egfr", "hba1c", "doac", "sglt2i", "acei", "arb", "ics", "saba",
-                           "mrc", "hf", "ae", "ed", "cvd", "chd", "pad", "tia", "af", "ckd", "qrisk", "bmi", "fev1",
-                           "fvc", "phq9", "spo2", "mra", "arni", "hyp", "dm", "rx", "meds", "dx", "vs", "on"})
-
-
-def _identifier_unclear(name: str) -> bool:
-    tokens = name.lower().replace(".", "_").split("_")
-    return any(t in ABBREVIATIONS or (any(c.isdigit() for c in t) and any(c.isalpha() for c in t)) for t in tokens)
 
 
 def derived_words(n: "Named") -> str | None:
     """The words of an unlabelled definition of events or a number, from its expression (value sets in their
     clusters' words); None for a yes/no definition (its why-line gives its parts) or when they would be long."""
-    if n.label or n.type == BOOL or not _identifier_unclear(n.name):
+    if n.label or n.type == BOOL or identifier_is_words(n.name):
         return None
     words = _DERIVED.get(n)
     if words is None:
         text = describe(n.node)
-        words = text if len(text) <= DERIVED_WORDS_MAX and not any(c in text for c in "[(") else ""
+        words = text if len(text) <= DERIVED_WORDS_MAX and not any(c in text for c in "[(<>=") else ""
         _DERIVED[n] = words
     return words or None
 
