@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from engine.app.docs import display_unit, plain, render, tidy
+from engine.ir.words import identifier_words
 from engine.ir import nodes as ir
 
 OPS = {">": ">", ">=": "≥", "<": "<", "<=": "≤", "==": "=", "!=": "≠"}
@@ -119,7 +120,7 @@ def review_sections(p) -> str:
     if pop is not None:
         found = thresholds(pop)
         if found:
-            cell = "<br>".join(text + (f" ({via.replace('_', ' ')})" if via else "") for text, via in found)
+            cell = "<br>".join(text + (f" ({identifier_words(via)})" if via else "") for text, via in found)
             w(f"| Register | {cell} | {'; '.join(p.evidence) or '**none given**'} |")
     missing_refs = []
     for heading, keys, because, evidence in _elements(p):
@@ -135,7 +136,7 @@ def review_sections(p) -> str:
         if found and not ref:
             missing_refs.append(heading)
         if found:
-            cell = "<br>".join(text + (f" ({via.replace('_', ' ')})" if via else "") for text, via in found)
+            cell = "<br>".join(text + (f" ({identifier_words(via)})" if via else "") for text, via in found)
             w(f"| {heading} | {cell} | {ref.replace('|', '/') or '**none given**'} |")
     w("")
     if missing_refs:
@@ -176,7 +177,7 @@ def review_sections(p) -> str:
           f"| {text} | {status} |")
     w("")
     if unverified:
-        w("**Not from a published list:** " + ", ".join(n.replace("_", " ") for n in unverified)
+        w("**Not from a published list:** " + ", ".join(identifier_words(n) for n in unverified)
           + ". Do not sign off before these are replaced.")
         w("")
     missing = p.missing_clusters
@@ -191,7 +192,7 @@ def review_sections(p) -> str:
         for cluster, cs in by_cluster.items():
             c = cs[0]
             what = ", ".join(k.replace(":", " ", 1) for k in blocks.get(cluster, [])) or "nothing yet"
-            names = ", ".join(x.valueset.replace("_", " ") for x in cs)
+            names = ", ".join(identifier_words(x.valueset) for x in cs)
             w(f"- {c.publisher or ''} {cluster}" + (f" (refset {c.refset})" if c.refset else "")
               + f" (value sets: {names}): cannot determine {what}")
     else:
