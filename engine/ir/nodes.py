@@ -584,14 +584,16 @@ _DERIVED: dict = {}
 
 def _plural_head(source: Node) -> str:
     """A list of events counted, its value set in the plural: "number of emergency admissions in the last 12
-    months" (a word ending in a capital, a digit or an s stays as it is: HbA1c, eGFR)."""
+    months" (a word ending in a capital, a digit or an s stays as it is: HbA1c, eGFR; so does a one-word
+    identifier, which may be an abbreviation)."""
     text = describe(source)
     base = unwrap(source)
     while not isinstance(base, ValueSetRef) and hasattr(base, "source") and not isinstance(base, Named):
         base = unwrap(base.source)
     if isinstance(base, ValueSetRef):
         head = describe(base)
-        if text.startswith(head) and head[-1:].islower() and not head.endswith("s"):
+        wordy = base.label is not None or " " in head  # a cluster's words, or an identifier of words (not "adm")
+        if wordy and text.startswith(head) and head[-1:].islower() and not head.endswith("s"):
             return head + "s" + text[len(head):]
     return text
 

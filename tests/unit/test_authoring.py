@@ -383,7 +383,7 @@ def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path
                  "  - exceptions: "):  # since 1.3.0: QOF personalised care adjustments are denominator exceptions
         assert text in t2dm, text
     risk = (tmp_path / "docs" / "risk-stratification@1.1.0.md").read_text(encoding="utf-8")  # the latest version
-    assert "- score: **risk score** = the sum of: + ltc count; +2 if number of emergency admissions in the last 12 months ≥ 1; +2 if number of emergency admissions in the last 12 months ≥ 2" in risk
+    assert "- score: **risk score** = the sum of: + long-term condition count; +2 if number of emergency admissions in the last 12 months ≥ 1; +2 if number of emergency admissions in the last 12 months ≥ 2" in risk
     assert "- tier 3 **Case management (Kaiser level 3)** (the first tier that holds, in this order)" in risk
     assert "| north | north-1 | 12: E96609" in (tmp_path / "docs" / "agreement-pilot-area-roles@1.0.0.md").read_text(encoding="utf-8")
     one = cli("docs", ROOT / "protocols" / "frailty.yaml")

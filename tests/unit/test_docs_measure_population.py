@@ -20,12 +20,12 @@ def _audit_lines(proto, measure_id: str) -> list[str]:
 def test_a_measures_own_initial_population_is_its_denominators_start():
     af = load_protocol(PROTOCOLS / "atrial-fibrillation.yaml")
     af006 = _audit_lines(af, "AF006")
-    assert "- denominator: atrial fibrillation code recorded and not af resolved now and not earlier score 2 or more" in af006
+    assert "- denominator: atrial fibrillation code recorded and not AF resolved now and not earlier score 2 or more" in af006
     assert not any("on the register" in line for line in af006)
     # a measure without initial_population: still the register
-    assert "- denominator: on the register and cha2ds2vasc ≥ 2" in _audit_lines(af, "AF-ANTICOAG")
+    assert "- denominator: on the register and CHA2DS2-VASc ≥ 2" in _audit_lines(af, "AF-ANTICOAG")
     words = clinical_words(af)  # the protocol page's words
-    assert words["measure:AF006:ip"] == "atrial fibrillation code recorded and not af resolved now"
+    assert words["measure:AF006:ip"] == "atrial fibrillation code recorded and not AF resolved now"
     assert "measure:AF-ANTICOAG:ip" not in words
 
 

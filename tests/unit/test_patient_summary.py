@@ -46,7 +46,7 @@ def test_summary_reads_like_a_clinical_summary(library):
     assert [c.text for c in s.past_conditions] == ["Dizziness"]
     units = {r.label: r.unit for r in s.results}
     assert "mm[Hg]" not in units.values() and "mL/min/{1.73_m2}" not in units.values()
-    assert units.get("eGFR") == "mL/min/1.73m²"
+    assert units.get("eGFR") == "mL/min/1.73 m²"
     assert [m.text for m in s.medicines] == ["Metformin 500mg tablets"]
     texts = [a.text for a in s.admissions]
     assert len(texts) == 2 and not any(t.isdigit() or "1109421000000105" in t for t in texts)  # the MH contact is not an admission
