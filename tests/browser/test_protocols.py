@@ -54,8 +54,8 @@ def test_differences_between_versions(pages):
     # the conditions that changed, in the words of the protocol page (issue 16 item 8: not expressions or JSON)
     words = page.locator("#words-diff")
     row = words.locator("tr", has=page.get_by_role("rowheader", name="Rule ‘HbA1c 53 mmol/mol or more’: when"))
-    expect(row.locator("del")).to_contain_text("last hba1c value ≥ 58 mmol/mol")
-    expect(row.locator("ins")).to_contain_text("last hba1c value ≥ 53 mmol/mol")
+    expect(row.locator("del")).to_contain_text("latest HbA1c in the last 12 months value ≥ 58 mmol/mol")
+    expect(row.locator("ins")).to_contain_text("latest HbA1c in the last 12 months value ≥ 53 mmol/mol")
     text = words.inner_text() + structured.inner_text()
     assert "_" not in words.inner_text() and '{"' not in text and '["' not in text
     expect(page.locator("tr.diff-add").filter(has_text="last_hba1c.value >= 53")).to_have_count(1)
