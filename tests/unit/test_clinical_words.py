@@ -92,3 +92,16 @@ def test_docs_of_a_shipped_protocol_have_no_ucum_and_cluster_words():
     assert "mmHg" in text and "done when: HbA1c recorded" in text
     for ucum in ("mm[Hg]", "{1.73_m2}", "frailty_moderate_severe"):
         assert ucum not in text
+
+
+@pytest.mark.parametrize("identifier, words", [
+    ("last_clinic_sbp", "last clinic systolic"),
+    ("invites_12m", "invites in the last 12 months"),
+    ("egfr_below_30_without_kfre", "eGFR below 30 without KFRE"),
+    ("invited_twice_after_hba1c", "invited twice after HbA1c"),
+    ("type1_diabetes", "type 1 diabetes"),
+    ("newly_diagnosed", "newly diagnosed"),
+])
+def test_an_identifier_read_as_words(identifier, words):
+    from engine.ir.words import identifier_words
+    assert identifier_words(identifier) == words
