@@ -55,7 +55,7 @@ from typing import Callable
 from pydantic import ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 import sqlalchemy as sa
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, select
 
@@ -70,7 +70,8 @@ from engine.language.model import Protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
 from engine.registry.evaluation_claims import claim_patient
-from engine.registry.ingest import load_record_versioned, record_digest
+from engine.registry.evaluation_state import (INPUTS_KEY, StoredHead, StoredResult, TaskState, current_tasks, locked_state,
+                                              read_state, stored_heads)
 from engine.registry.measure_results import note_stored, replace_measures
 from engine.app.mdt_actions import MDT_KIND
 from engine.app.task_outcomes import OutcomeError, outcome_text
@@ -176,7 +177,6 @@ class Diff:
         return asdict(self)
 
 
-INPUTS_KEY = "_inputs"  # in PatientEvaluationRow.result: the digest of what the result rests on
 _protocol_digests: dict[int, tuple[Protocol, str, "_Reads"]] = {}
 ANY_KIND = None
 
@@ -298,25 +298,12 @@ def evaluation_inputs(record: PatientRecord, protocols: list[Protocol], agreemen
     return out
 
 
-@dataclass
-class _StoredHead:
-    """A stored evaluation row without its result: what the write checks a reused result against."""
-    id: int
-    version: str
-    reference_date: dt.date
-    inputs: str | None
-
-    def stands_for(self, proto: Protocol, as_of: dt.date, digest: str) -> bool:
-        """Evaluated with this version of the protocol, as of this date, from inputs with this digest."""
-        return self.version == proto.version and self.reference_date == as_of and self.inputs == digest
-
-
-def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date, digest: str,
-              current: dict[str, TaskRow]) -> ProtocolResult | None:
+def _reusable(row: StoredResult | None, proto: Protocol, as_of: dt.date, digest: str,
+              current: dict[str, TaskState]) -> ProtocolResult | None:
     """The stored result of `proto` when nothing it reads changed and reconciling it raises no new task."""
     if row is None or not isinstance(row.result, dict):
         return None
-    if not _StoredHead(row.id, row.version, row.reference_date, row.result.get(INPUTS_KEY)).stands_for(proto, as_of, digest):
+    if not StoredHead(row.id, row.version, row.reference_date, row.result.get(INPUTS_KEY)).stands_for(proto.version, as_of, digest):
         return None
     result = ProtocolResult.model_validate({k: v for k, v in row.result.items() if k != INPUTS_KEY})
     if result.protocol != proto.id or result.version != proto.version:
@@ -324,22 +311,13 @@ def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date,
     return result if _tasks_stand(result, current) else None
 
 
-def _tasks_stand(result: ProtocolResult, current: dict[str, TaskRow]) -> bool:
+def _tasks_stand(result: ProtocolResult, current: dict[str, TaskRow] | dict[str, TaskState]) -> bool:
     """Each of the result's tasks still has its current row (open, or closed while the need continues)."""
     for t in result.tasks:
         task_row = current.get(t.key)
         if task_row is None or (task_row.status in CLOSED_STATUSES and not task_row.condition_active):
             return False  # it would be raised anew, with this evaluation's time: evaluate it
     return True
-
-
-def _stored_heads(session: Session, patient_id: int) -> dict[str, _StoredHead]:
-    """protocol -> the id, version, reference date and inputs digest of each stored evaluation, read
-    without the results themselves (the digest by the JSON path `result._inputs`)."""
-    t = PatientEvaluationRow
-    rows = session.exec(select(t.id, t.protocol, t.version, t.reference_date, t.result[INPUTS_KEY].as_string())
-                        .where(t.patient_id == patient_id))
-    return {protocol: _StoredHead(id_, version, ref, inputs) for id_, protocol, version, ref, inputs in rows}
 
 
 CONFLICT_RETRIES = 5  # a patient whose record keeps changing under its evaluation stays marked for the drain
@@ -358,8 +336,8 @@ class _Snapshot:
     record: PatientRecord
     digest: str
     seq: int | None
-    stored: dict[str, PatientEvaluationRow]
-    current: dict[str, TaskRow]
+    stored: dict[str, StoredResult]
+    current: dict[str, TaskState]
 
 
 @dataclass
@@ -370,12 +348,10 @@ class _Computed:
 
 
 def _read(session: Session, nhs_number: str) -> _Snapshot:
-    got = load_record_versioned(session, nhs_number)
+    got = read_state(session, nhs_number)
     if got is None:
         raise KeyError(f"no patient with NHS number {nhs_number}")
-    prow, record, digest = got
-    return _Snapshot(prow.id, nhs_number, record, digest, pending.pending_seq(session, prow.id),
-                     _stored_evaluations(session, prow.id), _current_tasks(session, prow.id))
+    return _Snapshot(got.patient.id, nhs_number, got.record(), got.digest, got.seq, got.stored, got.tasks)
 
 
 def _compute(snap: _Snapshot, library: Library, as_of: dt.date, now: dt.datetime, selective: bool) -> _Computed:
@@ -408,45 +384,27 @@ def _compute(snap: _Snapshot, library: Library, as_of: dt.date, now: dt.datetime
     return _Computed(evaluation, inputs, {p.id: p for p in protocols if p.id in reused})
 
 
-def _lock_patient(session: Session, patient_id: int) -> PatientRow | None:
-    """Take the patient's write lock before checking and writing: PostgreSQL locks the row (one writer
-    of a patient's outputs at a time, across worker processes) and returns it, read afresh in the same
-    statement; SQLite takes its database write lock (a no-op update; the service's write engine
-    already began with BEGIN IMMEDIATE) and returns None."""
-    table = PatientRow.__table__
-    if session.get_bind().dialect.name == "postgresql":
-        row = session.get(PatientRow, patient_id, with_for_update=True, populate_existing=True)
-        if row is None:
-            raise KeyError(f"no patient with id {patient_id}")
-        return row
-    session.execute(sa.update(table).where(table.c.id == patient_id).values(updated_at=table.c.updated_at))
-    return None
-
-
 def _write(session: Session, snap: _Snapshot, done: _Computed, as_of: dt.date, now: dt.datetime) -> Diff:
     """Store an evaluation's outputs if what it read is still what is stored (optimistic check under
     the patient's lock); StaleRead otherwise, with nothing written. The caller commits."""
-    locked = _lock_patient(session, snap.patient_id)
-    digest = record_digest(session, snap.patient_id, locked)
-    if digest is None:
+    locked = locked_state(session, snap.patient_id)
+    if locked is None:
         raise KeyError(f"no patient with NHS number {snap.nhs_number}")
-    if digest != snap.digest:
+    if locked.digest != snap.digest:
         raise StaleRead(f"{snap.nhs_number}: the record changed while it was being evaluated")
     # A reused result must still stand on the rows stored now: the same inputs digest (read by JSON path,
-    # not the whole stored results) and each of its tasks' rows. Only the rows of the protocols
-    # derived again are read whole, to be rewritten; the reused ones keep their stored result.
-    heads = _stored_heads(session, snap.patient_id)
-    current = _current_tasks(session, snap.patient_id)
+    # not the whole stored results) and each of its tasks' rows. The stored results are never read
+    # whole here: the reused ones keep theirs, the others are overwritten (their measures, read by
+    # JSON path, tell whether the audit's rows change).
+    heads = locked.heads
+    current = current_tasks(session, snap.patient_id)
     results = {pr.protocol: pr for pr in done.evaluation.protocols}
     for pid, proto in done.reused.items():
         head = heads.get(pid)
-        if head is None or not head.stands_for(proto, as_of, done.inputs[pid]) or not _tasks_stand(results[pid], current):
+        if head is None or not head.stands_for(proto.version, as_of, done.inputs[pid]) or not _tasks_stand(results[pid], current):
             raise StaleRead(f"{snap.nhs_number}: the stored {pid} result changed while it was being evaluated")
-    derived = [pid for pid in results if pid not in done.reused and pid in heads]
-    stored = {r.protocol: r for r in session.exec(select(PatientEvaluationRow).where(
-        PatientEvaluationRow.patient_id == snap.patient_id, PatientEvaluationRow.protocol.in_(derived)))} if derived else {}
     diff = store_evaluation(session, snap.patient_id, snap.nhs_number, done.evaluation, now, inputs=done.inputs,
-                            current=current, stored=stored, reused={pid: heads[pid].id for pid in done.reused})
+                            current=current, stored=heads, reused={pid: heads[pid].id for pid in done.reused})
     pending.clear(session, snap.patient_id, snap.seq)
     pending.resolve_problems(session, snap.patient_id, now)
     return diff
@@ -480,12 +438,13 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
 
 def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluation: Evaluation, now: dt.datetime, *,
                      inputs: dict[str, str] | None = None, current: dict[str, TaskRow] | None = None,
-                     stored: dict[str, PatientEvaluationRow] | None = None, reused: dict[str, int] | None = None) -> Diff:
+                     stored: dict[str, StoredHead] | None = None, reused: dict[str, int] | None = None) -> Diff:
     """Reconcile a patient's stored tasks and flags with an evaluation and keep it as the latest; the
     caller commits. `reevaluate` evaluates and calls this; the benchmark registry builder
     (engine/app/registry_load.py) calls it with evaluations made in worker processes.
     `inputs` (from `evaluation_inputs`) are kept with the results so a later re-evaluation can
-    reuse a result whose inputs did not change; `current` / `stored` are rows already read; `reused`
+    reuse a result whose inputs did not change; `current` (task rows) / `stored` (the stored evaluations'
+    heads, `evaluation_state.stored_heads`) were already read in this transaction; `reused`
     (protocol -> stored row id) names results taken unchanged from their stored rows: those rows keep
     their result and only get the evaluation time (one UPDATE), `stored` need not hold them."""
     diff = Diff(nhs_number)
@@ -732,13 +691,6 @@ class Drainer:
             t.join(timeout)
 
 
-def _current_tasks(session: Session, patient_id: int) -> dict[str, TaskRow]:
-    latest = (select(TaskRow.key, func.max(TaskRow.id).label("mid")).where(TaskRow.patient_id == patient_id)
-              .group_by(TaskRow.key).subquery())
-    rows = session.exec(select(TaskRow).join(latest, TaskRow.id == latest.c.mid)).all()
-    return {r.key: r for r in rows}
-
-
 def _event(session: Session, task: TaskRow, action: str, actor: str, before: str | None, note: str | None = None,
            at: dt.datetime | None = None) -> None:
     session.add(TaskEventRow(task_id=task.id, action=action, actor=actor, from_status=before, to_status=task.status,
@@ -749,7 +701,7 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
                      current: dict[str, TaskRow] | None = None) -> dict[str, TaskRow]:
     """Open, keep, resolve task rows for this evaluation's tasks; returns key -> the row that stands for
     each task now (new, still open, or closed by a person while the need continues)."""
-    current = _current_tasks(session, patient_id) if current is None else current
+    current = current_tasks(session, patient_id) if current is None else current
     wanted = {t.key: t for t in tasks}
     standing: dict[str, TaskRow] = {}
     for key, t in wanted.items():
@@ -824,36 +776,40 @@ def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff:
             diff.flags_cleared.append(Change(key, row.text, row.level, row.id))
 
 
-def _stored_evaluations(session: Session, patient_id: int) -> dict[str, PatientEvaluationRow]:
-    return {r.protocol: r for r in session.exec(select(PatientEvaluationRow)
-                                                .where(PatientEvaluationRow.patient_id == patient_id)).all()}
-
-
 def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation, now: dt.datetime,
-                      rows: dict[str, PatientEvaluationRow] | None = None, inputs: dict[str, str] | None = None,
+                      heads: dict[str, StoredHead] | None = None, inputs: dict[str, str] | None = None,
                       reused: dict[str, int] | None = None) -> None:
-    rows = _stored_evaluations(session, patient_id) if rows is None else rows
+    """Write the evaluation rows with plain statements (no ORM unit of work): one UPDATE moves the
+    evaluation time of the reused results, one (executemany) rewrites the rows of the results
+    derived again, one inserts the new ones; `patient_measure` is rewritten only for a result whose
+    version or measures changed."""
+    heads = stored_heads(session, patient_id) if heads is None else heads
     reused = reused or {}
+    table = PatientEvaluationRow.__table__
     if reused:  # unchanged results: only the time they were last confirmed moves (version, date, result are the row's)
-        table = PatientEvaluationRow.__table__
         session.execute(sa.update(table).where(table.c.id.in_(sorted(reused.values()))).values(evaluated_at=now))
+    updates, inserts = [], []
     for pr in evaluation.protocols:
         if pr.protocol in reused:
             continue
         data = pr.model_dump(mode="json")
         if inputs and pr.protocol in inputs:
             data[INPUTS_KEY] = inputs[pr.protocol]
-        row = rows.get(pr.protocol)
-        before = (row.version, row.result.get("measures")) if row is not None and isinstance(row.result, dict) else None
-        row = row or PatientEvaluationRow(patient_id=patient_id, protocol=pr.protocol, version=pr.version,
-                                          reference_date=evaluation.reference_date, on_register=pr.on_register)
-        row.version, row.reference_date, row.on_register, row.result, row.evaluated_at = (
-            pr.version, evaluation.reference_date, pr.on_register, data, now)
-        row.tier_level = pr.tier.level if pr.tier is not None else None  # the worklist reads it as a column
-        session.add(row)
+        head = heads.get(pr.protocol)
+        values = dict(version=pr.version, reference_date=evaluation.reference_date, on_register=pr.on_register, result=data,
+                      evaluated_at=now, tier_level=pr.tier.level if pr.tier is not None else None)  # the worklist reads the tier as a column
+        if head is None:
+            inserts.append(dict(patient_id=patient_id, protocol=pr.protocol, **values))
+        else:
+            updates.append(dict(row_id=head.id, **values))
         note_stored(session)  # the audit's cached figures are counted again after this commits (engine.app.audit_cache)
+        before = (head.version, head.measures) if head is not None and head.is_object else None
         if before != (pr.version, data.get("measures")):  # the audit's rows (patient_measure) follow the measures
             replace_measures(session, patient_id, pr.protocol, pr.version, data.get("measures"))
+    if updates:
+        session.execute(sa.update(table).where(table.c.id == sa.bindparam("row_id")), updates)
+    if inserts:
+        session.execute(sa.insert(table), inserts)
 
 
 # ---- task lifecycle actions ------------------------------------------------------------------------
