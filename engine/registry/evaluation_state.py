@@ -5,9 +5,9 @@ An evaluation (engine.app.service) reads twice: before evaluating, the record wi
 needs (`read_state`: the patient row, source ids, facts, the outbox mark, the stored results and the
 current state of each task), and in the write transaction, under the patient's lock, what its re-check
 needs (`locked_state`: the record's digest and the stored evaluations' heads). On PostgreSQL each is
-one statement (the facts of the first a second one): the patient row with the other tables' rows as
-JSON arrays of scalar subqueries, so the read is also one snapshot. Elsewhere (SQLite) the same
-answers come from one statement per table, as before.
+two statements (the first: the patient row with the other tables' rows as JSON arrays of scalar
+subqueries, one snapshot, then the facts; the second: the lock, then the same kind of one-row read).
+Elsewhere (SQLite) the same answers come from one statement per table, as before.
 
 The answers are plain values, never ORM objects: nothing here is changed through them. The record's
 digest is `engine.registry.ingest.record_digest`'s, computed by the same function from the same
@@ -122,8 +122,8 @@ SELECT {_PATIENT},
                                     json_typeof(e.result) = 'object', e.result -> 'measures'))
      FROM patient_evaluation e WHERE e.patient_id = p.id) AS heads
 FROM patient p WHERE p.id = :id
-FOR UPDATE OF p
 """).columns(links=sa.JSON, facts=sa.JSON, heads=sa.JSON)
+_PG_LOCK = sa.text("SELECT id FROM patient WHERE id = :id FOR UPDATE")
 
 
 def _facts(session: Session, patient_id: int) -> list:
@@ -167,9 +167,12 @@ def locked_state(session: Session, patient_id: int) -> LockedState | None:
     time, across worker processes) in the statement that reads the rest; SQLite takes its database
     write lock (a no-op update; the service's write engine already began with BEGIN IMMEDIATE)."""
     if _postgresql(session):
-        row = session.execute(_PG_LOCKED, {"id": patient_id}).first()
-        if row is None:
+        # Two statements: the lock first, so the read's snapshot is taken after it is granted (a statement
+        # that waited for the lock still reads with the snapshot it began with, before the other writer's
+        # commit: its stored rows would be stale).
+        if session.execute(_PG_LOCK, {"id": patient_id}).first() is None:
             return None
+        row = session.execute(_PG_LOCKED, {"id": patient_id}).first()
         digest = _digest(row, [Link(*x) for x in row.links or ()], row.facts or ())
         heads = {x[1]: StoredHead(x[0], x[2], _date(x[3]), x[4], x[6], bool(x[5])) for x in row.heads or ()}
         return LockedState(digest, heads)
