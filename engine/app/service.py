@@ -57,6 +57,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from engine import metrics
@@ -70,8 +71,8 @@ from engine.language.model import Protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
 from engine.registry.evaluation_claims import claim_patient
-from engine.registry.evaluation_state import (INPUTS_KEY, StoredHead, StoredResult, TaskState, current_tasks, locked_state,
-                                              read_state, stored_heads)
+from engine.registry.evaluation_state import (INPUTS_KEY, RowState, StoredHead, StoredResult, TaskState, flag_rows,
+                                              locked_state, read_state, stored_heads, task_rows)
 from engine.registry.measure_results import note_stored, replace_measures
 from engine.app.mdt_actions import MDT_KIND
 from engine.app.task_outcomes import OutcomeError, outcome_text
@@ -396,17 +397,16 @@ def _write(session: Session, snap: _Snapshot, done: _Computed, as_of: dt.date, n
     # not the whole stored results) and each of its tasks' rows. The stored results are never read
     # whole here: the reused ones keep theirs, the others are overwritten (their measures, read by
     # JSON path, tell whether the audit's rows change).
-    heads = locked.heads
-    current = current_tasks(session, snap.patient_id)
+    heads, current = locked.heads, locked.tasks
     results = {pr.protocol: pr for pr in done.evaluation.protocols}
     for pid, proto in done.reused.items():
         head = heads.get(pid)
         if head is None or not head.stands_for(proto.version, as_of, done.inputs[pid]) or not _tasks_stand(results[pid], current):
             raise StaleRead(f"{snap.nhs_number}: the stored {pid} result changed while it was being evaluated")
     diff = store_evaluation(session, snap.patient_id, snap.nhs_number, done.evaluation, now, inputs=done.inputs,
-                            current=current, stored=heads, reused={pid: heads[pid].id for pid in done.reused})
-    pending.clear(session, snap.patient_id, snap.seq)
-    pending.resolve_problems(session, snap.patient_id, now)
+                            current=current, flags=locked.flags, stored=heads,
+                            reused={pid: heads[pid].id for pid in done.reused})
+    pending.settle(session, snap.patient_id, snap.seq, now)
     return diff
 
 
@@ -437,25 +437,47 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
 
 
 def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluation: Evaluation, now: dt.datetime, *,
-                     inputs: dict[str, str] | None = None, current: dict[str, TaskRow] | None = None,
-                     stored: dict[str, StoredHead] | None = None, reused: dict[str, int] | None = None) -> Diff:
+                     inputs: dict[str, str] | None = None, current: dict[str, RowState] | None = None,
+                     flags: dict[str, RowState] | None = None, stored: dict[str, StoredHead] | None = None,
+                     reused: dict[str, int] | None = None) -> Diff:
     """Reconcile a patient's stored tasks and flags with an evaluation and keep it as the latest; the
     caller commits. `reevaluate` evaluates and calls this; the benchmark registry builder
     (engine/app/registry_load.py) calls it with evaluations made in worker processes.
     `inputs` (from `evaluation_inputs`) are kept with the results so a later re-evaluation can
-    reuse a result whose inputs did not change; `current` (task rows) / `stored` (the stored evaluations'
-    heads, `evaluation_state.stored_heads`) were already read in this transaction; `reused`
+    reuse a result whose inputs did not change; `current` / `flags` (the latest task rows, the flag
+    rows: `evaluation_state.task_rows` / `flag_rows`) and `stored` (the stored evaluations' heads,
+    `evaluation_state.stored_heads`) were already read in this transaction; `reused`
     (protocol -> stored row id) names results taken unchanged from their stored rows: those rows keep
-    their result and only get the evaluation time (one UPDATE), `stored` need not hold them."""
+    their result and only get the evaluation time (one UPDATE), `stored` need not hold them.
+    Everything is written with plain statements, not the ORM's unit of work; ORM objects of this
+    patient's outputs already in the session are expired (read again on their next use)."""
+    session.flush()  # what the session holds unwritten first (the ORM's autoflush before a query)
     diff = Diff(nhs_number)
     rows = _reconcile_tasks(session, patient_id, evaluation.tasks, diff, now, current)
     for t in evaluation.tasks:  # the stored result names the task row's SLA clock, never the evaluation's
         row = rows.get(t.key)
         if row is not None:
             t.raised_at, t.due = row.raised_at, row.due
-    _reconcile_flags(session, patient_id, evaluation.flags, diff, now)
+    _reconcile_flags(session, patient_id, evaluation.flags, diff, now, flags)
     _store_evaluation(session, patient_id, evaluation, now, stored, inputs, reused)
+    _expire_loaded(session, ((TaskRow, (r.id for r in rows.values() if r is not None)),
+                             (TaskRow, (r.id for r in (current or {}).values())),
+                             (FlagRow, (r.id for r in (flags or {}).values())),
+                             (PatientEvaluationRow, (h.id for h in (stored or {}).values()))))
     return diff
+
+
+def _expire_loaded(session: Session, rows) -> None:
+    """Expire the ORM objects the session already holds of rows just written with plain statements
+    ((model, ids) pairs): their next use reads them again."""
+    held = session.identity_map
+    if not len(held):
+        return
+    for model, ids in rows:
+        for id_ in ids:
+            obj = held.get(identity_key(model, id_))
+            if obj is not None:
+                session.expire(obj)
 
 
 def reevaluate_many(engine: Engine, nhs_numbers, library: Library, *, as_of: dt.date | None = None,
@@ -697,42 +719,60 @@ def _event(session: Session, task: TaskRow, action: str, actor: str, before: str
                              note=note, at=at or utcnow()))
 
 
+def _system_event(events: list[dict], task: RowState, action: str, before: str | None, note: str | None,
+                  at: dt.datetime) -> None:
+    events.append(dict(task_id=task.id, action=action, actor=SYSTEM, from_status=before, to_status=task.status, note=note, at=at))
+
+
+def _write_changes(session: Session, table: sa.Table, rows) -> None:
+    """One UPDATE per set of changed columns (executemany) for the rows whose values changed."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        if row.changed:
+            groups.setdefault(tuple(sorted(row.changed)), []).append(dict(row.changed, row_id=row.id))
+            row.changed.clear()
+    for _cols, params in groups.items():
+        session.execute(sa.update(table).where(table.c.id == sa.bindparam("row_id")), params)
+
+
 def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff: Diff, now: dt.datetime,
-                     current: dict[str, TaskRow] | None = None) -> dict[str, TaskRow]:
+                     current: dict[str, RowState] | None = None) -> dict[str, RowState]:
     """Open, keep, resolve task rows for this evaluation's tasks; returns key -> the row that stands for
-    each task now (new, still open, or closed by a person while the need continues)."""
-    current = current_tasks(session, patient_id) if current is None else current
+    each task now (new, still open, or closed by a person while the need continues). Plain statements:
+    an INSERT per new task (its id names its event), one UPDATE per set of changed columns, one INSERT
+    of the events."""
+    current = task_rows(session, patient_id) if current is None else current
+    table = TaskRow.__table__
     wanted = {t.key: t for t in tasks}
-    standing: dict[str, TaskRow] = {}
+    standing: dict[str, RowState] = {}
+    events: list[dict] = []
     for key, t in wanted.items():
         row = current.get(key)
         standing[key] = row
         if row is None or (row.status in CLOSED_STATUSES and not row.condition_active):
-            new = TaskRow(key=key, patient_id=patient_id, protocol=t.provenance.protocol, version=t.provenance.version,
+            values = dict(key=key, patient_id=patient_id, protocol=t.provenance.protocol, version=t.provenance.version,
                           source=t.provenance.source, kind=t.kind, title=t.title, priority=t.priority, status="open",
                           raised_at=t.raised_at, due=t.due, provider=t.assigned.provider, team=t.assigned.team,
                           role=t.assigned.role, response=t.assigned.response, agreement=t.assigned.agreement,
                           why=t.provenance.why, evidence=[e.model_dump(mode="json") for e in t.provenance.evidence],
-                          condition_active=True, updated_at=now)
-            session.add(new)
-            session.flush()
+                          condition_active=True, closed_at=None, closed_reason=None, updated_at=now, outcome=None,
+                          closed_by=None)
+            values["id"] = session.execute(sa.insert(table).returning(table.c.id), values).scalar_one()
+            new = RowState(values)
             standing[key] = new
-            _event(session, new, "raised", SYSTEM, None, t.provenance.why, now)
+            _system_event(events, new, "raised", None, t.provenance.why, now)
             diff.tasks_opened.append(Change(key, t.title, t.provenance.why, new.id))
         elif row.status in OPEN_STATUSES:
             changed = (row.title, row.priority, row.why, row.version) != (t.title, t.priority, t.provenance.why, t.provenance.version)
-            if not row.condition_active:  # (setting an ORM attribute to the value it has costs; it writes nothing)
-                row.condition_active = True
+            row.condition_active = True
             if changed:
                 row.title, row.priority, row.why, row.version = t.title, t.priority, t.provenance.why, t.provenance.version
                 row.evidence = [e.model_dump(mode="json") for e in t.provenance.evidence]
                 row.updated_at = now
-                _event(session, row, "updated", SYSTEM, row.status, t.provenance.why, now)
+                _system_event(events, row, "updated", row.status, t.provenance.why, now)
                 diff.tasks_updated.append(Change(key, t.title, t.provenance.why, row.id))
-            session.add(row)
-        elif not row.condition_active:
+        else:
             row.condition_active = True  # closed by a person while the need continues: leave it closed
-            session.add(row)
     for key, row in current.items():
         if key in wanted or row.kind == MDT_KIND:  # an MDT's decision is not the protocol's to resolve
             continue
@@ -740,24 +780,28 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
             before = row.status
             row.status, row.closed_at, row.condition_active, row.updated_at = "resolved", now, False, now
             row.closed_reason = "no longer indicated by the protocol on re-evaluation"
-            _event(session, row, "resolved", SYSTEM, before, row.closed_reason, now)
+            _system_event(events, row, "resolved", before, row.closed_reason, now)
             diff.tasks_closed.append(Change(key, row.title, row.closed_reason, row.id))
-        elif row.condition_active:
+        else:
             row.condition_active = False
-        session.add(row)
+    _write_changes(session, table, current.values())
+    if events:
+        session.execute(sa.insert(TaskEventRow.__table__), events)
     return standing
 
 
-def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff: Diff, now: dt.datetime) -> None:
-    rows = {r.key: r for r in session.exec(select(FlagRow).where(FlagRow.patient_id == patient_id)).all()}
+def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff: Diff, now: dt.datetime,
+                     rows: dict[str, RowState] | None = None) -> None:
+    rows = flag_rows(session, patient_id) if rows is None else rows
     wanted = {f.key: f for f in flags}
+    new: list[dict] = []
     for key, f in wanted.items():
         row = rows.get(key)
         evidence = [e.model_dump(mode="json") for e in f.provenance.evidence]
         if row is None:
-            session.add(FlagRow(key=key, patient_id=patient_id, protocol=f.provenance.protocol, version=f.provenance.version,
-                                source=f.provenance.source, kind=f.kind, code=f.code, level=f.level, text=f.text,
-                                why=f.provenance.why, evidence=evidence, active=True, raised_at=now))
+            new.append(dict(key=key, patient_id=patient_id, protocol=f.provenance.protocol, version=f.provenance.version,
+                            source=f.provenance.source, kind=f.kind, code=f.code, level=f.level, text=f.text,
+                            why=f.provenance.why, evidence=evidence, active=True, raised_at=now, cleared_at=None))
             diff.flags_raised.append(Change(key, f.text, f.level))
             continue
         if not row.active:
@@ -765,15 +809,14 @@ def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff:
             diff.flags_raised.append(Change(key, f.text, f.level, row.id))
         elif row.level != f.level:
             diff.flags_changed.append(Change(key, f.text, f"{row.level} -> {f.level}", row.id))
-        if (row.level, row.text, row.why, row.evidence, row.version) != (f.level, f.text, f.provenance.why, evidence,
-                                                                          f.provenance.version):
-            row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
-        session.add(row)
+        row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
     for key, row in rows.items():
         if key not in wanted and row.active:
             row.active, row.cleared_at = False, now
-            session.add(row)
             diff.flags_cleared.append(Change(key, row.text, row.level, row.id))
+    _write_changes(session, FlagRow.__table__, rows.values())
+    if new:
+        session.execute(sa.insert(FlagRow.__table__), new)
 
 
 def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation, now: dt.datetime,

@@ -4,12 +4,14 @@
 An evaluation (engine.app.service) reads twice: before evaluating, the record with what its reuse test
 needs (`read_state`: the patient row, source ids, facts, the outbox mark, the stored results and the
 current state of each task), and in the write transaction, under the patient's lock, what its re-check
-needs (`locked_state`: the record's digest and the stored evaluations' heads). On PostgreSQL each is
+needs (`locked_state`: the record's digest, the stored evaluations' heads, the current task and flag
+rows). On PostgreSQL each is
 two statements (the first: the patient row with the other tables' rows as JSON arrays of scalar
 subqueries, one snapshot, then the facts; the second: the lock, then the same kind of one-row read).
 Elsewhere (SQLite) the same answers come from one statement per table, as before.
 
-The answers are plain values, never ORM objects: nothing here is changed through them. The record's
+The answers are plain values, never ORM objects: the task and flag rows are `RowState`s, which the
+service's reconciliation changes and writes back with plain statements. The record's
 digest is `engine.registry.ingest.record_digest`'s, computed by the same function from the same
 columns, whichever way they were read.
 """
@@ -25,7 +27,7 @@ from sqlmodel import Session, select
 from engine.registry import pending
 from engine.records.model import PatientRecord
 from engine.registry.ingest import DEMOGRAPHICS, _fact, _patient, _record_digest
-from engine.registry.outputs import PatientEvaluationRow, TaskRow
+from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskRow
 from engine.registry.tables import FactRow, PatientRow, PatientSourceId
 
 INPUTS_KEY = "_inputs"  # in patient_evaluation.result: the digest of what the result rests on
@@ -70,6 +72,53 @@ class StoredHead:
         return self.version == version and self.reference_date == as_of and self.inputs == digest
 
 
+class RowState:
+    """A task or flag row as plain values, changed in place by reconciling: `changed` holds the columns
+    set to a value other than the one read (what an UPDATE of the row must write)."""
+
+    __slots__ = ("_values", "changed")
+
+    def __init__(self, values: dict):
+        object.__setattr__(self, "_values", values)
+        object.__setattr__(self, "changed", {})
+
+    def __getattr__(self, name: str):
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self._values or self._values[name] != value:
+            self._values[name] = value
+            self.changed[name] = value
+
+
+def _typed(table: sa.Table, values: dict) -> dict:
+    """A row read as JSON (`row_to_json`) with its date and time columns as Python values again."""
+    for c in table.columns:
+        v = values.get(c.name)
+        if isinstance(v, str):
+            if isinstance(c.type, sa.DateTime):
+                values[c.name] = dt.datetime.fromisoformat(v)
+            elif isinstance(c.type, sa.Date):
+                values[c.name] = dt.date.fromisoformat(v)
+    return values
+
+
+def task_rows(session: Session, patient_id: int) -> dict[str, RowState]:
+    """key -> the patient's latest task row of that key."""
+    t = TaskRow.__table__
+    latest = select(sa.func.max(t.c.id)).where(t.c.patient_id == patient_id).group_by(t.c.key)
+    return {r.key: RowState(dict(r._mapping)) for r in session.execute(select(t).where(t.c.id.in_(latest)))}
+
+
+def flag_rows(session: Session, patient_id: int) -> dict[str, RowState]:
+    """key -> the patient's flag row of that key."""
+    f = FlagRow.__table__
+    return {r.key: RowState(dict(r._mapping)) for r in session.execute(select(f).where(f.c.patient_id == patient_id))}
+
+
 @dataclass
 class ReadState:
     patient: Any  # the patient row (attributes: id, nhs_number and the demographics)
@@ -88,6 +137,8 @@ class ReadState:
 class LockedState:
     digest: str
     heads: dict[str, StoredHead]
+    tasks: dict[str, RowState]  # key -> the latest task row of the key
+    flags: dict[str, RowState]  # key -> the flag row
 
 
 def _postgresql(session: Session) -> bool:
@@ -120,9 +171,12 @@ SELECT {_PATIENT},
      FROM fact f WHERE f.patient_id = p.id) AS facts,
   (SELECT json_agg(json_build_array(e.id, e.protocol, e.version, e.reference_date, e.result ->> '{INPUTS_KEY}',
                                     json_typeof(e.result) = 'object', e.result -> 'measures'))
-     FROM patient_evaluation e WHERE e.patient_id = p.id) AS heads
+     FROM patient_evaluation e WHERE e.patient_id = p.id) AS heads,
+  (SELECT json_agg(row_to_json(t)) FROM task t
+     WHERE t.id IN (SELECT max(x.id) FROM task x WHERE x.patient_id = p.id GROUP BY x.key)) AS tasks,
+  (SELECT json_agg(row_to_json(g)) FROM flag g WHERE g.patient_id = p.id) AS flags
 FROM patient p WHERE p.id = :id
-""").columns(links=sa.JSON, facts=sa.JSON, heads=sa.JSON)
+""").columns(links=sa.JSON, facts=sa.JSON, heads=sa.JSON, tasks=sa.JSON, flags=sa.JSON)
 _PG_LOCK = sa.text("SELECT id FROM patient WHERE id = :id FOR UPDATE")
 
 
@@ -155,7 +209,7 @@ def read_state(session: Session, nhs_number: str) -> ReadState | None:
         e = PatientEvaluationRow.__table__
         stored = {r.protocol: StoredResult(r.id, r.protocol, r.version, r.reference_date, r.result) for r in session.execute(
             select(e.c.id, e.c.protocol, e.c.version, e.c.reference_date, e.c.result).where(e.c.patient_id == row.id))}
-        tasks = {k: TaskState(k, t.status, t.condition_active) for k, t in current_tasks(session, row.id).items()}
+        tasks = {k: TaskState(k, t.status, t.condition_active) for k, t in task_rows(session, row.id).items()}
     facts = _facts(session, row.id)
     digest = _digest(row, links, ((f.id, f.source_system, f.source_id, f.content_hash) for f in facts))
     return ReadState(row, links, facts, digest, seq, stored, tasks)
@@ -175,7 +229,9 @@ def locked_state(session: Session, patient_id: int) -> LockedState | None:
         row = session.execute(_PG_LOCKED, {"id": patient_id}).first()
         digest = _digest(row, [Link(*x) for x in row.links or ()], row.facts or ())
         heads = {x[1]: StoredHead(x[0], x[2], _date(x[3]), x[4], x[6], bool(x[5])) for x in row.heads or ()}
-        return LockedState(digest, heads)
+        tasks = {x["key"]: RowState(_typed(TaskRow.__table__, x)) for x in row.tasks or ()}
+        flags = {x["key"]: RowState(_typed(FlagRow.__table__, x)) for x in row.flags or ()}
+        return LockedState(digest, heads, tasks, flags)
     table = PatientRow.__table__
     session.execute(sa.update(table).where(table.c.id == patient_id).values(updated_at=table.c.updated_at))
     row = session.execute(select(table).where(table.c.id == patient_id)).first()
@@ -185,7 +241,8 @@ def locked_state(session: Session, patient_id: int) -> LockedState | None:
                             .where(PatientSourceId.patient_id == patient_id))
     facts = session.execute(select(FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
                             .where(FactRow.patient_id == patient_id).order_by(FactRow.id))
-    return LockedState(_digest(row, links, facts), stored_heads(session, patient_id))
+    return LockedState(_digest(row, links, facts), stored_heads(session, patient_id), task_rows(session, patient_id),
+                       flag_rows(session, patient_id))
 
 
 def stored_heads(session: Session, patient_id: int) -> dict[str, StoredHead]:
@@ -199,9 +256,3 @@ def stored_heads(session: Session, patient_id: int) -> dict[str, StoredHead]:
             for id_, protocol, version, ref, inputs, measures, is_object in rows}
 
 
-def current_tasks(session: Session, patient_id: int) -> dict[str, TaskRow]:
-    """key -> the patient's latest task row of that key (ORM rows: reconciling changes them)."""
-    latest = (select(TaskRow.key, sa.func.max(TaskRow.id).label("mid")).where(TaskRow.patient_id == patient_id)
-              .group_by(TaskRow.key).subquery())
-    rows = session.exec(select(TaskRow).join(latest, TaskRow.id == latest.c.mid)).all()
-    return {r.key: r for r in rows}

@@ -125,7 +125,14 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
         p = record.patient
         change = summary.patients.setdefault(p.nhs_number, PatientChange(nhs_number=p.nhs_number))
         try:
-            row = session.exec(select(PatientRow).where(PatientRow.nhs_number == p.nhs_number)).first()
+            # The patient row and what is stored of their facts by identity (content hash and row id only;
+            # a fact row is read whole only to update it), in one statement.
+            got_rows = session.exec(select(PatientRow, FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
+                                    .outerjoin(FactRow, FactRow.patient_id == PatientRow.id)
+                                    .where(PatientRow.nhs_number == p.nhs_number)).all()
+            row = got_rows[0][0] if got_rows else None
+            existing: dict[tuple[str, str], FactRow | tuple[int, str]] = {
+                (system, sid): (fid, h) for _, fid, system, sid, h in got_rows if fid is not None}
             incoming = _demographics(p)
             if row is None:
                 row = PatientRow(nhs_number=p.nhs_number, **incoming, created_at=now, updated_at=now)
@@ -154,11 +161,6 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
                     raise IngestError(f"{system} patient id {sid!r} already belongs to NHS number {owner.nhs_number}; "
                                       f"refusing to attach it to {p.nhs_number} (resolve the identity first)", p.nhs_number)
 
-            # What is stored, by identity: the content hash and row id only (a row is read whole only to update it).
-            existing: dict[tuple[str, str], FactRow | tuple[int, str]] = {
-                (system, sid): (fid, h) for fid, system, sid, h in session.exec(
-                    select(FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
-                    .where(FactRow.patient_id == row.id))}
             for fact in record.facts:
                 values = fact_values(fact)
                 key = (fact.source_system, fact.id)
