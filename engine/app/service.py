@@ -39,7 +39,10 @@ the patient (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's write lock), checks
 stored rows any reused result rests on, and writes. A change since the read (`StaleRead`) means read
 and evaluate again, at most CONFLICT_RETRIES times; after that the patient stays marked in the
 outbox for the drain. So several worker processes on PostgreSQL evaluate in parallel and only the
-few writes of one patient's outputs are serialised.
+few writes of one patient's outputs are serialised. The reads are engine/registry/evaluation_state.py's
+(on PostgreSQL two statements before evaluating and two under the lock); tasks, flags and stored
+results are written with plain statements from the rows read under the lock, not the ORM's unit
+of work (issue 17, P2).
 """
 from __future__ import annotations
 
