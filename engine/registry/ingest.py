@@ -22,6 +22,7 @@ import json
 from typing import Callable, Iterable, Iterator
 
 from pydantic import BaseModel, Field, computed_field
+import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
@@ -63,6 +64,7 @@ class IngestSummary(BaseModel):
     patients: dict[str, PatientChange] = Field(default_factory=dict, description="NHS number -> what changed")
     warnings: list[str] = Field(default_factory=list)
     queued: set[str] = Field(default_factory=set, description="NHS numbers marked for evaluation in this delivery's transaction")
+    duplicate_of: int | None = Field(default=None, description="The earliest earlier batch with the same content hash, if any")
 
     @computed_field
     @property
@@ -184,9 +186,17 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
         except DBAPIError as exc:
             raise IngestError(f"{p.nhs_number}: the database refused the record: {exc.orig}", p.nhs_number) from exc
 
-    batch.patients = len(summary.patients)
-    batch.facts_added, batch.facts_updated, batch.facts_unchanged = summary.added, summary.updated, summary.unchanged
-    session.add(batch)
+    # The batch's counts, and (one statement) the earliest earlier batch of the same content: a delivery sent again.
+    table, earlier = IngestBatch.__table__, IngestBatch.__table__.alias("earlier")
+    counts = sa.update(table).where(table.c.id == batch.id).values(
+        patients=len(summary.patients), facts_added=summary.added, facts_updated=summary.updated,
+        facts_unchanged=summary.unchanged)
+    if content_hash is None:
+        session.execute(counts)
+    else:
+        summary.duplicate_of = session.execute(counts.returning(
+            sa.select(sa.func.min(earlier.c.id)).where(earlier.c.content_hash == content_hash, earlier.c.id < batch.id)
+            .scalar_subquery())).scalar_one()
     # The outbox, in this transaction: the changed patients, and anyone of this delivery never
     # evaluated (stored by a delivery whose evaluation was lost before the outbox existed).
     evaluated: set[int] = set()
