@@ -315,7 +315,7 @@ def _reusable(row: StoredResult | None, proto: Protocol, as_of: dt.date, digest:
     return result if _tasks_stand(result, current) else None
 
 
-def _tasks_stand(result: ProtocolResult, current: dict[str, TaskRow] | dict[str, TaskState]) -> bool:
+def _tasks_stand(result: ProtocolResult, current: dict[str, RowState] | dict[str, TaskState]) -> bool:
     """Each of the result's tasks still has its current row (open, or closed while the need continues)."""
     for t in result.tasks:
         task_row = current.get(t.key)
