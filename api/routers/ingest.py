@@ -36,7 +36,7 @@ from engine.app.service import DrainResult, Drainer, drain, pending_ids
 from engine.records.fhir.bundle import BundleError, import_bundle
 from engine.records.model import PatientRecord
 from engine.registry.ingest import IngestError, IngestSummary, content_hash_of, ingest_records
-from engine.registry.tables import IngestBatch, PatientRow
+from engine.registry.tables import PatientRow
 
 router = APIRouter(prefix="/ingest", tags=["ingest"], responses=API_ERRORS)
 log = logging.getLogger("carepath.api")
@@ -128,9 +128,6 @@ def _run(state: AppState, request: Request, who: Principal, records: list[Patien
         return _refuse(f"{base}/{idx}" if base and idx is not None else "", f"{e}; nothing stored")
     metrics.count_ingest(way, summary)
     result = _evaluate(state, set(summary.patients))
-    with Session(state.engines.read) as s:
-        earlier = s.exec(select(IngestBatch.id).where(IngestBatch.content_hash == content_hash, IngestBatch.id < summary.batch_id)
-                         .order_by(IngestBatch.id)).first()
     log_access(state, request, who, "write", "ingest", patients=summary.patients.keys(),
                detail={"batch": summary.batch_id, "facts_added": summary.added, "facts_updated": summary.updated,
                        "evaluated": len(result.evaluated), "pending": len(result.pending), "data_problems": len(result.problems)})
@@ -143,7 +140,7 @@ def _run(state: AppState, request: Request, who: Principal, records: list[Patien
         return "pending" if nhs in result.pending else "up-to-date"
 
     return IngestOut(
-        batch_id=summary.batch_id, source=summary.source, duplicate_of_batch=earlier,
+        batch_id=summary.batch_id, source=summary.source, duplicate_of_batch=summary.duplicate_of,
         patients=[PatientChangeOut(nhs_number=c.nhs_number, created=c.created, demographics_changed=c.demographics_changed,
                                    added=c.added, updated=c.updated, unchanged=c.unchanged,
                                    reevaluated=c.nhs_number in result.evaluated, evaluation=status(c.nhs_number))

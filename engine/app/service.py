@@ -39,7 +39,10 @@ the patient (`SELECT ... FOR UPDATE` on PostgreSQL; SQLite's write lock), checks
 stored rows any reused result rests on, and writes. A change since the read (`StaleRead`) means read
 and evaluate again, at most CONFLICT_RETRIES times; after that the patient stays marked in the
 outbox for the drain. So several worker processes on PostgreSQL evaluate in parallel and only the
-few writes of one patient's outputs are serialised.
+few writes of one patient's outputs are serialised. The reads are engine/registry/evaluation_state.py's
+(on PostgreSQL two statements before evaluating and two under the lock); tasks, flags and stored
+results are written with plain statements from the rows read under the lock, not the ORM's unit
+of work (issue 17, P2).
 """
 from __future__ import annotations
 
@@ -55,8 +58,9 @@ from typing import Callable
 from pydantic import ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 import sqlalchemy as sa
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, select
 
 from engine import metrics
@@ -70,7 +74,8 @@ from engine.language.model import Protocol
 from engine.records.model import Fact, Patient, PatientRecord
 from engine.registry import pending
 from engine.registry.evaluation_claims import claim_patient
-from engine.registry.ingest import load_record_versioned, record_digest
+from engine.registry.evaluation_state import (INPUTS_KEY, RowState, StoredHead, StoredResult, TaskState, flag_rows,
+                                              locked_state, read_state, stored_heads, task_rows)
 from engine.registry.measure_results import note_stored, replace_measures
 from engine.app.mdt_actions import MDT_KIND
 from engine.app.task_outcomes import OutcomeError, outcome_text
@@ -176,7 +181,6 @@ class Diff:
         return asdict(self)
 
 
-INPUTS_KEY = "_inputs"  # in PatientEvaluationRow.result: the digest of what the result rests on
 _protocol_digests: dict[int, tuple[Protocol, str, "_Reads"]] = {}
 ANY_KIND = None
 
@@ -298,25 +302,12 @@ def evaluation_inputs(record: PatientRecord, protocols: list[Protocol], agreemen
     return out
 
 
-@dataclass
-class _StoredHead:
-    """A stored evaluation row without its result: what the write checks a reused result against."""
-    id: int
-    version: str
-    reference_date: dt.date
-    inputs: str | None
-
-    def stands_for(self, proto: Protocol, as_of: dt.date, digest: str) -> bool:
-        """Evaluated with this version of the protocol, as of this date, from inputs with this digest."""
-        return self.version == proto.version and self.reference_date == as_of and self.inputs == digest
-
-
-def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date, digest: str,
-              current: dict[str, TaskRow]) -> ProtocolResult | None:
+def _reusable(row: StoredResult | None, proto: Protocol, as_of: dt.date, digest: str,
+              current: dict[str, TaskState]) -> ProtocolResult | None:
     """The stored result of `proto` when nothing it reads changed and reconciling it raises no new task."""
     if row is None or not isinstance(row.result, dict):
         return None
-    if not _StoredHead(row.id, row.version, row.reference_date, row.result.get(INPUTS_KEY)).stands_for(proto, as_of, digest):
+    if not StoredHead(row.id, row.version, row.reference_date, row.result.get(INPUTS_KEY)).stands_for(proto.version, as_of, digest):
         return None
     result = ProtocolResult.model_validate({k: v for k, v in row.result.items() if k != INPUTS_KEY})
     if result.protocol != proto.id or result.version != proto.version:
@@ -324,22 +315,13 @@ def _reusable(row: PatientEvaluationRow | None, proto: Protocol, as_of: dt.date,
     return result if _tasks_stand(result, current) else None
 
 
-def _tasks_stand(result: ProtocolResult, current: dict[str, TaskRow]) -> bool:
+def _tasks_stand(result: ProtocolResult, current: dict[str, RowState] | dict[str, TaskState]) -> bool:
     """Each of the result's tasks still has its current row (open, or closed while the need continues)."""
     for t in result.tasks:
         task_row = current.get(t.key)
         if task_row is None or (task_row.status in CLOSED_STATUSES and not task_row.condition_active):
             return False  # it would be raised anew, with this evaluation's time: evaluate it
     return True
-
-
-def _stored_heads(session: Session, patient_id: int) -> dict[str, _StoredHead]:
-    """protocol -> the id, version, reference date and inputs digest of each stored evaluation, read
-    without the results themselves (the digest by the JSON path `result._inputs`)."""
-    t = PatientEvaluationRow
-    rows = session.exec(select(t.id, t.protocol, t.version, t.reference_date, t.result[INPUTS_KEY].as_string())
-                        .where(t.patient_id == patient_id))
-    return {protocol: _StoredHead(id_, version, ref, inputs) for id_, protocol, version, ref, inputs in rows}
 
 
 CONFLICT_RETRIES = 5  # a patient whose record keeps changing under its evaluation stays marked for the drain
@@ -358,8 +340,8 @@ class _Snapshot:
     record: PatientRecord
     digest: str
     seq: int | None
-    stored: dict[str, PatientEvaluationRow]
-    current: dict[str, TaskRow]
+    stored: dict[str, StoredResult]
+    current: dict[str, TaskState]
 
 
 @dataclass
@@ -370,12 +352,10 @@ class _Computed:
 
 
 def _read(session: Session, nhs_number: str) -> _Snapshot:
-    got = load_record_versioned(session, nhs_number)
+    got = read_state(session, nhs_number)
     if got is None:
         raise KeyError(f"no patient with NHS number {nhs_number}")
-    prow, record, digest = got
-    return _Snapshot(prow.id, nhs_number, record, digest, pending.pending_seq(session, prow.id),
-                     _stored_evaluations(session, prow.id), _current_tasks(session, prow.id))
+    return _Snapshot(got.patient.id, nhs_number, got.record(), got.digest, got.seq, got.stored, got.tasks)
 
 
 def _compute(snap: _Snapshot, library: Library, as_of: dt.date, now: dt.datetime, selective: bool) -> _Computed:
@@ -408,47 +388,28 @@ def _compute(snap: _Snapshot, library: Library, as_of: dt.date, now: dt.datetime
     return _Computed(evaluation, inputs, {p.id: p for p in protocols if p.id in reused})
 
 
-def _lock_patient(session: Session, patient_id: int) -> PatientRow | None:
-    """Take the patient's write lock before checking and writing: PostgreSQL locks the row (one writer
-    of a patient's outputs at a time, across worker processes) and returns it, read afresh in the same
-    statement; SQLite takes its database write lock (a no-op update; the service's write engine
-    already began with BEGIN IMMEDIATE) and returns None."""
-    table = PatientRow.__table__
-    if session.get_bind().dialect.name == "postgresql":
-        row = session.get(PatientRow, patient_id, with_for_update=True, populate_existing=True)
-        if row is None:
-            raise KeyError(f"no patient with id {patient_id}")
-        return row
-    session.execute(sa.update(table).where(table.c.id == patient_id).values(updated_at=table.c.updated_at))
-    return None
-
-
 def _write(session: Session, snap: _Snapshot, done: _Computed, as_of: dt.date, now: dt.datetime) -> Diff:
     """Store an evaluation's outputs if what it read is still what is stored (optimistic check under
     the patient's lock); StaleRead otherwise, with nothing written. The caller commits."""
-    locked = _lock_patient(session, snap.patient_id)
-    digest = record_digest(session, snap.patient_id, locked)
-    if digest is None:
+    locked = locked_state(session, snap.patient_id)
+    if locked is None:
         raise KeyError(f"no patient with NHS number {snap.nhs_number}")
-    if digest != snap.digest:
+    if locked.digest != snap.digest:
         raise StaleRead(f"{snap.nhs_number}: the record changed while it was being evaluated")
     # A reused result must still stand on the rows stored now: the same inputs digest (read by JSON path,
-    # not the whole stored results) and each of its tasks' rows. Only the rows of the protocols
-    # derived again are read whole, to be rewritten; the reused ones keep their stored result.
-    heads = _stored_heads(session, snap.patient_id)
-    current = _current_tasks(session, snap.patient_id)
+    # not the whole stored results) and each of its tasks' rows. The stored results are never read
+    # whole here: the reused ones keep theirs, the others are overwritten (their measures, read by
+    # JSON path, tell whether the audit's rows change).
+    heads, current = locked.heads, locked.tasks
     results = {pr.protocol: pr for pr in done.evaluation.protocols}
     for pid, proto in done.reused.items():
         head = heads.get(pid)
-        if head is None or not head.stands_for(proto, as_of, done.inputs[pid]) or not _tasks_stand(results[pid], current):
+        if head is None or not head.stands_for(proto.version, as_of, done.inputs[pid]) or not _tasks_stand(results[pid], current):
             raise StaleRead(f"{snap.nhs_number}: the stored {pid} result changed while it was being evaluated")
-    derived = [pid for pid in results if pid not in done.reused and pid in heads]
-    stored = {r.protocol: r for r in session.exec(select(PatientEvaluationRow).where(
-        PatientEvaluationRow.patient_id == snap.patient_id, PatientEvaluationRow.protocol.in_(derived)))} if derived else {}
     diff = store_evaluation(session, snap.patient_id, snap.nhs_number, done.evaluation, now, inputs=done.inputs,
-                            current=current, stored=stored, reused={pid: heads[pid].id for pid in done.reused})
-    pending.clear(session, snap.patient_id, snap.seq)
-    pending.resolve_problems(session, snap.patient_id, now)
+                            current=current, flags=locked.flags, stored=heads,
+                            reused={pid: heads[pid].id for pid in done.reused})
+    pending.settle(session, snap.patient_id, snap.seq, now)
     return diff
 
 
@@ -479,24 +440,47 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
 
 
 def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluation: Evaluation, now: dt.datetime, *,
-                     inputs: dict[str, str] | None = None, current: dict[str, TaskRow] | None = None,
-                     stored: dict[str, PatientEvaluationRow] | None = None, reused: dict[str, int] | None = None) -> Diff:
+                     inputs: dict[str, str] | None = None, current: dict[str, RowState] | None = None,
+                     flags: dict[str, RowState] | None = None, stored: dict[str, StoredHead] | None = None,
+                     reused: dict[str, int] | None = None) -> Diff:
     """Reconcile a patient's stored tasks and flags with an evaluation and keep it as the latest; the
     caller commits. `reevaluate` evaluates and calls this; the benchmark registry builder
     (engine/app/registry_load.py) calls it with evaluations made in worker processes.
     `inputs` (from `evaluation_inputs`) are kept with the results so a later re-evaluation can
-    reuse a result whose inputs did not change; `current` / `stored` are rows already read; `reused`
+    reuse a result whose inputs did not change; `current` / `flags` (the latest task rows, the flag
+    rows: `evaluation_state.task_rows` / `flag_rows`) and `stored` (the stored evaluations' heads,
+    `evaluation_state.stored_heads`) were already read in this transaction; `reused`
     (protocol -> stored row id) names results taken unchanged from their stored rows: those rows keep
-    their result and only get the evaluation time (one UPDATE), `stored` need not hold them."""
+    their result and only get the evaluation time (one UPDATE), `stored` need not hold them.
+    Everything is written with plain statements, not the ORM's unit of work; ORM objects of this
+    patient's outputs already in the session are expired (read again on their next use)."""
+    session.flush()  # what the session holds unwritten first (the ORM's autoflush before a query)
     diff = Diff(nhs_number)
     rows = _reconcile_tasks(session, patient_id, evaluation.tasks, diff, now, current)
     for t in evaluation.tasks:  # the stored result names the task row's SLA clock, never the evaluation's
         row = rows.get(t.key)
         if row is not None:
             t.raised_at, t.due = row.raised_at, row.due
-    _reconcile_flags(session, patient_id, evaluation.flags, diff, now)
+    _reconcile_flags(session, patient_id, evaluation.flags, diff, now, flags)
     _store_evaluation(session, patient_id, evaluation, now, stored, inputs, reused)
+    _expire_loaded(session, ((TaskRow, (r.id for r in rows.values() if r is not None)),
+                             (TaskRow, (r.id for r in (current or {}).values())),
+                             (FlagRow, (r.id for r in (flags or {}).values())),
+                             (PatientEvaluationRow, (h.id for h in (stored or {}).values()))))
     return diff
+
+
+def _expire_loaded(session: Session, rows) -> None:
+    """Expire the ORM objects the session already holds of rows just written with plain statements
+    ((model, ids) pairs): their next use reads them again."""
+    held = session.identity_map
+    if not len(held):
+        return
+    for model, ids in rows:
+        for id_ in ids:
+            obj = held.get(identity_key(model, id_))
+            if obj is not None:
+                session.expire(obj)
 
 
 def reevaluate_many(engine: Engine, nhs_numbers, library: Library, *, as_of: dt.date | None = None,
@@ -732,55 +716,66 @@ class Drainer:
             t.join(timeout)
 
 
-def _current_tasks(session: Session, patient_id: int) -> dict[str, TaskRow]:
-    latest = (select(TaskRow.key, func.max(TaskRow.id).label("mid")).where(TaskRow.patient_id == patient_id)
-              .group_by(TaskRow.key).subquery())
-    rows = session.exec(select(TaskRow).join(latest, TaskRow.id == latest.c.mid)).all()
-    return {r.key: r for r in rows}
-
-
 def _event(session: Session, task: TaskRow, action: str, actor: str, before: str | None, note: str | None = None,
            at: dt.datetime | None = None) -> None:
     session.add(TaskEventRow(task_id=task.id, action=action, actor=actor, from_status=before, to_status=task.status,
                              note=note, at=at or utcnow()))
 
 
+def _system_event(events: list[dict], task: RowState, action: str, before: str | None, note: str | None,
+                  at: dt.datetime) -> None:
+    events.append(dict(task_id=task.id, action=action, actor=SYSTEM, from_status=before, to_status=task.status, note=note, at=at))
+
+
+def _write_changes(session: Session, table: sa.Table, rows) -> None:
+    """One UPDATE per set of changed columns (executemany) for the rows whose values changed."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for row in rows:
+        if row.changed:
+            groups.setdefault(tuple(sorted(row.changed)), []).append(dict(row.changed, row_id=row.id))
+            row.changed.clear()
+    for _cols, params in groups.items():
+        session.execute(sa.update(table).where(table.c.id == sa.bindparam("row_id")), params)
+
+
 def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff: Diff, now: dt.datetime,
-                     current: dict[str, TaskRow] | None = None) -> dict[str, TaskRow]:
+                     current: dict[str, RowState] | None = None) -> dict[str, RowState]:
     """Open, keep, resolve task rows for this evaluation's tasks; returns key -> the row that stands for
-    each task now (new, still open, or closed by a person while the need continues)."""
-    current = _current_tasks(session, patient_id) if current is None else current
+    each task now (new, still open, or closed by a person while the need continues). Plain statements:
+    an INSERT per new task (its id names its event), one UPDATE per set of changed columns, one INSERT
+    of the events."""
+    current = task_rows(session, patient_id) if current is None else current
+    table = TaskRow.__table__
     wanted = {t.key: t for t in tasks}
-    standing: dict[str, TaskRow] = {}
+    standing: dict[str, RowState] = {}
+    events: list[dict] = []
     for key, t in wanted.items():
         row = current.get(key)
         standing[key] = row
         if row is None or (row.status in CLOSED_STATUSES and not row.condition_active):
-            new = TaskRow(key=key, patient_id=patient_id, protocol=t.provenance.protocol, version=t.provenance.version,
+            values = dict(key=key, patient_id=patient_id, protocol=t.provenance.protocol, version=t.provenance.version,
                           source=t.provenance.source, kind=t.kind, title=t.title, priority=t.priority, status="open",
                           raised_at=t.raised_at, due=t.due, provider=t.assigned.provider, team=t.assigned.team,
                           role=t.assigned.role, response=t.assigned.response, agreement=t.assigned.agreement,
                           why=t.provenance.why, evidence=[e.model_dump(mode="json") for e in t.provenance.evidence],
-                          condition_active=True, updated_at=now)
-            session.add(new)
-            session.flush()
+                          condition_active=True, closed_at=None, closed_reason=None, updated_at=now, outcome=None,
+                          closed_by=None)
+            values["id"] = session.execute(sa.insert(table).returning(table.c.id), values).scalar_one()
+            new = RowState(values)
             standing[key] = new
-            _event(session, new, "raised", SYSTEM, None, t.provenance.why, now)
+            _system_event(events, new, "raised", None, t.provenance.why, now)
             diff.tasks_opened.append(Change(key, t.title, t.provenance.why, new.id))
         elif row.status in OPEN_STATUSES:
             changed = (row.title, row.priority, row.why, row.version) != (t.title, t.priority, t.provenance.why, t.provenance.version)
-            if not row.condition_active:  # (setting an ORM attribute to the value it has costs; it writes nothing)
-                row.condition_active = True
+            row.condition_active = True
             if changed:
                 row.title, row.priority, row.why, row.version = t.title, t.priority, t.provenance.why, t.provenance.version
                 row.evidence = [e.model_dump(mode="json") for e in t.provenance.evidence]
                 row.updated_at = now
-                _event(session, row, "updated", SYSTEM, row.status, t.provenance.why, now)
+                _system_event(events, row, "updated", row.status, t.provenance.why, now)
                 diff.tasks_updated.append(Change(key, t.title, t.provenance.why, row.id))
-            session.add(row)
-        elif not row.condition_active:
+        else:
             row.condition_active = True  # closed by a person while the need continues: leave it closed
-            session.add(row)
     for key, row in current.items():
         if key in wanted or row.kind == MDT_KIND:  # an MDT's decision is not the protocol's to resolve
             continue
@@ -788,24 +783,28 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
             before = row.status
             row.status, row.closed_at, row.condition_active, row.updated_at = "resolved", now, False, now
             row.closed_reason = "no longer indicated by the protocol on re-evaluation"
-            _event(session, row, "resolved", SYSTEM, before, row.closed_reason, now)
+            _system_event(events, row, "resolved", before, row.closed_reason, now)
             diff.tasks_closed.append(Change(key, row.title, row.closed_reason, row.id))
-        elif row.condition_active:
+        else:
             row.condition_active = False
-        session.add(row)
+    _write_changes(session, table, current.values())
+    if events:
+        session.execute(sa.insert(TaskEventRow.__table__), events)
     return standing
 
 
-def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff: Diff, now: dt.datetime) -> None:
-    rows = {r.key: r for r in session.exec(select(FlagRow).where(FlagRow.patient_id == patient_id)).all()}
+def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff: Diff, now: dt.datetime,
+                     rows: dict[str, RowState] | None = None) -> None:
+    rows = flag_rows(session, patient_id) if rows is None else rows
     wanted = {f.key: f for f in flags}
+    new: list[dict] = []
     for key, f in wanted.items():
         row = rows.get(key)
         evidence = [e.model_dump(mode="json") for e in f.provenance.evidence]
         if row is None:
-            session.add(FlagRow(key=key, patient_id=patient_id, protocol=f.provenance.protocol, version=f.provenance.version,
-                                source=f.provenance.source, kind=f.kind, code=f.code, level=f.level, text=f.text,
-                                why=f.provenance.why, evidence=evidence, active=True, raised_at=now))
+            new.append(dict(key=key, patient_id=patient_id, protocol=f.provenance.protocol, version=f.provenance.version,
+                            source=f.provenance.source, kind=f.kind, code=f.code, level=f.level, text=f.text,
+                            why=f.provenance.why, evidence=evidence, active=True, raised_at=now, cleared_at=None))
             diff.flags_raised.append(Change(key, f.text, f.level))
             continue
         if not row.active:
@@ -813,47 +812,50 @@ def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff:
             diff.flags_raised.append(Change(key, f.text, f.level, row.id))
         elif row.level != f.level:
             diff.flags_changed.append(Change(key, f.text, f"{row.level} -> {f.level}", row.id))
-        if (row.level, row.text, row.why, row.evidence, row.version) != (f.level, f.text, f.provenance.why, evidence,
-                                                                          f.provenance.version):
-            row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
-        session.add(row)
+        row.level, row.text, row.why, row.evidence, row.version = f.level, f.text, f.provenance.why, evidence, f.provenance.version
     for key, row in rows.items():
         if key not in wanted and row.active:
             row.active, row.cleared_at = False, now
-            session.add(row)
             diff.flags_cleared.append(Change(key, row.text, row.level, row.id))
-
-
-def _stored_evaluations(session: Session, patient_id: int) -> dict[str, PatientEvaluationRow]:
-    return {r.protocol: r for r in session.exec(select(PatientEvaluationRow)
-                                                .where(PatientEvaluationRow.patient_id == patient_id)).all()}
+    _write_changes(session, FlagRow.__table__, rows.values())
+    if new:
+        session.execute(sa.insert(FlagRow.__table__), new)
 
 
 def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation, now: dt.datetime,
-                      rows: dict[str, PatientEvaluationRow] | None = None, inputs: dict[str, str] | None = None,
+                      heads: dict[str, StoredHead] | None = None, inputs: dict[str, str] | None = None,
                       reused: dict[str, int] | None = None) -> None:
-    rows = _stored_evaluations(session, patient_id) if rows is None else rows
+    """Write the evaluation rows with plain statements (no ORM unit of work): one UPDATE moves the
+    evaluation time of the reused results, one (executemany) rewrites the rows of the results
+    derived again, one inserts the new ones; `patient_measure` is rewritten only for a result whose
+    version or measures changed."""
+    heads = stored_heads(session, patient_id) if heads is None else heads
     reused = reused or {}
+    table = PatientEvaluationRow.__table__
     if reused:  # unchanged results: only the time they were last confirmed moves (version, date, result are the row's)
-        table = PatientEvaluationRow.__table__
         session.execute(sa.update(table).where(table.c.id.in_(sorted(reused.values()))).values(evaluated_at=now))
+    updates, inserts = [], []
     for pr in evaluation.protocols:
         if pr.protocol in reused:
             continue
         data = pr.model_dump(mode="json")
         if inputs and pr.protocol in inputs:
             data[INPUTS_KEY] = inputs[pr.protocol]
-        row = rows.get(pr.protocol)
-        before = (row.version, row.result.get("measures")) if row is not None and isinstance(row.result, dict) else None
-        row = row or PatientEvaluationRow(patient_id=patient_id, protocol=pr.protocol, version=pr.version,
-                                          reference_date=evaluation.reference_date, on_register=pr.on_register)
-        row.version, row.reference_date, row.on_register, row.result, row.evaluated_at = (
-            pr.version, evaluation.reference_date, pr.on_register, data, now)
-        row.tier_level = pr.tier.level if pr.tier is not None else None  # the worklist reads it as a column
-        session.add(row)
+        head = heads.get(pr.protocol)
+        values = dict(version=pr.version, reference_date=evaluation.reference_date, on_register=pr.on_register, result=data,
+                      evaluated_at=now, tier_level=pr.tier.level if pr.tier is not None else None)  # the worklist reads the tier as a column
+        if head is None:
+            inserts.append(dict(patient_id=patient_id, protocol=pr.protocol, **values))
+        else:
+            updates.append(dict(row_id=head.id, **values))
         note_stored(session)  # the audit's cached figures are counted again after this commits (engine.app.audit_cache)
+        before = (head.version, head.measures) if head is not None and head.is_object else None
         if before != (pr.version, data.get("measures")):  # the audit's rows (patient_measure) follow the measures
             replace_measures(session, patient_id, pr.protocol, pr.version, data.get("measures"))
+    if updates:
+        session.execute(sa.update(table).where(table.c.id == sa.bindparam("row_id")), updates)
+    if inserts:
+        session.execute(sa.insert(table), inserts)
 
 
 # ---- task lifecycle actions ------------------------------------------------------------------------

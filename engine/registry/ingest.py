@@ -22,6 +22,7 @@ import json
 from typing import Callable, Iterable, Iterator
 
 from pydantic import BaseModel, Field, computed_field
+import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, select
@@ -63,6 +64,7 @@ class IngestSummary(BaseModel):
     patients: dict[str, PatientChange] = Field(default_factory=dict, description="NHS number -> what changed")
     warnings: list[str] = Field(default_factory=list)
     queued: set[str] = Field(default_factory=set, description="NHS numbers marked for evaluation in this delivery's transaction")
+    duplicate_of: int | None = Field(default=None, description="The earliest earlier batch with the same content hash, if any")
 
     @computed_field
     @property
@@ -125,7 +127,14 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
         p = record.patient
         change = summary.patients.setdefault(p.nhs_number, PatientChange(nhs_number=p.nhs_number))
         try:
-            row = session.exec(select(PatientRow).where(PatientRow.nhs_number == p.nhs_number)).first()
+            # The patient row and what is stored of their facts by identity (content hash and row id only;
+            # a fact row is read whole only to update it), in one statement.
+            got_rows = session.exec(select(PatientRow, FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
+                                    .outerjoin(FactRow, FactRow.patient_id == PatientRow.id)
+                                    .where(PatientRow.nhs_number == p.nhs_number)).all()
+            row = got_rows[0][0] if got_rows else None
+            existing: dict[tuple[str, str], FactRow | tuple[int, str]] = {
+                (system, sid): (fid, h) for _, fid, system, sid, h in got_rows if fid is not None}
             incoming = _demographics(p)
             if row is None:
                 row = PatientRow(nhs_number=p.nhs_number, **incoming, created_at=now, updated_at=now)
@@ -154,11 +163,6 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
                     raise IngestError(f"{system} patient id {sid!r} already belongs to NHS number {owner.nhs_number}; "
                                       f"refusing to attach it to {p.nhs_number} (resolve the identity first)", p.nhs_number)
 
-            # What is stored, by identity: the content hash and row id only (a row is read whole only to update it).
-            existing: dict[tuple[str, str], FactRow | tuple[int, str]] = {
-                (system, sid): (fid, h) for fid, system, sid, h in session.exec(
-                    select(FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
-                    .where(FactRow.patient_id == row.id))}
             for fact in record.facts:
                 values = fact_values(fact)
                 key = (fact.source_system, fact.id)
@@ -182,9 +186,17 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
         except DBAPIError as exc:
             raise IngestError(f"{p.nhs_number}: the database refused the record: {exc.orig}", p.nhs_number) from exc
 
-    batch.patients = len(summary.patients)
-    batch.facts_added, batch.facts_updated, batch.facts_unchanged = summary.added, summary.updated, summary.unchanged
-    session.add(batch)
+    # The batch's counts, and (one statement) the earliest earlier batch of the same content: a delivery sent again.
+    table, earlier = IngestBatch.__table__, IngestBatch.__table__.alias("earlier")
+    counts = sa.update(table).where(table.c.id == batch.id).values(
+        patients=len(summary.patients), facts_added=summary.added, facts_updated=summary.updated,
+        facts_unchanged=summary.unchanged)
+    if content_hash is None:
+        session.execute(counts)
+    else:
+        summary.duplicate_of = session.execute(counts.returning(
+            sa.select(sa.func.min(earlier.c.id)).where(earlier.c.content_hash == content_hash, earlier.c.id < batch.id)
+            .scalar_subquery())).scalar_one()
     # The outbox, in this transaction: the changed patients, and anyone of this delivery never
     # evaluated (stored by a delivery whose evaluation was lost before the outbox existed).
     evaluated: set[int] = set()

@@ -83,6 +83,21 @@ def clear(session: Session, patient_id: int, seq: int | None) -> None:
     session.execute(sa.delete(table).where(table.c.patient_id == patient_id, table.c.seq == seq))
 
 
+def settle(session: Session, patient_id: int, seq: int | None, now: dt.datetime, kind: str = EVALUATION_ERROR) -> None:
+    """After a successful evaluation: `clear` the mark it answered and `resolve_problems` of the patient
+    (one statement on PostgreSQL, a data-modifying WITH)."""
+    if seq is None or session.get_bind().dialect.name != "postgresql":
+        clear(session, patient_id, seq)
+        resolve_problems(session, patient_id, now, kind)
+        return
+    marks, problems = PendingEvaluationRow.__table__, DataProblemRow.__table__
+    cleared = (sa.delete(marks).where(marks.c.patient_id == patient_id, marks.c.seq == seq)
+               .returning(marks.c.patient_id).cte("cleared"))
+    session.execute(sa.update(problems).where(problems.c.patient_id == patient_id, problems.c.kind == kind,
+                                              problems.c.resolved_at.is_(None)).values(resolved_at=now)
+                    .add_cte(cleared))
+
+
 def open_problems(session: Session, patient_ids: Iterable[int] | None = None) -> list[DataProblemRow]:
     q = select(DataProblemRow).where(DataProblemRow.resolved_at.is_(None))
     if patient_ids is not None:
