@@ -21,7 +21,8 @@ themselves); none of their code is in the project. One run:
    a carepath output; it is checked through cp8_complete (= 8) and care_process_review (< 4).
 
 Writes benchmarks/results/p5-<N>-<timestamp>.json: both throughputs, the ratio compiled / hand-written and whether
-it meets P5's 0.7, and the mismatches per output (must be 0).
+it meets P5's 0.7, the compiled runs' CPU seconds (`cpu_s`, `prepare_cpu_s`: this process, DuckDB's threads
+included; on a loaded machine the figures to compare two versions by), and the mismatches per output (must be 0).
 """
 from __future__ import annotations
 
