@@ -39,7 +39,7 @@ def report(cohort: str = typer.Option("75-plus", "--cohort", help="A pilot-outco
            database_url: Optional[str] = typer.Option(None, "--database-url", help="Registry (default DATABASE_URL)"),
            from_measures: bool = typer.Option(False, "--from-measures", help="Evaluate record by record with the reference evaluator (the same pilot-outcomes measures) instead of the DuckDB batch engine: slow"),
            population: Optional[Path] = typer.Option(None, "--population", help="Count with the protocol's outcome measures (pilot-outcomes) over this population folder (`carepath generate`) with the DuckDB batch engine, month by month (cohorts: diabetes, 75-plus, frailty, tier-1..3; docs/outcomes.md)"),
-           chunk: int = typer.Option(62_500, "--chunk", help="With --population: patients per chunk (memory)"),
+           chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="With --population: patients per chunk (memory; default: equal chunks of at most 31,250 on the workers, as evaluate-population)"),
            workers: int = typer.Option(2, "--workers", help="With --population or --synthetic: worker processes"),
            months: Optional[int] = typer.Option(None, "--months", help="Only the last N months (each month is one evaluation of the protocol)"),
            protocols: Path = typer.Option(Path("protocols"), "--protocols", help="The protocol folder (pilot-outcomes)"),

@@ -28,7 +28,7 @@ def risk_model(population: Optional[Path] = typer.Option(None, "--population",
                outcome: str = typer.Option("admissions_12m", "--outcome",
                                            help="The protocol's 12-month count definition used as the outcome"),
                protocols: list[Path] = typer.Option([DEFAULT_PROTOCOLS], "--protocols"),
-               chunk: int = typer.Option(62500, "--chunk", min=1, help="Patients evaluated together (memory follows this)"),
+               chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="Patients evaluated together (memory follows this; default: equal chunks of at most 31,250, as evaluate-population)"),
                svg: Optional[Path] = typer.Option(None, "--svg", help="Also write the calibration plot (SVG) here"),
                format: str = typer.Option("text", "--format", help="text or json (schema carepath.risk-model/v1)")):
     """Discrimination (c-statistic, DeLong 95% CI) and calibration (observed vs expected admissions by decile)

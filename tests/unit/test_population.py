@@ -151,8 +151,9 @@ def test_tiny_populations(tmp_path, n):
 
 
 def test_population_run_survives_kill_9_and_resumes(tmp_path):
-    """A run killed with SIGKILL between chunks resumes under the same run id: the results equal an
-    uninterrupted run's (made by two worker processes), with no duplicated rows."""
+    """A run killed with SIGKILL while it takes a chunk in keeps the chunks it committed whole (every protocol
+    of them) and nothing of that chunk; it resumes under the same run id: the results equal an uninterrupted
+    run's (made by two worker processes), with no duplicated rows."""
     import pickle
     import signal
     import subprocess
@@ -163,8 +164,8 @@ def test_population_run_survives_kill_9_and_resumes(tmp_path):
     from engine.engines.duckdb.run import evaluate_population_run
 
     write_population(tmp_path / "pop", 120, seed=3, as_of=AS_OF, workers=1)
-    # three protocols (patient measures, episodes, measure values) over two chunks: 6 (protocol, chunk) steps, chunk
-    # by chunk; killed after 4, in the middle of the second chunk (every protocol in force: 20 steps of the same kind)
+    # three protocols (patient measures, episodes, measure values) over two chunks: 6 (protocol, chunk) steps, one
+    # transaction per chunk; killed inside the second chunk's, after two of its three protocols' rows were taken in
     protos = [p for p in shipped_library().in_force(AS_OF)
               if p.id in ("t2dm-annual-care", "ecqm-cms22-bp-screening", "pilot-outcomes")]
     assert len(protos) == 3
@@ -174,22 +175,28 @@ def test_population_run_survives_kill_9_and_resumes(tmp_path):
     script = f"""
 import datetime as dt, os, pickle, signal
 from pathlib import Path
+from engine.engines.duckdb import run
 from engine.engines.duckdb.run import evaluate_population_run
 protos = pickle.loads(Path({str(tmp_path / 'protocols.pickle')!r}).read_bytes())
-steps = []
-def progress(done, total):
-    steps.append(done)
-    if len(steps) == 4:  # mid-run, after four (protocol, chunk) steps were committed
+taken, take = [], run._take_part
+def take_then_kill(con, run_id, part):
+    take(con, run_id, part)
+    taken.append(part["chunk"])
+    if taken == [0, 0, 0, 1, 1]:  # the first chunk committed; two protocols of the second taken in, not committed
         os.kill(os.getpid(), signal.SIGKILL)
+run._take_part = take_then_kill
 evaluate_population_run(Path({str(tmp_path / 'pop')!r}), protos, dt.date.fromisoformat({AS_OF.isoformat()!r}),
                         workers=1, results=Path({str(tmp_path / 'killed.duckdb')!r}), run="r1", chunk_size=60,
-                        log=lambda m: None, progress=progress)
+                        log=lambda m: None)
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
     con = duckdb.connect(str(tmp_path / "killed.duckdb"), read_only=True)
-    assert con.execute("SELECT count(*) FROM run_chunks").fetchone()[0] == 4  # whole chunks were kept
+    # the first chunk kept whole, every protocol; nothing of the second (its transaction was not committed)
+    assert sorted(con.execute("SELECT chunk, protocol FROM run_chunks").fetchall()) == \
+        sorted((0, p.id) for p in protos)
+    assert con.execute("SELECT DISTINCT chunk FROM fired").fetchall() == [(0,)]
     assert con.execute("SELECT count(*) FROM run_protocols").fetchone()[0] == 0
     con.close()
     resumed = evaluate_population_run(tmp_path / "pop", protos, AS_OF, workers=1, results=tmp_path / "killed.duckdb",

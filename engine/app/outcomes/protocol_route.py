@@ -54,7 +54,7 @@ from pathlib import Path
 from engine.app.outcomes.table import (AGE_EDGES, MEASURE_OUTCOMES, OutcomeTable, _next_month)
 from engine.engines.duckdb import batch
 from engine.engines.duckdb import run as population_run
-from engine.engines.duckdb.run import DEFAULT_CHUNK, open_population
+from engine.engines.duckdb.run import balanced_chunk, open_population
 from engine.engines.sql import measures as sql_measures
 from engine.language.model import Protocol
 
@@ -156,11 +156,12 @@ def _chunk_task(args):
 
 
 def from_population(data: Path, proto: Protocol, as_of: dt.date, months: int | None = None,
-                    chunk_size: int = DEFAULT_CHUNK, first: int | None = None, workers: int = 1,
+                    chunk_size: int | None = None, first: int | None = None, workers: int = 1,
                     log=None) -> OutcomeTable:
     """The outcome table of the population at `data` (a `carepath generate` folder or a population.duckdb)
     from `proto`'s outcome measures, for the complete months before `as_of` (the last `months` of them).
-    `workers` > 1: chunks in forked worker processes (one DuckDB thread each), as evaluate-population."""
+    `workers` > 1: chunks in forked worker processes (one DuckDB thread each), as evaluate-population. `chunk_size`:
+    patients per chunk (None: equal chunks on the workers, as evaluate-population: run.balanced_chunk)."""
     from multiprocessing import get_context
 
     t = OutcomeTable(as_of, source=f"protocol measures {proto.id}@{proto.version} (DuckDB batch engine)")
@@ -176,6 +177,7 @@ def from_population(data: Path, proto: Protocol, as_of: dt.date, months: int | N
     con.close()
     t.timings = {"load_seconds": 0.0, "month_seconds": 0.0}
     bounds = [(m, t.months[m], _next_month(t.months[m]) - dt.timedelta(days=1)) for m in keep]
+    chunk_size = chunk_size or balanced_chunk(hi_pid - lo_pid + 1, workers)
     tasks = [(lo, lo + chunk_size) for lo in range(lo_pid, hi_pid + 1, chunk_size)]
     _JOB.clear()
     _JOB.update(data=Path(data), first=first, proto=proto, months=bounds)

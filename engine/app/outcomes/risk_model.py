@@ -41,7 +41,7 @@ from pathlib import Path
 
 from engine.app.outcomes.risk_model_stats import deciles, delong, poisson_ci, poisson_fit
 from engine.engines.duckdb import batch
-from engine.engines.duckdb.run import open_population
+from engine.engines.duckdb.run import balanced_chunk, open_population
 from engine.engines.derive import age_on, shift
 from engine.engines.duckdb.columnar import TABLES
 from engine.ir import nodes as ir
@@ -108,9 +108,10 @@ def _efi_nodes(proto: Protocol) -> dict[str, ir.Node]:
 
 
 def collect(data: Path, proto: Protocol, as_of: dt.date, outcome: str = DEFAULT_OUTCOME,
-            chunk_size: int = 62_500, first: int | None = None, log=None) -> list[Person]:
+            chunk_size: int | None = None, first: int | None = None, log=None) -> list[Person]:
     """Every person of the population at `data` alive and registered at `as_of`, with the model inputs as of
-    `as_of` and the outcome in the 12 months after it (one batch-engine query per chunk and date)."""
+    `as_of` and the outcome in the 12 months after it (one batch-engine query per chunk and date). `chunk_size`:
+    patients per chunk (None: the population run's default, engine.engines.duckdb.run.balanced_chunk)."""
     if proto.score is None:
         raise ValueError(f"{proto.key} has no score (section 8a): nothing to check")
     if "score" in proto.undetermined:
@@ -128,6 +129,7 @@ def collect(data: Path, proto: Protocol, as_of: dt.date, outcome: str = DEFAULT_
         con.execute("CREATE OR REPLACE TEMP TABLE rm_hfrs (cat VARCHAR, points DOUBLE)")
         con.executemany("INSERT INTO rm_hfrs VALUES (?, ?)", list(points.items()))
         lo_pid, hi_pid = con.execute("SELECT coalesce(min(pid), 0), coalesce(max(pid), -1) FROM patients").fetchone()
+        chunk_size = chunk_size or balanced_chunk(hi_pid - lo_pid + 1, 1)
         for lo in range(lo_pid, hi_pid + 1, chunk_size):
             hi = lo + chunk_size
             for t in TABLES:
@@ -483,7 +485,7 @@ def calibration_svg(r: dict) -> str:
 
 
 def risk_model_report(data: Path, proto: Protocol, as_of: dt.date, outcome: str = DEFAULT_OUTCOME,
-                      chunk_size: int = 62_500, first: int | None = None, log=None) -> dict:
+                      chunk_size: int | None = None, first: int | None = None, log=None) -> dict:
     people = collect(data, proto, as_of, outcome, chunk_size=chunk_size, first=first, log=log)
     return build_report(people, proto, as_of, outcome, last_record=records_end(data, first))
 

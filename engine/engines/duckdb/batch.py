@@ -66,6 +66,15 @@ def _exists(con, table: str) -> bool:
     return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchone()[0])
 
 
+def _matched_table(con, table: str, sql: str) -> None:
+    """The facts matched to value sets (`sql`, a matching pass) as a temporary table stored by value set: the
+    query reads it one value set at a time (`WHERE m.vs = '<name>'`, twice per event list), and stored in the
+    facts' order each of those reads scans every row; stored by value set, a read takes only the row groups
+    whose min/max `vs` can match. P5 at 50,000 people (docs/population.md): the sort costs ~0.3 CPU s more in
+    prepare and saves ~0.6 in the query. No query depends on row order."""
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM ({sql}) ORDER BY vs")
+
+
 def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str, str], shared=None) -> None:
     """The value-set codes table; the facts matched to value sets (one pass over the facts); and the
     unit-conversion table: every distinct (unit, value) of the facts in a value set that declares a unit,
@@ -82,8 +91,10 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
         con.execute(f"CREATE TEMP TABLE {compiled.props_table} (vs VARCHAR, system VARCHAR, code VARCHAR, col VARCHAR, "
                     f"value VARCHAR)")
         _insert(con, compiled.props_table, compiled.props_rows, ["VARCHAR"] * 5)
-    vsm = shared.protocol_sql(protocol, compiled.matched) if shared is not None else compiled.vsm_sql
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vsm_table} AS {vsm}")
+    if shared is not None:  # copied from the shared pass, in its order (by value set: create_shared)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vsm_table} AS {shared.protocol_sql(protocol, compiled.matched)}")
+    else:
+        _matched_table(con, compiled.vsm_table, compiled.vsm_sql)
     con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.conv_table} (vs VARCHAR, unit VARCHAR, value DOUBLE, cv DOUBLE)")
     if not compiled.converted:
         return
@@ -122,7 +133,7 @@ def create_shared(con, protocols: list[Protocol], as_of: dt.date, period_start: 
     shared = shared_matches.plan(protocols, as_of, period_start, tables, bool(extra))
     con.execute(f"CREATE OR REPLACE TEMP TABLE {shared.vs_table} (vs VARCHAR, system VARCHAR, code VARCHAR, any_system BOOLEAN)")
     _insert(con, shared.vs_table, shared.vs_rows, ["VARCHAR", "VARCHAR", "VARCHAR", "BOOLEAN"])
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {shared.vsm_table} AS {shared.sql}")
+    _matched_table(con, shared.vsm_table, shared.sql)  # each protocol's copy (prepare) keeps its order
     return shared
 
 
