@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.engines.derive import Context
 from engine.engines.sql import episodes
-from engine.engines.sql.compiler import matches_sql
+from engine.engines.sql.compiler import carried_columns, matches_sql
 from engine.engines.sql.records import TABLES
 from engine.engines.sql.compiler import (  # noqa: F401  (re-exported: the names this module has always offered)
     DUCKDB, ORDINAL_EPOCH, ROW_COLS, S_COLS, Compiled, Compiler, Dialect, _Joins, _attr_match, _cond_sql,
@@ -177,7 +177,7 @@ def episode_table(con, proto: Protocol, as_of: dt.date, period_start: dt.date | 
     else:  # the protocol's own pass over the chunk's facts (the codes table is made first by _ensure_tables)
         def real(protocol, names):
             return matches_sql(protocol.valuesets, names, compiled.vs_table, tables, ctx.reference_date, DUCKDB,
-                               bool(extra))
+                               bool(extra), carried_columns(protocol))
     _ensure_tables(con, proto, compiled, copied, episodes.CopiedMatches(real, slots))
     for t in TABLES:
         con.execute(f"CREATE OR REPLACE TEMP TABLE {copied[t]} AS "
