@@ -19,7 +19,9 @@ in one pass over the facts; unit conversions computed by units.converter) and th
 reads them. How IR nodes become SQL (derive.py's semantics, point by point):
 
 - an event set or single event (ValueSetRef, Window, Where, Timing, EventUnion, Pick) is a CTE of
-  event rows `(pid, seq, ord, day, ts, fid, value, end_day, end_ts)`; a single event has at most
+  event rows `(pid, seq, ord, day, ts, fid, value, end_day, end_ts)`, then the facts' own columns the
+  protocol's `where` tests read (carried_columns: status, care_setting, kind, source_system, carried
+  from the matched facts so such a test does not join the facts again); a single event has at most
   one row per patient; `ord` is the deriver's list order (record order; for a union, (start, id)
   then first list), the last tie-break;
 - ValueSetRef: facts on or before the reference date, status not entered-in-error, with any
