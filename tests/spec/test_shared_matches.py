@@ -10,7 +10,7 @@ import pytest
 
 from engine.engines.duckdb import batch
 from engine.engines.duckdb.columnar import load_records
-from engine.engines.sql.compiler import condition_groups
+from engine.engines.sql.compiler import carried_columns, condition_groups
 from engine.engines.sql.shared_matches import valueset_id
 from engine.language.library import load_library
 
@@ -70,3 +70,19 @@ def test_value_sets_are_shared_by_content_not_by_name(con):
               and t2dm["1.0.0"].valuesets[n].codes != t2dm["1.2.0"].valuesets[n].codes]
     assert differ
     assert valueset_id(t2dm["1.0.0"].valuesets[differ[0]]) != valueset_id(t2dm["1.2.0"].valuesets[differ[0]])
+
+
+def test_where_on_a_facts_own_column_reads_the_matched_row_not_the_facts(con):
+    """`where kind / status ...` (every eCQM query has dozens) is a test of the event row's own column: the
+    matched rows carry the columns those tests read (compiler.carried_columns), from the shared pass as from
+    the protocol's own; no `where` step joins the facts again."""
+    c, shared = con
+    proto = next(p for p in LIB if p.id == "ecqm-cms165-controlling-high-blood-pressure")
+    assert carried_columns(proto) == ("status", "kind")
+    for sh in (None, shared):
+        compiled = batch.prepare(c, proto, REF, shared=sh)
+        cols = [r[0] for r in c.execute(f"DESCRIBE {compiled.vsm_table}").fetchall()]
+        assert cols[-2:] == ["status", "kind"]
+        wheres = [sql for name, sql in compiled.ctes if name.startswith("whr")]
+        assert sum("coalesce(s.kind " in sql or "coalesce(s.status " in sql for sql in wheres) > 5
+        assert not [sql for sql in wheres if "JOIN " + batch.default_tables()["facts"] in sql]

@@ -44,10 +44,6 @@ class SparkDialect(Dialect):
     def qualify(self, cols: str, rest: str, window: str, value: int) -> str:
         return f"SELECT {cols} FROM (SELECT *, {window} AS __rn {rest}) __q WHERE __rn = {value}"
 
-    def distinct_on(self, keys: str, sql: str) -> str:
-        # every row of one (vs, pid, seq) carries the same columns (the fact's own and the value set's name)
-        return f"SELECT DISTINCT * FROM ({sql}) __d"
-
     def format_g(self, expr: str) -> str:
         return f"{FORMAT_G_UDF}({expr})"
 

@@ -9,7 +9,7 @@ from engine.engines.derive import Context
 from engine.engines.spark import batch
 from engine.engines.spark.dialect import SPARK
 from engine.engines.sql import episodes
-from engine.engines.sql.compiler import compile_protocol, ident, matches_sql
+from engine.engines.sql.compiler import carried_columns, compile_protocol, ident, matches_sql
 from engine.engines.sql.records import TABLES
 from engine.language.model import Protocol
 
@@ -36,7 +36,8 @@ def episode_frame(spark, proto: Protocol, as_of: dt.date, period_start: dt.date 
         real = shared.protocol_sql
     else:  # the protocol's own pass over the chunk's facts (the codes table is made first by _ensure_tables)
         def real(protocol, names):
-            return matches_sql(protocol.valuesets, names, compiled.vs_table, tables, ctx.reference_date, SPARK, extra)
+            return matches_sql(protocol.valuesets, names, compiled.vs_table, tables, ctx.reference_date, SPARK, extra,
+                               carried_columns(protocol))
     batch._ensure_tables(spark, proto, compiled, episodes.CopiedMatches(real, SLOTS))
     for t in TABLES:
         spark.sql(episodes.table_sql(t, tables[t], SLOTS, compiled.vsm_table)).localCheckpoint(eager=True) \

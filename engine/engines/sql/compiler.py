@@ -3,7 +3,7 @@ over the columnar tables (engine/engines/duckdb/columnar.py), for a whole popula
 
 The shape follows OpenSAFELY ehrQL's base_sql.py: one compiler, node by node, and one small dialect per
 database (`Dialect` below is DuckDB's and the default; engine/engines/spark/dialect.py is Spark SQL's). The
-dialect holds only what the two SQL languages spell differently (date arithmetic, `QUALIFY`, `DISTINCT ON`,
+dialect holds only what the two SQL languages spell differently (date arithmetic, `QUALIFY`,
 structs and arg_min, semi joins, number formatting); everything that decides *what* is computed lives here
 once, so the engines cannot drift apart. The DuckDB engine (engine/engines/duckdb/batch.py) and the Spark
 engine (engine/engines/spark/) both import this module, as the per-patient engines share derive.py.
@@ -19,7 +19,9 @@ in one pass over the facts; unit conversions computed by units.converter) and th
 reads them. How IR nodes become SQL (derive.py's semantics, point by point):
 
 - an event set or single event (ValueSetRef, Window, Where, Timing, EventUnion, Pick) is a CTE of
-  event rows `(pid, seq, ord, day, ts, fid, value, end_day, end_ts)`; a single event has at most
+  event rows `(pid, seq, ord, day, ts, fid, value, end_day, end_ts)`, then the facts' own columns the
+  protocol's `where` tests read (carried_columns: status, care_setting, kind, source_system, carried
+  from the matched facts so such a test does not join the facts again); a single event has at most
   one row per patient; `ord` is the deriver's list order (record order; for a union, (start, id)
   then first list), the last tie-break;
 - ValueSetRef: facts on or before the reference date, status not entered-in-error, with any
@@ -66,6 +68,8 @@ ORDINAL_EPOCH = "DATE '0001-01-01'"  # date.toordinal() == days since this + 1
 # (0 = no episode); a measure counts at most 50 episodes (loader), so the number fits
 EPISODE_SLOTS = 64
 EPISODE_INDEX = f"(pid % {EPISODE_SLOTS})"
+# the facts' own columns a `where` test reads (derive: status / setting / kind / source), by field
+FACT_COLUMNS = {"status": "status", "setting": "care_setting", "kind": "kind", "source": "source_system"}
 
 
 class Dialect:
@@ -100,10 +104,6 @@ class Dialect:
     def qualify(self, cols: str, rest: str, window: str, value: int) -> str:
         """`SELECT cols rest` keeping the rows whose window function `window` equals `value`."""
         return f"SELECT {cols} {rest} QUALIFY {window} = {value}"
-
-    def distinct_on(self, keys: str, sql: str) -> str:
-        """One row per `keys` of the rows of `sql` (here every such row is the same, so any will do)."""
-        return f"SELECT DISTINCT ON ({keys}) * FROM ({sql})"
 
     def format_g(self, expr: str) -> str:
         """A number as Python's '%g' writes it (derive.result_text)."""
@@ -222,31 +222,53 @@ def system_rule(vs: str, system: str) -> str:
 
 
 def matches_sql(valuesets: dict, names: list[str], vs_table: str, tables: dict[str, str], reference_date: dt.date,
-                dialect: Dialect, extra_codes: bool) -> str:
+                dialect: Dialect, extra_codes: bool, carry: tuple[str, ...] = ()) -> str:
     """Every fact (started by the reference date, not entered in error) with each value set of `names` it
     belongs to (by any of its codings), read from `vs_table` (vs, system, code, any_system). One protocol's
     pass (Compiler.matches_cte), or one pass for many protocols (shared_matches.py: `vs` is then a value
-    set's content id)."""
+    set's content id). `carry`: facts' columns (FACT_COLUMNS values) copied into each row too, for the
+    `where` tests that read them (carried_columns)."""
     facts, codings = tables["facts"], tables["fact_codings"]
     in_names = ", ".join(lit(v) for v in names) or "NULL"
     cols = (f"v.vs, f.pid, f.seq, f.seq AS ord, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, f.value AS raw, "
-            f"f.unit, CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts")
+            f"f.unit, CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts" + "".join(f", f.{c}" for c in carry))
     live = (f"CAST(f.start AS DATE) <= {lit(reference_date)} "
             f"AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
     on = f"AND {system_rule('v', 'x.system')}"
     kinds = kind_test(valuesets, "v.vs", "f.kind")
     sql = (f"SELECT {cols} FROM {facts} f JOIN {vs_table} v ON f.code = v.code {on.replace('x.', 'f.')} "
            f"WHERE v.vs IN ({in_names}) AND {live}{kinds}")
-    if extra_codes:
-        sql = dialect.distinct_on("vs, pid, seq", f"{sql} UNION ALL SELECT {cols} FROM {codings} x "
-                                  f"JOIN {vs_table} v ON x.role = 'code' AND x.code = v.code {on} "
-                                  f"JOIN {facts} f ON f.pid = x.pid AND f.seq = x.seq WHERE v.vs IN ({in_names}) AND {live}{kinds}")
+    if extra_codes:  # each (value set, fact) once, however many of its codings are in the value set: the keys are
+        # made distinct first (narrow rows: cheaper than DISTINCT ON over the whole rows), then the facts joined once
+        keys = (f"SELECT v.vs, f.pid, f.seq FROM {facts} f JOIN {vs_table} v ON f.code = v.code "
+                f"{on.replace('x.', 'f.')} WHERE v.vs IN ({in_names}) UNION SELECT v.vs, x.pid, x.seq FROM {codings} x "
+                f"JOIN {vs_table} v ON x.role = 'code' AND x.code = v.code {on} WHERE v.vs IN ({in_names})")
+        sql = f"SELECT {cols} FROM ({keys}) v JOIN {facts} f ON f.pid = v.pid AND f.seq = v.seq WHERE {live}{kinds}"
     for name in names:  # `kind:` alone: every fact of the kinds, whatever its code
         vs = valuesets[name]
         if vs.any_code:
             sql += (f" UNION ALL SELECT {cols.replace('v.vs', lit(name) + ' AS vs', 1)} FROM {facts} f "
                     f"WHERE f.kind IN ({', '.join(lit(k) for k in sorted(vs.kinds))}) AND {live}")
     return sql
+
+
+def carried_columns(protocol: Protocol) -> tuple[str, ...]:
+    """The facts' columns (FACT_COLUMNS values, in that order) that `protocol`'s `where` tests read: the matched
+    facts carry them, so each event row has them and such a test is a test of the row's own column, not a join
+    back to the facts table (measured the costliest part of the eCQM queries, docs/population.md)."""
+    lowered = lowered_for(protocol)
+    fields: set[str] = set()
+    seen: set[int] = set()
+    todo = [spec.node for spec in lowered.fields.values()]
+    while todo:
+        n = todo.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        if isinstance(n, ir.Where) and n.field in FACT_COLUMNS:
+            fields.add(n.field)
+        todo.extend(ir.children(n))
+    return tuple(c for f, c in FACT_COLUMNS.items() if f in fields)
 
 
 def valueset_rows(name: str, vs) -> list[tuple]:
@@ -290,6 +312,10 @@ class Compiler:
         # the lists of events a measure counts per episode, when compiled over (patient, episode) rows
         # (engine/engines/sql/episodes.py): their `nth` pick is the row's own episode, not a fixed one
         self.episode_sets: frozenset = frozenset()
+        # the facts' columns every event row carries (carried_columns), after ROW_COLS
+        self.carry = carried_columns(protocol)
+        self.row_cols = ROW_COLS + "".join(f", {c}" for c in self.carry)
+        self.s_cols = S_COLS + "".join(f", s.{c}" for c in self.carry)
 
     # ---- plumbing ----
     def _cte(self, prefix: str, sql: str) -> str:
@@ -337,14 +363,15 @@ class Compiler:
             self.converted.add(n.name)
             value = "CASE WHEN m.unit IS NULL OR m.raw IS NULL THEN m.raw ELSE cm.cv END"
             conv_join = (f" LEFT JOIN {self.conv_table} cm ON cm.vs = m.vs AND cm.unit = m.unit AND cm.value = m.raw")
-        return self._cte("vs", f"SELECT m.pid, m.seq, m.ord, m.day, m.ts, m.fid, {value} AS value, m.end_day, m.end_ts "
-                               f"FROM {self.vsm_table} m{conv_join} WHERE m.vs = {lit(n.name)}")
+        carried = "".join(f", m.{c}" for c in self.carry)
+        return self._cte("vs", f"SELECT m.pid, m.seq, m.ord, m.day, m.ts, m.fid, {value} AS value, m.end_day, m.end_ts"
+                               f"{carried} FROM {self.vsm_table} m{conv_join} WHERE m.vs = {lit(n.name)}")
 
     def matches_cte(self, extra_codes: bool) -> str:
         """The one pass over the facts: every fact (as of the reference date, not entered in error) with
         each value set it belongs to (by any of its codings)."""
         return matches_sql(self.p.valuesets, sorted(self.event_valuesets), self.vs_table, self.t,
-                           self.ctx.reference_date, self.d, extra_codes)
+                           self.ctx.reference_date, self.d, extra_codes, self.carry)
 
     def _distinct(self, n: ir.CountDistinct) -> str:
         """(pid, n): derive.Deriver._distinct_keys counted: each event's key values from the first of its base
@@ -390,16 +417,16 @@ class Compiler:
         ctx = self.ctx
         if n.kind == "ago":
             lo = ctx.reference_date - shift(n.duration)
-            return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day > {lit(lo)} AND day <= {lit(ctx.reference_date)}")
+            return self._cte("win", f"SELECT {self.row_cols} FROM {src} WHERE day > {lit(lo)} AND day <= {lit(ctx.reference_date)}")
         if n.kind == "period":
-            return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day >= {lit(ctx.period_start)} AND day <= {lit(ctx.period_end)}")
+            return self._cte("win", f"SELECT {self.row_cols} FROM {src} WHERE day >= {lit(ctx.period_start)} AND day <= {lit(ctx.period_end)}")
         if n.kind == "overlaps":
-            return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day <= {lit(ctx.period_end)} "
+            return self._cte("win", f"SELECT {self.row_cols} FROM {src} WHERE day <= {lit(ctx.period_end)} "
                                     f"AND (end_day IS NULL OR end_day >= {lit(ctx.period_start)})")
         if n.kind == "after_end":  # derive: start after the end of an anchor event, up to d after its end date
             arows = self.rows(ir.unwrap(n.anchor))
             up = self.d.shift_date("x.end_day", 1, n.duration)
-            return self._cte("win", f"SELECT {S_COLS} FROM {src} s WHERE EXISTS (SELECT 1 FROM {arows} x "
+            return self._cte("win", f"SELECT {self.s_cols} FROM {src} s WHERE EXISTS (SELECT 1 FROM {arows} x "
                                     f"WHERE x.pid = s.pid AND x.end_ts IS NOT NULL AND s.ts > x.end_ts AND s.day <= {up})")
         if n.kind in ("after", "before"):
             if n.anchor is None or n.duration is None:
@@ -410,26 +437,26 @@ class Compiler:
                 up, down = (self.d.shift_date("x.day", s, n.duration) for s in (1, -1))
                 bounds = (f"s.day >= x.day AND s.day <= {up}" if n.kind == "after"
                           else f"s.day >= {down} AND s.day <= x.day")
-                return self._cte("win", f"SELECT {S_COLS} FROM {src} s WHERE EXISTS (SELECT 1 FROM {arows} x "
+                return self._cte("win", f"SELECT {self.s_cols} FROM {src} s WHERE EXISTS (SELECT 1 FROM {arows} x "
                                         f"WHERE x.pid = s.pid AND {bounds})")
             if anchor.type != ir.DATE:
                 raise NotImplementedError(f"batch engine: window anchor of type {anchor.type} ({anchor!r})")
             a = self._const_date(anchor)
             if a is not None:  # constant anchor: bounds computed in Python
                 lo, hi = (a, a + shift(n.duration)) if n.kind == "after" else (a - shift(n.duration), a)
-                return self._cte("win", f"SELECT {ROW_COLS} FROM {src} WHERE day >= {lit(lo)} AND day <= {lit(hi)}")
+                return self._cte("win", f"SELECT {self.row_cols} FROM {src} WHERE day >= {lit(lo)} AND day <= {lit(hi)}")
             anc = self._per_patient(anchor)
             up, down = (self.d.shift_date("x.a", s, n.duration) for s in (1, -1))
             bounds = (f"s.day >= x.a AND s.day <= {up}" if n.kind == "after"
                       else f"s.day >= {down} AND s.day <= x.a")
-            return self._cte("win", f"SELECT {S_COLS} FROM {src} s JOIN {anc} x ON x.pid = s.pid WHERE {bounds}")
+            return self._cte("win", f"SELECT {self.s_cols} FROM {src} s JOIN {anc} x ON x.pid = s.pid WHERE {bounds}")
         raise NotImplementedError(f"batch engine: window kind {n.kind!r} ({n!r})")
 
     def _where(self, n: ir.Where) -> str:
         src = self.rows(n.source)
         neg = bool(getattr(n, "negate", False))
         m, join = self._field_test(n)
-        return self._cte("whr", f"SELECT {S_COLS} FROM {src} s{join} WHERE {'NOT ' if neg else ''}({m})")
+        return self._cte("whr", f"SELECT {self.s_cols} FROM {src} s{join} WHERE {'NOT ' if neg else ''}({m})")
 
     def _field_test(self, n: ir.Where) -> tuple[str, str]:
         """(condition never NULL, join) for derive.Deriver._field_matches on event rows `s`."""
@@ -452,20 +479,24 @@ class Compiler:
                         f"WHERE vsc.vs = {lit(value)} AND c.pid = s.pid AND c.seq = s.seq)"), ""
             m = _text_match("c.code", op, value, n)
             return f"EXISTS (SELECT 1 FROM {all_codes} c WHERE c.pid = s.pid AND c.seq = s.seq AND {m})", ""
-        column = {"status": "status", "setting": "care_setting", "kind": "kind", "source": "source_system"}.get(fld)
+        column = FACT_COLUMNS.get(fld)
         if column is not None:
-            col = f"f.{column}"
+            col = f"s.{column}" if column in self.carry else f"f.{column}"
             if op == "in-valueset":
                 m = f"coalesce(trim({col}) <> '' AND {self._vs_match(value, chr(39) * 2, f'trim({col})')}, FALSE)"
             else:
                 m = _text_match(col, op, value, n)
-            return m, f" JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq"
+            return m, self._facts_join(column)
         # any other field is a source attribute (fact.attrs)
         if op == "in-valueset":
             m = f"a.form = 'v' AND {self._vs_match(value, 'a.csys', 'a.ccode')}"
         else:
             m = f"a.form = 'c' AND {_attr_match(op, value, n)}"
         return f"EXISTS (SELECT 1 FROM {attrs} a WHERE a.pid = s.pid AND a.seq = s.seq AND a.key = {lit(fld)} AND {m})", ""
+
+    def _facts_join(self, column: str) -> str:
+        """The join back to the facts for a test of `column`: none when the event rows carry it."""
+        return "" if column in self.carry else f" JOIN {self.t['facts']} f ON f.pid = s.pid AND f.seq = s.seq"
 
     def _field_exists(self, n: ir.Where) -> tuple[str, str]:
         """derive: `where F exists` (value / result / code / value_code / a column / an attribute recorded)."""
@@ -489,10 +520,11 @@ class Compiler:
         if fld == "value_code":
             return (f"EXISTS (SELECT 1 FROM {codings} c WHERE c.pid = s.pid AND c.seq = s.seq "
                     f"AND c.role = 'value_code')"), ""
-        column = {"status": "status", "setting": "care_setting", "kind": "kind", "source": "source_system"}.get(fld)
+        column = FACT_COLUMNS.get(fld)
         if column is not None:
-            return (f"coalesce(f.{column} IS NOT NULL AND CAST(f.{column} AS {self.d.string_type}) <> '', FALSE)",
-                    f" JOIN {facts} f ON f.pid = s.pid AND f.seq = s.seq")
+            col = f"s.{column}" if column in self.carry else f"f.{column}"
+            return (f"coalesce({col} IS NOT NULL AND CAST({col} AS {self.d.string_type}) <> '', FALSE)",
+                    self._facts_join(column))
         return (f"EXISTS (SELECT 1 FROM {attrs} a WHERE a.pid = s.pid AND a.seq = s.seq AND a.key = {lit(fld)} "
                 f"AND a.form IN ('c', 'v') AND NOT (a.vtype = 's' AND a.sval = ''))"), ""
 
@@ -513,7 +545,7 @@ class Compiler:
                     "entirely": f"{x_ts} <= s.ts AND ({x_end} IS NULL OR {t_end} <= {x_end})",
                     "overlaps": f"({x_end} IS NULL OR s.ts <= {x_end}) AND (s.end_ts IS NULL OR {x_ts} <= s.end_ts)"}[rel]
             cond = f"EXISTS (SELECT 1 FROM {spans} x WHERE x.pid = s.pid AND {test})"
-            return self._cte("tim", f"SELECT {S_COLS} FROM {src} s WHERE {neg}({cond})")
+            return self._cte("tim", f"SELECT {self.s_cols} FROM {src} s WHERE {neg}({cond})")
         if sp.kind == "period":
             lo_c, hi_c = self.ctx.period_start, self.ctx.period_end
         elif sp.kind == "range":
@@ -541,15 +573,15 @@ class Compiler:
                 "overlaps": f"s.day <= {hi} AND (s.end_ts IS NULL OR s.end_day >= {lo})"}[rel]
         if join:  # a range with a missing end holds nothing
             test = f"{guard} AND {test}"
-        return self._cte("tim", f"SELECT {S_COLS} FROM {src} s{join} WHERE {neg}coalesce({test}, FALSE)")
+        return self._cte("tim", f"SELECT {self.s_cols} FROM {src} s{join} WHERE {neg}coalesce({test}, FALSE)")
 
     def _union(self, n) -> str:
         """ir.EventUnion: each fact once (from the first list naming it), in (start, id) order."""
         if not n.items:
             raise NotImplementedError(f"batch engine: empty union ({n!r})")
-        parts = " UNION ALL ".join(f"SELECT {ROW_COLS}, {i} AS item FROM {self.rows(it)}" for i, it in enumerate(n.items))
+        parts = " UNION ALL ".join(f"SELECT {self.row_cols}, {i} AS item FROM {self.rows(it)}" for i, it in enumerate(n.items))
         first = self.d.qualify("*", f"FROM ({parts})", "row_number() OVER (PARTITION BY pid, seq ORDER BY item, ord)", 1)
-        cols = ROW_COLS.replace("ord,", "row_number() OVER (PARTITION BY pid ORDER BY ts, fid, item, ord) AS ord,")
+        cols = self.row_cols.replace("ord,", "row_number() OVER (PARTITION BY pid ORDER BY ts, fid, item, ord) AS ord,")
         return self._cte("uni", f"SELECT {cols} FROM ({first})")
 
     def _const_date(self, node) -> dt.date | None:
@@ -592,18 +624,18 @@ class Compiler:
                 if index != 1:
                     raise NotImplementedError(f"batch engine: episode {index} over (patient, episode) rows")
                 index = EPISODE_INDEX
-            return self._cte("pick", self.d.qualify(ROW_COLS, f"FROM {src}",
+            return self._cte("pick", self.d.qualify(self.row_cols, f"FROM {src}",
                                                     "row_number() OVER (PARTITION BY pid ORDER BY ts, fid, ord)",
                                                     index))
         if n.how not in keys:
             raise NotImplementedError(f"batch engine: pick {n.how!r} ({n!r})")
         fn, parts = keys[n.how]
         key = self.d.struct([(f"k{i}", p) for i, p in enumerate(parts)])
-        cols = [c.strip() for c in ROW_COLS.split(",") if c.strip() != "pid"]
+        cols = [c.strip() for c in self.row_cols.split(",") if c.strip() != "pid"]
         row = "{" + ", ".join(f"'{c}': {c}" for c in cols) + "}"
         where = " WHERE value IS NOT NULL" if n.how in ("min", "max") else ""
         # only the winner's `ord` comes out of the aggregate (cheap to carry); its row is joined back
-        return self._cte("pick", f"SELECT {S_COLS} FROM {src} s {self.d.semi_join} "
+        return self._cte("pick", f"SELECT {self.s_cols} FROM {src} s {self.d.semi_join} "
                                  f"(SELECT pid, {fn}(ord, {key}) AS o FROM {src}{where} GROUP BY pid) w "
                                  f"ON w.pid = s.pid AND w.o = s.ord")
 

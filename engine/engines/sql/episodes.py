@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.engines.sql.compiler import EPISODE_SLOTS, ident, lowered_for
+from engine.engines.sql.compiler import EPISODE_SLOTS, carried_columns, ident, lowered_for
 from engine.engines.sql.records import SCHEMA
 from engine.engines.sql.shared_matches import VSM_COLUMNS
 from engine.ir import nodes as ir
@@ -82,9 +82,10 @@ def slots_sql(p: EpisodePlan, counts_sql: str) -> str:
             f"FROM ({counts_sql}) c JOIN (VALUES {ks}) AS s(k) ON s.k <= {most}")
 
 
-def vsm_sql(real_sql: str, slots: str) -> str:
-    """A protocol's matched facts (rows of `real_sql`, compiler.matches_sql's columns) copied per row."""
-    cols = ", ".join("e.vpid AS pid" if c == "pid" else f"m.{c}" for c in VSM_COLUMNS.split(", "))
+def vsm_sql(real_sql: str, slots: str, carry: tuple[str, ...] = ()) -> str:
+    """A protocol's matched facts (rows of `real_sql`, compiler.matches_sql's columns, with the facts' columns
+    `carry` of compiler.carried_columns) copied per row."""
+    cols = ", ".join("e.vpid AS pid" if c == "pid" else f"m.{c}" for c in VSM_COLUMNS.split(", ") + list(carry))
     return f"SELECT m.vs, {cols} FROM ({real_sql}) m JOIN {slots} e ON e.pid = m.pid"
 
 
@@ -119,4 +120,4 @@ class CopiedMatches:
         self.real_sql, self.slots = real_sql, slots
 
     def protocol_sql(self, protocol: Protocol, names: list[str]) -> str:
-        return vsm_sql(self.real_sql(protocol, names), self.slots)
+        return vsm_sql(self.real_sql(protocol, names), self.slots, carried_columns(protocol))

@@ -20,8 +20,8 @@ import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
 
-from engine.engines.sql.compiler import (DUCKDB, Dialect, compile_protocol, condition_groups, ident, lit, matches_sql,
-                                        valueset_rows)
+from engine.engines.sql.compiler import (DUCKDB, FACT_COLUMNS, Dialect, carried_columns, compile_protocol,
+                                        condition_groups, ident, lit, matches_sql, valueset_rows)
 from engine.engines.derive import Context
 from engine.language.model import Protocol
 
@@ -49,7 +49,7 @@ class SharedMatches:
     def protocol_sql(self, protocol: Protocol, names: list[str]) -> str:
         """A protocol's matched table (columns and rows of its own pass) for its value sets `names`."""
         ids = self.ids[protocol.ruleset_name]
-        cols = ", ".join("m." + c for c in VSM_COLUMNS.split(", "))
+        cols = ", ".join("m." + c for c in VSM_COLUMNS.split(", ") + list(carried_columns(protocol)))
         if not names:
             return f"SELECT m.vs, {cols} FROM {self.vsm_table} m WHERE FALSE"
         values = ", ".join(f"({lit(n)}, {lit(ids[n])})" for n in names)
@@ -72,6 +72,7 @@ def plan(protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None
     """The shared pass for `protocols` over the chunk in `tables` (all evaluated as of `as_of`)."""
     by_id: dict[str, object] = {}
     ids: dict[str, dict[str, str]] = {}
+    carry: set[str] = set()  # the facts' columns any of the protocols' `where` tests read (compiler.carried_columns)
     ref = None
     for proto in protocols:
         ctx = Context.as_of(as_of, proto.period, period_start)
@@ -82,11 +83,13 @@ def plan(protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None
             names = matched_valuesets(proto, ctx, tables, extra_codes, dialect)
         except NotImplementedError:  # not compilable: left out here, reported when the protocol itself runs
             continue
+        carry |= set(carried_columns(proto))
         mine = ids.setdefault(proto.ruleset_name, {})
         for name in sorted(names):
             vs = proto.valuesets[name]
             mine[name] = vid = valueset_id(vs)
             by_id.setdefault(vid, vs)
     rows = [r for vid in sorted(by_id) for r in valueset_rows(vid, by_id[vid])]
-    sql = matches_sql(by_id, sorted(by_id), VS_TABLE, tables, ref or as_of, dialect, extra_codes)
+    sql = matches_sql(by_id, sorted(by_id), VS_TABLE, tables, ref or as_of, dialect, extra_codes,
+                      tuple(c for c in FACT_COLUMNS.values() if c in carry))
     return SharedMatches(ref or as_of, sql, rows, ids=ids)
