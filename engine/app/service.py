@@ -631,8 +631,9 @@ def drain(engine: Engine, library: Library | Callable[[], Library], clock: Calla
     skips one that another drain is evaluating now or that is no longer marked (evaluated since this
     drain listed the outbox): several workers draining at their start share the backlog instead of
     each evaluating all of it. A drain of given patients (a delivery's, in its request) evaluates
-    them as before; `listed` is that list of (NHS number, patient id) when the caller has just read it
-    from the outbox (`pending_ids`), so it is not read twice."""
+    them as before; `listed` is that list of (NHS number, patient id) when the caller knows it already
+    (from the outbox, `pending_ids`, or from the ingest that marked them, `IngestSummary.marked`),
+    so the outbox is not listed for them."""
     result = DrainResult()
     whole_outbox = nhs_numbers is None and listed is None
     for nhs, patient_id in (listed if listed is not None else pending_ids(engine, nhs_numbers)):
