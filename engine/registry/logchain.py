@@ -87,10 +87,13 @@ def lock_and_last_hash(conn: Connection) -> str:
         # inside the lock's own statement (a subquery) would not: its snapshot predates the wait.
         sql = f"SELECT pg_advisory_xact_lock({int(LOCK_KEY)}); " + str(last_row.compile(dialect=conn.dialect,
                                                                                          compile_kwargs={"literal_binds": True}))
-        cursor = conn.exec_driver_sql(sql).cursor
-        if not cursor.nextset():
-            raise RuntimeError("the access log's last hash did not come back with its lock")
-        got = cursor.fetchone()
+        result = conn.exec_driver_sql(sql)
+        try:
+            if not result.cursor.nextset():
+                raise RuntimeError("the access log's last hash did not come back with its lock")
+            got = result.cursor.fetchone()
+        finally:
+            result.close()
         return (got[0] if got else None) or GENESIS
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
