@@ -16,9 +16,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.exc import OperationalError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from api.db import SQLITE_BUSY_TIMEOUT_S
 from engine.registry.access import AuthSessionRow, UserRow
@@ -58,12 +58,17 @@ def check(state, token: str | None) -> Checked:
         return Checked(None, None, "token invalid or expired: log in again")
     uid, version, sid = parsed
     now = state.now()
+    if not sid:
+        return Checked(None, None, "token revoked: log in again")
     with Session(state.engines.read) as s:
-        user = s.get(UserRow, uid)
-        if user is None or not user.active or user.token_version != version or not sid:
+        # the user and their session in one statement (the session joined only if it is this user's)
+        got = s.exec(select(UserRow, AuthSessionRow)
+                     .outerjoin(AuthSessionRow, and_(AuthSessionRow.id_hash == id_hash(sid), AuthSessionRow.user_id == UserRow.id))
+                     .where(UserRow.id == uid)).first()
+        user, row = got if got is not None else (None, None)
+        if user is None or not user.active or user.token_version != version:
             return Checked(None, None, "token revoked: log in again")
-        row = s.get(AuthSessionRow, id_hash(sid))
-        if row is None or row.user_id != uid or row.revoked_at is not None:
+        if row is None or row.revoked_at is not None:
             return Checked(None, None, "session ended (logged out): log in again")
         if row.expires_at <= now:
             return Checked(None, None, "session expired: log in again")

@@ -32,7 +32,7 @@ from api.responses import API_ERRORS, errors
 from api.schemas import DataProblemOut, DiffOut, IngestOut, PatientChangeOut, RecordsIn
 from api.security import ADMIN
 from engine import metrics
-from engine.app.service import DrainResult, Drainer, drain, pending_ids
+from engine.app.service import DrainResult, Drainer, drain
 from engine.records.fhir.bundle import BundleError, import_bundle
 from engine.records.model import PatientRecord
 from engine.registry.ingest import IngestError, IngestSummary, content_hash_of, ingest_records
@@ -100,9 +100,12 @@ def drainer(state: AppState) -> Drainer:
     return state.drainer
 
 
-def _evaluate(state: AppState, delivery: set[str]) -> DrainResult:
-    """Evaluate the delivery's marked patients now, or leave them to the background drain."""
-    listed = pending_ids(state.engines.read, delivery)
+def _evaluate(state: AppState, summary: IngestSummary) -> DrainResult:
+    """Evaluate the delivery's marked patients now, or leave them to the background drain. Which of
+    them are marked the ingest said (`summary.marked`: read and written in its transaction), so the
+    outbox is not listed again; one evaluated meanwhile by the background drain is evaluated again
+    (the same outputs; its `settle` finds no mark to clear)."""
+    listed = list(summary.marked.items())
     marked = [nhs for nhs, _ in listed]
     if len(marked) > INLINE_LIMIT:
         drainer(state).kick()
@@ -127,7 +130,7 @@ def _run(state: AppState, request: Request, who: Principal, records: list[Patien
         idx = next((i for i, r in enumerate(records) if r.patient.nhs_number == e.nhs_number), None)
         return _refuse(f"{base}/{idx}" if base and idx is not None else "", f"{e}; nothing stored")
     metrics.count_ingest(way, summary)
-    result = _evaluate(state, set(summary.patients))
+    result = _evaluate(state, summary)
     log_access(state, request, who, "write", "ingest", patients=summary.patients.keys(),
                detail={"batch": summary.batch_id, "facts_added": summary.added, "facts_updated": summary.updated,
                        "evaluated": len(result.evaluated), "pending": len(result.pending), "data_problems": len(result.problems)})

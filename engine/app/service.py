@@ -53,7 +53,7 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from pydantic import ValidationError
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -408,8 +408,8 @@ def _write(session: Session, snap: _Snapshot, done: _Computed, as_of: dt.date, n
             raise StaleRead(f"{snap.nhs_number}: the stored {pid} result changed while it was being evaluated")
     diff = store_evaluation(session, snap.patient_id, snap.nhs_number, done.evaluation, now, inputs=done.inputs,
                             current=current, flags=locked.flags, stored=heads,
-                            reused={pid: heads[pid].id for pid in done.reused})
-    pending.settle(session, snap.patient_id, snap.seq, now)
+                            reused={pid: heads[pid].id for pid in done.reused}, confirm_reused=False)
+    pending.settle(session, snap.patient_id, snap.seq, now, also=confirm_reused((heads[pid].id for pid in done.reused), now))
     return diff
 
 
@@ -442,7 +442,7 @@ def reevaluate(session: Session, nhs_number: str, library: Library, *, as_of: dt
 def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluation: Evaluation, now: dt.datetime, *,
                      inputs: dict[str, str] | None = None, current: dict[str, RowState] | None = None,
                      flags: dict[str, RowState] | None = None, stored: dict[str, StoredHead] | None = None,
-                     reused: dict[str, int] | None = None) -> Diff:
+                     reused: dict[str, int] | None = None, confirm_reused: bool = True) -> Diff:
     """Reconcile a patient's stored tasks and flags with an evaluation and keep it as the latest; the
     caller commits. `reevaluate` evaluates and calls this; the benchmark registry builder
     (engine/app/registry_load.py) calls it with evaluations made in worker processes.
@@ -451,7 +451,9 @@ def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluat
     rows: `evaluation_state.task_rows` / `flag_rows`) and `stored` (the stored evaluations' heads,
     `evaluation_state.stored_heads`) were already read in this transaction; `reused`
     (protocol -> stored row id) names results taken unchanged from their stored rows: those rows keep
-    their result and only get the evaluation time (one UPDATE), `stored` need not hold them.
+    their result and only get the evaluation time (one UPDATE; not here with `confirm_reused=False`:
+    the caller writes `confirm_reused(ids)` itself, `_write` in the outbox's settling statement),
+    `stored` need not hold them.
     Everything is written with plain statements, not the ORM's unit of work; ORM objects of this
     patient's outputs already in the session are expired (read again on their next use)."""
     session.flush()  # what the session holds unwritten first (the ORM's autoflush before a query)
@@ -462,7 +464,7 @@ def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluat
         if row is not None:
             t.raised_at, t.due = row.raised_at, row.due
     _reconcile_flags(session, patient_id, evaluation.flags, diff, now, flags)
-    _store_evaluation(session, patient_id, evaluation, now, stored, inputs, reused)
+    _store_evaluation(session, patient_id, evaluation, now, stored, inputs, reused, confirm_reused)
     _expire_loaded(session, ((TaskRow, (r.id for r in rows.values() if r is not None)),
                              (TaskRow, (r.id for r in (current or {}).values())),
                              (FlagRow, (r.id for r in (flags or {}).values())),
@@ -629,8 +631,9 @@ def drain(engine: Engine, library: Library | Callable[[], Library], clock: Calla
     skips one that another drain is evaluating now or that is no longer marked (evaluated since this
     drain listed the outbox): several workers draining at their start share the backlog instead of
     each evaluating all of it. A drain of given patients (a delivery's, in its request) evaluates
-    them as before; `listed` is that list of (NHS number, patient id) when the caller has just read it
-    from the outbox (`pending_ids`), so it is not read twice."""
+    them as before; `listed` is that list of (NHS number, patient id) when the caller knows it already
+    (from the outbox, `pending_ids`, or from the ingest that marked them, `IngestSummary.marked`),
+    so the outbox is not listed for them."""
     result = DrainResult()
     whole_outbox = nhs_numbers is None and listed is None
     for nhs, patient_id in (listed if listed is not None else pending_ids(engine, nhs_numbers)):
@@ -822,9 +825,19 @@ def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff:
         session.execute(sa.insert(FlagRow.__table__), new)
 
 
+def confirm_reused(row_ids: Iterable[int], now: dt.datetime) -> sa.Update | None:
+    """The UPDATE of reused results (stored rows taken unchanged): only the time they were last confirmed
+    moves (version, date and result are the row's); None when there are none."""
+    ids = sorted(row_ids)
+    if not ids:
+        return None
+    table = PatientEvaluationRow.__table__
+    return sa.update(table).where(table.c.id.in_(ids)).values(evaluated_at=now)
+
+
 def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation, now: dt.datetime,
                       heads: dict[str, StoredHead] | None = None, inputs: dict[str, str] | None = None,
-                      reused: dict[str, int] | None = None) -> None:
+                      reused: dict[str, int] | None = None, confirm: bool = True) -> None:
     """Write the evaluation rows with plain statements (no ORM unit of work): one UPDATE moves the
     evaluation time of the reused results, one (executemany) rewrites the rows of the results
     derived again, one inserts the new ones; `patient_measure` is rewritten only for a result whose
@@ -832,8 +845,8 @@ def _store_evaluation(session: Session, patient_id: int, evaluation: Evaluation,
     heads = stored_heads(session, patient_id) if heads is None else heads
     reused = reused or {}
     table = PatientEvaluationRow.__table__
-    if reused:  # unchanged results: only the time they were last confirmed moves (version, date, result are the row's)
-        session.execute(sa.update(table).where(table.c.id.in_(sorted(reused.values()))).values(evaluated_at=now))
+    if reused and confirm:
+        session.execute(confirm_reused(reused.values(), now))
     updates, inserts = [], []
     for pr in evaluation.protocols:
         if pr.protocol in reused:

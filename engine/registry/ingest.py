@@ -65,6 +65,9 @@ class IngestSummary(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     queued: set[str] = Field(default_factory=set, description="NHS numbers marked for evaluation in this delivery's transaction")
     duplicate_of: int | None = Field(default=None, description="The earliest earlier batch with the same content hash, if any")
+    marked: dict[str, int] = Field(default_factory=dict, exclude=True,
+                                   description="NHS number -> patient id of this delivery's patients with an outbox mark when "
+                                   "its transaction ends: `queued` and those marked before (what the outbox would list for them)")
 
     @computed_field
     @property
@@ -122,19 +125,25 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
     summary = IngestSummary(batch_id=batch.id, source=source)
     now = utcnow()
     ids: dict[str, int] = {}  # NHS number -> patient row id
+    marked_before: set[str] = set()  # marked for evaluation before this delivery
 
     for record in records:
         p = record.patient
         change = summary.patients.setdefault(p.nhs_number, PatientChange(nhs_number=p.nhs_number))
         try:
-            # The patient row and what is stored of their facts by identity (content hash and row id only;
-            # a fact row is read whole only to update it), in one statement.
-            got_rows = session.exec(select(PatientRow, FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
+            # The patient row, whether they are marked for evaluation already, and what is stored of their
+            # facts by identity (content hash and row id only; a fact row is read whole only to update it),
+            # in one statement.
+            marks = pending.PendingEvaluationRow
+            got_rows = session.exec(select(PatientRow, sa.exists().where(marks.patient_id == PatientRow.id),
+                                           FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
                                     .outerjoin(FactRow, FactRow.patient_id == PatientRow.id)
                                     .where(PatientRow.nhs_number == p.nhs_number)).all()
             row = got_rows[0][0] if got_rows else None
+            if got_rows and got_rows[0][1]:
+                marked_before.add(p.nhs_number)
             existing: dict[tuple[str, str], FactRow | tuple[int, str]] = {
-                (system, sid): (fid, h) for _, fid, system, sid, h in got_rows if fid is not None}
+                (system, sid): (fid, h) for _, _, fid, system, sid, h in got_rows if fid is not None}
             incoming = _demographics(p)
             if row is None:
                 row = PatientRow(nhs_number=p.nhs_number, **incoming, created_at=now, updated_at=now)
@@ -207,6 +216,7 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
                                       .where(PatientEvaluationRow.patient_id.in_(id_list[i:i + 500])).distinct()))
     summary.queued = {nhs for nhs, pid in ids.items() if nhs in affected or pid not in evaluated}
     pending.queue(session, [ids[n] for n in summary.queued], batch_id=batch.id, now=now)
+    summary.marked = {nhs: ids[nhs] for nhs in sorted(summary.queued | (marked_before & ids.keys()))}
     session.flush()
     return summary
 

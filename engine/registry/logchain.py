@@ -17,7 +17,9 @@ hash inside the writer's transaction while holding a lock — on PostgreSQL a tr
 advisory lock (`pg_advisory_xact_lock`), on SQLite the database write lock that the service's write
 engine takes with `BEGIN IMMEDIATE` (api/db.py). The lock is held until that transaction ends, so
 the next writer reads this row's hash. Ids are assigned under the same lock, so id order is chain
-order.
+order. On PostgreSQL (psycopg) the lock and the last hash's read go to the server in one message as
+two statements: one statement holding both would read with the snapshot it took before waiting for
+the lock and fork the chain (tests/api/test_api_access_log_chain.py, concurrent writers, fails so).
 
 This module uses SQLAlchemy Core only (no models), so the migration that added the chain
 (0007_access_log_chain) can backfill existing rows with exactly this function.
@@ -77,9 +79,25 @@ def row_hash(prev_hash: str, row: Any) -> str:
 
 def lock_and_last_hash(conn: Connection) -> str:
     """Inside the caller's (write) transaction: take the append lock and return the last row's hash."""
+    last_row = sa.select(access_log.c.row_hash).order_by(access_log.c.id.desc()).limit(1)
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        # One round trip: the lock and the read as two statements in one message (no parameters, so
+        # psycopg sends it with the simple query protocol). Each statement takes its own snapshot
+        # (READ COMMITTED), so the read sees the row of whoever held the lock before; the read
+        # inside the lock's own statement (a subquery) would not: its snapshot predates the wait.
+        sql = f"SELECT pg_advisory_xact_lock({int(LOCK_KEY)}); " + str(last_row.compile(dialect=conn.dialect,
+                                                                                         compile_kwargs={"literal_binds": True}))
+        result = conn.exec_driver_sql(sql)
+        try:
+            if not result.cursor.nextset():
+                raise RuntimeError("the access log's last hash did not come back with its lock")
+            got = result.cursor.fetchone()
+        finally:
+            result.close()
+        return (got[0] if got else None) or GENESIS
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-    last = conn.execute(sa.select(access_log.c.row_hash).order_by(access_log.c.id.desc()).limit(1)).scalar()
+    last = conn.execute(last_row).scalar()
     return last or GENESIS
 
 

@@ -83,19 +83,28 @@ def clear(session: Session, patient_id: int, seq: int | None) -> None:
     session.execute(sa.delete(table).where(table.c.patient_id == patient_id, table.c.seq == seq))
 
 
-def settle(session: Session, patient_id: int, seq: int | None, now: dt.datetime, kind: str = EVALUATION_ERROR) -> None:
-    """After a successful evaluation: `clear` the mark it answered and `resolve_problems` of the patient
-    (one statement on PostgreSQL, a data-modifying WITH)."""
-    if seq is None or session.get_bind().dialect.name != "postgresql":
+def settle(session: Session, patient_id: int, seq: int | None, now: dt.datetime, kind: str = EVALUATION_ERROR, *,
+           also: sa.Update | None = None) -> None:
+    """After a successful evaluation: `clear` the mark it answered and `resolve_problems` of the patient;
+    `also` (another UPDATE of the same transaction, touching other tables: the evaluation time of the
+    reused results) is written with them. One statement on PostgreSQL (a data-modifying WITH: its parts
+    see the same snapshot, so none of them may touch rows another part writes), one each on SQLite."""
+    problems = DataProblemRow.__table__
+    resolve = (sa.update(problems).where(problems.c.patient_id == patient_id, problems.c.kind == kind,
+                                         problems.c.resolved_at.is_(None)).values(resolved_at=now))
+    if session.get_bind().dialect.name != "postgresql":
+        if also is not None:
+            session.execute(also)
         clear(session, patient_id, seq)
-        resolve_problems(session, patient_id, now, kind)
+        session.execute(resolve)
         return
-    marks, problems = PendingEvaluationRow.__table__, DataProblemRow.__table__
-    cleared = (sa.delete(marks).where(marks.c.patient_id == patient_id, marks.c.seq == seq)
-               .returning(marks.c.patient_id).cte("cleared"))
-    session.execute(sa.update(problems).where(problems.c.patient_id == patient_id, problems.c.kind == kind,
-                                              problems.c.resolved_at.is_(None)).values(resolved_at=now)
-                    .add_cte(cleared))
+    if seq is not None:
+        marks = PendingEvaluationRow.__table__
+        resolve = resolve.add_cte(sa.delete(marks).where(marks.c.patient_id == patient_id, marks.c.seq == seq)
+                                  .returning(marks.c.patient_id).cte("cleared"))
+    if also is not None:
+        resolve = resolve.add_cte(also.cte("also"))
+    session.execute(resolve)
 
 
 def open_problems(session: Session, patient_ids: Iterable[int] | None = None) -> list[DataProblemRow]:
