@@ -95,6 +95,12 @@ def compare(results: Path, spark_out: Path) -> dict:
         only_a = con.execute(f"SELECT count(*) FROM ({a} EXCEPT ALL {b})").fetchone()[0]
         only_b = con.execute(f"SELECT count(*) FROM ({b} EXCEPT ALL {a})").fetchone()[0]
         out[table] = {"duckdb_rows": n_a, "spark_rows": n_b, "only_duckdb": only_a, "only_spark": only_b}
+        if only_a or only_b:  # where: per protocol, and a few rows of each side
+            out[table]["differing_by_protocol"] = dict(con.execute(
+                f"SELECT protocol || '@' || version, count(*) FROM ({a} EXCEPT ALL {b}) GROUP BY ALL ORDER BY 1").fetchall())
+            for side, (x, y) in (("duckdb", (a, b)), ("spark", (b, a))):
+                out[table][f"sample_only_{side}"] = [repr(r) for r in con.execute(
+                    f"SELECT * FROM ({x} EXCEPT ALL {y}) ORDER BY ALL LIMIT 3").fetchall()]
     con.close()
     out["identical"] = all(v["only_duckdb"] == 0 and v["only_spark"] == 0 and v["duckdb_rows"] > 0
                            for v in out.values())
