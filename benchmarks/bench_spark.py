@@ -140,7 +140,8 @@ def run(patients: int = 750_000, seed: int = 1, as_of: dt.date = AS_OF, chunk: i
                  "chunks_in_population": chunks_total, "patients": first, "duckdb_workers": workers,
                  "spark_master": master,
                  "command": f"carepath bench spark --patients {patients} --chunk {chunk} --chunks {chunks}"
-                            + (f" --protocols {','.join(protocol_ids)}" if protocol_ids else "")}
+                            + (f" --protocols {','.join(protocol_ids)}" if protocol_ids else "")
+                            + (f" --data .../{data.name}" if data_dir is not None else "")}
     tmp = Path(tempfile.mkdtemp(prefix="carepath-bench-spark-", dir=DATA))
     try:
         log(f"DuckDB: {first} patients ({chunks} chunks of {chunk}) x {len(protocols)} protocols, {workers} workers ...")
