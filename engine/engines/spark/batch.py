@@ -140,22 +140,13 @@ class _Scratch:
 
 
 def fired_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-                     tables: dict[str, str] | None = None) -> dict[str, set[str]]:
-    """nhs_number -> keys of the conditions that held (as the DuckDB engine's fired_by_patient): the steps of
-    every episode (keys `#k`) from one query over (patient, episode) rows, as the population run does
-    (engine/engines/spark/episodes.py), the other condition groups one query each."""
-    from engine.engines.spark import episodes  # it imports this module
-
-    out: dict[str, set[str]] = {}
-    groups = condition_groups(protocol)
-    with _Scratch(spark):
-        got = episodes.episode_frame(spark, protocol, as_of, period_start, tables=tables)
-        if got is not None:
-            df, keys = got
-            for row in df.select(*[df[f"`{c}`"] for c in ["nhs_number"] + keys]).collect():
-                out.setdefault(row[0], set()).update(k for k, v in zip(keys, row[1:]) if v)
-            groups = [g for g in groups if not any("#" in k for k in g)]
-    for group in groups:
+                     tables: dict[str, str] | None = None, groups: list | None = None,
+                     out: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """nhs_number -> keys of the conditions that held (as the DuckDB engine's fired_by_patient), each condition
+    group one query (`groups`: only these; `out`: added to). episodes.fired_by_patient takes the steps of every
+    episode from one query over (patient, episode) rows instead, as the population run does."""
+    out = {} if out is None else out
+    for group in condition_groups(protocol) if groups is None else groups:
         with _Scratch(spark):
             compiled = prepare(spark, protocol, as_of, period_start, tables, group)
             keys = compiled.conditions
