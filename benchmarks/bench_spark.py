@@ -124,7 +124,7 @@ def run(patients: int = 750_000, seed: int = 1, as_of: dt.date = AS_OF, chunk: i
             raise SystemExit(f"not in force on {as_of}: {', '.join(unknown)}")
         protocols = [p for p in protocols if p.id in wanted or p.key in wanted]
     if data_dir is not None:
-        data = Path(data_dir)
+        data = Path(data_dir).resolve()
         if not has_population(data):
             raise SystemExit(f"no population at {data}")
     else:
