@@ -93,6 +93,32 @@ def bench_episodes(patients: int = typer.Option(20000, "--patients"), seed: int 
                              f"per episode -> {out['episode_rows']['cpu_best']} s in (patient, episode) rows")
 
 
+@bench_app.command("spark")
+def bench_spark(patients: int = typer.Option(750000, "--patients", help="The population (generated once, cached)"),
+                seed: int = typer.Option(1, "--seed"), as_of: str = typer.Option("2026-11-20", "--as-of"),
+                chunk: Optional[int] = typer.Option(None, "--chunk", min=1, help="People per chunk, both engines "
+                                                    "(default: the DuckDB run's for the whole population)"),
+                chunks: Optional[int] = typer.Option(None, "--chunks", min=1, help="Run only the first K chunks (the "
+                                                     "JSON projects the figures to the whole population, as a projection)"),
+                protocols: str = typer.Option("", "--protocols", help="Protocol ids, comma-separated (default: all in force)"),
+                workers: int = typer.Option(2, "--workers", help="DuckDB worker processes"),
+                master: str = typer.Option("local[2]", "--master"),
+                spark_memory: Optional[str] = typer.Option(None, "--spark-memory", help="Spark driver memory (default "
+                                                           "CAREPATH_SPARK_MEMORY or 2g)"),
+                data: Optional[Path] = typer.Option(None, "--data", help="A population folder (default: the cached one)"),
+                as_json: bool = typer.Option(False, "--json", help="Print one JSON object")):
+    """Spark local[2] against DuckDB on the same people and protocols, same run: seconds, CPU, memory, rows compared."""
+    from benchmarks.bench_spark import run as run_bench
+
+    out = run_bench(patients, seed, _date(as_of, "--as-of"), chunk, chunks, tuple(protocols.split(",")) if protocols else (),
+                    workers, master, spark_memory, data, log=lambda m: err.print(m, highlight=False))
+    d, s = out["duckdb"], out["spark"]
+    _bench_out(out, as_json, f"{out['patients']} patients x {len(out['protocols'])} protocols: DuckDB {d['seconds']} s "
+               f"({d['cpu_seconds']} CPU-s, {d['peak_rss_mib']} MiB), Spark {s['seconds']} s ({s['cpu_seconds']} CPU-s, "
+               f"{s['peak_rss_mib']} MiB): {out['spark_to_duckdb']['seconds']}x; results identical: "
+               f"{out['agreement']['identical']}")
+
+
 @bench_app.command("worklist")
 def bench_worklist(patients: int = typer.Option(750000, "--patients"), seed: int = typer.Option(1, "--seed"),
                    as_of: str = typer.Option("2026-11-20", "--as-of"), mdt: Optional[str] = typer.Option(None, "--mdt"),

@@ -15,6 +15,7 @@ import pytest
 from engine.engines.duckdb import batch as duck
 from engine.engines.duckdb.columnar import load_records as duck_load
 from engine.engines.spark import batch as spark_batch
+from engine.engines.spark import episodes as spark_episodes
 from engine.engines.spark.session import get_session
 from engine.engines.spark.tables import load_records as spark_load
 from engine.language.library import load_library
@@ -47,7 +48,7 @@ def test_spark_fires_what_duckdb_fires_patient_by_patient(engines, key):
     con, spark = engines
     proto = LIB[key]
     want = duck.fired_by_patient(con, proto, REF)
-    got = spark_batch.fired_by_patient(spark, proto, REF)
+    got = spark_episodes.fired_by_patient(spark, proto, REF)  # episode steps over (patient, episode) rows
     assert len(want) == PATIENTS and set(got) == set(want)
     differ = [n for n in want if got[n] != want[n]]
     assert not differ, f"{key}: {len(differ)} of {PATIENTS} patients differ, e.g. {differ[0]}: " \

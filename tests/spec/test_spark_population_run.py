@@ -3,7 +3,8 @@ registers — with the same rows, on the same Parquet population; and a run resu
 
 Protocols: atrial fibrillation (measures with denominator exceptions, a register; a small query, so the test
 stays within CI's Spark budget), and the eCQM blood-pressure screening measure counted per episode (condition
-groups joined on pid) cut to 1 episode (2 groups) for the same reason. The diabetes pathway, Spark's largest
+groups joined on pid) cut to 1 episode (2 groups) for the same reason; and the pilot's outcome measures (`value:`:
+admissions, bed days — the value columns of the measures rows, which the Spark run once left NULL). The diabetes pathway, Spark's largest
 query, is compared patient by patient in test_spark_equivalence.py."""
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def runs(tmp_path_factory):
     assert "episodes_at_most: 12" in src
     (tmp / "cms22.yaml").write_text(src.replace("episodes_at_most: 12", "episodes_at_most: 1"), encoding="utf-8")
     cms22 = load_protocol(tmp / "cms22.yaml", [ROOT / "protocols/ecqm", ROOT / "protocols/ecqm/valuesets"])
-    protos = [af, cms22]
+    outcomes = next(p for p in load_library([ROOT / "protocols"]).protocols if p.id == "pilot-outcomes")
+    protos = [af, cms22, outcomes]
     duck = evaluate_population_run(tmp / "pop", protos, AS_OF, workers=1, chunk_size=60, run="r",
                                    results=tmp / "results.duckdb", log=lambda m: None)
     logs: list[str] = []
@@ -64,21 +66,28 @@ def test_spark_run_writes_the_duckdb_run_tables_row_for_row(runs):
     counted = {p["protocol"]: p["measures"] for p in duck["protocols"]}
     assert all(sum(m["denominator"] for m in counted[p.key].values()) > 0 for p in protos)
     assert sum(m["numerator"] for p in protos for m in counted[p.key].values()) > 0
+    # and of values: the outcome measures add up admissions and bed days (not NULL, not all 0)
+    con = duckdb.connect(str(tmp / "results.duckdb"), read_only=True)
+    patients, total = con.execute("SELECT sum(value_patients), sum(value_sum) FROM measures "
+                                  "WHERE protocol = 'pilot-outcomes'").fetchone()
+    assert patients > 0 and total > 0
+    con.close()
 
 
 def test_spark_run_resumes_per_protocol_and_chunk(runs):
     tmp, protos, _, _, _ = runs
     ledger = (tmp / "spark" / "run_chunks.jsonl")
     lines = ledger.read_text().splitlines()
-    assert len(lines) == 4  # 2 protocols x 2 chunks
-    ledger.write_text("\n".join(lines[:3]) + "\n")  # as if killed before the last (protocol, chunk) was done
+    assert len(lines) == 6  # 3 protocols x 2 chunks
+    ledger.write_text("\n".join(lines[:5]) + "\n")  # as if killed before the last (protocol, chunk) was done
     logs: list[str] = []
     again = evaluate_population_spark(tmp / "pop", protos, AS_OF, out=tmp / "spark", run="r", chunk_size=60,
                                       log=logs.append)
-    assert [(p["protocol"], p["chunk"]) for p in again["protocols"]] == [(protos[1].key, 1)]
+    assert [(p["protocol"], p["chunk"]) for p in again["protocols"]] == [(protos[2].key, 1)]
     # chunk 0 whole (not even loaded), then the protocol done in chunk 1
     assert [m for m in logs if "already done" in m] == ["chunk 0: already done in run r, skipped",
-                                                       f"{protos[0].key} chunk 1: already done in run r, skipped"]
+                                                       f"{protos[0].key} chunk 1: already done in run r, skipped",
+                                                       f"{protos[1].key} chunk 1: already done in run r, skipped"]
     con = duckdb.connect(str(tmp / "results.duckdb"), read_only=True)
     for table in RESULT_TABLES:
         assert _rows(con, table, f"read_parquet('{tmp}/spark/{table}/*/*/*.parquet', hive_partitioning = false)") \

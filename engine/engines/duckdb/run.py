@@ -245,7 +245,7 @@ def patient_columns(con, proto: Protocol, as_of: dt.date, period_start: dt.date 
 
 
 def _value_cols(compiled) -> dict[str, tuple[str, str | None]]:
-    return {key: (name, name + "__p" if name + "__p" in compiled.fields else None) for key, name in compiled.values.items()}
+    return compiled.value_sources()
 
 
 def _take_part(con, run: str, part: dict) -> None:

@@ -140,10 +140,13 @@ class _Scratch:
 
 
 def fired_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: dt.date | None = None,
-                     tables: dict[str, str] | None = None) -> dict[str, set[str]]:
-    """nhs_number -> keys of the conditions that held (as the DuckDB engine's fired_by_patient)."""
-    out: dict[str, set[str]] = {}
-    for group in condition_groups(protocol):
+                     tables: dict[str, str] | None = None, groups: list | None = None,
+                     out: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """nhs_number -> keys of the conditions that held (as the DuckDB engine's fired_by_patient), each condition
+    group one query (`groups`: only these; `out`: added to). episodes.fired_by_patient takes the steps of every
+    episode from one query over (patient, episode) rows instead, as the population run does."""
+    out = {} if out is None else out
+    for group in condition_groups(protocol) if groups is None else groups:
         with _Scratch(spark):
             compiled = prepare(spark, protocol, as_of, period_start, tables, group)
             keys = compiled.conditions

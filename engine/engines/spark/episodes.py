@@ -9,7 +9,7 @@ from engine.engines.derive import Context
 from engine.engines.spark import batch
 from engine.engines.spark.dialect import SPARK
 from engine.engines.sql import episodes
-from engine.engines.sql.compiler import carried_columns, compile_protocol, ident, matches_sql
+from engine.engines.sql.compiler import carried_columns, compile_protocol, condition_groups, ident, matches_sql
 from engine.engines.sql.records import TABLES
 from engine.language.model import Protocol
 
@@ -47,3 +47,20 @@ def episode_frame(spark, proto: Protocol, as_of: dt.date, period_start: dt.date 
     spark.catalog.uncacheTable(batch._name(compiled.vsm_table))
     df = spark.sql(episodes.per_patient_sql(p, "SELECT * FROM __ep_q", SLOTS)).localCheckpoint(eager=True)
     return df, [k for ks in p.out.values() for k in ks]
+
+
+def fired_by_patient(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | None = None,
+                     tables: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """nhs_number -> keys of the conditions that held (as the DuckDB engine's fired_by_patient, which does the
+    same): the steps of every episode (keys `#k`) from one query over (patient, episode) rows, the other
+    condition groups one query each (batch.fired_by_patient)."""
+    out: dict[str, set[str]] = {}
+    groups = condition_groups(proto)
+    with batch._Scratch(spark):
+        got = episode_frame(spark, proto, as_of, period_start, tables=tables)
+        if got is not None:
+            df, keys = got
+            for row in df.select(*[df[f"`{c}`"] for c in ["nhs_number"] + keys]).collect():
+                out.setdefault(row[0], set()).update(k for k, v in zip(keys, row[1:]) if v)
+            groups = [g for g in groups if not any("#" in k for k in g)]
+    return batch.fired_by_patient(spark, proto, as_of, period_start, tables, groups=groups, out=out)

@@ -37,12 +37,15 @@ DEFAULT_CHUNK = 250_000  # Spark's fixed cost per query is high: large chunks (m
 RESULT_TABLES = ("fired", "measures", "registers")
 
 
-def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | None, shared=None) -> list[str]:
+def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
+             shared=None) -> tuple[list[str], dict[str, tuple[str, str | None]]]:
     """Register `__cur`: one row per patient of the chunk with pid, nhs_number, one boolean column per
-    condition key, practice, mdt, locality and deceased (each condition group's query checkpointed, then
-    joined on pid, as the DuckDB run joins its groups; the steps of every episode one query over (patient,
-    episode) rows). Returns the condition keys."""
+    condition key, the measure values' columns, practice, mdt, locality and deceased (each condition group's
+    query checkpointed, then joined on pid, as the DuckDB run joins its groups; the steps of every episode one
+    query over (patient, episode) rows). Returns the condition keys and the value columns
+    (measure:<id>:value -> (column, presence column or None), as measures.measures_select reads them)."""
     keys: list[str] = []
+    values: dict[str, tuple[str, str | None]] = {}
     frames = []
     groups = condition_groups(proto)
     # every episode's steps in one query over (patient, episode) rows (engine/engines/spark/episodes.py)
@@ -57,9 +60,10 @@ def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | Non
                 per_episode = (None, ep_keys)
             continue
         compiled = batch.prepare(spark, proto, as_of, period_start, keys=group, shared=shared)
-        df = batch.query(spark, compiled, ["pid"] + compiled.conditions).localCheckpoint(eager=True)
+        df = batch.query(spark, compiled, ["pid"] + compiled.conditions + compiled.value_columns()).localCheckpoint(eager=True)
         spark.catalog.uncacheTable(batch._name(compiled.vsm_table))
         keys += compiled.conditions
+        values.update(compiled.value_sources())
         frames.append(df)
     for i, df in enumerate(frames):
         df.createOrReplaceTempView(f"__g{i}")
@@ -68,10 +72,11 @@ def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | Non
     spark.sql(f"SELECT p.pid, p.nhs_number, p.practice, p.mdt, p.locality, "
               f"coalesce(p.death_date <= {lit(as_of)}, FALSE) AS deceased{', ' if cols else ''}{cols} "
               f"FROM patients p{joins}").localCheckpoint(eager=True).createOrReplaceTempView("__cur")
-    return keys
+    return keys, values
 
 
-def _result_sql(proto: Protocol, keys: list[str], chunk: int, run: str) -> dict[str, str]:
+def _result_sql(proto: Protocol, keys: list[str], chunk: int, run: str,
+                values: dict[str, tuple[str, str | None]] | None = None) -> dict[str, str]:
     meta = (f"{lit(run)} AS run, {lit(proto.id)} AS protocol, {lit(proto.version)} AS version, "
             f"CAST({int(chunk)} AS INT) AS chunk")
     arr = ", ".join(f"CASE WHEN {ident(k)} THEN {lit(k)} END" for k in keys) or "CAST(NULL AS STRING)"
@@ -79,7 +84,7 @@ def _result_sql(proto: Protocol, keys: list[str], chunk: int, run: str) -> dict[
                     f"filter(array({arr}), x -> x IS NOT NULL) AS fired FROM __cur",
            "registers": f"SELECT {meta}, practice, count_if({measures.register_sql(keys)}) AS patients "
                         f"FROM __cur GROUP BY practice"}
-    m = measures.measures_select(proto, meta, "__cur")
+    m = measures.measures_select(proto, meta, "__cur", values)
     if m:
         out["measures"] = m
     return out
@@ -124,8 +129,8 @@ def evaluate_population_spark(data: Path, protocols: list[Protocol], as_of: dt.d
             tmp = out / f".tmp-{proto.key}-{k}"
             shutil.rmtree(tmp, ignore_errors=True)
             with batch._Scratch(spark):
-                keys = _columns(spark, proto, as_of, period_start, shared)
-                for table, sql in _result_sql(proto, keys, k, run).items():
+                keys, values = _columns(spark, proto, as_of, period_start, shared)
+                for table, sql in _result_sql(proto, keys, k, run, values).items():
                     spark.sql(sql).write.mode("overwrite").parquet(str(tmp / table))
                 patients = spark.sql("SELECT count(*) FROM __cur").first()[0]
             for table in RESULT_TABLES:

@@ -195,6 +195,10 @@ class Compiled:
         """The columns holding the measure values: each value's column, then its presence column if it may be missing."""
         return [c for name in self.values.values() for c in ([name, name + "__p"] if name + "__p" in self.fields else [name])]
 
+    def value_sources(self) -> dict[str, tuple[str, str | None]]:
+        """measure:<id>:value -> (its column, its presence column or None): what measures.measures_select counts."""
+        return {key: (name, name + "__p" if name + "__p" in self.fields else None) for key, name in self.values.items()}
+
     def values_of(self, row) -> dict[str, float | None]:
         """The measure values from the value_columns() of one row: None where missing (never 0 in its place)."""
         got = dict(zip(self.value_columns(), row))
