@@ -54,8 +54,10 @@ def get_session(master: str | None = "local[2]", shuffle_partitions: int = int(o
                  .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
                  .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
                  .config("spark.sql.execution.arrow.pyspark.enabled", "false")
-                 # the parts of a protocol's query are small per chunk: broadcast joins, no shuffles
-                 .config("spark.sql.autoBroadcastJoinThreshold", str(256 * 1024 * 1024)))
+                 # the parts of a protocol's query are small per chunk: broadcast joins, no shuffles — but not
+                 # a chunk's facts: at 256 MB the eCQM CMS22's per-episode copy of 31,250 people's facts was
+                 # broadcast and the 3 GB driver ran out of memory building it (bench spark, 750,000 people)
+                 .config("spark.sql.autoBroadcastJoinThreshold", str(64 * 1024 * 1024)))
         for kv in filter(None, os.environ.get("CAREPATH_SPARK_CONF", "").split(",")):
             k, v = kv.split("=", 1)
             spark = spark.config(k, v)
