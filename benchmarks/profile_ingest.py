@@ -68,6 +68,7 @@ TIMED = {
     "  read the record and stored rows (_read)": ("engine.app.service", "_read"),
     "  evaluate what was read (_compute)": ("engine.app.service", "_compute"),
     "    inputs digests (evaluation_inputs)": ("engine.app.service", "evaluation_inputs"),
+    "    reuse checks (_reusable: stored results validated)": ("engine.app.service", "_reusable"),
     "    derive + rules + outputs (evaluate)": ("engine.app.service", "evaluate"),
     "  write the outputs (_write)": ("engine.app.service", "_write"),
     "    store tasks, flags, evaluations (store_evaluation)": ("engine.app.service", "store_evaluation"),

@@ -391,7 +391,7 @@ def _compute(snap: _Snapshot, library: Library, as_of: dt.date, now: dt.datetime
 def _write(session: Session, snap: _Snapshot, done: _Computed, as_of: dt.date, now: dt.datetime) -> Diff:
     """Store an evaluation's outputs if what it read is still what is stored (optimistic check under
     the patient's lock); StaleRead otherwise, with nothing written. The caller commits."""
-    locked = locked_state(session, snap.patient_id)
+    locked = locked_state(session, snap.patient_id, leave_out_flags=done.reused)  # a reused result's flags stand (store_evaluation)
     if locked is None:
         raise KeyError(f"no patient with NHS number {snap.nhs_number}")
     if locked.digest != snap.digest:
@@ -454,6 +454,12 @@ def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluat
     their result and only get the evaluation time (one UPDATE; not here with `confirm_reused=False`:
     the caller writes `confirm_reused(ids)` itself, `_write` in the outbox's settling statement),
     `stored` need not hold them.
+    The flags of reused results are not reconciled (nor need `flags` hold their rows): flag rows are
+    written only here, each protocol's in the same call as its stored result, so the rows of a
+    protocol whose stored result is reused are already what reconciling that result would leave
+    (the same inputs digest: the same flags). Their tasks are reconciled like the others': a person
+    may have reopened one since (a task no longer indicated must be resolved again, an open one's
+    title and why-line follow the result), which reconciling catches.
     Everything is written with plain statements, not the ORM's unit of work; ORM objects of this
     patient's outputs already in the session are expired (read again on their next use)."""
     session.flush()  # what the session holds unwritten first (the ORM's autoflush before a query)
@@ -463,7 +469,7 @@ def store_evaluation(session: Session, patient_id: int, nhs_number: str, evaluat
         row = rows.get(t.key)
         if row is not None:
             t.raised_at, t.due = row.raised_at, row.due
-    _reconcile_flags(session, patient_id, evaluation.flags, diff, now, flags)
+    _reconcile_flags(session, patient_id, evaluation.flags, diff, now, flags, leave_out=set(reused or ()))
     _store_evaluation(session, patient_id, evaluation, now, stored, inputs, reused, confirm_reused)
     _expire_loaded(session, ((TaskRow, (r.id for r in rows.values() if r is not None)),
                              (TaskRow, (r.id for r in (current or {}).values())),
@@ -797,8 +803,13 @@ def _reconcile_tasks(session: Session, patient_id: int, tasks: list[Task], diff:
 
 
 def _reconcile_flags(session: Session, patient_id: int, flags: list[Flag], diff: Diff, now: dt.datetime,
-                     rows: dict[str, RowState] | None = None) -> None:
-    rows = flag_rows(session, patient_id) if rows is None else rows
+                     rows: dict[str, RowState] | None = None, leave_out: set[str] = frozenset()) -> None:
+    """Raise, change, clear flag rows for this evaluation's flags, but for those of the protocols in
+    `leave_out` (results reused: their rows are left as they are, see `store_evaluation`)."""
+    rows = flag_rows(session, patient_id, leave_out) if rows is None else rows
+    if leave_out:
+        flags = [f for f in flags if f.provenance.protocol not in leave_out]
+        rows = {k: r for k, r in rows.items() if r.protocol not in leave_out}
     wanted = {f.key: f for f in flags}
     new: list[dict] = []
     for key, f in wanted.items():

@@ -5,7 +5,7 @@ An evaluation (engine.app.service) reads twice: before evaluating, the record wi
 needs (`read_state`: the patient row, source ids, facts, the outbox mark, the stored results and the
 current state of each task), and in the write transaction, under the patient's lock, what its re-check
 needs (`locked_state`: the record's digest, the stored evaluations' heads, the current task and flag
-rows). On PostgreSQL each is
+rows; not the flag rows of the results it reuses, which it does not reconcile). On PostgreSQL each is
 two statements (the first: the patient row with the other tables' rows as JSON arrays of scalar
 subqueries, one snapshot, then the facts; the second: the lock, then the same kind of one-row read).
 Elsewhere (SQLite) the same answers come from one statement per table, as before.
@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Collection, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlmodel import Session, select
 
 from engine.registry import pending
@@ -113,10 +114,13 @@ def task_rows(session: Session, patient_id: int) -> dict[str, RowState]:
     return {r.key: RowState(dict(r._mapping)) for r in session.execute(select(t).where(t.c.id.in_(latest)))}
 
 
-def flag_rows(session: Session, patient_id: int) -> dict[str, RowState]:
-    """key -> the patient's flag row of that key."""
+def flag_rows(session: Session, patient_id: int, leave_out: Collection[str] = ()) -> dict[str, RowState]:
+    """key -> the patient's flag row of that key, but for the flags of the protocols in `leave_out`."""
     f = FlagRow.__table__
-    return {r.key: RowState(dict(r._mapping)) for r in session.execute(select(f).where(f.c.patient_id == patient_id))}
+    query = select(f).where(f.c.patient_id == patient_id)
+    if leave_out:
+        query = query.where(f.c.protocol.not_in(sorted(leave_out)))
+    return {r.key: RowState(dict(r._mapping)) for r in session.execute(query)}
 
 
 @dataclass
@@ -174,9 +178,10 @@ SELECT {_PATIENT},
      FROM patient_evaluation e WHERE e.patient_id = p.id) AS heads,
   (SELECT json_agg(row_to_json(t)) FROM task t
      WHERE t.id IN (SELECT max(x.id) FROM task x WHERE x.patient_id = p.id GROUP BY x.key)) AS tasks,
-  (SELECT json_agg(row_to_json(g)) FROM flag g WHERE g.patient_id = p.id) AS flags
+  (SELECT json_agg(row_to_json(g)) FROM flag g WHERE g.patient_id = p.id AND g.protocol <> ALL(:leave_out)) AS flags
 FROM patient p WHERE p.id = :id
-""").columns(links=sa.JSON, facts=sa.JSON, heads=sa.JSON, tasks=sa.JSON, flags=sa.JSON)
+""").columns(links=sa.JSON, facts=sa.JSON, heads=sa.JSON, tasks=sa.JSON, flags=sa.JSON).bindparams(
+    sa.bindparam("leave_out", type_=postgresql.ARRAY(sa.String)))
 _PG_LOCK = sa.text("SELECT id FROM patient WHERE id = :id FOR UPDATE")
 
 
@@ -215,9 +220,10 @@ def read_state(session: Session, nhs_number: str) -> ReadState | None:
     return ReadState(row, links, facts, digest, seq, stored, tasks)
 
 
-def locked_state(session: Session, patient_id: int) -> LockedState | None:
-    """Take the patient's write lock, then read the record's digest and the stored evaluations' heads
-    (None: no such patient). PostgreSQL locks the patient row (one writer of a patient's outputs at a
+def locked_state(session: Session, patient_id: int, leave_out_flags: Collection[str] = ()) -> LockedState | None:
+    """Take the patient's write lock, then read the record's digest, the stored evaluations' heads, the
+    latest task rows and the flag rows but those of the protocols in `leave_out_flags` (None: no such
+    patient). PostgreSQL locks the patient row (one writer of a patient's outputs at a
     time, across worker processes) in the statement that reads the rest; SQLite takes its database
     write lock (a no-op update; the service's write engine already began with BEGIN IMMEDIATE)."""
     if _postgresql(session):
@@ -226,7 +232,7 @@ def locked_state(session: Session, patient_id: int) -> LockedState | None:
         # commit: its stored rows would be stale).
         if session.execute(_PG_LOCK, {"id": patient_id}).first() is None:
             return None
-        row = session.execute(_PG_LOCKED, {"id": patient_id}).first()
+        row = session.execute(_PG_LOCKED, {"id": patient_id, "leave_out": sorted(leave_out_flags)}).first()
         digest = _digest(row, [Link(*x) for x in row.links or ()], row.facts or ())
         heads = {x[1]: StoredHead(x[0], x[2], _date(x[3]), x[4], x[6], bool(x[5])) for x in row.heads or ()}
         tasks = {x["key"]: RowState(_typed(TaskRow.__table__, x)) for x in row.tasks or ()}
@@ -242,7 +248,7 @@ def locked_state(session: Session, patient_id: int) -> LockedState | None:
     facts = session.execute(select(FactRow.id, FactRow.source_system, FactRow.source_id, FactRow.content_hash)
                             .where(FactRow.patient_id == patient_id).order_by(FactRow.id))
     return LockedState(_digest(row, links, facts), stored_heads(session, patient_id), task_rows(session, patient_id),
-                       flag_rows(session, patient_id))
+                       flag_rows(session, patient_id, leave_out_flags))
 
 
 def stored_heads(session: Session, patient_id: int) -> dict[str, StoredHead]:

@@ -13,11 +13,11 @@ from sqlmodel import Session, select
 
 from engine import metrics
 from engine.app import service
-from engine.app.service import EVALUATED, evaluate_one, evaluation_inputs, reevaluate
+from engine.app.service import EVALUATED, evaluate_one, evaluation_inputs, reevaluate, task_action
 from engine.language.library import load_library
 from engine.records.model import Coding, Fact, Patient, PatientRecord
 from engine.registry.ingest import ingest_records, load_record
-from engine.registry.outputs import PatientEvaluationRow
+from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskRow
 from engine.registry.tables import PatientRow
 from engine.synthetic.generate import SCT, codes
 
@@ -147,3 +147,91 @@ def test_a_reused_row_changed_between_read_and_write_is_not_kept(engine, library
     after = stored(engine)
     assert after[HYP][0][service.INPUTS_KEY] == digests(engine, library, T2)[HYP]
     assert {p: r for p, (r, _) in after.items()} == full_results(engine, library, T2)
+
+
+def outputs(engine) -> dict[str, list[dict]]:
+    """The patient's task and flag rows, whole."""
+    with Session(engine) as s:
+        return {"tasks": [r.model_dump() for r in s.exec(select(TaskRow).order_by(TaskRow.id))],
+                "flags": [r.model_dump() for r in s.exec(select(FlagRow).order_by(FlagRow.id))]}
+
+
+def full_changes(engine, library, now: dt.datetime) -> tuple[service.Diff, dict]:
+    """What a full re-evaluation would change now (its diff and the rows it would leave); rolled back."""
+    with Session(engine) as s:
+        diff, _ = reevaluate(s, NHS, library, as_of=now.date(), now=now, selective=False)
+        s.flush()
+        rows = {"tasks": [r.model_dump() for r in s.exec(select(TaskRow).order_by(TaskRow.id))],
+                "flags": [r.model_dump() for r in s.exec(select(FlagRow).order_by(FlagRow.id))]}
+        s.rollback()
+    return diff, rows
+
+
+def test_a_reused_results_flags_are_left_as_they_are_and_what_full_evaluation_leaves(engine, library, monkeypatch):
+    """The write reconciles the flags of the protocols derived again only (a reused result's flag rows
+    are already its own); the rows left are those a full re-evaluation leaves."""
+    ingest_records(engine, [base()], source="feed")
+    assert evaluate_one(engine, NHS, library, now=T1)[0] == EVALUATED
+    before = outputs(engine)
+    hyp_flags = [f for f in before["flags"] if f["protocol"] == HYP]
+    assert hyp_flags and all(f["active"] for f in hyp_flags)
+    ingest_records(engine, [record(fact("hba1c-1", "hba1c", dt.date(2026, 11, 1), 55, "mmol/mol"))], source="lab")
+    calls = derived_by(monkeypatch)
+    outcome, diff = evaluate_one(engine, NHS, library, now=T2)
+    assert outcome == EVALUATED and calls == [[T2DM]]
+    assert diff.flags_changed or diff.flags_cleared  # HbA1c 55: the t2dm "at or above 58" flag clears
+    after = outputs(engine)
+    assert [f for f in after["flags"] if f["protocol"] == HYP] == hyp_flags  # untouched, still raised
+    monkeypatch.undo()
+    full_diff, full_rows = full_changes(engine, library, T2)
+    assert full_diff.empty and full_rows == after
+
+
+def test_a_reused_protocols_task_reopened_by_a_person_is_still_resolved(engine, library, monkeypatch):
+    """Tasks are reconciled for every protocol, reused or not: a task its protocol no longer indicates,
+    reopened by a person, is resolved again even when the protocol's result is reused."""
+    ingest_records(engine, [base()], source="feed")
+    assert evaluate_one(engine, NHS, library, now=T1)[0] == EVALUATED
+    key = f"{NHS}|{HYP}|rule:above-target-untreated"
+    with Session(engine) as s:
+        task = s.exec(select(TaskRow).where(TaskRow.key == key)).one()
+        task_action(s, task.id, "complete", "gp", now=T1, outcome="done")
+        s.commit()
+        tid = task.id
+    # Blood pressure below target: hypertension no longer indicates it (the completed task's need ended).
+    ingest_records(engine, [record(fact("sbp-1", "sbp", dt.date(2026, 11, 2), 128, "mm[Hg]"),
+                                   fact("dbp-1", "dbp", dt.date(2026, 11, 2), 78, "mm[Hg]"))], source="gp")
+    assert evaluate_one(engine, NHS, library, now=T2)[0] == EVALUATED
+    with Session(engine) as s:
+        row = s.get(TaskRow, tid)
+        assert (row.status, row.condition_active) == ("completed", False)
+        task_action(s, tid, "reopen", "gp", now=T2)
+        s.commit()
+    ingest_records(engine, [record(fact("hba1c-1", "hba1c", dt.date(2026, 11, 3), 55, "mmol/mol"))], source="lab")
+    calls = derived_by(monkeypatch)
+    outcome, diff = evaluate_one(engine, NHS, library, now=T3)
+    assert outcome == EVALUATED and calls == [[T2DM]]  # hypertension reused ...
+    assert key in [c.key for c in diff.tasks_closed]  # ... and its reopened task resolved again
+    with Session(engine) as s:
+        row = s.get(TaskRow, tid)
+        assert (row.status, row.condition_active) == ("resolved", False)
+        assert [e.action for e in service.task_history(s, tid)][-1] == "resolved"
+    monkeypatch.undo()
+    full_diff, full_rows = full_changes(engine, library, T3)
+    assert full_diff.empty and full_rows == outputs(engine)
+
+
+def test_a_protocol_no_longer_in_force_has_its_tasks_resolved_and_flags_cleared(engine, library, monkeypatch):
+    ingest_records(engine, [base()], source="feed")
+    assert evaluate_one(engine, NHS, library, now=T1)[0] == EVALUATED
+    before = outputs(engine)
+    only_t2dm = load_library([ROOT / "protocols" / "t2dm-annual-care.yaml", ROOT / "protocols" / "agreements"])
+    calls = derived_by(monkeypatch)
+    outcome, diff = evaluate_one(engine, NHS, only_t2dm, now=T2)
+    assert outcome == EVALUATED and calls == [[]]  # t2dm reused; hypertension is not in force
+    after = outputs(engine)
+    assert {c.key for c in diff.flags_cleared} == {f["key"] for f in before["flags"] if f["protocol"] == HYP}
+    assert {c.key for c in diff.tasks_closed} == {t["key"] for t in before["tasks"] if t["protocol"] == HYP}
+    assert all(not f["active"] for f in after["flags"] if f["protocol"] == HYP)
+    assert all(t["status"] == "resolved" for t in after["tasks"] if t["protocol"] == HYP)
+    assert [f for f in after["flags"] if f["protocol"] == T2DM] == [f for f in before["flags"] if f["protocol"] == T2DM]
