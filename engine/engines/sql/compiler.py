@@ -406,6 +406,8 @@ class Compiler:
                              f"FROM {src} s {join_f} WHERE TRUE{kinds}")
                 continue
             self.valuesets_used.add(name)
+            if not vs.kinds:  # the facts are read only for their kind: every event row is one of them
+                join_f = ""
             parts.append(f"SELECT s.pid, s.seq, {i} AS idx, c.pos, {lit(name)} AS vsn, c.system, c.code FROM {src} s "
                          f"{join_f} JOIN {all_codes} c ON c.pid = s.pid AND c.seq = s.seq "
                          f"JOIN {self.vs_table} v ON v.vs = {lit(name)} AND v.code = c.code "
