@@ -75,7 +75,8 @@ def _matched_table(con, table: str, sql: str) -> None:
     con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT * FROM ({sql}) ORDER BY vs")
 
 
-def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str, str], shared=None) -> None:
+def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str, str], shared=None,
+                   direct: bool = False) -> None:
     """The value-set codes table; the facts matched to value sets (one pass over the facts); and the
     unit-conversion table: every distinct (unit, value) of the facts in a value set that declares a unit,
     converted in Python by units.converter exactly as the per-patient deriver does (so the two engines
@@ -91,7 +92,10 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
         con.execute(f"CREATE TEMP TABLE {compiled.props_table} (vs VARCHAR, system VARCHAR, code VARCHAR, col VARCHAR, "
                     f"value VARCHAR)")
         _insert(con, compiled.props_table, compiled.props_rows, ["VARCHAR"] * 5)
-    if shared is not None:  # copied from the shared pass, in its order (by value set: create_shared)
+    matched = compiled.vsm_table
+    if direct:  # the query reads the shared pass itself (prepare): its value sets' rows, under their names
+        matched = f"({shared.protocol_sql(protocol, compiled.converted)})"
+    elif shared is not None:  # copied from the shared pass, in its order (by value set: create_shared)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {compiled.vsm_table} AS {shared.protocol_sql(protocol, compiled.matched)}")
     else:
         _matched_table(con, compiled.vsm_table, compiled.vsm_sql)
@@ -99,7 +103,7 @@ def _ensure_tables(con, protocol: Protocol, compiled: Compiled, tables: dict[str
     if not compiled.converted:
         return
     names = ", ".join(lit(v) for v in compiled.converted)
-    rows = con.execute(f"SELECT DISTINCT vs, unit, raw FROM {compiled.vsm_table} WHERE vs IN ({names}) "
+    rows = con.execute(f"SELECT DISTINCT vs, unit, raw FROM {matched} WHERE vs IN ({names}) "
                        f"AND unit IS NOT NULL AND raw IS NOT NULL").fetchall()
     out = []
     for vs_name, unit, value in rows:
@@ -113,12 +117,16 @@ def prepare(con, protocol: Protocol, as_of: dt.date, period_start: dt.date | Non
     """Compile a protocol for the data behind `con` and create the temporary tables its SQL reads
     (value-set codes, matched facts, unit conversions); returns the compiled SQL. `values`: extra value
     columns (compiler.compile_protocol). `shared`: the chunk's one matching pass for many protocols
-    (create_shared), copied from instead of matching the facts again."""
+    (create_shared), read by the query itself (stored by value set, a read of one value set takes only its row
+    groups; no copy of the protocol's rows is written, docs/population.md) instead of matching the facts again;
+    another `shared` (episodes.CopiedMatches, ...) is copied from."""
     tables = tables or default_tables()
     ctx = Context.as_of(as_of, protocol.period, period_start)
     extra = con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {tables['fact_codings']} WHERE role = 'code' LIMIT 1)").fetchone()[0]
-    compiled = compile_protocol(protocol, ctx, tables, extra_codes=bool(extra), keys=keys, values=values)
-    _ensure_tables(con, protocol, compiled, tables, shared)
+    direct = shared.read_directly(protocol) if hasattr(shared, "read_directly") else None
+    compiled = compile_protocol(protocol, ctx, tables, extra_codes=bool(extra), keys=keys, values=values,
+                                matched_from=direct)
+    _ensure_tables(con, protocol, compiled, tables, shared, direct is not None)
     return compiled
 
 

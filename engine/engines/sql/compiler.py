@@ -320,6 +320,9 @@ class Compiler:
         self.carry = carried_columns(protocol)
         self.row_cols = ROW_COLS + "".join(f", {c}" for c in self.carry)
         self.s_cols = S_COLS + "".join(f", s.{c}" for c in self.carry)
+        # (table, {value set: its label there}): the matched facts read from a table holding many protocols'
+        # value sets under other labels (the chunk's shared pass, shared_matches.py), not the protocol's own
+        self.matched_from: tuple[str, dict[str, str]] | None = None
 
     # ---- plumbing ----
     def _cte(self, prefix: str, sql: str) -> str:
@@ -366,10 +369,14 @@ class Compiler:
         else:
             self.converted.add(n.name)
             value = "CASE WHEN m.unit IS NULL OR m.raw IS NULL THEN m.raw ELSE cm.cv END"
-            conv_join = (f" LEFT JOIN {self.conv_table} cm ON cm.vs = m.vs AND cm.unit = m.unit AND cm.value = m.raw")
+            conv_join = (f" LEFT JOIN {self.conv_table} cm ON cm.vs = {lit(n.name)} AND cm.unit = m.unit "
+                         f"AND cm.value = m.raw")
         carried = "".join(f", m.{c}" for c in self.carry)
+        table, label = self.vsm_table, n.name
+        if self.matched_from is not None:
+            table, label = self.matched_from[0], self.matched_from[1][n.name]
         return self._cte("vs", f"SELECT m.pid, m.seq, m.ord, m.day, m.ts, m.fid, {value} AS value, m.end_day, m.end_ts"
-                               f"{carried} FROM {self.vsm_table} m{conv_join} WHERE m.vs = {lit(n.name)}")
+                               f"{carried} FROM {table} m{conv_join} WHERE m.vs = {lit(label)}")
 
     def matches_cte(self, extra_codes: bool) -> str:
         """The one pass over the facts: every fact (as of the reference date, not entered in error) with
@@ -399,6 +406,8 @@ class Compiler:
                              f"FROM {src} s {join_f} WHERE TRUE{kinds}")
                 continue
             self.valuesets_used.add(name)
+            if not vs.kinds:  # the facts are read only for their kind: every event row is one of them
+                join_f = ""
             parts.append(f"SELECT s.pid, s.seq, {i} AS idx, c.pos, {lit(name)} AS vsn, c.system, c.code FROM {src} s "
                          f"{join_f} JOIN {all_codes} c ON c.pid = s.pid AND c.seq = s.seq "
                          f"JOIN {self.vs_table} v ON v.vs = {lit(name)} AND v.code = c.code "
@@ -904,12 +913,14 @@ def _sub_lowered(lowered: Lowered, keys: list[str]) -> Lowered:
 
 def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | None = None,
                      extra_codes: bool = True, keys: list[str] | None = None, dialect: Dialect = DUCKDB,
-                     values: dict[str, ir.Node] | None = None, episode_sets: frozenset = frozenset()) -> Compiled:
+                     values: dict[str, ir.Node] | None = None, episode_sets: frozenset = frozenset(),
+                     matched_from: tuple[str, dict[str, str]] | None = None) -> Compiled:
     """The SQL computing every patient's summary fact and fired conditions for one protocol (only the
     conditions `keys`, and the fields they need, when given). `values`: extra number / date expressions of
     the protocol (e.g. its score), each a column `expr:<name>` as computed (NULL when missing). `episode_sets`:
     compiled over (patient, episode) rows, the `nth` pick of these lists is each row's own episode
-    (engine/engines/sql/episodes.py)."""
+    (engine/engines/sql/episodes.py). `matched_from`: (table, {value set: label}) the query reads the matched
+    facts from instead of its own table (`vsm_table`, then not made): the chunk's shared pass (batch.prepare)."""
     tables = tables or default_tables()
     lowered = lowered_for(protocol)
     if keys is not None:
@@ -918,6 +929,7 @@ def compile_protocol(protocol: Protocol, ctx: Context, tables: dict[str, str] | 
     c = Compiler(protocol, ctx, tables, vs_table, dialect)
     c.extra_codes = extra_codes
     c.episode_sets = frozenset(ir.unwrap(x) for x in episode_sets)
+    c.matched_from = matched_from
     joins = _Joins()
     raw: dict[str, str] = {}
     types: dict[str, str] = {}

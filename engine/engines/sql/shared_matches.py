@@ -46,6 +46,13 @@ class SharedMatches:
     vsm_table: str = VSM_TABLE
     ids: dict[str, dict[str, str]] = field(default_factory=dict)  # ruleset_name -> {value set name: id}
 
+    def read_directly(self, protocol: Protocol) -> tuple[str, dict[str, str]] | None:
+        """(this pass's table, the protocol's {value set: id}), for a query reading its value sets' rows from
+        the shared table itself (compile_protocol(matched_from=...)) instead of a copy (protocol_sql); None
+        when the protocol was left out of the pass."""
+        ids = self.ids.get(protocol.ruleset_name)
+        return None if ids is None else (self.vsm_table, ids)
+
     def protocol_sql(self, protocol: Protocol, names: list[str]) -> str:
         """A protocol's matched table (columns and rows of its own pass) for its value sets `names`."""
         ids = self.ids[protocol.ruleset_name]
