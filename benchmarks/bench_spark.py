@@ -141,6 +141,8 @@ def run(patients: int = 750_000, seed: int = 1, as_of: dt.date = AS_OF, chunk: i
                  "spark_master": master,
                  "command": f"carepath bench spark --patients {patients} --chunk {chunk} --chunks {chunks}"
                             + (f" --protocols {','.join(protocol_ids)}" if protocol_ids else "")
+                            + (f" --spark-memory {spark_memory}" if spark_memory else "")
+                            + (f" --master {master}" if master != "local[2]" else "")
                             + (f" --data .../{data.name}" if data_dir is not None else "")}
     tmp = Path(tempfile.mkdtemp(prefix="carepath-bench-spark-", dir=DATA))
     try:
