@@ -26,6 +26,7 @@ PATIENTS = 120
 COLS = {"fired": "run, protocol, version, chunk, nhs_number, practice, deceased, list_sort(fired)",
         "measures": "run, protocol, version, chunk, measure, practice, mdt, locality, initial_population, denominator, "
                     "exclusions, numerator, exceptions, basis, cannot_determine, value_sum, value_patients, value_missing",
+        "measure_values": "run, protocol, version, chunk, measure, nhs_number, practice, mdt, locality, value",
         "registers": "run, protocol, version, chunk, practice, patients"}
 
 

@@ -12,11 +12,14 @@ same columns, one Parquet folder each, partitioned by protocol and chunk:
                                                   initial_population, denominator, exclusions, numerator,
                                                   exceptions, basis (engine/engines/sql/measures.py: the DuckDB
                                                   run's definition)
+    measure_values/protocol=<id>@<version>/chunk=<k>/  run, protocol, version, chunk, measure, nhs_number, practice,
+                                                  mdt, locality, value (one row per person a `value:` measure
+                                                  counts; only for protocols with such measures)
     registers/protocol=<id>@<version>/chunk=<k>/  run, protocol, version, chunk, practice, patients
     run_chunks.jsonl                              one line per (protocol, chunk) done
 
 Resumable: a (protocol, chunk) whose line is in run_chunks.jsonl is skipped when the same run id runs again;
-a chunk's three tables are written to a temporary folder and renamed into place before its line is added
+a chunk's tables are written to a temporary folder and renamed into place before its line is added
 (a run killed in between writes that (protocol, chunk) again, replacing what was there)."""
 from __future__ import annotations
 
@@ -34,7 +37,7 @@ from engine.engines.sql.compiler import condition_groups, ident, lit
 from engine.language.model import Protocol
 
 DEFAULT_CHUNK = 250_000  # Spark's fixed cost per query is high: large chunks (memory is the cluster's)
-RESULT_TABLES = ("fired", "measures", "registers")
+RESULT_TABLES = ("fired", "measures", "measure_values", "registers")
 
 
 def _columns(spark, proto: Protocol, as_of: dt.date, period_start: dt.date | None,
@@ -84,9 +87,10 @@ def _result_sql(proto: Protocol, keys: list[str], chunk: int, run: str,
                     f"filter(array({arr}), x -> x IS NOT NULL) AS fired FROM __cur",
            "registers": f"SELECT {meta}, practice, count_if({measures.register_sql(keys)}) AS patients "
                         f"FROM __cur GROUP BY practice"}
-    m = measures.measures_select(proto, meta, "__cur", values)
-    if m:
-        out["measures"] = m
+    for table, sql in (("measures", measures.measures_select(proto, meta, "__cur", values)),
+                       ("measure_values", measures.measure_values_select(proto, meta, "__cur", values))):
+        if sql:  # '' when the protocol counts no measures / no values
+            out[table] = sql
     return out
 
 
