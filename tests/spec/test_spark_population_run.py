@@ -1,11 +1,11 @@
 """`carepath evaluate-population --engine spark` writes the result tables of the DuckDB run — fired, measures,
-registers — with the same rows, on the same Parquet population; and a run resumes per (protocol, chunk).
+measure_values, registers — with the same rows, on the same Parquet population; and a run resumes per (protocol, chunk).
 
 Protocols: atrial fibrillation (measures with denominator exceptions, a register; a small query, so the test
 stays within CI's Spark budget), and the eCQM blood-pressure screening measure counted per episode (condition
 groups joined on pid) cut to 1 episode (2 groups) for the same reason; and the pilot's outcome measures (`value:`:
-admissions, bed days — the value columns of the measures rows, which the Spark run once left NULL). The diabetes pathway, Spark's largest
-query, is compared patient by patient in test_spark_equivalence.py."""
+admissions, bed days — the value columns of the measures rows, which the Spark run once left NULL, and the
+per-person measure_values rows, which it once did not write). The diabetes pathway, Spark's largest query, is compared patient by patient in test_spark_equivalence.py."""
 from __future__ import annotations
 
 import datetime as dt
