@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from api import sessions
 from api.state import COOKIE_NAME, AppState
 from api.security import AUDITOR, PERMISSIONS, Scope
-from engine.registry.access import AccessLogRow, UserRow
+from engine.registry.access import AccessLogRow
 from engine.registry.logchain import seal
 from engine.registry.tables import PatientRow
 

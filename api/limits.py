@@ -21,9 +21,7 @@ Every response except the static files and the API docs gets `Cache-Control: no-
 """
 from __future__ import annotations
 
-import itertools
 import json
-import operator
 import os
 import re
 import anyio

@@ -17,7 +17,6 @@ import os
 import shutil
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 from benchmarks.bench_batch import ROOT, finish

@@ -1,19 +1,11 @@
 """`carepath audit verify-log`: check the access log's hash chain."""
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from cli.authoring import _date
-from cli.common import DEFAULT_PROTOCOLS, _library, console, err
+from cli.common import console
 
 
 audit_app = typer.Typer(help="Checks on the service's own records.", no_args_is_help=True)

@@ -1,19 +1,14 @@
 """`carepath bench ...`: the benchmarks in benchmarks/ (not part of the test run)."""
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from cli.authoring import _date
-from cli.common import DEFAULT_PROTOCOLS, _library, console, err
+from cli.common import console, err
 
 
 bench_app = typer.Typer(help="Benchmarks (not part of the test run); results go to benchmarks/results/.",

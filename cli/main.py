@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from cli.authoring import _date  # one date-option parser for every command

@@ -3,14 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from cli.authoring import _date
 from cli.common import DEFAULT_PROTOCOLS, _library, console, err

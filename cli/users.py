@@ -1,19 +1,12 @@
 """`carepath users add|list|set`: the API's users (one rule for passwords: engine/app/users.py)."""
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import sys
-from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from cli.authoring import _date
-from cli.common import DEFAULT_PROTOCOLS, _library, console, err
+from cli.common import console, err
 
 
 users_app = typer.Typer(help="Manage the API's users (roles: clinical-lead, mdt-member, practice-staff, auditor, admin).",

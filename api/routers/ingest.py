@@ -14,14 +14,13 @@ is a data problem of that patient (`data_problems`), never an error for the deli
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import threading
 import time
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlmodel import Session, select

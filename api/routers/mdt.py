@@ -26,6 +26,7 @@ from engine.app import mdt_actions
 from api.security import CLINICAL_LEAD
 from engine.calendar import is_working_day
 from api.views import age_on, flag_out, name_of, task_out
+from engine.registry.dialect import is_postgresql
 from engine.registry.access import MdtOutcomeRow
 from engine.registry.outputs import OPEN_STATUSES, FlagRow, PatientEvaluationRow, TaskRow
 from engine.registry.tables import PatientRow
@@ -188,7 +189,7 @@ def record_outcome(body: OutcomeIn, request: Request, mdt: str = MDT, who: Princ
         patient_in_scope(s, state, request, who, body.nhs_number, "mdt-outcome")
     with Session(state.engines.write) as s:
         p = s.exec(select(PatientRow).where(PatientRow.nhs_number == body.nhs_number)).one()
-        if body.task_changes and s.get_bind().dialect.name == "postgresql":
+        if body.task_changes and is_postgresql(s):
             # the lock re-evaluation and task actions take: a change and the engine never interleave
             s.exec(select(PatientRow).where(PatientRow.id == p.id).with_for_update()).first()
         assigned = s.exec(select(TaskRow.id).where(TaskRow.patient_id == p.id, TaskRow.provider == mdt)).first()

@@ -17,6 +17,7 @@ from engine.app import practices
 from engine.app.service import TaskActionError, task_action, task_history
 from engine.app.task_outcomes import CLOSING_ACTIONS, completion_refusal
 from engine.reports.csv_export import csv_text
+from engine.registry.dialect import is_postgresql
 from engine.registry.outputs import OPEN_STATUSES, TaskRow
 from engine.registry.tables import PatientRow
 
@@ -119,7 +120,7 @@ def _task_in_scope(s: Session, state: AppState, request: Request, who: Principal
                    detail={"reason": "patient outside the user's scope" if row else "no such task", "task": task_id})
         raise HTTPException(status_code=404, detail=NO_TASK)
     t, p = row
-    if lock and s.get_bind().dialect.name == "postgresql":
+    if lock and is_postgresql(s):
         # The same lock re-evaluation takes: a person's action and the engine never interleave.
         s.exec(select(PatientRow).where(PatientRow.id == p.id).with_for_update()).first()
         s.exec(select(TaskRow).where(TaskRow.id == task_id).with_for_update()).first()

@@ -107,5 +107,5 @@ def patient_plan_page(request: Request, nhs_number: Nhs, who: Principal = Depend
     with Session(state.engines.read) as s:
         p = s.exec(select(PatientRow).where(PatientRow.nhs_number == nhs_number)).one()
         practice = practices.practice(p.practice)  # name and phone from the practice table (None if unknown)
-    return render(request, "patient_plan.html", who, page_title=f"Your care plan", plain=plain, practice=practice,
+    return render(request, "patient_plan.html", who, page_title="Your care plan", plain=plain, practice=practice,
                   printed=local(state.now()).date())

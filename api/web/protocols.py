@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import json
 from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Annotated, Any

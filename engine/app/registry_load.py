@@ -31,6 +31,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, text
 from sqlmodel import Session, select
 
+from engine.registry.dialect import is_postgresql
 from engine.registry.db import make_engine, upgrade
 from engine.registry.ingest import _demographics, fact_values, load_record
 from engine.registry.tables import FactRow, IngestBatch, PatientRow, PatientSourceId, utcnow
@@ -159,7 +160,7 @@ def bulk_load(engine: Engine, patients: int, *, seed: int = 1, as_of: dt.date = 
             if pool:
                 pool.close()
                 pool.join()
-        if dialect.name == "postgresql":  # explicit patient ids: move the sequence past them
+        if is_postgresql(engine):  # explicit patient ids: move the sequence past them
             cur.execute("SELECT setval(pg_get_serial_sequence('patient', 'id'), (SELECT max(id) FROM patient))")
             cur.execute("ANALYZE")
         elif dialect.name == "sqlite":

@@ -325,7 +325,7 @@ class _Compiler:
 
     def condition(self, value, loc: Location, what: str) -> ir.Node | None:
         """A yes/no condition: an expression, or {all: [...]}, {any: [...]}, {not: ...} nested."""
-        from ruamel.yaml.comments import CommentedMap, CommentedSeq
+        from ruamel.yaml.comments import CommentedMap
         if isinstance(value, CommentedMap):
             if len(value) != 1 or next(iter(value)) not in CONDITION_FORMS:
                 self.p.error(loc, f"{what} should be an expression or one of all: / any: / not:",

@@ -67,6 +67,7 @@ from sqlmodel import Field, Session, SQLModel, select
 from engine.records.fhir.bundle import PATIENT_REF, READERS, SUPPORTING_TYPES, import_bundle
 from engine.records.fhir.common import ID_SOURCE, NHS_NUMBER_SYSTEM, BundleError, _ref_key
 from engine.registry.bulk_sources import is_manifest, is_ndjson_name, manifest_files, plain_copies
+from engine.registry.dialect import is_postgresql
 from engine.registry.ingest import IngestError, IngestSummary, ingest_records
 from engine.registry.tables import PatientRow, PatientSourceId, _fk, _json, _when, utcnow
 
@@ -633,7 +634,7 @@ class BulkLoad:
         if not refusals:
             return
         table = BulkRefusalRow.__table__
-        insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+        insert = pg_insert if is_postgresql(s) else sqlite_insert
         seen: dict[tuple, dict] = {}
         for n, ln, o, r, reason in refusals:
             seen.setdefault((n, ln), dict(run_id=self.claimed.run_id, file=n[:255], line=ln, outcome=o, resource=r,

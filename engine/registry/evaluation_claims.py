@@ -28,6 +28,8 @@ from typing import Iterator
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from engine.registry.dialect import is_postgresql
+
 CLASS_ID = 0x63617265  # "care": the advisory-lock class of a patient's evaluation claim (fits int4)
 
 _local: set[tuple[str, int]] = set()
@@ -37,7 +39,7 @@ _local_lock = threading.Lock()
 @contextmanager
 def claim_patient(engine: Engine, patient_id: int) -> Iterator[bool]:
     """True (and the claim held until the block ends) unless another drain holds it now."""
-    if engine.dialect.name == "postgresql":
+    if is_postgresql(engine):
         with engine.connect() as conn:
             got = bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(CLASS_ID, patient_id))).scalar())
             try:

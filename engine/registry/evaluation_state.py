@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlmodel import Session, select
 
 from engine.registry import pending
+from engine.registry.dialect import is_postgresql
 from engine.records.model import PatientRecord
 from engine.registry.ingest import DEMOGRAPHICS, _fact, _patient, _record_digest
 from engine.registry.outputs import FlagRow, PatientEvaluationRow, TaskRow
@@ -145,10 +146,6 @@ class LockedState:
     flags: dict[str, RowState]  # key -> the flag row
 
 
-def _postgresql(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _date(value) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(value)
 
@@ -196,7 +193,7 @@ def _digest(patient, links, fact_keys) -> str:
 
 def read_state(session: Session, nhs_number: str) -> ReadState | None:
     """The patient's record rows, digest, outbox mark, stored results and current tasks (None: no such patient)."""
-    if _postgresql(session):
+    if is_postgresql(session):
         row = session.execute(_PG_READ, {"nhs": nhs_number}).first()
         if row is None:
             return None
@@ -226,7 +223,7 @@ def locked_state(session: Session, patient_id: int, leave_out_flags: Collection[
     patient). PostgreSQL locks the patient row (one writer of a patient's outputs at a
     time, across worker processes) in the statement that reads the rest; SQLite takes its database
     write lock (a no-op update; the service's write engine already began with BEGIN IMMEDIATE)."""
-    if _postgresql(session):
+    if is_postgresql(session):
         # Two statements: the lock first, so the read's snapshot is taken after it is granted (a statement
         # that waited for the lock still reads with the snapshot it began with, before the other writer's
         # commit: its stored rows would be stale).
@@ -254,7 +251,7 @@ def locked_state(session: Session, patient_id: int, leave_out_flags: Collection[
 def stored_heads(session: Session, patient_id: int) -> dict[str, StoredHead]:
     """protocol -> the head of each stored evaluation of the patient, read without the results themselves."""
     e = PatientEvaluationRow.__table__
-    json_type = sa.func.json_typeof if _postgresql(session) else sa.func.json_type
+    json_type = sa.func.json_typeof if is_postgresql(session) else sa.func.json_type
     rows = session.execute(select(e.c.id, e.c.protocol, e.c.version, e.c.reference_date, e.c.result[INPUTS_KEY].as_string(),
                                   e.c.result["measures"], json_type(e.c.result) == "object")
                            .where(e.c.patient_id == patient_id))

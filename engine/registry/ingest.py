@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from pydantic import BaseModel, Field, computed_field
@@ -96,6 +97,21 @@ class IngestSummary(BaseModel):
                 f"{self.added} added / {self.updated} updated / {self.unchanged} unchanged; {len(self.affected)} to re-evaluate")
 
 
+@dataclass
+class _StoredFact:
+    """A fact of the patient already in the registry, by (source system, source id): its content hash, and
+    its row id (from the patient's one read) or its row (once this delivery added or updated it: a row is
+    read whole only to update it)."""
+    content_hash: str
+    fact_id: int | None = None
+    row: FactRow | None = None
+
+    def load(self, session: Session) -> FactRow:
+        if self.row is None:
+            self.row = session.get(FactRow, self.fact_id)
+        return self.row
+
+
 def _content(f: Fact) -> dict:
     return f.model_dump(mode="json", exclude={"id", "source_system"})
 
@@ -142,8 +158,8 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
             row = got_rows[0][0] if got_rows else None
             if got_rows and got_rows[0][1]:
                 marked_before.add(p.nhs_number)
-            existing: dict[tuple[str, str], FactRow | tuple[int, str]] = {
-                (system, sid): (fid, h) for _, _, fid, system, sid, h in got_rows if fid is not None}
+            existing: dict[tuple[str, str], _StoredFact] = {
+                (system, sid): _StoredFact(h, fact_id=fid) for _, _, fid, system, sid, h in got_rows if fid is not None}
             incoming = _demographics(p)
             if row is None:
                 row = PatientRow(nhs_number=p.nhs_number, **incoming, created_at=now, updated_at=now)
@@ -176,20 +192,20 @@ def _ingest(session: Session, records: Iterable[PatientRecord], source: str, con
                 values = fact_values(fact)
                 key = (fact.source_system, fact.id)
                 got = existing.get(key)
-                if got is not None and (got.content_hash if isinstance(got, FactRow) else got[1]) == values["content_hash"]:
+                if got is not None and got.content_hash == values["content_hash"]:
                     change.unchanged += 1
                     continue
                 values.update(ingested_at=now, batch_id=batch.id)
                 if got is None:
                     stored = FactRow(patient_id=row.id, source_system=fact.source_system, source_id=fact.id, **values)
                     session.add(stored)
-                    existing[key] = stored
+                    existing[key] = _StoredFact(values["content_hash"], row=stored)
                     change.added += 1
                 else:
-                    stored = got if isinstance(got, FactRow) else session.get(FactRow, got[0])
-                    existing[key] = stored
+                    stored = got.load(session)
                     for k, value in values.items():
                         setattr(stored, k, value)
+                    got.content_hash = values["content_hash"]
                     change.updated += 1
             session.flush()  # surface constraint violations here, naming the patient
         except DBAPIError as exc:

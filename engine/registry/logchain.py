@@ -35,6 +35,8 @@ from typing import Any, Mapping
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 
+from engine.registry.dialect import is_postgresql
+
 GENESIS = "0" * 64
 FIELDS = ("at", "user_id", "username", "role", "action", "method", "path", "resource", "status", "patients", "detail")
 LOCK_KEY = 0x6361726570617468 & 0x7FFFFFFFFFFFFFFF  # "carepath": the advisory lock for appending to the log
@@ -80,7 +82,7 @@ def row_hash(prev_hash: str, row: Any) -> str:
 def lock_and_last_hash(conn: Connection) -> str:
     """Inside the caller's (write) transaction: take the append lock and return the last row's hash."""
     last_row = sa.select(access_log.c.row_hash).order_by(access_log.c.id.desc()).limit(1)
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+    if is_postgresql(conn) and conn.dialect.driver == "psycopg":
         # One round trip: the lock and the read as two statements in one message (no parameters, so
         # psycopg sends it with the simple query protocol). Each statement takes its own snapshot
         # (READ COMMITTED), so the read sees the row of whoever held the lock before; the read
@@ -95,7 +97,7 @@ def lock_and_last_hash(conn: Connection) -> str:
         finally:
             result.close()
         return (got[0] if got else None) or GENESIS
-    if conn.dialect.name == "postgresql":
+    if is_postgresql(conn):
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
     last = conn.execute(last_row).scalar()
     return last or GENESIS

@@ -22,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, select
 
+from engine.registry.dialect import is_postgresql
 from engine.registry.tables import _fk, _when, utcnow
 
 EVALUATION_ERROR = "evaluation-error"
@@ -62,7 +63,7 @@ def queue(session: Session, patient_ids: Iterable[int], *, batch_id: int | None 
         return
     now = now or utcnow()
     table = PendingEvaluationRow.__table__
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    insert = pg_insert if is_postgresql(session) else sqlite_insert
     for i in range(0, len(ids), 500):
         stmt = insert(table).values([dict(patient_id=p, seq=1, queued_at=now, batch_id=batch_id) for p in ids[i:i + 500]])
         stmt = stmt.on_conflict_do_update(index_elements=["patient_id"],
@@ -92,7 +93,7 @@ def settle(session: Session, patient_id: int, seq: int | None, now: dt.datetime,
     problems = DataProblemRow.__table__
     resolve = (sa.update(problems).where(problems.c.patient_id == patient_id, problems.c.kind == kind,
                                          problems.c.resolved_at.is_(None)).values(resolved_at=now))
-    if session.get_bind().dialect.name != "postgresql":
+    if not is_postgresql(session):
         if also is not None:
             session.execute(also)
         clear(session, patient_id, seq)

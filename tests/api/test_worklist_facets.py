@@ -1,5 +1,7 @@
-"""The worklist page's filter counts from one GROUP BY (api.web.worklist._facets_in_one_pass) are the counts each
-filter's own query gives (every other filter applied), for each clinical role's scope and a spread of filters."""
+"""The worklist page's filter counts from one GROUP BY (api.web.worklist._facets_in_one_pass, which filters the
+grouped rows in Python) are the counts each filter's own `View.query` gives (every other filter applied: the page's
+`_facets_filter_by_filter`, used for the risk-tier and my-tasks filters), for each clinical role's scope and a
+spread of filters."""
 from __future__ import annotations
 
 from sqlmodel import Session, select
@@ -8,8 +10,6 @@ from api.deps import Principal
 from api.security import Scope
 from api.web import worklist as w
 from engine.registry.access import UserRow
-from engine.registry.outputs import OPEN_STATUSES, TaskRow
-from engine.registry.tables import PatientRow
 
 FILTERS = [{}, {"status": ["open"]}, {"status": ["completed", "declined", "open"]}, {"priority": ["high", "urgent"]},
            {"role": "gp"}, {"overdue": "yes"}, {"overdue": "no", "role": "practice-nurse"}, {"practice": "A81001"},
@@ -23,18 +23,6 @@ def _view(**k) -> w.View:
     return w.View(**{**d, **k})
 
 
-def _each_by_itself(s, v, who, now) -> dict:
-    out = {"status": w._facet(s, v.query(who, now, status=list(w.STATUSES)), TaskRow.status),
-           **{name: w._facet(s, v.query(who, now, **{name: None}), col)
-              for name, col in (("priority", TaskRow.priority), ("role", TaskRow.role),
-                                ("practice", PatientRow.practice), ("protocol", TaskRow.protocol))}}
-    no_late = v.query(who, now, overdue=None)
-    late = w._count(s, no_late.where((TaskRow.due < now) & TaskRow.status.in_(OPEN_STATUSES)))
-    out["overdue"] = {"yes": late, "no": w._count(s, no_late) - late}
-    out["total"] = w._count(s, v.query(who, now))
-    return out
-
-
 def test_one_pass_counts_are_each_filters_own(api):
     state = api.client.app.state.carepath
     now = state.now()
@@ -46,7 +34,7 @@ def test_one_pass_counts_are_each_filters_own(api):
                             locality=u.locality, scope=Scope.of(u))
             for f in FILTERS:
                 v = _view(**f)
-                want = _each_by_itself(s, v, who, now)
+                want = w._facets_filter_by_filter(s, v, who, now, tiers={})  # each filter's own query
                 assert w._facets_in_one_pass(s, v, who, now) == want, (username, f)
                 checked += bool(want["total"])
         assert checked >= 10  # most combinations have tasks to count

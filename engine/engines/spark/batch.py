@@ -66,7 +66,7 @@ def prepare(spark, protocol: Protocol, as_of: dt.date, period_start: dt.date | N
 def create_shared(spark, protocols: list[Protocol], as_of: dt.date, period_start: dt.date | None = None,
                   tables: dict[str, str] | None = None):
     """Match the facts in `tables` once to every value set of `protocols` (engine/engines/sql/shared_matches.py,
-    as the DuckDB run does), cached now (outside any _Scratch, which would free it); pass it to
+    as the DuckDB run does), cached now (outside any Scratch, which would free it); pass it to
     prepare(shared=...) for each of them and drop_shared() it after."""
     from engine.engines.sql import shared_matches
 
@@ -121,9 +121,11 @@ def query(spark, compiled: Compiled, cols: list[str], materialize: str | None = 
     return df.select(*[df[f"`{c}`"] for c in cols])
 
 
-class _Scratch:
-    """Frees what one query cached (the matched facts, checkpointed parts) when it is done: local checkpoints
-    stay in the block manager for the session's life otherwise (a run over many protocols ran out of heap)."""
+class Scratch:
+    """``with Scratch(spark):`` around one query (or one protocol's queries): on leaving, every RDD persisted
+    inside the block (the matched facts, locally checkpointed parts) is unpersisted; what was persisted
+    before the block is kept. Local checkpoints stay in the block manager for the session's life otherwise
+    (a run over many protocols ran out of heap). Used here, by `episodes.fired_by_patient` and by `run`."""
 
     def __init__(self, spark):
         self.spark = spark
@@ -147,7 +149,7 @@ def fired_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: dt
     episode from one query over (patient, episode) rows instead, as the population run does."""
     out = {} if out is None else out
     for group in condition_groups(protocol) if groups is None else groups:
-        with _Scratch(spark):
+        with Scratch(spark):
             compiled = prepare(spark, protocol, as_of, period_start, tables, group)
             keys = compiled.conditions
             rows = query(spark, compiled, ["nhs_number"] + keys).collect()
@@ -162,7 +164,7 @@ def evaluated_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start
     """nhs_number -> (keys of the conditions that held, the measure values; as the DuckDB engine's)."""
     out: dict[str, tuple[set[str], dict[str, float | None]]] = {}
     for group in condition_groups(protocol):
-        with _Scratch(spark):
+        with Scratch(spark):
             compiled = prepare(spark, protocol, as_of, period_start, tables, group)
             keys, vcols = compiled.conditions, compiled.value_columns()
             rows = query(spark, compiled, ["nhs_number"] + keys + vcols).collect()
@@ -178,7 +180,7 @@ def results_by_patient(spark, protocol: Protocol, as_of: dt.date, period_start: 
                        tables: dict[str, str] | None = None) -> dict[str, tuple[set[str], dict[str, Any]]]:
     out: dict[str, tuple[set[str], dict[str, Any]]] = {}
     for group in condition_groups(protocol):
-        with _Scratch(spark):
+        with Scratch(spark):
             compiled = prepare(spark, protocol, as_of, period_start, tables, group)
             keys, names = compiled.conditions, list(compiled.fields)
             rows = query(spark, compiled, ["nhs_number"] + keys + names).collect()

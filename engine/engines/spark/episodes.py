@@ -20,7 +20,7 @@ def episode_frame(spark, proto: Protocol, as_of: dt.date, period_start: dt.date 
                   tables: dict[str, str] | None = None):
     """(a checkpointed DataFrame: pid, nhs_number, one boolean column per `#k` key of `proto`, as the
     per-episode queries give them; the keys), or None when the protocol has no episode steps compiled this way.
-    Call inside a batch._Scratch (what it caches is freed there)."""
+    Call inside a batch.Scratch (what it caches is freed there)."""
     p = episodes.plan(proto)
     if p is None:
         return None
@@ -56,7 +56,7 @@ def fired_by_patient(spark, proto: Protocol, as_of: dt.date, period_start: dt.da
     condition groups one query each (batch.fired_by_patient)."""
     out: dict[str, set[str]] = {}
     groups = condition_groups(proto)
-    with batch._Scratch(spark):
+    with batch.Scratch(spark):
         got = episode_frame(spark, proto, as_of, period_start, tables=tables)
         if got is not None:
             df, keys = got

@@ -132,7 +132,7 @@ def evaluate_population_spark(data: Path, protocols: list[Protocol], as_of: dt.d
             t1 = time.perf_counter()
             tmp = out / f".tmp-{proto.key}-{k}"
             shutil.rmtree(tmp, ignore_errors=True)
-            with batch._Scratch(spark):
+            with batch.Scratch(spark):
                 keys, values = _columns(spark, proto, as_of, period_start, shared)
                 for table, sql in _result_sql(proto, keys, k, run, values).items():
                     spark.sql(sql).write.mode("overwrite").parquet(str(tmp / table))

@@ -234,8 +234,8 @@ def matches_sql(valuesets: dict, names: list[str], vs_table: str, tables: dict[s
     `where` tests that read them (carried_columns)."""
     facts, codings = tables["facts"], tables["fact_codings"]
     in_names = ", ".join(lit(v) for v in names) or "NULL"
-    cols = (f"v.vs, f.pid, f.seq, f.seq AS ord, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, f.value AS raw, "
-            f"f.unit, CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts" + "".join(f", f.{c}" for c in carry))
+    cols = ("v.vs, f.pid, f.seq, f.seq AS ord, CAST(f.start AS DATE) AS day, f.start AS ts, f.fid, f.value AS raw, "
+            "f.unit, CAST(f.\"end\" AS DATE) AS end_day, f.\"end\" AS end_ts" + "".join(f", f.{c}" for c in carry))
     live = (f"CAST(f.start AS DATE) <= {lit(reference_date)} "
             f"AND lower(coalesce(f.status, '')) <> 'entered-in-error'")
     on = f"AND {system_rule('v', 'x.system')}"
@@ -644,8 +644,6 @@ class Compiler:
             raise NotImplementedError(f"batch engine: pick {n.how!r} ({n!r})")
         fn, parts = keys[n.how]
         key = self.d.struct([(f"k{i}", p) for i, p in enumerate(parts)])
-        cols = [c.strip() for c in self.row_cols.split(",") if c.strip() != "pid"]
-        row = "{" + ", ".join(f"'{c}': {c}" for c in cols) + "}"
         where = " WHERE value IS NOT NULL" if n.how in ("min", "max") else ""
         # only the winner's `ord` comes out of the aggregate (cheap to carry); its row is joined back
         return self._cte("pick", f"SELECT {self.s_cols} FROM {src} s {self.d.semi_join} "
