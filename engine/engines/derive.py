@@ -79,6 +79,26 @@ def shift(d: ir.Duration) -> relativedelta:
 
 
 _SHIFTS: dict[ir.Duration, relativedelta] = {}  # a relativedelta per duration, made once (issue 17, P2)
+_MOVED: dict[tuple, Any] = {}
+
+
+def moved(day, d: ir.Duration, how: str = "+"):
+    """`day + shift(d)` ("+"), `day - shift(d)` ("-") or `day + sign * shift(d)` ("+1" / "-1": a DateShift),
+    each worked out once per (day, duration): relativedelta arithmetic is ~20 Python calls, and a
+    patient's windows move the same few dates again and again."""
+    key = (day, how, d)
+    got = _MOVED.get(key)
+    if got is None:
+        if how == "+":
+            got = day + shift(d)
+        elif how == "-":
+            got = day - shift(d)
+        else:
+            got = day + int(how) * shift(d)
+        if len(_MOVED) >= 65536:
+            _MOVED.clear()
+        _MOVED[key] = got
+    return got
 
 
 def age_on(birth: dt.date, on: dt.date) -> int:
@@ -202,7 +222,7 @@ class Deriver:
 
     def _e_date_shift(self, n: ir.DateShift):
         base = self.eval(n.date)
-        return None if base is None else base + n.sign * shift(n.duration)
+        return None if base is None else moved(base, n.duration, f"{n.sign:+d}")
 
     def _e_present(self, n: ir.Present):
         return self.eval(n.item) is not None
@@ -358,29 +378,29 @@ class Deriver:
         src = self.eval(n.source)
         events = self._as_list(src)
         if n.kind == "ago":
-            lo = self.ctx.reference_date - shift(n.duration)
+            lo = moved(self.ctx.reference_date, n.duration, "-")
             keep = [e for e in events if lo < e.day <= self.ctx.reference_date]
         elif n.kind in ("after", "before") and n.anchor.type == ir.SET:  # any of a list of events' dates
             days = [a.day for a in self._as_list(self.eval(n.anchor))]
-            d = shift(n.duration)
+            d = n.duration
             if n.kind == "after":
-                keep = [e for e in events if any(a <= e.day <= a + d for a in days)]
+                keep = [e for e in events if any(a <= e.day <= moved(a, d, "+") for a in days)]
             else:
-                keep = [e for e in events if any(a - d <= e.day <= a for a in days)]
+                keep = [e for e in events if any(moved(a, d, "-") <= e.day <= a for a in days)]
         elif n.kind in ("after", "before"):
             anchor = self.eval(n.anchor)
             if anchor is None:
                 keep = []
             elif n.kind == "after":
-                hi = anchor + shift(n.duration)
+                hi = moved(anchor, n.duration, "+")
                 keep = [e for e in events if anchor <= e.day <= hi]
             else:
-                lo = anchor - shift(n.duration)
+                lo = moved(anchor, n.duration, "-")
                 keep = [e for e in events if lo <= e.day <= anchor]
         elif n.kind == "after_end":  # after the end of any anchor event (to the minute), up to d after its end date
             ends = [a.fact for a in self._as_list(self.eval(n.anchor)) if a.fact.end is not None]
-            d = shift(n.duration)
-            keep = [e for e in events if any(e.fact.start > a.end and e.day <= a.end_day + d for a in ends)]
+            d = n.duration
+            keep = [e for e in events if any(e.fact.start > a.end and e.day <= moved(a.end_day, d, "+") for a in ends)]
         elif n.kind == "period":
             keep = [e for e in events if self.ctx.period_start <= e.day <= self.ctx.period_end]
         elif n.kind == "overlaps":
