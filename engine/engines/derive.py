@@ -128,6 +128,7 @@ class Derived:
 
 
 PICK, COUNT, EXISTS = 0, 1, 2
+_UNSET = object()
 _EVIDENCE_NODES: dict = {}  # condition node -> its evidence-bearing nodes (the IR is immutable)
 _EVIDENCE_NODES_MAX = 100_000
 
@@ -181,10 +182,10 @@ class Deriver:
 
     # ---- public ----
     def eval(self, node: ir.Node) -> Any:
-        if node in self.out.values:
-            return self.out.values[node]
-        value = self._eval(node)
-        self.out.values[node] = value
+        values = self.out.values
+        value = values.get(node, _UNSET)  # (one lookup: a node's hash is a Python call)
+        if value is _UNSET:
+            value = values[node] = self._eval(node)
         return value
 
     def evidence(self, node: ir.Node) -> list[Fact]:
