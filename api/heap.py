@@ -9,9 +9,10 @@ CPU per request on average. `gc.freeze()` at the start of the app's lifespan mov
 into the permanent generation, which collections skip; `thaw()` when the last app serving stops gives
 them back (a test process starts and stops many apps). Nothing else changes: objects still die by reference counting,
 and a later collection still finds cycles made after the freeze. What was already garbage in a cycle
-when frozen is kept until `thaw()` (bounded: once per start and per library reload). When the library is
-reloaded (a changed protocol or codelist file), `after_reload` freezes the new one too; the old one is
-freed by reference counting as before (no collection: a full one costs ~0.3 s).
+when frozen is kept until `thaw()` (bounded: once per start). A library reloaded later (a changed protocol
+or codelist file) is not frozen: the old one is freed by reference counting as before (a Library is in no
+reference cycle), the new one lives in the ordinary generations (freezing again would also freeze whatever
+cyclic garbage is waiting then, and collecting first costs ~0.3 s a reload).
 """
 from __future__ import annotations
 
@@ -37,10 +38,13 @@ _lock = threading.Lock()
 
 
 def freeze_long_lived() -> None:
+    """The first app to start serving freezes what exists; one starting while another serves changes nothing
+    (freezing again would also freeze the garbage cycles of apps that stopped since: a test process would keep
+    them all)."""
     global _serving, _saved_threshold
     with _lock:
         _serving += 1
-        if _enabled():
+        if _serving == 1 and _enabled():
             gc.freeze()
             if _saved_threshold is None:
                 _saved_threshold = gc.get_threshold()
@@ -58,12 +62,3 @@ def thaw() -> None:
             if _saved_threshold is not None:
                 gc.set_threshold(*_saved_threshold)
                 _saved_threshold = None
-
-
-def after_reload() -> None:
-    """A new library replaced the old one while frozen: freeze it too (cheap: no collection). The old library
-    is freed by reference counting when the last request using it ends (a Library is not in a reference cycle),
-    frozen or not; cyclic garbage waiting in the young generations at that moment stays until `thaw()`."""
-    with _lock:
-        if gc.get_freeze_count():
-            gc.freeze()

@@ -15,7 +15,6 @@ from typing import Any, Callable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from api import heap
 from api.db import Engines
 from api.security import Pseudonymiser, Tokens
 from api.throttle import ThrottlePolicy
@@ -59,11 +58,8 @@ class LibraryHolder:
             fp = library_fingerprint([self.root])  # shared definitions above the folder and the site codelists too
             self._checked = time.monotonic()
             if force or self._library is None or fp != self._fingerprint:
-                reloaded = self._library is not None
                 self._library = load_library([self.root])
                 self._fingerprint = fp
-                if reloaded:
-                    heap.after_reload()
             return self._library
 
     def reload(self) -> Library:
