@@ -22,6 +22,7 @@ from sqlalchemy.exc import DataError
 from api.db import make_engines
 from api.limits import RequestGuard
 from api.security import Pseudonymiser, Tokens
+from api import heap
 from api.state import (COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_TOKEN_TTL, AppState, LibraryHolder,  # noqa: F401
                        _service_key, env_flag)
 from api.throttle import ThrottlePolicy
@@ -61,7 +62,9 @@ def create_app(database_url: str | None = None, protocols_dir: Path = Path("prot
 
         state.drainer = Drainer(engines.write, lambda: state.library, state.now, engines.read)
         state.drainer.kick()
+        heap.freeze_long_lived()  # what lives as long as the service, out of the full collections (api/heap.py)
         yield
+        heap.thaw()
         if getattr(state, "bulk_runner", None) is not None:
             state.bulk_runner.stop()  # a bulk load stops between patients, resumable (api/bulk_ingest.py)
         state.drainer.stop()

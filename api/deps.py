@@ -13,7 +13,7 @@ from api import sessions
 from api.state import COOKIE_NAME, AppState
 from api.security import AUDITOR, PERMISSIONS, Scope
 from engine.registry.access import AccessLogRow
-from engine.registry.logchain import seal
+from engine.registry.logchain import append, seal
 from engine.registry.tables import PatientRow
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/auth/token", auto_error=False)
@@ -50,20 +50,20 @@ def log_access(state: AppState, request: Request | None, who: Principal | None, 
                session: Session | None = None, username: str | None = None) -> None:
     """Append to the access log. With `session`, the row joins that (write) transaction. The row is
     hash-chained to the one before it under a lock held until that transaction ends (logchain.seal)."""
-    row = AccessLogRow(user_id=who.id if who else None, username=who.username if who else username,
-                       role=who.role if who else None, action=action,
-                       method=request.method if request else "-", path=str(request.url.path)[:500] if request else "-",
-                       resource=resource, status=status, patients=sorted(set(patients)), detail=detail or {},
-                       at=state.now())
+    values = dict(user_id=who.id if who else None, username=who.username if who else username,
+                  role=who.role if who else None, action=action,
+                  method=request.method if request else "-", path=str(request.url.path)[:500] if request else "-",
+                  resource=resource, status=status, patients=sorted(set(patients)), detail=detail or {},
+                  at=state.now())
     if session is not None:
+        row = AccessLogRow(**values)
         seal(session.connection(), row)
         session.add(row)
         session.flush()  # a second row in the same transaction chains onto this one
         return
-    with Session(state.engines.write) as s:
-        seal(s.connection(), row)
-        s.add(row)
-        s.commit()
+    with state.engines.write.begin() as conn:  # a transaction of its own: lock, chain, insert (one round trip
+        append(conn, values)                   # on PostgreSQL), commit
+
 
 
 def _unauthorised(message: str) -> HTTPException:

@@ -50,6 +50,7 @@ from dateutil.relativedelta import relativedelta
 from engine.ir import nodes as ir
 from engine.language.model import Protocol
 from engine.language.units import UnitError, converter
+from engine.language.valuesets import ValueSetIndex
 from engine.ir.lowering import compare
 from engine.records.model import Fact, PatientRecord
 
@@ -69,7 +70,35 @@ class Context:
 
 
 def shift(d: ir.Duration) -> relativedelta:
-    return relativedelta(**{d.unit: d.amount})
+    got = _SHIFTS.get(d)
+    if got is None:
+        if len(_SHIFTS) >= 4096:
+            _SHIFTS.clear()
+        got = _SHIFTS[d] = relativedelta(**{d.unit: d.amount})  # (never changed in place: arithmetic makes new ones)
+    return got
+
+
+_SHIFTS: dict[ir.Duration, relativedelta] = {}  # a relativedelta per duration, made once (issue 17, P2)
+_MOVED: dict[tuple, Any] = {}
+
+
+def moved(day, d: ir.Duration, how: str = "+"):
+    """`day + shift(d)` ("+"), `day - shift(d)` ("-") or `day + sign * shift(d)` ("+1" / "-1": a DateShift),
+    each worked out once per (day, duration): relativedelta arithmetic is ~20 Python calls, and a
+    patient's windows move the same few dates again and again."""
+    key = (day, how, d)
+    got = _MOVED.get(key)
+    if got is None:
+        if how == "+":
+            got = day + shift(d)
+        elif how == "-":
+            got = day - shift(d)
+        else:
+            got = day + int(how) * shift(d)
+        if len(_MOVED) >= 65536:
+            _MOVED.clear()
+        _MOVED[key] = got
+    return got
 
 
 def age_on(birth: dt.date, on: dt.date) -> int:
@@ -99,6 +128,7 @@ class Derived:
 
 
 PICK, COUNT, EXISTS = 0, 1, 2
+_UNSET = object()
 _EVIDENCE_NODES: dict = {}  # condition node -> its evidence-bearing nodes (the IR is immutable)
 _EVIDENCE_NODES_MAX = 100_000
 
@@ -125,19 +155,37 @@ def _evidence_nodes(node: ir.Node) -> tuple:
     return got
 
 
+_VALUESET_INDEXES: dict[int, tuple[Protocol, tuple, ValueSetIndex]] = {}
+
+
+def valueset_index(protocol: Protocol) -> ValueSetIndex:
+    """The protocol's value sets as one index (ValueSetIndex), made once per protocol object (and again if its
+    value sets were changed since)."""
+    items = tuple(protocol.valuesets.items())
+    got = _VALUESET_INDEXES.get(id(protocol))
+    if got is not None and got[0] is protocol and got[1] == items:
+        return got[2]
+    if len(_VALUESET_INDEXES) >= 256:  # libraries reloaded many times: keep only the recent ones
+        _VALUESET_INDEXES.clear()
+    index = ValueSetIndex(protocol.valuesets)
+    _VALUESET_INDEXES[id(protocol)] = (protocol, items, index)
+    return index
+
+
 class Deriver:
     def __init__(self, protocol: Protocol, record: PatientRecord, ctx: Context):
         self.protocol, self.record, self.ctx = protocol, record, ctx
         self.out = Derived()
         self._facts = [f for f in record.facts
                        if f.day <= ctx.reference_date and (f.status or "").lower() not in IGNORED_STATUSES]
+        self._by_valueset: dict[str, list[Fact]] | None = None  # value set name -> its facts (`_in_valueset`)
 
     # ---- public ----
     def eval(self, node: ir.Node) -> Any:
-        if node in self.out.values:
-            return self.out.values[node]
-        value = self._eval(node)
-        self.out.values[node] = value
+        values = self.out.values
+        value = values.get(node, _UNSET)  # (one lookup: a node's hash is a Python call)
+        if value is _UNSET:
+            value = values[node] = self._eval(node)
         return value
 
     def evidence(self, node: ir.Node) -> list[Fact]:
@@ -163,88 +211,98 @@ class Deriver:
 
     # ---- interpretation ----
     def _eval(self, node: ir.Node) -> Any:
-        n = node
-        if isinstance(n, ir.Named):
-            return self.eval(n.node)
-        if isinstance(n, ir.ValueSetRef):
-            return self._valueset_events(n)
-        if isinstance(n, ir.Window):
-            return self._window(n)
-        if isinstance(n, ir.Where):
-            return self._where(n)
-        if isinstance(n, ir.Timing):
-            return self._timing(n)
-        if isinstance(n, ir.EventUnion):
-            return self._union(n)
-        if isinstance(n, ir.DateShift):
-            base = self.eval(n.date)
-            return None if base is None else base + n.sign * shift(n.duration)
-        if isinstance(n, ir.Present):
-            return self.eval(n.item) is not None
-        if isinstance(n, ir.Pick):
-            return self._pick(n)
-        if isinstance(n, ir.Count):
-            return len(self._as_list(self.eval(n.source)))
-        if isinstance(n, ir.CountDistinct):
-            return len(self._distinct_keys(n))
-        if isinstance(n, ir.SumOf):
-            return self._sum_of(n)
-        if isinstance(n, ir.Arith):
-            return arith(n.op, self.eval(n.left), self.eval(n.right))
-        if isinstance(n, ir.Func):
-            return func(n.name, [self.eval(a) for a in n.args])
-        if isinstance(n, ir.EpisodeRef):
-            raise TypeError("'episode' outside a measure counted per episode")
-        if isinstance(n, ir.Points):
-            return n.points if self.eval(n.when) else 0.0
-        if isinstance(n, ir.Sum):
-            values = [self.eval(i) for i in n.items]
-            if any(v is None for v in values):
-                return None
-            total = 0.0
-            for v in values:
-                total += float(v)
-            return total
-        if isinstance(n, ir.Attr):
-            ev = self.eval(n.event)
-            if ev is None:
-                return None
-            if n.name == "value":
-                return ev.value
-            if n.name == "date":
-                return ev.day
-            if n.name == "result":
-                return result_text(ev)
-            return ev.fact.end_day
-        if isinstance(n, ir.Patient):
-            p = self.record.patient
-            if n.name == "age":
-                return age_on(p.birth_date, self.ctx.reference_date)
-            if n.name == "age_at_period_start":
-                return age_on(p.birth_date, self.ctx.period_start)
-            if n.name == "age_at_period_end":
-                return age_on(p.birth_date, self.ctx.period_end)
-            if n.name == "sex":
-                return p.sex.value
-            if n.name == "birth_date":
-                return p.birth_date
-            if n.name == "death_date":  # as of the reference date: a later death has not happened yet
-                return p.death_date if p.death_date is not None and p.death_date <= self.ctx.reference_date else None
-        if isinstance(n, ir.ContextDate):
-            return getattr(self.ctx, n.name)
-        if isinstance(n, ir.Const):
-            return n.value
-        if isinstance(n, ir.Exists):
-            return bool(self._as_list(self.eval(n.source)))
-        if isinstance(n, ir.Compare):
-            return compare(n.op, self.eval(n.left), self.eval(n.right))
-        if isinstance(n, ir.And):
-            return all(self.eval(i) for i in n.items)
-        if isinstance(n, ir.Or):
-            return any(self.eval(i) for i in n.items)
-        if isinstance(n, ir.Not):
-            return not self.eval(n.item)
+        """One node's value: the handler of its type (`_HANDLERS`; the first of `_ORDER` the node is an
+        instance of, found once per type instead of a chain of isinstance tests on every call)."""
+        handler = _HANDLERS.get(type(node))
+        if handler is None:
+            handler = _handler_for(type(node))
+        return handler(self, node)
+
+    def _e_named(self, n: ir.Named):
+        return self.eval(n.node)
+
+    def _e_date_shift(self, n: ir.DateShift):
+        base = self.eval(n.date)
+        return None if base is None else moved(base, n.duration, f"{n.sign:+d}")
+
+    def _e_present(self, n: ir.Present):
+        return self.eval(n.item) is not None
+
+    def _e_count(self, n: ir.Count):
+        return len(self._as_list(self.eval(n.source)))
+
+    def _e_count_distinct(self, n: ir.CountDistinct):
+        return len(self._distinct_keys(n))
+
+    def _e_arith(self, n: ir.Arith):
+        return arith(n.op, self.eval(n.left), self.eval(n.right))
+
+    def _e_func(self, n: ir.Func):
+        return func(n.name, [self.eval(a) for a in n.args])
+
+    def _e_episode(self, n: ir.EpisodeRef):
+        raise TypeError("'episode' outside a measure counted per episode")
+
+    def _e_points(self, n: ir.Points):
+        return n.points if self.eval(n.when) else 0.0
+
+    def _e_sum(self, n: ir.Sum):
+        values = [self.eval(i) for i in n.items]
+        if any(v is None for v in values):
+            return None
+        total = 0.0
+        for v in values:
+            total += float(v)
+        return total
+
+    def _e_attr(self, n: ir.Attr):
+        ev = self.eval(n.event)
+        if ev is None:
+            return None
+        if n.name == "value":
+            return ev.value
+        if n.name == "date":
+            return ev.day
+        if n.name == "result":
+            return result_text(ev)
+        return ev.fact.end_day
+
+    def _e_patient(self, n: ir.Patient):
+        p = self.record.patient
+        if n.name == "age":
+            return age_on(p.birth_date, self.ctx.reference_date)
+        if n.name == "age_at_period_start":
+            return age_on(p.birth_date, self.ctx.period_start)
+        if n.name == "age_at_period_end":
+            return age_on(p.birth_date, self.ctx.period_end)
+        if n.name == "sex":
+            return p.sex.value
+        if n.name == "birth_date":
+            return p.birth_date
+        if n.name == "death_date":  # as of the reference date: a later death has not happened yet
+            return p.death_date if p.death_date is not None and p.death_date <= self.ctx.reference_date else None
         raise TypeError(f"cannot evaluate {n!r}")
+
+    def _e_context_date(self, n: ir.ContextDate):
+        return getattr(self.ctx, n.name)
+
+    def _e_const(self, n: ir.Const):
+        return n.value
+
+    def _e_exists(self, n: ir.Exists):
+        return bool(self._as_list(self.eval(n.source)))
+
+    def _e_compare(self, n: ir.Compare):
+        return compare(n.op, self.eval(n.left), self.eval(n.right))
+
+    def _e_and(self, n: ir.And):
+        return all(self.eval(i) for i in n.items)
+
+    def _e_or(self, n: ir.Or):
+        return any(self.eval(i) for i in n.items)
+
+    def _e_not(self, n: ir.Not):
+        return not self.eval(n.item)
 
     @staticmethod
     def _as_list(v) -> list[Ev]:
@@ -265,13 +323,23 @@ class Deriver:
                     break
         return keys
 
+    def _in_valueset(self, name: str) -> list[Fact]:
+        """The facts in the value set, in record order: `[f for f in self._facts if vs.matches_fact(f)]`, worked
+        out for every value set of the protocol in one pass over the facts (valueset_index)."""
+        by = self._by_valueset
+        if by is None:
+            by = self._by_valueset = {}
+            index = valueset_index(self.protocol)
+            for f in self._facts:
+                for vs_name in index.names(f):
+                    by.setdefault(vs_name, []).append(f)
+        return by.get(name, [])
+
     def _valueset_events(self, n: ir.ValueSetRef) -> list[Ev]:
         vs = self.protocol.valuesets[n.name]
         out = []
         conv_cache: dict[str | None, Any] = {}
-        for f in self._facts:
-            if vs.matches_fact(f) is None:
-                continue
+        for f in self._in_valueset(n.name):
             value = f.value
             if value is not None and vs.unit is not None and f.unit is not None:
                 if f.unit not in conv_cache:
@@ -311,29 +379,29 @@ class Deriver:
         src = self.eval(n.source)
         events = self._as_list(src)
         if n.kind == "ago":
-            lo = self.ctx.reference_date - shift(n.duration)
+            lo = moved(self.ctx.reference_date, n.duration, "-")
             keep = [e for e in events if lo < e.day <= self.ctx.reference_date]
         elif n.kind in ("after", "before") and n.anchor.type == ir.SET:  # any of a list of events' dates
             days = [a.day for a in self._as_list(self.eval(n.anchor))]
-            d = shift(n.duration)
+            d = n.duration
             if n.kind == "after":
-                keep = [e for e in events if any(a <= e.day <= a + d for a in days)]
+                keep = [e for e in events if any(a <= e.day <= moved(a, d, "+") for a in days)]
             else:
-                keep = [e for e in events if any(a - d <= e.day <= a for a in days)]
+                keep = [e for e in events if any(moved(a, d, "-") <= e.day <= a for a in days)]
         elif n.kind in ("after", "before"):
             anchor = self.eval(n.anchor)
             if anchor is None:
                 keep = []
             elif n.kind == "after":
-                hi = anchor + shift(n.duration)
+                hi = moved(anchor, n.duration, "+")
                 keep = [e for e in events if anchor <= e.day <= hi]
             else:
-                lo = anchor - shift(n.duration)
+                lo = moved(anchor, n.duration, "-")
                 keep = [e for e in events if lo <= e.day <= anchor]
         elif n.kind == "after_end":  # after the end of any anchor event (to the minute), up to d after its end date
             ends = [a.fact for a in self._as_list(self.eval(n.anchor)) if a.fact.end is not None]
-            d = shift(n.duration)
-            keep = [e for e in events if any(e.fact.start > a.end and e.day <= a.end_day + d for a in ends)]
+            d = n.duration
+            keep = [e for e in events if any(e.fact.start > a.end and e.day <= moved(a.end_day, d, "+") for a in ends)]
         elif n.kind == "period":
             keep = [e for e in events if self.ctx.period_start <= e.day <= self.ctx.period_end]
         elif n.kind == "overlaps":
@@ -467,6 +535,29 @@ class Deriver:
         if n.how == "min":
             return min(valued, key=lambda e: (e.value, -e.fact.start.timestamp(), e.fact.id))
         return max(valued, key=lambda e: (e.value, e.fact.start, e.fact.id))
+
+
+# The node types Deriver._eval interprets, in the order it tests them, with their handlers.
+_ORDER = ((ir.Named, Deriver._e_named), (ir.ValueSetRef, Deriver._valueset_events), (ir.Window, Deriver._window),
+          (ir.Where, Deriver._where), (ir.Timing, Deriver._timing), (ir.EventUnion, Deriver._union),
+          (ir.DateShift, Deriver._e_date_shift), (ir.Present, Deriver._e_present), (ir.Pick, Deriver._pick),
+          (ir.Count, Deriver._e_count), (ir.CountDistinct, Deriver._e_count_distinct), (ir.SumOf, Deriver._sum_of),
+          (ir.Arith, Deriver._e_arith), (ir.Func, Deriver._e_func), (ir.EpisodeRef, Deriver._e_episode),
+          (ir.Points, Deriver._e_points), (ir.Sum, Deriver._e_sum), (ir.Attr, Deriver._e_attr),
+          (ir.Patient, Deriver._e_patient), (ir.ContextDate, Deriver._e_context_date), (ir.Const, Deriver._e_const),
+          (ir.Exists, Deriver._e_exists), (ir.Compare, Deriver._e_compare), (ir.And, Deriver._e_and),
+          (ir.Or, Deriver._e_or), (ir.Not, Deriver._e_not))
+_HANDLERS: dict[type, Any] = {}
+
+
+def _cannot_evaluate(self: Deriver, n: ir.Node):
+    raise TypeError(f"cannot evaluate {n!r}")
+
+
+def _handler_for(cls: type):
+    handler = next((h for t, h in _ORDER if issubclass(cls, t)), _cannot_evaluate)
+    _HANDLERS[cls] = handler
+    return handler
 
 
 def result_text(ev: Ev) -> str | None:

@@ -84,6 +84,33 @@ def to_sql(expr: Expr, part_sql: Callable[[str], str], counts_deceased: bool = F
     raise TypeError(expr)
 
 
+_STEPS: dict[bool, dict[str, Expr]] = {}
+
+
 def populations(measure, fired: set[str], key: str, sfx: str = "", deceased: bool = False) -> dict[str, bool]:
-    """Every population of one patient (sfx '') or one episode (sfx '#k')."""
-    return {name: holds(e, fired, key, sfx, deceased, measure.counts_deceased) for name, e in steps(measure).items()}
+    """Every population of one patient (sfx '') or one episode (sfx '#k'): `holds` of each of `steps`, with the
+    steps made once (they depend only on `achievers_kept`) and each sub-expression decided once."""
+    kept = bool(measure.achievers_kept)
+    exprs = _STEPS.get(kept)
+    if exprs is None:
+        exprs = _STEPS[kept] = steps(measure)
+    alive = measure.counts_deceased or not deceased
+    memo: dict[int, bool] = {}
+
+    def decide(expr) -> bool:
+        got = memo.get(id(expr))
+        if got is None:
+            if isinstance(expr, Part):
+                got = f"{key}:{expr.name}{sfx}" in fired
+            elif isinstance(expr, Alive):
+                got = alive
+            elif isinstance(expr, And):
+                got = all(decide(x) for x in expr.items)
+            elif isinstance(expr, Not):
+                got = not decide(expr.item)
+            else:
+                raise TypeError(expr)
+            memo[id(expr)] = got
+        return got
+
+    return {name: decide(e) for name, e in exprs.items()}

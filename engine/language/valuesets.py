@@ -70,6 +70,43 @@ class ValueSet:
         return len(self.codes)
 
 
+class ValueSetIndex:
+    """Which of a set of value sets each fact is in, by one dictionary lookup per coding: `names(fact)` is
+    exactly `{name for name, vs in valuesets.items() if vs.matches_fact(fact) is not None}` (a record's
+    facts times a protocol's value sets `matches_fact` calls was the largest part of deriving; issue 17, P2)."""
+
+    def __init__(self, valuesets: dict[str, "ValueSet"]):
+        self.exact: dict[tuple[str, str], list[str]] = {}  # (system, code) -> the value sets listing it
+        self.bare: dict[str, list[str]] = {}  # code -> the value sets matching it in any system (`any_system`)
+        self.any_code: list[str] = []  # value sets every coded fact is in (`any_code`)
+        self.kinds = {name: vs.kinds for name, vs in valuesets.items() if vs.kinds}  # only facts of these kinds
+        for name, vs in valuesets.items():
+            if vs.any_code:
+                self.any_code.append(name)
+                continue
+            for key in vs.codes:
+                self.exact.setdefault(key, []).append(name)
+                if vs.any_system and key[0] == "":
+                    self.bare.setdefault(key[1], []).append(name)
+
+    def names(self, fact) -> set[str]:
+        if not fact.codes:
+            return set()
+        out = set(self.any_code)
+        exact, bare = self.exact, self.bare
+        for c in fact.codes:
+            got = exact.get((c.system, c.code))
+            if got:
+                out.update(got)
+            got = bare.get(c.code)
+            if got:
+                out.update(got)
+        if out and self.kinds:
+            kind = fact.kind.value
+            out = {name for name in out if name not in self.kinds or kind in self.kinds[name]}
+        return out
+
+
 class ValueSetFileError(ValueError):
     pass
 

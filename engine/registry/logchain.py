@@ -112,6 +112,40 @@ def seal(conn: Connection, row: Any) -> None:
     row.row_hash = row_hash(row.prev_hash, row)
 
 
+# One access-log row chained onto the last one with its hash computed by PostgreSQL (sha256 of the same ASCII
+# bytes row_hash hashes: the previous hash, a newline, the canonical content worked out here).
+_PG_APPEND = (
+    "INSERT INTO access_log (at, user_id, username, role, action, method, path, resource, status, patients, detail, "
+    "prev_hash, row_hash) "
+    "SELECT %(at)s, %(user_id)s, %(username)s, %(role)s, %(action)s, %(method)s, %(path)s, %(resource)s, %(status)s, "
+    "%(patients)s, %(detail)s, last.h, encode(sha256(convert_to(last.h || E'\\n' || %(canonical)s, 'UTF8')), 'hex') "
+    "FROM (SELECT coalesce((SELECT row_hash FROM access_log ORDER BY id DESC LIMIT 1), %(genesis)s) AS h) AS last")
+
+
+def append(conn: Connection, values: Mapping[str, Any]) -> None:
+    """Insert one row (`values`: FIELDS) chained onto the last, inside `conn`'s transaction, the append lock
+    held until it ends: the same row, hashes included, as `seal` and an INSERT give. On PostgreSQL with
+    psycopg, the lock and the INSERT (which reads the last hash and computes the row's) go to the server in
+    one round trip (a pipeline of two statements, each with its own snapshot, so the INSERT's read of the
+    last hash comes after the lock is granted); elsewhere `seal`, then an INSERT."""
+    row = {f: values.get(f) for f in FIELDS}
+    row["patients"] = plain_json(row["patients"] or [])
+    row["detail"] = plain_json(row["detail"] or {})
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        from psycopg.types.json import Json
+
+        dumps = conn.dialect._json_serializer or json.dumps  # what the JSON columns are written with
+        params = dict(row, patients=Json(row["patients"], dumps=dumps), detail=Json(row["detail"], dumps=dumps),
+                      canonical=canonical(row), genesis=GENESIS)
+        raw = conn.connection.driver_connection
+        with raw.pipeline(), raw.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+            cur.execute(_PG_APPEND, params)
+        return
+    prev = lock_and_last_hash(conn)
+    conn.execute(sa.insert(access_log).values(**row, prev_hash=prev, row_hash=row_hash(prev, row)))
+
+
 @dataclass
 class Verification:
     ok: bool

@@ -65,7 +65,10 @@ def queue(session: Session, patient_ids: Iterable[int], *, batch_id: int | None 
     table = PendingEvaluationRow.__table__
     insert = pg_insert if is_postgresql(session) else sqlite_insert
     for i in range(0, len(ids), 500):
-        stmt = insert(table).values([dict(patient_id=p, seq=1, queued_at=now, batch_id=batch_id) for p in ids[i:i + 500]])
+        rows = [dict(patient_id=p, seq=1, queued_at=now, batch_id=batch_id) for p in ids[i:i + 500]]
+        # One row as a plain VALUES (the same SQL): SQLAlchemy caches its compiled form, never a multi-row
+        # VALUES with ON CONFLICT (compiled again on every delivery otherwise: issue 17, P2).
+        stmt = insert(table).values(rows[0] if len(rows) == 1 else rows)
         stmt = stmt.on_conflict_do_update(index_elements=["patient_id"],
                                           set_=dict(seq=table.c.seq + 1, queued_at=stmt.excluded.queued_at,
                                                     batch_id=stmt.excluded.batch_id))
