@@ -65,7 +65,6 @@ def log_access(state: AppState, request: Request | None, who: Principal | None, 
         append(conn, values)                   # on PostgreSQL), commit
 
 
-
 def _unauthorised(message: str) -> HTTPException:
     return HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": "Bearer"})
 

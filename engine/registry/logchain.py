@@ -131,7 +131,7 @@ def append(conn: Connection, values: Mapping[str, Any]) -> None:
     row = {f: values.get(f) for f in FIELDS}
     row["patients"] = plain_json(row["patients"] or [])
     row["detail"] = plain_json(row["detail"] or {})
-    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+    if is_postgresql(conn) and conn.dialect.driver == "psycopg":
         from psycopg.types.json import Json
 
         dumps = conn.dialect._json_serializer or json.dumps  # what the JSON columns are written with
