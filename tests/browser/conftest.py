@@ -44,13 +44,19 @@ def browser(chromium_executable):
 
 
 @pytest.fixture(scope="session")
-def seeded(tmp_path_factory):
+def seed_time():
+    """When the demo registry was seeded: its records are dated back from this day (a reading "6 months
+    ago"), so a test that names a record's date counts from here, not from a date written in the test."""
+    return utcnow()
+
+
+@pytest.fixture(scope="session")
+def seeded(tmp_path_factory, seed_time):
     """The demo registry, seeded once: (SQLite file, protocol folder with a draft next version)."""
     tmp = tmp_path_factory.mktemp("browser-seed")
     protocols = copy_protocols(tmp / "protocols")
     db = tmp / "carepath.db"
-    now = utcnow()
-    seed(f"sqlite:///{db}", protocols, now.date(), now)
+    seed(f"sqlite:///{db}", protocols, seed_time.date(), seed_time)
     return db, protocols
 
 
