@@ -155,6 +155,13 @@ def start_server(db_url: str, protocols_dir: Path, clock: Clock, migrate: bool =
     return Server(f"http://127.0.0.1:{port}", app, clock, protocols_dir, server, thread)
 
 
+def navigate_by(page, control) -> None:
+    """Click a control that loads another page, and wait until that page has loaded: a read right after a bare
+    click could see the old page or a half-parsed new one (on a slow machine: 24 of the 26 rows)."""
+    with page.expect_navigation():
+        control.click()
+
+
 def shot(page, name: str) -> Path:
     """Full-page screenshot under test-output/browser/."""
     SHOTS.mkdir(parents=True, exist_ok=True)

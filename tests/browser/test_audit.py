@@ -8,7 +8,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.support import AMINA, CLOCK_AHEAD, access_log, reporting_dates, shot
+from tests.browser.support import AMINA, CLOCK_AHEAD, access_log, navigate_by, reporting_dates, shot
 
 
 def test_auditor_sees_the_charts(pages):
@@ -52,16 +52,14 @@ def test_auditor_sees_the_charts(pages):
     page.set_viewport_size({"width": 1440, "height": 1000})
     # compare MDTs instead
     page.get_by_label("Compare", exact=True).select_option("mdt")
-    page.get_by_role("button", name="Show").first.click()
+    navigate_by(page, page.get_by_role("button", name="Show").first)
     expect(page).to_have_url(re.compile("unit_kind=mdt"))
-    page.wait_for_load_state()  # the URL changes when the new page starts: read its rows once it has loaded
     assert set(page.locator("#unit-table tbody th").all_inner_texts()) == {"central-1", "central-2"}
     shot(page, "audit-auditor-mdts")
     # and localities (their trend lines, "Localities" spelt right)
     page.get_by_label("Compare", exact=True).select_option("locality")
-    page.get_by_role("button", name="Show").first.click()
+    navigate_by(page, page.get_by_role("button", name="Show").first)
     expect(page).to_have_url(re.compile("unit_kind=locality"))
-    page.wait_for_load_state()
     assert "Localitys" not in page.locator("main").inner_text()
     shot(page, "audit-auditor-localities")
 

@@ -10,7 +10,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.support import AMINA, FRANK, access_log, shot
+from tests.browser.support import AMINA, FRANK, access_log, navigate_by, shot
 
 
 def _total(page) -> int:
@@ -19,13 +19,6 @@ def _total(page) -> int:
 
 def _rows(page):
     return page.locator("table.worklist tr.task-row")
-
-
-def _navigate_by(page, control) -> None:
-    """Click a control that loads another page, and wait until that page has loaded: a read right after a bare
-    click could see the old page or a half-parsed new one (on a slow machine: 24 of the 26 rows)."""
-    with page.expect_navigation():
-        control.click()
 
 
 def _option_count(page, select: str, value: str) -> int:
@@ -64,18 +57,18 @@ def test_filters_counts_sort_and_pages(pages):
     gp = _option_count(page, "#f-role", "gp")
     assert 0 < gp < everything
     page.get_by_label("Role").select_option("gp")
-    _navigate_by(page, page.get_by_role("button", name="Apply filters"))
+    navigate_by(page, page.get_by_role("button", name="Apply filters"))
     expect(page).to_have_url(re.compile(r"role=gp"))
     assert _total(page) == gp == _rows(page).count()
     assert all(t.split("\n")[0] == "gp" for t in page.locator("table.worklist td.responsible").all_inner_texts())
     # combine with a practice; the practice counts already respect the role filter
     a81001 = _option_count(page, "#f-practice", "A81001")
     page.get_by_label("Practice").select_option("A81001")
-    _navigate_by(page, page.get_by_role("button", name="Apply filters"))
+    navigate_by(page, page.get_by_role("button", name="Apply filters"))
     assert _total(page) == a81001 and all("A81001" in t for t in
                                           page.locator("table.worklist tr.patient-row .banner-facts").all_inner_texts())
     shot(page, "worklist-filtered")
-    _navigate_by(page, page.get_by_role("link", name="Clear"))
+    navigate_by(page, page.get_by_role("link", name="Clear"))
     assert _total(page) == everything
 
     # overdue: the two counts add up, and the overdue list has only late tasks
@@ -83,7 +76,7 @@ def test_filters_counts_sort_and_pages(pages):
     not_overdue_n = int(re.search(r"\((\d+)\)", page.locator("label[for=overdue-no]").inner_text()).group(1))
     assert overdue_n > 0 and overdue_n + not_overdue_n == everything
     page.locator("#overdue-yes").check()
-    _navigate_by(page, page.get_by_role("button", name="Apply filters"))
+    navigate_by(page, page.get_by_role("button", name="Apply filters"))
     assert _total(page) == overdue_n
     assert page.locator(".clock").all_inner_texts() and all(t.startswith("Overdue by") for t in page.locator(".clock").all_inner_texts())
 
@@ -92,7 +85,7 @@ def test_filters_counts_sort_and_pages(pages):
     assert _option_count(page, "#f-protocol", "t2dm-annual-care") == everything
     assert _option_count(page, "#f-risk", "none") == everything
     page.get_by_label("Risk tier").select_option("3")
-    _navigate_by(page, page.get_by_role("button", name="Apply filters"))
+    navigate_by(page, page.get_by_role("button", name="Apply filters"))
     expect(page.locator(".empty")).to_have_text("No tasks match these filters.")
     page.goto("/app/worklist?status=completed")
     assert _total(page) == int(re.search(r"\((\d+)\)", page.locator("label[for=status-completed]").inner_text()).group(1))
@@ -100,7 +93,7 @@ def test_filters_counts_sort_and_pages(pages):
     # sort by due date, soonest first
     page.goto("/app/worklist")
     page.get_by_label("Sort by").select_option("due")
-    _navigate_by(page, page.get_by_role("button", name="Apply filters"))
+    navigate_by(page, page.get_by_role("button", name="Apply filters"))
     dues = [dt.datetime.fromisoformat(x.rstrip("Z")) for x in page.locator("td .sla time").evaluate_all("els => els.map(e => e.getAttribute('datetime'))")]
     # grouped by patient, groups in the order of each patient's soonest task, tasks in order within a group
     groups = page.locator("tbody.patient-group").evaluate_all(
@@ -118,10 +111,10 @@ def test_filters_counts_sort_and_pages(pages):
 
     # pages of 5
     page.get_by_label("Tasks per page").select_option("10")
-    _navigate_by(page, page.get_by_role("button", name="Apply filters"))
+    navigate_by(page, page.get_by_role("button", name="Apply filters"))
     assert _rows(page).count() == 10
     first_page = page.locator("table.worklist tr.task-row").evaluate_all("rs => rs.map(r => r.id)")
-    _navigate_by(page, page.get_by_role("navigation", name="Pagination").get_by_role("link", name="Next"))
+    navigate_by(page, page.get_by_role("navigation", name="Pagination").get_by_role("link", name="Next"))
     expect(page).to_have_url(re.compile(r"page=2"))
     second_page = page.locator("table.worklist tr.task-row").evaluate_all("rs => rs.map(r => r.id)")
     assert second_page and not set(first_page) & set(second_page)
@@ -251,12 +244,12 @@ def test_risk_tier_filter(pages, server):
     tier3 = _option_count(page, "#f-risk", "3")
     assert tier3 >= 2 and _option_count(page, "#f-risk", "none") == everything - tier3
     page.get_by_label("Risk tier").select_option("3")
-    _navigate_by(page, page.get_by_role("button", name="Apply filters"))
+    navigate_by(page, page.get_by_role("button", name="Apply filters"))
     assert _total(page) == tier3
     assert {t for t in page.locator("table.worklist tr.patient-row a").all_inner_texts()} == {"Frank Osei"}
     expect(page.locator("table.worklist .tag", has_text="risk tier 3").first).to_be_visible()
     page.get_by_label("Risk tier").select_option("none")
-    _navigate_by(page, page.get_by_role("button", name="Apply filters"))
+    navigate_by(page, page.get_by_role("button", name="Apply filters"))
     assert _total(page) == everything - tier3
     assert "Frank Osei" not in page.locator("table.worklist").inner_text()
 

@@ -1,11 +1,11 @@
 """The batch engine (DuckDB, whole population) against the per-patient engines: zero differing patients.
 
-1. Hypothesis builds small populations of patients whose facts crowd the places where engines
-   could disagree (at least 51 random patients per protocol per run): window edges (exactly N months ago, leap days), thresholds, same-day ties,
-   identical ids from different systems, unit conversions (and inconvertible units), entered-in-
-   error facts, multi-coded facts, attributes, open-ended facts. Every protocol under protocols/
-   that loads is evaluated for each population by durable-rules (one patient at a time) and by
-   the batch engine (one query): the fired condition keys and the summary facts must be identical.
+1. Hypothesis builds small populations of patients whose facts crowd the places where engines could disagree (at
+   least 51 random patients per protocol per run): window edges (exactly N months ago, leap days), thresholds,
+   same-day ties, identical ids from different systems, unit conversions (and inconvertible units), entered-in-
+   error facts, multi-coded facts, attributes, open-ended facts. Every protocol under protocols/ that loads is
+   evaluated for each population by durable-rules (one patient at a time) and by the batch engine (one query): the
+   fired condition keys and the summary facts must be identical.
 2. The first 2,000 patients of the synthetic population generator go through both as well.
 """
 from __future__ import annotations
@@ -30,11 +30,13 @@ from engine.records.nhs_number import make_nhs_number
 
 ROOT = Path(__file__).resolve().parents[2]
 # Examples per protocol: more for the diabetes pathway's newest version, fewer for the others (its superseded
-# versions included: the same node types, compiled by the same code) so the suite stays quick as the library grows. A soak run: CAREPATH_EQUIVALENCE_EXAMPLES=300 CAREPATH_EQUIVALENCE_RANDOM=1.
+# versions included: the same node types, compiled by the same code) so the suite stays quick as the library
+# grows. A soak run: CAREPATH_EQUIVALENCE_EXAMPLES=300 CAREPATH_EQUIVALENCE_RANDOM=1.
 EXAMPLES = int(os.environ.get("CAREPATH_EQUIVALENCE_EXAMPLES", "0"))
 EXAMPLES_MAIN, EXAMPLES_OTHERS = EXAMPLES or 6, EXAMPLES or 3
-# The generator's first patients through both engines: 2,000 for the diabetes pathway (newest version), fewer for the others
-# (durable-rules derives ~50 facts per patient in Python); CAREPATH_EQUIVALENCE_GENERATED=2000 runs all at 2,000.
+# The generator's first patients through both engines: 2,000 for the diabetes pathway (newest version), fewer for
+# the others (durable-rules derives ~50 facts per patient in Python); CAREPATH_EQUIVALENCE_GENERATED=2000 runs all
+# at 2,000.
 GENERATED_MAIN, GENERATED_OTHERS = 2000, int(os.environ.get("CAREPATH_EQUIVALENCE_GENERATED", "200"))
 # Each hypothesis example is a population of 17-24 random patients, so every protocol meets at least 51
 # random patients per run (3 examples; the batch engine's cost is per population, durable-rules' per
