@@ -354,11 +354,12 @@ def version_problems(lib) -> list[Problem]:
     for versions in by_id.values():
         versions.sort(key=lambda p: version_key(p.version))
         for older, newer in zip(versions, versions[1:]):
-            if newer.effective < older.effective:
+            if newer.effective < older.effective:  # deliberate for a re-issue that brings a version forward
                 out.append(Problem(Location(newer.source, 1, 1),
-                                   f"{newer.key} takes effect ({newer.effective}) before {older.key} ({older.effective}): "
-                                   f"from {older.effective} the older version would never be in force again",
-                                   expected=f"an effective date on or after {older.effective}", severity="warning"))
+                                   f"{newer.key} takes effect ({newer.effective}) before {older.key} ({older.effective}), "
+                                   f"so {older.key} is never in force: on any date the highest version in force wins",
+                                   expected=f"an effective date on or after {older.effective}, unless {newer.key} "
+                                            f"replaces {older.key} before it starts", severity="warning"))
     return out
 
 

@@ -2,7 +2,8 @@
 
 - A declared cluster the site has not supplied: a warning per (protocol version, cluster) naming what it
   blocks — those activities, goals, rules and measures evaluate as "cannot determine" until
-  `carepath codelists import FILE --cluster NAME` supplies it.
+  `carepath codelists import FILE --cluster NAME` supplies it. A published version that no date puts in force
+  (a higher version takes effect on or before its date) gets one warning naming its missing clusters.
 - The synthetic code system (https://carepath.example/CodeSystem/synthetic, made-up codes for the demo):
   an ERROR in any protocol that is not marked `demo_only: true` — with one exception, published history.
   A published file can never be edited (a change is a new version), so a published version that uses
@@ -115,8 +116,16 @@ def codelist_problems(lib) -> list[Problem]:
             cur = newest_active.get(p.id)
             if cur is None or version_key(p.version) > version_key(cur.version):
                 newest_active[p.id] = p
+    never = lib.never_in_force()
     for p in lib.protocols:
-        out += missing_cluster_problems(p)
+        if p.key in never and p.missing_clusters:  # listed under the version that is in force instead
+            names = sorted({c.cluster for c in p.missing_clusters})
+            out.append(Problem(Location(p.source, 1, 1),
+                               f"{p.key} is never in force ({never[p.key].key} from {never[p.key].effective}): its "
+                               f"{len(names)} declared codelist{'s' if len(names) > 1 else ''} not supplied ({', '.join(names)}) "
+                               f"{'are' if len(names) > 1 else 'is'} not listed one by one", severity="warning"))
+        else:
+            out += missing_cluster_problems(p)
         synthetic, local = codelist_findings(p, cache)
         if not synthetic and not local:
             continue

@@ -40,6 +40,20 @@ class Library:
                 best[p.id] = p
         return sorted(best.values(), key=lambda p: p.id)
 
+    def never_in_force(self) -> dict[str, Protocol]:
+        """Active protocol versions that no date puts in force, each with the higher version that pre-empts it: one
+        taking effect on or before its own date (from then on the highest version in force wins). A version
+        re-issued earlier as a patch (t2dm-annual-care 1.4.0 by 1.4.1) is one; so is 1.2.0 published with 1.3.0's
+        date."""
+        out: dict[str, Protocol] = {}
+        active = [p for p in self.protocols if p.status == "active" and p.effective is not None]
+        for older in active:
+            pre = [n for n in active if n.id == older.id and n.effective <= older.effective
+                   and version_key(n.version) > version_key(older.version)]
+            if pre:
+                out[older.key] = min(pre, key=lambda n: (n.effective, version_key(n.version)))
+        return out
+
     def agreements_in_force(self, on: dt.date) -> list[Agreement]:
         best: dict[str, Agreement] = {}
         for a in self.agreements:

@@ -84,3 +84,46 @@ def test_a_wrong_expectation_is_reported_with_expected_actual_and_why():
     assert "expected due 2026-11-20 17:00:00, got 2026-11-20 13:00:00" in out.problems[0]
     assert "flag severe-hypertension: expected amber, got red" in out.problems[1]
     assert any(w.startswith("task 'Same-day assessment for target-organ damage': NG136") for w in out.why)
+
+
+def _reissues():
+    """(older, newer) where a higher published version takes effect before the older one's date: the older one is
+    never in force. The shipped library does this only to bring a version forward unchanged (asthma 1.1.1 is
+    1.1.0 from 2026-12-07 instead of 2027-04-01)."""
+    lib = shipped_library()
+    never = lib.never_in_force()
+    out = []
+    for older in sorted((p for p in lib.protocols if p.key in never), key=lambda p: p.key):
+        higher = [p for p in lib.protocols if p.id == older.id and p.status == "active"
+                  and version_key(p.version) > version_key(older.version)]
+        following = min(higher, key=lambda p: version_key(p.version))
+        if following.effective < older.effective:
+            out.append((older, following))
+    return out
+
+
+REISSUES = _reissues()
+
+
+def _body(path: str) -> dict:
+    from ruamel.yaml import YAML
+    data = dict(YAML(typ="safe").load(Path(path).read_text(encoding="utf-8")))
+    return {k: v for k, v in data.items() if k not in ("version", "status", "effective")}
+
+
+def test_the_versions_brought_forward_are_found():
+    assert {(o.key, n.key) for o, n in REISSUES} >= {("t2dm-annual-care@1.4.0", "t2dm-annual-care@1.4.1"),
+                                                     ("asthma@1.1.0", "asthma@1.1.1")}
+
+
+@pytest.mark.parametrize("older, newer", REISSUES, ids=[n.key for _, n in REISSUES])
+def test_a_version_brought_forward_is_its_predecessors_text_and_cases(older, newer):
+    """A version published to take effect before the one it pre-empts must say and do exactly what that one says:
+    only its version, status and effective date (and header comments) differ; its cases are the same cases."""
+    assert newer.id == older.id and newer.status == older.status == "active"
+    assert _body(newer.source) == _body(older.source)
+    old_cases = [cf for cf in FILES.values() if cf.protocol.key == older.key]
+    new_cases = [cf for cf in FILES.values() if cf.protocol.key == newer.key]
+    assert old_cases and new_cases
+    assert ([(c.name, c.as_of, c.expect) for cf in new_cases for c in cf.cases]
+            == [(c.name, c.as_of, c.expect) for cf in old_cases for c in cf.cases])

@@ -185,10 +185,21 @@ def test_a_deadline_on_a_bank_holiday_moves_to_the_last_opening_time_before_it()
 
 
 # ---- the library: which version is in force, and every pathway assigned ---------------------------------------------
-def test_the_new_agreements_take_effect_on_1_april_2027():
+def test_the_new_agreements_take_effect_on_7_december_2026():
+    """Published for 1 April 2027 (1.1.0), brought forward unchanged as 1.1.1 from 7 December 2026 (issue 13)."""
     lib = shipped_library()
-    assert {a.key for a in lib.agreements_in_force(dt.date(2027, 3, 31))} == {"central-locality-roles@1.0.0", "pilot-area-roles@1.0.0"}
-    assert {a.key for a in lib.agreements_in_force(dt.date(2027, 4, 1))} == {"central-locality-roles@1.1.0", "pilot-area-roles@1.1.0"}
+    old, new = {"central-locality-roles@1.0.0", "pilot-area-roles@1.0.0"}, {"central-locality-roles@1.1.1", "pilot-area-roles@1.1.1"}
+    assert {a.key for a in lib.agreements_in_force(dt.date(2026, 12, 6))} == old
+    for day in (dt.date(2026, 12, 7), dt.date(2027, 3, 31), dt.date(2027, 4, 1)):
+        assert {a.key for a in lib.agreements_in_force(day)} == new
+    from ruamel.yaml import YAML
+
+    def body(key):  # what the agreement says, without its version, status and date
+        path = next(a.source for a in lib.agreements if a.key == key)
+        return {k: v for k, v in YAML(typ="safe").load(Path(path).read_text(encoding="utf-8")).items()
+                if k not in ("version", "status", "effective")}
+    for agreement in ("central-locality-roles", "pilot-area-roles"):
+        assert body(f"{agreement}@1.1.1") == body(f"{agreement}@1.1.0")
 
 
 def test_every_pathway_task_is_assigned_in_every_mdt_to_a_party_with_opening_hours():

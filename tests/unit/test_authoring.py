@@ -85,13 +85,16 @@ def mini(root: Path, rules: str, name: str = "mini.yaml") -> Path:
 # ---- validate ---------------------------------------------------------------------------------------------------
 def test_shipped_library_validates_clean(shipped_library_once):
     """No errors; the only warnings are about where codes come from (issue 13: made-up and unverified codes in
-    published versions, which are never edited, and declared clusters not supplied), none of any other kind."""
+    published versions, which are never edited, and declared clusters not supplied) and the versions re-issued to
+    take effect earlier (test_protocol_library.py checks each re-issue is its predecessor's text), none of any
+    other kind."""
     r = cli("validate", ROOT / "protocols", "--format", "json")
     assert r.exit_code == 0, r.output
     problems = json.loads(r.output)["problems"]
     assert not [p for p in problems if p["severity"] == "error"]
     other = [p["message"] for p in problems if not re.search(
-        r"synthetic code system|from a LOCAL: source|published history|is declared but not supplied", p["message"])]
+        r"synthetic code system|from a LOCAL: source|published history|is declared but not supplied|is never in force",
+        p["message"])]
     assert other == []
 
 
@@ -371,9 +374,9 @@ def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path
     r = cli("docs", ROOT / "protocols", "--out", tmp_path / "docs", "--as-of", "2026-11-20")
     assert r.exit_code == 0, r.output
     index = (tmp_path / "docs" / "index.md").read_text(encoding="utf-8")
-    # the latest version is documented: 1.4.0 is published, in force from 2027-04-01 (not yet on 2026-11-20)
-    assert "| Type 2 diabetes annual care | 1.4.0 | active |" in index
-    t2dm = (tmp_path / "docs" / "t2dm-annual-care@1.4.0.md").read_text(encoding="utf-8")
+    # the latest version is documented: 1.4.1 is published, in force from 2026-12-07 (not yet on 2026-11-20)
+    assert "| Type 2 diabetes annual care | 1.4.1 | active |" in index
+    t2dm = (tmp_path / "docs" / "t2dm-annual-care@1.4.1.md").read_text(encoding="utf-8")
     for text in ("## Who is on it", "## What is due when, and who does it", "## What triggers action or escalation",
                  "## How it is audited", "**Evidence:** NICE NG28",
                  "### Diabetic eye screening (2-yearly, lowest risk) - only when retinal low risk",
@@ -382,7 +385,7 @@ def test_docs_renders_a_readable_summary_with_who_does_what_by_locality(tmp_path
                  "- escalation: **Active foot problem - discuss at MDT** to the patient's MDT case conference (urgent)",
                  "  - exceptions: "):  # since 1.3.0: QOF personalised care adjustments are denominator exceptions
         assert text in t2dm, text
-    risk = (tmp_path / "docs" / "risk-stratification@1.1.0.md").read_text(encoding="utf-8")  # the latest version
+    risk = (tmp_path / "docs" / "risk-stratification@1.1.1.md").read_text(encoding="utf-8")  # the latest version
     assert "- score: **risk score** = the sum of: + long-term condition count; +2 if number of emergency admissions in the last 12 months ≥ 1; +2 if number of emergency admissions in the last 12 months ≥ 2" in risk
     assert "- tier 3 **Case management (Kaiser level 3)** (the first tier that holds, in this order)" in risk
     assert "| north | north-1 | 12: E96609" in (tmp_path / "docs" / "agreement-pilot-area-roles@1.0.0.md").read_text(encoding="utf-8")

@@ -145,3 +145,23 @@ def test_published_history_keeps_synthetic_codes_without_failing(root):
     new.write_text(protocol("1.1.0", SYNTHETIC_VS, status="draft", effective="2027-04-01"), encoding="utf-8")
     code, problems = validate(root)
     assert code == 1
+
+
+def test_a_version_never_in_force_gets_one_warning_for_its_missing_clusters(root):
+    """A version re-issued earlier as a patch (1.1.1 from 2026-12-07 before 1.1.0's 2027-04-01) pre-empts 1.1.0 on
+    every date: 1.1.0's missing clusters are named in one line, the version in force keeps a warning per cluster."""
+    declared = '  thing: {cluster: FOOTEXAM_COD, refset: "999001011000230105", publisher: PCD}'
+    (root / "p@1.1.0.yaml").write_text(protocol("1.1.0", declared, effective="2027-04-01"), encoding="utf-8")
+    code, problems = validate(root)
+    assert code == 0 and len([p for p in problems if "declared but not supplied" in p["message"]]) == 1
+    (root / "p@1.1.1.yaml").write_text(protocol("1.1.1", declared, effective="2026-12-07"), encoding="utf-8")
+    code, problems = validate(root)
+    assert code == 0
+    [per_cluster] = [p for p in problems if "declared but not supplied" in p["message"]]
+    assert per_cluster["message"].startswith("codes-check@1.1.1: codelist FOOTEXAM_COD")
+    [never] = [p for p in problems if "is never in force (" in p["message"]]
+    assert never["file"].endswith("p@1.1.0.yaml") and never["severity"] == "warning"
+    assert ("codes-check@1.1.0 is never in force (codes-check@1.1.1 from 2026-12-07): its 1 declared codelist not "
+            "supplied (FOOTEXAM_COD) is not listed one by one") == never["message"]
+    [order] = [p for p in problems if "takes effect" in p["message"]]
+    assert order["file"].endswith("p@1.1.1.yaml") and "so codes-check@1.1.0 is never in force" in order["message"]
