@@ -210,8 +210,9 @@ def test_report_same_whatever_the_chunk_size(population, proto):
 
 def test_choosing_the_version_and_refusing_a_protocol_without_a_score(population, lib):
     assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2026, 12, 1)).version == "1.0.0"  # in force
-    assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2027, 5, 1)).version == "1.1.0"
-    assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2020, 1, 1)).version == "1.1.0"  # newest
+    assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2026, 12, 7)).version == "1.1.1"
+    assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2027, 5, 1)).version == "1.1.1"
+    assert choose_protocol(lib.protocols, "risk-stratification", dt.date(2020, 1, 1)).version == "1.1.1"  # newest
     with pytest.raises(ValueError, match="no protocol"):
         choose_protocol(lib.protocols, "risk-stratification@9.9.9", T)
     with pytest.raises(ValueError, match="no score"):
