@@ -28,3 +28,27 @@ def shipped_cases(path: Path) -> CaseFile:
 @lru_cache(maxsize=None)
 def _cases(path: Path, site: str) -> CaseFile:
     return load_cases(path)
+
+
+def protocol_text(path: str | Path) -> dict:
+    """What a protocol file says, without its version, status and effective date (comments are not read)."""
+    from ruamel.yaml import YAML
+    data = dict(YAML(typ="safe").load(Path(path).read_text(encoding="utf-8")))
+    return {k: v for k, v in data.items() if k not in ("version", "status", "effective")}
+
+
+def repeated_by_a_higher_version(lib: Library) -> set[str]:
+    """Keys of the versions whose text a higher version of the same protocol repeats unchanged (re-issued to take
+    effect on another date: asthma 1.1.0 by 1.1.1). Engines given the same text agree or disagree the same way, so
+    the engine-equivalence suites run such a text once, as the higher version."""
+    from engine.language.library import version_key
+    out = set()
+    for p in lib.protocols:
+        text = None
+        for q in lib.protocols:
+            if q.id == p.id and version_key(q.version) > version_key(p.version):
+                text = protocol_text(p.source) if text is None else text
+                if protocol_text(q.source) == text:
+                    out.add(p.key)
+                    break
+    return out

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from protocol_cases import case_files, run_case, shipped_cases, shipped_library
+from protocol_cases import (case_files, protocol_text, repeated_by_a_higher_version, run_case, shipped_cases,
+                            shipped_library)
 
 from engine.language.library import version_key
 
@@ -19,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 PROTOCOLS = ROOT / "protocols"
 COVERED_ELSEWHERE = {"t2dm-annual-care.tests.yaml"}  # tests/protocols/test_t2dm.py
 FILES = {f.name: shipped_cases(f) for f in case_files([PROTOCOLS])}
-CASES = [(name, c) for name, cf in sorted(FILES.items()) if name not in COVERED_ELSEWHERE for c in cf.cases]
+# a version re-issued unchanged by a higher one (asthma 1.1.0 by 1.1.1) has the same cases on the same text: they run
+# once, on the higher version (test_a_version_brought_forward_is_its_predecessors_text_and_cases checks both)
+REPEATED = repeated_by_a_higher_version(shipped_library())
+CASES = [(name, c) for name, cf in sorted(FILES.items())
+         if name not in COVERED_ELSEWHERE and cf.protocol.key not in REPEATED for c in cf.cases]
 
 
 @pytest.mark.parametrize("file_name, case", CASES, ids=[f"{n}::{c.name}" for n, c in CASES])
@@ -105,12 +110,6 @@ def _reissues():
 REISSUES = _reissues()
 
 
-def _body(path: str) -> dict:
-    from ruamel.yaml import YAML
-    data = dict(YAML(typ="safe").load(Path(path).read_text(encoding="utf-8")))
-    return {k: v for k, v in data.items() if k not in ("version", "status", "effective")}
-
-
 def test_the_versions_brought_forward_are_found():
     assert {(o.key, n.key) for o, n in REISSUES} >= {("t2dm-annual-care@1.4.0", "t2dm-annual-care@1.4.1"),
                                                      ("asthma@1.1.0", "asthma@1.1.1")}
@@ -121,7 +120,7 @@ def test_a_version_brought_forward_is_its_predecessors_text_and_cases(older, new
     """A version published to take effect before the one it pre-empts must say and do exactly what that one says:
     only its version, status and effective date (and header comments) differ; its cases are the same cases."""
     assert newer.id == older.id and newer.status == older.status == "active"
-    assert _body(newer.source) == _body(older.source)
+    assert protocol_text(newer.source) == protocol_text(older.source)
     old_cases = [cf for cf in FILES.values() if cf.protocol.key == older.key]
     new_cases = [cf for cf in FILES.values() if cf.protocol.key == newer.key]
     assert old_cases and new_cases
