@@ -31,7 +31,8 @@ def _cases(path: Path, site: str) -> CaseFile:
 
 
 def protocol_text(path: str | Path) -> dict:
-    """What a protocol file says, without its version, status and effective date (comments are not read)."""
+    """What a protocol (or role agreement) file says, without its version, status and effective date (comments are
+    not read)."""
     from ruamel.yaml import YAML
     data = dict(YAML(typ="safe").load(Path(path).read_text(encoding="utf-8")))
     return {k: v for k, v in data.items() if k not in ("version", "status", "effective")}
