@@ -206,15 +206,18 @@ def push(port: int, head: bytes, total: int, chunked: bool, piece: bytes = b'{"r
     started = time.monotonic()
     s.sendall(head)
     reader.start()
-    sent = 0
+    sent, pending = 0, b""
     try:
-        while sent < total and not answered.is_set():
+        while (sent < total or pending) and not answered.is_set():
             _, writable, _ = select.select([], [s], [], 5)
             if not writable:
                 break
-            data = (b"%x\r\n" % len(piece) + piece + b"\r\n") if chunked else piece
-            s.send(data)
-            sent += len(piece)
+            if not pending:
+                pending = (b"%x\r\n" % len(piece) + piece + b"\r\n") if chunked else piece
+                sent += len(piece)
+            # send() may take only part of it (a 64 KiB send buffer): the rest goes next, or a chunk's framing
+            # would be cut and the server would answer 400 for a malformed body instead of 413 for its size
+            pending = pending[s.send(pending):]
     except (BrokenPipeError, ConnectionResetError):
         pass
     answered.wait(10)
